@@ -1,0 +1,179 @@
+package pvesim
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+)
+
+func (s *Sim) version(*request) (any, error) {
+	major := s.opts.Version
+	if len(major) > 3 {
+		major = major[:3]
+	}
+	return map[string]any{"release": major, "repoid": "6f1f7a4c", "version": s.opts.Version}, nil
+}
+
+// clusterStatus answers like a standalone node unless several nodes are configured.
+func (s *Sim) clusterStatus(*request) (any, error) {
+	out := []map[string]any{}
+	if len(s.opts.Nodes) > 1 {
+		out = append(out, map[string]any{"type": "cluster", "id": "cluster", "name": "pvesim",
+			"nodes": len(s.opts.Nodes), "quorate": 1, "version": 3})
+	}
+	for i, n := range s.opts.Nodes {
+		local := 0
+		if i == 0 {
+			local = 1
+		}
+		out = append(out, map[string]any{"type": "node", "id": "node/" + n, "name": n,
+			"ip": fmt.Sprintf("127.0.0.%d", i+1), "local": local, "nodeid": i + 1, "online": 1, "level": ""})
+	}
+	return out, nil
+}
+
+func (s *Sim) checkNode(name string) error {
+	if _, ok := s.nodes[name]; !ok {
+		// pveproxy cannot proxy to an unknown node: hostname lookup fails.
+		return &Error{Code: 595, Msg: fmt.Sprintf("hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", name, name)}
+	}
+	return nil
+}
+
+// nextID returns the first free VMID as a string (PVE's JSON type for it).
+func (s *Sim) nextID(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if req.has("vmid") {
+		id := req.intv("vmid")
+		if _, taken := s.vms[id]; taken {
+			return nil, paramErr(map[string]string{"vmid": fmt.Sprintf("VM %d already exists", id)})
+		}
+		return strconv.Itoa(id), nil
+	}
+	if id, ok := s.faults.popNextID(); ok {
+		return strconv.Itoa(id), nil
+	}
+	for id := 100; id < 1000000; id++ {
+		if _, taken := s.vms[id]; !taken {
+			return strconv.Itoa(id), nil
+		}
+	}
+	return nil, errf("unable to get any free VMID in range [100, 1000000)")
+}
+
+func (s *Sim) listNodes(*request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []map[string]any{}
+	for _, n := range s.opts.Nodes {
+		out = append(out, map[string]any{"node": n, "status": "online", "cpu": 0.03, "maxcpu": 16,
+			"mem": int64(9) << 30, "maxmem": int64(64) << 30, "disk": int64(12) << 30, "maxdisk": int64(100) << 30,
+			"uptime": int64(s.now().Sub(s.nodes[n].started).Seconds()), "id": "node/" + n, "type": "node",
+			"level": "", "ssl_fingerprint": "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99"})
+	}
+	return out, nil
+}
+
+func (s *Sim) nodeStatus(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.nodes[req.vars["node"]]
+	if !ok {
+		return nil, s.checkNode(req.vars["node"])
+	}
+	return map[string]any{
+		"uptime":  int64(s.now().Sub(n.started).Seconds()),
+		"loadavg": []string{"0.12", "0.20", "0.25"},
+		"cpu":     0.031, "wait": 0.001,
+		"memory":  map[string]any{"total": int64(64) << 30, "used": int64(9) << 30, "free": int64(55) << 30},
+		"swap":    map[string]any{"total": 0, "used": 0, "free": 0},
+		"rootfs":  map[string]any{"total": int64(100) << 30, "used": int64(12) << 30, "free": int64(88) << 30, "avail": int64(83) << 30},
+		"cpuinfo": map[string]any{"model": "Simulated CPU @ 3.40GHz", "cores": 8, "cpus": 16, "sockets": 1,
+			"mhz": "3400.000", "user_hz": 100, "flags": "fpu vme de pse tsc msr pae mce cx8 apic", "hvm": "1"},
+		"kversion":       "Linux 6.14.8-2-pve #1 SMP PREEMPT_DYNAMIC PMX 6.14.8-2",
+		"pveversion":     "pve-manager/" + s.opts.Version + "/6f1f7a4c",
+		"ksm":            map[string]any{"shared": 0},
+		"boot-info":      map[string]any{"mode": "efi", "secureboot": 0},
+		"current-kernel": map[string]any{"machine": "x86_64", "release": "6.14.8-2-pve", "sysname": "Linux", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.14.8-2"},
+	}, nil
+}
+
+// resources answers /cluster/resources. Unlike status/current it always carries
+// "template" as 0/1, which is what PVE does there.
+func (s *Sim) resources(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	typ := req.str("type")
+	out := []map[string]any{}
+	if typ == "" || typ == "vm" {
+		ids := make([]int, 0, len(s.vms))
+		for id := range s.vms {
+			ids = append(ids, id)
+		}
+		sort.Ints(ids)
+		for _, id := range ids {
+			v := s.vms[id]
+			st := s.vmStatusLocked(v)
+			r := map[string]any{"id": fmt.Sprintf("qemu/%d", id), "type": "qemu", "vmid": id, "node": v.node,
+				"name": v.name(), "status": st["status"], "template": 0, "maxcpu": v.cpus(), "cpu": st["cpu"],
+				"maxmem": st["maxmem"], "mem": st["mem"], "maxdisk": st["maxdisk"], "disk": 0,
+				"netin": st["netin"], "netout": st["netout"], "diskread": 0, "diskwrite": 0, "uptime": st["uptime"]}
+			if v.isTemplate() {
+				r["template"] = 1
+			}
+			if l := v.lock(); l != "" {
+				r["lock"] = l
+			}
+			if t, ok := v.conf.get("tags"); ok {
+				r["tags"] = t
+			}
+			out = append(out, r)
+		}
+	}
+	if typ == "" || typ == "node" {
+		for _, n := range s.opts.Nodes {
+			out = append(out, map[string]any{"id": "node/" + n, "type": "node", "node": n, "status": "online",
+				"maxcpu": 16, "cpu": 0.03, "maxmem": int64(64) << 30, "mem": int64(9) << 30, "level": ""})
+		}
+	}
+	if typ == "" || typ == "storage" {
+		for _, n := range s.opts.Nodes {
+			for _, id := range sortedKeys(s.nodes[n].storages) {
+				st := s.nodes[n].storages[id]
+				out = append(out, map[string]any{"id": "storage/" + n + "/" + id, "type": "storage", "node": n,
+					"storage": id, "status": "available", "plugintype": st.typ, "maxdisk": st.total, "disk": st.used(),
+					"content": joinComma(st.content), "shared": 0})
+			}
+		}
+	}
+	return out, nil
+}
+
+func (s *Sim) clusterTasks(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []map[string]any{}
+	for i := len(s.taskList) - 1; i >= 0 && len(out) < 200; i-- {
+		t := s.taskList[i]
+		m := map[string]any{"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+			"starttime": t.start.Unix(), "type": t.typ, "id": t.id, "user": t.owner()}
+		if !t.running {
+			m["status"] = t.exitstatus
+			m["endtime"] = t.end.Unix()
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func joinComma(ss []string) string {
+	out := ""
+	for i, s := range ss {
+		if i > 0 {
+			out += ","
+		}
+		out += s
+	}
+	return out
+}

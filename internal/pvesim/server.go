@@ -1,0 +1,516 @@
+// Package pvesim is a Proxmox VE API simulator: a real HTTPS server speaking
+// /api2/json the way pveproxy does (status lines carrying the error text, the
+// {"data":…} envelope with PVE's JSON types, UPID tasks, locks, storages with their
+// feature matrix), so that go-proxmox and agentd behave against it as against PVE.
+//
+// What the simulator assumes about Proxmox, and what it leaves out, is listed in
+// docs/guides/simulator.md; every assumption there cites the PVE source it came from.
+package pvesim
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim/apischema"
+)
+
+// Options configures a simulator. The zero value is usable: one node "pve",
+// the default storages, one API token and instant tasks.
+type Options struct {
+	Addr      string   // listen address; default 127.0.0.1:0
+	Nodes     []string // default ["pve"]
+	TokenID   string   // default "agentd@pve!agentd"
+	Secret    string   // default random UUID
+	User      string   // ticket login user; default "root@pam"
+	Password  string   // default random
+	Durations Durations
+	// AuthFailDelay is pveproxy's penalty before answering a failed login (3 s on PVE).
+	AuthFailDelay time.Duration
+	// AgentBootDelay is how long after start the guest agent answers; DHCPDelay how
+	// much later the guest reports an IPv4 address.
+	AgentBootDelay time.Duration
+	DHCPDelay      time.Duration
+	Seed           int64  // MAC/pid randomness; 0 means 1
+	Version        string // PVE version string; default 9.1.2
+	// Fixtures adds a cloud-init template VM (9000) and an extra dir/raw storage.
+	Fixtures bool
+	Now      func() time.Time
+}
+
+// Sim is a running simulator.
+type Sim struct {
+	opts     Options
+	mu       sync.Mutex
+	now      func() time.Time
+	rnd      *rand.Rand
+	nodes    map[string]*node
+	vms      map[int]*vm
+	tasks    map[string]*task
+	taskList []*task
+	tickets  map[string]string // ticket → user
+	csrf     map[string]string // ticket → CSRF token
+	faults   faults
+	nextPID  int
+	srv      *http.Server
+	ln       net.Listener
+	url      string
+	caPEM    []byte
+	stats    Stats
+	wg       sync.WaitGroup
+	closing  chan struct{}
+}
+
+// Stats counts requests for benchmarks and tests.
+type Stats struct {
+	Requests int64
+	ByPath   map[string]int64
+}
+
+// Error is a PVE API error: the code and first message line go into the status line.
+type Error struct {
+	Code   int
+	Msg    string
+	Errors map[string]string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%d %s", e.Code, e.Msg) }
+
+func errf(format string, a ...any) *Error {
+	return &Error{Code: 500, Msg: fmt.Sprintf(format, a...)}
+}
+
+func paramErr(errs map[string]string) *Error {
+	return &Error{Code: 400, Msg: "Parameter verification failed.", Errors: errs}
+}
+
+// New builds a simulator and starts serving HTTPS.
+func New(opts Options) (*Sim, error) {
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	if len(opts.Nodes) == 0 {
+		opts.Nodes = []string{"pve"}
+	}
+	if opts.Seed == 0 {
+		opts.Seed = 1
+	}
+	if opts.Version == "" {
+		opts.Version = "9.1.2"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Sim{
+		opts:    opts,
+		now:     opts.Now,
+		rnd:     rand.New(rand.NewSource(opts.Seed)),
+		nodes:   map[string]*node{},
+		vms:     map[int]*vm{},
+		tasks:   map[string]*task{},
+		tickets: map[string]string{},
+		csrf:    map[string]string{},
+		nextPID: 0x1A2B0,
+		closing: make(chan struct{}),
+		stats:   Stats{ByPath: map[string]int64{}},
+	}
+	if s.opts.TokenID == "" {
+		s.opts.TokenID = "agentd@pve!agentd"
+	}
+	if s.opts.Secret == "" {
+		s.opts.Secret = s.uuid()
+	}
+	if s.opts.User == "" {
+		s.opts.User = "root@pam"
+	}
+	if s.opts.Password == "" {
+		s.opts.Password = s.uuid()[:18]
+	}
+	for _, n := range opts.Nodes {
+		s.nodes[n] = newNode(n)
+	}
+	if opts.Fixtures {
+		if err := s.addFixtures(); err != nil {
+			return nil, err
+		}
+	}
+	cert, caPEM, err := selfSigned()
+	if err != nil {
+		return nil, err
+	}
+	s.caPEM = caPEM
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", opts.Addr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler: s,
+		// pveproxy is HTTP/1.1 only, and custom reason phrases need it.
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	s.url = "https://" + ln.Addr().String() + "/api2/json"
+	go func() { _ = s.srv.ServeTLS(ln, "", "") }()
+	return s, nil
+}
+
+// URL is the API base, e.g. https://127.0.0.1:8006/api2/json.
+func (s *Sim) URL() string { return s.url }
+
+// Token returns the API token id and secret.
+func (s *Sim) Token() (id, secret string) { return s.opts.TokenID, s.opts.Secret }
+
+// Login returns the ticket-login user and password.
+func (s *Sim) Login() (user, password string) { return s.opts.User, s.opts.Password }
+
+// Node is the first node's name.
+func (s *Sim) Node() string { return s.opts.Nodes[0] }
+
+// CAPEM is the PEM of the self-signed certificate, for clients that verify TLS.
+func (s *Sim) CAPEM() []byte { return s.caPEM }
+
+// CertPool returns a pool trusting the simulator's certificate.
+func (s *Sim) CertPool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(s.caPEM)
+	return p
+}
+
+// Close stops serving, aborts running tasks and waits for them.
+func (s *Sim) Close() error {
+	select {
+	case <-s.closing:
+		return nil
+	default:
+	}
+	close(s.closing)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	s.wg.Wait()
+	return err
+}
+
+// ServeHTTP routes /api2/json to the API and /_sim to the test hooks.
+func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/api2/json/"):
+		s.serveAPI(w, r, strings.TrimPrefix(r.URL.Path, "/api2/json"))
+	case strings.HasPrefix(r.URL.Path, "/_sim/"):
+		s.serveHooks(w, r)
+	default:
+		writeError(w, &Error{Code: 501, Msg: "Unsupported format"})
+	}
+}
+
+// request is what a handler sees.
+type request struct {
+	method   string
+	path     string            // decoded, relative to /api2/json
+	template string            // route pattern
+	vars     map[string]string // path variables
+	params   map[string]any    // path + query + body, merged
+	user     string            // authenticated user (user@realm)
+	tokenID  string            // token name when authenticated with a token
+}
+
+func (r *request) str(k string) string {
+	v, ok := r.params[k]
+	if !ok || v == nil {
+		return ""
+	}
+	s, _ := apischema.Scalar(v)
+	return s
+}
+
+func (r *request) has(k string) bool { _, ok := r.params[k]; return ok }
+
+func (r *request) intv(k string) int {
+	var n int
+	fmt.Sscan(r.str(k), &n)
+	return n
+}
+
+func (r *request) boolv(k string) bool {
+	v := r.str(k)
+	return v == "1" || v == "true"
+}
+
+// owner is the task owner string: the full token id for tokens, as PVE records it.
+func (r *request) owner() string {
+	if r.tokenID != "" {
+		return r.user + "!" + r.tokenID
+	}
+	return r.user
+}
+
+func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
+	s.mu.Lock()
+	s.stats.Requests++
+	s.mu.Unlock()
+
+	rt, vars := match(r.Method, path)
+	if rt == nil {
+		writeError(w, &Error{Code: 501, Msg: fmt.Sprintf("Method '%s %s' not implemented", r.Method, path)})
+		return
+	}
+	s.mu.Lock()
+	s.stats.ByPath[r.Method+" "+rt.pattern]++
+	f := s.faults.endpointFault(r.Method, path)
+	s.mu.Unlock()
+
+	if r.Method == http.MethodGet || r.Method == http.MethodDelete {
+		if r.ContentLength > 0 {
+			writeError(w, &Error{Code: 501, Msg: fmt.Sprintf("Unexpected content for method '%s'", r.Method)})
+			return
+		}
+	}
+	req := &request{method: r.Method, path: path, template: rt.pattern, vars: vars}
+	if rt.pattern != "/access/ticket" {
+		if e := s.authenticate(r, req); e != nil {
+			if s.opts.AuthFailDelay > 0 && e.Msg == "Authentication failed!" {
+				time.Sleep(s.opts.AuthFailDelay)
+			}
+			writeError(w, e)
+			return
+		}
+	}
+	if f != nil {
+		if f.hang {
+			select {
+			case <-r.Context().Done():
+			case <-s.closing:
+			}
+			return
+		}
+		writeError(w, &Error{Code: f.code, Msg: f.msg})
+		return
+	}
+	params, e := parseParams(r, vars)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	req.params = params
+	if schema, ok := apischema.Lookup(rt.pattern, r.Method); ok {
+		if errs := schema.Validate(params); len(errs) > 0 {
+			writeError(w, paramErr(errs))
+			return
+		}
+	}
+	data, err := rt.handler(s, req)
+	if err != nil {
+		var pe *Error
+		if !errors.As(err, &pe) {
+			pe = &Error{Code: 500, Msg: err.Error()}
+		}
+		writeError(w, pe)
+		return
+	}
+	writeData(w, data, rt.pattern)
+}
+
+func parseParams(r *http.Request, vars map[string]string) (map[string]any, *Error) {
+	params := map[string]any{}
+	for k, vs := range r.URL.Query() {
+		params[k] = vs[len(vs)-1]
+	}
+	if r.Body != nil {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			return nil, &Error{Code: 400, Msg: "Bad Request"}
+		}
+		ct := r.Header.Get("Content-Type")
+		switch {
+		case len(body) == 0:
+		case strings.HasPrefix(ct, "application/json"):
+			var m map[string]any
+			dec := json.NewDecoder(strings.NewReader(string(body)))
+			dec.UseNumber()
+			if err := dec.Decode(&m); err != nil {
+				return nil, &Error{Code: 400, Msg: "Bad Request", Errors: map[string]string{"body": "unable to parse JSON body"}}
+			}
+			for k, v := range m {
+				if n, ok := v.(json.Number); ok {
+					params[k] = n.String()
+				} else {
+					params[k] = v
+				}
+			}
+		default:
+			vals, err := url.ParseQuery(string(body))
+			if err != nil {
+				return nil, &Error{Code: 400, Msg: "Bad Request"}
+			}
+			for k, vs := range vals {
+				params[k] = vs[len(vs)-1]
+			}
+		}
+	}
+	for k, v := range vars {
+		params[k] = v
+	}
+	return params, nil
+}
+
+// authenticate implements PVEAPIToken headers and PVEAuthCookie tickets (with the
+// CSRF token required on writes), as pve-http-server and pve-access-control do.
+func (s *Sim) authenticate(r *http.Request, req *request) *Error {
+	if c, err := r.Cookie("PVEAuthCookie"); err == nil && c.Value != "" {
+		ticket, _ := url.QueryUnescape(c.Value)
+		s.mu.Lock()
+		user, ok := s.tickets[ticket]
+		csrf := s.csrf[ticket]
+		s.mu.Unlock()
+		if !ok {
+			return &Error{Code: 401, Msg: "Authentication failed!"}
+		}
+		if r.Method != http.MethodGet && r.Header.Get("CSRFPreventionToken") != csrf {
+			return &Error{Code: 401, Msg: "Permission denied - invalid csrf token"}
+		}
+		req.user = user
+		return nil
+	}
+	h := r.Header.Get("Authorization")
+	i := strings.Index(h, "PVEAPIToken")
+	if i < 0 {
+		return &Error{Code: 401, Msg: "No ticket"}
+	}
+	val := strings.TrimLeft(h[i+len("PVEAPIToken"):], "= ")
+	if j := strings.Index(val, ";"); j >= 0 {
+		val = val[:j]
+	}
+	val, _ = url.QueryUnescape(val)
+	eq := strings.LastIndex(val, "=")
+	if eq < 0 {
+		return &Error{Code: 401, Msg: "Authentication failed!"}
+	}
+	id, secret := val[:eq], val[eq+1:]
+	if id != s.opts.TokenID || secret != s.opts.Secret {
+		return &Error{Code: 401, Msg: "Authentication failed!"}
+	}
+	user, name, _ := strings.Cut(id, "!")
+	req.user, req.tokenID = user, name
+	return nil
+}
+
+func (s *Sim) login(req *request) (any, error) {
+	user, pass := req.str("username"), req.str("password")
+	if realm := req.str("realm"); realm != "" && !strings.Contains(user, "@") {
+		user += "@" + realm
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, ok := s.tickets[pass]; ok && prev == user {
+		pass = s.opts.Password // renewal with the current ticket as password
+	}
+	if user != s.opts.User || pass != s.opts.Password {
+		if s.opts.AuthFailDelay > 0 {
+			s.mu.Unlock()
+			time.Sleep(s.opts.AuthFailDelay)
+			s.mu.Lock()
+		}
+		return nil, &Error{Code: 401, Msg: "authentication failure"}
+	}
+	ticket := fmt.Sprintf("PVE:%s:%08X::%s", user, s.now().Unix(), s.uuid())
+	csrf := fmt.Sprintf("%08X:%s", s.now().Unix(), s.uuid())
+	s.tickets[ticket] = user
+	s.csrf[ticket] = csrf
+	return map[string]any{"username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
+		"cap": map[string]any{"vms": map[string]int{"VM.Audit": 1}}}, nil
+}
+
+type envelope struct {
+	Data  any  `json:"data"`
+	Total *int `json:"total,omitempty"`
+}
+
+func writeData(w http.ResponseWriter, data any, pattern string) {
+	env := envelope{Data: data}
+	if tl, ok := data.(taskLog); ok {
+		env.Data = tl.lines
+		env.Total = &tl.total
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		writeError(w, errf("internal error: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.Header().Set("Cache-Control", "max-age=0")
+	_, _ = w.Write(b)
+}
+
+// writeError writes PVE's error response: the message's first line as the HTTP
+// reason phrase (net/http cannot, so the connection is hijacked), the body
+// {"data":null,"message":…[,"errors":…]} and Connection: close.
+func writeError(w http.ResponseWriter, e *Error) {
+	body := map[string]any{"data": nil}
+	if e.Code < 590 {
+		msg := e.Msg
+		if !strings.HasSuffix(msg, "\n") {
+			msg += "\n"
+		}
+		body["message"] = msg
+		if len(e.Errors) > 0 {
+			body["errors"] = e.Errors
+		}
+	}
+	b, _ := json.Marshal(body)
+	if e.Code >= 590 {
+		b = nil // pveproxy's proxy errors carry no body
+	}
+	reason := strings.SplitN(strings.TrimRight(e.Msg, "\n"), "\n", 2)[0]
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+		w.WriteHeader(e.Code)
+		_, _ = w.Write(b)
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	writeRaw(buf, e.Code, reason, b)
+}
+
+func writeRaw(buf *bufio.ReadWriter, code int, reason string, body []byte) {
+	fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\n", code, reason)
+	fmt.Fprintf(buf, "Content-Type: application/json;charset=UTF-8\r\n")
+	fmt.Fprintf(buf, "Content-Length: %d\r\nConnection: close\r\n", len(body))
+	fmt.Fprintf(buf, "Date: %s\r\n\r\n", time.Now().UTC().Format(http.TimeFormat))
+	_, _ = buf.Write(body)
+	_ = buf.Flush()
+}
+
+func (s *Sim) uuid() string {
+	b := make([]byte, 16)
+	s.rnd.Read(b)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,386 @@
+package pvesim
+
+import (
+	"crypto/sha1"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type node struct {
+	name     string
+	storages map[string]*storage
+	started  time.Time
+}
+
+// Storage types and their feature matrix (pve-storage volume_has_feature, pveapi.md §2.13).
+const (
+	typeLVMThin = "lvmthin"
+	typeZFS     = "zfspool"
+	typeDir     = "dir"
+)
+
+type storage struct {
+	id       string
+	typ      string
+	format   string // default image format (dir: qcow2 or raw)
+	content  []string
+	total    int64
+	volumes  map[string]*volume // volname → volume
+	snippets map[string][]byte
+	full     bool // fault: allocation fails
+	noSnap   bool // fault: snapshot feature switched off
+}
+
+type volume struct {
+	storage  string
+	name     string // volname as PVE names it
+	owner    int
+	size     int64
+	format   string
+	isBase   bool
+	parent   string            // linked clone base volname
+	files    map[string]string // test-visible content
+	snaps    []string          // snapshot names, oldest first
+	snapData map[string]map[string]string
+	ctime    int64
+}
+
+func newNode(name string) *node {
+	n := &node{name: name, storages: map[string]*storage{}, started: time.Now().Add(-72 * time.Hour)}
+	n.storages["local"] = &storage{id: "local", typ: typeDir, format: "qcow2",
+		content: []string{"backup", "images", "iso", "snippets", "vztmpl"}, total: 100 << 30}
+	n.storages["local-lvm"] = &storage{id: "local-lvm", typ: typeLVMThin, format: "raw",
+		content: []string{"images", "rootdir"}, total: 500 << 30}
+	n.storages["local-zfs"] = &storage{id: "local-zfs", typ: typeZFS, format: "raw",
+		content: []string{"images", "rootdir"}, total: 500 << 30}
+	n.storages["local-raw"] = &storage{id: "local-raw", typ: typeDir, format: "raw",
+		content: []string{"images"}, total: 100 << 30}
+	for _, st := range n.storages {
+		st.volumes = map[string]*volume{}
+		st.snippets = map[string][]byte{}
+	}
+	return n
+}
+
+func (st *storage) used() int64 {
+	var u int64
+	for _, v := range st.volumes {
+		u += v.size
+	}
+	return u
+}
+
+func (st *storage) volid(name string) string { return st.id + ":" + name }
+
+// feature answers volume_has_feature for snapshot/clone/copy/rename on a volume in
+// state "current", "base" or "snap".
+func (st *storage) feature(feature string, v *volume, snap bool) bool {
+	state := "current"
+	if v.isBase {
+		state = "base"
+	}
+	if snap {
+		state = "snap"
+	}
+	qcow := v.format == "qcow2"
+	switch st.typ {
+	case typeLVMThin:
+		switch feature {
+		case "snapshot":
+			return state == "current" && !st.noSnap
+		case "clone":
+			return state == "base" || state == "snap"
+		case "copy":
+			return true
+		case "rename":
+			return state == "current"
+		}
+	case typeZFS:
+		switch feature {
+		case "snapshot":
+			return state == "current" && !st.noSnap
+		case "clone":
+			return state == "base"
+		case "copy":
+			return state == "base" || state == "current"
+		case "rename":
+			return state == "current"
+		}
+	case typeDir:
+		switch feature {
+		case "snapshot":
+			return qcow && state == "current" && !st.noSnap
+		case "clone":
+			return state == "base"
+		case "copy":
+			return state != "snap" || qcow
+		case "rename":
+			return state == "current" && v.parent == ""
+		}
+	}
+	return false
+}
+
+var volOwnerRE = regexp.MustCompile(`(?:^|/)(?:vm|base)-(\d+)-`)
+
+// allocName returns the next free vm-<vmid>-disk-N name, like find_free_diskname.
+func (st *storage) allocName(vmid int, format string) string {
+	for i := 0; ; i++ {
+		name := st.diskName(vmid, fmt.Sprintf("disk-%d", i), format, false)
+		taken := false
+		for existing := range st.volumes {
+			if baseName(existing) == baseName(name) || strings.HasSuffix(existing, "/"+baseName(name)) ||
+				strings.HasSuffix(baseName(existing), fmt.Sprintf("-%d-disk-%d", vmid, i)) {
+				taken = true
+				break
+			}
+		}
+		if !taken {
+			return name
+		}
+	}
+}
+
+// diskName builds a volname for vmid on this storage type.
+func (st *storage) diskName(vmid int, suffix, format string, base bool) string {
+	prefix := "vm"
+	if base {
+		prefix = "base"
+	}
+	n := fmt.Sprintf("%s-%d-%s", prefix, vmid, suffix)
+	if st.typ == typeDir {
+		return fmt.Sprintf("%d/%s.%s", vmid, n, format)
+	}
+	return n
+}
+
+func baseName(volname string) string {
+	if i := strings.LastIndex(volname, "/"); i >= 0 {
+		return volname[i+1:]
+	}
+	return volname
+}
+
+func ownerOf(volname string) int {
+	m := volOwnerRE.FindAllStringSubmatch(volname, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[len(m)-1][1])
+	return n
+}
+
+func copyFiles(in map[string]string) map[string]string {
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		out[k] = v
+	}
+	return out
+}
+
+// config is a VM config: ordered keys with string values, as in a .conf file.
+type config struct {
+	keys []string
+	vals map[string]string
+}
+
+func newConfig() *config { return &config{vals: map[string]string{}} }
+
+func (c *config) get(k string) (string, bool) { v, ok := c.vals[k]; return v, ok }
+
+func (c *config) set(k, v string) {
+	if _, ok := c.vals[k]; !ok {
+		c.keys = append(c.keys, k)
+	}
+	c.vals[k] = v
+}
+
+func (c *config) del(k string) {
+	if _, ok := c.vals[k]; !ok {
+		return
+	}
+	delete(c.vals, k)
+	for i, kk := range c.keys {
+		if kk == k {
+			c.keys = append(c.keys[:i], c.keys[i+1:]...)
+			break
+		}
+	}
+}
+
+func (c *config) clone() *config {
+	n := newConfig()
+	for _, k := range c.keys {
+		n.set(k, c.vals[k])
+	}
+	return n
+}
+
+// digest is the SHA-1 of the rendered config file, as PVE computes it.
+func (c *config) digest() string {
+	var b strings.Builder
+	keys := append([]string(nil), c.keys...)
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s: %s\n", k, c.vals[k])
+	}
+	return fmt.Sprintf("%x", sha1.Sum([]byte(b.String())))
+}
+
+var diskKeyRE = regexp.MustCompile(`^(ide|sata|scsi|virtio|efidisk|tpmstate|unused)\d+$`)
+
+func isDiskKey(k string) bool { return diskKeyRE.MatchString(k) }
+
+// driveVolume splits a drive string "local-lvm:vm-100-disk-0,size=8G" into storage,
+// volname and options; cdrom/none drives return ok=false.
+func driveVolume(val string) (storageID, volname string, ok bool) {
+	first := strings.SplitN(val, ",", 2)[0]
+	if strings.HasPrefix(first, "file=") {
+		first = strings.TrimPrefix(first, "file=")
+	}
+	if first == "none" || first == "cdrom" || strings.Contains(val, "media=cdrom") && !strings.Contains(first, "cloudinit") {
+		return "", "", false
+	}
+	sid, vn, found := strings.Cut(first, ":")
+	if !found {
+		return "", "", false
+	}
+	return sid, vn, true
+}
+
+func driveOpt(val, key string) string {
+	for _, p := range strings.Split(val, ",")[1:] {
+		if k, v, ok := strings.Cut(p, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func setDriveOpt(val, key, nv string) string {
+	parts := strings.Split(val, ",")
+	for i, p := range parts[1:] {
+		if k, _, ok := strings.Cut(p, "="); ok && k == key {
+			parts[i+1] = key + "=" + nv
+			return strings.Join(parts, ",")
+		}
+	}
+	return val + "," + key + "=" + nv
+}
+
+// parseSize reads PVE disk sizes ("8G", "512M", "+10G" relative handled by caller).
+func parseSize(s string) (int64, bool) {
+	m := regexp.MustCompile(`^(\d+(?:\.\d+)?)([KMGT]?)$`).FindStringSubmatch(s)
+	if m == nil {
+		return 0, false
+	}
+	f, _ := strconv.ParseFloat(m[1], 64)
+	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m[2]]
+	return int64(f * mult), true
+}
+
+// formatSize renders bytes the way PVE writes size= in drive strings.
+func formatSize(b int64) string {
+	switch {
+	case b%(1<<40) == 0 && b > 0:
+		return fmt.Sprintf("%dT", b>>40)
+	case b%(1<<30) == 0:
+		return fmt.Sprintf("%dG", b>>30)
+	case b%(1<<20) == 0:
+		return fmt.Sprintf("%dM", b>>20)
+	case b%(1<<10) == 0:
+		return fmt.Sprintf("%dK", b>>10)
+	}
+	return strconv.FormatInt(b, 10)
+}
+
+// Agent states a simulated guest can be in.
+const (
+	AgentRunning    = "running"     // answers after AgentBootDelay
+	AgentNotRunning = "not-running" // qemu-guest-agent never starts
+	AgentHung       = "hung"        // QMP commands time out
+)
+
+type vm struct {
+	id        int
+	node      string
+	conf      *config
+	snapshots map[string]*snapshot
+	snapOrder []string
+	parent    string // current snapshot parent
+	running   bool
+	started   time.Time
+	pid       int
+	agent     string
+	cpuBusy   float64 // scripted CPU fraction while running
+	netin     int64
+	flock     *task // holder of the config flock
+	flockSync bool  // held by a synchronous request
+	noACPI    bool  // guest ignores shutdown requests
+}
+
+type snapshot struct {
+	name        string
+	conf        *config
+	snaptime    int64
+	description string
+	parent      string
+	snapstate   string
+	vmstate     bool
+}
+
+func (v *vm) lock() string { l, _ := v.conf.get("lock"); return l }
+
+func (v *vm) isTemplate() bool { t, _ := v.conf.get("template"); return t == "1" }
+
+func (v *vm) name() string {
+	if n, ok := v.conf.get("name"); ok {
+		return n
+	}
+	return fmt.Sprintf("VM %d", v.id)
+}
+
+func (v *vm) confPath() string {
+	return fmt.Sprintf("nodes/%s/qemu-server/%d.conf", v.node, v.id)
+}
+
+// disks iterates drive keys holding a volume, in config order.
+func (v *vm) disks(c *config, fn func(key, storageID, volname string)) {
+	for _, k := range append([]string(nil), c.keys...) {
+		if !isDiskKey(k) {
+			continue
+		}
+		if sid, vn, ok := driveVolume(c.vals[k]); ok {
+			fn(k, sid, vn)
+		}
+	}
+}
+
+func (v *vm) memoryMB() int64 {
+	m, ok := v.conf.get("memory")
+	if !ok {
+		return 512
+	}
+	m = strings.TrimPrefix(m, "current=")
+	n, _ := strconv.ParseInt(strings.SplitN(m, ",", 2)[0], 10, 64)
+	return n
+}
+
+func (v *vm) cpus() int {
+	c, s := 1, 1
+	if x, ok := v.conf.get("cores"); ok {
+		c, _ = strconv.Atoi(x)
+	}
+	if x, ok := v.conf.get("sockets"); ok {
+		s, _ = strconv.Atoi(x)
+	}
+	if x, ok := v.conf.get("vcpus"); ok {
+		n, _ := strconv.Atoi(x)
+		return n
+	}
+	return c * s
+}

@@ -1,0 +1,300 @@
+package pvesim
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Durations sets how long each task type runs (keys are PVE task types such as
+// qmclone, qmstart); Default applies to types not listed.
+type Durations struct {
+	Default time.Duration
+	ByType  map[string]time.Duration
+}
+
+// RealisticDurations approximates a small PVE host (pveapi.md §6.5), for demos and benchmarks.
+func RealisticDurations() Durations {
+	return Durations{Default: 200 * time.Millisecond, ByType: map[string]time.Duration{
+		"qmclone": 2 * time.Second, "qmstart": 2 * time.Second, "qmstop": time.Second,
+		"qmshutdown": 5 * time.Second, "qmdestroy": 2 * time.Second, "qmsnapshot": time.Second,
+		"qmrollback": 2 * time.Second, "qmdelsnapshot": time.Second, "resize": 500 * time.Millisecond,
+		"qmmove": 500 * time.Millisecond, "qmconfig": 200 * time.Millisecond, "imgdel": 500 * time.Millisecond,
+	}}
+}
+
+func (d Durations) of(typ string) time.Duration {
+	if v, ok := d.ByType[typ]; ok {
+		return v
+	}
+	return d.Default
+}
+
+type task struct {
+	upid       string
+	node       string
+	typ        string
+	id         string
+	user       string
+	tokenID    string
+	pid        int
+	pstart     int64
+	start      time.Time
+	end        time.Time
+	running    bool
+	exitstatus string
+	log        []string
+	warnings   int
+	abort      chan struct{}
+	vmids      []int // flocks held
+}
+
+// errAborted is what a worker sees when DELETE /tasks/{upid} stops it.
+var errAborted = errors.New("received interrupt")
+
+// worker gives task code the ability to wait for its simulated duration.
+type worker struct {
+	s   *Sim
+	t   *task
+	dur time.Duration
+}
+
+// wait releases the state lock for the task's duration, like a worker doing I/O.
+func (w *worker) wait() error {
+	if w.dur <= 0 {
+		return nil
+	}
+	w.s.mu.Unlock()
+	defer w.s.mu.Lock()
+	select {
+	case <-time.After(w.dur):
+		return nil
+	case <-w.t.abort:
+		return errAborted
+	case <-w.s.closing:
+		return errAborted
+	}
+}
+
+func (w *worker) logf(format string, a ...any) { w.t.log = append(w.t.log, fmt.Sprintf(format, a...)) }
+
+func (w *worker) warn(format string, a ...any) {
+	w.t.warnings++
+	w.logf("WARN: "+format, a...)
+}
+
+// flock emulates the per-VM config flock with PVE's timeout message.
+func (w *worker) flock(vmid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		v := w.s.vms[vmid]
+		if v == nil || v.flock == nil || v.flock == w.t {
+			if v != nil {
+				v.flock = w.t
+				w.t.vmids = append(w.t.vmids, vmid)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout", vmid)
+		}
+		w.s.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		w.s.mu.Lock()
+	}
+}
+
+// startTask creates a task and runs fn as its worker; called with s.mu held.
+// A zero-duration task completes before the UPID is returned, which keeps fast
+// tests deterministic; otherwise the worker runs in the background.
+func (s *Sim) startTask(req *request, nodeName, typ, id string, fn func(w *worker) error) string {
+	s.nextPID += 1 + s.rnd.Intn(40)
+	now := s.now()
+	n := s.nodes[nodeName]
+	pstart := int64(now.Sub(n.started).Seconds()*100) + 0x100000
+	t := &task{
+		node: nodeName, typ: typ, id: id, user: req.user, tokenID: req.tokenID,
+		pid: s.nextPID, pstart: pstart, start: now, running: true, abort: make(chan struct{}),
+	}
+	t.upid = fmt.Sprintf("UPID:%s:%08X:%08X:%08X:%s:%s:%s:", nodeName, t.pid, t.pstart, now.Unix(), typ, id, req.owner())
+	s.tasks[t.upid] = t
+	s.taskList = append(s.taskList, t)
+	f := s.faults.taskFault(typ, id)
+	dur := s.opts.Durations.of(typ)
+	w := &worker{s: s, t: t, dur: dur}
+	run := func() {
+		var err error
+		switch {
+		case f != nil && f.hang:
+			w.dur = 100 * 365 * 24 * time.Hour
+			err = w.wait()
+		case f != nil && f.msg != "":
+			err = w.wait()
+			if err == nil {
+				err = errors.New(f.msg)
+			}
+		default:
+			err = fn(w)
+		}
+		if f != nil && f.warnings > 0 && err == nil {
+			for i := 0; i < f.warnings; i++ {
+				w.warn("injected warning %d", i+1)
+			}
+		}
+		s.finishTask(t, err)
+	}
+	if dur <= 0 && (f == nil || !f.hang) {
+		run()
+		return t.upid
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		run()
+	}()
+	return t.upid
+}
+
+func (s *Sim) finishTask(t *task, err error) {
+	t.running = false
+	t.end = s.now()
+	for _, id := range t.vmids {
+		if v := s.vms[id]; v != nil && v.flock == t {
+			v.flock = nil
+		}
+	}
+	switch {
+	case err != nil:
+		msg := strings.ReplaceAll(strings.TrimRight(err.Error(), "\n"), "\n", " ")
+		t.log = append(t.log, "TASK ERROR: "+msg)
+		t.exitstatus = msg
+	case t.warnings > 0:
+		t.exitstatus = fmt.Sprintf("WARNINGS: %d", t.warnings)
+		t.log = append(t.log, "TASK "+t.exitstatus)
+	default:
+		t.exitstatus = "OK"
+		t.log = append(t.log, "TASK OK")
+	}
+}
+
+func (t *task) status() map[string]any {
+	m := map[string]any{
+		"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+		"starttime": t.start.Unix(), "type": t.typ, "id": t.id, "user": t.user,
+		"status": "running",
+	}
+	if t.tokenID != "" {
+		m["tokenid"] = t.tokenID
+	}
+	if !t.running {
+		m["status"] = "stopped"
+		m["exitstatus"] = t.exitstatus
+	}
+	return m
+}
+
+type taskLog struct {
+	lines []map[string]any
+	total int
+}
+
+func (s *Sim) taskByUPID(req *request) (*task, error) {
+	t, ok := s.tasks[req.vars["upid"]]
+	if !ok || t.node != req.vars["node"] {
+		if !upidRE.MatchString(req.vars["upid"]) {
+			return nil, paramErr(map[string]string{"upid": "unable to parse worker upid"})
+		}
+		return nil, paramErr(map[string]string{"upid": "no such task"})
+	}
+	return t, nil
+}
+
+func (s *Sim) getTaskStatus(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.taskByUPID(req)
+	if err != nil {
+		return nil, err
+	}
+	return t.status(), nil
+}
+
+func (s *Sim) getTaskLog(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.taskByUPID(req)
+	if err != nil {
+		return nil, err
+	}
+	start, limit := req.intv("start"), 50
+	if req.has("limit") {
+		limit = req.intv("limit")
+	}
+	lines := []map[string]any{}
+	for i := start; i < len(t.log) && len(lines) < limit; i++ {
+		lines = append(lines, map[string]any{"n": i + 1, "t": t.log[i]})
+	}
+	if len(t.log) == 0 {
+		lines = append(lines, map[string]any{"n": 1, "t": "no content"})
+	}
+	return taskLog{lines: lines, total: len(t.log)}, nil
+}
+
+func (s *Sim) stopTask(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.taskByUPID(req)
+	if err != nil {
+		return nil, err
+	}
+	if t.running {
+		select {
+		case <-t.abort:
+		default:
+			close(t.abort)
+		}
+	}
+	return nil, nil
+}
+
+func (s *Sim) listTasks(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []map[string]any{}
+	vmid := req.str("vmid")
+	typ := req.str("typefilter")
+	source := req.str("source")
+	limit := 50
+	if req.has("limit") {
+		limit = req.intv("limit")
+	}
+	for i := len(s.taskList) - 1; i >= 0 && len(out) < limit; i-- {
+		t := s.taskList[i]
+		if t.node != req.vars["node"] || (vmid != "" && t.id != vmid) || (typ != "" && t.typ != typ) {
+			continue
+		}
+		if (source == "active" && !t.running) || ((source == "" || source == "archive") && t.running) {
+			continue
+		}
+		m := map[string]any{"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+			"starttime": t.start.Unix(), "type": t.typ, "id": t.id, "user": t.owner()}
+		if t.running {
+			m["status"] = "RUNNING"
+		} else {
+			m["status"] = t.exitstatus
+			m["endtime"] = t.end.Unix()
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func (t *task) owner() string {
+	if t.tokenID != "" {
+		return t.user + "!" + t.tokenID
+	}
+	return t.user
+}
