@@ -2,8 +2,6 @@ package pvesim
 
 import (
 	"fmt"
-	"math"
-	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -159,30 +157,7 @@ func renderConfig(c *config) map[string]any {
 	return out
 }
 
-var typeCache = map[string]string{}
-
-func configType(k string) string {
-	if t, ok := typeCache[k]; ok {
-		return t
-	}
-	t := ""
-	if errs := configSchema.Validate(map[string]any{k: "x"}); errs[k] != "" {
-		if strings.Contains(errs[k], "('integer')") {
-			t = "integer"
-		} else if strings.Contains(errs[k], "('boolean')") {
-			t = "boolean"
-		}
-	}
-	return t
-}
-
-func init() {
-	for _, k := range []string{"cores", "sockets", "vcpus", "balloon", "cpuunits", "shares", "template",
-		"onboot", "protection", "numa", "acpi", "kvm", "tablet", "localtime", "ciupgrade", "reboot",
-		"freeze", "autostart", "keephugepages"} {
-		typeCache[k] = configType(k)
-	}
-}
+func configType(k string) string { return configSchema.Type(k) }
 
 func (s *Sim) getConfig(req *request) (any, error) {
 	s.mu.Lock()
@@ -1242,13 +1217,55 @@ func (s *Sim) agentInterfaces(req *request) (any, error) {
 	return map[string]any{"result": ifaces}, nil
 }
 
-// sshKeysDecoded helps tests read back what cloud-init would install.
-func sshKeysDecoded(enc string) string {
-	d, err := url.QueryUnescape(strings.ReplaceAll(enc, "+", "%2B"))
-	if err != nil {
-		return enc
+// createVM is create_vm without archive restore: the config is written with
+// lock=create, disks given as storage:SIZE are allocated, then the lock is cleared.
+func (s *Sim) createVM(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkNode(req.vars["node"]); err != nil {
+		return nil, err
 	}
-	return d
+	id := req.intv("vmid")
+	if _, exists := s.vms[id]; exists {
+		return nil, errf("unable to create VM %d: config file already exists", id)
+	}
+	for _, k := range []string{"archive", "import-working-storage", "live-restore"} {
+		if req.has(k) {
+			return nil, errf("parameter '%s' is not simulated", k)
+		}
+	}
+	v := &vm{id: id, node: req.vars["node"], conf: newConfig(), snapshots: map[string]*snapshot{}, agent: AgentRunning}
+	v.conf.set("lock", "create")
+	s.vms[id] = v
+	return s.startTask(req, v.node, "qmcreate", strconv.Itoa(id), func(w *worker) error {
+		if err := w.flock(id, 10*time.Second); err != nil {
+			return err
+		}
+		create := &request{params: map[string]any{}, user: req.user, tokenID: req.tokenID}
+		for k, val := range req.params {
+			if k != "start" && k != "unique" && k != "pool" && k != "storage" && k != "force" {
+				create.params[k] = val
+			}
+		}
+		if err := s.applyConfig(create, v, w); err != nil {
+			for _, c := range []*config{v.conf} {
+				v.disks(c, func(k, sid, vn string) {
+					if st, _ := s.storageOn(v.node, sid); st != nil && ownerOf(vn) == id {
+						delete(st.volumes, vn)
+					}
+				})
+			}
+			delete(s.vms, id)
+			return fmt.Errorf("unable to create VM %d - %v", id, err)
+		}
+		if err := w.wait(); err != nil {
+			delete(s.vms, id)
+			return err
+		}
+		v.conf.del("lock")
+		if _, ok := v.conf.get("smbios1"); !ok {
+			v.conf.set("smbios1", "uuid="+s.uuid())
+		}
+		return nil
+	}), nil
 }
-
-var _ = math.Abs

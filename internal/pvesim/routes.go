@@ -83,6 +83,7 @@ func init() {
 	handle("GET", "/nodes/{node}/storage/{storage}/content/{volume}", (*Sim).volumeInfo)
 	handle("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}", (*Sim).deleteContent)
 	handle("GET", "/nodes/{node}/qemu", (*Sim).listVMs)
+	handle("POST", "/nodes/{node}/qemu", (*Sim).createVM)
 	handle("DELETE", q, (*Sim).destroyVM)
 	handle("GET", q+"/status/current", (*Sim).vmStatus)
 	handle("POST", q+"/status/start", (*Sim).startVM)

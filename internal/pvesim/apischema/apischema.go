@@ -364,3 +364,12 @@ func parseBool(s string) (string, bool) {
 	}
 	return "", false
 }
+
+// Type returns the schema type of a parameter ("" when unknown), resolving
+// indexed families such as net0.
+func (m Method) Type(name string) string {
+	if p := m.spec(name); p != nil {
+		return p.Type
+	}
+	return ""
+}

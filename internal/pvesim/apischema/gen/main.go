@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -128,6 +129,17 @@ func compact(prop map[string]any) map[string]any {
 			// Perl stringifies compiled regexes as (?^:…); RE2 wants (?:…).
 			// Perl also reads {,n} as {0,n}.
 			v = strings.ReplaceAll(strings.ReplaceAll(v.(string), "(?^:", "(?:"), "{,", "{0,")
+		}
+		switch k {
+		case "minimum", "maximum", "maxLength", "minLength", "optional", "default_key":
+			// A few schema entries carry numbers as strings.
+			if str, isStr := v.(string); isStr {
+				f, err := strconv.ParseFloat(str, 64)
+				if err != nil {
+					continue
+				}
+				v = f
+			}
 		}
 		c[k] = v
 	}
