@@ -389,3 +389,53 @@ func TestTaskTimeout(t *testing.T) {
 		t.Fatalf("hung clone: %v", err)
 	}
 }
+
+// TestAsyncTasks runs tasks that take time: intermediate state is visible while the
+// task runs, and the client waits for the end.
+func TestAsyncTasks(t *testing.T) {
+	sim, c := newSim(t, pvesim.Options{Durations: pvesim.Durations{Default: 5 * time.Millisecond,
+		ByType: map[string]time.Duration{"qmclone": 300 * time.Millisecond}}})
+	ctx := ctx(t)
+	done := make(chan error, 1)
+	go func() { done <- c.Clone(ctx, tmpl, 140, pve.CloneOptions{Name: "slow"}) }()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if vm, ok := sim.Dump().VMs[140]; ok {
+			if vm.Config["lock"] != "clone" {
+				t.Fatalf("target during clone has lock %q, want clone", vm.Config["lock"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("target VM never appeared while the clone ran")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := c.Status(ctx, 140); err != nil {
+		t.Fatalf("status during clone: %v", err)
+	}
+	if err := c.Configure(ctx, 140, pve.Option{Name: "cores", Value: 2}); !errors.Is(err, pve.ErrLocked) {
+		t.Fatalf("configure during clone: %v, want ErrLocked", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if l := sim.Dump().VMs[140].Config["lock"]; l != "" {
+		t.Fatalf("lock after clone = %q", l)
+	}
+	if err := c.Start(ctx, 140); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Shutdown(ctx, 140, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// A guest that ignores ACPI: shutdown times out, then the VM is stopped hard.
+	_ = c.Start(ctx, 140)
+	_ = sim.IgnoreShutdown(140, true)
+	if err := c.Shutdown(ctx, 140, time.Second); err != nil {
+		t.Fatalf("shutdown then stop: %v", err)
+	}
+	if st, _ := c.Status(ctx, 140); st.Status != "stopped" {
+		t.Fatalf("after forced stop status = %s", st.Status)
+	}
+}
