@@ -286,7 +286,7 @@ func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 			v.conf.set(k, "$5$sim$"+strconv.Itoa(len(val)))
 		default:
 			if typ := configType(k); typ == "boolean" {
-				if b, ok := boolStr(val); ok {
+				if b, ok := apischema.ParseBool(val); ok {
 					val = b
 				}
 			}
@@ -296,15 +296,6 @@ func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 	return nil
 }
 
-func boolStr(v string) (string, bool) {
-	switch strings.ToLower(v) {
-	case "1", "true", "yes", "on":
-		return "1", true
-	case "0", "false", "no", "off":
-		return "0", true
-	}
-	return "", false
-}
 
 // prepareDrive allocates "storage:SIZE" new disks and checks referenced volumes.
 func (s *Sim) prepareDrive(v *vm, key, val string) (string, error) {

@@ -344,7 +344,7 @@ func checkPropertyString(format map[string]Param, data string) string {
 			continue
 		}
 		if s.Type == "boolean" {
-			if b, ok := parseBool(v); ok {
+			if b, ok := ParseBool(v); ok {
 				v = b
 			}
 		}
@@ -355,7 +355,8 @@ func checkPropertyString(format map[string]Param, data string) string {
 	return ""
 }
 
-func parseBool(s string) (string, bool) {
+// ParseBool reads PVE's boolean spellings (1/on/yes/true, 0/off/no/false) as "1"/"0".
+func ParseBool(s string) (string, bool) {
 	switch strings.ToLower(s) {
 	case "1", "on", "yes", "true":
 		return "1", true
