@@ -296,7 +296,6 @@ func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 	return nil
 }
 
-
 // prepareDrive allocates "storage:SIZE" new disks and checks referenced volumes.
 func (s *Sim) prepareDrive(v *vm, key, val string) (string, error) {
 	first := strings.SplitN(val, ",", 2)[0]
