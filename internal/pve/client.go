@@ -131,6 +131,15 @@ func (c *Client) wait(ctx context.Context, op string, task *proxmox.Task) error 
 	}
 }
 
+// run starts a go-proxmox call that returns a task and waits for it.
+func (c *Client) run(ctx context.Context, op string, start func() (*proxmox.Task, error)) error {
+	task, err := start()
+	if err != nil {
+		return wrap(op, err)
+	}
+	return c.wait(ctx, op, task)
+}
+
 // postTask sends a raw POST that returns a UPID and waits for the task. It is
 // used where go-proxmox has no way to express an option (full=0, forceStop, …).
 func (c *Client) postTask(ctx context.Context, op, path string, body map[string]any) error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -74,11 +73,7 @@ type Option = proxmox.VirtualMachineOption
 // Configure sets config keys (POST, asynchronous) and waits for the task.
 func (c *Client) Configure(ctx context.Context, vmid int, opts ...Option) error {
 	op := fmt.Sprintf("configure VM %d", vmid)
-	task, err := c.vm(vmid).Config(ctx, opts...)
-	if err != nil {
-		return wrap(op, err)
-	}
-	return c.wait(ctx, op, task)
+	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).Config(ctx, opts...) })
 }
 
 // Config reads a VM's current config.
@@ -93,31 +88,19 @@ func (c *Client) Config(ctx context.Context, vmid int) (map[string]any, error) {
 // Resize grows a disk to size ("20G") or by "+10G". PVE ≤ 7 answers null.
 func (c *Client) Resize(ctx context.Context, vmid int, disk, size string) error {
 	op := fmt.Sprintf("resize %s of VM %d to %s", disk, vmid, size)
-	task, err := c.vm(vmid).ResizeDisk(ctx, disk, size)
-	if err != nil {
-		return wrap(op, err)
-	}
-	return c.wait(ctx, op, task)
+	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).ResizeDisk(ctx, disk, size) })
 }
 
 // Start starts a VM and waits until QEMU runs (not until the guest booted).
 func (c *Client) Start(ctx context.Context, vmid int) error {
 	op := fmt.Sprintf("start VM %d", vmid)
-	task, err := c.vm(vmid).Start(ctx)
-	if err != nil {
-		return wrap(op, err)
-	}
-	return c.wait(ctx, op, task)
+	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).Start(ctx) })
 }
 
 // Stop hard-stops a VM; stopping a stopped VM succeeds.
 func (c *Client) Stop(ctx context.Context, vmid int) error {
 	op := fmt.Sprintf("stop VM %d", vmid)
-	task, err := c.vm(vmid).Stop(ctx)
-	if err != nil {
-		return wrap(op, err)
-	}
-	return c.wait(ctx, op, task)
+	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).Stop(ctx) })
 }
 
 // Shutdown asks the guest to power off within timeout, then pulls the plug.
@@ -366,18 +349,5 @@ func (c *Client) DeleteSnapshot(ctx context.Context, vmid int, name string) erro
 // ConvertToTemplate turns a VM into a template (used to build fixtures).
 func (c *Client) ConvertToTemplate(ctx context.Context, vmid int) error {
 	op := fmt.Sprintf("convert VM %d to template", vmid)
-	task, err := c.vm(vmid).ConvertToTemplate(ctx)
-	if err != nil {
-		return wrap(op, err)
-	}
-	return c.wait(ctx, op, task)
-}
-
-// ParseVMID reads a VMID from a string.
-func ParseVMID(s string) (int, error) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 100 || n > 999999999 {
-		return 0, fmt.Errorf("invalid VMID %q: must be an integer from 100 to 999999999", s)
-	}
-	return n, nil
+	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).ConvertToTemplate(ctx) })
 }

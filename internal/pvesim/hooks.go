@@ -422,7 +422,7 @@ func (s *Sim) serveHooks(w http.ResponseWriter, r *http.Request) {
 	}
 	name := strings.TrimPrefix(r.URL.Path, "/_sim/")
 	if r.Method == http.MethodGet && name == "state" {
-		writeData(w, s.Dump(), "")
+		writeData(w, s.Dump())
 		return
 	}
 	var h hookRequest
@@ -488,5 +488,5 @@ func (s *Sim) serveHooks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Code: 400, Msg: err.Error()})
 		return
 	}
-	writeData(w, data, "")
+	writeData(w, data)
 }

@@ -138,11 +138,7 @@ func renderConfig(c *config) map[string]any {
 	out := map[string]any{}
 	for _, k := range c.keys {
 		val := c.vals[k]
-		typ := ""
-		if p := configType(k); p != "" {
-			typ = p
-		}
-		switch typ {
+		switch configType(k) {
 		case "integer", "boolean":
 			if n, err := strconv.ParseInt(val, 10, 64); err == nil {
 				out[k] = n
@@ -241,7 +237,7 @@ func splitConfigList(s string) []string {
 var newDiskRE = regexp.MustCompile(`^(?:([^/:\s]+):)?(\d+(?:\.\d+)?)$`)
 
 func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
-	if v.conf.digest() != "" && req.str("digest") != "" && req.str("digest") != v.conf.digest() {
+	if d := req.str("digest"); d != "" && d != v.conf.digest() {
 		return fmt.Errorf("checksum mismatch (file change by other user?)")
 	}
 	for _, k := range splitConfigList(req.str("delete")) {

@@ -322,7 +322,7 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		writeError(w, pe)
 		return
 	}
-	writeData(w, data, rt.pattern)
+	writeData(w, data)
 }
 
 func parseParams(r *http.Request, vars map[string]string) (map[string]any, *Error) {
@@ -440,7 +440,7 @@ type envelope struct {
 	Total *int `json:"total,omitempty"`
 }
 
-func writeData(w http.ResponseWriter, data any, pattern string) {
+func writeData(w http.ResponseWriter, data any) {
 	env := envelope{Data: data}
 	if tl, ok := data.(taskLog); ok {
 		env.Data = tl.lines
