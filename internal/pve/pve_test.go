@@ -439,3 +439,23 @@ func TestAsyncTasks(t *testing.T) {
 		t.Fatalf("after forced stop status = %s", st.Status)
 	}
 }
+
+// TestParallelClonesShareTemplateLock: PVE takes the source's config lock in
+// shared mode when it is not running, so clones of one template overlap and none
+// times out on the lock, while a config change of the template still waits.
+func TestParallelClonesShareTemplateLock(t *testing.T) {
+	_, c := newSim(t, pvesim.Options{Durations: pvesim.Durations{ByType: map[string]time.Duration{"qmclone": 1500 * time.Millisecond}}})
+	ctx := ctx(t)
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func(id int) { errs <- c.Clone(ctx, tmpl, id, pve.CloneOptions{Name: "par"}) }(200 + i)
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("parallel clone: %v", err)
+		}
+	}
+	if _, err := c.Status(ctx, 203); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -206,12 +206,20 @@ func (s *Sim) DisableSnapshots(nodeName, sid string, off bool) error {
 
 // PutSnippet stores a snippet file (PVE has no upload API for snippets).
 func (s *Sim) PutSnippet(nodeName, sid, name string, data []byte) error {
-	return s.withStorage(nodeName, sid, func(st *storage) { st.snippets[name] = append([]byte(nil), data...) })
+	var err error
+	if werr := s.withStorage(nodeName, sid, func(st *storage) { err = st.putSnippet(name, data) }); werr != nil {
+		return werr
+	}
+	return err
 }
 
 // RemoveSnippet deletes a snippet file.
 func (s *Sim) RemoveSnippet(nodeName, sid, name string) error {
-	return s.withStorage(nodeName, sid, func(st *storage) { delete(st.snippets, name) })
+	var err error
+	if werr := s.withStorage(nodeName, sid, func(st *storage) { err = st.removeSnippet(name) }); werr != nil {
+		return werr
+	}
+	return err
 }
 
 // Snippet reads a snippet file back.
@@ -222,8 +230,7 @@ func (s *Sim) Snippet(nodeName, sid, name string) ([]byte, bool) {
 	if err != nil {
 		return nil, false
 	}
-	b, ok := st.snippets[name]
-	return b, ok
+	return st.snippet(name)
 }
 
 func (s *Sim) volumeByID(volid string) (*volume, error) {

@@ -450,7 +450,7 @@ func (s *Sim) putConfig(req *request) (any, error) {
 // config flock (10 s, as lock_config's default).
 func (s *Sim) syncFlock(v *vm) error {
 	deadline := time.Now().Add(10 * time.Second)
-	for v.flock != nil {
+	for v.flock != nil || len(v.shared) > 0 {
 		if time.Now().After(deadline) {
 			return errf("can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout", v.id)
 		}
@@ -545,7 +545,11 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		}
 	}
 	upid := s.startTask(req, src.node, "qmclone", strconv.Itoa(src.id), func(w *worker) error {
-		if err := w.flock(src.id, time.Second); err != nil {
+		lock := w.flock
+		if !src.running {
+			lock = w.flockShared
+		}
+		if err := lock(src.id, time.Second); err != nil {
 			return err
 		}
 		if _, exists := s.vms[newid]; exists {
@@ -811,7 +815,7 @@ func (s *Sim) checkSnippet(nodeName, volid string) error {
 	if !isSnippet || !contains(st.content, "snippets") {
 		return fmt.Errorf("%s is not in the snippets directory", volid)
 	}
-	if _, ok := st.snippets[file]; !ok {
+	if _, ok := st.snippet(file); !ok {
 		return fmt.Errorf("can't find file '%s'", volid)
 	}
 	return nil

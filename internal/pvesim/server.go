@@ -48,6 +48,10 @@ type Options struct {
 	Version        string // PVE version string; default 9.1.2
 	// Fixtures adds a cloud-init template VM (9000) and an extra dir/raw storage.
 	Fixtures bool
+	// LocalDir backs the "local" dir storage of the first node with a real
+	// directory, as /var/lib/vz is on a PVE host: snippets are files in
+	// LocalDir/snippets, so agentd writes them the way it does on a real host.
+	LocalDir string
 	Now      func() time.Time
 }
 
@@ -139,8 +143,11 @@ func New(opts Options) (*Sim, error) {
 	if s.opts.Password == "" {
 		s.opts.Password = s.uuid()[:18]
 	}
-	for _, n := range opts.Nodes {
+	for i, n := range opts.Nodes {
 		s.nodes[n] = newNode(n)
+		if i == 0 && opts.LocalDir != "" {
+			s.nodes[n].storages["local"].dir = opts.LocalDir
+		}
 	}
 	if opts.Fixtures {
 		if err := s.addFixtures(); err != nil {

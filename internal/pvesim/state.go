@@ -2,7 +2,10 @@ package pvesim
 
 import (
 	"crypto/sha1"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -31,8 +34,9 @@ type storage struct {
 	total    int64
 	volumes  map[string]*volume // volname → volume
 	snippets map[string][]byte
-	full     bool // fault: allocation fails
-	noSnap   bool // fault: snapshot feature switched off
+	dir      string // when set, snippets are real files in dir/snippets (Options.LocalDir)
+	full     bool   // fault: allocation fails
+	noSnap   bool   // fault: snapshot feature switched off
 }
 
 type volume struct {
@@ -318,9 +322,10 @@ type vm struct {
 	agent     string
 	cpuBusy   float64 // scripted CPU fraction while running
 	netin     int64
-	flock     *task // holder of the config flock
-	flockSync bool  // held by a synchronous request
-	noACPI    bool  // guest ignores shutdown requests
+	flock     *task          // holder of the config flock
+	shared    map[*task]bool // holders of the flock in shared mode
+	flockSync bool           // held by a synchronous request
+	noACPI    bool           // guest ignores shutdown requests
 }
 
 type snapshot struct {
@@ -383,4 +388,66 @@ func (v *vm) cpus() int {
 		return n
 	}
 	return c * s
+}
+
+// sharedByOthers reports whether a task other than t holds the flock shared.
+func (v *vm) sharedByOthers(t *task) bool {
+	for h := range v.shared {
+		if h != t {
+			return true
+		}
+	}
+	return false
+}
+
+// snippet reads a snippet from the real directory when the storage has one.
+func (st *storage) snippet(name string) ([]byte, bool) {
+	if st.dir != "" {
+		b, err := os.ReadFile(filepath.Join(st.dir, "snippets", filepath.Base(name)))
+		return b, err == nil
+	}
+	b, ok := st.snippets[name]
+	return b, ok
+}
+
+func (st *storage) putSnippet(name string, data []byte) error {
+	if st.dir != "" {
+		dir := filepath.Join(st.dir, "snippets")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, filepath.Base(name)), data, 0o644)
+	}
+	st.snippets[name] = append([]byte(nil), data...)
+	return nil
+}
+
+func (st *storage) removeSnippet(name string) error {
+	if st.dir != "" {
+		err := os.Remove(filepath.Join(st.dir, "snippets", filepath.Base(name)))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	delete(st.snippets, name)
+	return nil
+}
+
+func (st *storage) snippetNames() []string {
+	var names []string
+	if st.dir != "" {
+		ents, _ := os.ReadDir(filepath.Join(st.dir, "snippets"))
+		for _, e := range ents {
+			if e.Type().IsRegular() {
+				names = append(names, e.Name())
+			}
+		}
+	} else {
+		for n := range st.snippets {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
 }

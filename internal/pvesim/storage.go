@@ -3,7 +3,6 @@ package pvesim
 import (
 	"fmt"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -71,14 +70,10 @@ func (s *Sim) listContent(req *request) (any, error) {
 		}
 	}
 	if (content == "" || content == "snippets") && vmid == "" {
-		names := make([]string, 0, len(st.snippets))
-		for n := range st.snippets {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
+		for _, n := range st.snippetNames() {
+			b, _ := st.snippet(n)
 			out = append(out, map[string]any{"volid": st.volid("snippets/" + n), "format": "snippet",
-				"size": len(st.snippets[n]), "content": "snippets", "ctime": 0})
+				"size": len(b), "content": "snippets", "ctime": 0})
 		}
 	}
 	return out, nil

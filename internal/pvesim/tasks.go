@@ -89,9 +89,35 @@ func (w *worker) flock(vmid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		v := w.s.vms[vmid]
-		if v == nil || v.flock == nil || v.flock == w.t {
+		if v == nil || (v.flock == nil || v.flock == w.t) && !v.sharedByOthers(w.t) {
 			if v != nil {
 				v.flock = w.t
+				w.t.vmids = append(w.t.vmids, vmid)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout", vmid)
+		}
+		w.s.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		w.s.mu.Lock()
+	}
+}
+
+// flockShared takes the config flock in shared mode, as lock_config_shared does
+// for the source of a clone that is not running: clones of one template run in
+// parallel, while an exclusive holder (config change, destroy) waits.
+func (w *worker) flockShared(vmid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		v := w.s.vms[vmid]
+		if v == nil || v.flock == nil || v.flock == w.t {
+			if v != nil {
+				if v.shared == nil {
+					v.shared = map[*task]bool{}
+				}
+				v.shared[w.t] = true
 				w.t.vmids = append(w.t.vmids, vmid)
 			}
 			return nil
@@ -162,8 +188,11 @@ func (s *Sim) finishTask(t *task, err error) {
 	t.running = false
 	t.end = s.now()
 	for _, id := range t.vmids {
-		if v := s.vms[id]; v != nil && v.flock == t {
-			v.flock = nil
+		if v := s.vms[id]; v != nil {
+			if v.flock == t {
+				v.flock = nil
+			}
+			delete(v.shared, t)
 		}
 	}
 	switch {
