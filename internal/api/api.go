@@ -1,0 +1,246 @@
+// Package api holds agentd's wire types and error codes: the one definition
+// shared by the server, the CLI client and the Terraform provider.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is a sandbox lifecycle state.
+type State string
+
+// Sandbox states. RUNNING means the VM is up with an address; READY is the
+// instant between "guest answered" and "handed over".
+const (
+	StateRequested    State = "REQUESTED"
+	StateProvisioning State = "PROVISIONING"
+	StateBooting      State = "BOOTING"
+	StateReady        State = "READY"
+	StateRunning      State = "RUNNING"
+	StateStopped      State = "STOPPED"
+	StateSuspended    State = "SUSPENDED"
+	StateCompleted    State = "COMPLETED"
+	StateFailed       State = "FAILED"
+	StateTimeout      State = "TIMEOUT"
+	StateDestroyed    State = "DESTROYED"
+)
+
+// States lists every state in lifecycle order.
+var States = []State{StateRequested, StateProvisioning, StateBooting, StateReady, StateRunning,
+	StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateDestroyed}
+
+// transitions is the one table of allowed state changes; error messages and
+// the store's compare-and-set both read it.
+var transitions = map[State][]State{
+	StateRequested:    {StateProvisioning, StateFailed, StateTimeout, StateDestroyed},
+	StateProvisioning: {StateBooting, StateFailed, StateTimeout, StateDestroyed},
+	StateBooting:      {StateReady, StateFailed, StateTimeout, StateStopped, StateDestroyed},
+	StateReady:        {StateRunning, StateFailed, StateStopped, StateTimeout, StateDestroyed},
+	StateRunning:      {StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateDestroyed},
+	StateStopped:      {StateBooting, StateFailed, StateTimeout, StateDestroyed},
+	StateSuspended:    {StateRunning, StateStopped, StateTimeout, StateDestroyed},
+	StateCompleted:    {StateStopped, StateDestroyed},
+	StateFailed:       {StateDestroyed},
+	StateTimeout:      {StateDestroyed},
+	StateDestroyed:    nil,
+}
+
+// CanTransition reports whether from → to is allowed.
+func CanTransition(from, to State) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool {
+	_, ok := transitions[s]
+	return ok
+}
+
+// InFlight reports whether provisioning or a start is still under way.
+func (s State) InFlight() bool {
+	return s == StateRequested || s == StateProvisioning || s == StateBooting || s == StateReady
+}
+
+// Terminal reports whether the sandbox can only be destroyed.
+func (s State) Terminal() bool {
+	return s == StateFailed || s == StateTimeout || s == StateDestroyed
+}
+
+// Sandbox is a sandbox as the API returns it.
+type Sandbox struct {
+	ID             string     `json:"id"`
+	Name           string     `json:"name"`
+	Profile        string     `json:"profile"`
+	State          State      `json:"state"`
+	VMID           int        `json:"vmid,omitempty"`
+	Node           string     `json:"node,omitempty"`
+	IP             string     `json:"ip,omitempty"`
+	Workspace      string     `json:"workspace,omitempty"`
+	Keepalive      bool       `json:"keepalive"`
+	TTLSeconds     int64      `json:"ttl_seconds"`
+	Tags           []string   `json:"tags"`
+	Step           string     `json:"step,omitempty"`
+	Error          string     `json:"error,omitempty"`
+	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
+	LastUsedAt     *time.Time `json:"last_used_at,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+}
+
+// CreateSandboxRequest asks for a sandbox. TTL is a Go duration ("2h"); empty
+// takes the profile's default, "0" means no lease.
+type CreateSandboxRequest struct {
+	Name      string   `json:"name"`
+	Profile   string   `json:"profile"`
+	TTL       string   `json:"ttl,omitempty"`
+	Keepalive *bool    `json:"keepalive,omitempty"`
+	Workspace string   `json:"workspace,omitempty"`
+	Tags      []string `json:"tags,omitempty"`
+}
+
+// DestroyRequest destroys a sandbox; Force also handles sandboxes that are
+// still provisioning, stuck, or whose VM is already gone.
+type DestroyRequest struct {
+	Force bool `json:"force,omitempty"`
+}
+
+// RenewRequest sets the lease to now + TTL.
+type RenewRequest struct {
+	TTL string `json:"ttl"`
+}
+
+// PruneResult lists what prune destroyed and what it refused.
+type PruneResult struct {
+	Destroyed []Sandbox      `json:"destroyed"`
+	Skipped   []PruneSkipped `json:"skipped"`
+}
+
+// PruneSkipped is a sandbox prune left alone, with the reason.
+type PruneSkipped struct {
+	Sandbox Sandbox `json:"sandbox"`
+	Reason  string  `json:"reason"`
+}
+
+// SandboxList is the list response.
+type SandboxList struct {
+	Sandboxes []Sandbox `json:"sandboxes"`
+}
+
+// Event is one recorded transition or operator action.
+type Event struct {
+	ID        int64     `json:"id"`
+	Time      time.Time `json:"time"`
+	SandboxID string    `json:"sandbox_id,omitempty"`
+	Sandbox   string    `json:"sandbox,omitempty"` // name at the time
+	Kind      string    `json:"kind"`
+	Message   string    `json:"message"`
+	From      State     `json:"from,omitempty"`
+	To        State     `json:"to,omitempty"`
+}
+
+// EventList is the events response; Last is the id to pass as after= next.
+type EventList struct {
+	Events []Event `json:"events"`
+	Last   int64   `json:"last"`
+}
+
+// Profile is a sandbox template as the API shows it.
+type Profile struct {
+	Name              string `json:"name"`
+	Description       string `json:"description,omitempty"`
+	TemplateVMID      int    `json:"template_vmid"`
+	Cores             int    `json:"cores"`
+	MemoryMB          int    `json:"memory_mb"`
+	Balloon           int    `json:"balloon_mb"`
+	RootSizeGB        int    `json:"root_size_gb"`
+	Storage           string `json:"storage,omitempty"`
+	Clone             string `json:"clone"`
+	Bridge            string `json:"bridge"`
+	NetworkMode       string `json:"network_mode"`
+	TTLDefault        string `json:"ttl_default"`
+	Keepalive         bool   `json:"keepalive"`
+	IdleStopMinutes   int    `json:"idle_stop_minutes"`
+	WorkspaceRequired bool   `json:"workspace_required"`
+	Source            string `json:"source"`
+}
+
+// ProfileList is the profiles response.
+type ProfileList struct {
+	Profiles []Profile `json:"profiles"`
+}
+
+// Status is the host status.
+type Status struct {
+	Version   string        `json:"version"`
+	Node      string        `json:"node"`
+	Sandboxes map[State]int `json:"sandboxes"`
+	Proxmox   ProxmoxStatus `json:"proxmox"`
+	Profiles  []string      `json:"profiles"`
+	StartedAt time.Time     `json:"started_at"`
+}
+
+// ProxmoxStatus says whether Proxmox answered.
+type ProxmoxStatus struct {
+	Reachable bool   `json:"reachable"`
+	Version   string `json:"version,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Code is a machine-readable error code. Clients switch on it, never on text.
+type Code string
+
+// Error codes.
+const (
+	CodeBadRequest       Code = "bad_request"
+	CodeInvalidField     Code = "invalid_field"
+	CodeBodyTooLarge     Code = "body_too_large"
+	CodeUnauthorized     Code = "unauthorized"
+	CodeNotFound         Code = "not_found"
+	CodeSandboxNotFound  Code = "sandbox_not_found"
+	CodeProfileNotFound  Code = "profile_not_found"
+	CodeConflict         Code = "conflict"
+	CodeInvalidState     Code = "invalid_state"
+	CodeNotOwned         Code = "not_owned"
+	CodeMethodNotAllowed Code = "method_not_allowed"
+	CodeProxmox          Code = "proxmox_error"
+	CodeUnavailable      Code = "unavailable"
+	CodeInternal         Code = "internal"
+)
+
+// Error is the error body: {"error": {"code": …, "message": …}}.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// ErrorBody wraps Error on the wire.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}
+
+// Errorf builds an *Error.
+func Errorf(status int, code Code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// FieldError is a 400 naming the offending request field.
+func FieldError(field, format string, args ...any) *Error {
+	return &Error{Status: 400, Code: CodeInvalidField, Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+// IsCode reports whether err is an *Error with code c.
+func IsCode(err error, c Code) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == c
+}

@@ -1,0 +1,226 @@
+// Package config loads and validates agentd's configuration file.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/strictyaml"
+)
+
+// DefaultPath is where agentd looks without --config.
+const DefaultPath = "/etc/agentd/config.yaml"
+
+// Sample is the documented default configuration (every key with its default).
+//
+//go:embed default.yaml
+var Sample string
+
+// Config is agentd's configuration.
+type Config struct {
+	StateDir    string `yaml:"state_dir"`
+	SocketPath  string `yaml:"socket_path"`
+	Listen      string `yaml:"listen"`
+	TLSCert     string `yaml:"tls_cert"`
+	TLSKey      string `yaml:"tls_key"`
+	TokenFile   string `yaml:"token_file"`
+	ProfilesDir string `yaml:"profiles_dir"`
+
+	ProxmoxURL             string        `yaml:"proxmox_url"`
+	ProxmoxTokenID         string        `yaml:"proxmox_token_id"`
+	ProxmoxTokenSecretFile string        `yaml:"proxmox_token_secret_file"`
+	ProxmoxNode            string        `yaml:"proxmox_node"`
+	ProxmoxCAFile          string        `yaml:"proxmox_ca_file"`
+	ProxmoxInsecure        bool          `yaml:"proxmox_insecure"`
+	ProxmoxCommandTimeout  time.Duration `yaml:"proxmox_command_timeout"`
+
+	SnippetsDir     string   `yaml:"snippets_dir"`
+	SnippetsStorage string   `yaml:"snippets_storage"`
+	AgentBridge     string   `yaml:"agent_bridge"`
+	SSHPublicKeys   []string `yaml:"ssh_public_keys"`
+
+	ProvisioningTimeout time.Duration `yaml:"provisioning_timeout"`
+	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout"`
+	ArtifactMaxBytes    int64         `yaml:"artifact_max_bytes"`
+
+	IdleStopEnabled        bool          `yaml:"idle_stop_enabled"`
+	IdleStopInterval       time.Duration `yaml:"idle_stop_interval"`
+	IdleStopMinutesDefault int           `yaml:"idle_stop_minutes_default"`
+	IdleStopCPUThreshold   float64       `yaml:"idle_stop_cpu_threshold"`
+
+	ReconcileInterval  time.Duration `yaml:"reconcile_interval"`
+	LeaseGCInterval    time.Duration `yaml:"lease_gc_interval"`
+	EventRetention     time.Duration `yaml:"event_retention"`
+	DestroyedRetention time.Duration `yaml:"destroyed_retention"`
+
+	// Set in code only (agentd dev): the secret itself and the CA as PEM.
+	ProxmoxTokenSecret string `yaml:"-"`
+	ProxmoxCAPEM       []byte `yaml:"-"`
+	// File is the path the config was loaded from, for error messages.
+	File string `yaml:"-"`
+}
+
+// Default returns the configuration with every default applied.
+func Default() *Config {
+	return &Config{
+		StateDir:               "/var/lib/agentd",
+		SocketPath:             "/run/agentd/agentd.sock",
+		ProfilesDir:            "/etc/agentd/profiles",
+		ProxmoxURL:             "https://127.0.0.1:8006/api2/json",
+		ProxmoxTokenSecretFile: "/etc/agentd/proxmox-token-secret",
+		ProxmoxCAFile:          "/etc/pve/pve-root-ca.pem",
+		ProxmoxCommandTimeout:  2 * time.Minute,
+		SnippetsDir:            "/var/lib/vz/snippets",
+		SnippetsStorage:        "local",
+		AgentBridge:            "vmbr1",
+		SSHPublicKeys:          []string{},
+		ProvisioningTimeout:    10 * time.Minute,
+		ShutdownTimeout:        30 * time.Second,
+		ArtifactMaxBytes:       268435456,
+		IdleStopEnabled:        true,
+		IdleStopInterval:       time.Minute,
+		IdleStopMinutesDefault: 30,
+		IdleStopCPUThreshold:   0.05,
+		ReconcileInterval:      30 * time.Second,
+		LeaseGCInterval:        30 * time.Second,
+		EventRetention:         720 * time.Hour,
+		DestroyedRetention:     720 * time.Hour,
+	}
+}
+
+// Load reads path over the defaults and validates the result. A missing file at
+// the default path is not an error (everything has a default but the token).
+func Load(path string) (*Config, error) {
+	c := Default()
+	c.File = path
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && path == DefaultPath {
+			return c, c.Validate()
+		}
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := strictyaml.Decode(path, data, c); err != nil {
+		return nil, err
+	}
+	return c, c.Validate()
+}
+
+// fieldErr names the file and key of a bad value.
+func (c *Config) fieldErr(key, format string, args ...any) error {
+	f := c.File
+	if f == "" {
+		f = "config"
+	}
+	return fmt.Errorf("%s: %s: %s", f, key, fmt.Sprintf(format, args...))
+}
+
+// Validate checks values that each key alone cannot (ranges, combinations).
+func (c *Config) Validate() error {
+	if c.TokenFile == "" {
+		c.TokenFile = filepath.Join(c.StateDir, "api-token")
+	}
+	if c.ProxmoxNode == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return c.fieldErr("proxmox_node", "not set and the host name is unknown: %v", err)
+		}
+		c.ProxmoxNode = strings.SplitN(h, ".", 2)[0]
+	}
+	for key, p := range map[string]string{"state_dir": c.StateDir, "socket_path": c.SocketPath,
+		"profiles_dir": c.ProfilesDir, "snippets_dir": c.SnippetsDir, "token_file": c.TokenFile} {
+		if p == "" || !filepath.IsAbs(p) {
+			return c.fieldErr(key, "must be an absolute path, got %q", p)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c.fieldErr("tls_cert", "tls_cert and tls_key must be set together")
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return c.fieldErr("listen", "want host:port such as 127.0.0.1:8845, got %q", c.Listen)
+		}
+	}
+	u, err := url.Parse(c.ProxmoxURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return c.fieldErr("proxmox_url", "want https://host:8006/api2/json, got %q", c.ProxmoxURL)
+	}
+	if !strings.HasSuffix(u.Path, "/api2/json") {
+		c.ProxmoxURL = strings.TrimRight(c.ProxmoxURL, "/") + "/api2/json"
+	}
+	if c.ProxmoxTokenID != "" && (!strings.Contains(c.ProxmoxTokenID, "@") || !strings.Contains(c.ProxmoxTokenID, "!")) {
+		return c.fieldErr("proxmox_token_id", "want user@realm!name, got %q", c.ProxmoxTokenID)
+	}
+	for key, d := range map[string]time.Duration{"proxmox_command_timeout": c.ProxmoxCommandTimeout,
+		"provisioning_timeout": c.ProvisioningTimeout, "shutdown_timeout": c.ShutdownTimeout,
+		"idle_stop_interval": c.IdleStopInterval, "reconcile_interval": c.ReconcileInterval,
+		"lease_gc_interval": c.LeaseGCInterval, "event_retention": c.EventRetention,
+		"destroyed_retention": c.DestroyedRetention} {
+		if d <= 0 {
+			return c.fieldErr(key, "must be greater than zero")
+		}
+	}
+	if c.ArtifactMaxBytes <= 0 {
+		return c.fieldErr("artifact_max_bytes", "must be greater than zero, got %d", c.ArtifactMaxBytes)
+	}
+	if c.IdleStopMinutesDefault < 0 {
+		return c.fieldErr("idle_stop_minutes_default", "must be 0 (off) or more, got %d", c.IdleStopMinutesDefault)
+	}
+	if c.IdleStopCPUThreshold < 0 || c.IdleStopCPUThreshold > 1 {
+		return c.fieldErr("idle_stop_cpu_threshold", "must be between 0 and 1, got %g", c.IdleStopCPUThreshold)
+	}
+	if c.AgentBridge == "" {
+		return c.fieldErr("agent_bridge", "must not be empty")
+	}
+	if c.SnippetsStorage == "" {
+		return c.fieldErr("snippets_storage", "must not be empty")
+	}
+	for i, k := range c.SSHPublicKeys {
+		if f := strings.Fields(k); len(f) < 2 || !strings.HasPrefix(f[0], "ssh-") && !strings.HasPrefix(f[0], "ecdsa-") {
+			return c.fieldErr(fmt.Sprintf("ssh_public_keys[%d]", i), "not an OpenSSH public key (want \"ssh-ed25519 AAAA… comment\")")
+		}
+	}
+	return nil
+}
+
+// ProxmoxSecret returns the API token secret, reading the secret file when the
+// secret was not set in code.
+func (c *Config) ProxmoxSecret() (string, error) {
+	if c.ProxmoxTokenSecret != "" {
+		return c.ProxmoxTokenSecret, nil
+	}
+	if c.ProxmoxTokenID == "" {
+		return "", c.fieldErr("proxmox_token_id", "not set: agentd needs a Proxmox API token (user@realm!name)")
+	}
+	b, err := os.ReadFile(c.ProxmoxTokenSecretFile)
+	if err != nil {
+		return "", c.fieldErr("proxmox_token_secret_file", "%v", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", c.fieldErr("proxmox_token_secret_file", "%s is empty", c.ProxmoxTokenSecretFile)
+	}
+	return s, nil
+}
+
+// ProxmoxCA returns the PEM CA to trust, or nil for the system pool.
+func (c *Config) ProxmoxCA() ([]byte, error) {
+	if len(c.ProxmoxCAPEM) > 0 || c.ProxmoxInsecure {
+		return c.ProxmoxCAPEM, nil
+	}
+	if c.ProxmoxCAFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.ProxmoxCAFile)
+	if err != nil {
+		return nil, c.fieldErr("proxmox_ca_file", "%v", err)
+	}
+	return b, nil
+}

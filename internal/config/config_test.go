@@ -1,0 +1,76 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/strictyaml"
+)
+
+// The documented sample must be exactly the defaults and mention every key, so
+// the documentation cannot drift from the code.
+func TestSampleIsTheDefaults(t *testing.T) {
+	c := Default()
+	if err := strictyaml.Decode("default.yaml", []byte(Sample), c); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, Default()) {
+		t.Fatalf("sample differs from Default():\n%+v\n%+v", c, Default())
+	}
+	ty := reflect.TypeOf(Config{})
+	for i := 0; i < ty.NumField(); i++ {
+		tag := ty.Field(i).Tag.Get("yaml")
+		if tag != "-" && !strings.Contains(Sample, "\n"+tag+":") {
+			t.Errorf("key %s is not documented in default.yaml", tag)
+		}
+	}
+}
+
+func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ yaml, want string }{
+		{"provisioning_timout: 5m\n", "c.yaml:1: provisioning_timout: unknown key"},
+		{"provisioning_timeout: 10\n", "c.yaml:1: provisioning_timeout: invalid duration \"10\""},
+		{"provisioning_timeout: 0s\n", "c.yaml: provisioning_timeout: must be greater than zero"},
+		{"idle_stop_cpu_threshold: 5\n", "c.yaml: idle_stop_cpu_threshold: must be between 0 and 1, got 5"},
+		{"idle_stop_enabled: yes please\n", "c.yaml:1: idle_stop_enabled: want true or false"},
+		{"artifact_max_bytes: lots\n", "c.yaml:1: artifact_max_bytes: want a whole number, got \"lots\""},
+		{"proxmox_url: http://pve:8006\n", "c.yaml: proxmox_url: want https://"},
+		{"proxmox_token_id: agentd\n", "c.yaml: proxmox_token_id: want user@realm!name"},
+		{"state_dir: relative\n", "c.yaml: state_dir: must be an absolute path"},
+		{"listen: 8845\n", "c.yaml: listen: want host:port"},
+		{"ssh_public_keys: [hello]\n", "c.yaml: ssh_public_keys[0]: not an OpenSSH public key"},
+		{"tls_cert: /x.pem\n", "c.yaml: tls_cert: tls_cert and tls_key must be set together"},
+		{"reconcile_interval: 1m\nreconcile_interval: 2m\n", "c.yaml:2: reconcile_interval: key appears twice"},
+		{"- a\n", "want a mapping of key: value at the top level"},
+	}
+	for _, tc := range cases {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), strings.Replace(tc.want, "c.yaml", p, 1)) {
+			t.Errorf("%q: got %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func TestLoadAppliesValuesOverDefaults(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("proxmox_url: https://pve.example:8006\nproxmox_node: pve1\nidle_stop_minutes_default: 0\nssh_public_keys:\n  - ssh-ed25519 AAAAC3Nz op@laptop\n"), 0o600)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ProxmoxURL != "https://pve.example:8006/api2/json" || c.ProxmoxNode != "pve1" || c.IdleStopMinutesDefault != 0 ||
+		len(c.SSHPublicKeys) != 1 || c.TokenFile != "/var/lib/agentd/api-token" || c.ReconcileInterval.String() != "30s" {
+		t.Fatalf("loaded %+v", c)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("a missing --config file must be an error")
+	}
+}

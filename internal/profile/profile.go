@@ -1,0 +1,258 @@
+// Package profile loads sandbox profiles: named templates of VM size, network
+// and lifecycle behaviour, one or more YAML documents per file.
+package profile
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/strictyaml"
+)
+
+// Defaults are the profiles shipped with agentd (used by `agentd dev` and
+// installed into /etc/agentd/profiles by the package).
+//
+//go:embed defaults/*.yaml
+var Defaults embed.FS
+
+// Profile is one sandbox profile.
+type Profile struct {
+	Name         string    `yaml:"name"`
+	Description  string    `yaml:"description"`
+	TemplateVMID int       `yaml:"template_vmid"`
+	Resources    Resources `yaml:"resources"`
+	Storage      Storage   `yaml:"storage"`
+	Network      Network   `yaml:"network"`
+	Behavior     Behavior  `yaml:"behavior"`
+
+	Source string `yaml:"-"` // file it came from
+}
+
+// Resources sizes the VM.
+type Resources struct {
+	Cores    int `yaml:"cores"`
+	MemoryMB int `yaml:"memory_mb"`
+	Balloon  int `yaml:"balloon"` // MiB; 0 leaves ballooning off
+}
+
+// Storage describes the root disk.
+type Storage struct {
+	RootSizeGB int    `yaml:"root_size_gb"` // grow the template's disk to this; 0 keeps it
+	Clone      string `yaml:"clone"`        // linked (default) | full
+	Storage    string `yaml:"storage"`      // target storage of a full clone
+}
+
+// Network describes the sandbox NIC.
+type Network struct {
+	Bridge string `yaml:"bridge"` // default: agent_bridge from the config
+	Model  string `yaml:"model"`  // virtio (default) | e1000 | vmxnet3
+	Mode   string `yaml:"mode"`   // off | nat (default) | allowlist
+}
+
+// Behavior is the lifecycle policy.
+type Behavior struct {
+	TTLDefault time.Duration `yaml:"ttl_default"` // 0: no lease
+	Keepalive  bool          `yaml:"keepalive"`
+	// IdleStopMinutes overrides idle_stop_minutes_default; nil inherits, 0 disables.
+	IdleStopMinutes  *int `yaml:"idle_stop_minutes_default"`
+	RequireWorkspace bool `yaml:"require_workspace"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// validate checks one profile and fills defaults.
+func (p *Profile) validate(bridge string) error {
+	if !nameRE.MatchString(p.Name) {
+		return fmt.Errorf("name: %q must be lowercase letters, digits and dashes (1-63, not starting with a dash)", p.Name)
+	}
+	if p.TemplateVMID < 100 || p.TemplateVMID > 999999999 {
+		return fmt.Errorf("template_vmid: must be a VMID between 100 and 999999999, got %d", p.TemplateVMID)
+	}
+	if p.Resources.Cores == 0 {
+		p.Resources.Cores = 2
+	}
+	if p.Resources.Cores < 1 || p.Resources.Cores > 128 {
+		return fmt.Errorf("resources.cores: must be between 1 and 128, got %d", p.Resources.Cores)
+	}
+	if p.Resources.MemoryMB == 0 {
+		p.Resources.MemoryMB = 2048
+	}
+	if p.Resources.MemoryMB < 256 {
+		return fmt.Errorf("resources.memory_mb: must be at least 256, got %d", p.Resources.MemoryMB)
+	}
+	if p.Resources.Balloon < 0 || p.Resources.Balloon > p.Resources.MemoryMB {
+		return fmt.Errorf("resources.balloon: must be between 0 and memory_mb (%d), got %d", p.Resources.MemoryMB, p.Resources.Balloon)
+	}
+	if p.Storage.RootSizeGB < 0 || p.Storage.RootSizeGB > 65536 {
+		return fmt.Errorf("storage.root_size_gb: must be between 0 and 65536, got %d", p.Storage.RootSizeGB)
+	}
+	switch p.Storage.Clone {
+	case "":
+		p.Storage.Clone = "linked"
+	case "linked", "full":
+	default:
+		return fmt.Errorf("storage.clone: must be linked or full, got %q", p.Storage.Clone)
+	}
+	if p.Storage.Storage != "" && p.Storage.Clone != "full" {
+		return fmt.Errorf("storage.storage: only allowed with storage.clone: full (a linked clone lives on its template's storage)")
+	}
+	if p.Network.Bridge == "" {
+		p.Network.Bridge = bridge
+	}
+	if !regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,15}$`).MatchString(p.Network.Bridge) {
+		return fmt.Errorf("network.bridge: %q is not a bridge name such as vmbr1", p.Network.Bridge)
+	}
+	switch p.Network.Model {
+	case "":
+		p.Network.Model = "virtio"
+	case "virtio", "e1000", "vmxnet3", "rtl8139":
+	default:
+		return fmt.Errorf("network.model: must be virtio, e1000, vmxnet3 or rtl8139, got %q", p.Network.Model)
+	}
+	switch p.Network.Mode {
+	case "":
+		p.Network.Mode = "nat"
+	case "off", "nat", "allowlist":
+	default:
+		return fmt.Errorf("network.mode: must be off, nat or allowlist, got %q", p.Network.Mode)
+	}
+	if m := p.Behavior.IdleStopMinutes; m != nil && *m < 0 {
+		return fmt.Errorf("behavior.idle_stop_minutes_default: must be 0 (off) or more, got %d", *m)
+	}
+	return nil
+}
+
+// API converts to the wire type.
+func (p *Profile) API() api.Profile {
+	idle := -1
+	if p.Behavior.IdleStopMinutes != nil {
+		idle = *p.Behavior.IdleStopMinutes
+	}
+	return api.Profile{Name: p.Name, Description: p.Description, TemplateVMID: p.TemplateVMID,
+		Cores: p.Resources.Cores, MemoryMB: p.Resources.MemoryMB, Balloon: p.Resources.Balloon,
+		RootSizeGB: p.Storage.RootSizeGB, Storage: p.Storage.Storage, Clone: p.Storage.Clone,
+		Bridge: p.Network.Bridge, NetworkMode: p.Network.Mode, TTLDefault: p.Behavior.TTLDefault.String(),
+		Keepalive: p.Behavior.Keepalive, IdleStopMinutes: idle, WorkspaceRequired: p.Behavior.RequireWorkspace,
+		Source: p.Source}
+}
+
+// Set is the loaded profiles by name.
+type Set map[string]*Profile
+
+// Names lists profile names sorted.
+func (s Set) Names() []string {
+	out := make([]string, 0, len(s))
+	for n := range s {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Parse reads every YAML document of one file.
+func Parse(file string, data []byte, bridge string) ([]*Profile, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var out []*Profile
+	for i := 1; ; i++ {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		p := &Profile{Source: file}
+		if err := strictyaml.DecodeNode(file, &doc, p); err != nil {
+			return nil, err
+		}
+		if err := p.validate(bridge); err != nil {
+			label := p.Name
+			if label == "" {
+				label = fmt.Sprintf("document %d", i)
+			}
+			return nil, fmt.Errorf("%s:%d: profile %s: %w", file, doc.Content[0].Line, label, err)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no profile in file", file)
+	}
+	return out, nil
+}
+
+// Load reads every *.yaml / *.yml file of fsys (sorted). It returns every
+// problem at once, so an operator fixes all files in one go; a set with errors
+// must not be used.
+func Load(fsys fs.FS, dir, bridge string) (Set, error) {
+	ents, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("read profiles: %w", err)
+	}
+	set := Set{}
+	var errs []error
+	for _, e := range ents {
+		ext := filepath.Ext(e.Name())
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml") {
+			continue
+		}
+		file := filepath.Join(dir, e.Name())
+		data, err := fs.ReadFile(fsys, filepath.ToSlash(filepath.Join(dir, e.Name())))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ps, err := Parse(file, data, bridge)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, p := range ps {
+			if prev, dup := set[p.Name]; dup {
+				errs = append(errs, fmt.Errorf("%s: profile %s: name already defined in %s", file, p.Name, prev.Source))
+				continue
+			}
+			set[p.Name] = p
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(set) == 0 {
+		return nil, fmt.Errorf("no profiles in %s (want *.yaml files)", dir)
+	}
+	return set, nil
+}
+
+// LoadDir loads profiles from a directory on disk.
+func LoadDir(dir, bridge string) (Set, error) {
+	set, err := Load(os.DirFS(dir), ".", bridge)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	for _, p := range set {
+		p.Source = filepath.Join(dir, p.Source)
+	}
+	return set, nil
+}
+
+// LoadDefaults loads the shipped profiles.
+func LoadDefaults(bridge string) (Set, error) {
+	return Load(Defaults, "defaults", bridge)
+}
