@@ -1,0 +1,463 @@
+// Package store is agentd's state: one SQLite file (WAL) with numbered
+// migrations, compare-and-set state transitions and an event log written in the
+// same transaction as the change it records.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a live sandbox already has this name or VMID.
+	ErrConflict = errors.New("conflict")
+	// ErrStale: the row is no longer in the state the caller expected.
+	ErrStale = errors.New("state changed concurrently")
+)
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations are append-only: never edit or reorder a released one.
+var migrations = []migration{
+	{1, "sandboxes and events", `
+CREATE TABLE sandboxes (
+	id               TEXT PRIMARY KEY,
+	name             TEXT NOT NULL,
+	profile          TEXT NOT NULL,
+	state            TEXT NOT NULL,
+	step             TEXT NOT NULL DEFAULT '',
+	vmid             INTEGER,
+	node             TEXT NOT NULL DEFAULT '',
+	ip               TEXT NOT NULL DEFAULT '',
+	workspace        TEXT NOT NULL DEFAULT '',
+	keepalive        INTEGER NOT NULL DEFAULT 0,
+	ttl_seconds      INTEGER NOT NULL DEFAULT 0,
+	tags             TEXT NOT NULL DEFAULT '[]',
+	error            TEXT NOT NULL DEFAULT '',
+	request          TEXT NOT NULL DEFAULT '{}',
+	lease_expires_at INTEGER,
+	last_used_at     INTEGER,
+	created_at       INTEGER NOT NULL,
+	updated_at       INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes(name) WHERE state <> 'DESTROYED';
+CREATE UNIQUE INDEX sandboxes_live_vmid ON sandboxes(vmid) WHERE state <> 'DESTROYED' AND vmid IS NOT NULL;
+CREATE INDEX sandboxes_state ON sandboxes(state, updated_at);
+CREATE TABLE events (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	ts           INTEGER NOT NULL,
+	sandbox_id   TEXT NOT NULL DEFAULT '',
+	sandbox_name TEXT NOT NULL DEFAULT '',
+	kind         TEXT NOT NULL,
+	message      TEXT NOT NULL,
+	from_state   TEXT NOT NULL DEFAULT '',
+	to_state     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX events_sandbox ON events(sandbox_id, id);
+CREATE INDEX events_ts ON events(ts);
+`},
+}
+
+// Store is the database.
+type Store struct {
+	db  *sql.DB
+	now func() time.Time
+}
+
+// Open opens (creating if needed) the database at path and migrates it.
+func Open(ctx context.Context, path string, now func() time.Time) (*Store, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer anyway, and it keeps every
+	// transaction serial without SQLITE_BUSY retries.
+	db.SetMaxOpenConns(1)
+	s := &Store{db: db, now: now}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the handle for backups and tests.
+func (s *Store) DB() *sql.DB { return s.db }
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var cur int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return err
+	}
+	if latest := migrations[len(migrations)-1].version; cur > latest {
+		return fmt.Errorf("database schema version %d is newer than this agentd knows (%d): refusing to downgrade", cur, latest)
+	}
+	for _, m := range migrations {
+		if m.version <= cur {
+			continue
+		}
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)`,
+				m.version, m.name, s.now().UnixMilli())
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Version returns the applied schema version.
+func (s *Store) Version(ctx context.Context) (int, error) {
+	var v int
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Sandbox is a sandbox row: the API view plus what only agentd needs.
+type Sandbox struct {
+	api.Sandbox
+	// Request is the create request as received, for idempotent retries.
+	Request string
+}
+
+const sandboxCols = `id, name, profile, state, step, vmid, node, ip, workspace, keepalive, ttl_seconds, tags,
+	error, request, lease_expires_at, last_used_at, created_at, updated_at`
+
+func ms(t *time.Time) any {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := time.UnixMilli(v.Int64).UTC()
+	return &t
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanSandbox(r scanner) (*Sandbox, error) {
+	var sb Sandbox
+	var vmid, lease, used sql.NullInt64
+	var created, updated int64
+	var tags string
+	var keep int
+	err := r.Scan(&sb.ID, &sb.Name, &sb.Profile, &sb.State, &sb.Step, &vmid, &sb.Node, &sb.IP, &sb.Workspace,
+		&keep, &sb.TTLSeconds, &tags, &sb.Error, &sb.Request, &lease, &used, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	sb.VMID = int(vmid.Int64)
+	sb.Keepalive = keep != 0
+	if err := json.Unmarshal([]byte(tags), &sb.Tags); err != nil {
+		return nil, fmt.Errorf("sandbox %s: tags: %w", sb.ID, err)
+	}
+	if sb.Tags == nil {
+		sb.Tags = []string{}
+	}
+	sb.LeaseExpiresAt, sb.LastUsedAt = fromMS(lease), fromMS(used)
+	sb.CreatedAt, sb.UpdatedAt = time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
+	return &sb, nil
+}
+
+func isUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// Event is an event to record with a change.
+type Event struct {
+	Kind    string
+	Message string
+}
+
+func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, sb *Sandbox, from, to api.State, ev Event) error {
+	if ev.Kind == "" {
+		return nil
+	}
+	id, name := "", ""
+	if sb != nil {
+		id, name = sb.ID, sb.Name
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO events(ts, sandbox_id, sandbox_name, kind, message, from_state, to_state)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, s.now().UnixMilli(), id, name, ev.Kind, ev.Message, string(from), string(to))
+	return err
+}
+
+// CreateSandbox inserts a new row and its creation event. ErrConflict means a
+// live sandbox already has the name.
+func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event) error {
+	now := s.now().UTC().Truncate(time.Millisecond)
+	sb.CreatedAt, sb.UpdatedAt = now, now
+	if sb.Tags == nil {
+		sb.Tags = []string{}
+	}
+	tags, _ := json.Marshal(sb.Tags)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			sb.ID, sb.Name, sb.Profile, string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace,
+			boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Error, sb.Request, ms(sb.LeaseExpiresAt),
+			ms(sb.LastUsedAt), now.UnixMilli(), now.UnixMilli())
+		if isUnique(err) {
+			return ErrConflict
+		}
+		if err != nil {
+			return fmt.Errorf("insert sandbox %s: %w", sb.Name, err)
+		}
+		return s.insertEvent(ctx, tx, sb, "", sb.State, ev)
+	})
+}
+
+func nullInt(v int) any {
+	if v == 0 {
+		return nil
+	}
+	return v
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Save writes every mutable field of sb if the row is still in state expect
+// (compare-and-set), and records ev in the same transaction. A state change
+// must be allowed by api.CanTransition. On success sb.UpdatedAt is refreshed.
+func (s *Store) Save(ctx context.Context, sb *Sandbox, expect api.State, ev Event) error {
+	if sb.State != expect && !api.CanTransition(expect, sb.State) {
+		return fmt.Errorf("sandbox %s: transition %s → %s is not allowed", sb.Name, expect, sb.State)
+	}
+	now := s.now().UTC().Truncate(time.Millisecond)
+	tags, _ := json.Marshal(sb.Tags)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET state=?, step=?, vmid=?, node=?, ip=?, workspace=?,
+			keepalive=?, ttl_seconds=?, tags=?, error=?, lease_expires_at=?, last_used_at=?, updated_at=?
+			WHERE id=? AND state=?`,
+			string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace, boolInt(sb.Keepalive),
+			sb.TTLSeconds, string(tags), sb.Error, ms(sb.LeaseExpiresAt), ms(sb.LastUsedAt), now.UnixMilli(),
+			sb.ID, string(expect))
+		if isUnique(err) {
+			return ErrConflict
+		}
+		if err != nil {
+			return fmt.Errorf("update sandbox %s: %w", sb.Name, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrStale
+		}
+		from := api.State("")
+		if expect != sb.State {
+			from = expect
+		}
+		to := api.State("")
+		if from != "" {
+			to = sb.State
+		}
+		if err := s.insertEvent(ctx, tx, sb, from, to, ev); err != nil {
+			return err
+		}
+		sb.UpdatedAt = now
+		return nil
+	})
+}
+
+// Sandbox returns a row by id.
+func (s *Store) Sandbox(ctx context.Context, id string) (*Sandbox, error) {
+	return scanSandbox(s.db.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id=?`, id))
+}
+
+// Lookup finds a sandbox by name or VMID: the live one if any, else the most
+// recently destroyed, so that a destroyed sandbox still answers with its state.
+func (s *Store) Lookup(ctx context.Context, ref string) (*Sandbox, error) {
+	return scanSandbox(s.db.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes
+		WHERE name=? OR CAST(vmid AS TEXT)=? OR id=?
+		ORDER BY state = 'DESTROYED', updated_at DESC LIMIT 1`, ref, ref, ref))
+}
+
+// Filter selects sandboxes; empty fields match everything.
+type Filter struct {
+	States  []api.State
+	Profile string
+	Name    string
+	// IncludeDestroyed lists DESTROYED rows too (when no state is given).
+	IncludeDestroyed bool
+}
+
+// Sandboxes lists rows, newest first.
+func (s *Store) Sandboxes(ctx context.Context, f Filter) ([]*Sandbox, error) {
+	q := `SELECT ` + sandboxCols + ` FROM sandboxes WHERE 1=1`
+	var args []any
+	if len(f.States) > 0 {
+		q += ` AND state IN (?` + strings.Repeat(",?", len(f.States)-1) + `)`
+		for _, st := range f.States {
+			args = append(args, string(st))
+		}
+	} else if !f.IncludeDestroyed {
+		q += ` AND state <> 'DESTROYED'`
+	}
+	if f.Profile != "" {
+		q += ` AND profile = ?`
+		args = append(args, f.Profile)
+	}
+	if f.Name != "" {
+		q += ` AND name = ?`
+		args = append(args, f.Name)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []*Sandbox
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sb)
+	}
+	return out, rows.Err()
+}
+
+// Counts returns the number of sandboxes per state.
+func (s *Store) Counts(ctx context.Context) (map[api.State]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM sandboxes GROUP BY state`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[api.State]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[api.State(st)] = n
+	}
+	return out, rows.Err()
+}
+
+// AddEvent records an event not tied to a state change (operator actions,
+// warnings). sb may be nil for host-wide events.
+func (s *Store) AddEvent(ctx context.Context, sb *Sandbox, ev Event) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return s.insertEvent(ctx, tx, sb, "", "", ev) })
+}
+
+// Events returns events after id `after` (oldest first), for one sandbox when
+// sandboxID is set; with tail > 0 only the last tail events.
+func (s *Store) Events(ctx context.Context, sandboxID string, after int64, tail int) ([]api.Event, error) {
+	if tail <= 0 || tail > 1000 {
+		tail = 1000
+	}
+	q := `SELECT id, ts, sandbox_id, sandbox_name, kind, message, from_state, to_state FROM events WHERE id > ?`
+	args := []any{after}
+	if sandboxID != "" {
+		q += ` AND sandbox_id = ?`
+		args = append(args, sandboxID)
+	}
+	q = `SELECT * FROM (` + q + ` ORDER BY id DESC LIMIT ?) ORDER BY id`
+	args = append(args, tail)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	out := []api.Event{}
+	for rows.Next() {
+		var e api.Event
+		var ts int64
+		var from, to string
+		if err := rows.Scan(&e.ID, &ts, &e.SandboxID, &e.Sandbox, &e.Kind, &e.Message, &from, &to); err != nil {
+			return nil, err
+		}
+		e.Time, e.From, e.To = time.UnixMilli(ts).UTC(), api.State(from), api.State(to)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Prune deletes events older than eventAge and DESTROYED sandboxes (with their
+// events) whose last change is older than destroyedAge.
+func (s *Store) Prune(ctx context.Context, eventAge, destroyedAge time.Duration) (events, sandboxes int64, err error) {
+	now := s.now()
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		cut := now.Add(-destroyedAge).UnixMilli()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE sandbox_id IN
+			(SELECT id FROM sandboxes WHERE state='DESTROYED' AND updated_at < ?)`, cut); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM sandboxes WHERE state='DESTROYED' AND updated_at < ?`, cut)
+		if err != nil {
+			return err
+		}
+		sandboxes, _ = res.RowsAffected()
+		res, err = tx.ExecContext(ctx, `DELETE FROM events WHERE ts < ?`, now.Add(-eventAge).UnixMilli())
+		if err != nil {
+			return err
+		}
+		events, _ = res.RowsAffected()
+		return nil
+	})
+	return events, sandboxes, err
+}
