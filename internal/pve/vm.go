@@ -351,3 +351,18 @@ func (c *Client) ConvertToTemplate(ctx context.Context, vmid int) error {
 	op := fmt.Sprintf("convert VM %d to template", vmid)
 	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).ConvertToTemplate(ctx) })
 }
+
+// IDFree reports whether vmid is unused in the cluster (GET /cluster/nextid?vmid=N
+// answers the id when free and "VM N already exists" when not).
+func (c *Client) IDFree(ctx context.Context, vmid int) (bool, error) {
+	var v any
+	err := c.api.Get(ctx, fmt.Sprintf("/cluster/nextid?vmid=%d", vmid), &v)
+	if err == nil {
+		return true, nil
+	}
+	err = wrap(fmt.Sprintf("check VMID %d", vmid), err)
+	if errors.Is(err, ErrExists) {
+		return false, nil
+	}
+	return false, err
+}

@@ -1,0 +1,269 @@
+// Package agent assembles agentd serve: configuration, state, Proxmox client,
+// sandbox manager and the API listeners (Unix socket, optional TLS over TCP),
+// and shuts them down in order.
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/config"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
+	"github.com/agentlab/terraform-provider-agentlab/internal/server"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+)
+
+// Info tells clients how to reach a started agent.
+type Info struct {
+	Socket   string // unix socket path
+	Endpoint string // https://host:port when the TCP listener is on
+	Token    string
+	CACert   string // path of the PEM certificate clients should trust
+}
+
+// Agent is a running agentd.
+type Agent struct {
+	Info    Info
+	Manager *sandbox.Manager
+	Store   *store.Store
+	log     *slog.Logger
+	servers []*http.Server
+	wg      sync.WaitGroup
+	errc    chan error
+}
+
+// Start opens the state, resumes interrupted work and starts the listeners.
+func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *slog.Logger) (*Agent, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	secret, err := cfg.ProxmoxSecret()
+	if err != nil {
+		return nil, err
+	}
+	ca, err := cfg.ProxmoxCA()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := pve.New(pve.Config{URL: cfg.ProxmoxURL, TokenID: cfg.ProxmoxTokenID, Secret: secret, Node: cfg.ProxmoxNode,
+		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout})
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "agentd.db"), nil)
+	if err != nil {
+		return nil, err
+	}
+	mgr := sandbox.New(st, pc, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
+		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
+		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout})
+	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2)}
+	api := server.New(mgr, cfg.ProxmoxNode, log)
+	if err := a.listenUnix(cfg.SocketPath, api); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if cfg.Listen != "" {
+		if err := a.listenTCP(cfg, api); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
+	n, err := mgr.Resume(ctx)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("resume interrupted work: %w", err)
+	}
+	if n > 0 {
+		log.Info("resumed interrupted sandboxes", "count", n)
+	}
+	log.Info("agentd serving", "socket", a.Info.Socket, "endpoint", a.Info.Endpoint, "node", cfg.ProxmoxNode,
+		"profiles", strings.Join(profiles.Names(), ","))
+	return a, nil
+}
+
+func (a *Agent) serve(srv *http.Server, ln net.Listener) {
+	a.servers = append(a.servers, srv)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.errc <- err
+		}
+	}()
+}
+
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+}
+
+// listenUnix binds the socket, refusing to steal it from a running agentd.
+func (a *Agent) listenUnix(path string, h http.Handler) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("socket_path: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("socket_path: another agentd is already serving %s", path)
+	}
+	_ = os.Remove(path)
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("socket_path: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return fmt.Errorf("socket_path: %w", err)
+	}
+	a.Info.Socket = path
+	a.serve(newServer(h), ln)
+	return nil
+}
+
+func (a *Agent) listenTCP(cfg *config.Config, s *server.Server) error {
+	token, err := loadOrCreateToken(cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	certFile, keyFile := cfg.TLSCert, cfg.TLSKey
+	if certFile == "" {
+		certFile, keyFile = filepath.Join(cfg.StateDir, "tls.crt"), filepath.Join(cfg.StateDir, "tls.key")
+		if err := ensureSelfSigned(certFile, keyFile, cfg.Listen); err != nil {
+			return err
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("tls_cert/tls_key: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := newServer(s.WithToken(token))
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	a.Info.Endpoint = "https://" + ln.Addr().String()
+	a.Info.Token, a.Info.CACert = token, certFile
+	a.serve(srv, tls.NewListener(ln, srv.TLSConfig))
+	return nil
+}
+
+// loadOrCreateToken reads the API token, creating a random one (0600) first.
+func loadOrCreateToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		t := strings.TrimSpace(string(b))
+		if len(t) < 32 {
+			return "", fmt.Errorf("token_file %s: token is shorter than 32 characters", path)
+		}
+		return t, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("token_file: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return "", fmt.Errorf("token_file: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("token_file: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(t + "\n"); err != nil {
+		return "", fmt.Errorf("token_file: %w", err)
+	}
+	return t, nil
+}
+
+// ensureSelfSigned creates a certificate for the listen host, loopback and this
+// host's name, kept across restarts so clients keep trusting it.
+func ensureSelfSigned(certFile, keyFile, listen string) error {
+	if _, err := os.Stat(certFile); err == nil {
+		return nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(listen)
+	hostname, _ := os.Hostname()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "agentd"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true, DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}
+	if hostname != "" {
+		tmpl.DNSNames = append(tmpl.DNSNames, hostname)
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+	} else if host != "" && ip == nil {
+		tmpl.DNSNames = append(tmpl.DNSNames, host)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kd, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
+		return fmt.Errorf("write TLS key: %w", err)
+	}
+	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// Err reports a listener that failed while serving.
+func (a *Agent) Err() <-chan error { return a.errc }
+
+// Close stops accepting requests, finishes in-flight requests, stops
+// background work (which stays resumable), then closes the database.
+func (a *Agent) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range a.servers {
+		_ = s.Shutdown(ctx)
+	}
+	a.wg.Wait()
+	if a.Manager != nil {
+		a.Manager.Close()
+	}
+	if a.Store != nil {
+		_ = a.Store.Close()
+	}
+	if a.Info.Socket != "" {
+		_ = os.Remove(a.Info.Socket)
+	}
+}

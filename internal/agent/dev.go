@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/config"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+)
+
+// DevOptions configures `agentd dev`.
+type DevOptions struct {
+	StateDir string  // empty: a temporary directory removed on Close
+	Listen   string  // TCP listener; default 127.0.0.1:0
+	SimAddr  string  // simulator address; default 127.0.0.1:0
+	Speed    float64 // divides the realistic task and boot times; 0 makes everything instant
+	// ProvisioningTimeout overrides the default (10m) for tests.
+	ProvisioningTimeout time.Duration
+	Log                 *slog.Logger
+}
+
+// Dev is agentd running against the embedded Proxmox simulator.
+type Dev struct {
+	*Agent
+	Sim      *pvesim.Sim
+	StateDir string
+	Config   *config.Config
+	temp     bool
+}
+
+// StartDev starts the simulator (node pve, storages local, local-lvm,
+// local-zfs, template 9000) and an agent using the shipped profiles.
+func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
+	if o.Speed < 0 {
+		return nil, fmt.Errorf("--speed must be positive (or 0 for instant tasks), got %g", o.Speed)
+	}
+	d := &Dev{StateDir: o.StateDir}
+	if d.StateDir == "" {
+		dir, err := os.MkdirTemp("", "agentd-dev-")
+		if err != nil {
+			return nil, err
+		}
+		d.StateDir, d.temp = dir, true
+	}
+	fail := func(err error) (*Dev, error) {
+		d.Close()
+		return nil, err
+	}
+	pveLocal := filepath.Join(d.StateDir, "pve", "local")
+	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: []string{"pve"}, Fixtures: true, LocalDir: pveLocal}
+	if o.Speed > 0 {
+		scale := func(t time.Duration) time.Duration { return time.Duration(float64(t) / o.Speed) }
+		rd := pvesim.RealisticDurations()
+		simOpts.Durations.Default = scale(rd.Default)
+		simOpts.Durations.ByType = map[string]time.Duration{}
+		for k, v := range rd.ByType {
+			simOpts.Durations.ByType[k] = scale(v)
+		}
+		simOpts.AgentBootDelay, simOpts.DHCPDelay = scale(20*time.Second), scale(5*time.Second)
+	}
+	sim, err := pvesim.New(simOpts)
+	if err != nil {
+		return fail(err)
+	}
+	d.Sim = sim
+	id, secret := sim.Token()
+	cfg := config.Default()
+	cfg.File = "agentd dev"
+	cfg.StateDir = d.StateDir
+	// Unix socket paths are limited to ~100 bytes; keep it short.
+	cfg.SocketPath = filepath.Join(d.StateDir, "agentd.sock")
+	cfg.Listen = o.Listen
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	cfg.ProfilesDir = filepath.Join(d.StateDir, "profiles")
+	cfg.ProxmoxURL, cfg.ProxmoxTokenID, cfg.ProxmoxTokenSecret = sim.URL(), id, secret
+	cfg.ProxmoxNode, cfg.ProxmoxCAPEM, cfg.ProxmoxCAFile = sim.Node(), sim.CAPEM(), ""
+	cfg.SnippetsDir = filepath.Join(pveLocal, "snippets")
+	if o.ProvisioningTimeout > 0 {
+		cfg.ProvisioningTimeout = o.ProvisioningTimeout
+	}
+	if o.Speed > 0 {
+		cfg.ShutdownTimeout = time.Duration(float64(30*time.Second) / o.Speed)
+	} else {
+		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	d.Config = cfg
+	profiles, err := devProfiles(cfg.ProfilesDir, cfg.AgentBridge)
+	if err != nil {
+		return fail(err)
+	}
+	a, err := Start(ctx, cfg, profiles, o.Log)
+	if err != nil {
+		return fail(err)
+	}
+	d.Agent = a
+	return d, nil
+}
+
+// devProfiles writes the shipped profiles into the state dir on first use (so
+// a developer can edit them there) and loads that directory.
+func devProfiles(dir, bridge string) (profile.Set, error) {
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		ents, _ := profile.Defaults.ReadDir("defaults")
+		for _, e := range ents {
+			b, err := profile.Defaults.ReadFile("defaults/" + e.Name())
+			if err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return profile.LoadDir(dir, bridge)
+}
+
+// Env is what `agentd dev` prints: the variables the CLI and the provider read.
+func (d *Dev) Env() []string {
+	id, secret := d.Sim.Token()
+	return []string{
+		"AGENTLAB_ENDPOINT=" + d.Info.Endpoint,
+		"AGENTLAB_TOKEN=" + d.Info.Token,
+		"AGENTLAB_CA_CERT=" + d.Info.CACert,
+		"AGENTLAB_SOCKET=" + d.Info.Socket,
+		"PVE_URL=" + d.Sim.URL(),
+		"PVE_TOKEN=" + id + "=" + secret,
+		"PVE_NODE=" + d.Sim.Node(),
+	}
+}
+
+// Close stops the agent and the simulator and removes a temporary state dir.
+func (d *Dev) Close() {
+	if d.Agent != nil {
+		d.Agent.Close()
+	}
+	if d.Sim != nil {
+		_ = d.Sim.Close()
+	}
+	if d.temp {
+		_ = os.RemoveAll(d.StateDir)
+	}
+}

@@ -1,0 +1,302 @@
+// Package client is the Go client of agentd's API, used by the CLI and the
+// Terraform provider.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+)
+
+// DefaultSocket is where agentd serve listens by default.
+const DefaultSocket = "/run/agentd/agentd.sock"
+
+// Environment variables read by FromEnv (and by the provider).
+const (
+	EnvEndpoint = "AGENTLAB_ENDPOINT"
+	EnvToken    = "AGENTLAB_TOKEN"
+	EnvCACert   = "AGENTLAB_CA_CERT"
+	EnvInsecure = "AGENTLAB_INSECURE"
+)
+
+// Config says how to reach agentd.
+type Config struct {
+	// Endpoint is unix:///path/to/agentd.sock or https://host:port.
+	Endpoint string
+	Token    string
+	// CACert is a PEM certificate or a path to one.
+	CACert   string
+	Insecure bool
+	Timeout  time.Duration // per request; default 60s
+}
+
+// FromEnv fills empty fields of c from AGENTLAB_* variables, then defaults to
+// the local socket.
+func FromEnv(c Config) Config {
+	if c.Endpoint == "" {
+		c.Endpoint = os.Getenv(EnvEndpoint)
+	}
+	if c.Token == "" {
+		c.Token = os.Getenv(EnvToken)
+	}
+	if c.CACert == "" {
+		c.CACert = os.Getenv(EnvCACert)
+	}
+	if !c.Insecure {
+		c.Insecure = os.Getenv(EnvInsecure) == "1" || strings.EqualFold(os.Getenv(EnvInsecure), "true")
+	}
+	if c.Endpoint == "" {
+		c.Endpoint = "unix://" + DefaultSocket
+	}
+	return c
+}
+
+// Client talks to one agentd.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+	where string
+}
+
+// New validates the endpoint and builds a client; it makes no request.
+func New(c Config) (*Client, error) {
+	if c.Timeout == 0 {
+		c.Timeout = 60 * time.Second
+	}
+	u, err := url.Parse(c.Endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", c.Endpoint, err)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 60 * time.Second, ForceAttemptHTTP2: false}
+	cl := &Client{token: c.Token, hc: &http.Client{Transport: tr, Timeout: c.Timeout}, where: c.Endpoint}
+	switch u.Scheme {
+	case "unix":
+		path := u.Path
+		if path == "" {
+			path = u.Opaque
+		}
+		if path == "" {
+			return nil, fmt.Errorf("endpoint %q: want unix:///path/to/agentd.sock", c.Endpoint)
+		}
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		cl.base = "http://agentd"
+	case "https":
+		if u.Host == "" {
+			return nil, fmt.Errorf("endpoint %q: want https://host:port", c.Endpoint)
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.Insecure}
+		if c.CACert != "" {
+			pem := []byte(c.CACert)
+			if !strings.Contains(c.CACert, "-----BEGIN") {
+				if pem, err = os.ReadFile(c.CACert); err != nil {
+					return nil, fmt.Errorf("CA certificate: %w", err)
+				}
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("CA certificate: no PEM certificate found")
+			}
+			tc.RootCAs = pool
+		}
+		tr.TLSClientConfig = tc
+		cl.base = strings.TrimRight(c.Endpoint, "/")
+	default:
+		return nil, fmt.Errorf("endpoint %q: the scheme must be unix:// or https:// (agentd's TCP listener always uses TLS)", c.Endpoint)
+	}
+	return cl, nil
+}
+
+// Endpoint returns where the client connects.
+func (c *Client) Endpoint() string { return c.where }
+
+// Do sends a request with an optional JSON body and decodes the JSON answer
+// into out. Errors from agentd come back as *api.Error.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach agentd at %s: %w", c.where, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return fmt.Errorf("read answer of agentd: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb api.ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error != nil {
+			eb.Error.Status = resp.StatusCode
+			return eb.Error
+		}
+		return &api.Error{Status: resp.StatusCode, Code: api.CodeInternal,
+			Message: fmt.Sprintf("agentd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode answer of agentd: %w", err)
+	}
+	return nil
+}
+
+// IsNotFound reports whether err is a 404 from agentd.
+func IsNotFound(err error) bool {
+	var e *api.Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// Status returns the host status.
+func (c *Client) Status(ctx context.Context) (*api.Status, error) {
+	var s api.Status
+	return &s, c.Do(ctx, "GET", "/v1/status", nil, &s)
+}
+
+// Profiles lists profiles.
+func (c *Client) Profiles(ctx context.Context) ([]api.Profile, error) {
+	var l api.ProfileList
+	err := c.Do(ctx, "GET", "/v1/profiles", nil, &l)
+	return l.Profiles, err
+}
+
+// Profile returns one profile.
+func (c *Client) Profile(ctx context.Context, name string) (*api.Profile, error) {
+	var p api.Profile
+	return &p, c.Do(ctx, "GET", "/v1/profiles/"+url.PathEscape(name), nil, &p)
+}
+
+// CreateSandbox requests a sandbox; it returns at once in REQUESTED (or the
+// existing sandbox for a retried request).
+func (c *Client) CreateSandbox(ctx context.Context, req api.CreateSandboxRequest) (*api.Sandbox, error) {
+	var s api.Sandbox
+	return &s, c.Do(ctx, "POST", "/v1/sandboxes", req, &s)
+}
+
+// Sandbox returns a sandbox by name, VMID or id.
+func (c *Client) Sandbox(ctx context.Context, ref string) (*api.Sandbox, error) {
+	var s api.Sandbox
+	return &s, c.Do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(ref), nil, &s)
+}
+
+// Sandboxes lists sandboxes; filter keys are state, profile, name and all.
+func (c *Client) Sandboxes(ctx context.Context, filter url.Values) ([]api.Sandbox, error) {
+	var l api.SandboxList
+	path := "/v1/sandboxes"
+	if len(filter) > 0 {
+		path += "?" + filter.Encode()
+	}
+	err := c.Do(ctx, "GET", path, nil, &l)
+	return l.Sandboxes, err
+}
+
+func (c *Client) sandboxOp(ctx context.Context, ref, op string, body any) (*api.Sandbox, error) {
+	var s api.Sandbox
+	return &s, c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/"+op, body, &s)
+}
+
+// Start starts a stopped sandbox (asynchronous: returns BOOTING).
+func (c *Client) Start(ctx context.Context, ref string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "start", nil)
+}
+
+// Stop stops a sandbox and keeps it.
+func (c *Client) Stop(ctx context.Context, ref string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "stop", nil)
+}
+
+// Touch records activity on a sandbox.
+func (c *Client) Touch(ctx context.Context, ref string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "touch", nil)
+}
+
+// Destroy destroys a sandbox's VM.
+func (c *Client) Destroy(ctx context.Context, ref string, force bool) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "destroy", api.DestroyRequest{Force: force})
+}
+
+// Renew sets the lease to now + ttl.
+func (c *Client) Renew(ctx context.Context, ref, ttl string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "lease/renew", api.RenewRequest{TTL: ttl})
+}
+
+// Prune destroys FAILED and TIMEOUT sandboxes.
+func (c *Client) Prune(ctx context.Context) (*api.PruneResult, error) {
+	var r api.PruneResult
+	return &r, c.Do(ctx, "POST", "/v1/sandboxes/prune", nil, &r)
+}
+
+// Events lists events (of one sandbox when ref is set) after an id.
+func (c *Client) Events(ctx context.Context, ref string, after int64, tail int) (*api.EventList, error) {
+	path := "/v1/events"
+	if ref != "" {
+		path = "/v1/sandboxes/" + url.PathEscape(ref) + "/events"
+	}
+	q := url.Values{}
+	if after > 0 {
+		q.Set("after", fmt.Sprint(after))
+	}
+	if tail > 0 {
+		q.Set("tail", fmt.Sprint(tail))
+	}
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var l api.EventList
+	return &l, c.Do(ctx, "GET", path, nil, &l)
+}
+
+// WaitSandbox polls until the sandbox leaves the in-flight states (or ctx
+// ends) and returns its last view.
+func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duration) (*api.Sandbox, error) {
+	if every <= 0 {
+		every = 200 * time.Millisecond
+	}
+	for {
+		sb, err := c.Sandbox(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		if !sb.State.InFlight() {
+			return sb, nil
+		}
+		select {
+		case <-ctx.Done():
+			return sb, fmt.Errorf("sandbox %s still %s (step %s): %w", sb.Name, sb.State, sb.Step, ctx.Err())
+		case <-time.After(every):
+		}
+	}
+}

@@ -1,0 +1,342 @@
+// Package sandbox is the sandbox lifecycle: asynchronous, resumable
+// provisioning on Proxmox, power operations, leases and destruction, with every
+// change a compare-and-set in the store and an event.
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+)
+
+// OwnerTag marks every VM agentd creates.
+const OwnerTag = "agentlab"
+
+// Options configures a Manager.
+type Options struct {
+	Node                string
+	SnippetsDir         string
+	SnippetsStorage     string
+	SSHPublicKeys       []string
+	ProvisioningTimeout time.Duration
+	ShutdownTimeout     time.Duration
+	// IPPoll is how often the guest agent is asked for an address.
+	IPPoll time.Duration
+	Now    func() time.Time
+}
+
+// Manager runs sandbox lifecycles.
+type Manager struct {
+	store    *store.Store
+	pve      *pve.Client
+	profiles profile.Set
+	opts     Options
+	now      func() time.Time
+
+	ctx    context.Context // lifecycle: cancelled on shutdown
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	locks   map[string]*sync.Mutex
+	workers map[string]*worker // running provisioning/start goroutines by sandbox id
+	allocMu sync.Mutex         // VMID allocation is serial: nextid is only a hint
+}
+
+type worker struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New builds a manager; call Resume to pick up in-flight work and Close to stop.
+func New(st *store.Store, pc *pve.Client, profiles profile.Set, o Options) *Manager {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.IPPoll == 0 {
+		o.IPPoll = 250 * time.Millisecond
+	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.ProvisioningTimeout == 0 {
+		o.ProvisioningTimeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
+		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}}
+}
+
+// Profiles returns the loaded profiles.
+func (m *Manager) Profiles() profile.Set { return m.profiles }
+
+// Store returns the store.
+func (m *Manager) Store() *store.Store { return m.store }
+
+// Proxmox returns the Proxmox client.
+func (m *Manager) Proxmox() *pve.Client { return m.pve }
+
+// Close cancels in-flight work and waits for it. Interrupted provisioning stays
+// in its persisted step and is resumed by the next Resume.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// lock serialises every operation on one sandbox inside this process; the
+// store's compare-and-set guards against everything else.
+func (m *Manager) lock(id string) func() {
+	m.mu.Lock()
+	l := m.locks[id]
+	if l == nil {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	tagRE  = regexp.MustCompile(`^[a-z0-9_][a-z0-9_+.-]{0,63}$`)
+)
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "sbx-" + hex.EncodeToString(b)
+}
+
+// canonical is the create request after defaults, as stored for idempotency.
+type canonical struct {
+	Name       string   `json:"name"`
+	Profile    string   `json:"profile"`
+	TTLSeconds int64    `json:"ttl_seconds"`
+	Keepalive  bool     `json:"keepalive"`
+	Workspace  string   `json:"workspace"`
+	Tags       []string `json:"tags"`
+}
+
+func (m *Manager) canonicalize(req api.CreateSandboxRequest) (canonical, *profile.Profile, error) {
+	var c canonical
+	if req.Name == "" {
+		return c, nil, api.FieldError("name", "is required")
+	}
+	if !nameRE.MatchString(req.Name) {
+		return c, nil, api.FieldError("name", "%q must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit (it becomes the VM's host name)", req.Name)
+	}
+	if req.Profile == "" {
+		return c, nil, api.FieldError("profile", "is required (one of: %s)", strings.Join(m.profiles.Names(), ", "))
+	}
+	p, ok := m.profiles[req.Profile]
+	if !ok {
+		return c, nil, &api.Error{Status: 404, Code: api.CodeProfileNotFound, Field: "profile",
+			Message: fmt.Sprintf("profile %q does not exist (available: %s)", req.Profile, strings.Join(m.profiles.Names(), ", "))}
+	}
+	c = canonical{Name: req.Name, Profile: req.Profile, Keepalive: p.Behavior.Keepalive, Workspace: req.Workspace,
+		TTLSeconds: int64(p.Behavior.TTLDefault / time.Second), Tags: []string{}}
+	if req.TTL != "" {
+		d, err := ParseTTL(req.TTL)
+		if err != nil {
+			return c, nil, api.FieldError("ttl", "%v", err)
+		}
+		c.TTLSeconds = int64(d / time.Second)
+	}
+	if req.Keepalive != nil {
+		c.Keepalive = *req.Keepalive
+	}
+	seen := map[string]bool{}
+	for _, t := range req.Tags {
+		if !tagRE.MatchString(t) {
+			return c, nil, api.FieldError("tags", "%q is not a valid Proxmox tag (lowercase letters, digits, _ + . -)", t)
+		}
+		if t == OwnerTag {
+			return c, nil, api.FieldError("tags", "%q is reserved: agentd adds it to every sandbox VM", t)
+		}
+		if !seen[t] {
+			seen[t] = true
+			c.Tags = append(c.Tags, t)
+		}
+	}
+	sort.Strings(c.Tags)
+	if c.Workspace != "" {
+		return c, nil, api.FieldError("workspace", "workspaces are not supported by this agentd yet")
+	}
+	if p.Behavior.RequireWorkspace && c.Workspace == "" {
+		return c, nil, api.FieldError("workspace", "profile %s requires a workspace", p.Name)
+	}
+	return c, p, nil
+}
+
+// ParseTTL accepts a Go duration ("90m", "2h") or "0" for no lease.
+func ParseTTL(s string) (time.Duration, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration such as 90m or 8h", s)
+	}
+	if d < 0 || (d > 0 && d < time.Minute) {
+		return 0, fmt.Errorf("%q must be 0 (no lease) or at least 1m", s)
+	}
+	if d%time.Second != 0 {
+		return 0, fmt.Errorf("%q must be whole seconds", s)
+	}
+	return d, nil
+}
+
+// Create records a sandbox and starts provisioning it in the background. A
+// retry of the same request returns the existing sandbox (created=false); a
+// different request for a live name is a conflict.
+func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (sb *store.Sandbox, created bool, err error) {
+	c, _, err := m.canonicalize(req)
+	if err != nil {
+		return nil, false, err
+	}
+	reqJSON, _ := json.Marshal(c)
+	sb = &store.Sandbox{Sandbox: api.Sandbox{ID: newID(), Name: c.Name, Profile: c.Profile, State: api.StateRequested,
+		Node: m.opts.Node, Keepalive: c.Keepalive, TTLSeconds: c.TTLSeconds, Tags: c.Tags, Workspace: c.Workspace,
+		Step: stepAllocate}, Request: string(reqJSON)}
+	err = m.store.CreateSandbox(ctx, sb, store.Event{Kind: "sandbox.requested",
+		Message: fmt.Sprintf("requested with profile %s", c.Profile)})
+	if errors.Is(err, store.ErrConflict) {
+		existing, lerr := m.store.Sandboxes(ctx, store.Filter{Name: c.Name})
+		if lerr != nil || len(existing) == 0 {
+			return nil, false, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %q already exists", c.Name)
+		}
+		ex := existing[0]
+		if ex.Request == string(reqJSON) {
+			return ex, false, nil
+		}
+		return nil, false, api.Errorf(http.StatusConflict, api.CodeConflict,
+			"sandbox %q already exists with different settings (%s); destroy it first or choose another name", c.Name, diff(ex.Request, c))
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	m.startWorker(sb.ID)
+	return sb, true, nil
+}
+
+func diff(stored string, c canonical) string {
+	var old canonical
+	_ = json.Unmarshal([]byte(stored), &old)
+	var d []string
+	if old.Profile != c.Profile {
+		d = append(d, fmt.Sprintf("profile %s, not %s", old.Profile, c.Profile))
+	}
+	if old.TTLSeconds != c.TTLSeconds {
+		d = append(d, fmt.Sprintf("ttl %s, not %s", time.Duration(old.TTLSeconds)*time.Second, time.Duration(c.TTLSeconds)*time.Second))
+	}
+	if old.Keepalive != c.Keepalive {
+		d = append(d, fmt.Sprintf("keepalive %t, not %t", old.Keepalive, c.Keepalive))
+	}
+	if old.Workspace != c.Workspace {
+		d = append(d, fmt.Sprintf("workspace %q, not %q", old.Workspace, c.Workspace))
+	}
+	if strings.Join(old.Tags, ",") != strings.Join(c.Tags, ",") {
+		d = append(d, fmt.Sprintf("tags [%s], not [%s]", strings.Join(old.Tags, " "), strings.Join(c.Tags, " ")))
+	}
+	return strings.Join(d, "; ")
+}
+
+// startWorker runs provisioning (or a start) of one sandbox in the background.
+func (m *Manager) startWorker(id string) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	w := &worker{cancel: cancel, done: make(chan struct{})}
+	m.mu.Lock()
+	if _, busy := m.workers[id]; busy {
+		m.mu.Unlock()
+		cancel()
+		return
+	}
+	m.workers[id] = w
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(w.done)
+		defer cancel()
+		m.run(ctx, id)
+		m.mu.Lock()
+		delete(m.workers, id)
+		m.mu.Unlock()
+	}()
+}
+
+// cancelWorker stops a running worker and waits until it has finished.
+func (m *Manager) cancelWorker(id string) bool {
+	m.mu.Lock()
+	w := m.workers[id]
+	m.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	w.cancel()
+	<-w.done
+	return true
+}
+
+// Wait blocks until no worker runs for id (tests, benchmarks).
+func (m *Manager) Wait(id string) {
+	m.mu.Lock()
+	w := m.workers[id]
+	m.mu.Unlock()
+	if w != nil {
+		<-w.done
+	}
+}
+
+// Resume restarts every sandbox whose provisioning or start was interrupted
+// (agentd stopped or crashed): each step checks Proxmox before acting, so a
+// step that already happened is not repeated.
+func (m *Manager) Resume(ctx context.Context) (int, error) {
+	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateRequested, api.StateProvisioning, api.StateBooting, api.StateReady}})
+	if err != nil {
+		return 0, err
+	}
+	for _, sb := range rows {
+		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.resumed", Message: fmt.Sprintf("agentd restarted: resuming at step %s", sb.Step)})
+		m.startWorker(sb.ID)
+	}
+	return len(rows), nil
+}
+
+// Get returns a sandbox by name, VMID or id.
+func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
+	sb, err := m.store.Lookup(ctx, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, api.Errorf(http.StatusNotFound, api.CodeSandboxNotFound, "sandbox %q not found", ref)
+	}
+	return sb, err
+}
+
+// List lists sandboxes.
+func (m *Manager) List(ctx context.Context, f store.Filter) ([]*store.Sandbox, error) {
+	return m.store.Sandboxes(ctx, f)
+}
+
+func invalidState(sb *store.Sandbox, op string, allowed ...api.State) error {
+	names := make([]string, len(allowed))
+	for i, s := range allowed {
+		names[i] = string(s)
+	}
+	return api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot %s sandbox %s in state %s (allowed in: %s)",
+		op, sb.Name, sb.State, strings.Join(names, ", "))
+}

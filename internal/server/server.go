@@ -1,0 +1,381 @@
+// Package server is agentd's HTTP API (/v1): routing, strict JSON decoding,
+// typed errors, and the bearer-token check for TCP clients.
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/version"
+)
+
+// MaxBody bounds every request body.
+const MaxBody = 64 << 10
+
+// Server serves the control API.
+type Server struct {
+	mgr     *sandbox.Manager
+	log     *slog.Logger
+	started time.Time
+	node    string
+	mux     *http.ServeMux
+}
+
+// New builds the API handler.
+func New(mgr *sandbox.Manager, node string, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{mgr: mgr, log: log, started: time.Now().UTC(), node: node, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+type handler func(w http.ResponseWriter, r *http.Request) (status int, body any, err error)
+
+func (s *Server) routes() {
+	add := func(method, path string, h handler) {
+		s.mux.HandleFunc(method+" "+path, s.wrap(h))
+	}
+	add("GET", "/healthz", func(http.ResponseWriter, *http.Request) (int, any, error) {
+		return 200, map[string]string{"status": "ok"}, nil
+	})
+	add("GET", "/v1/status", s.status)
+	add("GET", "/v1/profiles", s.listProfiles)
+	add("GET", "/v1/profiles/{name}", s.getProfile)
+	add("GET", "/v1/sandboxes", s.listSandboxes)
+	add("POST", "/v1/sandboxes", s.createSandbox)
+	add("POST", "/v1/sandboxes/prune", s.prune)
+	add("GET", "/v1/sandboxes/{ref}", s.getSandbox)
+	add("POST", "/v1/sandboxes/{ref}/start", s.op(s.mgr.Start))
+	add("POST", "/v1/sandboxes/{ref}/stop", s.op(s.mgr.Stop))
+	add("POST", "/v1/sandboxes/{ref}/touch", s.op(s.mgr.Touch))
+	add("POST", "/v1/sandboxes/{ref}/destroy", s.destroy)
+	add("POST", "/v1/sandboxes/{ref}/lease/renew", s.renew)
+	add("GET", "/v1/sandboxes/{ref}/events", s.sandboxEvents)
+	add("GET", "/v1/events", s.events)
+}
+
+// ServeHTTP serves trusted clients (the Unix socket). Unmatched requests get
+// the JSON error body too: the mux's own 404/405 answers are plain text.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r) // sets the path values Handler does not
+		return
+	}
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if rec.status == http.StatusMethodNotAllowed {
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeJSON(w, rec.status, api.ErrorBody{Error: &api.Error{Code: api.CodeMethodNotAllowed,
+			Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow)}})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, api.ErrorBody{Error: &api.Error{Code: api.CodeNotFound,
+		Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)}})
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(code int)        { r.status = code }
+
+// WithToken guards the API with a bearer token (the TCP listener). /healthz
+// stays open so load balancers can probe it; it reveals nothing.
+func (s *Server) WithToken(token string) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			got := []byte(r.Header.Get("Authorization"))
+			if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="agentd"`)
+				msg := "missing bearer token: set AGENTLAB_TOKEN (or --token) to the agent's API token"
+				if len(got) > 0 {
+					msg = "invalid bearer token"
+				}
+				writeJSON(w, http.StatusUnauthorized, api.ErrorBody{Error: &api.Error{Code: api.CodeUnauthorized, Message: msg}})
+				return
+			}
+		}
+		s.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) wrap(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		status, body, err := h(w, r)
+		if err != nil {
+			var ae *api.Error
+			if !errors.As(err, &ae) {
+				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				ae = &api.Error{Status: http.StatusInternalServerError, Code: api.CodeInternal, Message: err.Error()}
+			}
+			status, body = ae.Status, api.ErrorBody{Error: ae}
+		}
+		writeJSON(w, status, body)
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", time.Since(start))
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(body)
+}
+
+// decode reads a JSON body strictly: size-limited, unknown fields rejected, one
+// value only. An empty body decodes as {} when optional.
+func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, "request body exceeds %d bytes", MaxBody)
+		}
+		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "read body: %v", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		if optional {
+			return nil
+		}
+		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body is empty; want a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return api.FieldError(te.Field, "want a JSON %s, got %s", te.Type.Kind(), te.Value)
+		}
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return api.FieldError(strings.Trim(f, `"`), "unknown field")
+		}
+		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "invalid JSON body: data after the object")
+	}
+	return nil
+}
+
+func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	counts, err := s.mgr.Store().Counts(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	st := api.Status{Version: version.Version, Node: s.node, Sandboxes: map[api.State]int{}, StartedAt: s.started,
+		Profiles: s.mgr.Profiles().Names()}
+	for _, state := range api.States {
+		st.Sandboxes[state] = counts[state]
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if v, err := s.mgr.Proxmox().Version(ctx); err != nil {
+		st.Proxmox.Error = err.Error()
+	} else {
+		st.Proxmox.Reachable, st.Proxmox.Version = true, v
+	}
+	return 200, st, nil
+}
+
+func (s *Server) listProfiles(http.ResponseWriter, *http.Request) (int, any, error) {
+	out := api.ProfileList{Profiles: []api.Profile{}}
+	set := s.mgr.Profiles()
+	for _, n := range set.Names() {
+		out.Profiles = append(out.Profiles, set[n].API())
+	}
+	return 200, out, nil
+}
+
+func (s *Server) getProfile(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	name := r.PathValue("name")
+	p, ok := s.mgr.Profiles()[name]
+	if !ok {
+		return 0, nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
+			name, strings.Join(s.mgr.Profiles().Names(), ", "))
+	}
+	return 200, p.API(), nil
+}
+
+func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	q := r.URL.Query()
+	f := store.Filter{Profile: q.Get("profile"), Name: q.Get("name")}
+	for k := range q {
+		switch k {
+		case "state", "profile", "name", "all":
+		default:
+			return 0, nil, api.FieldError(k, "unknown filter (known: state, profile, name, all)")
+		}
+	}
+	for _, v := range q["state"] {
+		for _, st := range strings.Split(v, ",") {
+			state := api.State(strings.ToUpper(strings.TrimSpace(st)))
+			if !state.Valid() {
+				return 0, nil, api.FieldError("state", "%q is not a sandbox state (one of: %s)", st, statesList())
+			}
+			f.States = append(f.States, state)
+		}
+	}
+	f.IncludeDestroyed = q.Get("all") == "true" || q.Get("all") == "1"
+	rows, err := s.mgr.List(r.Context(), f)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := api.SandboxList{Sandboxes: make([]api.Sandbox, 0, len(rows))}
+	for _, sb := range rows {
+		out.Sandboxes = append(out.Sandboxes, sb.Sandbox)
+	}
+	return 200, out, nil
+}
+
+func statesList() string {
+	names := make([]string, len(api.States))
+	for i, s := range api.States {
+		names[i] = string(s)
+	}
+	return strings.Join(names, ", ")
+}
+
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.CreateSandboxRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	sb, created, err := s.mgr.Create(r.Context(), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	w.Header().Set("Location", "/v1/sandboxes/"+sb.Name)
+	if created {
+		return http.StatusAccepted, sb.Sandbox, nil
+	}
+	return http.StatusOK, sb.Sandbox, nil
+}
+
+func (s *Server) getSandbox(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	sb, err := s.mgr.Get(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, sb.Sandbox, nil
+}
+
+func (s *Server) op(fn func(context.Context, string) (*store.Sandbox, error)) handler {
+	return func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var empty struct{}
+		if err := decode(w, r, &empty, true); err != nil {
+			return 0, nil, err
+		}
+		sb, err := fn(r.Context(), r.PathValue("ref"))
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, sb.Sandbox, nil
+	}
+}
+
+func (s *Server) destroy(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.DestroyRequest
+	if err := decode(w, r, &req, true); err != nil {
+		return 0, nil, err
+	}
+	sb, err := s.mgr.Destroy(r.Context(), r.PathValue("ref"), req.Force)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, sb.Sandbox, nil
+}
+
+func (s *Server) renew(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.RenewRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	if req.TTL == "" {
+		return 0, nil, api.FieldError("ttl", "is required (e.g. \"2h\")")
+	}
+	sb, err := s.mgr.Renew(r.Context(), r.PathValue("ref"), req.TTL)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, sb.Sandbox, nil
+}
+
+func (s *Server) prune(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var empty struct{}
+	if err := decode(w, r, &empty, true); err != nil {
+		return 0, nil, err
+	}
+	res, err := s.mgr.Prune(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, res, nil
+}
+
+func pageParams(r *http.Request) (after int64, tail int, err error) {
+	q := r.URL.Query()
+	if v := q.Get("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			return 0, 0, api.FieldError("after", "want an event id (a whole number ≥ 0), got %q", v)
+		}
+	}
+	tail = 100
+	if v := q.Get("tail"); v != "" {
+		if tail, err = strconv.Atoi(v); err != nil || tail < 1 || tail > 1000 {
+			return 0, 0, api.FieldError("tail", "want a number between 1 and 1000, got %q", v)
+		}
+	}
+	return after, tail, nil
+}
+
+func (s *Server) sandboxEvents(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	sb, err := s.mgr.Get(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return s.eventList(r, sb.ID)
+}
+
+func (s *Server) events(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	return s.eventList(r, "")
+}
+
+func (s *Server) eventList(r *http.Request, id string) (int, any, error) {
+	after, tail, err := pageParams(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	evs, err := s.mgr.Store().Events(r.Context(), id, after, tail)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := api.EventList{Events: evs, Last: after}
+	if n := len(evs); n > 0 {
+		out.Last = evs[n-1].ID
+	}
+	return 200, out, nil
+}
