@@ -2,13 +2,31 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strings"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
-		os.Exit(1)
+	root := newRootCmd()
+	err := root.Execute()
+	if err == nil {
+		return
 	}
+	var ae *api.Error
+	if g.json && errors.As(err, &ae) {
+		_ = printJSON(os.Stdout, api.ErrorBody{Error: ae})
+	} else if errors.As(err, &ae) {
+		fmt.Fprintf(os.Stderr, "Error: %s (%s)\n", ae.Message, ae.Code)
+	} else {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+	}
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "required flag") {
+		os.Exit(2)
+	}
+	os.Exit(1)
 }

@@ -134,7 +134,6 @@ func (d *Dev) Env() []string {
 		"AGENTLAB_ENDPOINT=" + d.Info.Endpoint,
 		"AGENTLAB_TOKEN=" + d.Info.Token,
 		"AGENTLAB_CA_CERT=" + d.Info.CACert,
-		"AGENTLAB_SOCKET=" + d.Info.Socket,
 		"PVE_URL=" + d.Sim.URL(),
 		"PVE_TOKEN=" + id + "=" + secret,
 		"PVE_NODE=" + d.Sim.Node(),

@@ -1,0 +1,438 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+)
+
+func newSandboxCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "sandbox",
+		Aliases: []string{"sandboxes", "sb"},
+		Short:   "Create, inspect, power and destroy sandboxes",
+		Long: `Sandboxes are disposable VMs cloned from a profile's template. A sandbox is
+named; NAME, VMID or ID identify it in every command. States:
+REQUESTED → PROVISIONING → BOOTING → READY → RUNNING, then STOPPED,
+FAILED (see its error), TIMEOUT (lease expired) and DESTROYED.`,
+	}
+	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
+		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd())
+	return cmd
+}
+
+func sandboxCreateCmd() *cobra.Command {
+	var req api.CreateSandboxRequest
+	var keepalive bool
+	var noWait bool
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a sandbox and wait until it runs",
+		Long: `Create a sandbox from a profile. agentd provisions it in the background; this
+command waits until it is RUNNING (or failed) unless --no-wait is given.
+Creating the same name again with the same settings returns the existing
+sandbox; different settings are refused (409).`,
+		Example: `  agentd sandbox create --name fix-123 --profile yolo-ephemeral --ttl 2h
+  agentd sandbox create --name review --profile interactive-dev --tag team-a --no-wait --json`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("keepalive") {
+				req.Keepalive = &keepalive
+			}
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sb, err := c.CreateSandbox(ctx, req)
+			if err != nil {
+				return err
+			}
+			if !noWait {
+				if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+					return err
+				}
+			}
+			if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
+				return err
+			}
+			if sb.State == api.StateFailed {
+				return fmt.Errorf("sandbox %s failed: %s", sb.Name, sb.Error)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Name, "name", "", "sandbox name, also the VM host name (required)")
+	f.StringVar(&req.Profile, "profile", "", "profile to build from (see: agentd profile list) (required)")
+	f.StringVar(&req.TTL, "ttl", "", "lease, e.g. 90m or 8h; 0 for none (default: the profile's ttl_default)")
+	f.BoolVar(&keepalive, "keepalive", false, "keep the sandbox after its job ends (default: the profile's)")
+	f.StringVar(&req.Workspace, "workspace", "", "workspace to attach")
+	f.StringSliceVar(&req.Tags, "tag", nil, "Proxmox tag to add to the VM (repeatable)")
+	f.BoolVar(&noWait, "no-wait", false, "return as soon as the request is accepted")
+	_ = cmd.MarkFlagRequired("name")
+	_ = cmd.MarkFlagRequired("profile")
+	return cmd
+}
+
+func sandboxListCmd() *cobra.Command {
+	var filters []string
+	var all bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List sandboxes",
+		Long: `List sandboxes, newest first. DESTROYED sandboxes are hidden unless --all or a
+state filter asks for them. Filters (repeatable, ANDed): state=S[,S…], profile=P, name=N.`,
+		Example: `  agentd sandbox list
+  agentd sandbox list --filter state=TIMEOUT
+  agentd sandbox list --filter state=FAILED,TIMEOUT --filter profile=yolo-ephemeral --json`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for _, f := range filters {
+				k, v, ok := strings.Cut(f, "=")
+				if !ok || v == "" {
+					return usagef("--filter %q: want key=value (keys: state, profile, name)", f)
+				}
+				switch k {
+				case "state", "profile", "name":
+					q.Add(k, v)
+				default:
+					return usagef("--filter %q: unknown key %q (keys: state, profile, name)", f, k)
+				}
+			}
+			if all {
+				q.Set("all", "true")
+			}
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sbs, err := c.Sandboxes(ctx, q)
+			if err != nil {
+				return err
+			}
+			return printSandboxes(cmd.OutOrStdout(), sbs)
+		},
+	}
+	cmd.Flags().StringArrayVar(&filters, "filter", nil, "key=value: state, profile or name (repeatable)")
+	cmd.Flags().BoolVar(&all, "all", false, "include DESTROYED sandboxes")
+	_ = cmd.RegisterFlagCompletionFunc("filter", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		var out []string
+		for _, s := range api.States {
+			out = append(out, "state="+string(s))
+		}
+		return append(out, "profile=", "name="), cobra.ShellCompDirectiveNoSpace
+	})
+	return cmd
+}
+
+// completeSandboxes offers sandbox names from the running agent.
+func completeSandboxes(cmd *cobra.Command, a []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(a) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c, err := newClient()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := cmdContext(cmd)
+	defer cancel()
+	sbs, err := c.Sandboxes(ctx, nil)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []string
+	for _, s := range sbs {
+		out = append(out, s.Name+"\t"+string(s.State))
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+func sandboxShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:               "show NAME|VMID|ID",
+		Short:             "Show one sandbox",
+		Args:              args("NAME|VMID|ID"),
+		ValidArgsFunction: completeSandboxes,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sb, err := c.Sandbox(ctx, a[0])
+			if err != nil {
+				return err
+			}
+			return printSandbox(cmd.OutOrStdout(), sb)
+		},
+	}
+}
+
+func sandboxStartCmd() *cobra.Command {
+	var noWait bool
+	cmd := &cobra.Command{
+		Use:               "start NAME|VMID|ID",
+		Short:             "Start a STOPPED sandbox and wait until it runs",
+		Args:              args("NAME|VMID|ID"),
+		ValidArgsFunction: completeSandboxes,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sb, err := c.Start(ctx, a[0])
+			if err != nil {
+				return err
+			}
+			if !noWait {
+				if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+					return err
+				}
+			}
+			if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
+				return err
+			}
+			if sb.State != api.StateRunning && !noWait {
+				return fmt.Errorf("sandbox %s did not start: %s", sb.Name, sb.Error)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the start is accepted (BOOTING)")
+	return cmd
+}
+
+func sandboxStopCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop NAME|VMID|ID",
+		Short: "Shut a sandbox down (guest shutdown, then hard stop after shutdown_timeout)",
+		Long: `Stop a sandbox and keep its VM: the guest is asked to shut down and is
+powered off after shutdown_timeout. "agentd sandbox start" boots it again.`,
+		Args:              args("NAME|VMID|ID"),
+		ValidArgsFunction: completeSandboxes,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sb, err := c.Stop(ctx, a[0])
+			if err != nil {
+				return err
+			}
+			return printSandbox(cmd.OutOrStdout(), sb)
+		},
+	}
+}
+
+func sandboxDestroyCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "destroy NAME|VMID|ID",
+		Aliases: []string{"rm"},
+		Short:   "Destroy a sandbox's VM (its workspace, if any, is kept)",
+		Long: `Destroy a sandbox: its VM is stopped and destroyed, after checking that the VM
+carries the agentlab tag and this sandbox's id in its description. A VM that
+fails that check is never touched.
+
+--force also destroys a sandbox that is still provisioning (provisioning is
+cancelled and cleaned up first), and retires a row whose VMID now holds a VM
+that is not ours (that VM is left alone).`,
+		Example: `  agentd sandbox destroy fix-123
+  agentd sandbox destroy --force 104`,
+		Args:              args("NAME|VMID|ID"),
+		ValidArgsFunction: completeSandboxes,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sb, err := c.Destroy(ctx, a[0], force)
+			if err != nil {
+				return err
+			}
+			return printSandbox(cmd.OutOrStdout(), sb)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "also destroy sandboxes that are provisioning, stuck, or whose VM is gone")
+	return cmd
+}
+
+func sandboxPruneCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "prune",
+		Short: "Destroy every FAILED and TIMEOUT sandbox",
+		Long: `Destroy the VMs of FAILED and TIMEOUT sandboxes (after the ownership check)
+and mark them DESTROYED. Sandboxes that cannot be pruned are listed with the reason.`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			res, err := c.Prune(ctx)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "destroyed %d sandbox(es)\n", len(res.Destroyed))
+			for _, s := range res.Destroyed {
+				fmt.Fprintf(out, "  %s (was VMID %d)\n", s.Name, s.VMID)
+			}
+			for _, s := range res.Skipped {
+				fmt.Fprintf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
+			}
+			return nil
+		},
+	}
+}
+
+func sandboxLeaseCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "lease", Short: "Manage sandbox leases"}
+	var ttl string
+	renew := &cobra.Command{
+		Use:   "renew NAME|VMID|ID --ttl DURATION",
+		Short: "Set a RUNNING sandbox's lease to now + TTL",
+		Example: `  agentd sandbox lease renew fix-123 --ttl 2h
+  agentd sandbox lease renew --ttl 30m 104`,
+		Args:              args("NAME|VMID|ID"),
+		ValidArgsFunction: completeSandboxes,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sb, err := c.Renew(ctx, a[0], ttl)
+			if err != nil {
+				return err
+			}
+			return printSandbox(cmd.OutOrStdout(), sb)
+		},
+	}
+	renew.Flags().StringVar(&ttl, "ttl", "", "new lease from now, e.g. 90m or 8h (required)")
+	_ = renew.MarkFlagRequired("ttl")
+	cmd.AddCommand(renew)
+	return cmd
+}
+
+func sandboxTouchCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:               "touch NAME|VMID|ID",
+		Short:             "Record activity on a sandbox (postpones idle stop)",
+		Args:              args("NAME|VMID|ID"),
+		ValidArgsFunction: completeSandboxes,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			sb, err := c.Touch(ctx, a[0])
+			if err != nil {
+				return err
+			}
+			return printSandbox(cmd.OutOrStdout(), sb)
+		},
+	}
+}
+
+func sandboxEventsCmd() *cobra.Command {
+	cmd := eventsCmd("events NAME|VMID|ID", "Show a sandbox's events (every transition and action)", true)
+	cmd.ValidArgsFunction = completeSandboxes
+	return cmd
+}
+
+func newEventsCmd() *cobra.Command {
+	return eventsCmd("events", "Show recent events of every sandbox", false)
+}
+
+func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
+	var tail int
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			ref := ""
+			if perSandbox {
+				ref = a[0]
+			}
+			c, err := newClient()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			if follow {
+				cancel()
+				ctx, cancel = signalContext(cmd)
+			}
+			defer cancel()
+			var after int64
+			for {
+				l, err := c.Events(ctx, ref, after, tail)
+				if err != nil {
+					if follow && ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				if g.json && !follow {
+					return printJSON(cmd.OutOrStdout(), l)
+				}
+				for _, e := range l.Events {
+					if g.json {
+						_ = printJSON(cmd.OutOrStdout(), e)
+						continue
+					}
+					change := ""
+					if e.From != "" {
+						change = fmt.Sprintf(" [%s → %s]", e.From, e.To)
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s  %-12s %-24s %s%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), dash(e.Sandbox), e.Kind, e.Message, change)
+				}
+				after, tail = l.Last, 1000
+				if !follow {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
+		},
+	}
+	if perSandbox {
+		cmd.Args = args("NAME|VMID|ID")
+	} else {
+		cmd.Args = args()
+	}
+	cmd.Flags().IntVar(&tail, "tail", 50, "show the last N events (1-1000)")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
+	return cmd
+}
