@@ -30,7 +30,28 @@ type Dev struct {
 	Sim      *pvesim.Sim
 	StateDir string
 	Config   *config.Config
+	profiles profile.Set
+	log      *slog.Logger
 	temp     bool
+}
+
+// Restart stops the agent (in-flight provisioning stays at its persisted step)
+// and starts it again on the same state and simulator, re-reading the
+// profiles directory, as a service restart does.
+func (d *Dev) Restart(ctx context.Context) error {
+	d.Agent.Close()
+	d.Agent = nil
+	profiles, err := profile.LoadDir(d.Config.ProfilesDir, d.Config.AgentBridge)
+	if err != nil {
+		return err
+	}
+	d.profiles = profiles
+	a, err := Start(ctx, d.Config, d.profiles, d.log)
+	if err != nil {
+		return err
+	}
+	d.Agent = a
+	return nil
 }
 
 // StartDev starts the simulator (node pve, storages local, local-lvm,
@@ -98,6 +119,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	if err != nil {
 		return fail(err)
 	}
+	d.profiles, d.log = profiles, o.Log
 	a, err := Start(ctx, cfg, profiles, o.Log)
 	if err != nil {
 		return fail(err)

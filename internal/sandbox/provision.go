@@ -67,7 +67,7 @@ func (m *Manager) run(ctx context.Context, id string) {
 	if err == nil {
 		return
 	}
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) && m.ctx.Err() != nil {
+	if m.ctx.Err() != nil {
 		// agentd is shutting down: leave the row at its step for Resume.
 		return
 	}
@@ -241,7 +241,7 @@ func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 	err = m.pve.Clone(ctx, p.TemplateVMID, sb.VMID, pve.CloneOptions{Name: sb.Name, Description: description(sb),
 		Full: p.Storage.Clone == "full", Storage: p.Storage.Storage})
 	if errors.Is(err, pve.ErrUnsupported) && p.Storage.Clone != "full" {
-		return fmt.Errorf("%w (the template's storage cannot make linked clones: set storage.clone: full in profile %s, or move the template to lvmthin, zfspool or a qcow2 dir storage)", err, p.Name)
+		return fmt.Errorf("%w (a linked clone needs a template (qm template %d) on lvmthin, zfspool or dir storage; or set storage.clone: full in profile %s)", err, p.TemplateVMID, p.Name)
 	}
 	if errors.Is(err, pve.ErrNotFound) {
 		return fmt.Errorf("%w (template VM %d of profile %s does not exist on node %s)", err, p.TemplateVMID, p.Name, m.opts.Node)
