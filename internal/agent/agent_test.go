@@ -688,4 +688,3 @@ func TestStartFailsOnSecondAgentForSameSocket(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
-
