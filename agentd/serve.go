@@ -127,9 +127,16 @@ is removed on exit.`,
 			defer d.Close()
 			env := strings.Join(d.Env(), "\n") + "\n"
 			if envFile != "" {
-				if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+				// Written whole, then renamed: a script polling for the file never
+				// reads half of it.
+				tmp := envFile + ".tmp"
+				if err := os.WriteFile(tmp, []byte(env), 0o600); err != nil {
 					return fmt.Errorf("--env-file: %w", err)
 				}
+				if err := os.Rename(tmp, envFile); err != nil {
+					return fmt.Errorf("--env-file: %w", err)
+				}
+				defer os.Remove(envFile)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprint(out, env)

@@ -678,7 +678,7 @@ func (s *Sim) cloneVolume(w *worker, src, dst *storage, vol *volume, newid int, 
 
 // allocVolume creates vm-<vmid>-disk-N on st, honouring capacity.
 func (s *Sim) allocVolume(st *storage, vmid int, size int64, name string) (*volume, error) {
-	if st.full || st.used()+size > st.total {
+	if st.full || !st.thin() && st.used()+size > st.total {
 		return nil, fmt.Errorf("unable to create image: not enough free space on storage '%s'", st.id)
 	}
 	format := st.format
@@ -752,7 +752,7 @@ func (s *Sim) resize(req *request) (any, error) {
 		if err := w.wait(); err != nil {
 			return err
 		}
-		if st.used()+newsize-vol.size > st.total {
+		if st.full || !st.thin() && st.used()+newsize-vol.size > st.total {
 			return fmt.Errorf("unable to resize volume '%s': not enough free space", st.volid(vn))
 		}
 		vol.size = newsize

@@ -78,6 +78,12 @@ func (st *storage) used() int64 {
 	return u
 }
 
+// thin reports whether volumes are thin-provisioned: LVM-thin pools and sparse
+// files on dir storage overcommit (lvcreate only warns), while a zfspool
+// without "sparse 1" reserves each zvol's full size, so only ZFS refuses an
+// allocation beyond its capacity.
+func (st *storage) thin() bool { return st.typ != typeZFS }
+
 func (st *storage) volid(name string) string { return st.id + ":" + name }
 
 // feature answers volume_has_feature for snapshot/clone/copy/rename on a volume in

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# A day-2 CLI session against `agentd dev` (no Proxmox needed).
+# Run from the repository root: make demo-cli   (AGENTD=path/to/agentd to override)
+set -euo pipefail
+AGENTD=${AGENTD:-bin/agentd}
+dir=$(mktemp -d)
+"$AGENTD" dev --speed 20 --env-file "$dir/env" >/dev/null &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do [ -s "$dir/env" ] && break; sleep 0.1; done
+set -a; . "$dir/env"; set +a   # AGENTLAB_ENDPOINT, AGENTLAB_TOKEN, AGENTLAB_CA_CERT, PVE_*
+
+run() { echo "\$ agentd $*"; "$AGENTD" "$@"; echo; }
+run status
+run profile list
+run sandbox create --name demo --profile yolo-ephemeral --ttl 2h
+run sandbox list --filter state=RUNNING
+run sandbox lease renew demo --ttl 4h
+run sandbox stop demo
+run sandbox start demo
+run sandbox list --json
+run sandbox destroy demo
+run sandbox events demo --tail 4

@@ -1,0 +1,127 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+)
+
+// waitRunning polls tightly so the poll interval does not dominate latency.
+func waitRunning(ctx context.Context, c *client.Client, name string) (*api.Sandbox, error) {
+	for {
+		sb, err := c.Sandbox(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if !sb.State.InFlight() {
+			if sb.State != api.StateRunning {
+				return sb, fmt.Errorf("%s: %s %s", name, sb.State, sb.Error)
+			}
+			return sb, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// BenchmarkCreateToRunning measures create → RUNNING through the HTTPS API at
+// zero task time: the agent's own overhead (store writes, Proxmox calls, polling).
+func BenchmarkCreateToRunning(b *testing.B) {
+	d, c := startDev(b, agent.DevOptions{})
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("b%d", i)
+		start := time.Now()
+		if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-ephemeral"}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := waitRunning(ctx, c, name); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		if _, err := c.Destroy(ctx, name, false); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	total, _ := d.Sim.RequestCount()
+	b.ReportMetric(float64(percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(total)/float64(b.N), "pve-req/op")
+}
+
+// BenchmarkConcurrentCreates100 measures the makespan of 100 concurrent
+// creates on one node at realistic task and boot times (divided by speed),
+// against the ideal schedule: with unlimited parallelism (PVE holds only a
+// shared lock on the template), every sandbox finishes after one critical
+// path (clone + config + resize + start + guest boot + DHCP).
+func BenchmarkConcurrentCreates100(b *testing.B) {
+	const n, speed = 100, 4.0
+	rd := pvesim.RealisticDurations()
+	scale := func(t time.Duration) time.Duration { return time.Duration(float64(t) / speed) }
+	ideal := scale(rd.ByType["qmclone"] + rd.ByType["qmconfig"] + rd.ByType["resize"] + rd.ByType["qmstart"] + 20*time.Second + 5*time.Second)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		_, c := startDev(b, agent.DevOptions{Speed: speed, ProvisioningTimeout: 10 * time.Minute})
+		ctx := context.Background()
+		b.StartTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for j := 0; j < n; j++ {
+			wg.Add(1)
+			go func(j int) {
+				defer wg.Done()
+				name := fmt.Sprintf("c%d", j)
+				if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-ephemeral"}); err != nil {
+					errs <- err
+					return
+				}
+				for {
+					sb, err := c.Sandbox(ctx, name)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if !sb.State.InFlight() {
+						if sb.State != api.StateRunning {
+							errs <- fmt.Errorf("%s: %s", sb.State, sb.Error)
+						}
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}(j)
+		}
+		wg.Wait()
+		makespan := time.Since(start)
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		b.ReportMetric(makespan.Seconds(), "makespan-s")
+		b.ReportMetric(ideal.Seconds(), "ideal-s")
+		b.ReportMetric(makespan.Seconds()/ideal.Seconds(), "x-ideal")
+	}
+}
