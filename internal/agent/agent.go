@@ -49,6 +49,8 @@ type Agent struct {
 	Store   *store.Store
 	log     *slog.Logger
 	servers []*http.Server
+	// stopLoops cancels background loops before the database closes.
+	stopLoops []context.CancelFunc
 	wg      sync.WaitGroup
 	errc    chan error
 }
@@ -93,6 +95,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 			return nil, err
 		}
 	}
+	a.pruneLoop(cfg.EventRetention, cfg.DestroyedRetention)
 	n, err := mgr.Resume(ctx)
 	if err != nil {
 		a.Close()
@@ -245,6 +248,31 @@ func ensureSelfSigned(certFile, keyFile, listen string) error {
 	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
+// pruneLoop deletes old events and DESTROYED rows at start and then hourly.
+func (a *Agent) pruneLoop(events, destroyed time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopLoops = append(a.stopLoops, cancel)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			ev, sb, err := a.Store.Prune(ctx, events, destroyed)
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("prune state", "err", err)
+			} else if ev+sb > 0 {
+				a.log.Info("pruned state", "events", ev, "destroyed_sandboxes", sb)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
 // Err reports a listener that failed while serving.
 func (a *Agent) Err() <-chan error { return a.errc }
 
@@ -255,6 +283,9 @@ func (a *Agent) Close() {
 	defer cancel()
 	for _, s := range a.servers {
 		_ = s.Shutdown(ctx)
+	}
+	for _, stop := range a.stopLoops {
+		stop()
 	}
 	a.wg.Wait()
 	if a.Manager != nil {
