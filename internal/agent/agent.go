@@ -32,6 +32,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/server"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
 )
 
 // Info tells clients how to reach a started agent.
@@ -51,8 +52,8 @@ type Agent struct {
 	servers []*http.Server
 	// stopLoops cancels background loops before the database closes.
 	stopLoops []context.CancelFunc
-	wg      sync.WaitGroup
-	errc    chan error
+	wg        sync.WaitGroup
+	errc      chan error
 }
 
 // Start opens the state, resumes interrupted work and starts the listeners.
@@ -80,7 +81,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if err != nil {
 		return nil, err
 	}
-	mgr := sandbox.New(st, pc, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
+	mgr := sandbox.New(st, pc, vmid.New(st, pc), profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2)}

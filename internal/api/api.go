@@ -139,6 +139,8 @@ type Event struct {
 	Time      time.Time `json:"time"`
 	SandboxID string    `json:"sandbox_id,omitempty"`
 	Sandbox   string    `json:"sandbox,omitempty"` // name at the time
+	Workspace string    `json:"workspace,omitempty"`
+	Session   string    `json:"session,omitempty"`
 	Kind      string    `json:"kind"`
 	Message   string    `json:"message"`
 	From      State     `json:"from,omitempty"`
@@ -244,3 +246,130 @@ func IsCode(err error, c Code) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == c
 }
+
+// Workspace is a durable volume owned by a never-started holder VM.
+type Workspace struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	State           string    `json:"state"` // CREATING, READY, DELETING
+	Storage         string    `json:"storage"`
+	SizeGB          int       `json:"size_gb"`
+	HolderVMID      int       `json:"holder_vmid,omitempty"`
+	Volume          string    `json:"volume,omitempty"` // read from Proxmox on show
+	AttachedSandbox string    `json:"attached_sandbox,omitempty"`
+	Session         string    `json:"session,omitempty"` // reserving session's name
+	Error           string    `json:"error,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+}
+
+// WorkspaceList is the list response.
+type WorkspaceList struct {
+	Workspaces []Workspace `json:"workspaces"`
+}
+
+// CreateWorkspaceRequest creates a workspace; Size is "80G" style (or SizeGB).
+type CreateWorkspaceRequest struct {
+	Name    string `json:"name"`
+	Size    string `json:"size,omitempty"`
+	SizeGB  int    `json:"size_gb,omitempty"`
+	Storage string `json:"storage,omitempty"`
+}
+
+// ResizeWorkspaceRequest grows a workspace.
+type ResizeWorkspaceRequest struct {
+	Size   string `json:"size,omitempty"`
+	SizeGB int    `json:"size_gb,omitempty"`
+}
+
+// AttachRequest attaches a workspace to a sandbox (name, VMID or id).
+type AttachRequest struct {
+	Sandbox string `json:"sandbox"`
+}
+
+// ForkRequest forks a workspace into a new one, optionally from a snapshot.
+type ForkRequest struct {
+	Name         string `json:"name"`
+	FromSnapshot string `json:"from_snapshot,omitempty"`
+	Storage      string `json:"storage,omitempty"`
+}
+
+// Snapshot is a workspace snapshot (a snapshot of its holder VM).
+type Snapshot struct {
+	Workspace   string    `json:"workspace"`
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// SnapshotList is the list response, oldest first.
+type SnapshotList struct {
+	Snapshots []Snapshot `json:"snapshots"`
+}
+
+// CreateSnapshotRequest names a new snapshot.
+type CreateSnapshotRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// Finding is one mismatch found by a workspace check.
+type Finding struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// CheckResult reports every mismatch between a workspace row and Proxmox.
+type CheckResult struct {
+	Workspace Workspace `json:"workspace"`
+	OK        bool      `json:"ok"`
+	Findings  []Finding `json:"findings"`
+}
+
+// Session binds a name, a profile and a workspace to the current sandbox.
+type Session struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Profile     string    `json:"profile"`
+	Workspace   string    `json:"workspace"`
+	State       string    `json:"state"` // RUNNING, STOPPED, or the current sandbox's in-flight/failed state
+	Sandbox     string    `json:"sandbox,omitempty"`
+	SandboxVMID int       `json:"sandbox_vmid,omitempty"`
+	IP          string    `json:"ip,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// SessionList is the list response.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// CreateSessionRequest creates a session on an existing workspace (Workspace)
+// or a new one (Workspace "new:NAME" with WorkspaceSize).
+type CreateSessionRequest struct {
+	Name             string `json:"name"`
+	Profile          string `json:"profile"`
+	Workspace        string `json:"workspace"`
+	WorkspaceSize    string `json:"workspace_size,omitempty"`
+	WorkspaceStorage string `json:"workspace_storage,omitempty"`
+}
+
+// ForkSessionRequest forks a session onto a fork of its workspace.
+type ForkSessionRequest struct {
+	Name          string `json:"name"`
+	Profile       string `json:"profile,omitempty"`
+	WorkspaceName string `json:"workspace_name,omitempty"`
+	FromSnapshot  string `json:"from_snapshot,omitempty"`
+}
+
+// Workspace and session error codes.
+const (
+	CodeWorkspaceNotFound Code = "workspace_not_found"
+	CodeSnapshotNotFound  Code = "snapshot_not_found"
+	CodeSessionNotFound   Code = "session_not_found"
+	CodeAttached          Code = "workspace_attached"
+	CodeReserved          Code = "workspace_reserved"
+	CodeUnsupported       Code = "unsupported_by_storage"
+)

@@ -21,6 +21,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
 )
 
 // OwnerTag marks every VM agentd creates.
@@ -54,7 +55,7 @@ type Manager struct {
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex
 	workers map[string]*worker // running provisioning/start goroutines by sandbox id
-	allocMu sync.Mutex         // VMID allocation is serial: nextid is only a hint
+	alloc   *vmid.Allocator
 }
 
 type worker struct {
@@ -63,7 +64,7 @@ type worker struct {
 }
 
 // New builds a manager; call Resume to pick up in-flight work and Close to stop.
-func New(st *store.Store, pc *pve.Client, profiles profile.Set, o Options) *Manager {
+func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, profiles profile.Set, o Options) *Manager {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -78,7 +79,7 @@ func New(st *store.Store, pc *pve.Client, profiles profile.Set, o Options) *Mana
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
-		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}}
+		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}, alloc: alloc}
 }
 
 // Profiles returns the loaded profiles.

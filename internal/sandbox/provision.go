@@ -183,39 +183,18 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 	return nil
 }
 
-// allocate reserves a VMID: Proxmox's nextid, skipping ids that a concurrent
-// create in this agentd already reserved but not yet cloned. The reservation is
-// the row itself (a unique index over live VMIDs).
+// allocate reserves a VMID and records it in the row before anything is
+// created, so a crash never leaves a VM agentd cannot find again.
 func (m *Manager) allocate(ctx context.Context, sb *store.Sandbox) error {
-	m.allocMu.Lock()
-	defer m.allocMu.Unlock()
-	id, err := m.pve.NextID(ctx)
-	if err != nil {
-		return err
-	}
-	for tries := 0; tries < 1000; tries++ {
-		sb.VMID = id
-		sb.Step = stepClone
+	_, err := m.alloc.Reserve(ctx, func(id int) error {
+		sb.VMID, sb.Step = id, stepClone
 		err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.step", Message: fmt.Sprintf("reserved VMID %d", id)})
-		if err == nil {
-			return nil
+		if err != nil {
+			sb.VMID, sb.Step = 0, stepAllocate
 		}
-		sb.VMID = 0
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		// Reserved by a sibling; find the next id Proxmox also considers free.
-		for id++; ; id++ {
-			free, err := m.pve.IDFree(ctx, id)
-			if err != nil {
-				return err
-			}
-			if free {
-				break
-			}
-		}
-	}
-	return fmt.Errorf("no free VMID found")
+		return err
+	})
+	return err
 }
 
 func description(sb *store.Sandbox) string {

@@ -369,7 +369,7 @@ func (s *Server) eventList(r *http.Request, id string) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	evs, err := s.mgr.Store().Events(r.Context(), id, after, tail)
+	evs, err := s.mgr.Store().Events(r.Context(), store.EventFilter{SandboxID: id}, after, tail)
 	if err != nil {
 		return 0, nil, err
 	}

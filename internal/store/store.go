@@ -73,6 +73,41 @@ CREATE TABLE events (
 CREATE INDEX events_sandbox ON events(sandbox_id, id);
 CREATE INDEX events_ts ON events(ts);
 `},
+	{2, "workspaces and sessions", `
+CREATE TABLE workspaces (
+	id               TEXT PRIMARY KEY,
+	name             TEXT NOT NULL,
+	state            TEXT NOT NULL,
+	step             TEXT NOT NULL DEFAULT '',
+	storage          TEXT NOT NULL,
+	size_gb          INTEGER NOT NULL,
+	holder_vmid      INTEGER,
+	disk_key         TEXT NOT NULL DEFAULT 'scsi0',
+	attached_sandbox TEXT,
+	attach_key       TEXT NOT NULL DEFAULT '',
+	reserved_by      TEXT,
+	error            TEXT NOT NULL DEFAULT '',
+	created_at       INTEGER NOT NULL,
+	updated_at       INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX workspaces_live_name ON workspaces(name) WHERE state <> 'DELETED';
+CREATE UNIQUE INDEX workspaces_live_holder ON workspaces(holder_vmid) WHERE state <> 'DELETED' AND holder_vmid IS NOT NULL;
+CREATE UNIQUE INDEX workspaces_one_per_sandbox ON workspaces(attached_sandbox) WHERE attached_sandbox IS NOT NULL;
+CREATE TABLE sessions (
+	id         TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	profile    TEXT NOT NULL,
+	workspace  TEXT NOT NULL,
+	sandbox_id TEXT,
+	generation INTEGER NOT NULL DEFAULT 0,
+	state      TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX sessions_live_name ON sessions(name) WHERE state <> 'DELETED';
+ALTER TABLE events ADD COLUMN workspace TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN session TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // Store is the database.
@@ -404,17 +439,26 @@ func (s *Store) AddEvent(ctx context.Context, sb *Sandbox, ev Event) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return s.insertEvent(ctx, tx, sb, "", "", ev) })
 }
 
-// Events returns events after id `after` (oldest first), for one sandbox when
-// sandboxID is set; with tail > 0 only the last tail events.
-func (s *Store) Events(ctx context.Context, sandboxID string, after int64, tail int) ([]api.Event, error) {
+// EventFilter selects events; empty fields match everything.
+type EventFilter struct {
+	SandboxID string
+	Workspace string // name
+	Session   string // name
+}
+
+// Events returns events after id `after` (oldest first); with tail > 0 only the
+// last tail events.
+func (s *Store) Events(ctx context.Context, f EventFilter, after int64, tail int) ([]api.Event, error) {
 	if tail <= 0 || tail > 1000 {
 		tail = 1000
 	}
-	q := `SELECT id, ts, sandbox_id, sandbox_name, kind, message, from_state, to_state FROM events WHERE id > ?`
+	q := `SELECT id, ts, sandbox_id, sandbox_name, workspace, session, kind, message, from_state, to_state FROM events WHERE id > ?`
 	args := []any{after}
-	if sandboxID != "" {
-		q += ` AND sandbox_id = ?`
-		args = append(args, sandboxID)
+	for col, v := range map[string]string{"sandbox_id": f.SandboxID, "workspace": f.Workspace, "session": f.Session} {
+		if v != "" {
+			q += ` AND ` + col + ` = ?`
+			args = append(args, v)
+		}
 	}
 	q = `SELECT * FROM (` + q + ` ORDER BY id DESC LIMIT ?) ORDER BY id`
 	args = append(args, tail)
@@ -428,7 +472,7 @@ func (s *Store) Events(ctx context.Context, sandboxID string, after int64, tail 
 		var e api.Event
 		var ts int64
 		var from, to string
-		if err := rows.Scan(&e.ID, &ts, &e.SandboxID, &e.Sandbox, &e.Kind, &e.Message, &from, &to); err != nil {
+		if err := rows.Scan(&e.ID, &ts, &e.SandboxID, &e.Sandbox, &e.Workspace, &e.Session, &e.Kind, &e.Message, &from, &to); err != nil {
 			return nil, err
 		}
 		e.Time, e.From, e.To = time.UnixMilli(ts).UTC(), api.State(from), api.State(to)

@@ -124,7 +124,7 @@ func TestSaveIsCompareAndSet(t *testing.T) {
 	if got.State != api.StateProvisioning || got.UpdatedAt != c.now() || len(got.Tags) != 1 {
 		t.Fatalf("row = %+v", got)
 	}
-	evs, _ := s.Events(ctx, "sbx-1", 0, 0)
+	evs, _ := s.Events(ctx, EventFilter{SandboxID: "sbx-1"}, 0, 0)
 	if len(evs) != 2 || evs[1].From != api.StateRequested || evs[1].To != api.StateProvisioning {
 		t.Fatalf("events = %+v", evs)
 	}
@@ -139,11 +139,11 @@ func TestEventsTailAndPrune(t *testing.T) {
 		c.add(time.Hour)
 		s.AddEvent(ctx, sb, Event{Kind: "sandbox.touch", Message: "t"})
 	}
-	tail, _ := s.Events(ctx, "", 0, 2)
+	tail, _ := s.Events(ctx, EventFilter{}, 0, 2)
 	if len(tail) != 2 || tail[1].ID != 6 {
 		t.Fatalf("tail = %+v", tail)
 	}
-	after, _ := s.Events(ctx, "sbx-1", 4, 0)
+	after, _ := s.Events(ctx, EventFilter{SandboxID: "sbx-1"}, 4, 0)
 	if len(after) != 2 {
 		t.Fatalf("after = %+v", after)
 	}

@@ -1,0 +1,64 @@
+// Package vmid allocates VMIDs for sandboxes and workspace holders. Proxmox's
+// /cluster/nextid is only a hint (parallel callers get the same answer and
+// nothing is reserved), so allocation is serial in this process and skips ids
+// that a row of ours already reserved but has not created yet.
+package vmid
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+)
+
+// Allocator hands out VMIDs.
+type Allocator struct {
+	mu    sync.Mutex
+	store *store.Store
+	pve   *pve.Client
+}
+
+// New builds an allocator.
+func New(st *store.Store, pc *pve.Client) *Allocator { return &Allocator{store: st, pve: pc} }
+
+// Reserve finds a VMID that Proxmox considers free and no row of ours holds,
+// and calls save(id) to record it while allocation is still locked. save
+// returning store.ErrConflict moves on to the next id.
+func (a *Allocator) Reserve(ctx context.Context, save func(id int) error) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id, err := a.pve.NextID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for tries := 0; tries < 1000; tries, id = tries+1, id+1 {
+		if tries > 0 {
+			free, err := a.pve.IDFree(ctx, id)
+			if err != nil {
+				return 0, err
+			}
+			if !free {
+				continue
+			}
+		}
+		used, err := a.store.VMIDInUse(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		if used {
+			continue
+		}
+		err = save(id)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return id, nil
+	}
+	return 0, fmt.Errorf("no free VMID found after 1000 candidates")
+}
