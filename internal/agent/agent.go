@@ -31,8 +31,10 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/server"
+	"github.com/agentlab/terraform-provider-agentlab/internal/session"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
+	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
 )
 
 // Info tells clients how to reach a started agent.
@@ -81,11 +83,14 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if err != nil {
 		return nil, err
 	}
-	mgr := sandbox.New(st, pc, vmid.New(st, pc), profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
+	alloc := vmid.New(st, pc)
+	wsm := workspace.New(st, pc, alloc, cfg.WorkspaceStorage)
+	mgr := sandbox.New(st, pc, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2)}
-	api := server.New(mgr, cfg.ProxmoxNode, log)
+	sessions := session.New(st, mgr)
+	api := server.New(mgr, sessions, cfg.ProxmoxNode, log)
 	if err := a.listenUnix(cfg.SocketPath, api); err != nil {
 		a.Close()
 		return nil, err
@@ -97,6 +102,10 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		}
 	}
 	a.pruneLoop(cfg.EventRetention, cfg.DestroyedRetention)
+	if err := wsm.Resume(ctx); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("resume interrupted workspace operations: %w", err)
+	}
 	n, err := mgr.Resume(ctx)
 	if err != nil {
 		a.Close()

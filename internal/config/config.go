@@ -41,10 +41,11 @@ type Config struct {
 	ProxmoxInsecure        bool          `yaml:"proxmox_insecure"`
 	ProxmoxCommandTimeout  time.Duration `yaml:"proxmox_command_timeout"`
 
-	SnippetsDir     string   `yaml:"snippets_dir"`
-	SnippetsStorage string   `yaml:"snippets_storage"`
-	AgentBridge     string   `yaml:"agent_bridge"`
-	SSHPublicKeys   []string `yaml:"ssh_public_keys"`
+	SnippetsDir      string   `yaml:"snippets_dir"`
+	SnippetsStorage  string   `yaml:"snippets_storage"`
+	WorkspaceStorage string   `yaml:"workspace_storage"`
+	AgentBridge      string   `yaml:"agent_bridge"`
+	SSHPublicKeys    []string `yaml:"ssh_public_keys"`
 
 	ProvisioningTimeout time.Duration `yaml:"provisioning_timeout"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout"`
@@ -79,6 +80,7 @@ func Default() *Config {
 		ProxmoxCommandTimeout:  2 * time.Minute,
 		SnippetsDir:            "/var/lib/vz/snippets",
 		SnippetsStorage:        "local",
+		WorkspaceStorage:       "local-lvm",
 		AgentBridge:            "vmbr1",
 		SSHPublicKeys:          []string{},
 		ProvisioningTimeout:    10 * time.Minute,
@@ -178,6 +180,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AgentBridge == "" {
 		return c.fieldErr("agent_bridge", "must not be empty")
+	}
+	if c.WorkspaceStorage == "" {
+		return c.fieldErr("workspace_storage", "must not be empty")
 	}
 	if c.SnippetsStorage == "" {
 		return c.fieldErr("snippets_storage", "must not be empty")

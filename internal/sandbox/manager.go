@@ -22,6 +22,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
+	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
 )
 
 // OwnerTag marks every VM agentd creates.
@@ -56,6 +57,7 @@ type Manager struct {
 	locks   map[string]*sync.Mutex
 	workers map[string]*worker // running provisioning/start goroutines by sandbox id
 	alloc   *vmid.Allocator
+	ws      *workspace.Manager
 }
 
 type worker struct {
@@ -64,7 +66,7 @@ type worker struct {
 }
 
 // New builds a manager; call Resume to pick up in-flight work and Close to stop.
-func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, profiles profile.Set, o Options) *Manager {
+func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.Manager, profiles profile.Set, o Options) *Manager {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -79,7 +81,7 @@ func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, profiles profil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
-		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}, alloc: alloc}
+		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}, alloc: alloc, ws: ws}
 }
 
 // Profiles returns the loaded profiles.
@@ -87,6 +89,9 @@ func (m *Manager) Profiles() profile.Set { return m.profiles }
 
 // Store returns the store.
 func (m *Manager) Store() *store.Store { return m.store }
+
+// Workspaces returns the workspace manager.
+func (m *Manager) Workspaces() *workspace.Manager { return m.ws }
 
 // Proxmox returns the Proxmox client.
 func (m *Manager) Proxmox() *pve.Client { return m.pve }
@@ -175,9 +180,6 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest) (canonical, *profil
 		}
 	}
 	sort.Strings(c.Tags)
-	if c.Workspace != "" {
-		return c, nil, api.FieldError("workspace", "workspaces are not supported by this agentd yet")
-	}
 	if p.Behavior.RequireWorkspace && c.Workspace == "" {
 		return c, nil, api.FieldError("workspace", "profile %s requires a workspace", p.Name)
 	}
@@ -206,16 +208,43 @@ func ParseTTL(s string) (time.Duration, error) {
 // retry of the same request returns the existing sandbox (created=false); a
 // different request for a live name is a conflict.
 func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (sb *store.Sandbox, created bool, err error) {
+	return m.CreateFor(ctx, req, "")
+}
+
+// CreateFor is Create on behalf of a session, which may use the workspace it
+// reserved.
+func (m *Manager) CreateFor(ctx context.Context, req api.CreateSandboxRequest, sessionID string) (sb *store.Sandbox, created bool, err error) {
 	c, _, err := m.canonicalize(req)
 	if err != nil {
 		return nil, false, err
+	}
+	var claims []store.Claim
+	var w *store.Workspace
+	if c.Workspace != "" {
+		if w, err = m.ws.Get(ctx, c.Workspace); err != nil {
+			return nil, false, err
+		}
+		defer m.ws.Lock(w.ID)()
+		if w, err = m.store.Workspace(ctx, w.ID); err != nil {
+			return nil, false, err
+		}
+		claims = append(claims, store.Claim{WorkspaceID: w.ID, SessionID: sessionID, Key: workspace.AttachKey})
 	}
 	reqJSON, _ := json.Marshal(c)
 	sb = &store.Sandbox{Sandbox: api.Sandbox{ID: newID(), Name: c.Name, Profile: c.Profile, State: api.StateRequested,
 		Node: m.opts.Node, Keepalive: c.Keepalive, TTLSeconds: c.TTLSeconds, Tags: c.Tags, Workspace: c.Workspace,
 		Step: stepAllocate}, Request: string(reqJSON)}
-	err = m.store.CreateSandbox(ctx, sb, store.Event{Kind: "sandbox.requested",
-		Message: fmt.Sprintf("requested with profile %s", c.Profile)})
+	msg := fmt.Sprintf("requested with profile %s", c.Profile)
+	if w != nil {
+		msg += ", workspace " + w.Name
+	}
+	err = m.store.CreateSandbox(ctx, sb, store.Event{Kind: "sandbox.requested", Message: msg}, claims...)
+	if errors.Is(err, store.ErrWorkspaceBusy) {
+		if cerr := m.ws.Busy(ctx, w, "", sessionID); cerr != nil {
+			return nil, false, cerr
+		}
+		return nil, false, api.Errorf(http.StatusConflict, api.CodeAttached, "workspace %s changed concurrently; retry", w.Name)
+	}
 	if errors.Is(err, store.ErrConflict) {
 		existing, lerr := m.store.Sandboxes(ctx, store.Filter{Name: c.Name})
 		if lerr != nil || len(existing) == 0 {

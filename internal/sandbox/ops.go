@@ -46,7 +46,25 @@ func (m *Manager) checkOwner(ctx context.Context, sb *store.Sandbox, provisionin
 // removeVM hard-stops and destroys the sandbox's VM after the ownership check
 // and deletes its snippet. A VM that is already gone is success.
 func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, provisioning bool) error {
-	defer m.removeSnippet(sb)
+	w, err := m.store.WorkspaceBySandbox(ctx, sb.ID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := m.destroyVM(ctx, sb, w, provisioning); err != nil {
+		return err
+	}
+	m.removeSnippet(sb)
+	if w != nil {
+		if err := m.ws.Release(ctx, w, sb.ID); err != nil {
+			return fmt.Errorf("release workspace %s: %w", w.Name, err)
+		}
+	}
+	return nil
+}
+
+// destroyVM stops the VM, drops its reference to the workspace volume (so
+// that not even a Proxmox bug in destroy could touch it), and destroys it.
+func (m *Manager) destroyVM(ctx context.Context, sb *store.Sandbox, w *store.Workspace, provisioning bool) error {
 	if sb.VMID == 0 {
 		return nil
 	}
@@ -62,6 +80,11 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, provisioning 
 	}
 	if err := m.pve.Stop(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
 		return err
+	}
+	if w != nil {
+		if err := m.ws.Unplug(ctx, w, sb.VMID); err != nil {
+			return fmt.Errorf("detach workspace %s before destroy: %w", w.Name, err)
+		}
 	}
 	if err := m.pve.Destroy(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
 		return err
@@ -190,6 +213,9 @@ func (m *Manager) Destroy(ctx context.Context, ref string, force bool) (*store.S
 			return nil, proxmoxError("destroy", sb, err)
 		}
 		msg = fmt.Sprintf("row retired with force; VM %d left alone: %v", sb.VMID, err)
+		if w, werr := m.store.WorkspaceBySandbox(wctx, sb.ID); werr == nil {
+			_ = m.ws.Release(wctx, w, sb.ID)
+		}
 	}
 	sb.IP, sb.Step = "", ""
 	kind := "sandbox.destroy"
@@ -271,4 +297,92 @@ func (m *Manager) Prune(ctx context.Context) (*api.PruneResult, error) {
 		res.Destroyed = append(res.Destroyed, out.Sandbox)
 	}
 	return res, nil
+}
+
+// AttachWorkspace attaches a workspace to a STOPPED or RUNNING sandbox (a
+// running one gets the disk hot-plugged).
+func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*store.Sandbox, error) {
+	sb, err := m.Get(ctx, sbRef)
+	if err != nil {
+		return nil, err
+	}
+	w, err := m.ws.Get(ctx, wsRef)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(sb.ID)()
+	defer m.ws.Lock(w.ID)()
+	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
+		return nil, err
+	}
+	if w, err = m.store.Workspace(ctx, w.ID); err != nil {
+		return nil, err
+	}
+	if sb.State != api.StateStopped && sb.State != api.StateRunning {
+		return nil, invalidState(sb, "attach a workspace to", api.StateStopped, api.StateRunning)
+	}
+	if sb.Workspace != "" && sb.Workspace != w.Name {
+		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %s already has workspace %s attached", sb.Name, sb.Workspace)
+	}
+	if _, err := m.checkOwner(ctx, sb, false); err != nil {
+		return nil, proxmoxError("attach a workspace to", sb, err)
+	}
+	if err := m.ws.Claim(ctx, w, sb.ID, ""); err != nil {
+		return nil, err
+	}
+	if err := m.ws.Plug(ctx, w, sb.VMID); err != nil {
+		_ = m.ws.Release(ctx, w, sb.ID)
+		return nil, proxmoxError("attach a workspace to", sb, err)
+	}
+	sb.Workspace = w.Name
+	if err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.workspace_attached", Message: "workspace " + w.Name + " attached as " + w.AttachKey}); err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
+
+// DetachWorkspace removes a workspace from the sandbox it is attached to.
+func (m *Manager) DetachWorkspace(ctx context.Context, wsRef string) (*store.Workspace, error) {
+	w, err := m.ws.Get(ctx, wsRef)
+	if err != nil {
+		return nil, err
+	}
+	if w.AttachedSandbox == "" {
+		return w, nil
+	}
+	sb, err := m.store.Sandbox(ctx, w.AttachedSandbox)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(sb.ID)()
+	defer m.ws.Lock(w.ID)()
+	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
+		return nil, err
+	}
+	if w, err = m.store.Workspace(ctx, w.ID); err != nil {
+		return nil, err
+	}
+	if w.AttachedSandbox != sb.ID {
+		return w, nil
+	}
+	if sb.State.InFlight() {
+		return nil, invalidState(sb, "detach a workspace from", api.StateStopped, api.StateRunning, api.StateFailed)
+	}
+	if sb.VMID != 0 && sb.State != api.StateDestroyed {
+		if exists, err := m.checkOwner(ctx, sb, false); err != nil {
+			return nil, proxmoxError("detach a workspace from", sb, err)
+		} else if exists {
+			if err := m.ws.Unplug(ctx, w, sb.VMID); err != nil {
+				return nil, proxmoxError("detach a workspace from", sb, err)
+			}
+		}
+	}
+	if err := m.ws.Release(ctx, w, sb.ID); err != nil {
+		return nil, err
+	}
+	sb.Workspace = ""
+	if err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.workspace_detached", Message: "workspace " + w.Name + " detached"}); err != nil {
+		return nil, err
+	}
+	return w, nil
 }

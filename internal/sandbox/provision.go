@@ -329,6 +329,16 @@ func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.P
 	if p.Resources.Balloon > 0 {
 		opts = append(opts, pve.Option{Name: "balloon", Value: p.Resources.Balloon})
 	}
+	if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
+		// Referenced, not owned: the holder keeps the volume whatever happens here.
+		vol, err := m.ws.Volume(ctx, w)
+		if err != nil {
+			return fmt.Errorf("workspace %s: %w", w.Name, err)
+		}
+		opts = append(opts, pve.Option{Name: w.AttachKey, Value: vol})
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	if err := m.pve.Configure(ctx, sb.VMID, opts...); err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
+	"github.com/agentlab/terraform-provider-agentlab/internal/session"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/version"
 )
@@ -27,19 +28,20 @@ const MaxBody = 64 << 10
 
 // Server serves the control API.
 type Server struct {
-	mgr     *sandbox.Manager
-	log     *slog.Logger
-	started time.Time
-	node    string
-	mux     *http.ServeMux
+	mgr      *sandbox.Manager
+	sessions *session.Manager
+	log      *slog.Logger
+	started  time.Time
+	node     string
+	mux      *http.ServeMux
 }
 
 // New builds the API handler.
-func New(mgr *sandbox.Manager, node string, log *slog.Logger) *Server {
+func New(mgr *sandbox.Manager, sessions *session.Manager, node string, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{mgr: mgr, log: log, started: time.Now().UTC(), node: node, mux: http.NewServeMux()}
+	s := &Server{mgr: mgr, sessions: sessions, log: log, started: time.Now().UTC(), node: node, mux: http.NewServeMux()}
 	s.routes()
 	return s
 }
@@ -67,6 +69,7 @@ func (s *Server) routes() {
 	add("POST", "/v1/sandboxes/{ref}/lease/renew", s.renew)
 	add("GET", "/v1/sandboxes/{ref}/events", s.sandboxEvents)
 	add("GET", "/v1/events", s.events)
+	s.workspaceRoutes(add)
 }
 
 // ServeHTTP serves trusted clients (the Unix socket). Unmatched requests get
@@ -357,19 +360,19 @@ func (s *Server) sandboxEvents(_ http.ResponseWriter, r *http.Request) (int, any
 	if err != nil {
 		return 0, nil, err
 	}
-	return s.eventList(r, sb.ID)
+	return s.eventList(r, store.EventFilter{SandboxID: sb.ID})
 }
 
 func (s *Server) events(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	return s.eventList(r, "")
+	return s.eventList(r, store.EventFilter{})
 }
 
-func (s *Server) eventList(r *http.Request, id string) (int, any, error) {
+func (s *Server) eventList(r *http.Request, f store.EventFilter) (int, any, error) {
 	after, tail, err := pageParams(r)
 	if err != nil {
 		return 0, nil, err
 	}
-	evs, err := s.mgr.Store().Events(r.Context(), store.EventFilter{SandboxID: id}, after, tail)
+	evs, err := s.mgr.Store().Events(r.Context(), f, after, tail)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -277,9 +277,22 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, sb *Sandbox, from, 
 	return err
 }
 
-// CreateSandbox inserts a new row and its creation event. ErrConflict means a
-// live sandbox already has the name.
-func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event) error {
+// ErrWorkspaceBusy: the workspace is attached elsewhere, reserved by another
+// session, or not ready.
+var ErrWorkspaceBusy = errors.New("workspace busy")
+
+// Claim attaches a workspace to the sandbox being created, in the same
+// transaction as the insert.
+type Claim struct {
+	WorkspaceID string
+	SessionID   string
+	Key         string
+}
+
+// CreateSandbox inserts a new row and its creation event (and, with claim, marks
+// the workspace attached to it). ErrConflict means a live sandbox already has
+// the name; ErrWorkspaceBusy that the workspace cannot be claimed.
+func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim ...Claim) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	sb.CreatedAt, sb.UpdatedAt = now, now
 	if sb.Tags == nil {
@@ -296,6 +309,17 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event) error 
 		}
 		if err != nil {
 			return fmt.Errorf("insert sandbox %s: %w", sb.Name, err)
+		}
+		for _, c := range claim {
+			res, err := tx.ExecContext(ctx, `UPDATE workspaces SET attached_sandbox=?, attach_key=?, updated_at=?
+				WHERE id=? AND state='READY' AND attached_sandbox IS NULL AND (reserved_by IS NULL OR reserved_by=?)`,
+				sb.ID, c.Key, now.UnixMilli(), c.WorkspaceID, c.SessionID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return ErrWorkspaceBusy
+			}
 		}
 		return s.insertEvent(ctx, tx, sb, "", sb.State, ev)
 	})

@@ -1,0 +1,256 @@
+// Package session binds a name, a profile and a workspace to whichever sandbox
+// is current: resume provisions a fresh sandbox with the workspace attached,
+// stop destroys the sandbox and keeps the workspace reserved, fork starts a new
+// session on a fork of the workspace.
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
+)
+
+// Manager runs sessions.
+type Manager struct {
+	store *store.Store
+	sb    *sandbox.Manager
+	ws    *workspace.Manager
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+// New builds a manager.
+func New(st *store.Store, sb *sandbox.Manager) *Manager {
+	return &Manager{store: st, sb: sb, ws: sb.Workspaces(), locks: map[string]*sync.Mutex{}}
+}
+
+func (m *Manager) lock(id string) func() {
+	m.mu.Lock()
+	l := m.locks[id]
+	if l == nil {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "ses-" + hex.EncodeToString(b)
+}
+
+// Get finds a live session by name or id.
+func (m *Manager) Get(ctx context.Context, ref string) (*store.Session, error) {
+	x, err := m.store.LookupSession(ctx, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, api.Errorf(http.StatusNotFound, api.CodeSessionNotFound, "session %q not found", ref)
+	}
+	return x, err
+}
+
+// List lists live sessions.
+func (m *Manager) List(ctx context.Context) ([]*store.Session, error) { return m.store.Sessions(ctx) }
+
+// API renders a session with its current sandbox.
+func (m *Manager) API(ctx context.Context, x *store.Session) api.Session {
+	out := api.Session{ID: x.ID, Name: x.Name, Profile: x.Profile, State: "STOPPED", CreatedAt: x.CreatedAt, UpdatedAt: x.UpdatedAt}
+	if w, err := m.store.Workspace(ctx, x.WorkspaceID); err == nil {
+		out.Workspace = w.Name
+	}
+	if x.SandboxID != "" {
+		if sb, err := m.store.Sandbox(ctx, x.SandboxID); err == nil {
+			out.State, out.Sandbox, out.SandboxVMID, out.IP, out.Error = string(sb.State), sb.Name, sb.VMID, sb.IP, sb.Error
+		}
+	}
+	return out
+}
+
+// Create registers a session on an existing workspace, or on a new one
+// ("new:NAME" with WorkspaceSize). It does not start a sandbox: Resume does.
+func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*store.Session, error) {
+	if !nameRE.MatchString(req.Name) {
+		return nil, api.FieldError("name", "%q must be 1-52 lowercase letters, digits or dashes", req.Name)
+	}
+	if _, ok := m.sb.Profiles()[req.Profile]; !ok {
+		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
+			req.Profile, strings.Join(m.sb.Profiles().Names(), ", "))
+	}
+	if req.Workspace == "" {
+		return nil, api.FieldError("workspace", "is required: an existing workspace, or new:NAME with workspace_size")
+	}
+	if existing, err := m.store.LookupSession(ctx, req.Name); err == nil {
+		if w, werr := m.store.Workspace(ctx, existing.WorkspaceID); werr == nil && existing.Profile == req.Profile &&
+			(w.Name == req.Workspace || "new:"+w.Name == req.Workspace) {
+			return existing, nil // a retry of the same request
+		}
+		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "session %q already exists with another profile or workspace", req.Name)
+	}
+	var w *store.Workspace
+	var err error
+	name, isNew := strings.CutPrefix(req.Workspace, "new:")
+	if isNew {
+		if req.WorkspaceSize == "" {
+			return nil, api.FieldError("workspace_size", "is required with workspace new:%s (e.g. 80G)", name)
+		}
+		if w, err = m.ws.Create(ctx, api.CreateWorkspaceRequest{Name: name, Size: req.WorkspaceSize, Storage: req.WorkspaceStorage}); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil { // the session was not created: do not leave its new, empty workspace
+				_, _ = m.ws.Delete(context.WithoutCancel(ctx), w.ID)
+			}
+		}()
+	} else if w, err = m.ws.Get(ctx, req.Workspace); err != nil {
+		return nil, err
+	}
+	x := &store.Session{ID: newID(), Name: req.Name, Profile: req.Profile, WorkspaceID: w.ID, State: store.SessionActive}
+	err = m.store.CreateSession(ctx, x, store.Event{Kind: "session.created", Message: fmt.Sprintf("profile %s, workspace %s", req.Profile, w.Name)})
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		err = api.Errorf(http.StatusConflict, api.CodeConflict, "session %q already exists", req.Name)
+	case errors.Is(err, store.ErrStale):
+		err = api.Errorf(http.StatusConflict, api.CodeReserved, "workspace %s is reserved by another session", w.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Resume makes the session run: a current sandbox that runs or is being
+// provisioned is kept; otherwise the old one is destroyed and a fresh sandbox
+// is provisioned from the profile with the workspace attached.
+func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error) {
+	x, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(x.ID)()
+	if x, err = m.store.Session(ctx, x.ID); err != nil {
+		return nil, err
+	}
+	prevSandbox := x.SandboxID
+	if x.SandboxID != "" {
+		sb, err := m.store.Sandbox(ctx, x.SandboxID)
+		if err == nil && (sb.State == api.StateRunning || sb.State.InFlight()) {
+			return x, nil
+		}
+		if err == nil && sb.State != api.StateDestroyed {
+			if _, err := m.sb.Destroy(ctx, sb.ID, true); err != nil {
+				return nil, fmt.Errorf("replace sandbox %s: %w", sb.Name, err)
+			}
+		}
+	}
+	w, err := m.store.Workspace(ctx, x.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
+	x.Generation++
+	sb, _, err := m.sb.CreateFor(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("%s-%d", x.Name, x.Generation), Profile: x.Profile, Workspace: w.Name}, x.ID)
+	if err != nil {
+		return nil, err
+	}
+	x.SandboxID = sb.ID
+	if err := m.store.SaveSession(ctx, x, prevSandbox, store.Event{Kind: "session.resumed", Message: "sandbox " + sb.Name + " provisioning"}); err != nil {
+		_, _ = m.sb.Destroy(context.WithoutCancel(ctx), sb.ID, true)
+		return nil, err
+	}
+	return x, nil
+}
+
+// Stop destroys the current sandbox; the workspace stays reserved.
+func (m *Manager) Stop(ctx context.Context, ref string) (*store.Session, error) {
+	x, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(x.ID)()
+	if x, err = m.store.Session(ctx, x.ID); err != nil {
+		return nil, err
+	}
+	if x.SandboxID == "" {
+		return x, nil
+	}
+	prev := x.SandboxID
+	if _, err := m.sb.Destroy(ctx, x.SandboxID, true); err != nil && !api.IsCode(err, api.CodeSandboxNotFound) {
+		return nil, err
+	}
+	x.SandboxID = ""
+	if err := m.store.SaveSession(ctx, x, prev, store.Event{Kind: "session.stopped", Message: "sandbox destroyed; workspace kept"}); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Delete stops the session and releases its workspace (which is kept).
+func (m *Manager) Delete(ctx context.Context, ref string) (*store.Session, error) {
+	x, err := m.Stop(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(x.ID)()
+	if x, err = m.store.Session(ctx, x.ID); err != nil {
+		return nil, err
+	}
+	x.State = store.SessionDeleted
+	if err := m.store.SaveSession(ctx, x, "", store.Event{Kind: "session.deleted", Message: "workspace released"}); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Fork creates a session on a fork of ref's workspace (same profile unless
+// given). Without a snapshot the source must be stopped: a running sandbox's
+// disk cannot be copied consistently.
+func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionRequest) (*store.Session, error) {
+	src, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	w, err := m.store.Workspace(ctx, src.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
+	wsName := req.WorkspaceName
+	if wsName == "" {
+		wsName = req.Name
+	}
+	profile := req.Profile
+	if profile == "" {
+		profile = src.Profile
+	}
+	if !nameRE.MatchString(req.Name) {
+		return nil, api.FieldError("name", "%q must be 1-52 lowercase letters, digits or dashes", req.Name)
+	}
+	if _, ok := m.sb.Profiles()[profile]; !ok {
+		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist", profile)
+	}
+	if _, err := m.store.LookupSession(ctx, req.Name); err == nil {
+		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "session %q already exists", req.Name)
+	}
+	fw, err := m.ws.Fork(ctx, w.Name, api.ForkRequest{Name: wsName, FromSnapshot: req.FromSnapshot})
+	if err != nil {
+		return nil, err
+	}
+	x, err := m.Create(ctx, api.CreateSessionRequest{Name: req.Name, Profile: profile, Workspace: fw.Name})
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
