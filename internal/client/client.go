@@ -300,3 +300,157 @@ func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duratio
 		}
 	}
 }
+
+// Workspaces lists workspaces.
+func (c *Client) Workspaces(ctx context.Context) ([]api.Workspace, error) {
+	var l api.WorkspaceList
+	err := c.Do(ctx, "GET", "/v1/workspaces", nil, &l)
+	return l.Workspaces, err
+}
+
+func wsPath(ref string) string { return "/v1/workspaces/" + url.PathEscape(ref) }
+
+// CreateWorkspace creates a workspace (synchronous: its holder VM exists on return).
+func (c *Client) CreateWorkspace(ctx context.Context, req api.CreateWorkspaceRequest) (*api.Workspace, error) {
+	var w api.Workspace
+	return &w, c.Do(ctx, "POST", "/v1/workspaces", req, &w)
+}
+
+// Workspace returns one workspace.
+func (c *Client) Workspace(ctx context.Context, ref string) (*api.Workspace, error) {
+	var w api.Workspace
+	return &w, c.Do(ctx, "GET", wsPath(ref), nil, &w)
+}
+
+// DeleteWorkspace destroys a workspace and its data.
+func (c *Client) DeleteWorkspace(ctx context.Context, ref string) (*api.Workspace, error) {
+	var w api.Workspace
+	return &w, c.Do(ctx, "DELETE", wsPath(ref), nil, &w)
+}
+
+// AttachWorkspace attaches a workspace to a sandbox.
+func (c *Client) AttachWorkspace(ctx context.Context, ref, sandbox string) (*api.Workspace, error) {
+	var w api.Workspace
+	return &w, c.Do(ctx, "POST", wsPath(ref)+"/attach", api.AttachRequest{Sandbox: sandbox}, &w)
+}
+
+// DetachWorkspace detaches a workspace from its sandbox.
+func (c *Client) DetachWorkspace(ctx context.Context, ref string) (*api.Workspace, error) {
+	var w api.Workspace
+	return &w, c.Do(ctx, "POST", wsPath(ref)+"/detach", nil, &w)
+}
+
+// ResizeWorkspace grows a workspace.
+func (c *Client) ResizeWorkspace(ctx context.Context, ref string, sizeGB int) (*api.Workspace, error) {
+	var w api.Workspace
+	return &w, c.Do(ctx, "POST", wsPath(ref)+"/resize", api.ResizeWorkspaceRequest{SizeGB: sizeGB}, &w)
+}
+
+// ForkWorkspace copies a workspace (optionally at a snapshot) into a new one.
+func (c *Client) ForkWorkspace(ctx context.Context, ref string, req api.ForkRequest) (*api.Workspace, error) {
+	var w api.Workspace
+	return &w, c.Do(ctx, "POST", wsPath(ref)+"/fork", req, &w)
+}
+
+// CheckWorkspace compares a workspace's row with Proxmox.
+func (c *Client) CheckWorkspace(ctx context.Context, ref string) (*api.CheckResult, error) {
+	var r api.CheckResult
+	return &r, c.Do(ctx, "GET", wsPath(ref)+"/check", nil, &r)
+}
+
+// Snapshots lists a workspace's snapshots.
+func (c *Client) Snapshots(ctx context.Context, ref string) ([]api.Snapshot, error) {
+	var l api.SnapshotList
+	err := c.Do(ctx, "GET", wsPath(ref)+"/snapshots", nil, &l)
+	return l.Snapshots, err
+}
+
+// Snapshot returns one snapshot.
+func (c *Client) Snapshot(ctx context.Context, ref, name string) (*api.Snapshot, error) {
+	var s api.Snapshot
+	return &s, c.Do(ctx, "GET", wsPath(ref)+"/snapshots/"+url.PathEscape(name), nil, &s)
+}
+
+// CreateSnapshot snapshots a detached workspace.
+func (c *Client) CreateSnapshot(ctx context.Context, ref string, req api.CreateSnapshotRequest) (*api.Snapshot, error) {
+	var s api.Snapshot
+	return &s, c.Do(ctx, "POST", wsPath(ref)+"/snapshots", req, &s)
+}
+
+// RestoreSnapshot rolls a detached workspace back (destroys later changes).
+func (c *Client) RestoreSnapshot(ctx context.Context, ref, name string) (*api.Snapshot, error) {
+	var s api.Snapshot
+	return &s, c.Do(ctx, "POST", wsPath(ref)+"/snapshots/"+url.PathEscape(name)+"/restore", nil, &s)
+}
+
+// DeleteSnapshot deletes a snapshot.
+func (c *Client) DeleteSnapshot(ctx context.Context, ref, name string) error {
+	return c.Do(ctx, "DELETE", wsPath(ref)+"/snapshots/"+url.PathEscape(name), nil, nil)
+}
+
+func sesPath(ref string) string { return "/v1/sessions/" + url.PathEscape(ref) }
+
+// Sessions lists sessions.
+func (c *Client) Sessions(ctx context.Context) ([]api.Session, error) {
+	var l api.SessionList
+	err := c.Do(ctx, "GET", "/v1/sessions", nil, &l)
+	return l.Sessions, err
+}
+
+// CreateSession creates a session (stopped; Resume starts it).
+func (c *Client) CreateSession(ctx context.Context, req api.CreateSessionRequest) (*api.Session, error) {
+	var s api.Session
+	return &s, c.Do(ctx, "POST", "/v1/sessions", req, &s)
+}
+
+// Session returns one session.
+func (c *Client) Session(ctx context.Context, ref string) (*api.Session, error) {
+	var s api.Session
+	return &s, c.Do(ctx, "GET", sesPath(ref), nil, &s)
+}
+
+func (c *Client) sessionOp(ctx context.Context, method, path string, body any) (*api.Session, error) {
+	var s api.Session
+	return &s, c.Do(ctx, method, path, body, &s)
+}
+
+// ResumeSession provisions a fresh sandbox for the session (asynchronous).
+func (c *Client) ResumeSession(ctx context.Context, ref string) (*api.Session, error) {
+	return c.sessionOp(ctx, "POST", sesPath(ref)+"/resume", nil)
+}
+
+// StopSession destroys the session's sandbox and keeps its workspace.
+func (c *Client) StopSession(ctx context.Context, ref string) (*api.Session, error) {
+	return c.sessionOp(ctx, "POST", sesPath(ref)+"/stop", nil)
+}
+
+// DeleteSession stops the session and releases its workspace.
+func (c *Client) DeleteSession(ctx context.Context, ref string) (*api.Session, error) {
+	return c.sessionOp(ctx, "DELETE", sesPath(ref), nil)
+}
+
+// ForkSession makes a new session on a fork of the workspace.
+func (c *Client) ForkSession(ctx context.Context, ref string, req api.ForkSessionRequest) (*api.Session, error) {
+	return c.sessionOp(ctx, "POST", sesPath(ref)+"/fork", req)
+}
+
+// WaitSession polls until the session's sandbox settles.
+func (c *Client) WaitSession(ctx context.Context, ref string, every time.Duration) (*api.Session, error) {
+	if every <= 0 {
+		every = 200 * time.Millisecond
+	}
+	for {
+		s, err := c.Session(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		if !api.State(s.State).InFlight() {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s, fmt.Errorf("session %s still %s: %w", s.Name, s.State, ctx.Err())
+		case <-time.After(every):
+		}
+	}
+}
