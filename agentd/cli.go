@@ -18,6 +18,8 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
+type contextT = context.Context
+
 // globals are the flags every client command shares.
 type globals struct {
 	endpoint string

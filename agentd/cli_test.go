@@ -40,6 +40,10 @@ func TestCLISession(t *testing.T) {
 		`"state": "RUNNING"`,
 		"State:          DESTROYED",
 		"sandbox.destroy",
+		"Volume:       local-lvm:vm-100-disk-0",
+		"Workspace:  team-a",
+		"before-refactor",
+		"workspace team-a: ok",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("session output lacks %q", want)

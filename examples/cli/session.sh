@@ -21,3 +21,14 @@ run sandbox start demo
 run sandbox list --json
 run sandbox destroy demo
 run sandbox events demo --tail 4
+
+# Workspaces outlive sandboxes; sessions put a fresh sandbox on one per resume.
+run workspace create --name team-a --size 20G
+run session create --name alice --profile yolo-workspace --workspace team-a
+run session resume alice
+run session stop alice
+run workspace snapshot create team-a before-refactor
+run workspace snapshot list team-a
+run workspace check team-a
+run session delete alice
+run workspace delete team-a --yes
