@@ -4,13 +4,16 @@ package provider
 
 import (
 	"context"
-	"os"
+	"fmt"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
 // AgentlabProvider is the provider implementation.
@@ -38,23 +41,24 @@ func (p *AgentlabProvider) Metadata(_ context.Context, _ provider.MetadataReques
 
 func (p *AgentlabProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
 	resp.Schema = schema.Schema{
-		MarkdownDescription: "Manage AgentLab sandboxes, sessions and workspaces through the agentd host agent.",
+		MarkdownDescription: "Manage AgentLab sandboxes, sessions and workspaces through the agentd host agent. " +
+			"With `agentd dev` running and its variables exported, `provider \"agentlab\" {}` needs no settings.",
 		Attributes: map[string]schema.Attribute{
 			"endpoint": schema.StringAttribute{
-				MarkdownDescription: "agentd API endpoint: `unix:///run/agentd/agentd.sock` or `https://host:8443`. Defaults to `AGENTLAB_ENDPOINT`.",
+				MarkdownDescription: "agentd API endpoint: `unix:///run/agentd/agentd.sock` (on the host) or `https://host:port` (agentd's TLS listener). Defaults to `AGENTLAB_ENDPOINT`, then the local socket.",
 				Optional:            true,
 			},
 			"token": schema.StringAttribute{
-				MarkdownDescription: "Bearer token for the TCP listener. Defaults to `AGENTLAB_TOKEN`.",
+				MarkdownDescription: "Bearer token of agentd's TLS listener (its `token_file`). Defaults to `AGENTLAB_TOKEN`.",
 				Optional:            true,
 				Sensitive:           true,
 			},
 			"ca_cert": schema.StringAttribute{
-				MarkdownDescription: "PEM CA certificate that signed agentd's TLS certificate. Defaults to `AGENTLAB_CA_CERT`.",
+				MarkdownDescription: "PEM certificate (or a path to one) to trust for an `https` endpoint. Defaults to `AGENTLAB_CA_CERT`.",
 				Optional:            true,
 			},
 			"insecure": schema.BoolAttribute{
-				MarkdownDescription: "Skip TLS verification (development only). Defaults to `AGENTLAB_INSECURE`.",
+				MarkdownDescription: "Skip TLS certificate verification (development only). Defaults to `AGENTLAB_INSECURE`.",
 				Optional:            true,
 			},
 		},
@@ -67,17 +71,52 @@ func (p *AgentlabProvider) Configure(ctx context.Context, req provider.Configure
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	endpoint := m.Endpoint.ValueString()
-	if endpoint == "" {
-		endpoint = os.Getenv("AGENTLAB_ENDPOINT")
+	if m.Endpoint.IsUnknown() || m.Token.IsUnknown() || m.CACert.IsUnknown() {
+		return // known only after apply; resources will be configured then
 	}
-	if endpoint == "" {
-		resp.Diagnostics.AddError("Missing agentd endpoint",
-			"Set the provider's endpoint attribute or the AGENTLAB_ENDPOINT environment variable, "+
-				"for example unix:///run/agentd/agentd.sock.")
+	cfg := client.FromEnv(client.Config{Endpoint: m.Endpoint.ValueString(), Token: m.Token.ValueString(),
+		CACert: m.CACert.ValueString(), Insecure: m.Insecure.ValueBool(), Timeout: 5 * time.Minute})
+	c, err := client.New(cfg)
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid agentd Endpoint", err.Error()+
+			". Set the provider's endpoint (or AGENTLAB_ENDPOINT) to unix:///run/agentd/agentd.sock or https://host:port.")
+		return
 	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := c.Status(sctx); err != nil {
+		resp.Diagnostics.AddError("Unable to Reach agentd", fmt.Sprintf("%v.\n\nIs agentd running? On the host: systemctl status agentd; "+
+			"locally: agentd dev, then export the AGENTLAB_ENDPOINT, AGENTLAB_TOKEN and AGENTLAB_CA_CERT it prints.", err))
+		return
+	}
+	resp.ResourceData = c
+	resp.DataSourceData = c
 }
 
-func (p *AgentlabProvider) Resources(context.Context) []func() resource.Resource { return nil }
+func (p *AgentlabProvider) Resources(context.Context) []func() resource.Resource {
+	return []func() resource.Resource{NewSandboxResource, NewWorkspaceResource, NewWorkspaceSnapshotResource, NewSessionResource}
+}
 
-func (p *AgentlabProvider) DataSources(context.Context) []func() datasource.DataSource { return nil }
+func (p *AgentlabProvider) DataSources(context.Context) []func() datasource.DataSource {
+	return []func() datasource.DataSource{NewProfileDataSource, NewProfilesDataSource, NewSandboxDataSource, NewWorkspaceDataSource, NewHostDataSource}
+}
+
+// clientFrom extracts the configured client.
+func clientFrom(data any, diags interface{ AddError(string, string) }) *client.Client {
+	if data == nil {
+		return nil
+	}
+	c, ok := data.(*client.Client)
+	if !ok {
+		diags.AddError("Unexpected Provider Data", fmt.Sprintf("expected *client.Client, got %T; this is a provider bug", data))
+		return nil
+	}
+	return c
+}
+
+func timeString(t *time.Time) types.String {
+	if t == nil {
+		return types.StringNull()
+	}
+	return types.StringValue(t.UTC().Format(time.RFC3339))
+}

@@ -1,0 +1,330 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+)
+
+var (
+	_ resource.Resource                = (*sandboxResource)(nil)
+	_ resource.ResourceWithImportState = (*sandboxResource)(nil)
+)
+
+// NewSandboxResource is the agentlab_sandbox factory.
+func NewSandboxResource() resource.Resource { return &sandboxResource{} }
+
+type sandboxResource struct{ c *client.Client }
+
+type sandboxModel struct {
+	ID             types.String   `tfsdk:"id"`
+	Name           types.String   `tfsdk:"name"`
+	Profile        types.String   `tfsdk:"profile"`
+	TTL            types.String   `tfsdk:"ttl"`
+	Keepalive      types.Bool     `tfsdk:"keepalive"`
+	Workspace      types.String   `tfsdk:"workspace"`
+	PowerState     types.String   `tfsdk:"power_state"`
+	Tags           types.Set      `tfsdk:"tags"`
+	VMID           types.Int64    `tfsdk:"vmid"`
+	Node           types.String   `tfsdk:"node"`
+	State          types.String   `tfsdk:"state"`
+	IP             types.String   `tfsdk:"ip"`
+	LeaseExpiresAt types.String   `tfsdk:"lease_expires_at"`
+	Timeouts       timeouts.Value `tfsdk:"timeouts"`
+}
+
+func (r *sandboxResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_sandbox"
+}
+
+func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A disposable VM for an AI coding agent, cloned from a profile's template on the Proxmox host. " +
+			"Create waits until the sandbox is `RUNNING` (or fails with agentd's error). Its root disk does not persist: " +
+			"use `workspace` (an `agentlab_workspace`) for data that must outlive it.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Sandbox id assigned by agentd (`sbx-…`).",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Sandbox name, also the VM's host name (lowercase letters, digits, dashes). Changing it replaces the sandbox.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
+			"profile": schema.StringAttribute{Required: true, MarkdownDescription: "Profile to build from (see the `agentlab_profiles` data source). Changing it replaces the sandbox.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
+			"ttl": schema.StringAttribute{Optional: true, Computed: true,
+				MarkdownDescription: "Lease as a duration (`90m`, `8h`); `0` for none. Defaults to the profile's `ttl_default`. Changing it renews the lease to now + ttl (the sandbox must be running).",
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"keepalive": schema.BoolAttribute{Optional: true, Computed: true, MarkdownDescription: "Keep the sandbox when its job ends. Defaults to the profile's. Changing it replaces the sandbox.",
+				PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplaceIfConfigured(), boolplanmodifier.UseStateForUnknown()}},
+			"workspace": schema.StringAttribute{Optional: true, MarkdownDescription: "Name of an `agentlab_workspace` to attach as the sandbox's second disk. Changed in place (detach, attach)."},
+			"power_state": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("running"),
+				MarkdownDescription: "`running` (default) or `stopped`. Changed in place; a sandbox stopped by idle auto-stop shows up as drift and the next apply starts it.",
+				Validators:          []validator.String{stringvalidator.OneOf("running", "stopped")}},
+			"tags": schema.SetAttribute{Optional: true, ElementType: types.StringType, MarkdownDescription: "Extra Proxmox tags for the VM (agentd always adds `agentlab`). Changing them replaces the sandbox.",
+				PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplace()}},
+			"vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "Proxmox VMID.",
+				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
+			"node": schema.StringAttribute{Computed: true, MarkdownDescription: "Proxmox node.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"state":            schema.StringAttribute{Computed: true, MarkdownDescription: "Lifecycle state (`RUNNING`, `STOPPED`, …)."},
+			"ip":               schema.StringAttribute{Computed: true, MarkdownDescription: "IPv4 address reported by the guest agent while running."},
+			"lease_expires_at": schema.StringAttribute{Computed: true, MarkdownDescription: "When the lease ends (RFC 3339), if the sandbox has one."},
+			"timeouts":         timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
+		},
+	}
+}
+
+func (r *sandboxResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+// ttlSeconds parses a ttl attribute value.
+func ttlSeconds(s string) (int64, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	return int64(d / time.Second), err
+}
+
+// fmtTTL spells a lease the way people write it: 2h, 90m, 45s, or 0.
+func fmtTTL(secs int64) string {
+	switch {
+	case secs == 0:
+		return "0"
+	case secs%3600 == 0:
+		return fmt.Sprintf("%dh", secs/3600)
+	case secs%60 == 0:
+		return fmt.Sprintf("%dm", secs/60)
+	}
+	return fmt.Sprintf("%ds", secs)
+}
+
+// fromAPI fills the model from agentd's view, keeping the user's spelling of
+// ttl when it means the same duration (so "2h" does not diff against "2h0m0s").
+func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagnostics {
+	m.ID, m.Name, m.Profile = types.StringValue(sb.ID), types.StringValue(sb.Name), types.StringValue(sb.Profile)
+	if secs, err := ttlSeconds(m.TTL.ValueString()); m.TTL.IsNull() || m.TTL.IsUnknown() || err != nil || secs != sb.TTLSeconds {
+		m.TTL = types.StringValue(fmtTTL(sb.TTLSeconds))
+	}
+	m.Keepalive = types.BoolValue(sb.Keepalive)
+	if sb.Workspace == "" {
+		m.Workspace = types.StringNull()
+	} else {
+		m.Workspace = types.StringValue(sb.Workspace)
+	}
+	switch sb.State {
+	case api.StateStopped:
+		m.PowerState = types.StringValue("stopped")
+	default:
+		m.PowerState = types.StringValue("running")
+	}
+	var diags diag.Diagnostics
+	if len(sb.Tags) == 0 && (m.Tags.IsNull() || m.Tags.IsUnknown()) {
+		m.Tags = types.SetNull(types.StringType)
+	} else {
+		m.Tags, diags = types.SetValueFrom(ctx, types.StringType, sb.Tags)
+	}
+	m.VMID, m.Node, m.State = types.Int64Value(int64(sb.VMID)), types.StringValue(sb.Node), types.StringValue(string(sb.State))
+	m.IP = types.StringValue(sb.IP)
+	m.LeaseExpiresAt = timeString(sb.LeaseExpiresAt)
+	return diags
+}
+
+func (r *sandboxResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan sandboxModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := plan.Timeouts.Create(ctx, 15*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	creq := api.CreateSandboxRequest{Name: plan.Name.ValueString(), Profile: plan.Profile.ValueString(), Workspace: plan.Workspace.ValueString()}
+	if !plan.TTL.IsNull() && !plan.TTL.IsUnknown() {
+		creq.TTL = plan.TTL.ValueString()
+	}
+	if !plan.Keepalive.IsNull() && !plan.Keepalive.IsUnknown() {
+		v := plan.Keepalive.ValueBool()
+		creq.Keepalive = &v
+	}
+	if !plan.Tags.IsNull() {
+		resp.Diagnostics.Append(plan.Tags.ElementsAs(ctx, &creq.Tags, false)...)
+	}
+	sb, err := r.create(ctx, creq)
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Create Sandbox", err.Error())
+		return
+	}
+	if sb.State == api.StateRunning && plan.PowerState.ValueString() == "stopped" {
+		if sb, err = r.c.Stop(ctx, sb.ID); err != nil {
+			resp.Diagnostics.AddError("Unable to Create Sandbox", "created, but stopping it failed: "+err.Error())
+			return
+		}
+	}
+	resp.Diagnostics.Append(plan.fromAPI(ctx, sb)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	if sb.State != api.StateRunning && sb.State != api.StateStopped {
+		resp.Diagnostics.AddError("Unable to Create Sandbox", fmt.Sprintf("sandbox %s is %s: %s", sb.Name, sb.State, sb.Error))
+	}
+}
+
+// create posts the request and waits. A FAILED or TIMEOUT sandbox of the same
+// name (left by an earlier apply) is destroyed first: it can never run again.
+func (r *sandboxResource) create(ctx context.Context, creq api.CreateSandboxRequest) (*api.Sandbox, error) {
+	if old, err := r.c.Sandbox(ctx, creq.Name); err == nil && (old.State == api.StateFailed || old.State == api.StateTimeout) {
+		if _, err := r.c.Destroy(ctx, old.ID, true); err != nil {
+			return nil, fmt.Errorf("sandbox %s exists in state %s and could not be replaced: %w", old.Name, old.State, err)
+		}
+	}
+	sb, err := r.c.CreateSandbox(ctx, creq)
+	if err != nil {
+		return nil, err
+	}
+	return r.c.WaitSandbox(ctx, sb.ID, 500*time.Millisecond)
+}
+
+// gone reports whether a sandbox no longer exists for Terraform: destroyed,
+// timed out or failed (a failed sandbox cannot run again; the next apply
+// replaces it).
+func gone(sb *api.Sandbox) bool {
+	return sb.State == api.StateDestroyed || sb.State == api.StateTimeout || sb.State == api.StateFailed
+}
+
+func (r *sandboxResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state sandboxModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	sb, err := r.c.Sandbox(ctx, state.ID.ValueString())
+	if client.IsNotFound(err) || (err == nil && gone(sb)) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Read Sandbox", err.Error())
+		return
+	}
+	resp.Diagnostics.Append(state.fromAPI(ctx, sb)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *sandboxResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state sandboxModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := plan.Timeouts.Update(ctx, 15*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id := state.ID.ValueString()
+	fail := func(err error) { resp.Diagnostics.AddError("Unable to Update Sandbox", err.Error()) }
+	if !plan.Workspace.Equal(state.Workspace) {
+		if old := state.Workspace.ValueString(); old != "" {
+			if _, err := r.c.DetachWorkspace(ctx, old); err != nil && !client.IsNotFound(err) {
+				fail(err)
+				return
+			}
+		}
+		if nw := plan.Workspace.ValueString(); nw != "" {
+			if _, err := r.c.AttachWorkspace(ctx, nw, id); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	if want := plan.PowerState.ValueString(); want != state.PowerState.ValueString() || want == "running" && state.State.ValueString() != string(api.StateRunning) {
+		var err error
+		if want == "running" {
+			if _, err = r.c.Start(ctx, id); err == nil {
+				var sb *api.Sandbox
+				if sb, err = r.c.WaitSandbox(ctx, id, 500*time.Millisecond); err == nil && sb.State != api.StateRunning {
+					err = fmt.Errorf("sandbox %s did not start: %s %s", sb.Name, sb.State, sb.Error)
+				}
+			}
+		} else {
+			_, err = r.c.Stop(ctx, id)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
+	if !plan.TTL.IsUnknown() && !plan.TTL.Equal(state.TTL) {
+		ps, perr := ttlSeconds(plan.TTL.ValueString())
+		ss, _ := ttlSeconds(state.TTL.ValueString())
+		if perr != nil {
+			fail(fmt.Errorf("ttl: %w", perr))
+			return
+		}
+		if ps != ss {
+			if ps == 0 {
+				fail(errors.New("ttl: a lease cannot be removed in place; set a duration, or replace the sandbox"))
+				return
+			}
+			if _, err := r.c.Renew(ctx, id, plan.TTL.ValueString()); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	sb, err := r.c.Sandbox(ctx, id)
+	if err != nil {
+		fail(err)
+		return
+	}
+	resp.Diagnostics.Append(plan.fromAPI(ctx, sb)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *sandboxResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state sandboxModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := state.Timeouts.Delete(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// force: also a sandbox still provisioning; agentd still never touches a VM it does not own.
+	if _, err := r.c.Destroy(ctx, state.ID.ValueString(), true); err != nil && !client.IsNotFound(err) {
+		resp.Diagnostics.AddError("Unable to Delete Sandbox", err.Error())
+	}
+}
+
+// ImportState accepts a sandbox name, VMID or id.
+func (r *sandboxResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	sb, err := r.c.Sandbox(ctx, req.ID)
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Import Sandbox", fmt.Sprintf("%q (a name, VMID or id): %v", req.ID, err))
+		return
+	}
+	if gone(sb) {
+		resp.Diagnostics.AddError("Unable to Import Sandbox", fmt.Sprintf("sandbox %s is %s", sb.Name, sb.State))
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), sb.ID)...)
+}

@@ -1,0 +1,287 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+)
+
+var (
+	_ resource.ResourceWithImportState = (*workspaceResource)(nil)
+	_ resource.ResourceWithModifyPlan  = (*workspaceResource)(nil)
+)
+
+// NewWorkspaceResource is the agentlab_workspace factory.
+func NewWorkspaceResource() resource.Resource { return &workspaceResource{} }
+
+type workspaceResource struct{ c *client.Client }
+
+type workspaceModel struct {
+	ID              types.String   `tfsdk:"id"`
+	Name            types.String   `tfsdk:"name"`
+	SizeGB          types.Int64    `tfsdk:"size_gb"`
+	Storage         types.String   `tfsdk:"storage"`
+	HolderVMID      types.Int64    `tfsdk:"holder_vmid"`
+	AttachedSandbox types.String   `tfsdk:"attached_sandbox"`
+	Timeouts        timeouts.Value `tfsdk:"timeouts"`
+}
+
+func (r *workspaceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_workspace"
+}
+
+func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A persistent workspace: the durable `/work` volume that outlives sandboxes. Proxmox-wise it is a disk owned by a " +
+			"never-started holder VM, so destroying a sandbox never frees it. **Destroying this resource destroys the data**: " +
+			"protect it with `lifecycle { prevent_destroy = true }`.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Workspace id (`ws-…`).",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name. Changing it replaces the workspace (and its data).",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
+			"size_gb": schema.Int64Attribute{Required: true, MarkdownDescription: "Size in GiB. It can grow in place; shrinking is refused at plan time."},
+			"storage": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Proxmox storage of the volume (default: agentd's `workspace_storage`). Changing it replaces the workspace.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()}},
+			"holder_vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "VMID of the holder VM that owns the volume.",
+				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
+			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to, if any."},
+			"timeouts":         timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
+		},
+	}
+}
+
+func (r *workspaceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+// ModifyPlan refuses to shrink: a replacement would destroy the data.
+func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state workspaceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || plan.SizeGB.IsUnknown() {
+		return
+	}
+	if plan.SizeGB.ValueInt64() < state.SizeGB.ValueInt64() && plan.Name.Equal(state.Name) {
+		resp.Diagnostics.AddAttributeError(path.Root("size_gb"), "Workspace Cannot Shrink",
+			fmt.Sprintf("workspace %s is %d GiB; volumes can grow but never shrink (planned %d GiB). Keep the size, or create a new workspace and copy the data.",
+				state.Name.ValueString(), state.SizeGB.ValueInt64(), plan.SizeGB.ValueInt64()))
+	}
+}
+
+func (m *workspaceModel) fromAPI(w *api.Workspace) {
+	m.ID, m.Name, m.SizeGB, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.Int64Value(int64(w.SizeGB)), types.StringValue(w.Storage)
+	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), types.StringValue(w.AttachedSandbox)
+}
+
+func (r *workspaceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan workspaceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := plan.Timeouts.Create(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	w, err := r.c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: plan.Name.ValueString(), SizeGB: int(plan.SizeGB.ValueInt64()), Storage: plan.Storage.ValueString()})
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Create Workspace", err.Error())
+		return
+	}
+	plan.fromAPI(w)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *workspaceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state workspaceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	w, err := r.c.Workspace(ctx, state.ID.ValueString())
+	if client.IsNotFound(err) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Read Workspace", err.Error())
+		return
+	}
+	state.fromAPI(w)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *workspaceResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state workspaceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := plan.Timeouts.Update(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	w, err := r.c.Workspace(ctx, state.ID.ValueString())
+	if err == nil && plan.SizeGB.ValueInt64() != state.SizeGB.ValueInt64() {
+		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), int(plan.SizeGB.ValueInt64()))
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Update Workspace", err.Error())
+		return
+	}
+	plan.fromAPI(w)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *workspaceResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state workspaceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, d := state.Timeouts.Delete(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := r.c.DeleteWorkspace(ctx, state.ID.ValueString()); err != nil && !client.IsNotFound(err) {
+		resp.Diagnostics.AddError("Unable to Delete Workspace", err.Error())
+	}
+}
+
+// ImportState accepts a workspace name or id.
+func (r *workspaceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	w, err := r.c.Workspace(ctx, req.ID)
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Import Workspace", fmt.Sprintf("%q: %v", req.ID, err))
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), w.ID)...)
+}
+
+// NewWorkspaceSnapshotResource is the agentlab_workspace_snapshot factory.
+func NewWorkspaceSnapshotResource() resource.Resource { return &snapshotResource{} }
+
+type snapshotResource struct{ c *client.Client }
+
+type snapshotModel struct {
+	ID          types.String `tfsdk:"id"`
+	Workspace   types.String `tfsdk:"workspace"`
+	Name        types.String `tfsdk:"name"`
+	Description types.String `tfsdk:"description"`
+	CreatedAt   types.String `tfsdk:"created_at"`
+}
+
+func (r *snapshotResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_workspace_snapshot"
+}
+
+func (r *snapshotResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A snapshot of a workspace (of its holder VM). The workspace must be detached when the snapshot is taken. " +
+			"Restoring is deliberately not a Terraform action: it discards data, so it stays an operator command " +
+			"(`agentd workspace snapshot restore WORKSPACE NAME --yes`). Raw volumes on dir storage cannot be snapshotted.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "`WORKSPACE/NAME`.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"workspace":   schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name.", PlanModifiers: replace},
+			"name":        schema.StringAttribute{Required: true, MarkdownDescription: "Snapshot name (2-40 letters, digits, `_`, `-`; starts with a letter).", PlanModifiers: replace},
+			"description": schema.StringAttribute{Optional: true, MarkdownDescription: "Free text kept with the snapshot.", PlanModifiers: replace},
+			"created_at": schema.StringAttribute{Computed: true, MarkdownDescription: "When the snapshot was taken (RFC 3339).",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+		},
+	}
+}
+
+func (r *snapshotResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+func (m *snapshotModel) fromAPI(s *api.Snapshot) {
+	m.ID = types.StringValue(s.Workspace + "/" + s.Name)
+	m.Workspace, m.Name = types.StringValue(s.Workspace), types.StringValue(s.Name)
+	if s.Description != "" || !m.Description.IsNull() {
+		m.Description = types.StringValue(s.Description)
+	}
+	m.CreatedAt = types.StringValue(s.CreatedAt.UTC().Format(time.RFC3339))
+}
+
+func (r *snapshotResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan snapshotModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	s, err := r.c.CreateSnapshot(ctx, plan.Workspace.ValueString(), api.CreateSnapshotRequest{Name: plan.Name.ValueString(), Description: plan.Description.ValueString()})
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Create Workspace Snapshot", err.Error())
+		return
+	}
+	plan.fromAPI(s)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *snapshotResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state snapshotModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	s, err := r.c.Snapshot(ctx, state.Workspace.ValueString(), state.Name.ValueString())
+	if client.IsNotFound(err) {
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Read Workspace Snapshot", err.Error())
+		return
+	}
+	state.fromAPI(s)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *snapshotResource) Update(_ context.Context, _ resource.UpdateRequest, resp *resource.UpdateResponse) {
+	resp.Diagnostics.AddError("Unable to Update Workspace Snapshot", "every attribute forces replacement; this is a provider bug")
+}
+
+func (r *snapshotResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state snapshotModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if err := r.c.DeleteSnapshot(ctx, state.Workspace.ValueString(), state.Name.ValueString()); err != nil && !client.IsNotFound(err) {
+		resp.Diagnostics.AddError("Unable to Delete Workspace Snapshot", err.Error())
+	}
+}
+
+// ImportState accepts WORKSPACE/NAME.
+func (r *snapshotResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	ws, name, ok := strings.Cut(req.ID, "/")
+	if !ok || ws == "" || name == "" {
+		resp.Diagnostics.AddError("Unable to Import Workspace Snapshot", fmt.Sprintf("want WORKSPACE/NAME, got %q", req.ID))
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), req.ID)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("workspace"), ws)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
+}
