@@ -1,0 +1,64 @@
+# One persistent workspace and one session per team member. A platform team
+# calls this module once per person:
+#
+#   module "alice" {
+#     source = "./modules/team-sandbox"
+#     member = "alice"
+#   }
+terraform {
+  required_providers {
+    agentlab = {
+      source = "agentlab/agentlab"
+    }
+  }
+}
+
+variable "member" {
+  description = "Team member's short name (lowercase letters, digits, dashes)."
+  type        = string
+}
+
+variable "profile" {
+  description = "Profile of the member's sandboxes."
+  type        = string
+  default     = "yolo-workspace"
+}
+
+variable "workspace_size_gb" {
+  description = "Size of the member's workspace in GiB."
+  type        = number
+  default     = 40
+}
+
+variable "running" {
+  description = "Whether the member's sandbox runs (false destroys the sandbox, keeps the workspace)."
+  type        = bool
+  default     = true
+}
+
+resource "agentlab_workspace" "this" {
+  name    = "${var.member}-work"
+  size_gb = var.workspace_size_gb
+}
+
+resource "agentlab_session" "this" {
+  name      = var.member
+  profile   = var.profile
+  workspace = agentlab_workspace.this.name
+  running   = var.running
+}
+
+output "ip" {
+  description = "Address of the member's current sandbox."
+  value       = agentlab_session.this.ip
+}
+
+output "sandbox" {
+  description = "Name of the member's current sandbox."
+  value       = agentlab_session.this.sandbox
+}
+
+output "workspace" {
+  description = "Name of the member's workspace."
+  value       = agentlab_workspace.this.name
+}
