@@ -21,3 +21,16 @@ func err2[T any](_ T, err error) error { return err }
 func apiWorkspace(name string) api.CreateWorkspaceRequest {
 	return api.CreateWorkspaceRequest{Name: name, Size: "5G"}
 }
+
+// providerBlock declares the provider by its registry address, as real
+// configurations do; the harness reattaches the in-process provider there
+// (TF_ACC_PROVIDER_NAMESPACE=agentlab).
+const providerBlock = `terraform {
+  required_providers {
+    agentlab = { source = "agentlab/agentlab" }
+  }
+}
+`
+
+// hcl prefixes a configuration with the provider block.
+func hcl(cfg string) string { return providerBlock + cfg }

@@ -62,7 +62,7 @@ func TestAccSandbox(t *testing.T) {
 	d, c := startAgent(t)
 	ctx := context.Background()
 	cfg := func(extra string) string {
-		return `
+		return hcl(`
 resource "agentlab_workspace" "w" {
   name    = "sbx-ws"
   size_gb = 5
@@ -73,7 +73,7 @@ resource "agentlab_sandbox" "a" {
   ttl     = "2h"
   tags    = ["team-a"]
 ` + extra + `
-}`
+}`)
 	}
 	var firstID string
 	resource.Test(t, resource.TestCase{
@@ -178,22 +178,22 @@ func TestAccSandboxErrors(t *testing.T) {
 		CheckDestroy:             noVMsLeft(d),
 		Steps: []resource.TestStep{
 			{
-				Config:      `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "nope"` + "\n}",
+				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "nope"` + "\n}",
 				ExpectError: regexp.MustCompile(`(?s)Unable to Create Sandbox.*profile "nope" does not exist`),
 			},
 			{
-				Config:      `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n" + `power_state = "paused"` + "\n}",
+				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n" + `power_state = "paused"` + "\n}",
 				ExpectError: regexp.MustCompile(`power_state`),
 			},
 			{
 				PreConfig:   func() { d.Sim.FailTask("qmstart", "", "kvm: out of memory") },
-				Config:      `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n}",
+				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n}",
 				ExpectError: regexp.MustCompile(`(?s)Unable to Create Sandbox.*is FAILED: start: start VM \d+: task.*kvm: out\s+of\s+memory`),
 			},
 			{
 				// The failed (tainted) sandbox is replaced once the fault is gone.
 				PreConfig: func() { d.Sim.ClearFaults() },
-				Config:    `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n}",
+				Config:    providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n}",
 				Check:     resource.TestCheckResourceAttr("agentlab_sandbox.x", "state", "RUNNING"),
 			},
 		},
@@ -204,7 +204,7 @@ func TestAccWorkspaceSnapshotSession(t *testing.T) {
 	d, c := startAgent(t)
 	ctx := context.Background()
 	cfg := func(size int, running bool) string {
-		return fmt.Sprintf(`
+		return hcl(fmt.Sprintf(`
 resource "agentlab_workspace" "w" {
   name    = "team-a"
   size_gb = %d
@@ -220,7 +220,7 @@ resource "agentlab_session" "alice" {
   workspace  = agentlab_workspace.w.name
   running    = %t
   depends_on = [agentlab_workspace_snapshot.s1]
-}`, size, running)
+}`, size, running))
 	}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories,
@@ -283,7 +283,7 @@ func TestAccDataSources(t *testing.T) {
 			return noVMsLeft(d)(s)
 		},
 		Steps: []resource.TestStep{{
-			Config: `
+			Config: providerBlock + `
 data "agentlab_host" "h" {}
 data "agentlab_profiles" "all" {}
 data "agentlab_profile" "dev" { name = "interactive-dev" }
@@ -319,11 +319,11 @@ func TestAccProviderConfigErrors(t *testing.T) {
 		ProtoV6ProviderFactories: factories,
 		Steps: []resource.TestStep{
 			{
-				Config:      `provider "agentlab" { endpoint = "http://127.0.0.1:1" }` + "\n" + `data "agentlab_host" "h" {}`,
+				Config:      providerBlock + `provider "agentlab" { endpoint = "http://127.0.0.1:1" }` + "\n" + `data "agentlab_host" "h" {}`,
 				ExpectError: regexp.MustCompile(`(?s)Invalid agentd Endpoint.*unix:// or https://`),
 			},
 			{
-				Config:      `provider "agentlab" { endpoint = "unix:///nonexistent/agentd.sock" }` + "\n" + `data "agentlab_host" "h" {}`,
+				Config:      providerBlock + `provider "agentlab" { endpoint = "unix:///nonexistent/agentd.sock" }` + "\n" + `data "agentlab_host" "h" {}`,
 				ExpectError: regexp.MustCompile(`(?s)Unable to Reach agentd.*agentd dev`),
 			},
 		},
