@@ -136,10 +136,10 @@ func (c *Config) Validate() error {
 		}
 		c.ProxmoxNode = strings.SplitN(h, ".", 2)[0]
 	}
-	for key, p := range map[string]string{"state_dir": c.StateDir, "socket_path": c.SocketPath,
-		"profiles_dir": c.ProfilesDir, "snippets_dir": c.SnippetsDir, "token_file": c.TokenFile} {
-		if p == "" || !filepath.IsAbs(p) {
-			return c.fieldErr(key, "must be an absolute path, got %q", p)
+	for _, kv := range [][2]string{{"state_dir", c.StateDir}, {"socket_path", c.SocketPath},
+		{"profiles_dir", c.ProfilesDir}, {"snippets_dir", c.SnippetsDir}, {"token_file", c.TokenFile}} {
+		if kv[1] == "" || !filepath.IsAbs(kv[1]) {
+			return c.fieldErr(kv[0], "must be an absolute path, got %q", kv[1])
 		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
@@ -160,13 +160,15 @@ func (c *Config) Validate() error {
 	if c.ProxmoxTokenID != "" && (!strings.Contains(c.ProxmoxTokenID, "@") || !strings.Contains(c.ProxmoxTokenID, "!")) {
 		return c.fieldErr("proxmox_token_id", "want user@realm!name, got %q", c.ProxmoxTokenID)
 	}
-	for key, d := range map[string]time.Duration{"proxmox_command_timeout": c.ProxmoxCommandTimeout,
-		"provisioning_timeout": c.ProvisioningTimeout, "shutdown_timeout": c.ShutdownTimeout,
-		"idle_stop_interval": c.IdleStopInterval, "reconcile_interval": c.ReconcileInterval,
-		"lease_gc_interval": c.LeaseGCInterval, "event_retention": c.EventRetention,
-		"destroyed_retention": c.DestroyedRetention} {
-		if d <= 0 {
-			return c.fieldErr(key, "must be greater than zero")
+	for _, kd := range []struct {
+		key string
+		d   time.Duration
+	}{{"proxmox_command_timeout", c.ProxmoxCommandTimeout}, {"provisioning_timeout", c.ProvisioningTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout}, {"idle_stop_interval", c.IdleStopInterval},
+		{"reconcile_interval", c.ReconcileInterval}, {"lease_gc_interval", c.LeaseGCInterval},
+		{"event_retention", c.EventRetention}, {"destroyed_retention", c.DestroyedRetention}} {
+		if kd.d <= 0 {
+			return c.fieldErr(kd.key, "must be greater than zero")
 		}
 	}
 	if c.ArtifactMaxBytes <= 0 {
