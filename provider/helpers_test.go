@@ -4,7 +4,9 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
@@ -34,3 +36,12 @@ const providerBlock = `terraform {
 
 // hcl prefixes a configuration with the provider block.
 func hcl(cfg string) string { return providerBlock + cfg }
+
+func tcpClientFor(tb testing.TB, d *agent.Dev) *client.Client {
+	tb.Helper()
+	c, err := client.New(client.Config{Endpoint: d.Info.Endpoint, Token: d.Info.Token, CACert: d.Info.CACert})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
