@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
+	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
+	"github.com/agentlab/terraform-provider-agentlab/internal/loops"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
@@ -45,6 +47,14 @@ type Info struct {
 	CACert   string // path of the PEM certificate clients should trust
 }
 
+// Hooks replace the clock and the conntrack reader (tests), or switch the
+// periodic loops off (tests that drive loops by hand).
+type Hooks struct {
+	Now       func() time.Time
+	Conntrack conntrack.Lister
+	NoLoops   bool
+}
+
 // Agent is a running agentd.
 type Agent struct {
 	Info    Info
@@ -54,12 +64,18 @@ type Agent struct {
 	servers []*http.Server
 	// stopLoops cancels background loops before the database closes.
 	stopLoops []context.CancelFunc
+	Loops     *loops.Runner
+	handlers  sync.WaitGroup // API requests in progress
 	wg        sync.WaitGroup
 	errc      chan error
 }
 
 // Start opens the state, resumes interrupted work and starts the listeners.
-func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *slog.Logger) (*Agent, error) {
+func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *slog.Logger, hooks ...Hooks) (*Agent, error) {
+	var h Hooks
+	if len(hooks) > 0 {
+		h = hooks[0]
+	}
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -79,7 +95,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "agentd.db"), nil)
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "agentd.db"), h.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -87,10 +103,13 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	wsm := workspace.New(st, pc, alloc, cfg.WorkspaceStorage)
 	mgr := sandbox.New(st, pc, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
-		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout})
-	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2)}
+		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
+		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
+		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack})
+	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now)}
 	sessions := session.New(st, mgr)
 	api := server.New(mgr, sessions, cfg.ProxmoxNode, log)
+	api.SetLoops(a.Loops)
 	if err := a.listenUnix(cfg.SocketPath, api); err != nil {
 		a.Close()
 		return nil, err
@@ -101,7 +120,6 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 			return nil, err
 		}
 	}
-	a.pruneLoop(cfg.EventRetention, cfg.DestroyedRetention)
 	if err := wsm.Resume(ctx); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("resume interrupted workspace operations: %w", err)
@@ -113,6 +131,12 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	}
 	if n > 0 {
 		log.Info("resumed interrupted sandboxes", "count", n)
+	}
+	a.addLoops(cfg)
+	if !h.NoLoops {
+		lctx, stop := context.WithCancel(context.Background())
+		a.stopLoops = append(a.stopLoops, stop)
+		a.Loops.Start(lctx)
 	}
 	log.Info("agentd serving", "socket", a.Info.Socket, "endpoint", a.Info.Endpoint, "node", cfg.ProxmoxNode,
 		"profiles", strings.Join(profiles.Names(), ","))
@@ -130,8 +154,13 @@ func (a *Agent) serve(srv *http.Server, ln net.Listener) {
 	}()
 }
 
-func newServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+func (a *Agent) newServer(h http.Handler) *http.Server {
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.handlers.Add(1)
+		defer a.handlers.Done()
+		h.ServeHTTP(w, r)
+	})
+	return &http.Server{Handler: counted, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 }
 
 // listenUnix binds the socket, refusing to steal it from a running agentd.
@@ -155,7 +184,7 @@ func (a *Agent) listenUnix(path string, h http.Handler) error {
 		return fmt.Errorf("socket_path: %w", err)
 	}
 	a.Info.Socket = path
-	a.serve(newServer(h), ln)
+	a.serve(a.newServer(h), ln)
 	return nil
 }
 
@@ -179,7 +208,7 @@ func (a *Agent) listenTCP(cfg *config.Config, s *server.Server) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := newServer(s.WithToken(token))
+	srv := a.newServer(s.WithToken(token))
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	a.Info.Endpoint = "https://" + ln.Addr().String()
 	a.Info.Token, a.Info.CACert = token, certFile
@@ -258,29 +287,26 @@ func ensureSelfSigned(certFile, keyFile, listen string) error {
 	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
-// pruneLoop deletes old events and DESTROYED rows at start and then hourly.
-func (a *Agent) pruneLoop(events, destroyed time.Duration) {
-	ctx, cancel := context.WithCancel(context.Background())
-	a.stopLoops = append(a.stopLoops, cancel)
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			ev, sb, err := a.Store.Prune(ctx, events, destroyed)
-			if err != nil && ctx.Err() == nil {
-				a.log.Warn("prune state", "err", err)
-			} else if ev+sb > 0 {
-				a.log.Info("pruned state", "events", ev, "destroyed_sandboxes", sb)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+// addLoops registers the runtime loops.
+func (a *Agent) addLoops(cfg *config.Config) {
+	m := a.Manager
+	a.Loops.Add(loops.Loop{Name: "lease_gc", Every: cfg.LeaseGCInterval, Run: m.LeaseGC})
+	a.Loops.Add(loops.Loop{Name: "provisioning_timeout", Every: cfg.LeaseGCInterval, Run: m.ProvisioningTimeouts})
+	a.Loops.Add(loops.Loop{Name: "reconcile", Every: cfg.ReconcileInterval, Run: func(ctx context.Context) error {
+		rep, err := m.Reconcile(ctx, false)
+		if err == nil && len(rep.Actions) > 0 {
+			a.log.Info("reconcile repaired drift", "actions", len(rep.Actions), "orphans", len(rep.Orphans))
 		}
-	}()
+		return err
+	}})
+	a.Loops.Add(loops.Loop{Name: "idle_stop", Every: cfg.IdleStopInterval, Run: m.IdleStop})
+	a.Loops.Add(loops.Loop{Name: "prune_state", Every: time.Hour, Run: func(ctx context.Context) error {
+		ev, sb, err := a.Store.Prune(ctx, cfg.EventRetention, cfg.DestroyedRetention)
+		if ev+sb > 0 {
+			a.log.Info("pruned state", "events", ev, "destroyed_sandboxes", sb)
+		}
+		return err
+	}})
 }
 
 // Err reports a listener that failed while serving.
@@ -291,11 +317,22 @@ func (a *Agent) Err() <-chan error { return a.errc }
 func (a *Agent) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Idle keep-alive connections close at once; a connection that never sent
+	// a request counts as busy for 5 s in net/http, so do not wait for it.
+	sctx, scancel := context.WithTimeout(ctx, time.Second)
 	for _, s := range a.servers {
-		_ = s.Shutdown(ctx)
+		if err := s.Shutdown(sctx); err != nil {
+			_ = s.Close()
+		}
 	}
+	scancel()
+	// Requests already running finish (they work on the agent's context).
+	a.handlers.Wait()
 	for _, stop := range a.stopLoops {
 		stop()
+	}
+	if a.Loops != nil {
+		a.Loops.Wait()
 	}
 	a.wg.Wait()
 	if a.Manager != nil {

@@ -22,6 +22,10 @@ type DevOptions struct {
 	// ProvisioningTimeout overrides the default (10m) for tests.
 	ProvisioningTimeout time.Duration
 	Log                 *slog.Logger
+	// Hooks: injected clock and conntrack, loops off (tests).
+	Hooks Hooks
+	// Configure adjusts the generated configuration before the agent starts.
+	Configure func(*config.Config)
 }
 
 // Dev is agentd running against the embedded Proxmox simulator.
@@ -32,6 +36,7 @@ type Dev struct {
 	Config   *config.Config
 	profiles profile.Set
 	log      *slog.Logger
+	hooks    Hooks
 	temp     bool
 }
 
@@ -46,7 +51,7 @@ func (d *Dev) Restart(ctx context.Context) error {
 		return err
 	}
 	d.profiles = profiles
-	a, err := Start(ctx, d.Config, d.profiles, d.log)
+	a, err := Start(ctx, d.Config, d.profiles, d.log, d.hooks)
 	if err != nil {
 		return err
 	}
@@ -111,16 +116,22 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	} else {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
+	// No host firewall tracking here: SSH activity is unknowable, so idle stop
+	// must not act unless a test injects a conntrack listing.
+	if o.Configure != nil {
+		o.Configure(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
 	d.Config = cfg
+	d.hooks = o.Hooks
 	profiles, err := devProfiles(cfg.ProfilesDir, cfg.AgentBridge)
 	if err != nil {
 		return fail(err)
 	}
 	d.profiles, d.log = profiles, o.Log
-	a, err := Start(ctx, cfg, profiles, o.Log)
+	a, err := Start(ctx, cfg, profiles, o.Log, o.Hooks)
 	if err != nil {
 		return fail(err)
 	}

@@ -120,6 +120,8 @@ type RenewRequest struct {
 type PruneResult struct {
 	Destroyed []Sandbox      `json:"destroyed"`
 	Skipped   []PruneSkipped `json:"skipped"`
+	Orphans   []Orphan       `json:"orphans_destroyed,omitempty"`
+	Kept      []Orphan       `json:"orphans_kept,omitempty"`
 }
 
 // PruneSkipped is a sandbox prune left alone, with the reason.
@@ -180,12 +182,15 @@ type ProfileList struct {
 
 // Status is the host status.
 type Status struct {
-	Version   string        `json:"version"`
-	Node      string        `json:"node"`
-	Sandboxes map[State]int `json:"sandboxes"`
-	Proxmox   ProxmoxStatus `json:"proxmox"`
-	Profiles  []string      `json:"profiles"`
-	StartedAt time.Time     `json:"started_at"`
+	Version   string                `json:"version"`
+	Node      string                `json:"node"`
+	Sandboxes map[State]int         `json:"sandboxes"`
+	Proxmox   ProxmoxStatus         `json:"proxmox"`
+	Profiles  []string              `json:"profiles"`
+	StartedAt time.Time             `json:"started_at"`
+	Loops     map[string]LoopStatus `json:"loops,omitempty"`
+	// IdleStop says why idle auto-stop is not acting, when it is not.
+	IdleStop string `json:"idle_stop,omitempty"`
 }
 
 // ProxmoxStatus says whether Proxmox answered.
@@ -373,3 +378,54 @@ const (
 	CodeReserved          Code = "workspace_reserved"
 	CodeUnsupported       Code = "unsupported_by_storage"
 )
+
+// LoopStatus reports one runtime loop.
+type LoopStatus struct {
+	Every      string     `json:"every"`
+	Runs       int64      `json:"runs"`
+	Errors     int64      `json:"errors"`
+	LastRun    *time.Time `json:"last_run,omitempty"`
+	DurationMS float64    `json:"last_duration_ms"`
+	LastError  string     `json:"last_error,omitempty"`
+}
+
+// ReconcileAction is one change reconcile made (or, dry, would make).
+type ReconcileAction struct {
+	Sandbox string `json:"sandbox"`
+	VMID    int    `json:"vmid"`
+	Action  string `json:"action"` // destroyed, stopped, started
+	Reason  string `json:"reason"`
+}
+
+// Orphan is a VM tagged by AgentLab that no live row accounts for.
+type Orphan struct {
+	VMID      int    `json:"vmid"`
+	Name      string `json:"name"`
+	Node      string `json:"node"`
+	Status    string `json:"status"`
+	Kind      string `json:"kind"` // sandbox | workspace-holder
+	SandboxID string `json:"sandbox_id,omitempty"`
+	Note      string `json:"note"`
+}
+
+// ReconcileRequest asks for one reconcile cycle.
+type ReconcileRequest struct {
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// ReconcileReport is what a reconcile cycle found.
+type ReconcileReport struct {
+	DryRun   bool              `json:"dry_run"`
+	VMs      int               `json:"vms"`
+	Checked  int               `json:"checked"`
+	Actions  []ReconcileAction `json:"actions"`
+	Orphans  []Orphan          `json:"orphans"`
+	Duration float64           `json:"duration_ms"`
+}
+
+// PruneRequest selects what prune removes.
+type PruneRequest struct {
+	// Orphans also destroys tagged VMs without a row, after re-checking that
+	// each one's description names a sandbox of this agent that is gone.
+	Orphans bool `json:"orphans,omitempty"`
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -39,6 +40,12 @@ type Options struct {
 	// IPPoll is how often the guest agent is asked for an address.
 	IPPoll time.Duration
 	Now    func() time.Time
+
+	// Idle auto-stop.
+	IdleStopEnabled        bool
+	IdleStopMinutesDefault int
+	IdleStopCPUThreshold   float64
+	Conntrack              conntrack.Lister
 }
 
 // Manager runs sandbox lifecycles.
@@ -58,6 +65,11 @@ type Manager struct {
 	workers map[string]*worker // running provisioning/start goroutines by sandbox id
 	alloc   *vmid.Allocator
 	ws      *workspace.Manager
+
+	started    time.Time
+	idleMu     sync.Mutex
+	lastActive map[string]time.Time
+	idleErr    string // why idle stop is not acting (conntrack missing, …)
 }
 
 type worker struct {
@@ -76,12 +88,16 @@ func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.M
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = 30 * time.Second
 	}
+	if o.Conntrack == nil {
+		o.Conntrack = conntrack.Command
+	}
 	if o.ProvisioningTimeout == 0 {
 		o.ProvisioningTimeout = 10 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
-		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}, alloc: alloc, ws: ws}
+		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}, alloc: alloc, ws: ws,
+		started: o.Now(), lastActive: map[string]time.Time{}}
 }
 
 // Profiles returns the loaded profiles.

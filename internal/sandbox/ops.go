@@ -159,6 +159,11 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*store.Sandbox, error) 
 	default:
 		return nil, invalidState(sb, "stop", api.StateRunning, api.StateReady, api.StateSuspended)
 	}
+	return m.stopLocked(sb, "sandbox.stop", "stopped by request")
+}
+
+// stopLocked shuts a sandbox down; the caller holds its lock.
+func (m *Manager) stopLocked(sb *store.Sandbox, kind, msg string) (*store.Sandbox, error) {
 	// Work on the agent's context: a client that disconnects must not leave a
 	// half-stopped VM with a row that says RUNNING.
 	wctx, cancel := context.WithTimeout(m.ctx, m.opts.ShutdownTimeout+2*time.Minute)
@@ -173,7 +178,7 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*store.Sandbox, error) 
 		}
 	}
 	sb.IP = ""
-	if err := m.save(wctx, sb, api.StateStopped, "sandbox.stop", "stopped by request"); err != nil {
+	if err := m.save(wctx, sb, api.StateStopped, kind, msg); err != nil {
 		return nil, err
 	}
 	return sb, nil

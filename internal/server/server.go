@@ -34,7 +34,15 @@ type Server struct {
 	started  time.Time
 	node     string
 	mux      *http.ServeMux
+	loops    interface {
+		Status() map[string]api.LoopStatus
+	}
 }
+
+// SetLoops lets status report the runtime loops.
+func (s *Server) SetLoops(l interface {
+	Status() map[string]api.LoopStatus
+}) { s.loops = l }
 
 // New builds the API handler.
 func New(mgr *sandbox.Manager, sessions *session.Manager, node string, log *slog.Logger) *Server {
@@ -61,6 +69,8 @@ func (s *Server) routes() {
 	add("GET", "/v1/sandboxes", s.listSandboxes)
 	add("POST", "/v1/sandboxes", s.createSandbox)
 	add("POST", "/v1/sandboxes/prune", s.prune)
+	add("POST", "/v1/reconcile", s.reconcile)
+	add("GET", "/v1/orphans", s.orphans)
 	add("GET", "/v1/sandboxes/{ref}", s.getSandbox)
 	add("POST", "/v1/sandboxes/{ref}/start", s.op(s.mgr.Start))
 	add("POST", "/v1/sandboxes/{ref}/stop", s.op(s.mgr.Stop))
@@ -190,7 +200,10 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 		return 0, nil, err
 	}
 	st := api.Status{Version: version.Version, Node: s.node, Sandboxes: map[api.State]int{}, StartedAt: s.started,
-		Profiles: s.mgr.Profiles().Names()}
+		Profiles: s.mgr.Profiles().Names(), IdleStop: s.mgr.IdleStatus()}
+	if s.loops != nil {
+		st.Loops = s.loops.Status()
+	}
 	for _, state := range api.States {
 		st.Sandboxes[state] = counts[state]
 	}
@@ -328,15 +341,47 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) (int, any, error)
 }
 
 func (s *Server) prune(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	var empty struct{}
-	if err := decode(w, r, &empty, true); err != nil {
+	var req api.PruneRequest
+	if err := decode(w, r, &req, true); err != nil {
 		return 0, nil, err
 	}
 	res, err := s.mgr.Prune(r.Context())
 	if err != nil {
 		return 0, nil, err
 	}
+	if req.Orphans {
+		if res.Orphans, res.Kept, err = s.mgr.PruneOrphans(r.Context()); err != nil {
+			return 0, nil, proxmoxUnavailable(err)
+		}
+	}
 	return 200, res, nil
+}
+
+func proxmoxUnavailable(err error) error {
+	return api.Errorf(http.StatusBadGateway, api.CodeProxmox, "%v", err)
+}
+
+func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.ReconcileRequest
+	if err := decode(w, r, &req, true); err != nil {
+		return 0, nil, err
+	}
+	rep, err := s.mgr.Reconcile(r.Context(), req.DryRun)
+	if err != nil {
+		return 0, nil, proxmoxUnavailable(err)
+	}
+	return 200, rep, nil
+}
+
+func (s *Server) orphans(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	o, err := s.mgr.Orphans(r.Context())
+	if err != nil {
+		return 0, nil, proxmoxUnavailable(err)
+	}
+	if o == nil {
+		o = []api.Orphan{}
+	}
+	return 200, map[string][]api.Orphan{"orphans": o}, nil
 }
 
 func pageParams(r *http.Request) (after int64, tail int, err error) {

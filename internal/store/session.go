@@ -133,3 +133,8 @@ func (s *Store) Sessions(ctx context.Context) ([]*Session, error) {
 	}
 	return out, rows.Err()
 }
+
+// SessionOfSandbox returns the live session whose current sandbox is sandboxID.
+func (s *Store) SessionOfSandbox(ctx context.Context, sandboxID string) (*Session, error) {
+	return scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE sandbox_id=? AND state <> 'DELETED' LIMIT 1`, sandboxID))
+}
