@@ -78,7 +78,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		return nil, err
 	}
 	pveLocal := filepath.Join(d.StateDir, "pve", "local")
-	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: []string{"pve"}, Fixtures: true, LocalDir: pveLocal}
+	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: []string{"pve"}, Fixtures: true, LocalDir: pveLocal, Now: o.Hooks.Now}
 	if o.Speed > 0 {
 		scale := func(t time.Duration) time.Duration { return time.Duration(float64(t) / o.Speed) }
 		rd := pvesim.RealisticDurations()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,13 +24,17 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 
 // NextID asks the cluster for a free VMID. It is only a hint: callers must retry
 // a clone that fails with ErrExists.
+// It is one request (go-proxmox's Cluster() would first read /cluster/status).
 func (c *Client) NextID(ctx context.Context) (int, error) {
-	cl, err := c.api.Cluster(ctx)
-	if err != nil {
-		return 0, wrap("get cluster", err)
+	var s string
+	if err := c.api.Get(ctx, "/cluster/nextid", &s); err != nil {
+		return 0, wrap("get next VMID", err)
 	}
-	id, err := cl.NextID(ctx)
-	return id, wrap("get next VMID", err)
+	id, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, &Error{Op: "get next VMID", Msg: fmt.Sprintf("unexpected answer %q", s)}
+	}
+	return id, nil
 }
 
 // CloneOptions describes a clone. Full=false on a template makes a linked clone.
@@ -164,14 +169,11 @@ type Resource struct {
 	Uptime   uint64
 }
 
-// Resources lists every VM of the cluster in one request.
+// Resources lists every VM of the cluster in exactly one request, however
+// many VMs there are (reconcile and idle stop rely on that).
 func (c *Client) Resources(ctx context.Context) ([]Resource, error) {
-	cl, err := c.api.Cluster(ctx)
-	if err != nil {
-		return nil, wrap("get cluster", err)
-	}
-	rs, err := cl.Resources(ctx, "vm")
-	if err != nil {
+	var rs proxmox.ClusterResources
+	if err := c.api.Get(ctx, "/cluster/resources?type=vm", &rs); err != nil {
 		return nil, wrap("list cluster resources", err)
 	}
 	out := make([]Resource, 0, len(rs))

@@ -326,6 +326,11 @@ func (m *Manager) IdleStop(ctx context.Context) error {
 	prevErr := m.idleErr
 	if cerr != nil {
 		m.idleErr = "not acting: cannot read SSH activity: " + cerr.Error()
+		// Unknown activity counts as activity: the idle window restarts once
+		// SSH flows can be read again.
+		for _, sb := range rows {
+			m.lastActive[sb.ID] = m.now()
+		}
 	} else {
 		m.idleErr = ""
 	}
