@@ -443,7 +443,7 @@ func TestProvisioningFailuresLeaveNothing(t *testing.T) {
 		{"guest agent never answers", func(s *pvesim.Sim) {
 			_ = s.FailEndpoint("GET", `/agent/network-get-interfaces$`, 500, "QEMU guest agent is not running")
 		}, "wait_for_ip: the guest agent of VM 100 reported no IPv4 address"},
-		{"proxmox down", func(s *pvesim.Sim) { s.Unavailable() }, "allocate_vmid: get cluster"},
+		{"proxmox down", func(s *pvesim.Sim) { s.Unavailable() }, "allocate_vmid: get next VMID: Get \"https://"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
