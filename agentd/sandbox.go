@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
 func newSandboxCmd() *cobra.Command {
@@ -22,7 +23,7 @@ REQUESTED → PROVISIONING → BOOTING → READY → RUNNING, then STOPPED,
 FAILED (see its error), TIMEOUT (lease expired) and DESTROYED.`,
 	}
 	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
-		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd())
+		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd())
 	return cmd
 }
 
@@ -276,11 +277,18 @@ that is not ours (that VM is left alone).`,
 }
 
 func sandboxPruneCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "prune",
-		Short: "Destroy every FAILED and TIMEOUT sandbox",
+	var orphans bool
+	cmd := &cobra.Command{
+		Use:   "prune [--orphans]",
+		Short: "Destroy every FAILED and TIMEOUT sandbox (and, with --orphans, provable orphan VMs)",
 		Long: `Destroy the VMs of FAILED and TIMEOUT sandboxes (after the ownership check)
-and mark them DESTROYED. Sandboxes that cannot be pruned are listed with the reason.`,
+and mark them DESTROYED. Sandboxes that cannot be pruned are listed with the reason.
+
+--orphans also destroys VMs tagged agentlab that no live sandbox accounts for,
+but only when a fresh read of the VM's description names a sandbox id of this
+agent that is gone. Workspace holders are never pruned: they own data.`,
+		Example: `  agentd sandbox prune
+  agentd sandbox orphans && agentd sandbox prune --orphans`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newClient()
@@ -289,7 +297,7 @@ and mark them DESTROYED. Sandboxes that cannot be pruned are listed with the rea
 			}
 			ctx, cancel := cmdContext(cmd)
 			defer cancel()
-			res, err := c.Prune(ctx)
+			res, err := c.PruneWith(ctx, orphans)
 			if err != nil {
 				return err
 			}
@@ -304,9 +312,82 @@ and mark them DESTROYED. Sandboxes that cannot be pruned are listed with the rea
 			for _, s := range res.Skipped {
 				fmt.Fprintf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
 			}
+			for _, o := range res.Orphans {
+				fmt.Fprintf(out, "orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
+			}
+			for _, o := range res.Kept {
+				fmt.Fprintf(out, "kept orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&orphans, "orphans", false, "also destroy orphan VMs whose description proves they were this agent's")
+	return cmd
+}
+
+func sandboxOrphansCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "orphans",
+		Short: "List VMs tagged by AgentLab that no live sandbox or workspace accounts for",
+		Args:  args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				os, err := c.Orphans(ctx)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), map[string]any{"orphans": os})
+				}
+				var rows [][]string
+				for _, o := range os {
+					rows = append(rows, []string{fmt.Sprint(o.VMID), o.Name, o.Kind, o.Status, o.Note})
+				}
+				return table(cmd.OutOrStdout(), "VMID\tNAME\tKIND\tSTATUS\tNOTE", rows)
+			})
+		},
+	}
+}
+
+func newReconcileCmd() *cobra.Command {
+	var dry bool
+	cmd := &cobra.Command{
+		Use:   "reconcile [--dry-run]",
+		Short: "Compare the database with Proxmox now and repair drift",
+		Long: `Run one reconcile cycle now (agentd also runs one every reconcile_interval):
+a single /cluster/resources call, then: VM gone → DESTROYED; VM stopped outside
+agentd → STOPPED; VM running while the row says STOPPED → started; tagged VMs
+without a row are listed as orphans and never touched. --dry-run only reports.`,
+		Example: `  agentd reconcile --dry-run
+  agentd reconcile --json`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				rep, err := c.Reconcile(ctx, dry)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), rep)
+				}
+				out := cmd.OutOrStdout()
+				verb := "repaired"
+				if dry {
+					verb = "would repair"
+				}
+				fmt.Fprintf(out, "checked %d sandbox(es) against %d VM(s) in %.1f ms; %s %d\n", rep.Checked, rep.VMs, rep.Duration, verb, len(rep.Actions))
+				for _, a := range rep.Actions {
+					fmt.Fprintf(out, "  %s (VM %d): %s: %s\n", a.Sandbox, a.VMID, a.Action, a.Reason)
+				}
+				for _, o := range rep.Orphans {
+					fmt.Fprintf(out, "  orphan VM %d (%s, %s): %s\n", o.VMID, o.Name, o.Kind, o.Note)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "report what would change, change nothing")
+	return cmd
 }
 
 func sandboxLeaseCmd() *cobra.Command {

@@ -19,6 +19,8 @@ func newSimCmd() *cobra.Command {
 		realistic bool
 		bootDelay time.Duration
 		caFile    string
+		localDir  string
+		speed     float64
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -35,14 +37,23 @@ local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
   agentd sim --realistic --ca-file /tmp/pvesim.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay}
+			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay, LocalDir: localDir}
+			if speed <= 0 {
+				return usagef("--speed must be positive, got %g", speed)
+			}
 			if realistic {
-				opts.Durations = pvesim.RealisticDurations()
-				if bootDelay == 0 {
-					opts.AgentBootDelay = 20 * time.Second
-					opts.DHCPDelay = 5 * time.Second
+				scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) / speed) }
+				rd := pvesim.RealisticDurations()
+				opts.Durations.Default = scale(rd.Default)
+				opts.Durations.ByType = map[string]time.Duration{}
+				for k, v := range rd.ByType {
+					opts.Durations.ByType[k] = scale(v)
 				}
-				opts.AuthFailDelay = 3 * time.Second
+				if bootDelay == 0 {
+					opts.AgentBootDelay = scale(20 * time.Second)
+					opts.DHCPDelay = scale(5 * time.Second)
+				}
+				opts.AuthFailDelay = scale(3 * time.Second)
 			}
 			sim, err := pvesim.New(opts)
 			if err != nil {
@@ -76,5 +87,7 @@ local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
 	cmd.Flags().BoolVar(&realistic, "realistic", false, "task durations, guest boot time and login delay of a real host")
 	cmd.Flags().DurationVar(&bootDelay, "agent-boot-delay", 0, "time from VM start until the guest agent answers")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "write the simulator's self-signed certificate (PEM) here")
+	cmd.Flags().StringVar(&localDir, "local-dir", "", "back the \"local\" storage with this directory (snippets in DIR/snippets), like /var/lib/vz")
+	cmd.Flags().Float64Var(&speed, "speed", 1, "with --realistic, divide task and boot times by this")
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -56,6 +57,23 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprint(out, " none")
 			}
 			fmt.Fprintln(out)
+			if st.IdleStop != "" {
+				fmt.Fprintf(out, "Idle stop: %s\n", st.IdleStop)
+			}
+			if len(st.Loops) > 0 {
+				names := make([]string, 0, len(st.Loops))
+				for n := range st.Loops {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				var rows [][]string
+				for _, n := range names {
+					l := st.Loops[n]
+					rows = append(rows, []string{n, l.Every, fmtTime(l.LastRun), fmt.Sprintf("%.1f ms", l.DurationMS), fmt.Sprint(l.Runs), fmt.Sprint(l.Errors), dash(l.LastError)})
+				}
+				fmt.Fprintln(out)
+				return table(out, "LOOP\tEVERY\tLAST RUN\tDURATION\tRUNS\tERRORS\tLAST ERROR", rows)
+			}
 			return nil
 		},
 	}

@@ -454,3 +454,24 @@ func (c *Client) WaitSession(ctx context.Context, ref string, every time.Duratio
 		}
 	}
 }
+
+// Reconcile runs one reconcile cycle now (dryRun: report only).
+func (c *Client) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileReport, error) {
+	var r api.ReconcileReport
+	return &r, c.Do(ctx, "POST", "/v1/reconcile", api.ReconcileRequest{DryRun: dryRun}, &r)
+}
+
+// Orphans lists tagged VMs without a live row.
+func (c *Client) Orphans(ctx context.Context) ([]api.Orphan, error) {
+	var r struct {
+		Orphans []api.Orphan `json:"orphans"`
+	}
+	err := c.Do(ctx, "GET", "/v1/orphans", nil, &r)
+	return r.Orphans, err
+}
+
+// PruneWith destroys FAILED/TIMEOUT sandboxes and, with orphans, provable orphan VMs.
+func (c *Client) PruneWith(ctx context.Context, orphans bool) (*api.PruneResult, error) {
+	var r api.PruneResult
+	return &r, c.Do(ctx, "POST", "/v1/sandboxes/prune", api.PruneRequest{Orphans: orphans}, &r)
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+)
+
+// TestCrashRecovery runs `agentd sim` and `agentd serve` as separate
+// processes, starts 20 creates, kills agentd with SIGKILL mid-way, restarts
+// it, and checks after a reconcile: no VM without a row, every sandbox
+// running or terminal, none stuck past the provisioning timeout. It then stops
+// agentd with SIGTERM during another batch and checks a clean, quick exit.
+func TestCrashRecovery(t *testing.T) {
+	bin := buildAgentd(t)
+	dir, err := os.MkdirTemp("", "crash") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	local := filepath.Join(dir, "pve-local")
+
+	sim := exec.Command(bin, "sim", "--addr", "127.0.0.1:0", "--realistic", "--speed", "10",
+		"--ca-file", filepath.Join(dir, "pve.pem"), "--local-dir", local)
+	out, _ := sim.StdoutPipe()
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Process.Kill(); _ = sim.Wait() })
+	env := map[string]string{}
+	sc := bufio.NewScanner(out)
+	for len(env) < 6 && sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		env[k] = v
+	}
+	i := strings.LastIndex(env["PVE_TOKEN"], "=")
+	tokenID, secret := env["PVE_TOKEN"][:i], env["PVE_TOKEN"][i+1:]
+
+	profiles := filepath.Join(dir, "profiles")
+	os.MkdirAll(profiles, 0o755)
+	ents, _ := profile.Defaults.ReadDir("defaults")
+	for _, e := range ents {
+		b, _ := profile.Defaults.ReadFile("defaults/" + e.Name())
+		os.WriteFile(filepath.Join(profiles, e.Name()), b, 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir: %s/state
+socket_path: %s/agentd.sock
+profiles_dir: %s
+proxmox_url: %s
+proxmox_token_id: %s
+proxmox_token_secret_file: %s/secret
+proxmox_node: pve
+proxmox_ca_file: %s/pve.pem
+snippets_dir: %s/snippets
+provisioning_timeout: 30s
+shutdown_timeout: 2s
+reconcile_interval: 1s
+lease_gc_interval: 1s
+`, dir, dir, profiles, env["PVE_URL"], tokenID, dir, dir, local)), 0o600)
+
+	serve := func() *exec.Cmd {
+		cmd := exec.Command(bin, "serve", "--config", cfgPath)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	c, err := client.New(client.Config{Endpoint: "unix://" + filepath.Join(dir, "agentd.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	waitUp := func() {
+		for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := c.Status(ctx); err == nil {
+				return
+			}
+			if time.Since(start) > 15*time.Second {
+				t.Fatal("agentd serve did not come up")
+			}
+		}
+	}
+	agentd := serve()
+	waitUp()
+	for n := 0; n < 20; n++ {
+		if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("c%02d", n), Profile: "yolo-ephemeral"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(700 * time.Millisecond) // mid-way: clones and starts in flight
+	if err := agentd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = agentd.Wait()
+
+	agentd = serve()
+	t.Cleanup(func() { _ = agentd.Process.Kill(); _ = agentd.Wait() })
+	waitUp()
+	for n := 0; n < 20; n++ {
+		sb, err := c.WaitSandbox(ctx, fmt.Sprintf("c%02d", n), 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb.State != api.StateRunning && !sb.State.Terminal() {
+			t.Fatalf("%s is %s after recovery", sb.Name, sb.State)
+		}
+		if sb.State != api.StateRunning {
+			t.Logf("%s ended %s: %s", sb.Name, sb.State, sb.Error)
+		}
+	}
+	rep, err := c.Reconcile(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Orphans) != 0 {
+		t.Fatalf("orphans after recovery: %+v", rep.Orphans)
+	}
+	// Every VM in Proxmox belongs to a live row.
+	pem, _ := os.ReadFile(filepath.Join(dir, "pve.pem"))
+	pc, err := pve.New(pve.Config{URL: env["PVE_URL"], TokenID: tokenID, Secret: secret, Node: "pve", CAPEM: pem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := pc.Resources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := c.Sandboxes(ctx, nil)
+	live := map[int]bool{}
+	for _, sb := range rows {
+		live[sb.VMID] = sb.State == api.StateRunning
+	}
+	for _, r := range res {
+		if r.VMID != 9000 && !live[r.VMID] {
+			t.Fatalf("VM %d (%s) has no running sandbox row", r.VMID, r.Name)
+		}
+	}
+
+	// SIGTERM during work: a clean exit in seconds, state intact.
+	for n := 0; n < 5; n++ {
+		c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("t%d", n), Profile: "yolo-ephemeral"})
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	agentd.Process.Signal(syscall.SIGTERM)
+	if err := agentd.Wait(); err != nil {
+		t.Fatalf("agentd did not exit cleanly on SIGTERM: %v", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("SIGTERM took %v", took)
+	}
+	agentd = serve()
+	waitUp()
+	for n := 0; n < 5; n++ {
+		if sb, err := c.WaitSandbox(ctx, fmt.Sprintf("t%d", n), 100*time.Millisecond); err != nil || sb.State != api.StateRunning {
+			t.Fatalf("t%d after SIGTERM and restart: %+v %v", n, sb, err)
+		}
+	}
+}
