@@ -12,6 +12,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
 // waitRunning polls tightly so the poll interval does not dominate latency.
@@ -123,5 +124,40 @@ func BenchmarkConcurrentCreates100(b *testing.B) {
 		b.ReportMetric(makespan.Seconds(), "makespan-s")
 		b.ReportMetric(ideal.Seconds(), "ideal-s")
 		b.ReportMetric(makespan.Seconds()/ideal.Seconds(), "x-ideal")
+	}
+}
+
+// BenchmarkReconcile measures one reconcile cycle (wall time and Proxmox
+// requests) with N VMs, each with a RUNNING row.
+func BenchmarkReconcile(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("vms=%d", n), func(b *testing.B) {
+			d, _ := startDev(b, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+			ctx := context.Background()
+			for i := 0; i < n; i++ {
+				id := 1000 + i
+				sbID := fmt.Sprintf("sbx-%012d", id)
+				if err := d.Sim.AddVM("pve", id, map[string]string{"name": fmt.Sprintf("r%d", i), "tags": "agentlab", "memory": "512",
+					"description": "agentlab-sandbox-id: " + sbID}, false); err != nil {
+					b.Fatal(err)
+				}
+				sb := &store.Sandbox{Sandbox: api.Sandbox{ID: sbID, Name: fmt.Sprintf("r%d", i), Profile: "yolo-ephemeral",
+					State: api.StateStopped, VMID: id, Node: "pve"}, Request: "{}"}
+				if err := d.Agent.Store.CreateSandbox(ctx, sb, store.Event{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			before, _ := d.Sim.RequestCount()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				rep, err := d.Manager.Reconcile(ctx, false)
+				if err != nil || rep.Checked != n || len(rep.Actions) != 0 {
+					b.Fatalf("%v checked=%d actions=%d", err, rep.Checked, len(rep.Actions))
+				}
+			}
+			b.StopTimer()
+			after, _ := d.Sim.RequestCount()
+			b.ReportMetric(float64(after-before)/float64(b.N), "pve-req/cycle")
+		})
 	}
 }
