@@ -313,6 +313,21 @@ data "agentlab_sandbox" "s" { name = agentlab_sandbox.s.vmid }
 	})
 }
 
+// TestAccProviderExample runs examples/provider/provider.tf (the Unix socket,
+// no token) against a live agent's socket.
+func TestAccProviderExample(t *testing.T) {
+	d, _ := startAgent(t)
+	cfg := strings.Replace(readFile(t, "examples/provider/provider.tf"), "/run/agentd/agentd.sock", d.Info.Socket, 1)
+	t.Setenv("AGENTLAB_TOKEN", "")
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{{
+			Config: providerBlock + cfg + "\ndata \"agentlab_host\" \"h\" {}\n",
+			Check:  resource.TestCheckResourceAttr("data.agentlab_host.h", "proxmox_reachable", "true"),
+		}},
+	})
+}
+
 func TestAccProviderConfigErrors(t *testing.T) {
 	t.Setenv("AGENTLAB_ENDPOINT", "")
 	resource.Test(t, resource.TestCase{

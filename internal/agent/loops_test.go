@@ -148,6 +148,21 @@ func TestLeaseGC(t *testing.T) {
 	if read(t, d, vol, "x") != "<missing>" || !volumeExists(d, vol) {
 		t.Fatal("workspace volume touched by lease GC")
 	}
+	// A sandbox with a workspace attached times out: the workspace survives,
+	// detached, with its data.
+	c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "ws2", Size: "5G"})
+	vol2 := holderVol(t, d, c, "ws2")
+	write(t, d, vol2, "/work/keep.txt", "precious")
+	c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "wsbox", Profile: "yolo-workspace", Workspace: "ws2", TTL: "1h", Keepalive: ptr(false)})
+	c.WaitSandbox(ctx, "wsbox", 10*time.Millisecond)
+	clk.Add(61 * time.Minute)
+	m.LeaseGC(ctx)
+	if state(t, c, "wsbox") != api.StateDestroyed || read(t, d, vol2, "/work/keep.txt") != "precious" {
+		t.Fatalf("wsbox %s, data %q", state(t, c, "wsbox"), read(t, d, vol2, "/work/keep.txt"))
+	}
+	if w, _ := c.Workspace(ctx, "ws2"); w.AttachedSandbox != "" {
+		t.Fatalf("workspace still attached to an expired sandbox: %+v", w)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }
