@@ -42,7 +42,9 @@ type Server struct {
 // SetLoops lets status report the runtime loops.
 func (s *Server) SetLoops(l interface {
 	Status() map[string]api.LoopStatus
-}) { s.loops = l }
+}) {
+	s.loops = l
+}
 
 // New builds the API handler.
 func New(mgr *sandbox.Manager, sessions *session.Manager, node string, log *slog.Logger) *Server {
