@@ -110,6 +110,9 @@ ALTER TABLE events ADD COLUMN session TEXT NOT NULL DEFAULT '';
 `},
 }
 
+// SchemaVersion is the newest schema this binary knows.
+func SchemaVersion() int { return migrations[len(migrations)-1].version }
+
 // Store is the database.
 type Store struct {
 	db  *sql.DB
