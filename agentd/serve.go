@@ -40,7 +40,12 @@ API on socket_path and, when listen is set, on TLS with a bearer token.`,
 			if err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			var log *slog.Logger
+			if cfg.LogFormat == "json" {
+				log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			} else {
+				log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			a, err := agent.Start(ctx, cfg, profiles, log)

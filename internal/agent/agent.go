@@ -29,6 +29,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/loops"
+	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
@@ -45,6 +46,7 @@ type Info struct {
 	Endpoint string // https://host:port when the TCP listener is on
 	Token    string
 	CACert   string // path of the PEM certificate clients should trust
+	Metrics  string // http://host:port/metrics when metrics are on
 }
 
 // Hooks replace the clock and the conntrack reader (tests), or switch the
@@ -65,6 +67,7 @@ type Agent struct {
 	// stopLoops cancels background loops before the database closes.
 	stopLoops []context.CancelFunc
 	Loops     *loops.Runner
+	Metrics   *metrics.Metrics
 	handlers  sync.WaitGroup // API requests in progress
 	wg        sync.WaitGroup
 	errc      chan error
@@ -90,12 +93,27 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if err != nil {
 		return nil, err
 	}
+	var st *store.Store
+	met := metrics.New(func() map[string]int {
+		out := map[string]int{}
+		if st == nil {
+			return out
+		}
+		counts, err := st.Counts(context.Background())
+		if err != nil {
+			return out
+		}
+		for k, v := range counts {
+			out[string(k)] = v
+		}
+		return out
+	})
 	pc, err := pve.New(pve.Config{URL: cfg.ProxmoxURL, TokenID: cfg.ProxmoxTokenID, Secret: secret, Node: cfg.ProxmoxNode,
-		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout})
+		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout, Observe: met.Proxmox})
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "agentd.db"), h.Now)
+	st, err = store.Open(ctx, filepath.Join(cfg.StateDir, "agentd.db"), h.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +123,9 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
-		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack})
-	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now)}
+		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log})
+	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
+	a.Loops.Observe = met.Loop
 	sessions := session.New(st, mgr)
 	api := server.New(mgr, sessions, cfg.ProxmoxNode, log)
 	api.SetLoops(a.Loops)
@@ -119,6 +138,18 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 			a.Close()
 			return nil, err
 		}
+	}
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("metrics_listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", met.Handler())
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		a.Info.Metrics = "http://" + ln.Addr().String() + "/metrics"
+		a.serve(a.newServer(mux), ln)
 	}
 	if err := wsm.Resume(ctx); err != nil {
 		a.Close()

@@ -105,6 +105,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		cfg.Listen = "127.0.0.1:0"
 	}
 	cfg.ProfilesDir = filepath.Join(d.StateDir, "profiles")
+	cfg.MetricsListen = "127.0.0.1:0"
 	cfg.ProxmoxURL, cfg.ProxmoxTokenID, cfg.ProxmoxTokenSecret = sim.URL(), id, secret
 	cfg.ProxmoxNode, cfg.ProxmoxCAPEM, cfg.ProxmoxCAFile = sim.Node(), sim.CAPEM(), ""
 	cfg.SnippetsDir = filepath.Join(pveLocal, "snippets")

@@ -33,6 +33,10 @@ type Config struct {
 	TokenFile   string `yaml:"token_file"`
 	ProfilesDir string `yaml:"profiles_dir"`
 
+	MetricsListen      string `yaml:"metrics_listen"`
+	MetricsAllowRemote bool   `yaml:"metrics_allow_remote"`
+	LogFormat          string `yaml:"log_format"`
+
 	ProxmoxURL             string        `yaml:"proxmox_url"`
 	ProxmoxTokenID         string        `yaml:"proxmox_token_id"`
 	ProxmoxTokenSecretFile string        `yaml:"proxmox_token_secret_file"`
@@ -74,6 +78,8 @@ func Default() *Config {
 		StateDir:               "/var/lib/agentd",
 		SocketPath:             "/run/agentd/agentd.sock",
 		ProfilesDir:            "/etc/agentd/profiles",
+		MetricsListen:          "127.0.0.1:9464",
+		LogFormat:              "text",
 		ProxmoxURL:             "https://127.0.0.1:8006/api2/json",
 		ProxmoxTokenSecretFile: "/etc/agentd/proxmox-token-secret",
 		ProxmoxCAFile:          "/etc/pve/pve-root-ca.pem",
@@ -149,6 +155,19 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			return c.fieldErr("listen", "want host:port such as 127.0.0.1:8845, got %q", c.Listen)
 		}
+	}
+	if c.MetricsListen != "" {
+		host, _, err := net.SplitHostPort(c.MetricsListen)
+		if err != nil {
+			return c.fieldErr("metrics_listen", "want host:port such as 127.0.0.1:9464, got %q", c.MetricsListen)
+		}
+		ip := net.ParseIP(host)
+		if !c.MetricsAllowRemote && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return c.fieldErr("metrics_listen", "%q is not a loopback address; set metrics_allow_remote: true to expose metrics beyond this host", c.MetricsListen)
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c.fieldErr("log_format", "must be text or json, got %q", c.LogFormat)
 	}
 	u, err := url.Parse(c.ProxmoxURL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {

@@ -46,6 +46,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		{"tls_cert: /x.pem\n", "c.yaml: tls_cert: tls_cert and tls_key must be set together"},
 		{"reconcile_interval: 1m\nreconcile_interval: 2m\n", "c.yaml:2: reconcile_interval: key appears twice"},
 		{"- a\n", "want a mapping of key: value at the top level"},
+		{"metrics_listen: 0.0.0.0:9464\n", "c.yaml: metrics_listen: \"0.0.0.0:9464\" is not a loopback address"},
+		{"log_format: xml\n", "c.yaml: log_format: must be text or json"},
 	}
 	for _, tc := range cases {
 		p := filepath.Join(dir, "c.yaml")

@@ -20,12 +20,14 @@ type Loop struct {
 
 // Runner schedules loops.
 type Runner struct {
-	now   func() time.Time
-	mu    sync.Mutex
-	stats map[string]*api.LoopStatus
-	loops map[string]Loop
-	runMu map[string]*sync.Mutex
-	wg    sync.WaitGroup
+	// Observe, when set, is told about every run (metrics).
+	Observe func(name string, d time.Duration, err error)
+	now     func() time.Time
+	mu      sync.Mutex
+	stats   map[string]*api.LoopStatus
+	loops   map[string]Loop
+	runMu   map[string]*sync.Mutex
+	wg      sync.WaitGroup
 }
 
 // New builds a runner; now is the injected clock for the recorded times.
@@ -58,6 +60,9 @@ func (r *Runner) RunNow(ctx context.Context, name string) error {
 	defer mu.Unlock()
 	start := time.Now()
 	err := l.Run(ctx)
+	if r.Observe != nil {
+		r.Observe(name, time.Since(start), err)
+	}
 	at := r.now().UTC()
 	r.mu.Lock()
 	st := r.stats[name]

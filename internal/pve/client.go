@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -28,6 +29,8 @@ type Config struct {
 	Timeout time.Duration
 	// PollMin/PollMax bound the task polling interval, which backs off from min to max.
 	PollMin, PollMax time.Duration
+	// Observe, when set, is told about every request (metrics).
+	Observe func(method, endpoint string, d time.Duration, failed bool)
 }
 
 // Client talks to one Proxmox node.
@@ -64,7 +67,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	tlsCfg.InsecureSkipVerify = cfg.Insecure
 	transport := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second}
-	hc := &http.Client{Transport: proxyErrors{transport}, Timeout: cfg.Timeout}
+	hc := &http.Client{Transport: proxyErrors{rt: transport, observe: cfg.Observe}, Timeout: cfg.Timeout}
 	api := proxmox.NewClient(cfg.URL, proxmox.WithHTTPClient(hc), proxmox.WithAPIToken(cfg.TokenID, cfg.Secret))
 	return &Client{api: api, node: cfg.Node, cfg: cfg}, nil
 }
@@ -74,10 +77,18 @@ func (c *Client) Node() string { return c.node }
 
 // proxyErrors turns pveproxy's 595/596/599 answers into errors: go-proxmox treats
 // them as success when a call has no result to decode.
-type proxyErrors struct{ rt http.RoundTripper }
+// It also reports each request to observe.
+type proxyErrors struct {
+	rt      http.RoundTripper
+	observe func(method, endpoint string, d time.Duration, failed bool)
+}
 
 func (p proxyErrors) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
 	res, err := p.rt.RoundTrip(r)
+	if p.observe != nil {
+		p.observe(r.Method, Endpoint(r.URL.Path), time.Since(start), err != nil || res.StatusCode >= 400)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -86,6 +97,28 @@ func (p proxyErrors) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: %s", ErrUnavailable, res.Status)
 	}
 	return res, nil
+}
+
+var (
+	nodeSeg = regexp.MustCompile(`/nodes/[^/]+`)
+	upidSeg = regexp.MustCompile(`/UPID:[^/]+`)
+	numSeg  = regexp.MustCompile(`/\d+(/|$)`)
+	snapSeg = regexp.MustCompile(`/snapshot/[^/]+`)
+	volSeg  = regexp.MustCompile(`/content/[^/]+`)
+)
+
+// Endpoint turns a request path into a low-cardinality label:
+// /api2/json/nodes/pve/qemu/101/status/start → /nodes/{node}/qemu/{vmid}/status/start.
+func Endpoint(path string) string {
+	p := strings.TrimPrefix(path, "/api2/json")
+	p = upidSeg.ReplaceAllString(p, "/{upid}")
+	p = nodeSeg.ReplaceAllString(p, "/nodes/{node}")
+	p = snapSeg.ReplaceAllString(p, "/snapshot/{name}")
+	p = volSeg.ReplaceAllString(p, "/content/{volume}")
+	for numSeg.MatchString(p) {
+		p = numSeg.ReplaceAllString(p, "/{vmid}$1")
+	}
+	return p
 }
 
 func (c *Client) vmPath(vmid int, suffix string) string {

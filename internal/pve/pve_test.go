@@ -459,3 +459,18 @@ func TestParallelClonesShareTemplateLock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestEndpointLabels(t *testing.T) {
+	for in, want := range map[string]string{
+		"/api2/json/nodes/pve/qemu/101/status/start":                             "/nodes/{node}/qemu/{vmid}/status/start",
+		"/api2/json/nodes/pve1/tasks/UPID:pve:00001:00002:qmstart:101:x:/status": "/nodes/{node}/tasks/{upid}/status",
+		"/api2/json/cluster/resources":                                           "/cluster/resources",
+		"/api2/json/nodes/pve/qemu/101/snapshot/s1/rollback":                     "/nodes/{node}/qemu/{vmid}/snapshot/{name}/rollback",
+		"/api2/json/nodes/pve/storage/local-lvm/content/local-lvm:vm-1-disk-0":   "/nodes/{node}/storage/local-lvm/content/{volume}",
+		"/api2/json/nodes/pve/qemu/101":                                          "/nodes/{node}/qemu/{vmid}",
+	} {
+		if got := pve.Endpoint(in); got != want {
+			t.Errorf("%s → %s, want %s", in, got, want)
+		}
+	}
+}

@@ -176,6 +176,8 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 		}
 		if err := m.applyDrift(ctx, sb, act); err != nil {
 			rep.Actions[len(rep.Actions)-1].Reason += "; not applied: " + err.Error()
+		} else {
+			m.opts.Metrics.Drift(act.Action)
 		}
 	}
 	ws, err := m.store.Workspaces(ctx)
@@ -391,6 +393,9 @@ func (m *Manager) IdleStop(ctx context.Context) error {
 			window, sb.IP, c*100, m.opts.IdleStopCPUThreshold*100, last.UTC().Format(time.RFC3339))
 		_, err := m.stopLocked(cur, "sandbox.idle_stop", why)
 		unlock()
+		if err == nil {
+			m.opts.Metrics.IdleStop()
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("idle stop %s: %w", sb.Name, err))
 		}

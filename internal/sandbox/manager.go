@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"sort"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
+	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -46,6 +49,9 @@ type Options struct {
 	IdleStopMinutesDefault int
 	IdleStopCPUThreshold   float64
 	Conntrack              conntrack.Lister
+
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
 }
 
 // Manager runs sandbox lifecycles.
@@ -87,6 +93,9 @@ func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.M
 	}
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Conntrack == nil {
 		o.Conntrack = conntrack.Command

@@ -81,7 +81,23 @@ func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kin
 		sb.State = from
 		return err
 	}
+	m.opts.Metrics.Transition(string(from), string(to))
+	attrs := []any{"sandbox_id", sb.ID, "sandbox", sb.Name, "from", string(from), "to", string(to), "reason", msg}
+	if sb.VMID != 0 {
+		attrs = append(attrs, "vmid", sb.VMID)
+	}
+	m.opts.Log.Info("sandbox "+kind, attrs...)
 	return nil
+}
+
+// timed runs one provisioning step and records its duration.
+func (m *Manager) timed(step string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	if err == nil {
+		m.opts.Metrics.Step(step, time.Since(start))
+	}
+	return err
 }
 
 func (m *Manager) progress(ctx context.Context, sb *store.Sandbox, step, msg string) error {
@@ -110,7 +126,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 					return &stepError{step: stepAllocate, err: err}
 				}
 			}
-			err = m.clone(ctx, sb, p)
+			err = m.timed(stepClone, func() error { return m.clone(ctx, sb, p) })
 			if !errors.Is(err, pve.ErrExists) || attempt == maxAllocAttempts {
 				break
 			}
@@ -125,10 +141,10 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepClone, err: err}
 		}
-		if err := m.configure(ctx, sb, p); err != nil {
+		if err := m.timed(stepConfig, func() error { return m.configure(ctx, sb, p) }); err != nil {
 			return &stepError{step: stepConfig, err: err}
 		}
-		if err := m.resize(ctx, sb, p); err != nil {
+		if err := m.timed(stepResize, func() error { return m.resize(ctx, sb, p) }); err != nil {
 			return &stepError{step: stepResize, err: err}
 		}
 		sb.Step = stepStart
@@ -148,7 +164,8 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepStart, err: err}
 		}
 		if st.Status != "running" {
-			if err := m.pve.Start(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrRunning) {
+			err := m.timed(stepStart, func() error { return m.pve.Start(ctx, sb.VMID) })
+			if err != nil && !errors.Is(err, pve.ErrRunning) {
 				return &stepError{step: stepStart, err: err}
 			}
 		}
@@ -159,7 +176,8 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err := m.progress(ctx, sb, step, fmt.Sprintf("VM %d started; waiting for the guest agent to report an address", sb.VMID)); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
-		ip, err := m.waitIP(ctx, sb)
+		var ip string
+		err = m.timed(stepWaitIP, func() (err error) { ip, err = m.waitIP(ctx, sb); return err })
 		if err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
@@ -186,6 +204,8 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 // allocate reserves a VMID and records it in the row before anything is
 // created, so a crash never leaves a VM agentd cannot find again.
 func (m *Manager) allocate(ctx context.Context, sb *store.Sandbox) error {
+	start := time.Now()
+	defer func() { m.opts.Metrics.Step(stepAllocate, time.Since(start)) }()
 	_, err := m.alloc.Reserve(ctx, func(id int) error {
 		sb.VMID, sb.Step = id, stepClone
 		err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.step", Message: fmt.Sprintf("reserved VMID %d", id)})
@@ -467,6 +487,12 @@ func (m *Manager) fail(sb *store.Sandbox, cause error) {
 		cur.VMID = 0
 	}
 	cur.Error, cur.IP = msg, ""
+	attrs := []any{"sandbox_id", cur.ID, "sandbox", cur.Name, "err", cause}
+	var pe *pve.Error
+	if errors.As(cause, &pe) && pe.UPID != "" {
+		attrs = append(attrs, "upid", pe.UPID)
+	}
+	m.opts.Log.Warn("provisioning failed", attrs...)
 	if err := m.save(ctx, cur, api.StateFailed, "sandbox.failed", msg); err != nil {
 		_ = m.store.AddEvent(ctx, cur, store.Event{Kind: "sandbox.error", Message: "could not record failure: " + err.Error()})
 	}

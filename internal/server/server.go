@@ -5,7 +5,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,17 +140,28 @@ func (s *Server) WithToken(token string) http.Handler {
 func (s *Server) wrap(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		rid := r.Header.Get("X-Request-Id")
+		if rid == "" || len(rid) > 64 {
+			var b [6]byte
+			_, _ = rand.Read(b[:])
+			rid = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", rid)
 		status, body, err := h(w, r)
 		if err != nil {
 			var ae *api.Error
 			if !errors.As(err, &ae) {
-				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				s.log.Error("request failed", "request_id", rid, "method", r.Method, "path", r.URL.Path, "err", err)
 				ae = &api.Error{Status: http.StatusInternalServerError, Code: api.CodeInternal, Message: err.Error()}
 			}
 			status, body = ae.Status, api.ErrorBody{Error: ae}
 		}
 		writeJSON(w, status, body)
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", time.Since(start))
+		level := slog.LevelInfo
+		if r.Method == http.MethodGet {
+			level = slog.LevelDebug // polling would drown everything else
+		}
+		s.log.Log(r.Context(), level, "request", "request_id", rid, "method", r.Method, "path", r.URL.Path, "status", status, "duration", time.Since(start))
 	}
 }
 
