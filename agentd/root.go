@@ -37,7 +37,7 @@ a bearer token.`,
 		c.GroupID = "agent"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newStatusCmd(), newProfileCmd(), newSandboxCmd(), newWorkspaceCmd(), newSessionCmd(), newEventsCmd(), newReconcileCmd()} {
+	for _, c := range []*cobra.Command{newStatusCmd(), newProfileCmd(), newSandboxCmd(), newWorkspaceCmd(), newSessionCmd(), newEventsCmd(), newReconcileCmd(), newDoctorCmd()} {
 		c.GroupID = "ops"
 		root.AddCommand(c)
 	}
