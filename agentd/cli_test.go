@@ -121,3 +121,63 @@ func TestHelpIsComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestGuideCommandsExist checks every `agentd …` command in the guides
+// against the real command tree: the subcommand exists, its flags parse and
+// the argument count is accepted.
+func TestGuideCommandsExist(t *testing.T) {
+	files, _ := filepath.Glob("../templates/guides/*.md.tmpl")
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, cmdline := range extractAgentd(line) {
+				n++
+				args := strings.Fields(cmdline)[1:]
+				root := newRootCmd()
+				c, rest, err := root.Find(args)
+				if err != nil || c == root {
+					t.Errorf("%s: %q: unknown command", filepath.Base(f), cmdline)
+					continue
+				}
+				if err := c.ParseFlags(rest); err != nil {
+					t.Errorf("%s: %q: %v", filepath.Base(f), cmdline, err)
+					continue
+				}
+				if c.Args != nil {
+					if err := c.Args(c, c.Flags().Args()); err != nil {
+						t.Errorf("%s: %q: %v", filepath.Base(f), cmdline, err)
+					}
+				}
+			}
+		}
+	}
+	if n < 40 {
+		t.Fatalf("only %d agentd commands found in the guides", n)
+	}
+}
+
+// extractAgentd finds `agentd …` invocations in a line: whole shell lines and
+// inline code spans.
+func extractAgentd(line string) []string {
+	var out []string
+	trim := strings.TrimSpace(line)
+	for _, p := range []string{"bin/agentd ", "agentd "} {
+		if strings.HasPrefix(trim, p) {
+			cmd := strings.SplitN(strings.TrimPrefix(trim, p), " #", 2)[0]
+			cmd = strings.TrimSuffix(strings.TrimSpace(cmd), "&")
+			cmd = strings.SplitN(cmd, " && ", 2)[0]
+			return []string{"agentd " + cmd}
+		}
+	}
+	parts := strings.Split(line, "`")
+	for i := 1; i < len(parts); i += 2 {
+		if s := parts[i]; strings.HasPrefix(s, "agentd ") && !strings.ContainsAny(s, "…<[|") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
