@@ -1,0 +1,82 @@
+package netpolicy
+
+import (
+	"context"
+	"flag"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func testPolicy() *Policy {
+	return &Policy{Bridge: "vmbr1", Subnet: netip.MustParsePrefix("10.77.0.0/16"), HostAddr: netip.MustParseAddr("10.77.0.1"),
+		Uplink: "vmbr0", GuestPort: 8844, IsolateSandboxes: true,
+		Allowlists: map[string][]Allow{"locked-down": {{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Port: 443},
+			{Prefix: netip.MustParsePrefix("198.51.100.7/32")}}},
+		Members: map[netip.Addr]string{netip.MustParseAddr("10.77.0.20"): "off", netip.MustParseAddr("10.77.0.21"): "nat",
+			netip.MustParseAddr("10.77.0.22"): "allowlist:locked-down", netip.MustParseAddr("192.0.2.1"): "nat"}}
+}
+
+func TestRulesetGolden(t *testing.T) {
+	got, err := testPolicy().Ruleset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := "testdata/ruleset.nft"
+	if *update {
+		os.WriteFile(golden, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("ruleset differs from %s (go test -update to accept):\n%s", golden, got)
+	}
+	if strings.Contains(got, "192.0.2.1") {
+		t.Fatal("an address outside the agent subnet became a member")
+	}
+	iface := testPolicy().Interfaces()
+	if !strings.Contains(iface, "address 10.77.0.1/16") || !strings.Contains(iface, "bridge-ports none") {
+		t.Fatalf("interfaces stanza:\n%s", iface)
+	}
+}
+
+// TestRulesetLoads: nft itself accepts the ruleset (nft -c), empty and full.
+func TestRulesetLoads(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatal("nft is required (make test installs nftables): ", err)
+	}
+	for _, p := range []*Policy{testPolicy(), {Bridge: "vmbr1", Subnet: netip.MustParsePrefix("10.77.0.0/16"),
+		HostAddr: netip.MustParseAddr("10.77.0.1"), Uplink: "eno1", GuestPort: 8844}} {
+		rs, err := p.Ruleset()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Check(context.Background(), rs); err != nil {
+			t.Fatalf("%v\n%s", err, rs)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		mut  func(*Policy)
+		want string
+	}{
+		{func(p *Policy) { p.Uplink = "vmbr1" }, "must differ"},
+		{func(p *Policy) { p.HostAddr = netip.MustParseAddr("10.78.0.1") }, "not inside the agent subnet"},
+		{func(p *Policy) { p.GuestPort = 0 }, "not a TCP port"},
+		{func(p *Policy) { p.Allowlists = map[string][]Allow{"Bad Name": nil} }, "cannot name an nftables set"},
+	} {
+		p := testPolicy()
+		tc.mut(p)
+		if _, err := p.Ruleset(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want %q", err, tc.want)
+		}
+	}
+}
