@@ -145,9 +145,9 @@ func TestIsolationWithPackets(t *testing.T) {
 	l.ip("-n", lan, "addr", "add", "169.254.169.254/32", "dev", "eth0") // the metadata service lives on the LAN side
 	l.ip("-n", rtr, "route", "add", "169.254.169.254/32", "via", "192.168.50.2")
 	l.ip("-n", sbx, "route", "add", "default", "via", "10.77.0.1")
-	l.ip("-n", sbx, "addr", "add", "10.77.0.11/16", "dev", "eth0")       // a second address: allowlist host
-	l.ip("-n", sbx, "addr", "add", "192.0.2.99/32", "dev", "eth0")       // a spoofed source
-	l.ip("-n", lan, "route", "add", "default", "via", "192.168.50.1")    // so a lan host would answer if reached
+	l.ip("-n", sbx, "addr", "add", "10.77.0.11/16", "dev", "eth0")    // a second address: allowlist host
+	l.ip("-n", sbx, "addr", "add", "192.0.2.99/32", "dev", "eth0")    // a spoofed source
+	l.ip("-n", lan, "route", "add", "default", "via", "192.168.50.1") // so a lan host would answer if reached
 	if out, err := exec.Command("ip", "netns", "exec", rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
 		t.Fatalf("ip_forward: %v %s", err, out)
 	}
