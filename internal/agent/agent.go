@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/loops"
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
@@ -123,7 +125,8 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
-		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log})
+		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log,
+		FirewallGroup: netpolicy.GroupName})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop
 	sessions := session.New(st, mgr)
@@ -150,6 +153,10 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		a.Info.Metrics = "http://" + ln.Addr().String() + "/metrics"
 		a.serve(a.newServer(mux), ln)
+	}
+	if err := EnsureFirewallGroups(ctx, cfg, profiles, pc); err != nil {
+		// Not fatal: Proxmox may be down now; provisioning names the cause.
+		log.Warn("security groups not applied", "err", err)
 	}
 	if err := wsm.Resume(ctx); err != nil {
 		a.Close()
@@ -316,6 +323,25 @@ func ensureSelfSigned(certFile, keyFile, listen string) error {
 		return fmt.Errorf("write TLS key: %w", err)
 	}
 	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// EnsureFirewallGroups creates or updates the Proxmox security groups of the
+// network modes the profiles use (idempotent).
+func EnsureFirewallGroups(ctx context.Context, cfg *config.Config, profiles profile.Set, pc *pve.Client) error {
+	host, err := netip.ParseAddr(cfg.AgentHostAddress)
+	if err != nil {
+		return err
+	}
+	groups, err := netpolicy.Groups(profiles, host, cfg.GuestPort)
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if _, err := pc.EnsureGroup(ctx, g.Name, g.Comment, g.Rules); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // addLoops registers the runtime loops.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -49,6 +50,11 @@ type Config struct {
 	SnippetsStorage  string   `yaml:"snippets_storage"`
 	WorkspaceStorage string   `yaml:"workspace_storage"`
 	AgentBridge      string   `yaml:"agent_bridge"`
+	AgentSubnet      string   `yaml:"agent_subnet"`
+	AgentHostAddress string   `yaml:"agent_host_address"`
+	Uplink           string   `yaml:"uplink"`
+	GuestPort        int      `yaml:"guest_port"`
+	IsolateSandboxes bool     `yaml:"isolate_sandboxes"`
 	SSHPublicKeys    []string `yaml:"ssh_public_keys"`
 
 	ProvisioningTimeout time.Duration `yaml:"provisioning_timeout"`
@@ -88,6 +94,11 @@ func Default() *Config {
 		SnippetsStorage:        "local",
 		WorkspaceStorage:       "local-lvm",
 		AgentBridge:            "vmbr1",
+		AgentSubnet:            "10.77.0.0/16",
+		AgentHostAddress:       "10.77.0.1",
+		Uplink:                 "vmbr0",
+		GuestPort:              8844,
+		IsolateSandboxes:       true,
 		SSHPublicKeys:          []string{},
 		ProvisioningTimeout:    10 * time.Minute,
 		ShutdownTimeout:        30 * time.Second,
@@ -201,6 +212,20 @@ func (c *Config) Validate() error {
 	}
 	if c.AgentBridge == "" {
 		return c.fieldErr("agent_bridge", "must not be empty")
+	}
+	subnet, err := netip.ParsePrefix(c.AgentSubnet)
+	if err != nil || !subnet.Addr().Is4() || subnet.Masked() != subnet {
+		return c.fieldErr("agent_subnet", "want an IPv4 network such as 10.77.0.0/16, got %q", c.AgentSubnet)
+	}
+	host, err := netip.ParseAddr(c.AgentHostAddress)
+	if err != nil || !subnet.Contains(host) {
+		return c.fieldErr("agent_host_address", "want an address inside agent_subnet %s, got %q", c.AgentSubnet, c.AgentHostAddress)
+	}
+	if c.Uplink == "" || c.Uplink == c.AgentBridge {
+		return c.fieldErr("uplink", "must name the host's outgoing interface, not %q", c.Uplink)
+	}
+	if c.GuestPort < 1 || c.GuestPort > 65535 {
+		return c.fieldErr("guest_port", "must be a TCP port, got %d", c.GuestPort)
 	}
 	if c.WorkspaceStorage == "" {
 		return c.fieldErr("workspace_storage", "must not be empty")

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +62,34 @@ type Network struct {
 	Bridge string `yaml:"bridge"` // default: agent_bridge from the config
 	Model  string `yaml:"model"`  // virtio (default) | e1000 | vmxnet3
 	Mode   string `yaml:"mode"`   // off | nat (default) | allowlist
+	// Allowlist entries for mode allowlist: "CIDR" or "CIDR:port" (TCP).
+	Allowlist []string `yaml:"allowlist"`
+}
+
+// Allow is one parsed allowlist entry (Port 0: any).
+type Allow struct {
+	Prefix netip.Prefix
+	Port   int
+}
+
+// ParseAllow parses "203.0.113.0/24:443", "198.51.100.7" or "198.51.100.7:22".
+func ParseAllow(s string) (Allow, error) {
+	addr, port := s, 0
+	if i := strings.LastIndex(s, ":"); i > 0 && !strings.Contains(s[:i], ":") {
+		n, err := strconv.Atoi(s[i+1:])
+		if err != nil || n < 1 || n > 65535 {
+			return Allow{}, fmt.Errorf("%q: port must be 1-65535", s)
+		}
+		addr, port = s[:i], n
+	}
+	if !strings.Contains(addr, "/") {
+		addr += "/32"
+	}
+	p, err := netip.ParsePrefix(addr)
+	if err != nil || !p.Addr().Is4() {
+		return Allow{}, fmt.Errorf("%q is not an IPv4 address or CIDR with an optional :port", s)
+	}
+	return Allow{Prefix: p.Masked(), Port: port}, nil
 }
 
 // Behavior is the lifecycle policy.
@@ -128,6 +158,17 @@ func (p *Profile) validate(bridge string) error {
 	case "off", "nat", "allowlist":
 	default:
 		return fmt.Errorf("network.mode: must be off, nat or allowlist, got %q", p.Network.Mode)
+	}
+	if p.Network.Mode == "allowlist" && len(p.Network.Allowlist) == 0 {
+		return fmt.Errorf("network.allowlist: mode allowlist needs at least one entry such as 203.0.113.0/24:443")
+	}
+	if p.Network.Mode != "allowlist" && len(p.Network.Allowlist) > 0 {
+		return fmt.Errorf("network.allowlist: only used with network.mode: allowlist (mode is %s)", p.Network.Mode)
+	}
+	for i, a := range p.Network.Allowlist {
+		if _, err := ParseAllow(a); err != nil {
+			return fmt.Errorf("network.allowlist[%d]: %v", i, err)
+		}
 	}
 	if m := p.Behavior.IdleStopMinutes; m != nil && *m < 0 {
 		return fmt.Errorf("behavior.idle_stop_minutes_default: must be 0 (off) or more, got %d", *m)

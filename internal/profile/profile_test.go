@@ -37,6 +37,10 @@ func TestInvalidProfilesAreRejectedWithFileLineAndKey(t *testing.T) {
 		{"name: a\ntemplate_vmid: 9000\ntype: docker\n", "p.yaml:3: type: unknown key"},
 		{"name: a\ntemplate_vmid: 9000\n---\nname: b\ntemplate_vmid: 0\n", "p.yaml:4: profile b: template_vmid"},
 		{"", "p.yaml: no profile in file"},
+		{"name: a\ntemplate_vmid: 9000\nnetwork:\n  mode: allowlist\n", "network.allowlist: mode allowlist needs at least one entry"},
+		{"name: a\ntemplate_vmid: 9000\nnetwork:\n  allowlist: [1.2.3.4]\n", "network.allowlist: only used with network.mode: allowlist"},
+		{"name: a\ntemplate_vmid: 9000\nnetwork:\n  mode: allowlist\n  allowlist: [\"1.2.3.0/24:99999\"]\n", "network.allowlist[0]: \"1.2.3.0/24:99999\": port must be 1-65535"},
+		{"name: a\ntemplate_vmid: 9000\nnetwork:\n  mode: allowlist\n  allowlist: [example.com]\n", "is not an IPv4 address or CIDR"},
 	}
 	for _, tc := range cases {
 		dir := t.TempDir()

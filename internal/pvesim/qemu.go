@@ -561,6 +561,20 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		nc := newConfig()
 		nc.set("lock", "clone")
 		dst := &vm{id: newid, node: src.node, conf: nc, snapshots: map[string]*snapshot{}, agent: AgentRunning}
+		// clone_vm copies the source's firewall config (clone_vmfw_conf).
+		for k, v := range src.fw.options {
+			if dst.fw.options == nil {
+				dst.fw.options = map[string]string{}
+			}
+			dst.fw.options[k] = v
+		}
+		for _, r := range src.fw.rules {
+			cp := fwRule{}
+			for k, v := range r {
+				cp[k] = v
+			}
+			dst.fw.rules = append(dst.fw.rules, cp)
+		}
 		s.vms[newid] = dst
 		if err := w.flock(newid, time.Second); err != nil {
 			delete(s.vms, newid)

@@ -63,6 +63,7 @@ type Sim struct {
 	rnd      *rand.Rand
 	nodes    map[string]*node
 	vms      map[int]*vm
+	fwGroups map[string]*fwGroup // cluster security groups
 	tasks    map[string]*task
 	taskList []*task
 	tickets  map[string]string // ticket → user
@@ -119,17 +120,18 @@ func New(opts Options) (*Sim, error) {
 		opts.Now = time.Now
 	}
 	s := &Sim{
-		opts:    opts,
-		now:     opts.Now,
-		rnd:     rand.New(rand.NewSource(opts.Seed)),
-		nodes:   map[string]*node{},
-		vms:     map[int]*vm{},
-		tasks:   map[string]*task{},
-		tickets: map[string]string{},
-		csrf:    map[string]string{},
-		nextPID: 0x1A2B0,
-		closing: make(chan struct{}),
-		stats:   Stats{ByPath: map[string]int64{}},
+		opts:     opts,
+		now:      opts.Now,
+		rnd:      rand.New(rand.NewSource(opts.Seed)),
+		nodes:    map[string]*node{},
+		vms:      map[int]*vm{},
+		fwGroups: map[string]*fwGroup{},
+		tasks:    map[string]*task{},
+		tickets:  map[string]string{},
+		csrf:     map[string]string{},
+		nextPID:  0x1A2B0,
+		closing:  make(chan struct{}),
+		stats:    Stats{ByPath: map[string]int64{}},
 	}
 	if s.opts.TokenID == "" {
 		s.opts.TokenID = "agentd@pve!agentd"

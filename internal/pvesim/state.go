@@ -332,6 +332,7 @@ type vm struct {
 	shared    map[*task]bool // holders of the flock in shared mode
 	flockSync bool           // held by a synchronous request
 	noACPI    bool           // guest ignores shutdown requests
+	fw        vmFirewall     // /etc/pve/firewall/<vmid>.fw
 }
 
 type snapshot struct {

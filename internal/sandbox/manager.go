@@ -52,6 +52,9 @@ type Options struct {
 
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// FirewallGroup names the Proxmox security group of a profile's
+	// sandboxes; nil leaves the VM firewall alone.
+	FirewallGroup func(*profile.Profile) string
 }
 
 // Manager runs sandbox lifecycles.

@@ -362,6 +362,11 @@ func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.P
 	if err := m.pve.Configure(ctx, sb.VMID, opts...); err != nil {
 		return err
 	}
+	if m.opts.FirewallGroup != nil {
+		if err := m.pve.VMFirewall(ctx, sb.VMID, m.opts.FirewallGroup(p)); err != nil {
+			return err
+		}
+	}
 	return m.progress(ctx, sb, stepResize, fmt.Sprintf("configured VM %d: %d cores, %d MiB, %s on %s", sb.VMID,
 		p.Resources.Cores, p.Resources.MemoryMB, p.Network.Model, p.Network.Bridge))
 }

@@ -1,0 +1,115 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+)
+
+// TestNetworkModesUseProxmoxFirewall: each profile mode ends as exactly one
+// security-group rule on the VM, with the VM firewall on and net0 firewall=1,
+// and the groups hold the mode's rules.
+func TestNetworkModesUseProxmoxFirewall(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	os.WriteFile(filepath.Join(d.Config.ProfilesDir, "modes.yaml"), []byte(`name: sealed
+template_vmid: 9000
+network:
+  mode: "off"
+---
+name: tight
+template_vmid: 9000
+network:
+  mode: allowlist
+  allowlist: ["203.0.113.0/24:443", "198.51.100.7"]
+`), 0o644)
+	if err := d.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	pc := pveClient(t, d)
+	before, _ := d.Sim.RequestCount()
+	want := map[string]string{"yolo-ephemeral": "agentlab-nat", "sealed": "agentlab-off", "tight": "agentlab-a"}
+	for prof, group := range want {
+		name := "fw-" + strings.ReplaceAll(prof, "yolo-", "")
+		c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: prof})
+		sb, err := c.WaitSandbox(ctx, name, 0)
+		if err != nil || sb.State != api.StateRunning {
+			t.Fatalf("%s: %+v %v", prof, sb, err)
+		}
+		rules, opts, err := pc.VMFirewallRules(ctx, sb.VMID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rules) != 1 || rules[0].Type != "group" || !strings.HasPrefix(rules[0].Action, group) || rules[0].Enable != 1 || len(rules[0].Errors) != 0 {
+			t.Errorf("%s: VM rules %+v", prof, rules)
+		}
+		if opts["enable"] != float64(1) || opts["policy_in"] != "ACCEPT" || opts["policy_out"] != "ACCEPT" {
+			t.Errorf("%s: VM firewall options %v", prof, opts)
+		}
+		if !strings.Contains(vms(d)[sb.VMID].Config["net0"], "firewall=1") {
+			t.Errorf("%s: net0 without firewall=1", prof)
+		}
+	}
+	_, byPath := d.Sim.RequestCount()
+	_ = before
+	if n := byPath["POST /nodes/{node}/qemu/{vmid}/firewall/rules"]; n != 3 {
+		t.Errorf("%d VM rule creations, want 3", n)
+	}
+	if n := byPath["PUT /nodes/{node}/qemu/{vmid}/firewall/options"]; n != 3 {
+		t.Errorf("%d VM option updates, want 3", n)
+	}
+	// The groups' rules.
+	dump := func(g string) string {
+		rs, err := pc.GroupRules(ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, strings.TrimSpace(strings.Join([]string{r.Type, r.Action, r.Dest, r.Proto, r.DPort}, " ")))
+			if r.Enable != 1 || len(r.Errors) > 0 {
+				t.Errorf("%s: rule %+v not usable", g, r)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	head := "out ACCEPT 10.77.0.1 tcp 8844\nout ACCEPT 10.77.0.1 udp 53\nout ACCEPT 10.77.0.1 tcp 53\n"
+	if got := dump("agentlab-off"); got != head+"out DROP" {
+		t.Errorf("agentlab-off:\n%s", got)
+	}
+	if got := dump("agentlab-nat"); !strings.HasPrefix(got, head) || !strings.Contains(got, "out DROP 192.168.0.0/16") ||
+		!strings.Contains(got, "out DROP 169.254.0.0/16") || !strings.Contains(got, "out DROP 100.64.0.0/10") || strings.HasSuffix(got, "out DROP") {
+		t.Errorf("agentlab-nat:\n%s", got)
+	}
+	rules, _, _ := pc.VMFirewallRules(ctx, mustVMID(t, c, "fw-tight"))
+	if got := dump(rules[0].Action); got != head+"out ACCEPT 203.0.113.0/24 tcp 443\nout ACCEPT 198.51.100.7/32\nout DROP" {
+		t.Errorf("%s:\n%s", rules[0].Action, got)
+	}
+	// Applying again changes nothing (restart re-applies the groups).
+	_, before2 := d.Sim.RequestCount()
+	if err := d.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, after2 := d.Sim.RequestCount()
+	if after2["POST /cluster/firewall/groups/{group}"] != before2["POST /cluster/firewall/groups/{group}"] {
+		t.Error("re-applying unchanged groups rewrote their rules")
+	}
+	_ = pve.FwRule{}
+}
+
+func mustVMID(t *testing.T, c interface {
+	Sandbox(context.Context, string) (*api.Sandbox, error)
+}, name string) int {
+	sb, err := c.Sandbox(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb.VMID
+}
