@@ -172,4 +172,37 @@ lease_gc_interval: 1s
 			t.Fatalf("t%d after SIGTERM and restart: %+v %v", n, sb, err)
 		}
 	}
+
+	// The host commands against the same config: render sees the running
+	// sandboxes' addresses; apply loads the ruleset (in a network namespace of
+	// this test, not the machine's) and the security groups; check names the
+	// missing bridge with its fix.
+	sb0, _ := c.Sandbox(ctx, "c00")
+	out1, err := exec.Command(bin, "host", "network", "render", "--config", cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out1), "table inet agentlab") || !strings.Contains(string(out1), sb0.IP) {
+		t.Fatalf("render: %v\n%s", err, out1)
+	}
+	ns := fmt.Sprintf("agentd-apply-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	for i := 0; i < 2; i++ { // twice: apply is idempotent
+		out2, err := exec.Command("ip", "netns", "exec", ns, bin, "host", "network", "apply", "--skip-groups", "--config", cfgPath).CombinedOutput()
+		if err != nil || !strings.Contains(string(out2), "table inet agentlab loaded") {
+			t.Fatalf("apply: %v\n%s", err, out2)
+		}
+		out2, err = exec.Command(bin, "host", "network", "apply", "--skip-nft", "--config", cfgPath).CombinedOutput()
+		if err != nil || !strings.Contains(string(out2), "security groups up to date") {
+			t.Fatalf("apply groups: %v\n%s", err, out2)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "agentlab", "nat_hosts").CombinedOutput(); err != nil || !strings.Contains(string(out), sb0.IP) {
+		t.Fatalf("nat_hosts after apply: %v\n%s", err, out)
+	}
+	out3, err := exec.Command(bin, "host", "check", "--config", cfgPath).CombinedOutput()
+	if err == nil || !strings.Contains(string(out3), "fail  bridge") || !strings.Contains(string(out3), "fix: add the stanza") ||
+		!strings.Contains(string(out3), "ok    token_privileges") {
+		t.Fatalf("host check: %v\n%s", err, out3)
+	}
 }

@@ -33,7 +33,7 @@ a bearer token.`,
 	})
 	addClientFlags(root)
 	root.AddGroup(&cobra.Group{ID: "agent", Title: "Run the agent:"}, &cobra.Group{ID: "ops", Title: "Operate sandboxes:"})
-	for _, c := range []*cobra.Command{newServeCmd(), newDevCmd(), newSimCmd(), newConfigCmd(), newBackupCmd(), newRestoreCmd()} {
+	for _, c := range []*cobra.Command{newServeCmd(), newDevCmd(), newSimCmd(), newConfigCmd(), newBackupCmd(), newRestoreCmd(), newHostCmd()} {
 		c.GroupID = "agent"
 		root.AddCommand(c)
 	}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/config"
+	"github.com/agentlab/terraform-provider-agentlab/internal/hostcheck"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+)
+
+// loadHost reads the config and profiles and builds a Proxmox client, as
+// `agentd serve` would (host commands run on the host, not through the API).
+func loadHost(cfgPath string) (*config.Config, profile.Set, *pve.Client, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	profiles, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	secret, err := cfg.ProxmoxSecret()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca, err := cfg.ProxmoxCA()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pc, err := pve.New(pve.Config{URL: cfg.ProxmoxURL, TokenID: cfg.ProxmoxTokenID, Secret: secret, Node: cfg.ProxmoxNode,
+		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout})
+	return cfg, profiles, pc, err
+}
+
+func newHostCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "host", Short: "Check and set up the Proxmox host (preflight, bridge, nftables, security groups)"}
+	var cfgPath string
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Preflight: one line per prerequisite, each failure with its fix",
+		Long: `Check what agentd needs from the host and from Proxmox: the agent bridge,
+IPv4 forwarding, nftables, conntrack, the snippets directory and storage, the
+API token and its privileges, the workspace storage, and every profile's
+template (a template, cloud-init drive, guest agent, storage that can
+link-clone). Exits 1 if anything fails.`,
+		Example: `  agentd host check
+  agentd host check --json --config /etc/agentd/config.yaml`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, profiles, pc, err := loadHost(cfgPath)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			res := hostcheck.Run(ctx, cfg, profiles, pc, hostcheck.Host{})
+			failed := 0
+			for _, r := range res {
+				if r.Status == hostcheck.Fail {
+					failed++
+				}
+			}
+			if g.json {
+				if err := printJSON(cmd.OutOrStdout(), map[string]any{"checks": res, "failed": failed}); err != nil {
+					return err
+				}
+			} else {
+				for _, r := range res {
+					fmt.Fprintf(cmd.OutOrStdout(), "%-5s %-34s %s\n", r.Status, r.Check, r.Detail)
+					if r.Fix != "" && r.Status != hostcheck.OK {
+						fmt.Fprintf(cmd.OutOrStdout(), "      %-34s fix: %s\n", "", r.Fix)
+					}
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d check(s) failed", failed)
+			}
+			return nil
+		},
+	}
+	check.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	cmd.AddCommand(check, newNetworkCmd())
+	return cmd
+}
+
+// policy builds the ruleset inputs; members come from the running agent when
+// it answers (its sandboxes' addresses by mode), else the sets start empty.
+func policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*netpolicy.Policy, error) {
+	subnet, err := netip.ParsePrefix(cfg.AgentSubnet)
+	if err != nil {
+		return nil, err
+	}
+	host, err := netip.ParseAddr(cfg.AgentHostAddress)
+	if err != nil {
+		return nil, err
+	}
+	p := &netpolicy.Policy{Bridge: cfg.AgentBridge, Subnet: subnet, HostAddr: host, Uplink: cfg.Uplink, GuestPort: cfg.GuestPort,
+		IsolateSandboxes: cfg.IsolateSandboxes, Allowlists: netpolicy.Allowlists(profiles), Members: map[netip.Addr]string{}}
+	if c, err := newClientFor(cfg); err == nil {
+		if sbs, err := c.Sandboxes(ctx, url.Values{"state": {string(api.StateRunning), string(api.StateStopped)}}); err == nil {
+			for _, sb := range sbs {
+				a, err := netip.ParseAddr(sb.IP)
+				prof := profiles[sb.Profile]
+				if err != nil || prof == nil {
+					continue
+				}
+				mode := prof.Network.Mode
+				if mode == "allowlist" {
+					mode += ":" + prof.Name
+				}
+				p.Members[a] = mode
+			}
+		}
+	}
+	return p, nil
+}
+
+func newClientFor(cfg *config.Config) (interface {
+	Sandboxes(context.Context, url.Values) ([]api.Sandbox, error)
+}, error) {
+	if g.endpoint == "" && os.Getenv("AGENTLAB_ENDPOINT") == "" {
+		g.endpoint = "unix://" + cfg.SocketPath
+	}
+	return newClient()
+}
+
+func newNetworkCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Render or apply the sandbox network policy"}
+	var cfgPath string
+	var interfaces bool
+	render := &cobra.Command{
+		Use:   "render [--interfaces]",
+		Short: "Print the nftables ruleset (or the bridge's interfaces stanza) for review",
+		Args:  args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			profiles, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			p, err := policy(ctx, cfg, profiles)
+			if err != nil {
+				return err
+			}
+			if interfaces {
+				fmt.Fprint(cmd.OutOrStdout(), p.Interfaces())
+				return nil
+			}
+			rs, err := p.Ruleset()
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), rs)
+			return nil
+		},
+	}
+	render.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	render.Flags().BoolVar(&interfaces, "interfaces", false, "print the /etc/network/interfaces stanza of the agent bridge instead")
+	var applyCfg string
+	var skipNft, skipGroups bool
+	apply := &cobra.Command{
+		Use:   "apply",
+		Short: "Load the nftables ruleset atomically and create/update the Proxmox security groups",
+		Long: `Load the rendered ruleset with one "nft -f" (the table is replaced atomically;
+running it again is harmless) and create or update the cluster security groups
+of the profiles' network modes (agentlab-nat, agentlab-off, one per allowlist
+profile). The bridge itself is not touched: add the stanza from
+"agentd host network render --interfaces" to /etc/network/interfaces.`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, profiles, pc, err := loadHost(applyCfg)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := cmdContext(cmd)
+			defer cancel()
+			p, err := policy(ctx, cfg, profiles)
+			if err != nil {
+				return err
+			}
+			rs, err := p.Ruleset()
+			if err != nil {
+				return err
+			}
+			if !skipNft {
+				if err := netpolicy.Apply(ctx, rs); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "nftables: table inet agentlab loaded (%d sandbox address(es) in mode sets)\n", len(p.Members))
+			}
+			if !skipGroups {
+				if err := agent.EnsureFirewallGroups(ctx, cfg, profiles, pc); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "proxmox: security groups up to date")
+			}
+			return nil
+		},
+	}
+	apply.Flags().StringVar(&applyCfg, "config", config.DefaultPath, "configuration file")
+	apply.Flags().BoolVar(&skipNft, "skip-nft", false, "only update the Proxmox security groups")
+	apply.Flags().BoolVar(&skipGroups, "skip-groups", false, "only load the nftables ruleset")
+	cmd.AddCommand(render, apply)
+	return cmd
+}

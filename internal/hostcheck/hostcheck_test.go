@@ -1,0 +1,76 @@
+package hostcheck_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/hostcheck"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+)
+
+func TestHostCheck(t *testing.T) {
+	ctx := context.Background()
+	d, err := agent.StartDev(ctx, agent.DevOptions{StateDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	id, secret := d.Sim.Token()
+	pc, _ := pve.New(pve.Config{URL: d.Sim.URL(), TokenID: id, Secret: secret, Node: "pve", CAPEM: d.Sim.CAPEM()})
+	profiles, err := profile.LoadDefaults("vmbr1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(d.Config.SnippetsDir, 0o755)
+	good := t.TempDir()
+	os.MkdirAll(filepath.Join(good, "sys/class/net/vmbr1"), 0o755)
+	os.MkdirAll(filepath.Join(good, "proc/sys/net/ipv4"), 0o755)
+	os.WriteFile(filepath.Join(good, "proc/sys/net/ipv4/ip_forward"), []byte("1\n"), 0o644)
+	have := func(string) (string, error) { return "/usr/sbin/x", nil }
+	for _, r := range hostcheck.Run(ctx, d.Config, profiles, pc, hostcheck.Host{Root: good, LookPath: have}) {
+		if r.Status != hostcheck.OK {
+			t.Errorf("healthy host: %+v", r)
+		}
+	}
+	// A bare host and a broken template: every problem reported with a fix.
+	d.Sim.AddVM("pve", 9100, map[string]string{"name": "not-a-template", "scsi0": "local-lvm:5", "memory": "512"}, false)
+	p := *profiles["yolo-ephemeral"]
+	p.Name, p.TemplateVMID = "broken", 9100
+	profiles["broken"] = &p
+	missing := func(string) (string, error) { return "", errors.New("not found") }
+	cfg := *d.Config
+	cfg.SnippetsDir, cfg.SnippetsStorage = filepath.Join(t.TempDir(), "nope"), "local-lvm"
+	got := map[string]hostcheck.Result{}
+	for _, r := range hostcheck.Run(ctx, &cfg, profiles, pc, hostcheck.Host{Root: t.TempDir(), LookPath: missing}) {
+		got[r.Check] = r
+	}
+	for check, want := range map[string]string{
+		"bridge":                 "vmbr1 does not exist",
+		"ip_forward":             "forwarding is off",
+		"nftables":               "nft is not installed",
+		"conntrack":              "idle auto-stop cannot see SSH sessions",
+		"snippets_dir":           "does not exist",
+		"snippets_storage":       "local-lvm does not allow snippets",
+		"template 9100 (broken)": "not a template (qm template 9100); guest agent not enabled",
+		"template 9000 (interactive-dev, yolo-ephemeral, yolo-workspace)": "template with cloud-init",
+	} {
+		r, ok := got[check]
+		if !ok || !strings.Contains(r.Detail, want) {
+			t.Errorf("%s: %+v, want detail with %q", check, r, want)
+		}
+		if ok && r.Status != hostcheck.OK && r.Fix == "" {
+			t.Errorf("%s: failure without a fix", check)
+		}
+	}
+	if got["conntrack"].Status != hostcheck.Warn || got["bridge"].Status != hostcheck.Fail {
+		t.Errorf("statuses: %+v %+v", got["conntrack"], got["bridge"])
+	}
+}
