@@ -70,7 +70,12 @@ provisioning_timeout: 30s
 shutdown_timeout: 2s
 reconcile_interval: 1s
 lease_gc_interval: 1s
-`, dir, dir, profiles, env["PVE_URL"], tokenID, dir, dir, local)), 0o600)
+guest_listen: 127.0.0.1:0
+guest_check_source_ip: false
+metrics_listen: 127.0.0.1:0
+secrets_dir: %s/secrets
+secrets_key_file: %s/secrets/age.key
+`, dir, dir, profiles, env["PVE_URL"], tokenID, dir, dir, local, dir, dir)), 0o600)
 
 	serve := func() *exec.Cmd {
 		cmd := exec.Command(bin, "serve", "--config", cfgPath)

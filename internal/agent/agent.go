@@ -29,12 +29,15 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
+	"github.com/agentlab/terraform-provider-agentlab/internal/guest"
+	"github.com/agentlab/terraform-provider-agentlab/internal/jobs"
 	"github.com/agentlab/terraform-provider-agentlab/internal/loops"
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
 	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
+	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
 	"github.com/agentlab/terraform-provider-agentlab/internal/server"
 	"github.com/agentlab/terraform-provider-agentlab/internal/session"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -49,6 +52,7 @@ type Info struct {
 	Token    string
 	CACert   string // path of the PEM certificate clients should trust
 	Metrics  string // http://host:port/metrics when metrics are on
+	Guest    string // the guest listener's base URL
 }
 
 // Hooks replace the clock and the conntrack reader (tests), or switch the
@@ -70,6 +74,7 @@ type Agent struct {
 	stopLoops []context.CancelFunc
 	Loops     *loops.Runner
 	Metrics   *metrics.Metrics
+	Jobs      *jobs.Manager
 	handlers  sync.WaitGroup // API requests in progress
 	wg        sync.WaitGroup
 	errc      chan error
@@ -119,6 +124,13 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if err != nil {
 		return nil, err
 	}
+	// The guest listener is bound first: its address goes into every snippet.
+	guestLn, err := net.Listen("tcp", cfg.GuestListen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("guest_listen %s: %w (is the agent bridge up with agent_host_address?)", cfg.GuestListen, err)
+	}
+	guestURL := "http://" + guestLn.Addr().String()
 	alloc := vmid.New(st, pc)
 	wsm := workspace.New(st, pc, alloc, cfg.WorkspaceStorage)
 	mgr := sandbox.New(st, pc, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
@@ -126,12 +138,19 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log,
-		FirewallGroup: netpolicy.GroupName})
+		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop
 	sessions := session.New(st, mgr)
+	a.Jobs = jobs.New(st, mgr)
 	api := server.New(mgr, sessions, cfg.ProxmoxNode, log)
 	api.SetLoops(a.Loops)
+	api.SetJobs(a.Jobs)
+	a.Info.Guest = guestURL
+	gs := guest.New(st, a.Jobs, secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile}, profiles, guest.Options{
+		BaseURL: guestURL, ArtifactDir: filepath.Join(cfg.StateDir, "artifacts"), MaxBytes: cfg.ArtifactMaxBytes,
+		ArtifactTokenTTL: cfg.ArtifactTokenTTL, CheckSourceIP: cfg.GuestCheckSourceIP, Now: h.Now}, log, met)
+	a.serve(a.newServer(gs), guestLn)
 	if err := a.listenUnix(cfg.SocketPath, api); err != nil {
 		a.Close()
 		return nil, err
@@ -357,12 +376,19 @@ func (a *Agent) addLoops(cfg *config.Config) {
 		return err
 	}})
 	a.Loops.Add(loops.Loop{Name: "idle_stop", Every: cfg.IdleStopInterval, Run: m.IdleStop})
+	a.Loops.Add(loops.Loop{Name: "job_finalize", Every: cfg.LeaseGCInterval, Run: a.Jobs.Finalize})
 	a.Loops.Add(loops.Loop{Name: "prune_state", Every: time.Hour, Run: func(ctx context.Context) error {
 		ev, sb, err := a.Store.Prune(ctx, cfg.EventRetention, cfg.DestroyedRetention)
 		if ev+sb > 0 {
 			a.log.Info("pruned state", "events", ev, "destroyed_sandboxes", sb)
 		}
-		return err
+		old, aerr := a.Store.OldArtifacts(ctx, cfg.ArtifactRetention)
+		for _, art := range old {
+			if rerr := os.Remove(art.Path); rerr == nil || os.IsNotExist(rerr) {
+				_ = a.Store.DeleteArtifact(ctx, art.ID)
+			}
+		}
+		return errors.Join(err, aerr)
 	}})
 }
 

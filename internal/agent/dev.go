@@ -106,6 +106,11 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	}
 	cfg.ProfilesDir = filepath.Join(d.StateDir, "profiles")
 	cfg.MetricsListen = "127.0.0.1:0"
+	// Guests are processes on this machine in dev mode: loopback, and their
+	// source address is not the sandbox's.
+	cfg.GuestListen, cfg.GuestCheckSourceIP = "127.0.0.1:0", false
+	cfg.SecretsDir = filepath.Join(d.StateDir, "secrets")
+	cfg.SecretsKeyFile = filepath.Join(d.StateDir, "secrets", "age.key")
 	cfg.ProxmoxURL, cfg.ProxmoxTokenID, cfg.ProxmoxTokenSecret = sim.URL(), id, secret
 	cfg.ProxmoxNode, cfg.ProxmoxCAPEM, cfg.ProxmoxCAFile = sim.Node(), sim.CAPEM(), ""
 	cfg.SnippetsDir = filepath.Join(pveLocal, "snippets")

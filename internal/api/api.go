@@ -429,3 +429,94 @@ type PruneRequest struct {
 	// each one's description names a sandbox of this agent that is gone.
 	Orphans bool `json:"orphans,omitempty"`
 }
+
+// GuestBootstrap is what GET /v1/bootstrap on the guest listener returns:
+// everything a sandbox needs, once.
+type GuestBootstrap struct {
+	SandboxID     string            `json:"sandbox_id"`
+	Name          string            `json:"name"`
+	Env           map[string]string `json:"env,omitempty"`
+	SSHKeys       []string          `json:"ssh_keys,omitempty"`
+	Git           *GuestGit         `json:"git,omitempty"`
+	Job           *GuestJob         `json:"job,omitempty"`
+	ArtifactURL   string            `json:"artifact_url"`
+	ReportURL     string            `json:"report_url"`
+	ArtifactToken string            `json:"artifact_token"`
+}
+
+// GuestGit are git credentials for the guest.
+type GuestGit struct {
+	Username string `json:"username,omitempty"`
+	Token    string `json:"token,omitempty"`
+	Host     string `json:"host,omitempty"`
+}
+
+// GuestJob is the task a job sandbox runs.
+type GuestJob struct {
+	ID   string `json:"id"`
+	Repo string `json:"repo,omitempty"`
+	Ref  string `json:"ref,omitempty"`
+	Task string `json:"task"`
+}
+
+// JobReport is what the guest runner reports when the task ends.
+type JobReport struct {
+	ExitCode int    `json:"exit_code"`
+	Message  string `json:"message,omitempty"`
+}
+
+// RunJobRequest starts a job on a fresh sandbox.
+type RunJobRequest struct {
+	Profile   string `json:"profile"`
+	Task      string `json:"task"`
+	Repo      string `json:"repo,omitempty"`
+	Ref       string `json:"ref,omitempty"`
+	TTL       string `json:"ttl,omitempty"`
+	Keepalive *bool  `json:"keepalive,omitempty"`
+	Workspace string `json:"workspace,omitempty"`
+}
+
+// Job is a job as the API shows it.
+type Job struct {
+	ID        string    `json:"id"`
+	Sandbox   string    `json:"sandbox,omitempty"`
+	SandboxID string    `json:"sandbox_id,omitempty"`
+	Profile   string    `json:"profile"`
+	Repo      string    `json:"repo,omitempty"`
+	Ref       string    `json:"ref,omitempty"`
+	Task      string    `json:"task"`
+	Status    string    `json:"status"` // QUEUED, RUNNING, COMPLETED, FAILED, TIMEOUT
+	ExitCode  *int      `json:"exit_code,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Keepalive bool      `json:"keepalive"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// JobList is the list response.
+type JobList struct {
+	Jobs []Job `json:"jobs"`
+}
+
+// Artifact is a file a guest uploaded.
+type Artifact struct {
+	ID        int64     `json:"id"`
+	SandboxID string    `json:"sandbox_id"`
+	JobID     string    `json:"job_id,omitempty"`
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	SHA256    string    `json:"sha256"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ArtifactList is the list response.
+type ArtifactList struct {
+	Artifacts []Artifact `json:"artifacts"`
+}
+
+// Job and artifact error codes.
+const (
+	CodeJobNotFound      Code = "job_not_found"
+	CodeArtifactNotFound Code = "artifact_not_found"
+	CodeForbidden        Code = "forbidden"
+)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,16 +47,24 @@ type Config struct {
 	ProxmoxInsecure        bool          `yaml:"proxmox_insecure"`
 	ProxmoxCommandTimeout  time.Duration `yaml:"proxmox_command_timeout"`
 
-	SnippetsDir      string   `yaml:"snippets_dir"`
-	SnippetsStorage  string   `yaml:"snippets_storage"`
-	WorkspaceStorage string   `yaml:"workspace_storage"`
-	AgentBridge      string   `yaml:"agent_bridge"`
-	AgentSubnet      string   `yaml:"agent_subnet"`
-	AgentHostAddress string   `yaml:"agent_host_address"`
-	Uplink           string   `yaml:"uplink"`
-	GuestPort        int      `yaml:"guest_port"`
-	IsolateSandboxes bool     `yaml:"isolate_sandboxes"`
-	SSHPublicKeys    []string `yaml:"ssh_public_keys"`
+	SnippetsDir      string `yaml:"snippets_dir"`
+	SnippetsStorage  string `yaml:"snippets_storage"`
+	WorkspaceStorage string `yaml:"workspace_storage"`
+	AgentBridge      string `yaml:"agent_bridge"`
+	AgentSubnet      string `yaml:"agent_subnet"`
+	AgentHostAddress string `yaml:"agent_host_address"`
+	Uplink           string `yaml:"uplink"`
+	GuestPort        int    `yaml:"guest_port"`
+	IsolateSandboxes bool   `yaml:"isolate_sandboxes"`
+
+	GuestListen        string        `yaml:"guest_listen"`
+	GuestCheckSourceIP bool          `yaml:"guest_check_source_ip"`
+	BootstrapTTL       time.Duration `yaml:"bootstrap_ttl"`
+	ArtifactTokenTTL   time.Duration `yaml:"artifact_token_ttl"`
+	ArtifactRetention  time.Duration `yaml:"artifact_retention"`
+	SecretsDir         string        `yaml:"secrets_dir"`
+	SecretsKeyFile     string        `yaml:"secrets_key_file"`
+	SSHPublicKeys      []string      `yaml:"ssh_public_keys"`
 
 	ProvisioningTimeout time.Duration `yaml:"provisioning_timeout"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout"`
@@ -99,6 +108,12 @@ func Default() *Config {
 		Uplink:                 "vmbr0",
 		GuestPort:              8844,
 		IsolateSandboxes:       true,
+		GuestCheckSourceIP:     true,
+		BootstrapTTL:           10 * time.Minute,
+		ArtifactTokenTTL:       24 * time.Hour,
+		ArtifactRetention:      720 * time.Hour,
+		SecretsDir:             "/etc/agentd/secrets",
+		SecretsKeyFile:         "/etc/agentd/secrets/age.key",
 		SSHPublicKeys:          []string{},
 		ProvisioningTimeout:    10 * time.Minute,
 		ShutdownTimeout:        30 * time.Second,
@@ -196,7 +211,8 @@ func (c *Config) Validate() error {
 	}{{"proxmox_command_timeout", c.ProxmoxCommandTimeout}, {"provisioning_timeout", c.ProvisioningTimeout},
 		{"shutdown_timeout", c.ShutdownTimeout}, {"idle_stop_interval", c.IdleStopInterval},
 		{"reconcile_interval", c.ReconcileInterval}, {"lease_gc_interval", c.LeaseGCInterval},
-		{"event_retention", c.EventRetention}, {"destroyed_retention", c.DestroyedRetention}} {
+		{"event_retention", c.EventRetention}, {"destroyed_retention", c.DestroyedRetention},
+		{"bootstrap_ttl", c.BootstrapTTL}, {"artifact_token_ttl", c.ArtifactTokenTTL}, {"artifact_retention", c.ArtifactRetention}} {
 		if kd.d <= 0 {
 			return c.fieldErr(kd.key, "must be greater than zero")
 		}
@@ -226,6 +242,11 @@ func (c *Config) Validate() error {
 	}
 	if c.GuestPort < 1 || c.GuestPort > 65535 {
 		return c.fieldErr("guest_port", "must be a TCP port, got %d", c.GuestPort)
+	}
+	if c.GuestListen == "" {
+		c.GuestListen = net.JoinHostPort(c.AgentHostAddress, strconv.Itoa(c.GuestPort))
+	} else if _, _, err := net.SplitHostPort(c.GuestListen); err != nil {
+		return c.fieldErr("guest_listen", "want host:port, got %q", c.GuestListen)
 	}
 	if c.WorkspaceStorage == "" {
 		return c.fieldErr("workspace_storage", "must not be empty")

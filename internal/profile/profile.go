@@ -39,6 +39,7 @@ type Profile struct {
 	Storage      Storage   `yaml:"storage"`
 	Network      Network   `yaml:"network"`
 	Behavior     Behavior  `yaml:"behavior"`
+	Secrets      Secrets   `yaml:"secrets"`
 
 	Source string `yaml:"-"` // file it came from
 }
@@ -90,6 +91,12 @@ func ParseAllow(s string) (Allow, error) {
 		return Allow{}, fmt.Errorf("%q is not an IPv4 address or CIDR with an optional :port", s)
 	}
 	return Allow{Prefix: p.Masked(), Port: port}, nil
+}
+
+// Secrets selects what a profile's sandboxes receive at bootstrap.
+type Secrets struct {
+	Bundle string   `yaml:"bundle"` // "" delivers nothing
+	Env    []string `yaml:"env"`    // env names to deliver; empty: all of the bundle's
 }
 
 // Behavior is the lifecycle policy.
@@ -169,6 +176,12 @@ func (p *Profile) validate(bridge string) error {
 		if _, err := ParseAllow(a); err != nil {
 			return fmt.Errorf("network.allowlist[%d]: %v", i, err)
 		}
+	}
+	if p.Secrets.Bundle == "" && len(p.Secrets.Env) > 0 {
+		return fmt.Errorf("secrets.env: needs secrets.bundle")
+	}
+	if b := p.Secrets.Bundle; b != "" && !regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`).MatchString(b) {
+		return fmt.Errorf("secrets.bundle: %q is not a bundle name", b)
 	}
 	if m := p.Behavior.IdleStopMinutes; m != nil && *m < 0 {
 		return fmt.Errorf("behavior.idle_stop_minutes_default: must be 0 (off) or more, got %d", *m)

@@ -55,6 +55,9 @@ type Options struct {
 	// FirewallGroup names the Proxmox security group of a profile's
 	// sandboxes; nil leaves the VM firewall alone.
 	FirewallGroup func(*profile.Profile) string
+	// GuestURL is where guests fetch their bootstrap ("" leaves it out).
+	GuestURL     string
+	BootstrapTTL time.Duration
 }
 
 // Manager runs sandbox lifecycles.
@@ -102,6 +105,9 @@ func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.M
 	}
 	if o.Conntrack == nil {
 		o.Conntrack = conntrack.Command
+	}
+	if o.BootstrapTTL == 0 {
+		o.BootstrapTTL = 10 * time.Minute
 	}
 	if o.ProvisioningTimeout == 0 {
 		o.ProvisioningTimeout = 10 * time.Minute

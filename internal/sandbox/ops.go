@@ -54,6 +54,7 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, provisioning 
 		return err
 	}
 	m.removeSnippet(sb)
+	_ = m.store.DeleteTokens(ctx, sb.ID, "")
 	if w != nil {
 		if err := m.ws.Release(ctx, w, sb.ID); err != nil {
 			return fmt.Errorf("release workspace %s: %w", w.Name, err)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/token"
 )
 
 // Provisioning steps, persisted in the row so an interrupted run resumes.
@@ -279,6 +281,23 @@ type cloudUser struct {
 	SSHKeys    []string `yaml:"ssh_authorized_keys,omitempty"`
 }
 
+type cloudFile struct {
+	Path        string `yaml:"path"`
+	Permissions string `yaml:"permissions"`
+	Owner       string `yaml:"owner"`
+	Content     string `yaml:"content"`
+}
+
+// Bootstrap is what the guest finds in /etc/agentlab/bootstrap.json.
+type Bootstrap struct {
+	URL       string `json:"url"`
+	Token     string `json:"token"`
+	SandboxID string `json:"sandbox_id"`
+}
+
+// BootstrapPath is where cloud-init writes the bootstrap file in the guest.
+const BootstrapPath = "/etc/agentlab/bootstrap.json"
+
 type cloudConfig struct {
 	Hostname        string      `yaml:"hostname"`
 	ManageEtcHosts  bool        `yaml:"manage_etc_hosts"`
@@ -288,7 +307,8 @@ type cloudConfig struct {
 		Mode    string   `yaml:"mode"`
 		Devices []string `yaml:"devices"`
 	} `yaml:"growpart"`
-	ResizeRootfs bool `yaml:"resize_rootfs"`
+	ResizeRootfs bool        `yaml:"resize_rootfs"`
+	WriteFiles   []cloudFile `yaml:"write_files,omitempty"`
 }
 
 // writeSnippet writes the cloud-init user-data that replaces Proxmox's own
@@ -297,6 +317,20 @@ func (m *Manager) writeSnippet(sb *store.Sandbox) error {
 	cc := cloudConfig{Hostname: sb.Name, ManageEtcHosts: true, ResizeRootfs: true,
 		Users: []cloudUser{{Name: "agent", Sudo: "ALL=(ALL) NOPASSWD:ALL", Shell: "/bin/bash", LockPasswd: true, SSHKeys: m.opts.SSHPublicKeys}}}
 	cc.Growpart.Mode, cc.Growpart.Devices = "auto", []string{"/"}
+	if m.opts.GuestURL != "" {
+		// A fresh single-use token per snippet: only its hash is stored, and
+		// one written earlier (a retried step) stops working.
+		raw, hash := token.New()
+		if err := m.store.DeleteTokens(context.Background(), sb.ID, store.TokenBootstrap); err != nil {
+			return err
+		}
+		if err := m.store.CreateToken(context.Background(), &store.Token{Hash: hash, Kind: store.TokenBootstrap, SandboxID: sb.ID,
+			ExpiresAt: m.now().Add(m.opts.BootstrapTTL)}); err != nil {
+			return err
+		}
+		bj, _ := json.Marshal(Bootstrap{URL: m.opts.GuestURL, Token: raw, SandboxID: sb.ID})
+		cc.WriteFiles = append(cc.WriteFiles, cloudFile{Path: BootstrapPath, Permissions: "0600", Owner: "root:root", Content: string(bj)})
+	}
 	body, err := yaml.Marshal(cc)
 	if err != nil {
 		return err

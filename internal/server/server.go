@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/jobs"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/session"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -36,6 +37,7 @@ type Server struct {
 	started  time.Time
 	node     string
 	mux      *http.ServeMux
+	jobs     *jobs.Manager
 	loops    interface {
 		Status() map[string]api.LoopStatus
 	}

@@ -108,6 +108,47 @@ CREATE UNIQUE INDEX sessions_live_name ON sessions(name) WHERE state <> 'DELETED
 ALTER TABLE events ADD COLUMN workspace TEXT NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN session TEXT NOT NULL DEFAULT '';
 `},
+	{3, "bootstrap tokens, artifacts and jobs", `
+CREATE TABLE tokens (
+	hash       TEXT PRIMARY KEY,
+	kind       TEXT NOT NULL,
+	sandbox_id TEXT NOT NULL,
+	job_id     TEXT NOT NULL DEFAULT '',
+	expires_at INTEGER NOT NULL,
+	spent_at   INTEGER,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX tokens_sandbox ON tokens(sandbox_id, kind);
+CREATE TABLE artifacts (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	sandbox_id TEXT NOT NULL,
+	job_id     TEXT NOT NULL DEFAULT '',
+	name       TEXT NOT NULL,
+	size       INTEGER NOT NULL,
+	sha256     TEXT NOT NULL,
+	path       TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX artifacts_sandbox ON artifacts(sandbox_id);
+CREATE INDEX artifacts_job ON artifacts(job_id);
+CREATE TABLE jobs (
+	id         TEXT PRIMARY KEY,
+	sandbox_id TEXT NOT NULL DEFAULT '',
+	profile    TEXT NOT NULL,
+	repo       TEXT NOT NULL DEFAULT '',
+	ref        TEXT NOT NULL DEFAULT '',
+	task       TEXT NOT NULL,
+	status     TEXT NOT NULL,
+	exit_code  INTEGER,
+	error      TEXT NOT NULL DEFAULT '',
+	keepalive  INTEGER NOT NULL DEFAULT 0,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+);
+CREATE INDEX jobs_sandbox ON jobs(sandbox_id);
+CREATE INDEX jobs_status ON jobs(status);
+ALTER TABLE events ADD COLUMN job TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -1,0 +1,239 @@
+// Package secrets keeps named secrets bundles encrypted with age: one X25519
+// identity in a 0600 key file, one <name>.age file per bundle. Bundles are
+// decrypted only in memory, when a sandbox fetches its bootstrap.
+package secrets
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"filippo.io/age"
+)
+
+// Bundle is what a bundle holds.
+type Bundle struct {
+	Env     map[string]string `json:"env,omitempty"`
+	SSHKeys map[string]string `json:"ssh_keys,omitempty"` // name → public key (authorized in the guest)
+	Git     *Git              `json:"git,omitempty"`
+}
+
+// Git holds git credentials.
+type Git struct {
+	Username string `json:"username,omitempty"`
+	Token    string `json:"token,omitempty"`
+	Host     string `json:"host,omitempty"` // default github.com
+}
+
+// Store is a directory of bundles and the key that opens them.
+type Store struct {
+	Dir     string
+	KeyFile string
+}
+
+var (
+	bundleRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	envRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// ErrNoKey means `agentd secrets init` has not run.
+	ErrNoKey = errors.New("no secrets key")
+)
+
+// Init creates the identity (refusing to overwrite one: that would orphan
+// every bundle) and returns its public recipient.
+func (s Store) Init() (string, error) {
+	if _, err := os.Stat(s.KeyFile); err == nil {
+		return "", fmt.Errorf("%s already exists: keeping it (bundles are encrypted to it)", s.KeyFile)
+	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.KeyFile), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return "", err
+	}
+	body := fmt.Sprintf("# agentd secrets key; public: %s\n%s\n", id.Recipient(), id)
+	f, err := os.OpenFile(s.KeyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.WriteString(body); err != nil {
+		return "", err
+	}
+	return id.Recipient().String(), f.Sync()
+}
+
+func (s Store) identity() (*age.X25519Identity, error) {
+	b, err := os.ReadFile(s.KeyFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s is missing (run agentd secrets init)", ErrNoKey, s.KeyFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(s.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by others (mode %o): chmod 600 it", s.KeyFile, fi.Mode().Perm())
+	}
+	ids, err := age.ParseIdentities(bytes.NewReader(b))
+	if err != nil || len(ids) != 1 {
+		return nil, fmt.Errorf("%s: not one age identity: %v", s.KeyFile, err)
+	}
+	id, ok := ids[0].(*age.X25519Identity)
+	if !ok {
+		return nil, fmt.Errorf("%s: not an X25519 identity", s.KeyFile)
+	}
+	return id, nil
+}
+
+func (s Store) path(name string) (string, error) {
+	if !bundleRE.MatchString(name) {
+		return "", fmt.Errorf("bundle name %q: lowercase letters, digits, - and _", name)
+	}
+	return filepath.Join(s.Dir, name+".age"), nil
+}
+
+// Load decrypts a bundle; a bundle that does not exist is empty.
+func (s Store) Load(name string) (*Bundle, error) {
+	p, err := s.path(name)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Bundle{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.identity()
+	if err != nil {
+		return nil, err
+	}
+	r, err := age.Decrypt(bytes.NewReader(enc), id)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt bundle %s: %w", name, err)
+	}
+	var b Bundle
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", name, err)
+	}
+	return &b, nil
+}
+
+// Save encrypts a bundle to the key's recipient, atomically, mode 0600.
+func (s Store) Save(name string, b *Bundle) error {
+	if err := b.Validate(); err != nil {
+		return err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	id, err := s.identity()
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	w, err := age.Encrypt(&buf, id.Recipient())
+	if err != nil {
+		return err
+	}
+	if err := json.NewEncoder(w).Encode(b); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.Dir, ".bundle-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, &buf); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), p)
+}
+
+// Names lists the bundles.
+func (s Store) Names() ([]string, error) {
+	ents, err := os.ReadDir(s.Dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".age"); ok && e.Type().IsRegular() {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Validate checks names and values.
+func (b *Bundle) Validate() error {
+	for k := range b.Env {
+		if !envRE.MatchString(k) {
+			return fmt.Errorf("env %q: not a variable name", k)
+		}
+	}
+	for k, v := range b.SSHKeys {
+		if f := strings.Fields(v); len(f) < 2 || !strings.HasPrefix(f[0], "ssh-") && !strings.HasPrefix(f[0], "ecdsa-") {
+			return fmt.Errorf("ssh key %q: not an OpenSSH public key", k)
+		}
+	}
+	return nil
+}
+
+// Redacted is a copy safe to print: values replaced, names kept.
+func (b *Bundle) Redacted() *Bundle {
+	out := &Bundle{Env: map[string]string{}, SSHKeys: b.SSHKeys}
+	for k := range b.Env {
+		out.Env[k] = "[REDACTED]"
+	}
+	if b.Git != nil {
+		g := *b.Git
+		if g.Token != "" {
+			g.Token = "[REDACTED]"
+		}
+		out.Git = &g
+	}
+	return out
+}
+
+// Values lists every secret value (for scrubbing logs and bundles).
+func (b *Bundle) Values() []string {
+	var out []string
+	for _, v := range b.Env {
+		out = append(out, v)
+	}
+	if b.Git != nil && b.Git.Token != "" {
+		out = append(out, b.Git.Token)
+	}
+	return out
+}

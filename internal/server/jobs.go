@@ -1,0 +1,127 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"strconv"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/jobs"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+)
+
+// SetJobs enables the job and artifact endpoints.
+func (s *Server) SetJobs(j *jobs.Manager) {
+	s.jobs = j
+	s.mux.HandleFunc("POST /v1/jobs", s.wrap(s.runJob))
+	s.mux.HandleFunc("GET /v1/jobs", s.wrap(s.listJobs))
+	s.mux.HandleFunc("GET /v1/jobs/{id}", s.wrap(s.getJob))
+	s.mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.wrap(s.cancelJob))
+	s.mux.HandleFunc("GET /v1/jobs/{id}/artifacts", s.wrap(s.jobArtifacts))
+	s.mux.HandleFunc("GET /v1/sandboxes/{ref}/artifacts", s.wrap(s.sandboxArtifacts))
+	s.mux.HandleFunc("GET /v1/artifacts/{id}", s.download)
+}
+
+func (s *Server) runJob(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.RunJobRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	j, err := s.jobs.Run(r.Context(), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusAccepted, s.jobs.API(r.Context(), j), nil
+}
+
+func (s *Server) listJobs(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	js, err := s.mgr.Store().Jobs(r.Context(), r.URL.Query().Get("active") == "true")
+	if err != nil {
+		return 0, nil, err
+	}
+	out := api.JobList{Jobs: []api.Job{}}
+	for _, j := range js {
+		out.Jobs = append(out.Jobs, s.jobs.API(r.Context(), j))
+	}
+	return 200, out, nil
+}
+
+func (s *Server) getJob(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	j, err := s.jobs.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, s.jobs.API(r.Context(), j), nil
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var empty struct{}
+	if err := decode(w, r, &empty, true); err != nil {
+		return 0, nil, err
+	}
+	j, err := s.jobs.Cancel(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, s.jobs.API(r.Context(), j), nil
+}
+
+func artifactList(as []*store.Artifact) api.ArtifactList {
+	out := api.ArtifactList{Artifacts: []api.Artifact{}}
+	for _, a := range as {
+		out.Artifacts = append(out.Artifacts, api.Artifact{ID: a.ID, SandboxID: a.SandboxID, JobID: a.JobID, Name: a.Name, Size: a.Size, SHA256: a.SHA256, CreatedAt: a.CreatedAt})
+	}
+	return out
+}
+
+func (s *Server) jobArtifacts(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	j, err := s.jobs.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	as, err := s.mgr.Store().Artifacts(r.Context(), "", j.ID)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, artifactList(as), nil
+}
+
+func (s *Server) sandboxArtifacts(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	sb, err := s.mgr.Get(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return 0, nil, err
+	}
+	as, err := s.mgr.Store().Artifacts(r.Context(), sb.ID, "")
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, artifactList(as), nil
+}
+
+// download streams an artifact's bytes (with its SHA-256 in a header).
+func (s *Server) download(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	var a *store.Artifact
+	if err == nil {
+		a, err = s.mgr.Store().ArtifactByID(r.Context(), id)
+	}
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, strconv.ErrSyntax) {
+			code = http.StatusNotFound
+		}
+		writeJSON(w, code, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: "artifact " + r.PathValue("id") + " not found"}})
+		return
+	}
+	f, err := os.Open(a.Path)
+	if err != nil {
+		writeJSON(w, http.StatusGone, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: "artifact file is gone: " + err.Error()}})
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Artifact-SHA256", a.SHA256)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+strconv.Quote(a.Name)[1:len(strconv.Quote(a.Name))-1]+`"`)
+	http.ServeContent(w, r, a.Name, a.CreatedAt, f)
+}
