@@ -33,11 +33,11 @@ a bearer token.`,
 	})
 	addClientFlags(root)
 	root.AddGroup(&cobra.Group{ID: "agent", Title: "Run the agent:"}, &cobra.Group{ID: "ops", Title: "Operate sandboxes:"})
-	for _, c := range []*cobra.Command{newServeCmd(), newDevCmd(), newSimCmd(), newConfigCmd(), newBackupCmd(), newRestoreCmd(), newHostCmd()} {
+	for _, c := range []*cobra.Command{newServeCmd(), newDevCmd(), newSimCmd(), newConfigCmd(), newBackupCmd(), newRestoreCmd(), newHostCmd(), newSecretsCmd(), newGuestCmd()} {
 		c.GroupID = "agent"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newStatusCmd(), newProfileCmd(), newSandboxCmd(), newWorkspaceCmd(), newSessionCmd(), newEventsCmd(), newReconcileCmd(), newDoctorCmd()} {
+	for _, c := range []*cobra.Command{newStatusCmd(), newProfileCmd(), newSandboxCmd(), newWorkspaceCmd(), newSessionCmd(), newEventsCmd(), newReconcileCmd(), newDoctorCmd(), newJobCmd(), newArtifactsCmd()} {
 		c.GroupID = "ops"
 		root.AddCommand(c)
 	}

@@ -475,3 +475,66 @@ func (c *Client) PruneWith(ctx context.Context, orphans bool) (*api.PruneResult,
 	var r api.PruneResult
 	return &r, c.Do(ctx, "POST", "/v1/sandboxes/prune", api.PruneRequest{Orphans: orphans}, &r)
 }
+
+// RunJob starts a job (asynchronous: QUEUED).
+func (c *Client) RunJob(ctx context.Context, req api.RunJobRequest) (*api.Job, error) {
+	var j api.Job
+	return &j, c.Do(ctx, "POST", "/v1/jobs", req, &j)
+}
+
+// Job returns a job.
+func (c *Client) Job(ctx context.Context, id string) (*api.Job, error) {
+	var j api.Job
+	return &j, c.Do(ctx, "GET", "/v1/jobs/"+url.PathEscape(id), nil, &j)
+}
+
+// Jobs lists jobs.
+func (c *Client) Jobs(ctx context.Context) ([]api.Job, error) {
+	var l api.JobList
+	err := c.Do(ctx, "GET", "/v1/jobs", nil, &l)
+	return l.Jobs, err
+}
+
+// CancelJob cancels a job.
+func (c *Client) CancelJob(ctx context.Context, id string) (*api.Job, error) {
+	var j api.Job
+	return &j, c.Do(ctx, "POST", "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, &j)
+}
+
+// Artifacts lists a job's (ref "job-…") or a sandbox's artifacts.
+func (c *Client) Artifacts(ctx context.Context, ref string) ([]api.Artifact, error) {
+	var l api.ArtifactList
+	p := "/v1/sandboxes/" + url.PathEscape(ref) + "/artifacts"
+	if strings.HasPrefix(ref, "job-") {
+		p = "/v1/jobs/" + url.PathEscape(ref) + "/artifacts"
+	}
+	err := c.Do(ctx, "GET", p, nil, &l)
+	return l.Artifacts, err
+}
+
+// Download streams an artifact into w and returns its recorded SHA-256.
+func (c *Client) Download(ctx context.Context, id int64, w io.Writer) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/v1/artifacts/%d", c.base, id), nil)
+	if err != nil {
+		return "", err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("cannot reach agentd at %s: %w", c.where, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		var eb api.ErrorBody
+		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
+			eb.Error.Status = resp.StatusCode
+			return "", eb.Error
+		}
+		return "", fmt.Errorf("download artifact %d: %s", id, resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return resp.Header.Get("X-Artifact-SHA256"), err
+}
