@@ -136,7 +136,7 @@ func TestGuideCommandsExist(t *testing.T) {
 		for _, line := range strings.Split(string(b), "\n") {
 			for _, cmdline := range extractAgentd(line) {
 				n++
-				args := strings.Fields(cmdline)[1:]
+				args := shellFields(cmdline)[1:]
 				root := newRootCmd()
 				c, rest, err := root.Find(args)
 				if err != nil || c == root {
@@ -178,6 +178,69 @@ func extractAgentd(line string) []string {
 		if s := parts[i]; strings.HasPrefix(s, "agentd ") && !strings.ContainsAny(s, "…<[|") {
 			out = append(out, s)
 		}
+	}
+	return out
+}
+
+// TestVMTemplateExample checks examples/vm-template: the script parses, and the
+// runner unit starts `agentd guest run` with flags this binary accepts.
+func TestVMTemplateExample(t *testing.T) {
+	if out, err := exec.Command("bash", "-n", "../examples/vm-template/build-template.sh").CombinedOutput(); err != nil {
+		t.Fatalf("build-template.sh: %v %s", err, out)
+	}
+	unit, err := os.ReadFile("../examples/vm-template/agentlab-runner.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exec string
+	for _, l := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			exec = v
+		}
+	}
+	args := strings.Fields(exec)
+	if len(args) < 3 || filepath.Base(args[0]) != "agentd" {
+		t.Fatalf("ExecStart=%s", exec)
+	}
+	root := newRootCmd()
+	c, rest, err := root.Find(args[1:])
+	if err != nil || c.CommandPath() != "agentd guest run" {
+		t.Fatalf("ExecStart runs %v: %v", c.CommandPath(), err)
+	}
+	if err := c.ParseFlags(rest); err != nil {
+		t.Fatalf("ExecStart flags: %v", err)
+	}
+	if v, _ := c.Flags().GetString("secrets-dir"); !strings.HasPrefix(v, "/run/") {
+		t.Fatalf("secrets must go to a tmpfs under /run, not %s", v)
+	}
+}
+
+// shellFields splits a command line like sh does for simple quoting.
+func shellFields(s string) []string {
+	var out []string
+	var cur strings.Builder
+	in, q := false, rune(0)
+	for _, r := range s {
+		switch {
+		case q != 0 && r == q:
+			q = 0
+		case q != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			q, in = r, true
+		case r == ' ' || r == '\t':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
 	}
 	return out
 }
