@@ -11,14 +11,16 @@ import (
 )
 
 func newBackupCmd() *cobra.Command {
-	var cfgPath, out, keyFile string
+	var cfgPath, out string
+	var withKey bool
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
 		Short: "Back up agentd's state while it runs (database, config, profiles)",
 		Long: `Write a tar.gz with a consistent copy of the SQLite database (VACUUM INTO: one
 snapshot, safe while agentd writes; never copy agentd.db by hand), the config
-file and the profiles, plus a manifest with the schema version and checksum.
---include-key adds the secrets identity file: keep such a backup as safe as the key.`,
+file, the profiles and the (encrypted) secrets bundles, plus a manifest with the
+schema version and checksum. --include-key adds the key that opens the bundles:
+keep such a backup as safe as the key.`,
 		Example: `  agentd backup --out /root/agentd-$(date +%F).tar.gz`,
 		Args:    args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -28,7 +30,7 @@ file and the profiles, plus a manifest with the schema version and checksum.
 			}
 			ctx, cancel := cmdContext(cmd)
 			defer cancel()
-			m, err := backup.Backup(ctx, cfg, out, backup.Options{IncludeKey: keyFile != "", KeyFile: keyFile})
+			m, err := backup.Backup(ctx, cfg, out, backup.Options{IncludeKey: withKey})
 			if err != nil {
 				return err
 			}
@@ -41,7 +43,7 @@ file and the profiles, plus a manifest with the schema version and checksum.
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
 	cmd.Flags().StringVar(&out, "out", "", "archive to write (required)")
-	cmd.Flags().StringVar(&keyFile, "include-key", "", "also include this secrets key file")
+	cmd.Flags().BoolVar(&withKey, "include-key", false, "also include the secrets key (secrets_key_file)")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -41,7 +41,6 @@ type Manifest struct {
 type Options struct {
 	// IncludeKey adds the secrets' age identity (keep such a backup safe).
 	IncludeKey bool
-	KeyFile    string
 }
 
 // DBPath is where agentd keeps its database.
@@ -79,8 +78,16 @@ func Backup(ctx context.Context, cfg *config.Config, out string, o Options) (*Ma
 			}
 		}
 	}
-	if o.IncludeKey && o.KeyFile != "" {
-		files["keys/"+filepath.Base(o.KeyFile)] = o.KeyFile
+	// Bundles are encrypted: safe to include. The key that opens them only on request.
+	if ents, err := os.ReadDir(cfg.SecretsDir); err == nil {
+		for _, e := range ents {
+			if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".age") {
+				files["secrets/"+e.Name()] = filepath.Join(cfg.SecretsDir, e.Name())
+			}
+		}
+	}
+	if o.IncludeKey {
+		files["keys/"+filepath.Base(cfg.SecretsKeyFile)] = cfg.SecretsKeyFile
 	}
 	for name := range files {
 		m.Files = append(m.Files, name)
@@ -273,6 +280,10 @@ func Restore(ctx context.Context, cfg *config.Config, archive string, knownSchem
 			return install(p, cfg.File, 0o640)
 		case strings.HasPrefix(rel, "profiles/"):
 			return install(p, filepath.Join(cfg.ProfilesDir, filepath.Base(rel)), 0o644)
+		case strings.HasPrefix(rel, "secrets/"):
+			return install(p, filepath.Join(cfg.SecretsDir, filepath.Base(rel)), 0o600)
+		case strings.HasPrefix(rel, "keys/"):
+			return install(p, cfg.SecretsKeyFile, 0o600)
 		}
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/backup"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -50,7 +52,7 @@ func TestBackupWhileCreating(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.SchemaVersion != store.SchemaVersion() || len(m.Files) != 4 { // db + 3 profiles
+		if m.SchemaVersion != store.SchemaVersion() || len(m.Files) != 4 { // db + 3 profiles (no bundles yet)
 			t.Fatalf("manifest %+v", m)
 		}
 		archives = append(archives, out)
@@ -98,6 +100,20 @@ func TestBackupWhileCreating(t *testing.T) {
 	}
 	if !sawMidway {
 		t.Log("every backup happened to see only settled sandboxes")
+	}
+	// Encrypted bundles are always included; the key only on request.
+	sec := secrets.Store{Dir: d.Config.SecretsDir, KeyFile: d.Config.SecretsKeyFile}
+	sec.Init()
+	sec.Save("default", &secrets.Bundle{Env: map[string]string{"K": "v-secret-value"}})
+	for _, withKey := range []bool{false, true} {
+		m, err := backup.Backup(ctx, d.Config, filepath.Join(t.TempDir(), "s.tar.gz"), backup.Options{IncludeKey: withKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := strings.Join(m.Files, " ")
+		if !strings.Contains(files, "secrets/default.age") || strings.Contains(files, "keys/") != withKey {
+			t.Fatalf("include key %v: %v", withKey, m.Files)
+		}
 	}
 	// A damaged archive is refused before anything is replaced.
 	bad := filepath.Join(t.TempDir(), "bad.tar.gz")
