@@ -72,6 +72,7 @@ reconcile_interval: 1s
 lease_gc_interval: 1s
 guest_listen: 127.0.0.1:0
 guest_check_source_ip: false
+manage_nft_sets: false
 metrics_listen: 127.0.0.1:0
 secrets_dir: %s/secrets
 secrets_key_file: %s/secrets/age.key

@@ -61,6 +61,8 @@ type Hooks struct {
 	Now       func() time.Time
 	Conntrack conntrack.Lister
 	NoLoops   bool
+	// Addresses replaces the nftables mode-set updater.
+	Addresses sandbox.AddressSets
 }
 
 // Agent is a running agentd.
@@ -131,6 +133,10 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		return nil, fmt.Errorf("guest_listen %s: %w (is the agent bridge up with agent_host_address?)", cfg.GuestListen, err)
 	}
 	guestURL := "http://" + guestLn.Addr().String()
+	addrs := h.Addresses
+	if addrs == nil && cfg.ManageNftSets {
+		addrs = netpolicy.Sets{}
+	}
 	alloc := vmid.New(st, pc)
 	wsm := workspace.New(st, pc, alloc, cfg.WorkspaceStorage)
 	mgr := sandbox.New(st, pc, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
@@ -138,7 +144,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log,
-		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL})
+		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop
 	sessions := session.New(st, mgr)

@@ -109,6 +109,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	// Guests are processes on this machine in dev mode: loopback, and their
 	// source address is not the sandbox's.
 	cfg.GuestListen, cfg.GuestCheckSourceIP = "127.0.0.1:0", false
+	cfg.ManageNftSets = false // never touch this machine's firewall
 	cfg.SecretsDir = filepath.Join(d.StateDir, "secrets")
 	cfg.SecretsKeyFile = filepath.Join(d.StateDir, "secrets", "age.key")
 	cfg.ProxmoxURL, cfg.ProxmoxTokenID, cfg.ProxmoxTokenSecret = sim.URL(), id, secret

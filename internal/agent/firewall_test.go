@@ -2,9 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
@@ -112,4 +114,41 @@ func mustVMID(t *testing.T, c interface {
 		t.Fatal(err)
 	}
 	return sb.VMID
+}
+
+type setLog struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (s *setLog) Add(_ context.Context, a netip.Addr, mode string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ops = append(s.ops, "add "+a.String()+" "+mode)
+	return nil
+}
+
+func (s *setLog) Remove(_ context.Context, a netip.Addr, mode string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ops = append(s.ops, "remove "+a.String()+" "+mode)
+	return nil
+}
+
+// TestModeSetsFollowAddresses: a sandbox's address is in its mode's nftables
+// set exactly while it is RUNNING (the real sets are exercised with packets in
+// internal/netpolicy).
+func TestModeSetsFollowAddresses(t *testing.T) {
+	log := &setLog{}
+	_, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{Addresses: log}})
+	ctx := tctx(t)
+	sb := create(t, c, "sets")
+	c.Stop(ctx, "sets")
+	c.Start(ctx, "sets")
+	sb2, _ := c.WaitSandbox(ctx, "sets", 0)
+	c.Destroy(ctx, "sets", false)
+	want := []string{"add " + sb.IP + " nat", "remove " + sb.IP + " nat", "add " + sb2.IP + " nat", "remove " + sb2.IP + " nat"}
+	if strings.Join(log.ops, "; ") != strings.Join(want, "; ") {
+		t.Fatalf("set updates:\n got %v\nwant %v", log.ops, want)
+	}
 }

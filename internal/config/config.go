@@ -56,6 +56,7 @@ type Config struct {
 	Uplink           string `yaml:"uplink"`
 	GuestPort        int    `yaml:"guest_port"`
 	IsolateSandboxes bool   `yaml:"isolate_sandboxes"`
+	ManageNftSets    bool   `yaml:"manage_nft_sets"`
 
 	GuestListen        string        `yaml:"guest_listen"`
 	GuestCheckSourceIP bool          `yaml:"guest_check_source_ip"`
@@ -108,6 +109,7 @@ func Default() *Config {
 		Uplink:                 "vmbr0",
 		GuestPort:              8844,
 		IsolateSandboxes:       true,
+		ManageNftSets:          true,
 		GuestCheckSourceIP:     true,
 		BootstrapTTL:           10 * time.Minute,
 		ArtifactTokenTTL:       24 * time.Hour,

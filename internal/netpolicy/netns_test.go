@@ -216,4 +216,27 @@ func TestIsolationWithPackets(t *testing.T) {
 			t.Errorf("%s (%s → %s): connected=%v, want %v", tc.name, tc.src, tc.dst, got, tc.want)
 		}
 	}
+	// Live set updates (what agentd does as sandboxes come and go), no re-apply.
+	sets := Sets{Command: []string{"ip", "netns", "exec", rtr, "nft"}}
+	ctx := t.Context()
+	if err := sets.Remove(ctx, sbxA, "off"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sets.Add(ctx, sbxA, "nat"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sets.Add(ctx, sbxA, "nat"); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if !connect(t, sbx, "10.77.0.10", "198.51.100.1:80") {
+		t.Error("after moving A to nat live: internet blocked")
+	}
+	sets.Remove(ctx, sbxA, "nat")
+	sets.Add(ctx, sbxA, "off")
+	if connect(t, sbx, "10.77.0.10", "198.51.100.1:80") {
+		t.Error("after moving A to off live: internet reachable")
+	}
+	if SetName("allowlist:locked-down") != "allow_locked_down_hosts" {
+		t.Error(SetName("allowlist:locked-down"))
+	}
 }

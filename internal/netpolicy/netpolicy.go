@@ -92,9 +92,9 @@ type allowChain struct {
 
 type view struct {
 	*Policy
-	Blocked4, Blocked6 string
-	Off, Nat           []string
-	Allow              []allowChain
+	Blocked4 string
+	Off, Nat []string
+	Allow    []allowChain
 }
 
 func join(ps []string) string { return strings.Join(ps, ", ") }
@@ -129,11 +129,6 @@ table inet agentlab {
 		type ipv4_addr
 		flags interval
 		elements = { {{ .Blocked4 }} }
-	}
-	set blocked6 {
-		type ipv6_addr
-		flags interval
-		elements = { {{ .Blocked6 }} }
 	}
 
 	chain input {
@@ -193,18 +188,15 @@ func (p *Policy) Ruleset() (string, error) {
 		blocked = Private()
 	}
 	v := view{Policy: p}
-	var b4, b6 []string
+	// Sandboxes are IPv4 only (IPv6 from the bridge is dropped outright), so
+	// only the IPv4 ranges become a set.
+	var b4 []string
 	for _, b := range blocked {
 		if b.Addr().Is4() {
 			b4 = append(b4, b.String())
-		} else {
-			b6 = append(b6, b.String())
 		}
 	}
-	v.Blocked4, v.Blocked6 = join(b4), join(b6)
-	if v.Blocked6 == "" {
-		v.Blocked6 = "fc00::/7"
-	}
+	v.Blocked4 = join(b4)
 	addrs := make([]netip.Addr, 0, len(p.Members))
 	for a := range p.Members {
 		addrs = append(addrs, a)
@@ -306,4 +298,46 @@ func nft(ctx context.Context, flag, ruleset string) error {
 		return fmt.Errorf("nft %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// Sets keeps the mode sets of a loaded ruleset current as sandboxes get and
+// lose addresses, so a sandbox is filtered by its mode from its first packet
+// to its last, not only after the next "host network apply".
+type Sets struct {
+	// Command runs nft (default ["nft"]; tests prefix "ip netns exec NS").
+	Command []string
+}
+
+func (s Sets) run(ctx context.Context, script string) error {
+	cmd := s.Command
+	if len(cmd) == 0 {
+		cmd = []string{"nft"}
+	}
+	c := exec.CommandContext(ctx, cmd[0], append(cmd[1:], "-f", "-")...)
+	c.Stdin = strings.NewReader(script)
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// SetName is the set of a mode ("off", "nat", "allowlist:<profile>").
+func SetName(mode string) string {
+	switch {
+	case mode == "off":
+		return "off_hosts"
+	case strings.HasPrefix(mode, "allowlist:"):
+		return "allow_" + strings.ReplaceAll(strings.TrimPrefix(mode, "allowlist:"), "-", "_") + "_hosts"
+	}
+	return "nat_hosts"
+}
+
+// Add puts addr into its mode's set ("add element" is idempotent).
+func (s Sets) Add(ctx context.Context, addr netip.Addr, mode string) error {
+	return s.run(ctx, fmt.Sprintf("add element inet agentlab %s { %s }\n", SetName(mode), addr))
+}
+
+// Remove takes addr out of the mode's set.
+func (s Sets) Remove(ctx context.Context, addr netip.Addr, mode string) error {
+	return s.run(ctx, fmt.Sprintf("delete element inet agentlab %s { %s }\n", SetName(mode), addr))
 }

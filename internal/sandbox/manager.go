@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -55,9 +56,18 @@ type Options struct {
 	// FirewallGroup names the Proxmox security group of a profile's
 	// sandboxes; nil leaves the VM firewall alone.
 	FirewallGroup func(*profile.Profile) string
+	// Addresses, when set, is told when a sandbox gets or loses an address
+	// (the host's nftables mode sets); errors are logged, never fatal.
+	Addresses AddressSets
 	// GuestURL is where guests fetch their bootstrap ("" leaves it out).
 	GuestURL     string
 	BootstrapTTL time.Duration
+}
+
+// AddressSets keeps per-mode address sets (netpolicy.Sets).
+type AddressSets interface {
+	Add(ctx context.Context, addr netip.Addr, mode string) error
+	Remove(ctx context.Context, addr netip.Addr, mode string) error
 }
 
 // Manager runs sandbox lifecycles.
@@ -78,6 +88,8 @@ type Manager struct {
 	alloc   *vmid.Allocator
 	ws      *workspace.Manager
 
+	addrMu     sync.Mutex
+	addrs      map[string]string // sandbox id → address in the mode sets
 	started    time.Time
 	idleMu     sync.Mutex
 	lastActive map[string]time.Time
@@ -115,7 +127,7 @@ func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.M
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
 		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}, alloc: alloc, ws: ws,
-		started: o.Now(), lastActive: map[string]time.Time{}}
+		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]string{}}
 }
 
 // Profiles returns the loaded profiles.

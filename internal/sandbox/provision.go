@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -84,12 +85,56 @@ func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kin
 		return err
 	}
 	m.opts.Metrics.Transition(string(from), string(to))
+	m.syncAddress(sb)
 	attrs := []any{"sandbox_id", sb.ID, "sandbox", sb.Name, "from", string(from), "to", string(to), "reason", msg}
 	if sb.VMID != 0 {
 		attrs = append(attrs, "vmid", sb.VMID)
 	}
 	m.opts.Log.Info("sandbox "+kind, attrs...)
 	return nil
+}
+
+// syncAddress keeps the host's mode sets in step with the sandbox's address:
+// in while RUNNING with an address, out otherwise.
+func (m *Manager) syncAddress(sb *store.Sandbox) {
+	if m.opts.Addresses == nil {
+		return
+	}
+	want := ""
+	if sb.State == api.StateRunning {
+		want = sb.IP
+	}
+	m.addrMu.Lock()
+	have := m.addrs[sb.ID]
+	if want == have {
+		m.addrMu.Unlock()
+		return
+	}
+	if want == "" {
+		delete(m.addrs, sb.ID)
+	} else {
+		m.addrs[sb.ID] = want
+	}
+	m.addrMu.Unlock()
+	mode := "nat"
+	if p := m.profiles[sb.Profile]; p != nil {
+		mode = p.Network.Mode
+		if mode == "allowlist" {
+			mode += ":" + p.Name
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if a, err := netip.ParseAddr(have); err == nil {
+		if err := m.opts.Addresses.Remove(ctx, a, mode); err != nil {
+			m.opts.Log.Warn("remove sandbox address from the mode set", "sandbox_id", sb.ID, "ip", have, "err", err)
+		}
+	}
+	if a, err := netip.ParseAddr(want); err == nil {
+		if err := m.opts.Addresses.Add(ctx, a, mode); err != nil {
+			m.opts.Log.Warn("add sandbox address to the mode set", "sandbox_id", sb.ID, "ip", want, "err", err)
+		}
+	}
 }
 
 // timed runs one provisioning step and records its duration.
