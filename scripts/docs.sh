@@ -22,8 +22,11 @@ printf 'terraform {\n  required_providers {\n    agentlab = { source = "hashicor
   { cat "$tmp/schema.err"; exit 1; }
 out=docs
 if [ "${1:-}" = "--check" ]; then
-  out="$tmp/docs"
-  cp -r docs "$out"
+  # tfplugindocs resolves --rendered-website-dir against the provider directory,
+  # so the scratch copy must be a relative path inside the repository.
+  out=.docs-check
+  rm -rf "$out"
+  trap 'rm -rf "$tmp" "$root/.docs-check"' EXIT
 fi
 go run github.com/hashicorp/terraform-plugin-docs/cmd/tfplugindocs@v0.25.0 generate \
   --provider-name agentlab --providers-schema "$tmp/schema.json" --rendered-website-dir "$out" > "$tmp/gen.log" 2>&1 ||
