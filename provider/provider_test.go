@@ -239,7 +239,7 @@ resource "agentlab_session" "alice" {
 				),
 			},
 			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateId: "team-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox"}},
-			{ResourceName: "agentlab_workspace_snapshot.s1", ImportState: true, ImportStateId: "team-a/baseline", ImportStateVerify: true},
+			{ResourceName: "agentlab_workspace_snapshot.s1", ImportState: true, ImportStateId: "team-a/baseline", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
 			{ResourceName: "agentlab_session.alice", ImportState: true, ImportStateId: "alice", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
 			// Grow in place; stop the session (sandbox destroyed, workspace kept).
 			{

@@ -183,18 +183,19 @@ func NewWorkspaceSnapshotResource() resource.Resource { return &snapshotResource
 type snapshotResource struct{ c *client.Client }
 
 type snapshotModel struct {
-	ID          types.String `tfsdk:"id"`
-	Workspace   types.String `tfsdk:"workspace"`
-	Name        types.String `tfsdk:"name"`
-	Description types.String `tfsdk:"description"`
-	CreatedAt   types.String `tfsdk:"created_at"`
+	ID          types.String   `tfsdk:"id"`
+	Workspace   types.String   `tfsdk:"workspace"`
+	Name        types.String   `tfsdk:"name"`
+	Description types.String   `tfsdk:"description"`
+	CreatedAt   types.String   `tfsdk:"created_at"`
+	Timeouts    timeouts.Value `tfsdk:"timeouts"`
 }
 
 func (r *snapshotResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
 	resp.TypeName = req.ProviderTypeName + "_workspace_snapshot"
 }
 
-func (r *snapshotResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+func (r *snapshotResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A snapshot of a workspace (of its holder VM). The workspace must be detached when the snapshot is taken. " +
@@ -208,6 +209,7 @@ func (r *snapshotResource) Schema(_ context.Context, _ resource.SchemaRequest, r
 			"description": schema.StringAttribute{Optional: true, MarkdownDescription: "Free text kept with the snapshot.", PlanModifiers: replace},
 			"created_at": schema.StringAttribute{Computed: true, MarkdownDescription: "When the snapshot was taken (RFC 3339).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Delete: true}),
 		},
 	}
 }
@@ -231,6 +233,10 @@ func (r *snapshotResource) Create(ctx context.Context, req resource.CreateReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	timeout, d := plan.Timeouts.Create(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	s, err := r.c.CreateSnapshot(ctx, plan.Workspace.ValueString(), api.CreateSnapshotRequest{Name: plan.Name.ValueString(), Description: plan.Description.ValueString()})
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Create Workspace Snapshot", err.Error())
@@ -269,6 +275,10 @@ func (r *snapshotResource) Delete(ctx context.Context, req resource.DeleteReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	timeout, d := state.Timeouts.Delete(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(d...)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if err := r.c.DeleteSnapshot(ctx, state.Workspace.ValueString(), state.Name.ValueString()); err != nil && !client.IsNotFound(err) {
 		resp.Diagnostics.AddError("Unable to Delete Workspace Snapshot", err.Error())
 	}
