@@ -46,6 +46,17 @@ func newClient() (*client.Client, error) {
 	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure}))
 }
 
+// withClient runs fn with a client and a context bounded by --timeout.
+func withClient(cmd *cobra.Command, fn func(c *client.Client, ctx contextT) error) error {
+	c, err := newClient()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := cmdContext(cmd)
+	defer cancel()
+	return fn(c, ctx)
+}
+
 // cmdContext is cancelled by Ctrl-C and by --timeout.
 func cmdContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

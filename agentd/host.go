@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/hostcheck"
 	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
@@ -21,24 +22,11 @@ import (
 // loadHost reads the config and profiles and builds a Proxmox client, as
 // `agentd serve` would (host commands run on the host, not through the API).
 func loadHost(cfgPath string) (*config.Config, profile.Set, *pve.Client, error) {
-	cfg, err := config.Load(cfgPath)
+	cfg, profiles, err := loadConfig(cfgPath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	profiles, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	secret, err := cfg.ProxmoxSecret()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ca, err := cfg.ProxmoxCA()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	pc, err := pve.New(pve.Config{URL: cfg.ProxmoxURL, TokenID: cfg.ProxmoxTokenID, Secret: secret, Node: cfg.ProxmoxNode,
-		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout})
+	pc, err := agent.ProxmoxClient(cfg, nil)
 	return cfg, profiles, pc, err
 }
 
@@ -110,28 +98,23 @@ func policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*net
 		if sbs, err := c.Sandboxes(ctx, url.Values{"state": {string(api.StateRunning), string(api.StateStopped)}}); err == nil {
 			for _, sb := range sbs {
 				a, err := netip.ParseAddr(sb.IP)
-				prof := profiles[sb.Profile]
-				if err != nil || prof == nil {
-					continue
+				if prof := profiles[sb.Profile]; err == nil && prof != nil {
+					p.Members[a] = netpolicy.Mode(prof)
 				}
-				mode := prof.Network.Mode
-				if mode == "allowlist" {
-					mode += ":" + prof.Name
-				}
-				p.Members[a] = mode
 			}
 		}
 	}
 	return p, nil
 }
 
-func newClientFor(cfg *config.Config) (interface {
-	Sandboxes(context.Context, url.Values) ([]api.Sandbox, error)
-}, error) {
-	if g.endpoint == "" && os.Getenv("AGENTLAB_ENDPOINT") == "" {
-		g.endpoint = "unix://" + cfg.SocketPath
+// newClientFor reaches the agent this config describes: --endpoint or
+// AGENTLAB_ENDPOINT when given, else the config's socket.
+func newClientFor(cfg *config.Config) (*client.Client, error) {
+	cc := client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure}
+	if cc.Endpoint == "" && os.Getenv(client.EnvEndpoint) == "" {
+		cc.Endpoint = "unix://" + cfg.SocketPath
 	}
-	return newClient()
+	return client.New(client.FromEnv(cc))
 }
 
 func newNetworkCmd() *cobra.Command {
@@ -143,11 +126,7 @@ func newNetworkCmd() *cobra.Command {
 		Short: "Print the nftables ruleset (or the bridge's interfaces stanza) for review",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(cfgPath)
-			if err != nil {
-				return err
-			}
-			profiles, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
+			cfg, profiles, err := loadConfig(cfgPath)
 			if err != nil {
 				return err
 			}

@@ -45,28 +45,24 @@ sandbox; different settings are refused (409).`,
 			if cmd.Flags().Changed("keepalive") {
 				req.Keepalive = &keepalive
 			}
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sb, err := c.CreateSandbox(ctx, req)
-			if err != nil {
-				return err
-			}
-			if !noWait {
-				if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				sb, err := c.CreateSandbox(ctx, req)
+				if err != nil {
 					return err
 				}
-			}
-			if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
-				return err
-			}
-			if sb.State == api.StateFailed {
-				return fmt.Errorf("sandbox %s failed: %s", sb.Name, sb.Error)
-			}
-			return nil
+				if !noWait {
+					if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+						return err
+					}
+				}
+				if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
+					return err
+				}
+				if sb.State == api.StateFailed {
+					return fmt.Errorf("sandbox %s failed: %s", sb.Name, sb.Error)
+				}
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -112,17 +108,13 @@ state filter asks for them. Filters (repeatable, ANDed): state=S[,S…], profile
 			if all {
 				q.Set("all", "true")
 			}
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sbs, err := c.Sandboxes(ctx, q)
-			if err != nil {
-				return err
-			}
-			return printSandboxes(cmd.OutOrStdout(), sbs)
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				sbs, err := c.Sandboxes(ctx, q)
+				if err != nil {
+					return err
+				}
+				return printSandboxes(cmd.OutOrStdout(), sbs)
+			})
 		},
 	}
 	cmd.Flags().StringArrayVar(&filters, "filter", nil, "key=value: state, profile or name (repeatable)")
@@ -142,43 +134,36 @@ func completeSandboxes(cmd *cobra.Command, a []string, _ string) ([]string, cobr
 	if len(a) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	c, err := newClient()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	ctx, cancel := cmdContext(cmd)
-	defer cancel()
-	sbs, err := c.Sandboxes(ctx, nil)
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
 	var out []string
-	for _, s := range sbs {
-		out = append(out, s.Name+"\t"+string(s.State))
-	}
+	_ = withClient(cmd, func(c *client.Client, ctx contextT) error {
+		sbs, err := c.Sandboxes(ctx, nil)
+		for _, s := range sbs {
+			out = append(out, s.Name+"\t"+string(s.State))
+		}
+		return err
+	})
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
 func sandboxShowCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:               "show NAME|VMID|ID",
-		Short:             "Show one sandbox",
-		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sb, err := c.Sandbox(ctx, a[0])
+	return sandboxOp(&cobra.Command{Use: "show NAME|VMID|ID", Short: "Show one sandbox"},
+		func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Sandbox(ctx, ref) })
+}
+
+// sandboxOp completes a command that applies op to one sandbox and prints it.
+func sandboxOp(cmd *cobra.Command, op func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error)) *cobra.Command {
+	cmd.Args = args("NAME|VMID|ID")
+	cmd.ValidArgsFunction = completeSandboxes
+	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+		return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			sb, err := op(c, ctx, a[0])
 			if err != nil {
 				return err
 			}
 			return printSandbox(cmd.OutOrStdout(), sb)
-		},
+		})
 	}
+	return cmd
 }
 
 func sandboxStartCmd() *cobra.Command {
@@ -189,28 +174,24 @@ func sandboxStartCmd() *cobra.Command {
 		Args:              args("NAME|VMID|ID"),
 		ValidArgsFunction: completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sb, err := c.Start(ctx, a[0])
-			if err != nil {
-				return err
-			}
-			if !noWait {
-				if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				sb, err := c.Start(ctx, a[0])
+				if err != nil {
 					return err
 				}
-			}
-			if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
-				return err
-			}
-			if sb.State != api.StateRunning && !noWait {
-				return fmt.Errorf("sandbox %s did not start: %s", sb.Name, sb.Error)
-			}
-			return nil
+				if !noWait {
+					if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+						return err
+					}
+				}
+				if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
+					return err
+				}
+				if sb.State != api.StateRunning && !noWait {
+					return fmt.Errorf("sandbox %s did not start: %s", sb.Name, sb.Error)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the start is accepted (BOOTING)")
@@ -218,32 +199,17 @@ func sandboxStartCmd() *cobra.Command {
 }
 
 func sandboxStopCmd() *cobra.Command {
-	return &cobra.Command{
+	return sandboxOp(&cobra.Command{
 		Use:   "stop NAME|VMID|ID",
 		Short: "Shut a sandbox down (guest shutdown, then hard stop after shutdown_timeout)",
 		Long: `Stop a sandbox and keep its VM: the guest is asked to shut down and is
 powered off after shutdown_timeout. "agentd sandbox start" boots it again.`,
-		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sb, err := c.Stop(ctx, a[0])
-			if err != nil {
-				return err
-			}
-			return printSandbox(cmd.OutOrStdout(), sb)
-		},
-	}
+	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Stop(ctx, ref) })
 }
 
 func sandboxDestroyCmd() *cobra.Command {
 	var force bool
-	cmd := &cobra.Command{
+	cmd := sandboxOp(&cobra.Command{
 		Use:     "destroy NAME|VMID|ID",
 		Aliases: []string{"rm"},
 		Short:   "Destroy a sandbox's VM (its workspace, if any, is kept)",
@@ -256,22 +222,9 @@ cancelled and cleaned up first), and retires a row whose VMID now holds a VM
 that is not ours (that VM is left alone).`,
 		Example: `  agentd sandbox destroy fix-123
   agentd sandbox destroy --force 104`,
-		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sb, err := c.Destroy(ctx, a[0], force)
-			if err != nil {
-				return err
-			}
-			return printSandbox(cmd.OutOrStdout(), sb)
-		},
-	}
+	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) {
+		return c.Destroy(ctx, ref, force)
+	})
 	cmd.Flags().BoolVar(&force, "force", false, "also destroy sandboxes that are provisioning, stuck, or whose VM is gone")
 	return cmd
 }
@@ -291,34 +244,30 @@ agent that is gone. Workspace holders are never pruned: they own data.`,
   agentd sandbox orphans && agentd sandbox prune --orphans`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			res, err := c.PruneWith(ctx, orphans)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "destroyed %d sandbox(es)\n", len(res.Destroyed))
-			for _, s := range res.Destroyed {
-				fmt.Fprintf(out, "  %s (was VMID %d)\n", s.Name, s.VMID)
-			}
-			for _, s := range res.Skipped {
-				fmt.Fprintf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
-			}
-			for _, o := range res.Orphans {
-				fmt.Fprintf(out, "orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
-			}
-			for _, o := range res.Kept {
-				fmt.Fprintf(out, "kept orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
-			}
-			return nil
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				res, err := c.PruneWith(ctx, orphans)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), res)
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "destroyed %d sandbox(es)\n", len(res.Destroyed))
+				for _, s := range res.Destroyed {
+					fmt.Fprintf(out, "  %s (was VMID %d)\n", s.Name, s.VMID)
+				}
+				for _, s := range res.Skipped {
+					fmt.Fprintf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
+				}
+				for _, o := range res.Orphans {
+					fmt.Fprintf(out, "orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
+				}
+				for _, o := range res.Kept {
+					fmt.Fprintf(out, "kept orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&orphans, "orphans", false, "also destroy orphan VMs whose description proves they were this agent's")
@@ -393,27 +342,12 @@ without a row are listed as orphans and never touched. --dry-run only reports.`,
 func sandboxLeaseCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "lease", Short: "Manage sandbox leases"}
 	var ttl string
-	renew := &cobra.Command{
+	renew := sandboxOp(&cobra.Command{
 		Use:   "renew NAME|VMID|ID --ttl DURATION",
 		Short: "Set a RUNNING sandbox's lease to now + TTL",
 		Example: `  agentd sandbox lease renew fix-123 --ttl 2h
   agentd sandbox lease renew --ttl 30m 104`,
-		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sb, err := c.Renew(ctx, a[0], ttl)
-			if err != nil {
-				return err
-			}
-			return printSandbox(cmd.OutOrStdout(), sb)
-		},
-	}
+	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Renew(ctx, ref, ttl) })
 	renew.Flags().StringVar(&ttl, "ttl", "", "new lease from now, e.g. 90m or 8h (required)")
 	_ = renew.MarkFlagRequired("ttl")
 	cmd.AddCommand(renew)
@@ -421,25 +355,8 @@ func sandboxLeaseCmd() *cobra.Command {
 }
 
 func sandboxTouchCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:               "touch NAME|VMID|ID",
-		Short:             "Record activity on a sandbox (postpones idle stop)",
-		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			sb, err := c.Touch(ctx, a[0])
-			if err != nil {
-				return err
-			}
-			return printSandbox(cmd.OutOrStdout(), sb)
-		},
-	}
+	return sandboxOp(&cobra.Command{Use: "touch NAME|VMID|ID", Short: "Record activity on a sandbox (postpones idle stop)"},
+		func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Touch(ctx, ref) })
 }
 
 func sandboxEventsCmd() *cobra.Command {

@@ -32,11 +32,7 @@ API on socket_path and, when listen is set, on TLS with a bearer token.`,
   agentd serve --config /etc/agentd/config.yaml`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(cfgPath)
-			if err != nil {
-				return err
-			}
-			profiles, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
+			cfg, profiles, err := loadConfig(cfgPath)
 			if err != nil {
 				return err
 			}
@@ -66,6 +62,19 @@ API on socket_path and, when listen is set, on TLS with a bearer token.`,
 	return cmd
 }
 
+// loadConfig reads the config file and the profiles it points at.
+func loadConfig(path string) (*config.Config, profile.Set, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	profiles, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, profiles, nil
+}
+
 func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Show or check agentd's configuration"}
 	cmd.AddCommand(&cobra.Command{
@@ -83,11 +92,7 @@ func newConfigCmd() *cobra.Command {
 		Short: "Validate a configuration file and its profiles without starting",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(path)
-			if err != nil {
-				return err
-			}
-			set, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
+			_, set, err := loadConfig(path)
 			if err != nil {
 				return err
 			}

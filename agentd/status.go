@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 )
 
@@ -25,56 +26,52 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the agent: version, Proxmox reachability, sandboxes by state",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "agentd %s on node %s (endpoint %s), up since %s\n", st.Version, st.Node, c.Endpoint(), st.StartedAt.Local().Format("2006-01-02 15:04:05"))
-			if st.Proxmox.Reachable {
-				fmt.Fprintf(out, "Proxmox VE %s: reachable\n", st.Proxmox.Version)
-			} else {
-				fmt.Fprintf(out, "Proxmox: UNREACHABLE: %s\n", st.Proxmox.Error)
-			}
-			fmt.Fprintf(out, "Profiles: %s\nSandboxes:", strings.Join(st.Profiles, ", "))
-			none := true
-			for _, s := range api.States {
-				if n := st.Sandboxes[s]; n > 0 {
-					fmt.Fprintf(out, " %s=%d", s, n)
-					none = false
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			if none {
-				fmt.Fprint(out, " none")
-			}
-			fmt.Fprintln(out)
-			if st.IdleStop != "" {
-				fmt.Fprintf(out, "Idle stop: %s\n", st.IdleStop)
-			}
-			if len(st.Loops) > 0 {
-				names := make([]string, 0, len(st.Loops))
-				for n := range st.Loops {
-					names = append(names, n)
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), st)
 				}
-				sort.Strings(names)
-				var rows [][]string
-				for _, n := range names {
-					l := st.Loops[n]
-					rows = append(rows, []string{n, l.Every, fmtTime(l.LastRun), fmt.Sprintf("%.1f ms", l.DurationMS), fmt.Sprint(l.Runs), fmt.Sprint(l.Errors), dash(l.LastError)})
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "agentd %s on node %s (endpoint %s), up since %s\n", st.Version, st.Node, c.Endpoint(), st.StartedAt.Local().Format("2006-01-02 15:04:05"))
+				if st.Proxmox.Reachable {
+					fmt.Fprintf(out, "Proxmox VE %s: reachable\n", st.Proxmox.Version)
+				} else {
+					fmt.Fprintf(out, "Proxmox: UNREACHABLE: %s\n", st.Proxmox.Error)
+				}
+				fmt.Fprintf(out, "Profiles: %s\nSandboxes:", strings.Join(st.Profiles, ", "))
+				none := true
+				for _, s := range api.States {
+					if n := st.Sandboxes[s]; n > 0 {
+						fmt.Fprintf(out, " %s=%d", s, n)
+						none = false
+					}
+				}
+				if none {
+					fmt.Fprint(out, " none")
 				}
 				fmt.Fprintln(out)
-				return table(out, "LOOP\tEVERY\tLAST RUN\tDURATION\tRUNS\tERRORS\tLAST ERROR", rows)
-			}
-			return nil
+				if st.IdleStop != "" {
+					fmt.Fprintf(out, "Idle stop: %s\n", st.IdleStop)
+				}
+				if len(st.Loops) > 0 {
+					names := make([]string, 0, len(st.Loops))
+					for n := range st.Loops {
+						names = append(names, n)
+					}
+					sort.Strings(names)
+					var rows [][]string
+					for _, n := range names {
+						l := st.Loops[n]
+						rows = append(rows, []string{n, l.Every, fmtTime(l.LastRun), fmt.Sprintf("%.1f ms", l.DurationMS), fmt.Sprint(l.Runs), fmt.Sprint(l.Errors), dash(l.LastError)})
+					}
+					fmt.Fprintln(out)
+					return table(out, "LOOP\tEVERY\tLAST RUN\tDURATION\tRUNS\tERRORS\tLAST ERROR", rows)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -86,25 +83,21 @@ func newProfileCmd() *cobra.Command {
 		Short: "List the agent's profiles",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			ps, err := c.Profiles(ctx)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), api.ProfileList{Profiles: ps})
-			}
-			var rows [][]string
-			for _, p := range ps {
-				rows = append(rows, []string{p.Name, fmt.Sprint(p.TemplateVMID), fmt.Sprint(p.Cores), fmt.Sprint(p.MemoryMB),
-					fmt.Sprint(p.RootSizeGB), p.NetworkMode, p.TTLDefault, fmt.Sprint(p.WorkspaceRequired)})
-			}
-			return table(cmd.OutOrStdout(), "NAME\tTEMPLATE\tCORES\tMEMORY MB\tROOT GB\tNETWORK\tTTL\tWORKSPACE", rows)
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				ps, err := c.Profiles(ctx)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), api.ProfileList{Profiles: ps})
+				}
+				var rows [][]string
+				for _, p := range ps {
+					rows = append(rows, []string{p.Name, fmt.Sprint(p.TemplateVMID), fmt.Sprint(p.Cores), fmt.Sprint(p.MemoryMB),
+						fmt.Sprint(p.RootSizeGB), p.NetworkMode, p.TTLDefault, fmt.Sprint(p.WorkspaceRequired)})
+				}
+				return table(cmd.OutOrStdout(), "NAME\tTEMPLATE\tCORES\tMEMORY MB\tROOT GB\tNETWORK\tTTL\tWORKSPACE", rows)
+			})
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
@@ -112,26 +105,22 @@ func newProfileCmd() *cobra.Command {
 		Short: "Show one profile",
 		Args:  args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := cmdContext(cmd)
-			defer cancel()
-			p, err := c.Profile(ctx, a[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), p)
-			}
-			idle := "inherit"
-			if p.IdleStopMinutes >= 0 {
-				idle = fmt.Sprintf("%d min", p.IdleStopMinutes)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Name:        %s\nDescription: %s\nTemplate:    %d (%s clone)\nResources:   %d cores, %d MiB (balloon %d)\nRoot disk:   %d GiB\nNetwork:     %s on %s\nTTL:         %s\nKeepalive:   %t\nIdle stop:   %s\nWorkspace:   required=%t\nSource:      %s\n",
-				p.Name, dash(p.Description), p.TemplateVMID, p.Clone, p.Cores, p.MemoryMB, p.Balloon, p.RootSizeGB, p.NetworkMode, p.Bridge, p.TTLDefault, p.Keepalive, idle, p.WorkspaceRequired, p.Source)
-			return nil
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				p, err := c.Profile(ctx, a[0])
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), p)
+				}
+				idle := "inherit"
+				if p.IdleStopMinutes >= 0 {
+					idle = fmt.Sprintf("%d min", p.IdleStopMinutes)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Name:        %s\nDescription: %s\nTemplate:    %d (%s clone)\nResources:   %d cores, %d MiB (balloon %d)\nRoot disk:   %d GiB\nNetwork:     %s on %s\nTTL:         %s\nKeepalive:   %t\nIdle stop:   %s\nWorkspace:   required=%t\nSource:      %s\n",
+					p.Name, dash(p.Description), p.TemplateVMID, p.Clone, p.Cores, p.MemoryMB, p.Balloon, p.RootSizeGB, p.NetworkMode, p.Bridge, p.TTLDefault, p.Keepalive, idle, p.WorkspaceRequired, p.Source)
+				return nil
+			})
 		},
 	})
 	var bridge string

@@ -13,17 +13,6 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
-// withClient runs fn with a client and a context bounded by --timeout.
-func withClient(cmd *cobra.Command, fn func(c *client.Client, ctx contextT) error) error {
-	c, err := newClient()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := cmdContext(cmd)
-	defer cancel()
-	return fn(c, ctx)
-}
-
 func printWorkspace(w io.Writer, ws *api.Workspace) error {
 	if g.json {
 		return printJSON(w, ws)
@@ -39,6 +28,19 @@ func printWorkspace(w io.Writer, ws *api.Workspace) error {
 		fmt.Fprintf(tw, "%s:\t%s\n", l[0], l[1])
 	}
 	return tw.Flush()
+}
+
+// workspaceRun is a RunE that applies op and prints the workspace.
+func workspaceRun(op func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, a []string) error {
+		return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			ws, err := op(c, ctx, a)
+			if err != nil {
+				return err
+			}
+			return printWorkspace(cmd.OutOrStdout(), ws)
+		})
+	}
 }
 
 func completeWorkspaces(cmd *cobra.Command, a []string, _ string) ([]string, cobra.ShellCompDirective) {
@@ -66,24 +68,17 @@ agentlab-workspace). Sandboxes only reference it, so destroying, timing out or
 pruning a sandbox never deletes a workspace. Snapshots, restores and forks act
 on the holder and need the workspace detached.`,
 	}
-	var size, storage string
+	var name, size, storage string
 	create := &cobra.Command{
 		Use:     "create --name NAME --size 80G [--storage STORAGE]",
 		Short:   "Create a workspace",
 		Example: `  agentd workspace create --name team-a --size 80G --storage local-zfs`,
 		Args:    args(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			name, _ := cmd.Flags().GetString("name")
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				ws, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: name, Size: size, Storage: storage})
-				if err != nil {
-					return err
-				}
-				return printWorkspace(cmd.OutOrStdout(), ws)
-			})
-		},
+		RunE: workspaceRun(func(c *client.Client, ctx contextT, _ []string) (*api.Workspace, error) {
+			return c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: name, Size: size, Storage: storage})
+		}),
 	}
-	create.Flags().String("name", "", "workspace name (required)")
+	create.Flags().StringVar(&name, "name", "", "workspace name (required)")
 	create.Flags().StringVar(&size, "size", "", "size, e.g. 80G or 1T (required)")
 	create.Flags().StringVar(&storage, "storage", "", "Proxmox storage (default: workspace_storage from the config)")
 	_ = create.MarkFlagRequired("name")
@@ -110,52 +105,28 @@ on the holder and need the workspace detached.`,
 	}
 	show := &cobra.Command{
 		Use: "show WORKSPACE", Short: "Show a workspace (with its current volume id)", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				ws, err := c.Workspace(ctx, a[0])
-				if err != nil {
-					return err
-				}
-				return printWorkspace(cmd.OutOrStdout(), ws)
-			})
-		},
+		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+			return c.Workspace(ctx, a[0])
+		}),
 	}
 	attach := &cobra.Command{
 		Use: "attach WORKSPACE SANDBOX", Short: "Attach a workspace to a STOPPED or RUNNING sandbox (as scsi1)", Args: args("WORKSPACE", "SANDBOX"),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				ws, err := c.AttachWorkspace(ctx, a[0], a[1])
-				if err != nil {
-					return err
-				}
-				return printWorkspace(cmd.OutOrStdout(), ws)
-			})
-		},
+		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+			return c.AttachWorkspace(ctx, a[0], a[1])
+		}),
 	}
 	detach := &cobra.Command{
 		Use: "detach WORKSPACE", Short: "Detach a workspace from its sandbox", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				ws, err := c.DetachWorkspace(ctx, a[0])
-				if err != nil {
-					return err
-				}
-				return printWorkspace(cmd.OutOrStdout(), ws)
-			})
-		},
+		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+			return c.DetachWorkspace(ctx, a[0])
+		}),
 	}
 	var newSize string
 	resize := &cobra.Command{
 		Use: "resize WORKSPACE --size SIZE", Short: "Grow a workspace (never shrinks)", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				var ws api.Workspace
-				if err := c.Do(ctx, "POST", "/v1/workspaces/"+a[0]+"/resize", api.ResizeWorkspaceRequest{Size: newSize}, &ws); err != nil {
-					return err
-				}
-				return printWorkspace(cmd.OutOrStdout(), &ws)
-			})
-		},
+		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+			return c.ResizeWorkspace(ctx, a[0], api.ResizeWorkspaceRequest{Size: newSize})
+		}),
 	}
 	resize.Flags().StringVar(&newSize, "size", "", "new size, e.g. 120G (required)")
 	_ = resize.MarkFlagRequired("size")
@@ -165,15 +136,9 @@ on the holder and need the workspace detached.`,
 		Short:   "Copy a workspace (now, or at a snapshot) into a new one",
 		Example: `  agentd workspace fork team-a --name team-a-experiment --from-snapshot before-refactor`,
 		Args:    args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				ws, err := c.ForkWorkspace(ctx, a[0], api.ForkRequest{Name: forkName, FromSnapshot: fromSnap})
-				if err != nil {
-					return err
-				}
-				return printWorkspace(cmd.OutOrStdout(), ws)
-			})
-		},
+		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+			return c.ForkWorkspace(ctx, a[0], api.ForkRequest{Name: forkName, FromSnapshot: fromSnap})
+		}),
 	}
 	fork.Flags().StringVar(&forkName, "name", "", "name of the new workspace (required)")
 	fork.Flags().StringVar(&fromSnap, "from-snapshot", "", "copy the workspace as it was at this snapshot")
@@ -207,13 +172,9 @@ on the holder and need the workspace detached.`,
 			if !yes {
 				return usagef("deleting workspace %s destroys its data and snapshots; repeat with --yes", a[0])
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				ws, err := c.DeleteWorkspace(ctx, a[0])
-				if err != nil {
-					return err
-				}
-				return printWorkspace(cmd.OutOrStdout(), ws)
-			})
+			return workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+				return c.DeleteWorkspace(ctx, a[0])
+			})(cmd, a)
 		},
 	}
 	del.Flags().BoolVar(&yes, "yes", false, "confirm that the data is to be destroyed")

@@ -142,7 +142,7 @@ func (r *workspaceResource) Update(ctx context.Context, req resource.UpdateReque
 	defer cancel()
 	w, err := r.c.Workspace(ctx, state.ID.ValueString())
 	if err == nil && plan.SizeGB.ValueInt64() != state.SizeGB.ValueInt64() {
-		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), int(plan.SizeGB.ValueInt64()))
+		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), api.ResizeWorkspaceRequest{SizeGB: int(plan.SizeGB.ValueInt64())})
 	}
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Update Workspace", err.Error())

@@ -94,36 +94,21 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
-	secret, err := cfg.ProxmoxSecret()
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "agentd.db"), h.Now)
 	if err != nil {
 		return nil, err
 	}
-	ca, err := cfg.ProxmoxCA()
-	if err != nil {
-		return nil, err
-	}
-	var st *store.Store
 	met := metrics.New(func() map[string]int {
 		out := map[string]int{}
-		if st == nil {
-			return out
-		}
-		counts, err := st.Counts(context.Background())
-		if err != nil {
-			return out
-		}
+		counts, _ := st.Counts(context.Background())
 		for k, v := range counts {
 			out[string(k)] = v
 		}
 		return out
 	})
-	pc, err := pve.New(pve.Config{URL: cfg.ProxmoxURL, TokenID: cfg.ProxmoxTokenID, Secret: secret, Node: cfg.ProxmoxNode,
-		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout, Observe: met.Proxmox})
+	pc, err := ProxmoxClient(cfg, met.Proxmox)
 	if err != nil {
-		return nil, err
-	}
-	st, err = store.Open(ctx, filepath.Join(cfg.StateDir, "agentd.db"), h.Now)
-	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	// The guest listener is bound first: its address goes into every snippet.
@@ -348,6 +333,21 @@ func ensureSelfSigned(certFile, keyFile, listen string) error {
 		return fmt.Errorf("write TLS key: %w", err)
 	}
 	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// ProxmoxClient builds the Proxmox client the config describes (token secret
+// and CA read from their files); observe may be nil. It makes no request.
+func ProxmoxClient(cfg *config.Config, observe func(method, endpoint string, d time.Duration, failed bool)) (*pve.Client, error) {
+	secret, err := cfg.ProxmoxSecret()
+	if err != nil {
+		return nil, err
+	}
+	ca, err := cfg.ProxmoxCA()
+	if err != nil {
+		return nil, err
+	}
+	return pve.New(pve.Config{URL: cfg.ProxmoxURL, TokenID: cfg.ProxmoxTokenID, Secret: secret, Node: cfg.ProxmoxNode,
+		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout, Observe: observe})
 }
 
 // EnsureFirewallGroups creates or updates the Proxmox security groups of the

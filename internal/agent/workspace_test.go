@@ -271,10 +271,10 @@ func TestSnapshotRulesPerStorage(t *testing.T) {
 		t.Fatalf("failed create left a row: %v", err)
 	}
 	// Grow in place; shrinking is refused.
-	if w, err := c.ResizeWorkspace(ctx, "w-lvm", 8); err != nil || w.SizeGB != 8 {
+	if w, err := c.ResizeWorkspace(ctx, "w-lvm", api.ResizeWorkspaceRequest{SizeGB: 8}); err != nil || w.SizeGB != 8 {
 		t.Fatalf("%+v %v", w, err)
 	}
-	_, err = c.ResizeWorkspace(ctx, "w-lvm", 4)
+	_, err = c.ResizeWorkspace(ctx, "w-lvm", api.ResizeWorkspaceRequest{SizeGB: 4})
 	wantCode(t, err, http.StatusBadRequest, api.CodeInvalidField)
 }
 

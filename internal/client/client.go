@@ -341,9 +341,9 @@ func (c *Client) DetachWorkspace(ctx context.Context, ref string) (*api.Workspac
 }
 
 // ResizeWorkspace grows a workspace.
-func (c *Client) ResizeWorkspace(ctx context.Context, ref string, sizeGB int) (*api.Workspace, error) {
+func (c *Client) ResizeWorkspace(ctx context.Context, ref string, req api.ResizeWorkspaceRequest) (*api.Workspace, error) {
 	var w api.Workspace
-	return &w, c.Do(ctx, "POST", wsPath(ref)+"/resize", api.ResizeWorkspaceRequest{SizeGB: sizeGB}, &w)
+	return &w, c.Do(ctx, "POST", wsPath(ref)+"/resize", req, &w)
 }
 
 // ForkWorkspace copies a workspace (optionally at a snapshot) into a new one.

@@ -133,8 +133,8 @@ func (m *Manager) Report(ctx context.Context, sandboxID string, rep api.JobRepor
 	return j, nil
 }
 
-// release destroys a finished non-keepalive job's sandbox in the background
-// (the guest that reported is still waiting for its answer).
+// release destroys a finished non-keepalive job's sandbox in the background:
+// the report that ended the job is answered without waiting for Proxmox.
 func (m *Manager) release(j *store.Job) {
 	if j.Keepalive || j.SandboxID == "" {
 		return
@@ -142,7 +142,6 @@ func (m *Manager) release(j *store.Job) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		time.Sleep(100 * time.Millisecond)
 		_, _ = m.sb.Destroy(ctx, j.SandboxID, true)
 	}()
 }

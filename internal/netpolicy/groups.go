@@ -31,6 +31,18 @@ func GroupName(p *profile.Profile) string {
 	return GroupNat
 }
 
+// Mode is the mode key of a profile's sandboxes in the nftables sets: "off",
+// "nat" or "allowlist:<profile>" (see SetName).
+func Mode(p *profile.Profile) string {
+	if p == nil {
+		return "nat"
+	}
+	if p.Network.Mode == "allowlist" {
+		return "allowlist:" + p.Name
+	}
+	return p.Network.Mode
+}
+
 // base lets every mode reach agentd's guest listener and DNS on the host.
 func base(host netip.Addr, guestPort int) []pve.FwRule {
 	h := host.String()

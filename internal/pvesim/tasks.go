@@ -86,40 +86,35 @@ func (w *worker) warn(format string, a ...any) {
 
 // flock emulates the per-VM config flock with PVE's timeout message.
 func (w *worker) flock(vmid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		v := w.s.vms[vmid]
-		if v == nil || (v.flock == nil || v.flock == w.t) && !v.sharedByOthers(w.t) {
-			if v != nil {
-				v.flock = w.t
-				w.t.vmids = append(w.t.vmids, vmid)
-			}
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout", vmid)
-		}
-		w.s.mu.Unlock()
-		time.Sleep(5 * time.Millisecond)
-		w.s.mu.Lock()
-	}
+	return w.takeFlock(vmid, timeout, false)
 }
 
 // flockShared takes the config flock in shared mode, as lock_config_shared does
 // for the source of a clone that is not running: clones of one template run in
 // parallel, while an exclusive holder (config change, destroy) waits.
 func (w *worker) flockShared(vmid int, timeout time.Duration) error {
+	return w.takeFlock(vmid, timeout, true)
+}
+
+func (w *worker) takeFlock(vmid int, timeout time.Duration, shared bool) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		v := w.s.vms[vmid]
-		if v == nil || v.flock == nil || v.flock == w.t {
-			if v != nil {
+		if v == nil {
+			return nil
+		}
+		// Shared holders exclude only an exclusive one; an exclusive holder
+		// excludes everyone else.
+		if (v.flock == nil || v.flock == w.t) && (shared || !v.sharedByOthers(w.t)) {
+			if shared {
 				if v.shared == nil {
 					v.shared = map[*task]bool{}
 				}
 				v.shared[w.t] = true
-				w.t.vmids = append(w.t.vmids, vmid)
+			} else {
+				v.flock = w.t
 			}
+			w.t.vmids = append(w.t.vmids, vmid)
 			return nil
 		}
 		if time.Now().After(deadline) {

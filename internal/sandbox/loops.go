@@ -24,7 +24,7 @@ func (m *Manager) busy(id string) bool {
 
 // relock re-reads a row under its lock; ok is false when it changed state.
 func (m *Manager) relock(ctx context.Context, sb *store.Sandbox) (*store.Sandbox, func(), bool) {
-	unlock := m.lock(sb.ID)
+	unlock := m.locks.Lock(sb.ID)
 	cur, err := m.store.Sandbox(ctx, sb.ID)
 	if err != nil || cur.State != sb.State {
 		unlock()

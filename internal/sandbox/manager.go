@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
+	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
@@ -83,7 +84,7 @@ type Manager struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	locks   map[string]*sync.Mutex
+	locks   keylock.Set        // one per sandbox id
 	workers map[string]*worker // running provisioning/start goroutines by sandbox id
 	alloc   *vmid.Allocator
 	ws      *workspace.Manager
@@ -126,7 +127,7 @@ func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.M
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
-		locks: map[string]*sync.Mutex{}, workers: map[string]*worker{}, alloc: alloc, ws: ws,
+		workers: map[string]*worker{}, alloc: alloc, ws: ws,
 		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]string{}}
 }
 
@@ -147,20 +148,6 @@ func (m *Manager) Proxmox() *pve.Client { return m.pve }
 func (m *Manager) Close() {
 	m.cancel()
 	m.wg.Wait()
-}
-
-// lock serialises every operation on one sandbox inside this process; the
-// store's compare-and-set guards against everything else.
-func (m *Manager) lock(id string) func() {
-	m.mu.Lock()
-	l := m.locks[id]
-	if l == nil {
-		l = &sync.Mutex{}
-		m.locks[id] = l
-	}
-	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
 }
 
 var (

@@ -108,51 +108,65 @@ func proxmoxError(op string, sb *store.Sandbox, err error) error {
 	return api.Errorf(http.StatusBadGateway, api.CodeProxmox, "%s sandbox %s: %v", op, sb.Name, err)
 }
 
-// Start boots a STOPPED sandbox in the background (→ BOOTING → RUNNING).
-func (m *Manager) Start(ctx context.Context, ref string) (*store.Sandbox, error) {
+// getLocked finds a sandbox, takes its lock and re-reads it under the lock.
+func (m *Manager) getLocked(ctx context.Context, ref string) (*store.Sandbox, func(), error) {
 	sb, err := m.Get(ctx, ref)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	unlock := m.lock(sb.ID)
-	sb, err = m.store.Sandbox(ctx, sb.ID)
-	if err != nil {
+	unlock := m.locks.Lock(sb.ID)
+	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
 		unlock()
+		return nil, nil, err
+	}
+	return sb, unlock, nil
+}
+
+// Start boots a STOPPED sandbox in the background (→ BOOTING → RUNNING).
+func (m *Manager) Start(ctx context.Context, ref string) (*store.Sandbox, error) {
+	sb, unlock, err := m.getLocked(ctx, ref)
+	if err != nil {
 		return nil, err
 	}
+	start, err := m.markStarting(ctx, sb)
+	// The worker takes the lock itself: release it first.
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	if start {
+		m.startWorker(sb.ID)
+	}
+	return sb, nil
+}
+
+// markStarting moves a STOPPED sandbox to BOOTING; start reports whether a
+// worker must now boot it (false: it already runs or is starting).
+func (m *Manager) markStarting(ctx context.Context, sb *store.Sandbox) (start bool, err error) {
 	switch sb.State {
 	case api.StateRunning, api.StateBooting, api.StateReady:
-		unlock()
-		return sb, nil
+		return false, nil
 	case api.StateStopped:
 	default:
-		unlock()
-		return nil, invalidState(sb, "start", api.StateStopped)
+		return false, invalidState(sb, "start", api.StateStopped)
 	}
 	if _, err := m.checkOwner(ctx, sb, false); err != nil {
-		unlock()
-		return nil, proxmoxError("start", sb, err)
+		return false, proxmoxError("start", sb, err)
 	}
 	sb.Step, sb.Error = stepRestart, ""
 	if err := m.save(ctx, sb, api.StateBooting, "sandbox.start", "start requested"); err != nil {
-		unlock()
-		return nil, err
+		return false, err
 	}
-	unlock()
-	m.startWorker(sb.ID)
-	return sb, nil
+	return true, nil
 }
 
 // Stop shuts the guest down (hard stop after shutdown_timeout) and keeps the VM.
 func (m *Manager) Stop(ctx context.Context, ref string) (*store.Sandbox, error) {
-	sb, err := m.Get(ctx, ref)
+	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(sb.ID)()
-	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	switch sb.State {
 	case api.StateStopped:
 		return sb, nil
@@ -204,7 +218,7 @@ func (m *Manager) Destroy(ctx context.Context, ref string, force bool) (*store.S
 		}
 		m.cancelWorker(sb.ID)
 	}
-	defer m.lock(sb.ID)()
+	defer m.locks.Lock(sb.ID)()
 	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
 		return nil, err
 	}
@@ -243,14 +257,11 @@ func (m *Manager) Renew(ctx context.Context, ref, ttl string) (*store.Sandbox, e
 	if d == 0 {
 		return nil, api.FieldError("ttl", "must be greater than zero to renew a lease")
 	}
-	sb, err := m.Get(ctx, ref)
+	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(sb.ID)()
-	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if sb.State != api.StateRunning {
 		return nil, invalidState(sb, "renew the lease of", api.StateRunning)
 	}
@@ -266,14 +277,11 @@ func (m *Manager) Renew(ctx context.Context, ref, ttl string) (*store.Sandbox, e
 
 // Touch records activity (it postpones idle stop).
 func (m *Manager) Touch(ctx context.Context, ref string) (*store.Sandbox, error) {
-	sb, err := m.Get(ctx, ref)
+	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(sb.ID)()
-	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if sb.State == api.StateDestroyed {
 		return nil, invalidState(sb, "touch", api.StateRunning, api.StateStopped)
 	}
@@ -316,7 +324,7 @@ func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*st
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(sb.ID)()
+	defer m.locks.Lock(sb.ID)()
 	defer m.ws.Lock(w.ID)()
 	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
 		return nil, err
@@ -360,7 +368,7 @@ func (m *Manager) DetachWorkspace(ctx context.Context, wsRef string) (*store.Wor
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(sb.ID)()
+	defer m.locks.Lock(sb.ID)()
 	defer m.ws.Lock(w.ID)()
 	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
 		return nil, err

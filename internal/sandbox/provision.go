@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -51,7 +52,7 @@ func (e *stepError) Unwrap() error { return e.err }
 // the VM cleaned up. The per-sandbox lock is held throughout, so API calls on
 // the sandbox wait (destroy --force cancels the run first).
 func (m *Manager) run(ctx context.Context, id string) {
-	unlock := m.lock(id)
+	unlock := m.locks.Lock(id)
 	defer unlock()
 	sb, err := m.store.Sandbox(ctx, id)
 	if err != nil {
@@ -116,13 +117,7 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 		m.addrs[sb.ID] = want
 	}
 	m.addrMu.Unlock()
-	mode := "nat"
-	if p := m.profiles[sb.Profile]; p != nil {
-		mode = p.Network.Mode
-		if mode == "allowlist" {
-			mode += ":" + p.Name
-		}
-	}
+	mode := netpolicy.Mode(m.profiles[sb.Profile])
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if a, err := netip.ParseAddr(have); err == nil {

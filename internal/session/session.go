@@ -13,9 +13,9 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
@@ -26,25 +26,12 @@ type Manager struct {
 	store *store.Store
 	sb    *sandbox.Manager
 	ws    *workspace.Manager
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks keylock.Set // one per session id
 }
 
 // New builds a manager.
 func New(st *store.Store, sb *sandbox.Manager) *Manager {
-	return &Manager{store: st, sb: sb, ws: sb.Workspaces(), locks: map[string]*sync.Mutex{}}
-}
-
-func (m *Manager) lock(id string) func() {
-	m.mu.Lock()
-	l := m.locks[id]
-	if l == nil {
-		l = &sync.Mutex{}
-		m.locks[id] = l
-	}
-	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	return &Manager{store: st, sb: sb, ws: sb.Workspaces()}
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
@@ -62,6 +49,20 @@ func (m *Manager) Get(ctx context.Context, ref string) (*store.Session, error) {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeSessionNotFound, "session %q not found", ref)
 	}
 	return x, err
+}
+
+// getLocked finds a session, takes its lock and re-reads it under the lock.
+func (m *Manager) getLocked(ctx context.Context, ref string) (*store.Session, func(), error) {
+	x, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock := m.locks.Lock(x.ID)
+	if x, err = m.store.Session(ctx, x.ID); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return x, unlock, nil
 }
 
 // List lists live sessions.
@@ -137,14 +138,11 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 // provisioned is kept; otherwise the old one is destroyed and a fresh sandbox
 // is provisioned from the profile with the workspace attached.
 func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error) {
-	x, err := m.Get(ctx, ref)
+	x, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(x.ID)()
-	if x, err = m.store.Session(ctx, x.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	prevSandbox := x.SandboxID
 	if x.SandboxID != "" {
 		sb, err := m.store.Sandbox(ctx, x.SandboxID)
@@ -176,14 +174,11 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 
 // Stop destroys the current sandbox; the workspace stays reserved.
 func (m *Manager) Stop(ctx context.Context, ref string) (*store.Session, error) {
-	x, err := m.Get(ctx, ref)
+	x, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(x.ID)()
-	if x, err = m.store.Session(ctx, x.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if x.SandboxID == "" {
 		return x, nil
 	}
@@ -200,14 +195,15 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*store.Session, error) 
 
 // Delete stops the session and releases its workspace (which is kept).
 func (m *Manager) Delete(ctx context.Context, ref string) (*store.Session, error) {
-	x, err := m.Stop(ctx, ref)
+	stopped, err := m.Stop(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	defer m.lock(x.ID)()
-	if x, err = m.store.Session(ctx, x.ID); err != nil {
+	x, unlock, err := m.getLocked(ctx, stopped.ID)
+	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	x.State = store.SessionDeleted
 	if err := m.store.SaveSession(ctx, x, "", store.Event{Kind: "session.deleted", Message: "workspace released"}); err != nil {
 		return nil, err

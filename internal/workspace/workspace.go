@@ -14,10 +14,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
@@ -35,27 +35,17 @@ type Manager struct {
 	pve            *pve.Client
 	alloc          *vmid.Allocator
 	defaultStorage string
-	mu             sync.Mutex
-	locks          map[string]*sync.Mutex
+	locks          keylock.Set // one per workspace id
 }
 
 // New builds a manager.
 func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, defaultStorage string) *Manager {
-	return &Manager{store: st, pve: pc, alloc: alloc, defaultStorage: defaultStorage, locks: map[string]*sync.Mutex{}}
+	return &Manager{store: st, pve: pc, alloc: alloc, defaultStorage: defaultStorage}
 }
 
-// Lock serialises operations on one workspace in this process.
-func (m *Manager) Lock(id string) func() {
-	m.mu.Lock()
-	l := m.locks[id]
-	if l == nil {
-		l = &sync.Mutex{}
-		m.locks[id] = l
-	}
-	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
+// Lock serialises operations on one workspace in this process (the sandbox
+// manager takes it too, always after the sandbox's own lock).
+func (m *Manager) Lock(id string) func() { return m.locks.Lock(id) }
 
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
