@@ -34,6 +34,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/loops"
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
 	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
@@ -122,9 +123,15 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if addrs == nil && cfg.ManageNftSets {
 		addrs = netpolicy.Sets{}
 	}
+	instance, err := st.InstanceID(context.Background())
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	guard := owner.NewGuard(pc, instance)
 	alloc := vmid.New(st, pc)
-	wsm := workspace.New(st, pc, alloc, cfg.WorkspaceStorage)
-	mgr := sandbox.New(st, pc, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
+	wsm := workspace.New(st, pc, guard, alloc, cfg.WorkspaceStorage)
+	mgr := sandbox.New(st, pc, guard, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,

@@ -179,7 +179,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	if sb, err = c.Destroy(ctx, "life", false); err != nil || sb.State != api.StateDestroyed {
 		t.Fatalf("destroy is idempotent: %+v %v", sb, err)
 	}
-	want := "REQUESTED>PROVISIONING PROVISIONING>BOOTING BOOTING>READY READY>RUNNING RUNNING>STOPPED STOPPED>BOOTING BOOTING>READY READY>RUNNING RUNNING>DESTROYED"
+	want := "REQUESTED>PROVISIONING PROVISIONING>BOOTING BOOTING>READY READY>RUNNING RUNNING>STOPPED STOPPED>BOOTING BOOTING>READY READY>RUNNING RUNNING>DESTROYING DESTROYING>DESTROYED"
 	if got := strings.Join(kinds(t, c, "life"), " "); got != want {
 		t.Fatalf("transitions:\n got %s\nwant %s", got, want)
 	}
@@ -626,10 +626,12 @@ func TestDestroyWhileProvisioning(t *testing.T) {
 	wantCode(t, err, http.StatusConflict, api.CodeInvalidState)
 	d.Sim.ClearFaults()
 	got, err := c.Destroy(ctx, "stuck", true)
-	if err != nil || got.State != api.StateDestroyed {
+	if err != nil || got.State != api.StateDestroying {
+		t.Fatalf("destroy --force of a provisioning sandbox answers DESTROYING at once: %+v %v", got, err)
+	}
+	if got, err = c.WaitSandbox(ctx, "stuck", 10*time.Millisecond); err != nil || got.State != api.StateDestroyed {
 		t.Fatalf("%+v %v", got, err)
 	}
-	time.Sleep(50 * time.Millisecond)
 	if left := vms(d); len(left) != 0 {
 		t.Fatalf("VMs left: %v", left)
 	}

@@ -24,26 +24,35 @@ const (
 	StateCompleted    State = "COMPLETED"
 	StateFailed       State = "FAILED"
 	StateTimeout      State = "TIMEOUT"
-	StateDestroyed    State = "DESTROYED"
+	// StateDestroying: a destroy is accepted and journaled; the VM is being
+	// removed (a restart resumes it).
+	StateDestroying State = "DESTROYING"
+	StateDestroyed  State = "DESTROYED"
+	// StateLost: the VM at the sandbox's VMID failed the ownership proof
+	// (deleted and reused, or changed out of band). agentd touches it no more;
+	// destroy --force retires the row.
+	StateLost State = "LOST"
 )
 
 // States lists every state in lifecycle order.
 var States = []State{StateRequested, StateProvisioning, StateBooting, StateReady, StateRunning,
-	StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateDestroyed}
+	StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed}
 
 // transitions is the one table of allowed state changes; error messages and
 // the store's compare-and-set both read it.
 var transitions = map[State][]State{
-	StateRequested:    {StateProvisioning, StateFailed, StateTimeout, StateDestroyed},
-	StateProvisioning: {StateBooting, StateFailed, StateTimeout, StateDestroyed},
-	StateBooting:      {StateReady, StateFailed, StateTimeout, StateStopped, StateDestroyed},
-	StateReady:        {StateRunning, StateFailed, StateStopped, StateTimeout, StateDestroyed},
-	StateRunning:      {StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateDestroyed},
-	StateStopped:      {StateBooting, StateFailed, StateTimeout, StateDestroyed},
-	StateSuspended:    {StateRunning, StateStopped, StateTimeout, StateDestroyed},
-	StateCompleted:    {StateStopped, StateDestroyed},
-	StateFailed:       {StateDestroyed},
-	StateTimeout:      {StateDestroyed},
+	StateRequested:    {StateProvisioning, StateFailed, StateTimeout, StateDestroying, StateDestroyed},
+	StateProvisioning: {StateBooting, StateFailed, StateTimeout, StateDestroying, StateDestroyed},
+	StateBooting:      {StateReady, StateFailed, StateTimeout, StateStopped, StateLost, StateDestroying, StateDestroyed},
+	StateReady:        {StateRunning, StateFailed, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
+	StateRunning:      {StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
+	StateStopped:      {StateBooting, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
+	StateSuspended:    {StateRunning, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
+	StateCompleted:    {StateStopped, StateLost, StateDestroying, StateDestroyed},
+	StateFailed:       {StateLost, StateDestroying, StateDestroyed},
+	StateTimeout:      {StateLost, StateDestroying, StateDestroyed},
+	StateLost:         {StateDestroying, StateDestroyed},
+	StateDestroying:   {StateLost, StateDestroyed},
 	StateDestroyed:    nil,
 }
 
@@ -68,9 +77,13 @@ func (s State) InFlight() bool {
 	return s == StateRequested || s == StateProvisioning || s == StateBooting || s == StateReady
 }
 
+// Settling reports whether agentd is still working on the sandbox: in
+// flight, or being destroyed. Clients wait while it holds.
+func (s State) Settling() bool { return s.InFlight() || s == StateDestroying }
+
 // Terminal reports whether the sandbox can only be destroyed.
 func (s State) Terminal() bool {
-	return s == StateFailed || s == StateTimeout || s == StateDestroyed
+	return s == StateFailed || s == StateTimeout || s == StateLost || s == StateDestroying || s == StateDestroyed
 }
 
 // Sandbox is a sandbox as the API returns it.

@@ -279,8 +279,8 @@ func (c *Client) Events(ctx context.Context, ref string, after int64, tail int) 
 	return &l, c.Do(ctx, "GET", path, nil, &l)
 }
 
-// WaitSandbox polls until the sandbox leaves the in-flight states (or ctx
-// ends) and returns its last view.
+// WaitSandbox polls until agentd stops working on the sandbox (provisioning,
+// start or destroy; or ctx ends) and returns its last view.
 func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duration) (*api.Sandbox, error) {
 	if every <= 0 {
 		every = 200 * time.Millisecond
@@ -290,7 +290,7 @@ func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duratio
 		if err != nil {
 			return nil, err
 		}
-		if !sb.State.InFlight() {
+		if !sb.State.Settling() {
 			return sb, nil
 		}
 		select {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
@@ -82,8 +83,11 @@ func (m *Manager) expire(ctx context.Context, sb *store.Sandbox, why string) err
 	}
 	wctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
 	defer cancel()
-	if err := m.removeVM(wctx, sb, false); err != nil {
-		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.cleanup_failed", Message: err.Error() + " (prune will retry)"})
+	if err := m.removeVM(wctx, sb); err != nil {
+		if errors.Is(err, owner.ErrNotOwned) {
+			return m.lost(ctx, sb, "destroy the expired", err)
+		}
+		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.cleanup_failed", Message: err.Error() + " (the row stays TIMEOUT; prune retries)"})
 		return fmt.Errorf("sandbox %s: %w", sb.Name, err)
 	}
 	sb.IP = ""
@@ -94,13 +98,20 @@ func (m *Manager) expire(ctx context.Context, sb *store.Sandbox, why string) err
 // provisioning_timeout with no worker driving them (a worker enforces the
 // same deadline itself): TIMEOUT with the step, VM cleaned up.
 func (m *Manager) ProvisioningTimeouts(ctx context.Context) error {
-	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateRequested, api.StateProvisioning, api.StateBooting, api.StateReady}})
+	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateRequested, api.StateProvisioning, api.StateBooting, api.StateReady, api.StateDestroying}})
 	if err != nil {
 		return err
 	}
 	now := m.now()
 	var errs []error
 	for _, sb := range rows {
+		if sb.State == api.StateDestroying {
+			// A destroy whose Proxmox call failed: retry it in the background.
+			if !m.busy(sb.ID) {
+				m.startWorker(sb.ID)
+			}
+			continue
+		}
 		if m.busy(sb.ID) || now.Sub(sb.UpdatedAt) < m.opts.ProvisioningTimeout {
 			continue
 		}
@@ -112,8 +123,8 @@ func (m *Manager) ProvisioningTimeouts(ctx context.Context) error {
 		cur.Error = why
 		err := m.save(ctx, cur, api.StateTimeout, "sandbox.timeout", why)
 		if err == nil {
-			if rerr := m.removeVM(ctx, cur, true); rerr != nil {
-				_ = m.store.AddEvent(ctx, cur, store.Event{Kind: "sandbox.cleanup_failed", Message: rerr.Error() + " (prune will retry)"})
+			if rerr := m.removeVM(ctx, cur); rerr != nil {
+				_ = m.store.AddEvent(ctx, cur, store.Event{Kind: "sandbox.cleanup_failed", Message: rerr.Error() + " (the row stays TIMEOUT; prune retries)"})
 			} else if cur.VMID != 0 {
 				cur.VMID, cur.Error = 0, why+fmt.Sprintf(" (VM %d removed)", sb.VMID)
 				err = m.store.Save(ctx, cur, cur.State, store.Event{})

@@ -24,6 +24,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -88,6 +89,7 @@ type Manager struct {
 	workers map[string]*worker // running provisioning/start goroutines by sandbox id
 	alloc   *vmid.Allocator
 	ws      *workspace.Manager
+	guard   *owner.Guard
 
 	addrMu     sync.Mutex
 	addrs      map[string]string // sandbox id → address in the mode sets
@@ -98,12 +100,12 @@ type Manager struct {
 }
 
 type worker struct {
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	done   chan struct{}
 }
 
 // New builds a manager; call Resume to pick up in-flight work and Close to stop.
-func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.Manager, profiles profile.Set, o Options) *Manager {
+func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Allocator, ws *workspace.Manager, profiles profile.Set, o Options) *Manager {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -127,7 +129,7 @@ func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, ws *workspace.M
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
-		workers: map[string]*worker{}, alloc: alloc, ws: ws,
+		workers: map[string]*worker{}, alloc: alloc, ws: ws, guard: guard,
 		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]string{}}
 }
 
@@ -319,14 +321,16 @@ func diff(stored string, c canonical) string {
 	return strings.Join(d, "; ")
 }
 
-// startWorker runs provisioning (or a start) of one sandbox in the background.
+// startWorker runs provisioning, a start or a journaled destroy of one
+// sandbox in the background. The worker holds the sandbox's lock only while
+// it saves, so API calls on the sandbox answer at once.
 func (m *Manager) startWorker(id string) {
-	ctx, cancel := context.WithCancel(m.ctx)
+	ctx, cancel := context.WithCancelCause(m.ctx)
 	w := &worker{cancel: cancel, done: make(chan struct{})}
 	m.mu.Lock()
 	if _, busy := m.workers[id]; busy {
 		m.mu.Unlock()
-		cancel()
+		cancel(nil)
 		return
 	}
 	m.workers[id] = w
@@ -335,7 +339,7 @@ func (m *Manager) startWorker(id string) {
 	go func() {
 		defer m.wg.Done()
 		defer close(w.done)
-		defer cancel()
+		defer cancel(nil)
 		m.run(ctx, id)
 		m.mu.Lock()
 		delete(m.workers, id)
@@ -343,17 +347,39 @@ func (m *Manager) startWorker(id string) {
 	}()
 }
 
-// cancelWorker stops a running worker and waits until it has finished.
-func (m *Manager) cancelWorker(id string) bool {
+// cancelWorker asks a running worker to stop, with the reason it will
+// report; it does not wait.
+func (m *Manager) cancelWorker(id string, cause error) bool {
 	m.mu.Lock()
 	w := m.workers[id]
 	m.mu.Unlock()
 	if w == nil {
 		return false
 	}
-	w.cancel()
-	<-w.done
+	w.cancel(cause)
 	return true
+}
+
+// afterWorker starts a fresh worker for id once the current one has exited
+// (a journaled destroy taking over from cancelled provisioning).
+func (m *Manager) afterWorker(id string) {
+	m.mu.Lock()
+	w := m.workers[id]
+	m.mu.Unlock()
+	if w == nil {
+		m.startWorker(id)
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		select {
+		case <-w.done:
+		case <-m.ctx.Done():
+			return
+		}
+		m.startWorker(id)
+	}()
 }
 
 // Wait blocks until no worker runs for id (tests, benchmarks).
@@ -370,17 +396,21 @@ func (m *Manager) Wait(id string) {
 // (agentd stopped or crashed): each step checks Proxmox before acting, so a
 // step that already happened is not repeated.
 func (m *Manager) Resume(ctx context.Context) (int, error) {
-	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateRequested, api.StateProvisioning, api.StateBooting, api.StateReady}})
+	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateRequested, api.StateProvisioning,
+		api.StateBooting, api.StateReady, api.StateDestroying}})
 	if err != nil {
 		return 0, err
 	}
 	for _, sb := range rows {
-		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.resumed", Message: fmt.Sprintf("agentd restarted: resuming at step %s", sb.Step)})
+		msg := fmt.Sprintf("agentd restarted: resuming at step %s", sb.Step)
+		if sb.State == api.StateDestroying {
+			msg = "agentd restarted: finishing the destroy"
+		}
+		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.resumed", Message: msg})
 		m.startWorker(sb.ID)
 	}
 	return len(rows), nil
 }
-
 // Get returns a sandbox by name, VMID or id.
 func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
 	sb, err := m.store.Lookup(ctx, ref)

@@ -5,53 +5,77 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
 )
 
-// errNotOwned means the VM at a sandbox's VMID lacks our tag or our id.
-var errNotOwned = errors.New("not owned by this sandbox")
-
-// checkOwner proves a VM belongs to sb: the agentlab tag and the sandbox id in
-// the description. During failed provisioning the tag may not be set yet (it
-// is set by the first config call after the clone), so there the description,
-// which the clone itself wrote, suffices.
-func (m *Manager) checkOwner(ctx context.Context, sb *store.Sandbox, provisioning bool) (exists bool, err error) {
-	cfg, err := m.pve.Config(ctx, sb.VMID)
-	if errors.Is(err, pve.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	desc, _ := cfg["description"].(string)
-	tags, _ := cfg["tags"].(string)
-	hasTag := false
-	for _, t := range strings.FieldsFunc(tags, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
-		hasTag = hasTag || t == OwnerTag
-	}
-	switch {
-	case !strings.Contains(desc, marker(sb)):
-		return true, fmt.Errorf("VM %d: its description does not name sandbox %s: %w", sb.VMID, sb.ID, errNotOwned)
-	case !hasTag && !(provisioning && sb.Step == stepConfig):
-		return true, fmt.Errorf("VM %d: it lacks the %q tag: %w", sb.VMID, OwnerTag, errNotOwned)
-	}
-	return true, nil
+// proof is what the VM at sb.VMID must show to be acted on as sb's.
+func (m *Manager) proof(sb *store.Sandbox) owner.Proof {
+	return m.guard.Proof(owner.Sandbox, sb.ID, sb.Name, sb.VMID)
 }
 
-// removeVM hard-stops and destroys the sandbox's VM after the ownership check
-// and deletes its snippet. A VM that is already gone is success.
-func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, provisioning bool) error {
+// untagged reports whether sb's VM may not carry the tag yet: the clone
+// request writes the description, the first config write adds the tag.
+func untagged(sb *store.Sandbox) bool {
+	return sb.Step == stepAllocate || sb.Step == stepClone || sb.Step == stepConfig
+}
+
+// vm proves that the VM at sb's VMID is sb's and returns a handle for writes
+// (nil when the VM does not exist). Every Proxmox write on a sandbox's VM
+// goes through it.
+func (m *Manager) vm(ctx context.Context, sb *store.Sandbox) (*owner.VM, error) {
+	return m.guard.Prove(ctx, m.proof(sb), !untagged(sb))
+}
+
+// lost marks a row whose VM failed the proof LOST (the caller holds the lock)
+// and returns the refusal. Nothing in Proxmox is changed.
+func (m *Manager) lost(ctx context.Context, sb *store.Sandbox, op string, cause error) error {
+	if sb.State != api.StateLost && sb.State != api.StateDestroyed && api.CanTransition(sb.State, api.StateLost) {
+		sb.Error = cause.Error()
+		if err := m.save(ctx, sb, api.StateLost, "sandbox.not_owned", fmt.Sprintf("refused to %s: %v; agentd will not touch VM %d (destroy --force retires the row)", op, cause, sb.VMID)); err != nil {
+			m.opts.Log.Warn("could not mark sandbox LOST", "sandbox_id", sb.ID, "err", err)
+		}
+	} else {
+		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.not_owned", Message: fmt.Sprintf("refused to %s: %v", op, cause)})
+	}
+	return api.Errorf(http.StatusConflict, api.CodeNotOwned, "refusing to %s sandbox %s: %v", op, sb.Name, cause)
+}
+
+// removeVM destroys the sandbox's VM after the proof and, once Proxmox
+// confirms it is gone, releases the workspace claim and the snippet. The
+// workspace stays attached until then: Proxmox's destroy frees only volumes
+// the VM owns, and the holder owns the workspace, so a failed destroy leaves
+// sandbox and workspace exactly as they were.
+func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox) error {
 	w, err := m.store.WorkspaceBySandbox(ctx, sb.ID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if err := m.destroyVM(ctx, sb, w, provisioning); err != nil {
-		return err
+	if sb.VMID != 0 {
+		v, err := m.vm(ctx, sb)
+		if err != nil {
+			return err
+		}
+		if v != nil {
+			// A clone interrupted by a cancel or a crash may still hold lock=clone.
+			if err := m.waitUnlocked(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
+				return err
+			}
+			if err := v.Stop(ctx); err != nil && !errors.Is(err, pve.ErrNotFound) {
+				return err
+			}
+			if err := v.Destroy(ctx); err != nil && !errors.Is(err, pve.ErrNotFound) {
+				return err
+			}
+		}
+		if err := m.store.VMGone(ctx, sb.ID, sb.VMID); err != nil {
+			return err
+		}
 	}
 	m.removeSnippet(sb)
 	_ = m.store.DeleteTokens(ctx, sb.ID, "")
@@ -63,43 +87,13 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, provisioning 
 	return nil
 }
 
-// destroyVM stops the VM, drops its reference to the workspace volume (so
-// that not even a Proxmox bug in destroy could touch it), and destroys it.
-func (m *Manager) destroyVM(ctx context.Context, sb *store.Sandbox, w *store.Workspace, provisioning bool) error {
-	if sb.VMID == 0 {
-		return nil
-	}
-	exists, err := m.checkOwner(ctx, sb, provisioning)
-	if err != nil || !exists {
-		return err
-	}
-	if provisioning {
-		// A clone interrupted by a timeout may still hold lock=clone.
-		if err := m.waitUnlocked(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
-			return err
-		}
-	}
-	if err := m.pve.Stop(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
-		return err
-	}
-	if w != nil {
-		if err := m.ws.Unplug(ctx, w, sb.VMID); err != nil {
-			return fmt.Errorf("detach workspace %s before destroy: %w", w.Name, err)
-		}
-	}
-	if err := m.pve.Destroy(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
-		return err
-	}
-	return nil
-}
-
 // proxmoxError turns a Proxmox failure into an API error.
 func proxmoxError(op string, sb *store.Sandbox, err error) error {
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		return err
 	}
-	if errors.Is(err, errNotOwned) {
+	if errors.Is(err, owner.ErrNotOwned) {
 		return api.Errorf(http.StatusConflict, api.CodeNotOwned, "refusing to %s sandbox %s: %v", op, sb.Name, err)
 	}
 	if errors.Is(err, pve.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
@@ -129,7 +123,6 @@ func (m *Manager) Start(ctx context.Context, ref string) (*store.Sandbox, error)
 		return nil, err
 	}
 	start, err := m.markStarting(ctx, sb)
-	// The worker takes the lock itself: release it first.
 	unlock()
 	if err != nil {
 		return nil, err
@@ -150,8 +143,15 @@ func (m *Manager) markStarting(ctx context.Context, sb *store.Sandbox) (start bo
 	default:
 		return false, invalidState(sb, "start", api.StateStopped)
 	}
-	if _, err := m.checkOwner(ctx, sb, false); err != nil {
+	v, err := m.vm(ctx, sb)
+	if errors.Is(err, owner.ErrNotOwned) {
+		return false, m.lost(ctx, sb, "start", err)
+	}
+	if err != nil {
 		return false, proxmoxError("start", sb, err)
+	}
+	if v == nil {
+		return false, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot start sandbox %s: its VM %d no longer exists (reconcile retires the row)", sb.Name, sb.VMID)
 	}
 	sb.Step, sb.Error = stepRestart, ""
 	if err := m.save(ctx, sb, api.StateBooting, "sandbox.start", "start requested"); err != nil {
@@ -160,22 +160,37 @@ func (m *Manager) markStarting(ctx context.Context, sb *store.Sandbox) (start bo
 	return true, nil
 }
 
-// Stop shuts the guest down (hard stop after shutdown_timeout) and keeps the VM.
+// Stop shuts the guest down (hard stop after shutdown_timeout) and keeps the
+// VM. A start in progress is cancelled first (its worker powers the VM off);
+// first provisioning cannot be stopped: destroy --force cancels it.
 func (m *Manager) Stop(ctx context.Context, ref string) (*store.Sandbox, error) {
 	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
+	starting := (sb.State == api.StateBooting || sb.State == api.StateReady) && sb.Step == stepRestart
+	if starting && m.busy(sb.ID) {
+		unlock()
+		m.cancelWorker(sb.ID, errStopRequested)
+		m.Wait(sb.ID)
+		if sb, unlock, err = m.getLocked(ctx, sb.ID); err != nil {
+			return nil, err
+		}
+		starting = (sb.State == api.StateBooting || sb.State == api.StateReady) && sb.Step == stepRestart
+	}
 	defer unlock()
-	switch sb.State {
-	case api.StateStopped:
+	switch {
+	case sb.State == api.StateStopped:
 		return sb, nil
-	case api.StateRunning, api.StateReady, api.StateSuspended:
+	case sb.State == api.StateRunning || sb.State == api.StateSuspended || starting:
 	default:
-		return nil, invalidState(sb, "stop", api.StateRunning, api.StateReady, api.StateSuspended)
+		return nil, invalidState(sb, "stop", api.StateRunning, api.StateSuspended, api.StateStopped)
 	}
 	return m.stopLocked(sb, "sandbox.stop", "stopped by request")
 }
+
+// errStopRequested is the cause of a start cancelled by a stop.
+var errStopRequested = errors.New("cancelled by a stop request")
 
 // stopLocked shuts a sandbox down; the caller holds its lock.
 func (m *Manager) stopLocked(sb *store.Sandbox, kind, msg string) (*store.Sandbox, error) {
@@ -183,69 +198,148 @@ func (m *Manager) stopLocked(sb *store.Sandbox, kind, msg string) (*store.Sandbo
 	// half-stopped VM with a row that says RUNNING.
 	wctx, cancel := context.WithTimeout(m.ctx, m.opts.ShutdownTimeout+2*time.Minute)
 	defer cancel()
-	exists, err := m.checkOwner(wctx, sb, false)
+	v, err := m.vm(wctx, sb)
+	if errors.Is(err, owner.ErrNotOwned) {
+		return nil, m.lost(wctx, sb, "stop", err)
+	}
 	if err != nil {
 		return nil, proxmoxError("stop", sb, err)
 	}
-	if exists {
-		if err := m.pve.Shutdown(wctx, sb.VMID, m.opts.ShutdownTimeout); err != nil && !errors.Is(err, pve.ErrNotFound) {
+	if v != nil {
+		if err := v.Shutdown(wctx, m.opts.ShutdownTimeout); err != nil && !errors.Is(err, pve.ErrNotFound) {
 			return nil, proxmoxError("stop", sb, err)
 		}
 	}
-	sb.IP = ""
+	sb.IP, sb.Step = "", ""
 	if err := m.save(wctx, sb, api.StateStopped, kind, msg); err != nil {
 		return nil, err
 	}
 	return sb, nil
 }
 
-// Destroy removes the sandbox's VM and marks the row DESTROYED. Without force
-// it refuses sandboxes that are still provisioning; force cancels provisioning
-// first, and also retires a row whose VMID now belongs to someone else (that VM
-// is left untouched).
+// Destroy removes the sandbox's VM. The intent is journaled first (DESTROYING),
+// so a crash at any point is resumed, and the row becomes DESTROYED only once
+// Proxmox confirmed the VM is gone. A sandbox still provisioning is refused
+// without force; with force its worker is cancelled and the destroy finishes
+// in the background (the answer is DESTROYING at once, never blocked behind
+// the clone task). A VM that fails the ownership proof is never touched: the
+// row becomes LOST (409), and with force it is retired instead.
 func (m *Manager) Destroy(ctx context.Context, ref string, force bool) (*store.Sandbox, error) {
-	sb, err := m.Get(ctx, ref)
+	return m.destroy(ctx, ref, force, "by request")
+}
+
+// DestroyFor is Destroy with the requester named in events (a session).
+func (m *Manager) DestroyFor(ctx context.Context, ref string, force bool, by string) (*store.Sandbox, error) {
+	return m.destroy(ctx, ref, force, by)
+}
+
+func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string) (*store.Sandbox, error) {
+	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	if sb.State == api.StateDestroyed {
+	defer unlock()
+	switch {
+	case sb.State == api.StateDestroyed || sb.State == api.StateDestroying && m.busy(sb.ID):
 		return sb, nil
-	}
-	if sb.State.InFlight() || sb.State == api.StateBooting {
-		if !force {
-			return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState,
-				"sandbox %s is %s (step %s); wait until it settles or destroy with force", sb.Name, sb.State, sb.Step)
+	case sb.State == api.StateDestroying:
+		wctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
+		defer cancel()
+		if err := m.finishDestroy(wctx, sb); err != nil {
+			return nil, proxmoxError("destroy", sb, err)
 		}
-		m.cancelWorker(sb.ID)
-	}
-	defer m.locks.Lock(sb.ID)()
-	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
-		return nil, err
-	}
-	if sb.State == api.StateDestroyed {
 		return sb, nil
+	case sb.State.InFlight() && !force:
+		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState,
+			"sandbox %s is %s (step %s); wait until it settles or destroy with force", sb.Name, sb.State, sb.Step)
 	}
 	wctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
 	defer cancel()
-	msg := "destroyed"
-	if err := m.removeVM(wctx, sb, sb.State.InFlight()); err != nil {
-		if !force || !errors.Is(err, errNotOwned) {
+	if m.busy(sb.ID) {
+		// Journal the intent, cancel the worker and let a fresh worker destroy
+		// once the old one has stopped: this request returns at once.
+		step := sb.Step
+		if err := m.save(wctx, sb, api.StateDestroying, "sandbox.destroy_requested",
+			fmt.Sprintf("destroy --force %s at step %s; cancelling the running provisioning or start", by, step)); err != nil {
+			return nil, conflict(sb, err)
+		}
+		m.cancelWorker(sb.ID, fmt.Errorf("cancelled by destroy --force %s at step %s", by, step))
+		m.afterWorker(sb.ID)
+		return sb, nil
+	}
+	if sb.VMID != 0 && sb.State != api.StateLost {
+		if _, err := m.vm(wctx, sb); errors.Is(err, owner.ErrNotOwned) {
+			if !force {
+				return nil, m.lost(wctx, sb, "destroy", err)
+			}
+			sb.State = api.StateLost
+		} else if err != nil {
 			return nil, proxmoxError("destroy", sb, err)
 		}
-		msg = fmt.Sprintf("row retired with force; VM %d left alone: %v", sb.VMID, err)
-		if w, werr := m.store.WorkspaceBySandbox(wctx, sb.ID); werr == nil {
-			_ = m.ws.Release(wctx, w, sb.ID)
+	}
+	if sb.State == api.StateLost {
+		if !force {
+			return nil, api.Errorf(http.StatusConflict, api.CodeNotOwned, "sandbox %s is LOST (%s); destroy --force retires the row and leaves VM %d alone", sb.Name, sb.Error, sb.VMID)
 		}
+		return m.retire(wctx, sb)
 	}
-	sb.IP, sb.Step = "", ""
-	kind := "sandbox.destroy"
-	if force {
-		kind = "sandbox.destroy_forced"
+	if err := m.save(wctx, sb, api.StateDestroying, "sandbox.destroy_requested", "destroy "+by); err != nil {
+		return nil, conflict(sb, err)
 	}
-	if err := m.save(wctx, sb, api.StateDestroyed, kind, msg); err != nil {
-		return nil, err
+	if err := m.finishDestroy(wctx, sb); err != nil {
+		return nil, proxmoxError("destroy", sb, err)
 	}
 	return sb, nil
+}
+
+// retire ends a row whose VM is not ours without touching that VM.
+func (m *Manager) retire(ctx context.Context, sb *store.Sandbox) (*store.Sandbox, error) {
+	from := sb.State
+	msg := fmt.Sprintf("row retired with force; VM %d left alone (not provably ours: %s)", sb.VMID, sb.Error)
+	if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
+		_ = m.ws.Release(ctx, w, sb.ID)
+	}
+	cur, err := m.store.Sandbox(ctx, sb.ID)
+	if err != nil {
+		return nil, err
+	}
+	if cur.State != from {
+		from = cur.State
+	}
+	sb.State = from
+	sb.IP, sb.Step = "", ""
+	if err := m.save(ctx, sb, api.StateDestroyed, "sandbox.destroy_forced", msg); err != nil {
+		return nil, conflict(sb, err)
+	}
+	return sb, nil
+}
+
+// finishDestroy removes the VM of a DESTROYING row and marks it DESTROYED;
+// the caller holds the lock. On failure the row stays DESTROYING (the
+// workspace still attached, in the DB and in Proxmox alike) for a retry.
+func (m *Manager) finishDestroy(ctx context.Context, sb *store.Sandbox) error {
+	if err := m.removeVM(ctx, sb); err != nil {
+		if errors.Is(err, owner.ErrNotOwned) {
+			_ = m.lost(ctx, sb, "destroy", err)
+		} else {
+			_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.destroy_failed", Message: fmt.Sprintf("destroying VM %d failed (retried by the next destroy or the cleanup loop): %v", sb.VMID, err)})
+		}
+		return err
+	}
+	msg := "destroyed"
+	if sb.VMID != 0 {
+		msg = fmt.Sprintf("VM %d destroyed", sb.VMID)
+	}
+	sb.IP, sb.Step = "", ""
+	return m.save(ctx, sb, api.StateDestroyed, "sandbox.destroy", msg)
+}
+
+// conflict maps a lost compare-and-set to a 409 naming the sandbox.
+func conflict(sb *store.Sandbox, err error) error {
+	if errors.Is(err, store.ErrStale) {
+		return api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %s changed concurrently; retry", sb.Name)
+	}
+	return err
 }
 
 // Renew sets the lease of a RUNNING sandbox to now + ttl.
@@ -270,7 +364,7 @@ func (m *Manager) Renew(ctx context.Context, ref, ttl string) (*store.Sandbox, e
 	sb.TTLSeconds = int64(d / time.Second)
 	if err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.lease_renewed",
 		Message: fmt.Sprintf("lease renewed for %s, until %s", d, exp.Format(time.RFC3339))}); err != nil {
-		return nil, err
+		return nil, conflict(sb, err)
 	}
 	return sb, nil
 }
@@ -282,27 +376,31 @@ func (m *Manager) Touch(ctx context.Context, ref string) (*store.Sandbox, error)
 		return nil, err
 	}
 	defer unlock()
-	if sb.State == api.StateDestroyed {
+	if sb.State == api.StateDestroyed || sb.State == api.StateDestroying {
 		return nil, invalidState(sb, "touch", api.StateRunning, api.StateStopped)
 	}
 	now := m.now().UTC()
 	sb.LastUsedAt = &now
 	if err := m.store.Save(ctx, sb, sb.State, store.Event{}); err != nil {
-		return nil, err
+		return nil, conflict(sb, err)
 	}
 	return sb, nil
 }
 
 // Prune destroys the VMs of FAILED and TIMEOUT sandboxes and retires their
-// rows; a VM that fails the ownership check is skipped and reported.
+// rows, and retries destroys left DESTROYING; a VM that fails the ownership
+// check is skipped and reported.
 func (m *Manager) Prune(ctx context.Context) (*api.PruneResult, error) {
-	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateFailed, api.StateTimeout}})
+	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateFailed, api.StateTimeout, api.StateDestroying}})
 	if err != nil {
 		return nil, err
 	}
 	res := &api.PruneResult{Destroyed: []api.Sandbox{}, Skipped: []api.PruneSkipped{}}
 	for _, sb := range rows {
-		out, err := m.Destroy(ctx, sb.ID, false)
+		if m.busy(sb.ID) {
+			continue
+		}
+		out, err := m.retryDestroy(ctx, sb.ID)
 		if err != nil {
 			res.Skipped = append(res.Skipped, api.PruneSkipped{Sandbox: sb.Sandbox, Reason: err.Error()})
 			_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.prune_skipped", Message: err.Error()})
@@ -313,8 +411,16 @@ func (m *Manager) Prune(ctx context.Context) (*api.PruneResult, error) {
 	return res, nil
 }
 
+// retryDestroy destroys a FAILED or TIMEOUT row's VM, or finishes a destroy
+// left DESTROYING.
+func (m *Manager) retryDestroy(ctx context.Context, id string) (*store.Sandbox, error) {
+	return m.Destroy(ctx, id, false)
+}
+
 // AttachWorkspace attaches a workspace to a STOPPED or RUNNING sandbox (a
-// running one gets the disk hot-plugged).
+// running one gets the disk hot-plugged). The claim is journaled with the
+// attach step before Proxmox is asked, so a crash in between is finished by
+// reconcile.
 func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*store.Sandbox, error) {
 	sb, err := m.Get(ctx, sbRef)
 	if err != nil {
@@ -338,24 +444,37 @@ func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*st
 	if sb.Workspace != "" && sb.Workspace != w.Name {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %s already has workspace %s attached", sb.Name, sb.Workspace)
 	}
-	if _, err := m.checkOwner(ctx, sb, false); err != nil {
+	v, err := m.vm(ctx, sb)
+	if errors.Is(err, owner.ErrNotOwned) {
+		return nil, m.lost(ctx, sb, "attach a workspace to", err)
+	}
+	if err == nil && v == nil {
+		err = fmt.Errorf("VM %d does not exist", sb.VMID)
+	}
+	if err != nil {
 		return nil, proxmoxError("attach a workspace to", sb, err)
 	}
-	if err := m.ws.Claim(ctx, w, sb.ID, ""); err != nil {
+	if err := m.ws.Claim(ctx, w, sb.ID, "", workspace.StepAttach); err != nil {
 		return nil, err
 	}
-	if err := m.ws.Plug(ctx, w, sb.VMID); err != nil {
+	if err := m.ws.Plug(ctx, w, v); err != nil {
 		_ = m.ws.Release(ctx, w, sb.ID)
 		return nil, proxmoxError("attach a workspace to", sb, err)
 	}
+	if err := m.ws.Settle(ctx, w, "workspace.attached", fmt.Sprintf("attached to sandbox %s as %s", sb.Name, w.AttachKey)); err != nil {
+		return nil, err
+	}
 	sb.Workspace = w.Name
 	if err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.workspace_attached", Message: "workspace " + w.Name + " attached as " + w.AttachKey}); err != nil {
-		return nil, err
+		return nil, conflict(sb, err)
 	}
 	return sb, nil
 }
 
-// DetachWorkspace removes a workspace from the sandbox it is attached to.
+// DetachWorkspace removes a workspace from the sandbox it is attached to. The
+// detach is journaled (step detach) before the disk is unplugged and the
+// claim released only after Proxmox confirmed, so a crash in between is
+// finished by reconcile rather than leaving the two disagreeing.
 func (m *Manager) DetachWorkspace(ctx context.Context, wsRef string) (*store.Workspace, error) {
 	w, err := m.ws.Get(ctx, wsRef)
 	if err != nil {
@@ -379,24 +498,40 @@ func (m *Manager) DetachWorkspace(ctx context.Context, wsRef string) (*store.Wor
 	if w.AttachedSandbox != sb.ID {
 		return w, nil
 	}
-	if sb.State.InFlight() {
+	if sb.State.Settling() {
 		return nil, invalidState(sb, "detach a workspace from", api.StateStopped, api.StateRunning, api.StateFailed)
 	}
-	if sb.VMID != 0 && sb.State != api.StateDestroyed {
-		if exists, err := m.checkOwner(ctx, sb, false); err != nil {
-			return nil, proxmoxError("detach a workspace from", sb, err)
-		} else if exists {
-			if err := m.ws.Unplug(ctx, w, sb.VMID); err != nil {
-				return nil, proxmoxError("detach a workspace from", sb, err)
+	if err := m.detachLocked(ctx, sb, w); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// detachLocked unplugs w from sb's VM and releases the claim; both locks held.
+func (m *Manager) detachLocked(ctx context.Context, sb *store.Sandbox, w *store.Workspace) error {
+	if err := m.ws.Journal(ctx, w, workspace.StepDetach); err != nil {
+		return err
+	}
+	if sb.VMID != 0 && sb.State != api.StateDestroyed && sb.State != api.StateLost {
+		v, err := m.vm(ctx, sb)
+		if errors.Is(err, owner.ErrNotOwned) {
+			return m.lost(ctx, sb, "detach a workspace from", err)
+		}
+		if err != nil {
+			return proxmoxError("detach a workspace from", sb, err)
+		}
+		if v != nil {
+			if err := m.ws.Unplug(ctx, w, v); err != nil {
+				return proxmoxError("detach a workspace from", sb, err)
 			}
 		}
 	}
 	if err := m.ws.Release(ctx, w, sb.ID); err != nil {
-		return nil, err
+		return err
 	}
 	sb.Workspace = ""
 	if err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.workspace_detached", Message: "workspace " + w.Name + " detached"}); err != nil {
-		return nil, err
+		return conflict(sb, err)
 	}
-	return w, nil
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -48,14 +49,22 @@ type stepError struct {
 func (e *stepError) Error() string { return fmt.Sprintf("%s: %v", e.step, e.err) }
 func (e *stepError) Unwrap() error { return e.err }
 
-// run drives one sandbox from its current state to RUNNING, or to FAILED with
-// the VM cleaned up. The per-sandbox lock is held throughout, so API calls on
-// the sandbox wait (destroy --force cancels the run first).
+// run drives one sandbox from its current state to RUNNING (or to FAILED
+// with the VM cleaned up), or finishes a journaled destroy. It holds the
+// sandbox's lock only while saving (see commit), so a stop, destroy, renew or
+// touch is answered at once; a destroy cancels it through ctx.
 func (m *Manager) run(ctx context.Context, id string) {
-	unlock := m.locks.Lock(id)
-	defer unlock()
 	sb, err := m.store.Sandbox(ctx, id)
 	if err != nil {
+		return
+	}
+	if sb.State == api.StateDestroying {
+		unlock := m.locks.Lock(id)
+		defer unlock()
+		if sb, err = m.store.Sandbox(ctx, id); err != nil || sb.State != api.StateDestroying {
+			return
+		}
+		_ = m.finishDestroy(ctx, sb)
 		return
 	}
 	if !sb.State.InFlight() && sb.State != api.StateStopped {
@@ -75,7 +84,35 @@ func (m *Manager) run(ctx context.Context, id string) {
 		// agentd is shutting down: leave the row at its step for Resume.
 		return
 	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = &stepError{step: sb.Step, err: cause}
+	}
 	m.fail(sb, err)
+}
+
+// commit is the worker's save: under the lock it re-reads the row, refuses
+// if its state moved (a destroy won: ErrStale ends the worker), and writes
+// only the fields the worker owns, so a concurrent touch or renew is kept.
+func (m *Manager) commit(ctx context.Context, sb *store.Sandbox, to api.State, kind, msg string) error {
+	defer m.locks.Lock(sb.ID)()
+	cur, err := m.store.Sandbox(ctx, sb.ID)
+	if err != nil {
+		return err
+	}
+	if cur.State != sb.State {
+		return fmt.Errorf("sandbox %s is %s now: %w", sb.Name, cur.State, store.ErrStale)
+	}
+	cur.Step, cur.VMID, cur.IP, cur.Error, cur.LeaseExpiresAt = sb.Step, sb.VMID, sb.IP, sb.Error, sb.LeaseExpiresAt
+	if cur.State == to {
+		err = m.store.Save(ctx, cur, cur.State, store.Event{Kind: kind, Message: msg})
+	} else {
+		err = m.save(ctx, cur, to, kind, msg)
+	}
+	if err != nil {
+		return err
+	}
+	*sb = *cur
+	return nil
 }
 
 func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kind, msg string) error {
@@ -144,19 +181,24 @@ func (m *Manager) timed(step string, fn func() error) error {
 
 func (m *Manager) progress(ctx context.Context, sb *store.Sandbox, step, msg string) error {
 	sb.Step = step
+	kind := "sandbox.step"
 	if msg == "" {
-		return m.store.Save(ctx, sb, sb.State, store.Event{})
+		kind = ""
 	}
-	return m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.step", Message: msg})
+	return m.commit(ctx, sb, sb.State, kind, msg)
 }
 
+// provision walks the steps. Every step reads what Proxmox has and applies
+// only the difference, so a run resumed after a crash at any point (even
+// inside a step) ends with the full configuration; no step is skipped
+// because of the stored step name, which only says how far it got.
 func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 	p := m.profiles[sb.Profile]
 	if p == nil {
 		return &stepError{step: sb.Step, err: fmt.Errorf("profile %s is no longer loaded", sb.Profile)}
 	}
 	if sb.State == api.StateRequested {
-		if err := m.save(ctx, sb, api.StateProvisioning, "sandbox.state", "provisioning started"); err != nil {
+		if err := m.commit(ctx, sb, api.StateProvisioning, "sandbox.state", "provisioning started"); err != nil {
 			return &stepError{step: stepAllocate, err: err}
 		}
 	}
@@ -183,30 +225,43 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepClone, err: err}
 		}
-		if err := m.timed(stepConfig, func() error { return m.configure(ctx, sb, p) }); err != nil {
+		var changed []string
+		if err := m.timed(stepConfig, func() (err error) { changed, err = m.configure(ctx, sb, p); return err }); err != nil {
 			return &stepError{step: stepConfig, err: err}
 		}
-		if err := m.timed(stepResize, func() error { return m.resize(ctx, sb, p) }); err != nil {
+		grown := ""
+		if err := m.timed(stepResize, func() (err error) { grown, err = m.resize(ctx, sb, p); return err }); err != nil {
 			return &stepError{step: stepResize, err: err}
 		}
+		msg := fmt.Sprintf("VM %d configured (%s)", sb.VMID, strings.Join(changed, ", "))
+		if len(changed) == 0 {
+			msg = fmt.Sprintf("VM %d already had its configuration", sb.VMID)
+		}
+		if grown != "" {
+			msg += "; " + grown
+		}
 		sb.Step = stepStart
-		if err := m.save(ctx, sb, api.StateBooting, "sandbox.state", "VM configured; starting"); err != nil {
+		if err := m.commit(ctx, sb, api.StateBooting, "sandbox.state", msg+"; starting"); err != nil {
 			return &stepError{step: stepStart, err: err}
 		}
 	}
 	if sb.State == api.StateStopped {
 		sb.Step = stepRestart
-		if err := m.save(ctx, sb, api.StateBooting, "sandbox.state", "starting"); err != nil {
+		if err := m.commit(ctx, sb, api.StateBooting, "sandbox.state", "starting"); err != nil {
 			return &stepError{step: stepRestart, err: err}
 		}
 	}
 	if sb.State == api.StateBooting {
+		v, err := m.guard.Must(ctx, m.proof(sb), true)
+		if err != nil {
+			return &stepError{step: stepStart, err: err}
+		}
 		st, err := m.pve.Status(ctx, sb.VMID)
 		if err != nil {
 			return &stepError{step: stepStart, err: err}
 		}
 		if st.Status != "running" {
-			err := m.timed(stepStart, func() error { return m.pve.Start(ctx, sb.VMID) })
+			err := m.timed(stepStart, func() error { return v.Start(ctx) })
 			if err != nil && !errors.Is(err, pve.ErrRunning) {
 				return &stepError{step: stepStart, err: err}
 			}
@@ -223,8 +278,8 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
-		sb.IP, sb.Step = ip, ""
-		if err := m.save(ctx, sb, api.StateReady, "sandbox.state", "guest reported "+ip); err != nil {
+		sb.IP = ip
+		if err := m.commit(ctx, sb, api.StateReady, "sandbox.state", "guest reported "+ip); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
 	}
@@ -235,8 +290,8 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			exp := now.Add(time.Duration(sb.TTLSeconds) * time.Second).UTC()
 			sb.LeaseExpiresAt = &exp
 		}
-		sb.Error = ""
-		if err := m.save(ctx, sb, api.StateRunning, "sandbox.state", "running"); err != nil {
+		sb.Error, sb.Step = "", ""
+		if err := m.commit(ctx, sb, api.StateRunning, "sandbox.state", "running"); err != nil {
 			return &stepError{step: "running", err: err}
 		}
 	}
@@ -259,28 +314,26 @@ func (m *Manager) allocate(ctx context.Context, sb *store.Sandbox) error {
 	return err
 }
 
-func description(sb *store.Sandbox) string {
-	return fmt.Sprintf("Managed by AgentLab agentd; do not edit or remove these lines.\nagentlab-sandbox-id: %s\nagentlab-sandbox-name: %s\n", sb.ID, sb.Name)
-}
-
-// marker is the line that proves a VM belongs to a sandbox row.
-func marker(sb *store.Sandbox) string { return "agentlab-sandbox-id: " + sb.ID }
-
+// clone makes the sandbox's VM, unless a VM proving it is ours is already
+// at the VMID (a resumed run, or a clone whose answer was lost), in which case
+// it waits for that clone to finish. The clone request itself carries the
+// proof (description), so an interrupted create always leaves a VM agentd can
+// recognise, find and remove.
 func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
-	// A resumed run may find its clone done (or still running under lock=clone).
-	cfg, err := m.pve.Config(ctx, sb.VMID)
-	switch {
-	case err == nil:
-		desc, _ := cfg["description"].(string)
-		if !strings.Contains(desc, marker(sb)) {
-			return &pve.Error{Op: fmt.Sprintf("clone to VM %d", sb.VMID), Msg: "VM already exists and is not this sandbox's", Kind: pve.ErrExists}
-		}
-		return m.waitUnlocked(ctx, sb.VMID)
-	case !errors.Is(err, pve.ErrNotFound):
+	v, err := m.guard.Prove(ctx, m.proof(sb), false)
+	if errors.Is(err, owner.ErrNotOwned) {
+		return &pve.Error{Op: fmt.Sprintf("clone to VM %d", sb.VMID), Msg: "VM already exists and is not this sandbox's: " + err.Error(), Kind: pve.ErrExists}
+	}
+	if err != nil {
 		return err
 	}
-	err = m.pve.Clone(ctx, p.TemplateVMID, sb.VMID, pve.CloneOptions{Name: sb.Name, Description: description(sb),
-		Full: p.Storage.Clone == "full", Storage: p.Storage.Storage})
+	if v != nil {
+		if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
+			return err
+		}
+		return m.progress(ctx, sb, stepConfig, fmt.Sprintf("found VM %d cloned by an earlier run", sb.VMID))
+	}
+	err = m.guard.Clone(ctx, p.TemplateVMID, m.proof(sb), pve.CloneOptions{Full: p.Storage.Clone == "full", Storage: p.Storage.Storage})
 	if errors.Is(err, pve.ErrUnsupported) && p.Storage.Clone != "full" {
 		return fmt.Errorf("%w (a linked clone needs a template (qm template %d) on lvmthin, zfspool or dir storage; or set storage.clone: full in profile %s)", err, p.TemplateVMID, p.Name)
 	}
@@ -402,13 +455,8 @@ func (m *Manager) removeSnippet(sb *store.Sandbox) {
 	_ = os.Remove(filepath.Join(m.opts.SnippetsDir, m.snippetName(sb)))
 }
 
-func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
-	if sb.Step != stepConfig {
-		return nil
-	}
-	if err := m.writeSnippet(sb); err != nil {
-		return err
-	}
+// wantConfig is the configuration provisioning gives a sandbox's VM.
+func (m *Manager) wantConfig(ctx context.Context, sb *store.Sandbox, p *profile.Profile) ([]pve.Option, error) {
 	tags := append([]string{OwnerTag}, sb.Tags...)
 	opts := []pve.Option{
 		{Name: "tags", Value: strings.Join(tags, ";")},
@@ -427,22 +475,113 @@ func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.P
 		// Referenced, not owned: the holder keeps the volume whatever happens here.
 		vol, err := m.ws.Volume(ctx, w)
 		if err != nil {
-			return fmt.Errorf("workspace %s: %w", w.Name, err)
+			return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
 		}
 		opts = append(opts, pve.Option{Name: w.AttachKey, Value: vol})
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return err
+		return nil, err
 	}
-	if err := m.pve.Configure(ctx, sb.VMID, opts...); err != nil {
-		return err
+	return opts, nil
+}
+
+// configure applies the options the VM does not have yet and returns their
+// names. It compares with the VM's current config rather than trusting the
+// stored step: after a crash it may run on a VM configured halfway.
+func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.Profile) ([]string, error) {
+	v, err := m.guard.Must(ctx, m.proof(sb), false)
+	if err != nil {
+		return nil, err
 	}
-	if m.opts.FirewallGroup != nil {
-		if err := m.pve.VMFirewall(ctx, sb.VMID, m.opts.FirewallGroup(p)); err != nil {
-			return err
+	if err := m.writeSnippet(sb); err != nil {
+		return nil, err
+	}
+	want, err := m.wantConfig(ctx, sb, p)
+	if err != nil {
+		return nil, err
+	}
+	var diff []pve.Option
+	var names []string
+	for _, o := range want {
+		if !hasOption(v.Config, o) {
+			diff = append(diff, o)
+			names = append(names, o.Name)
 		}
 	}
-	return m.progress(ctx, sb, stepResize, fmt.Sprintf("configured VM %d: %d cores, %d MiB, %s on %s", sb.VMID,
+	if len(diff) > 0 {
+		if err := v.Configure(ctx, diff...); err != nil {
+			return nil, err
+		}
+	}
+	if m.opts.FirewallGroup != nil {
+		if err := v.Firewall(ctx, m.opts.FirewallGroup(p)); err != nil {
+			return nil, err
+		}
+		names = append(names, "firewall group "+m.opts.FirewallGroup(p))
+	}
+	return names, m.progress(ctx, sb, stepResize, fmt.Sprintf("configured VM %d: %d cores, %d MiB, %s on %s", sb.VMID,
 		p.Resources.Cores, p.Resources.MemoryMB, p.Network.Model, p.Network.Bridge))
+}
+
+// hasOption reports whether cfg already holds o as PVE stores it. net0 is
+// compared without its MAC (PVE generates one), so a resumed configure
+// never changes the address of the guest.
+func hasOption(cfg map[string]any, o pve.Option) bool {
+	want := fmt.Sprint(o.Value)
+	have, ok := cfg[o.Name]
+	if !ok {
+		return o.Name == "onboot" && want == "0"
+	}
+	got := fmt.Sprint(have)
+	switch o.Name {
+	case "tags":
+		return sameSet(splitList(got), splitList(want))
+	case "net0":
+		return sameSet(netParts(got), netParts(want))
+	case "agent":
+		return got == want || got == "1" && want == "enabled=1"
+	}
+	if strings.HasPrefix(o.Name, "scsi") {
+		return pve.DiskVolume(cfg, o.Name) == want
+	}
+	return got == want
+}
+
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == ',' || r == ' ' })
+}
+
+// netParts is a net device's options with the model's MAC dropped.
+func netParts(s string) []string {
+	var out []string
+	for _, kv := range strings.Split(s, ",") {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "virtio", "e1000", "e1000e", "rtl8139", "vmxnet3":
+			out = append(out, k)
+		case "model":
+			out = append(out, strings.TrimPrefix(kv, "model="))
+		case "macaddr":
+		default:
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	seen := map[string]int{}
+	for _, x := range a {
+		seen[x]++
+	}
+	for _, x := range b {
+		seen[x]--
+	}
+	for _, n := range seen {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 var sizeRE = regexp.MustCompile(`(?:^|,)size=(\d+)([KMGT]?)`)
@@ -485,31 +624,32 @@ func sizeGB(drive string) int {
 	return n / (1024 * 1024 * 1024)
 }
 
-func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
-	if sb.Step != stepResize {
-		return nil
+// resize grows the root disk to the profile's size if it is smaller and
+// says what it did ("" when nothing).
+func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Profile) (string, error) {
+	if p.Storage.RootSizeGB <= 0 {
+		return "", m.progress(ctx, sb, stepStart, "")
 	}
-	if p.Storage.RootSizeGB > 0 {
-		cfg, err := m.pve.Config(ctx, sb.VMID)
-		if err != nil {
-			return err
-		}
-		disk := bootDisk(cfg)
-		if disk == "" {
-			return fmt.Errorf("VM %d has no boot disk to grow (template %d needs scsi0, virtio0, sata0 or ide0)", sb.VMID, p.TemplateVMID)
-		}
-		cur := sizeGB(cfg[disk].(string))
-		if cur > p.Storage.RootSizeGB {
-			return fmt.Errorf("template disk %s is %d GiB, larger than root_size_gb %d of profile %s (disks cannot shrink)", disk, cur, p.Storage.RootSizeGB, p.Name)
-		}
-		if cur < p.Storage.RootSizeGB {
-			if err := m.pve.Resize(ctx, sb.VMID, disk, fmt.Sprintf("%dG", p.Storage.RootSizeGB)); err != nil {
-				return err
-			}
-			return m.progress(ctx, sb, stepStart, fmt.Sprintf("grew %s to %d GiB", disk, p.Storage.RootSizeGB))
-		}
+	v, err := m.guard.Must(ctx, m.proof(sb), true)
+	if err != nil {
+		return "", err
 	}
-	return m.progress(ctx, sb, stepStart, "")
+	disk := bootDisk(v.Config)
+	if disk == "" {
+		return "", fmt.Errorf("VM %d has no boot disk to grow (template %d needs scsi0, virtio0, sata0 or ide0)", sb.VMID, p.TemplateVMID)
+	}
+	cur := sizeGB(v.Config[disk].(string))
+	if cur > p.Storage.RootSizeGB {
+		return "", fmt.Errorf("template disk %s is %d GiB, larger than root_size_gb %d of profile %s (disks cannot shrink)", disk, cur, p.Storage.RootSizeGB, p.Name)
+	}
+	msg := ""
+	if cur < p.Storage.RootSizeGB {
+		if err := v.Resize(ctx, disk, fmt.Sprintf("%dG", p.Storage.RootSizeGB)); err != nil {
+			return "", err
+		}
+		msg = fmt.Sprintf("grew %s to %d GiB", disk, p.Storage.RootSizeGB)
+	}
+	return msg, m.progress(ctx, sb, stepStart, msg)
 }
 
 var macRE = regexp.MustCompile(`(?i)=([0-9a-f]{2}(?::[0-9a-f]{2}){5})`)
@@ -526,6 +666,9 @@ func (m *Manager) waitIP(ctx context.Context, sb *store.Sandbox) (string, error)
 		}
 	}
 	ip, err := m.pve.WaitGuestIP(ctx, sb.VMID, mac, m.opts.IPPoll)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) && !errors.Is(cause, context.Canceled) {
+		return "", cause
+	}
 	if errors.Is(err, pve.ErrTimeout) || ctx.Err() != nil {
 		return "", fmt.Errorf("the guest agent of VM %d reported no IPv4 address within the provisioning timeout (%s); check that qemu-guest-agent runs in the template and DHCP serves %s: %w",
 			sb.VMID, m.opts.ProvisioningTimeout, m.profiles[sb.Profile].Network.Bridge, err)
@@ -538,11 +681,13 @@ func (m *Manager) waitIP(ctx context.Context, sb *store.Sandbox) (string, error)
 
 // fail records the failure and removes everything provisioning created. The
 // row ends FAILED with the cause; if cleanup itself fails, the error says so
-// and the VM stays owned (tag + description) for prune to retry.
+// and the row stays FAILED with its VMID, for prune (or the next destroy) to
+// retry: the VM still carries the proof.
 func (m *Manager) fail(sb *store.Sandbox, cause error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Minute)
 	defer cancel()
-	// Re-read: the row may have moved (e.g. a concurrent destroy already won).
+	defer m.locks.Lock(sb.ID)()
+	// Re-read: the row may have moved (a destroy took over).
 	cur, err := m.store.Sandbox(ctx, sb.ID)
 	if err != nil || !cur.State.InFlight() {
 		return
@@ -550,17 +695,28 @@ func (m *Manager) fail(sb *store.Sandbox, cause error) {
 	msg := cause.Error()
 	if cur.Step == stepRestart {
 		// The sandbox existed before this start: keep its VM, power it off.
-		if serr := m.pve.Stop(ctx, cur.VMID); serr != nil && !errors.Is(serr, pve.ErrNotFound) {
-			msg += fmt.Sprintf("; stopping VM %d again failed: %v", cur.VMID, serr)
+		kind := "sandbox.start_failed"
+		if errors.Is(cause, errStopRequested) {
+			kind, msg = "sandbox.stop", "start cancelled by a stop request"
 		}
-		cur.Error, cur.IP, cur.Step = "start failed: "+msg, "", ""
-		if err := m.save(ctx, cur, api.StateStopped, "sandbox.start_failed", msg); err != nil {
+		if v, verr := m.vm(ctx, cur); verr != nil {
+			msg += fmt.Sprintf("; stopping VM %d again failed: %v", cur.VMID, verr)
+		} else if v != nil {
+			if serr := v.Stop(ctx); serr != nil && !errors.Is(serr, pve.ErrNotFound) {
+				msg += fmt.Sprintf("; stopping VM %d again failed: %v", cur.VMID, serr)
+			}
+		}
+		cur.IP, cur.Step = "", ""
+		if kind == "sandbox.start_failed" {
+			cur.Error = "start failed: " + msg
+		}
+		if err := m.save(ctx, cur, api.StateStopped, kind, msg); err != nil {
 			_ = m.store.AddEvent(ctx, cur, store.Event{Kind: "sandbox.error", Message: "could not record failure: " + err.Error()})
 		}
 		return
 	}
-	if cerr := m.removeVM(ctx, cur, true); cerr != nil {
-		msg += fmt.Sprintf("; cleanup of VM %d failed (prune will retry): %v", cur.VMID, cerr)
+	if cerr := m.removeVM(ctx, cur); cerr != nil {
+		msg += fmt.Sprintf("; cleanup of VM %d failed (prune retries it): %v", cur.VMID, cerr)
 	} else if cur.VMID != 0 {
 		msg += fmt.Sprintf(" (VM %d removed)", cur.VMID)
 		cur.VMID = 0

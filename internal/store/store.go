@@ -149,6 +149,36 @@ CREATE INDEX jobs_sandbox ON jobs(sandbox_id);
 CREATE INDEX jobs_status ON jobs(status);
 ALTER TABLE events ADD COLUMN job TEXT NOT NULL DEFAULT '';
 `},
+	{4, "instance id and issued ids", `
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta(key, value) VALUES ('instance_id', 'ai-' || lower(hex(randomblob(8))));
+CREATE TABLE issued (
+	id         TEXT PRIMARY KEY,
+	kind       TEXT NOT NULL,
+	vmid       INTEGER,
+	vm_gone    INTEGER NOT NULL DEFAULT 0,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX issued_vmid ON issued(vmid) WHERE vmid IS NOT NULL AND vm_gone = 0;
+INSERT INTO issued(id, kind, vmid, vm_gone, created_at)
+	SELECT id, 'sandbox', vmid, state = 'DESTROYED', created_at FROM sandboxes;
+INSERT INTO issued(id, kind, vmid, vm_gone, created_at)
+	SELECT id, 'workspace', holder_vmid, state = 'DELETED', created_at FROM workspaces;
+CREATE TRIGGER sandboxes_issue AFTER INSERT ON sandboxes BEGIN
+	INSERT INTO issued(id, kind, vmid, created_at) VALUES (NEW.id, 'sandbox', NEW.vmid, NEW.created_at);
+END;
+CREATE TRIGGER sandboxes_issue_vmid AFTER UPDATE OF vmid ON sandboxes
+	WHEN NEW.vmid IS NOT NULL AND NEW.vmid IS NOT OLD.vmid BEGIN
+	UPDATE issued SET vmid = NEW.vmid, vm_gone = 0 WHERE id = NEW.id;
+END;
+CREATE TRIGGER workspaces_issue AFTER INSERT ON workspaces BEGIN
+	INSERT INTO issued(id, kind, vmid, created_at) VALUES (NEW.id, 'workspace', NEW.holder_vmid, NEW.created_at);
+END;
+CREATE TRIGGER workspaces_issue_vmid AFTER UPDATE OF holder_vmid ON workspaces
+	WHEN NEW.holder_vmid IS NOT NULL AND NEW.holder_vmid IS NOT OLD.holder_vmid BEGIN
+	UPDATE issued SET vmid = NEW.holder_vmid, vm_gone = 0 WHERE id = NEW.id;
+END;
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -14,6 +14,9 @@ const (
 	WorkspaceReady    = "READY"
 	WorkspaceDeleting = "DELETING"
 	WorkspaceDeleted  = "DELETED"
+	// WorkspaceLost: the VM at the holder's VMID failed the ownership proof;
+	// agentd no longer acts on it (delete --force retires the row).
+	WorkspaceLost = "LOST"
 )
 
 // Workspace is a workspace row. The volume is identified by (HolderVMID,

@@ -32,6 +32,10 @@ func (m *Manager) Snapshots(ctx context.Context, ref string) ([]api.Snapshot, er
 	if err != nil {
 		return nil, err
 	}
+	// Even a read: a foreign VM's snapshots are not this workspace's.
+	if _, err := m.holder(ctx, w, "list snapshots of"); err != nil {
+		return nil, err
+	}
 	snaps, err := m.pve.Snapshots(ctx, w.HolderVMID)
 	if err != nil {
 		return nil, proxmoxErr("list snapshots of", w, err)
@@ -73,10 +77,14 @@ func (m *Manager) CreateSnapshot(ctx context.Context, ref string, req api.Create
 	if err := requireDetached(w, "snapshot"); err != nil {
 		return nil, err
 	}
+	v, err := m.holder(ctx, w, "snapshot")
+	if err != nil {
+		return nil, err
+	}
 	if _, i, _ := m.findSnapshot(ctx, w, req.Name); i >= 0 {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "workspace %s already has a snapshot %q", w.Name, req.Name)
 	}
-	if err := m.pve.CreateSnapshot(ctx, w.HolderVMID, req.Name, req.Description); err != nil {
+	if err := v.CreateSnapshot(ctx, req.Name, req.Description); err != nil {
 		if errors.Is(err, pve.ErrUnsupported) {
 			return nil, api.Errorf(http.StatusConflict, api.CodeUnsupported,
 				"workspace %s cannot be snapshotted: its storage %s does not support snapshots (raw volumes on dir storage cannot; use lvmthin, zfspool or qcow2 on dir): %v", w.Name, w.Storage, err)
@@ -107,11 +115,15 @@ func (m *Manager) RestoreSnapshot(ctx context.Context, ref, name string) (*api.S
 	if err := requireDetached(w, "restore"); err != nil {
 		return nil, err
 	}
+	v, err := m.holder(ctx, w, "restore")
+	if err != nil {
+		return nil, err
+	}
 	snaps, i, err := m.findSnapshot(ctx, w, name)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.pve.Rollback(ctx, w.HolderVMID, name); err != nil {
+	if err := v.Rollback(ctx, name); err != nil {
 		if errors.Is(err, pve.ErrSnapshotNotRecent) {
 			var newer []string
 			for _, s := range snaps[i+1:] {
@@ -133,10 +145,14 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref, name string) error {
 		return err
 	}
 	defer unlock()
+	v, err := m.holder(ctx, w, "delete a snapshot of")
+	if err != nil {
+		return err
+	}
 	if _, _, err := m.findSnapshot(ctx, w, name); err != nil {
 		return err
 	}
-	if err := m.pve.DeleteSnapshot(ctx, w.HolderVMID, name); err != nil {
+	if err := v.DeleteSnapshot(ctx, name); err != nil {
 		return proxmoxErr("delete snapshot of", w, err)
 	}
 	m.event(ctx, w, "workspace.snapshot_deleted", "snapshot "+name)
@@ -154,6 +170,10 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 		return nil, err
 	}
 	defer unlock()
+	srcVM, err := m.holder(ctx, src, "fork")
+	if err != nil {
+		return nil, err
+	}
 	if req.FromSnapshot == "" {
 		if err := requireDetached(src, "fork"); err != nil {
 			return nil, fmt.Errorf("%w (or fork from a snapshot)", err)
@@ -189,16 +209,14 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 		return nil
 	})
 	if err == nil {
-		opts := pve.CloneOptions{Name: "ws-" + w.Name, Description: description(w), Full: true, Snapshot: req.FromSnapshot}
+		opts := pve.CloneOptions{Full: true, Snapshot: req.FromSnapshot}
 		if storage != src.Storage {
 			opts.Storage = storage
 		}
-		err = m.pve.Clone(ctx, src.HolderVMID, w.HolderVMID, opts)
-		if err == nil {
-			err = m.pve.Configure(ctx, w.HolderVMID, pve.Option{Name: "tags", Value: HolderTag})
-		}
+		err = srcVM.CloneTo(ctx, m.guard, m.proof(w), opts)
 	}
 	if err == nil {
+		// build tags the clone (the clone request carried the proof).
 		err = m.build(ctx, w)
 	}
 	if err != nil {
@@ -236,12 +254,12 @@ func (m *Manager) Check(ctx context.Context, ref string, sandboxVMIDs map[string
 		if st.Status == "running" {
 			add("holder_running", "holder VM %d is running; holders must never be started (stop it: qm stop %d)", w.HolderVMID, w.HolderVMID)
 		}
-		if err := m.owned(ctx, w); errors.Is(err, errNotOwned) {
-			add("holder_not_owned", "%v", err)
-		}
 		cfg, err := m.pve.Config(ctx, w.HolderVMID)
 		if err != nil {
 			return nil, proxmoxErr("check", w, err)
+		}
+		if err := m.proof(w).Verify(cfg, true); err != nil {
+			add("holder_not_owned", "%v", err)
 		}
 		vol = pve.DiskVolume(cfg, w.DiskKey)
 		if vol == "" {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
@@ -29,18 +30,26 @@ const HolderTag = "agentlab-workspace"
 // AttachKey is the drive key a workspace gets on a sandbox.
 const AttachKey = "scsi1"
 
+// Attachment steps journaled in the workspace row while an attach or detach
+// is between the database and Proxmox; reconcile finishes them after a crash.
+const (
+	StepAttach = "attach"
+	StepDetach = "detach"
+)
+
 // Manager runs workspace operations.
 type Manager struct {
 	store          *store.Store
 	pve            *pve.Client
+	guard          *owner.Guard
 	alloc          *vmid.Allocator
 	defaultStorage string
 	locks          keylock.Set // one per workspace id
 }
 
 // New builds a manager.
-func New(st *store.Store, pc *pve.Client, alloc *vmid.Allocator, defaultStorage string) *Manager {
-	return &Manager{store: st, pve: pc, alloc: alloc, defaultStorage: defaultStorage}
+func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Allocator, defaultStorage string) *Manager {
+	return &Manager{store: st, pve: pc, guard: guard, alloc: alloc, defaultStorage: defaultStorage}
 }
 
 // Lock serialises operations on one workspace in this process (the sandbox
@@ -96,11 +105,40 @@ func newID() string {
 	return "ws-" + hex.EncodeToString(b)
 }
 
-func marker(w *store.Workspace) string { return "agentlab-workspace-id: " + w.ID }
+// proof is what the VM at the holder's VMID must show.
+func (m *Manager) proof(w *store.Workspace) owner.Proof {
+	return m.guard.Proof(owner.Holder, w.ID, w.Name, w.HolderVMID)
+}
 
-func description(w *store.Workspace) string {
-	return fmt.Sprintf("AgentLab workspace holder: owns the volume of workspace %s. Never start or delete it by hand.\n%s\nagentlab-workspace-name: %s\n",
-		w.Name, marker(w), w.Name)
+// holder proves the holder VM is w's and returns it for writes. Every
+// Proxmox call on a holder goes through it. A VM that fails the proof marks
+// the workspace LOST and is refused with 409 not_owned; nothing is changed.
+func (m *Manager) holder(ctx context.Context, w *store.Workspace, op string) (*owner.VM, error) {
+	if w.State == store.WorkspaceLost {
+		return nil, api.Errorf(http.StatusConflict, api.CodeNotOwned, "cannot %s workspace %s: it is LOST (%s)", op, w.Name, w.Error)
+	}
+	v, err := m.guard.Must(ctx, m.proof(w), true)
+	if errors.Is(err, owner.ErrNotOwned) {
+		return nil, m.lost(ctx, w, op, err)
+	}
+	if errors.Is(err, pve.ErrNotFound) {
+		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot %s workspace %s: holder VM %d does not exist (the volume is gone; see workspace check)", op, w.Name, w.HolderVMID)
+	}
+	if err != nil {
+		return nil, proxmoxErr(op, w, err)
+	}
+	return v, nil
+}
+
+// lost records a failed proof: event, LOST, 409.
+func (m *Manager) lost(ctx context.Context, w *store.Workspace, op string, cause error) error {
+	prev := *w
+	w.State, w.Error = store.WorkspaceLost, cause.Error()
+	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.not_owned",
+		Message: fmt.Sprintf("refused to %s: %v; agentd will not touch VM %d", op, cause, w.HolderVMID)}); err != nil {
+		*w = prev
+	}
+	return api.Errorf(http.StatusConflict, api.CodeNotOwned, "refusing to %s workspace %s: %v", op, w.Name, cause)
 }
 
 // NotFound is the API error for an unknown workspace.
@@ -179,14 +217,19 @@ func (m *Manager) build(ctx context.Context, w *store.Workspace) error {
 			return err
 		}
 	}
-	if _, err := m.pve.Config(ctx, w.HolderVMID); errors.Is(err, pve.ErrNotFound) {
-		if _, err := m.pve.HolderVolume(ctx, w.HolderVMID, "ws-"+w.Name, w.Storage, w.SizeGB, []string{HolderTag}, description(w)); err != nil {
+	v, err := m.guard.Prove(ctx, m.proof(w), false)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		if err := m.guard.CreateHolder(ctx, m.proof(w), w.Storage, w.SizeGB); err != nil {
 			return err
 		}
-	} else if err != nil {
-		return err
-	} else if err := m.owned(ctx, w); err != nil {
-		return err
+	} else if !owner.HasTag(v.Config, HolderTag) {
+		// A fork's clone carries the proof but not yet the tag.
+		if err := v.Configure(ctx, pve.Option{Name: "tags", Value: HolderTag}); err != nil {
+			return err
+		}
 	}
 	prev := *w
 	w.State, w.Step = store.WorkspaceReady, ""
@@ -209,45 +252,34 @@ func (m *Manager) abandon(w *store.Workspace, cause error) {
 	_ = m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.create_failed", Message: msg})
 }
 
-var errNotOwned = errors.New("not a holder of this workspace")
-
-// owned proves the holder VM belongs to w (tag and id in the description).
-func (m *Manager) owned(ctx context.Context, w *store.Workspace) error {
-	cfg, err := m.pve.Config(ctx, w.HolderVMID)
-	if err != nil {
-		return err
-	}
-	desc, _ := cfg["description"].(string)
-	tags, _ := cfg["tags"].(string)
-	if !strings.Contains(desc, marker(w)) || !strings.Contains(";"+tags+";", ";"+HolderTag+";") {
-		return fmt.Errorf("VM %d lacks the %s tag or this workspace's id: %w", w.HolderVMID, HolderTag, errNotOwned)
-	}
-	return nil
-}
-
 func (m *Manager) destroyHolder(ctx context.Context, w *store.Workspace) error {
-	err := m.owned(ctx, w)
-	if errors.Is(err, pve.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	v, err := m.guard.Prove(ctx, m.proof(w), w.State != store.WorkspaceCreating)
+	if err != nil || v == nil {
+		if err == nil {
+			err = m.store.VMGone(ctx, w.ID, w.HolderVMID)
+		}
 		return err
 	}
-	err = m.pve.Destroy(ctx, w.HolderVMID)
+	err = v.Destroy(ctx)
 	if errors.Is(err, pve.ErrNotFound) {
-		return nil
+		err = nil
+	}
+	if err == nil {
+		err = m.store.VMGone(ctx, w.ID, w.HolderVMID)
 	}
 	return err
 }
 
 // Volume reads the holder's volume id from Proxmox (never cached: Proxmox
 // renames volumes on some operations).
+// The holder must prove itself: a foreign VM at its VMID must never lend its
+// disk to a sandbox.
 func (m *Manager) Volume(ctx context.Context, w *store.Workspace) (string, error) {
-	cfg, err := m.pve.Config(ctx, w.HolderVMID)
+	v, err := m.holder(ctx, w, "use")
 	if err != nil {
 		return "", err
 	}
-	vol := pve.DiskVolume(cfg, w.DiskKey)
+	vol := pve.DiskVolume(v.Config, w.DiskKey)
 	if vol == "" {
 		return "", fmt.Errorf("holder VM %d has no %s: the workspace volume is missing", w.HolderVMID, w.DiskKey)
 	}
@@ -256,15 +288,16 @@ func (m *Manager) Volume(ctx context.Context, w *store.Workspace) (string, error
 
 // Claim records in the store that sandboxID uses the workspace (compare-and-
 // set: at most one sandbox). sessionID may use a workspace its session reserved.
-func (m *Manager) Claim(ctx context.Context, w *store.Workspace, sandboxID, sessionID string) error {
+// step journals the attach (StepAttach) until Settle.
+func (m *Manager) Claim(ctx context.Context, w *store.Workspace, sandboxID, sessionID, step string) error {
 	if w.AttachedSandbox == sandboxID {
-		return nil
+		return m.Journal(ctx, w, step)
 	}
 	if err := m.Busy(ctx, w, sandboxID, sessionID); err != nil {
 		return err
 	}
 	prev := *w
-	w.AttachedSandbox, w.AttachKey = sandboxID, AttachKey
+	w.AttachedSandbox, w.AttachKey, w.Step = sandboxID, AttachKey, step
 	err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.claimed", Message: "claimed by sandbox " + m.sandboxName(ctx, sandboxID)})
 	if errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrConflict) {
 		*w = prev
@@ -292,34 +325,59 @@ func (m *Manager) Release(ctx context.Context, w *store.Workspace, sandboxID str
 		return nil
 	}
 	prev := *w
-	w.AttachedSandbox, w.AttachKey = "", ""
+	w.AttachedSandbox, w.AttachKey, w.Step = "", "", ""
 	return m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.released", Message: "released by sandbox " + m.sandboxName(ctx, sandboxID)})
 }
 
-// Plug references the holder's volume as AttachKey on vmid.
-func (m *Manager) Plug(ctx context.Context, w *store.Workspace, vmid int) error {
+// Journal records an attachment step in the row (before Proxmox is asked).
+func (m *Manager) Journal(ctx context.Context, w *store.Workspace, step string) error {
+	if w.Step == step {
+		return nil
+	}
+	prev := *w
+	w.Step = step
+	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{}); err != nil {
+		*w = prev
+		if errors.Is(err, store.ErrStale) {
+			return api.Errorf(http.StatusConflict, api.CodeConflict, "workspace %s changed concurrently; retry", w.Name)
+		}
+		return err
+	}
+	return nil
+}
+
+// Settle clears the journaled step once Proxmox agrees with the row.
+func (m *Manager) Settle(ctx context.Context, w *store.Workspace, kind, msg string) error {
+	prev := *w
+	w.Step = ""
+	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: kind, Message: msg}); err != nil {
+		*w = prev
+		return err
+	}
+	return nil
+}
+
+// Plug references the holder's volume as AttachKey on a proven sandbox VM
+// (idempotent: a VM that already references it is left as it is).
+func (m *Manager) Plug(ctx context.Context, w *store.Workspace, v *owner.VM) error {
 	vol, err := m.Volume(ctx, w)
 	if err != nil {
 		return err
 	}
-	return m.pve.AttachVolume(ctx, vmid, w.AttachKey, vol)
+	if pve.DiskVolume(v.Config, w.AttachKey) == vol {
+		return nil
+	}
+	return v.AttachVolume(ctx, w.AttachKey, vol)
 }
 
-// Unplug removes the reference from vmid, but only if the key really names
-// this workspace's volume (never drop a disk we did not put there).
-func (m *Manager) Unplug(ctx context.Context, w *store.Workspace, vmid int) error {
+// Unplug removes the reference from a proven sandbox VM, but only if the key
+// really names this workspace's volume (never drop a disk we did not put there).
+func (m *Manager) Unplug(ctx context.Context, w *store.Workspace, v *owner.VM) error {
 	key := w.AttachKey
 	if key == "" {
 		key = AttachKey
 	}
-	cfg, err := m.pve.Config(ctx, vmid)
-	if errors.Is(err, pve.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	got := pve.DiskVolume(cfg, key)
+	got := pve.DiskVolume(v.Config, key)
 	if got == "" {
 		return nil
 	}
@@ -328,9 +386,9 @@ func (m *Manager) Unplug(ctx context.Context, w *store.Workspace, vmid int) erro
 		return err
 	}
 	if got != vol {
-		return fmt.Errorf("VM %d's %s is %s, not workspace %s's volume %s; left alone", vmid, key, got, w.Name, vol)
+		return fmt.Errorf("VM %d's %s is %s, not workspace %s's volume %s; left alone", v.VMID(), key, got, w.Name, vol)
 	}
-	return m.pve.DetachVolume(ctx, vmid, key)
+	return v.DetachVolume(ctx, key)
 }
 
 func (m *Manager) sandboxName(ctx context.Context, id string) string {
@@ -387,13 +445,20 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeWorkspac
 	if w, err = m.store.Workspace(ctx, w.ID); err != nil {
 		return nil, err
 	}
+	if w.State != store.WorkspaceReady {
+		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot resize workspace %s: it is %s", w.Name, w.State)
+	}
 	if size < w.SizeGB {
 		return nil, api.FieldError("size", "workspace %s is %d GiB; volumes can grow but never shrink (asked %d GiB)", w.Name, w.SizeGB, size)
 	}
 	if size == w.SizeGB {
 		return w, nil
 	}
-	if err := m.pve.Resize(ctx, w.HolderVMID, w.DiskKey, fmt.Sprintf("%dG", size)); err != nil {
+	v, err := m.holder(ctx, w, "resize")
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Resize(ctx, w.DiskKey, fmt.Sprintf("%dG", size)); err != nil {
 		return nil, proxmoxErr("resize", w, err)
 	}
 	prev := *w
@@ -421,6 +486,18 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 	if w.AttachedSandbox != "" {
 		return nil, api.Errorf(http.StatusConflict, api.CodeAttached, "workspace %s is attached to sandbox %s; detach it first", w.Name, m.sandboxName(ctx, w.AttachedSandbox))
 	}
+	if w.State == store.WorkspaceLost {
+		return nil, api.Errorf(http.StatusConflict, api.CodeNotOwned, "workspace %s is LOST (%s); agentd will not delete VM %d", w.Name, w.Error, w.HolderVMID)
+	}
+	if w.State == store.WorkspaceReady {
+		// Prove before journaling the delete: a refusal must leave the
+		// workspace as it was (LOST), not stuck in DELETING.
+		if _, err := m.guard.Prove(ctx, m.proof(w), true); errors.Is(err, owner.ErrNotOwned) {
+			return nil, m.lost(ctx, w, "delete", err)
+		} else if err != nil {
+			return nil, proxmoxErr("delete", w, err)
+		}
+	}
 	prev := *w
 	w.State = store.WorkspaceDeleting
 	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.deleting", Message: "delete requested"}); err != nil {
@@ -431,6 +508,9 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 
 func (m *Manager) finishDelete(ctx context.Context, w *store.Workspace) error {
 	if err := m.destroyHolder(ctx, w); err != nil {
+		if errors.Is(err, owner.ErrNotOwned) {
+			return m.lost(ctx, w, "delete", err)
+		}
 		return proxmoxErr("delete", w, err)
 	}
 	prev := *w

@@ -1,0 +1,283 @@
+// Package owner is the one ownership proof agentd checks before it writes to
+// a VM. agentd's Proxmox token can change any VM on the cluster, so every write
+// goes through a VM handle that this package hands out only after the VM's
+// current config proved it is the object the database row describes: the
+// object's tag, the object's id and this installation's instance id in the
+// description, at the VMID the row recorded. Writes to a raw VMID are not
+// offered, so a new operation cannot forget the check.
+package owner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+)
+
+// Kind is what agentd made the VM for.
+type Kind string
+
+// Object kinds, each with its tag and description key.
+const (
+	Sandbox Kind = "sandbox"
+	Holder  Kind = "workspace"
+)
+
+// Tag is the Proxmox tag of VMs of kind k.
+func (k Kind) Tag() string {
+	if k == Holder {
+		return "agentlab-workspace"
+	}
+	return "agentlab"
+}
+
+// idKey is the description line that names the object id.
+func (k Kind) idKey() string { return "agentlab-" + string(k) + "-id" }
+
+func (k Kind) nameKey() string { return "agentlab-" + string(k) + "-name" }
+
+// instanceKey names the installation that created the VM.
+const instanceKey = "agentlab-instance"
+
+// ErrNotOwned: the VM at the VMID is not provably the object's.
+var ErrNotOwned = errors.New("not owned")
+
+// Proof is what a VM must show to be acted on as one of our objects.
+type Proof struct {
+	Kind     Kind
+	ID       string // sbx-… or ws-…
+	Name     string // written into the description for operators; not checked
+	Instance string
+	VMID     int
+}
+
+// Description is the VM description that carries the proof. It is written by
+// the request that creates the VM (clone or create), so a VM interrupted at
+// any later point is still provably ours.
+func (p Proof) Description() string {
+	head := "Managed by AgentLab agentd; do not edit or remove these lines."
+	if p.Kind == Holder {
+		head = "AgentLab workspace holder: owns the volume of workspace " + p.Name + ". Never start or delete it by hand."
+	}
+	return fmt.Sprintf("%s\n%s: %s\n%s: %s\n%s: %s\n", head, p.Kind.idKey(), p.ID, p.Kind.nameKey(), p.Name, instanceKey, p.Instance)
+}
+
+// Marker is what a description says about its VM.
+type Marker struct {
+	Kind     Kind
+	ID       string
+	Name     string
+	Instance string // "" for VMs written before instance ids existed
+}
+
+// Parse reads the proof lines of a description; ok is false when it names no
+// object. A description naming two objects is not a proof of either.
+func Parse(desc string) (m Marker, ok bool) {
+	found := 0
+	for _, line := range strings.Split(desc, "\n") {
+		k, v, cut := strings.Cut(strings.TrimSpace(line), ":")
+		if !cut {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case Sandbox.idKey(), Holder.idKey():
+			found++
+			m.Kind, m.ID = Kind(strings.TrimSuffix(strings.TrimPrefix(k, "agentlab-"), "-id")), v
+		case Sandbox.nameKey(), Holder.nameKey():
+			m.Name = v
+		case instanceKey:
+			m.Instance = v
+		}
+	}
+	return m, found == 1 && m.ID != ""
+}
+
+// HasTag reports whether a config carries tag.
+func HasTag(cfg map[string]any, tag string) bool {
+	tags, _ := cfg["tags"].(string)
+	for _, t := range strings.FieldsFunc(tags, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
+		if t == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// NotOwnedError says why a VM failed the proof.
+type NotOwnedError struct {
+	VMID   int
+	Reason string
+}
+
+func (e *NotOwnedError) Error() string {
+	return fmt.Sprintf("VM %d is not provably ours: %s", e.VMID, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrNotOwned) hold.
+func (e *NotOwnedError) Unwrap() error { return ErrNotOwned }
+
+// Verify checks a config against the proof. withTag is false only for a VM
+// agentd is still creating: the clone request cannot set tags, so between
+// the clone and the first config write the description alone proves it.
+func (p Proof) Verify(cfg map[string]any, withTag bool) error {
+	desc, _ := cfg["description"].(string)
+	m, ok := Parse(desc)
+	fail := func(format string, args ...any) error {
+		return &NotOwnedError{VMID: p.VMID, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case !ok:
+		return fail("its description names no AgentLab object")
+	case m.Kind != p.Kind || m.ID != p.ID:
+		return fail("its description names %s %s, not %s %s", m.Kind, m.ID, p.Kind, p.ID)
+	case m.Instance != "" && m.Instance != p.Instance:
+		return fail("it was created by another agentd installation (instance %s, this is %s)", m.Instance, p.Instance)
+	case withTag && !HasTag(cfg, p.Kind.Tag()):
+		return fail("it lacks the %q tag", p.Kind.Tag())
+	}
+	return nil
+}
+
+// Guard hands out proven VM handles.
+type Guard struct {
+	pve      *pve.Client
+	instance string
+}
+
+// NewGuard builds a guard for this installation's instance id.
+func NewGuard(pc *pve.Client, instance string) *Guard { return &Guard{pve: pc, instance: instance} }
+
+// Instance is this installation's id.
+func (g *Guard) Instance() string { return g.instance }
+
+// Proof builds the proof for one of our objects.
+func (g *Guard) Proof(kind Kind, id, name string, vmid int) Proof {
+	return Proof{Kind: kind, ID: id, Name: name, Instance: g.instance, VMID: vmid}
+}
+
+// VM is a VM that proved its ownership when it was handed out.
+type VM struct {
+	pve   *pve.Client
+	proof Proof
+	// Config is the config read for the proof.
+	Config map[string]any
+}
+
+// VMID of the proven VM.
+func (v *VM) VMID() int { return v.proof.VMID }
+
+// Prove reads the VM's config and checks it. A VM that does not exist returns
+// (nil, nil): callers decide whether gone is success.
+func (g *Guard) Prove(ctx context.Context, p Proof, withTag bool) (*VM, error) {
+	if p.VMID == 0 {
+		return nil, nil
+	}
+	cfg, err := g.pve.Config(ctx, p.VMID)
+	if errors.Is(err, pve.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Verify(cfg, withTag); err != nil {
+		return nil, err
+	}
+	return &VM{pve: g.pve, proof: p, Config: cfg}, nil
+}
+
+// Must is Prove for operations that need the VM to exist.
+func (g *Guard) Must(ctx context.Context, p Proof, withTag bool) (*VM, error) {
+	v, err := g.Prove(ctx, p, withTag)
+	if err == nil && v == nil {
+		err = &pve.Error{Op: fmt.Sprintf("find VM %d", p.VMID), Msg: fmt.Sprintf("VM %d does not exist", p.VMID), Kind: pve.ErrNotFound}
+	}
+	return v, err
+}
+
+// Clone creates the object's VM from a template (or a proven source when
+// src is a holder being forked), writing the proof into the clone request.
+func (g *Guard) Clone(ctx context.Context, src int, p Proof, o pve.CloneOptions) error {
+	o.Name = vmName(p)
+	o.Description = p.Description()
+	return g.pve.Clone(ctx, src, p.VMID, o)
+}
+
+// CreateHolder creates a never-started holder VM owning one disk, proof and
+// tag in the create request itself.
+func (g *Guard) CreateHolder(ctx context.Context, p Proof, storage string, sizeGB int) error {
+	return g.pve.CreateVM(ctx, p.VMID, map[string]any{"name": vmName(p), "scsi0": fmt.Sprintf("%s:%d", storage, sizeGB),
+		"memory": 64, "cores": 1, "tags": p.Kind.Tag(), "description": p.Description(), "onboot": 0})
+}
+
+func vmName(p Proof) string {
+	if p.Kind == Holder {
+		return "ws-" + p.Name
+	}
+	return p.Name
+}
+
+// Writes on a proven VM. Each forwards to internal/pve with the proven VMID.
+
+// Configure sets config keys.
+func (v *VM) Configure(ctx context.Context, opts ...pve.Option) error {
+	return v.pve.Configure(ctx, v.proof.VMID, opts...)
+}
+
+// Resize grows a disk.
+func (v *VM) Resize(ctx context.Context, disk, size string) error {
+	return v.pve.Resize(ctx, v.proof.VMID, disk, size)
+}
+
+// Start starts the VM.
+func (v *VM) Start(ctx context.Context) error { return v.pve.Start(ctx, v.proof.VMID) }
+
+// Stop hard-stops the VM.
+func (v *VM) Stop(ctx context.Context) error { return v.pve.Stop(ctx, v.proof.VMID) }
+
+// Shutdown shuts the guest down, hard stop after timeout.
+func (v *VM) Shutdown(ctx context.Context, timeout time.Duration) error {
+	return v.pve.Shutdown(ctx, v.proof.VMID, timeout)
+}
+
+// Destroy destroys the VM (volumes it does not own, such as a workspace
+// referenced from a holder, are left alone by Proxmox).
+func (v *VM) Destroy(ctx context.Context) error { return v.pve.Destroy(ctx, v.proof.VMID) }
+
+// AttachVolume references volid as key.
+func (v *VM) AttachVolume(ctx context.Context, key, volid string) error {
+	return v.pve.AttachVolume(ctx, v.proof.VMID, key, volid)
+}
+
+// DetachVolume drops the reference key.
+func (v *VM) DetachVolume(ctx context.Context, key string) error {
+	return v.pve.DetachVolume(ctx, v.proof.VMID, key)
+}
+
+// Firewall enables the VM firewall with the security group.
+func (v *VM) Firewall(ctx context.Context, group string) error {
+	return v.pve.VMFirewall(ctx, v.proof.VMID, group)
+}
+
+// CreateSnapshot snapshots the VM's disks.
+func (v *VM) CreateSnapshot(ctx context.Context, name, description string) error {
+	return v.pve.CreateSnapshot(ctx, v.proof.VMID, name, description)
+}
+
+// Rollback rolls the VM's disks back to a snapshot.
+func (v *VM) Rollback(ctx context.Context, name string) error {
+	return v.pve.Rollback(ctx, v.proof.VMID, name)
+}
+
+// DeleteSnapshot removes a snapshot.
+func (v *VM) DeleteSnapshot(ctx context.Context, name string) error {
+	return v.pve.DeleteSnapshot(ctx, v.proof.VMID, name)
+}
+
+// CloneTo copies this (proven) VM into a new object's VM.
+func (v *VM) CloneTo(ctx context.Context, g *Guard, p Proof, o pve.CloneOptions) error {
+	return g.Clone(ctx, v.proof.VMID, p, o)
+}
