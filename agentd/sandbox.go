@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"time"
@@ -230,48 +231,79 @@ that is not ours (that VM is left alone).`,
 }
 
 func sandboxPruneCmd() *cobra.Command {
-	var orphans bool
+	var req api.PruneRequest
+	var yes bool
 	cmd := &cobra.Command{
-		Use:   "prune [--orphans]",
+		Use:   "prune [--orphans [--node N] (--dry-run | --yes)]",
 		Short: "Destroy every FAILED and TIMEOUT sandbox (and, with --orphans, provable orphan VMs)",
-		Long: `Destroy the VMs of FAILED and TIMEOUT sandboxes (after the ownership check)
-and mark them DESTROYED. Sandboxes that cannot be pruned are listed with the reason.
+		Long: `Destroy the VMs of FAILED and TIMEOUT sandboxes (after the ownership check),
+finish destroys left DESTROYING, and mark them DESTROYED. Sandboxes that cannot
+be pruned are listed with the reason.
 
---orphans also destroys VMs tagged agentlab that no live sandbox accounts for,
-but only when a fresh read of the VM's description names a sandbox id of this
-agent that is gone. Workspace holders are never pruned: they own data.`,
+--orphans also destroys VMs no live sandbox accounts for, but only those that
+are provably this installation's: a fresh read of the VM's description names
+this agent instance and a sandbox id this database issued for that very VMID.
+VMs of another agentd, VMs naming unknown ids and copies made outside agentd
+are listed as foreign and left alone. Workspace holders are never pruned: they
+own data. --orphans first shows what it would destroy and only acts with --yes;
+--dry-run only shows.`,
 		Example: `  agentd sandbox prune
-  agentd sandbox orphans && agentd sandbox prune --orphans`,
+  agentd sandbox orphans
+  agentd sandbox prune --orphans --dry-run
+  agentd sandbox prune --orphans --node pve2 --yes`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				res, err := c.PruneWith(ctx, orphans)
+				if req.Node != "" && !req.Orphans {
+					return usagef("--node applies to --orphans")
+				}
+				confirm := req.Orphans && !yes && !req.DryRun
+				if confirm {
+					req.DryRun = true
+				}
+				res, err := c.PruneWith(ctx, req)
 				if err != nil {
 					return err
 				}
 				if g.json {
-					return printJSON(cmd.OutOrStdout(), res)
+					if err := printJSON(cmd.OutOrStdout(), res); err != nil {
+						return err
+					}
+				} else {
+					printPrune(cmd.OutOrStdout(), res)
 				}
-				out := cmd.OutOrStdout()
-				fmt.Fprintf(out, "destroyed %d sandbox(es)\n", len(res.Destroyed))
-				for _, s := range res.Destroyed {
-					fmt.Fprintf(out, "  %s (was VMID %d)\n", s.Name, s.VMID)
-				}
-				for _, s := range res.Skipped {
-					fmt.Fprintf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
-				}
-				for _, o := range res.Orphans {
-					fmt.Fprintf(out, "orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
-				}
-				for _, o := range res.Kept {
-					fmt.Fprintf(out, "kept orphan VM %d (%s): %s\n", o.VMID, o.Name, o.Note)
+				if confirm && (len(res.Orphans) > 0 || len(res.Destroyed) > 0) {
+					return fmt.Errorf("nothing was destroyed: re-run with --yes to destroy the %d orphan VM(s) and %d sandbox(es) listed", len(res.Orphans), len(res.Destroyed))
 				}
 				return nil
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&orphans, "orphans", false, "also destroy orphan VMs whose description proves they were this agent's")
+	cmd.Flags().BoolVar(&req.Orphans, "orphans", false, "also destroy orphan VMs provably created by this installation")
+	cmd.Flags().BoolVar(&req.DryRun, "dry-run", false, "only show what would be destroyed")
+	cmd.Flags().BoolVar(&yes, "yes", false, "destroy the orphans listed (without it, --orphans only shows them)")
+	cmd.Flags().StringVar(&req.Node, "node", "", "limit orphan pruning to one Proxmox node")
 	return cmd
+}
+
+func printPrune(out io.Writer, res *api.PruneResult) {
+	verb := "destroyed"
+	if res.DryRun {
+		verb = "would destroy"
+	}
+	fmt.Fprintf(out, "%s %d sandbox(es)\n", verb, len(res.Destroyed))
+	for _, s := range res.Destroyed {
+		fmt.Fprintf(out, "  %s (VMID %d)\n", s.Name, s.VMID)
+	}
+	for _, s := range res.Skipped {
+		fmt.Fprintf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
+	}
+	for _, o := range res.Orphans {
+		fmt.Fprintf(out, "orphan VM %d (%s) on %s: %s\n", o.VMID, o.Name, o.Node, o.Note)
+	}
+	for _, o := range res.Kept {
+		fmt.Fprintf(out, "kept VM %d (%s, %s): %s\n", o.VMID, o.Name, o.Owner, o.Note)
+	}
 }
 
 func sandboxOrphansCmd() *cobra.Command {
@@ -290,9 +322,9 @@ func sandboxOrphansCmd() *cobra.Command {
 				}
 				var rows [][]string
 				for _, o := range os {
-					rows = append(rows, []string{fmt.Sprint(o.VMID), o.Name, o.Kind, o.Status, o.Note})
+					rows = append(rows, []string{fmt.Sprint(o.VMID), o.Name, o.Kind, o.Owner, o.Status, o.Note})
 				}
-				return table(cmd.OutOrStdout(), "VMID\tNAME\tKIND\tSTATUS\tNOTE", rows)
+				return table(cmd.OutOrStdout(), "VMID\tNAME\tKIND\tOWNER\tSTATUS\tNOTE", rows)
 			})
 		},
 	}

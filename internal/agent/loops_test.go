@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -277,12 +278,32 @@ func TestReconcile(t *testing.T) {
 	d.Sim.AddVM("pve", 701, map[string]string{"name": "unprovable", "tags": "agentlab", "memory": "512"}, false)
 	d.Sim.AddVM("pve", 702, map[string]string{"name": "ws-lost", "tags": "agentlab-workspace", "memory": "64"}, false)
 	d.Sim.AddVM("pve", 703, map[string]string{"name": "someone-else", "memory": "512"}, false)
+	// A VM provably ours: the id and VMID of a sandbox this database issued
+	// and destroyed, with this installation's instance id.
+	gone := create(t, c, "gone")
+	if _, err := c.Destroy(ctx, "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	instance, _ := d.Agent.Store.InstanceID(ctx)
+	proof := owner.Proof{Kind: owner.Sandbox, ID: gone.ID, Name: "gone", Instance: instance, VMID: gone.VMID}
+	d.Sim.AddVM("pve", gone.VMID, map[string]string{"name": "gone", "tags": "agentlab", "description": proof.Description(), "memory": "512"}, false)
 
-	before, _ := d.Sim.RequestCount()
+	_, before := d.Sim.RequestCount()
 	dry, err := m.Reconcile(ctx, true)
-	after, byPath := d.Sim.RequestCount()
-	if err != nil || after-before != 1 || byPath["GET /cluster/resources"] == 0 {
-		t.Fatalf("dry run made %d Proxmox requests (%v), want one /cluster/resources: %v", after-before, byPath, err)
+	_, after := d.Sim.RequestCount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A dry run lists once and reads only the configs of orphan candidates
+	// (their descriptions decide whose they are); it writes nothing.
+	for path, n := range after {
+		if n == before[path] {
+			continue
+		}
+		if path == "GET /cluster/resources" && n-before[path] == 1 || path == "GET /nodes/{node}/qemu/{vmid}/config" && n-before[path] <= 6 {
+			continue
+		}
+		t.Fatalf("dry run made %d %s requests", n-before[path], path)
 	}
 	acts := func(rep *api.ReconcileReport) string {
 		var out []string
@@ -300,10 +321,12 @@ func TestReconcile(t *testing.T) {
 	}
 	var orphans []string
 	for _, o := range dry.Orphans {
-		orphans = append(orphans, fmt.Sprintf("%d:%s", o.VMID, o.Kind))
+		orphans = append(orphans, fmt.Sprintf("%d:%s:%s", o.VMID, o.Kind, o.Owner))
 	}
-	if strings.Join(orphans, ",") != "700:sandbox,701:sandbox,702:workspace-holder" {
-		t.Fatalf("orphans %v", orphans)
+	sort.Strings(orphans)
+	want := fmt.Sprintf("%d:sandbox:this-agent,700:sandbox:foreign,701:sandbox:foreign,702:workspace-holder:foreign", gone.VMID)
+	if strings.Join(orphans, ",") != want {
+		t.Fatalf("orphans %v, want %s", orphans, want)
 	}
 	if _, err := m.Reconcile(ctx, false); err != nil {
 		t.Fatal(err)
@@ -320,22 +343,35 @@ func TestReconcile(t *testing.T) {
 	if e := lastEvent(t, c, "a"); e.Kind != "sandbox.reconciled" || !strings.Contains(e.Message, "stopped outside agentd") {
 		t.Fatalf("event %+v", e)
 	}
-	// Orphans: only the one whose description proves it was ours goes.
+	// Orphans: a dry run changes nothing; then only the VM provably ours
+	// goes (700 names an id this database never issued).
 	var res api.PruneResult
+	nVMs := len(vms(d))
+	if err := c.Do(ctx, "POST", "/v1/sandboxes/prune", api.PruneRequest{Orphans: true, DryRun: true}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Orphans) != 1 || res.Orphans[0].VMID != gone.VMID || len(vms(d)) != nVMs {
+		t.Fatalf("dry-run prune %+v", res)
+	}
+	res = api.PruneResult{}
+	if err := c.Do(ctx, "POST", "/v1/sandboxes/prune", api.PruneRequest{Orphans: true, Node: "elsewhere"}, &res); err != nil || len(res.Orphans) != 0 {
+		t.Fatalf("prune on another node %+v %v", res, err)
+	}
+	res = api.PruneResult{}
 	if err := c.Do(ctx, "POST", "/v1/sandboxes/prune", api.PruneRequest{Orphans: true}, &res); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Orphans) != 1 || res.Orphans[0].VMID != 700 || len(res.Kept) != 2 {
+	if len(res.Orphans) != 1 || res.Orphans[0].VMID != gone.VMID || len(res.Kept) != 3 {
 		t.Fatalf("prune orphans %+v", res)
 	}
 	left := vms(d)
-	for _, id := range []int{701, 702, 703} {
+	for _, id := range []int{700, 701, 702, 703} {
 		if _, ok := left[id]; !ok {
 			t.Fatalf("VM %d was removed", id)
 		}
 	}
-	if _, ok := left[700]; ok {
-		t.Fatal("provable orphan 700 kept")
+	if _, ok := left[gone.VMID]; ok {
+		t.Fatal("provable orphan kept")
 	}
 	_ = pve.ErrNotFound
 }

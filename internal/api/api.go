@@ -131,6 +131,8 @@ type RenewRequest struct {
 
 // PruneResult lists what prune destroyed and what it refused.
 type PruneResult struct {
+	// DryRun: Destroyed and Orphans list what would be destroyed.
+	DryRun    bool           `json:"dry_run,omitempty"`
 	Destroyed []Sandbox      `json:"destroyed"`
 	Skipped   []PruneSkipped `json:"skipped"`
 	Orphans   []Orphan       `json:"orphans_destroyed,omitempty"`
@@ -406,7 +408,7 @@ type LoopStatus struct {
 type ReconcileAction struct {
 	Sandbox string `json:"sandbox"`
 	VMID    int    `json:"vmid"`
-	Action  string `json:"action"` // destroyed, stopped, started
+	Action  string `json:"action"` // destroyed, stopped, started, lost, workspace_attached, workspace_detached, holder_missing
 	Reason  string `json:"reason"`
 }
 
@@ -418,8 +420,18 @@ type Orphan struct {
 	Status    string `json:"status"`
 	Kind      string `json:"kind"` // sandbox | workspace-holder
 	SandboxID string `json:"sandbox_id,omitempty"`
-	Note      string `json:"note"`
+	// Owner is "this-agent" when the VM's description names this
+	// installation and an id this database issued for this VMID (only those
+	// can ever be pruned), else "foreign": left alone whatever its tags say.
+	Owner string `json:"owner"`
+	Note  string `json:"note"`
 }
+
+// Orphan owners.
+const (
+	OwnerThisAgent = "this-agent"
+	OwnerForeign   = "foreign"
+)
 
 // ReconcileRequest asks for one reconcile cycle.
 type ReconcileRequest struct {
@@ -441,6 +453,10 @@ type PruneRequest struct {
 	// Orphans also destroys tagged VMs without a row, after re-checking that
 	// each one's description names a sandbox of this agent that is gone.
 	Orphans bool `json:"orphans,omitempty"`
+	// DryRun lists what would be destroyed and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	// Node limits orphan pruning to one node.
+	Node string `json:"node,omitempty"`
 }
 
 // GuestBootstrap is what GET /v1/bootstrap on the guest listener returns:

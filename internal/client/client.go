@@ -471,9 +471,9 @@ func (c *Client) Orphans(ctx context.Context) ([]api.Orphan, error) {
 }
 
 // PruneWith destroys FAILED/TIMEOUT sandboxes and, with orphans, provable orphan VMs.
-func (c *Client) PruneWith(ctx context.Context, orphans bool) (*api.PruneResult, error) {
+func (c *Client) PruneWith(ctx context.Context, req api.PruneRequest) (*api.PruneResult, error) {
 	var r api.PruneResult
-	return &r, c.Do(ctx, "POST", "/v1/sandboxes/prune", api.PruneRequest{Orphans: orphans}, &r)
+	return &r, c.Do(ctx, "POST", "/v1/sandboxes/prune", req, &r)
 }
 
 // RunJob starts a job (asynchronous: QUEUED).

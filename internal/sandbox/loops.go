@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
-	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
-	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
 )
 
 func (m *Manager) busy(id string) bool {
@@ -136,178 +133,6 @@ func (m *Manager) ProvisioningTimeouts(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// Reconcile compares the rows with one /cluster/resources listing and repairs
-// drift: VM gone → DESTROYED; stopped outside agentd → STOPPED; running while
-// STOPPED → started (BOOTING until the guest reports its address). Tagged VMs
-// without a row are reported as orphans, never touched. With dryRun nothing
-// changes.
-func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileReport, error) {
-	start := time.Now()
-	res, err := m.pve.Resources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	byID := make(map[int]pve.Resource, len(res))
-	for _, r := range res {
-		byID[r.VMID] = r
-	}
-	rows, err := m.store.Sandboxes(ctx, store.Filter{})
-	if err != nil {
-		return nil, err
-	}
-	rep := &api.ReconcileReport{DryRun: dryRun, VMs: len(res), Actions: []api.ReconcileAction{}, Orphans: []api.Orphan{}}
-	live := map[int]bool{}
-	for _, sb := range rows {
-		if sb.VMID != 0 {
-			live[sb.VMID] = true
-		}
-		if sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) {
-			continue
-		}
-		rep.Checked++
-		r, exists := byID[sb.VMID]
-		var act *api.ReconcileAction
-		switch {
-		case !exists:
-			act = &api.ReconcileAction{Action: "destroyed", Reason: fmt.Sprintf("VM %d no longer exists in Proxmox", sb.VMID)}
-		case r.Status == "stopped" && (sb.State == api.StateRunning || sb.State == api.StateReady):
-			act = &api.ReconcileAction{Action: "stopped", Reason: fmt.Sprintf("VM %d was stopped outside agentd", sb.VMID)}
-		case r.Status == "running" && sb.State == api.StateStopped:
-			act = &api.ReconcileAction{Action: "started", Reason: fmt.Sprintf("VM %d was started outside agentd", sb.VMID)}
-		}
-		if act == nil {
-			continue
-		}
-		act.Sandbox, act.VMID = sb.Name, sb.VMID
-		rep.Actions = append(rep.Actions, *act)
-		if dryRun {
-			continue
-		}
-		if err := m.applyDrift(ctx, sb, act); err != nil {
-			rep.Actions[len(rep.Actions)-1].Reason += "; not applied: " + err.Error()
-		} else {
-			m.opts.Metrics.Drift(act.Action)
-		}
-	}
-	ws, err := m.store.Workspaces(ctx)
-	if err != nil {
-		return nil, err
-	}
-	holders := map[int]bool{}
-	for _, w := range ws {
-		holders[w.HolderVMID] = true
-	}
-	for _, r := range res {
-		for _, tag := range r.Tags {
-			switch {
-			case tag == OwnerTag && !live[r.VMID]:
-				rep.Orphans = append(rep.Orphans, api.Orphan{VMID: r.VMID, Name: r.Name, Node: r.Node, Status: r.Status, Kind: "sandbox",
-					Note: "tagged agentlab but no live sandbox row; agentd sandbox prune --orphans removes it after re-checking its description"})
-			case tag == workspace.HolderTag && !holders[r.VMID]:
-				rep.Orphans = append(rep.Orphans, api.Orphan{VMID: r.VMID, Name: r.Name, Node: r.Node, Status: r.Status, Kind: "workspace-holder",
-					Note: "a workspace holder without a workspace row: it owns data, so agentd never removes it; inspect and delete by hand"})
-			}
-		}
-	}
-	rep.Duration = float64(time.Since(start).Microseconds()) / 1000
-	return rep, nil
-}
-
-func (m *Manager) applyDrift(ctx context.Context, sb *store.Sandbox, act *api.ReconcileAction) error {
-	cur, unlock, ok := m.relock(ctx, sb)
-	if !ok {
-		return errors.New("state changed meanwhile")
-	}
-	start := false
-	var err error
-	switch act.Action {
-	case "destroyed":
-		if w, werr := m.store.WorkspaceBySandbox(ctx, cur.ID); werr == nil {
-			_ = m.ws.Release(ctx, w, cur.ID)
-		}
-		m.removeSnippet(cur)
-		cur.IP, cur.Step = "", ""
-		err = m.save(ctx, cur, api.StateDestroyed, "sandbox.reconciled", act.Reason)
-	case "stopped":
-		cur.IP = ""
-		err = m.save(ctx, cur, api.StateStopped, "sandbox.reconciled", act.Reason)
-	case "started":
-		cur.Step, cur.Error = stepRestart, ""
-		err = m.save(ctx, cur, api.StateBooting, "sandbox.reconciled", act.Reason+"; waiting for its address")
-		start = err == nil
-	}
-	unlock()
-	if start {
-		m.startWorker(cur.ID)
-	}
-	return err
-}
-
-// Orphans lists tagged VMs that no live row accounts for.
-func (m *Manager) Orphans(ctx context.Context) ([]api.Orphan, error) {
-	rep, err := m.Reconcile(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	return rep.Orphans, nil
-}
-
-// PruneOrphans destroys orphan sandbox VMs whose description names a sandbox
-// of this agent that is gone (DESTROYED or unknown id with our marker), after
-// re-reading each VM's config. Workspace holders are never pruned.
-func (m *Manager) PruneOrphans(ctx context.Context) (destroyed, kept []api.Orphan, err error) {
-	orphans, err := m.Orphans(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, o := range orphans {
-		if o.Kind != "sandbox" {
-			kept = append(kept, o)
-			continue
-		}
-		cfg, err := m.pve.Config(ctx, o.VMID)
-		if err != nil {
-			o.Note = "could not re-read its config: " + err.Error()
-			kept = append(kept, o)
-			continue
-		}
-		desc, _ := cfg["description"].(string)
-		tags, _ := cfg["tags"].(string)
-		id := ""
-		for _, line := range strings.Split(desc, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "agentlab-sandbox-id: "); ok {
-				id = v
-			}
-		}
-		o.SandboxID = id
-		switch {
-		case !strings.Contains(";"+tags+";", ";"+OwnerTag+";"):
-			o.Note = "the agentlab tag is gone now; left alone"
-		case id == "":
-			o.Note = "tagged agentlab but its description names no sandbox id; left alone (not provably ours)"
-		default:
-			if sb, err := m.store.Sandbox(ctx, id); err == nil && sb.State != api.StateDestroyed {
-				o.Note = fmt.Sprintf("its description names live sandbox %s; left alone", sb.Name)
-				break
-			}
-			if err := m.pve.Stop(ctx, o.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
-				o.Note = "stop failed: " + err.Error()
-				break
-			}
-			if err := m.pve.Destroy(ctx, o.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
-				o.Note = "destroy failed: " + err.Error()
-				break
-			}
-			o.Note = "destroyed: its description names sandbox " + id + ", which is gone"
-			_ = m.store.AddEvent(ctx, nil, store.Event{Kind: "sandbox.orphan_destroyed", Message: fmt.Sprintf("VM %d (%s): %s", o.VMID, o.Name, o.Note)})
-			destroyed = append(destroyed, o)
-			continue
-		}
-		kept = append(kept, o)
-	}
-	return destroyed, kept, nil
 }
 
 // IdleStatus says why idle stop is not acting, or "".

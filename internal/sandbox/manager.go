@@ -411,6 +411,7 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 	}
 	return len(rows), nil
 }
+
 // Get returns a sandbox by name, VMID or id.
 func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
 	sb, err := m.store.Lookup(ctx, ref)

@@ -390,14 +390,18 @@ func (m *Manager) Touch(ctx context.Context, ref string) (*store.Sandbox, error)
 // Prune destroys the VMs of FAILED and TIMEOUT sandboxes and retires their
 // rows, and retries destroys left DESTROYING; a VM that fails the ownership
 // check is skipped and reported.
-func (m *Manager) Prune(ctx context.Context) (*api.PruneResult, error) {
+func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneResult, error) {
 	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateFailed, api.StateTimeout, api.StateDestroying}})
 	if err != nil {
 		return nil, err
 	}
-	res := &api.PruneResult{Destroyed: []api.Sandbox{}, Skipped: []api.PruneSkipped{}}
+	res := &api.PruneResult{DryRun: dryRun, Destroyed: []api.Sandbox{}, Skipped: []api.PruneSkipped{}}
 	for _, sb := range rows {
 		if m.busy(sb.ID) {
+			continue
+		}
+		if dryRun {
+			res.Destroyed = append(res.Destroyed, sb.Sandbox)
 			continue
 		}
 		out, err := m.retryDestroy(ctx, sb.ID)

@@ -152,7 +152,13 @@ func (s *Server) wrap(h handler) http.HandlerFunc {
 		status, body, err := h(w, r)
 		if err != nil {
 			var ae *api.Error
-			if !errors.As(err, &ae) {
+			switch {
+			case errors.As(err, &ae):
+			case errors.Is(err, store.ErrStale), errors.Is(err, store.ErrConflict):
+				// A compare-and-set lost to a concurrent request: the caller
+				// may retry; never a 500.
+				ae = &api.Error{Status: http.StatusConflict, Code: api.CodeConflict, Message: err.Error() + "; retry"}
+			default:
 				s.log.Error("request failed", "request_id", rid, "method", r.Method, "path", r.URL.Path, "err", err)
 				ae = &api.Error{Status: http.StatusInternalServerError, Code: api.CodeInternal, Message: err.Error()}
 			}
@@ -362,12 +368,12 @@ func (s *Server) prune(w http.ResponseWriter, r *http.Request) (int, any, error)
 	if err := decode(w, r, &req, true); err != nil {
 		return 0, nil, err
 	}
-	res, err := s.mgr.Prune(r.Context())
+	res, err := s.mgr.Prune(r.Context(), req.DryRun)
 	if err != nil {
 		return 0, nil, err
 	}
 	if req.Orphans {
-		if res.Orphans, res.Kept, err = s.mgr.PruneOrphans(r.Context()); err != nil {
+		if res.Orphans, res.Kept, err = s.mgr.PruneOrphans(r.Context(), req.Node, req.DryRun); err != nil {
 			return 0, nil, proxmoxUnavailable(err)
 		}
 	}

@@ -143,6 +143,9 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 		return nil, err
 	}
 	defer unlock()
+	if err := live(x, "resume"); err != nil {
+		return nil, err
+	}
 	prevSandbox := x.SandboxID
 	if x.SandboxID != "" {
 		sb, err := m.store.Sandbox(ctx, x.SandboxID)
@@ -150,7 +153,7 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 			return x, nil
 		}
 		if err == nil && sb.State != api.StateDestroyed {
-			if _, err := m.sb.Destroy(ctx, sb.ID, true); err != nil {
+			if _, err := m.sb.DestroyFor(ctx, sb.ID, true, "by session "+x.Name+" resume (replacing it)"); err != nil {
 				return nil, fmt.Errorf("replace sandbox %s: %w", sb.Name, err)
 			}
 		}
@@ -172,6 +175,14 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 	return x, nil
 }
 
+// live refuses operations on a session a concurrent delete ended.
+func live(x *store.Session, op string) error {
+	if x.State == store.SessionDeleted {
+		return api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot %s session %s: it was deleted", op, x.Name)
+	}
+	return nil
+}
+
 // Stop destroys the current sandbox; the workspace stays reserved.
 func (m *Manager) Stop(ctx context.Context, ref string) (*store.Session, error) {
 	x, unlock, err := m.getLocked(ctx, ref)
@@ -179,34 +190,54 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*store.Session, error) 
 		return nil, err
 	}
 	defer unlock()
+	if err := live(x, "stop"); err != nil {
+		return nil, err
+	}
+	return x, m.stopLocked(ctx, x, "stop")
+}
+
+// stopLocked destroys the session's sandbox; the caller holds its lock.
+func (m *Manager) stopLocked(ctx context.Context, x *store.Session, op string) error {
 	if x.SandboxID == "" {
-		return x, nil
+		return nil
 	}
 	prev := x.SandboxID
-	if _, err := m.sb.Destroy(ctx, x.SandboxID, true); err != nil && !api.IsCode(err, api.CodeSandboxNotFound) {
-		return nil, err
+	if _, err := m.sb.DestroyFor(ctx, x.SandboxID, true, "by session "+x.Name+" "+op); err != nil && !api.IsCode(err, api.CodeSandboxNotFound) {
+		return err
 	}
 	x.SandboxID = ""
 	if err := m.store.SaveSession(ctx, x, prev, store.Event{Kind: "session.stopped", Message: "sandbox destroyed; workspace kept"}); err != nil {
-		return nil, err
+		x.SandboxID = prev
+		return conflict(x, err)
 	}
-	return x, nil
+	return nil
 }
 
-// Delete stops the session and releases its workspace (which is kept).
-func (m *Manager) Delete(ctx context.Context, ref string) (*store.Session, error) {
-	stopped, err := m.Stop(ctx, ref)
-	if err != nil {
-		return nil, err
+func conflict(x *store.Session, err error) error {
+	if errors.Is(err, store.ErrStale) {
+		return api.Errorf(http.StatusConflict, api.CodeConflict, "session %s changed concurrently; retry", x.Name)
 	}
-	x, unlock, err := m.getLocked(ctx, stopped.ID)
+	return err
+}
+
+// Delete stops the session and releases its workspace (which is kept), all
+// under the session's lock, so a concurrent resume either runs before (and
+// its sandbox is destroyed here) or after (and is refused with 409).
+func (m *Manager) Delete(ctx context.Context, ref string) (*store.Session, error) {
+	x, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if x.State == store.SessionDeleted {
+		return x, nil
+	}
+	if err := m.stopLocked(ctx, x, "delete"); err != nil {
+		return nil, err
+	}
 	x.State = store.SessionDeleted
 	if err := m.store.SaveSession(ctx, x, "", store.Event{Kind: "session.deleted", Message: "workspace released"}); err != nil {
-		return nil, err
+		return nil, conflict(x, err)
 	}
 	return x, nil
 }

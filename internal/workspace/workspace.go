@@ -130,6 +130,12 @@ func (m *Manager) holder(ctx context.Context, w *store.Workspace, op string) (*o
 	return v, nil
 }
 
+// Verify proves the holder (marking the workspace LOST if it fails).
+func (m *Manager) Verify(ctx context.Context, w *store.Workspace) error {
+	_, err := m.holder(ctx, w, "verify")
+	return err
+}
+
 // lost records a failed proof: event, LOST, 409.
 func (m *Manager) lost(ctx context.Context, w *store.Workspace, op string, cause error) error {
 	prev := *w

@@ -1,0 +1,381 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
+)
+
+// Reconcile compares the rows with one /cluster/resources listing and repairs
+// drift: VM gone → DESTROYED; stopped outside agentd → STOPPED; running while
+// STOPPED → started (BOOTING until the guest reports its address); a VM at a
+// row's VMID that is no longer provably the row's → LOST. It finishes
+// attachments a crash left journaled and compares every claimed attachment
+// with the sandbox VM's config. Orphans are found by tag and by the VMIDs this
+// database issued (an untagged VM interrupted right after its clone), and are
+// only listed. With dryRun nothing changes.
+func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileReport, error) {
+	start := time.Now()
+	res, err := m.pve.Resources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[int]pve.Resource, len(res))
+	for _, r := range res {
+		byID[r.VMID] = r
+	}
+	rows, err := m.store.Sandboxes(ctx, store.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	rep := &api.ReconcileReport{DryRun: dryRun, VMs: len(res), Actions: []api.ReconcileAction{}, Orphans: []api.Orphan{}}
+	live := map[int]bool{}
+	sandboxes := map[string]*store.Sandbox{}
+	for _, sb := range rows {
+		sandboxes[sb.ID] = sb
+		if sb.VMID != 0 {
+			live[sb.VMID] = true
+		}
+		if sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) {
+			continue
+		}
+		rep.Checked++
+		act := m.drift(ctx, sb, byID)
+		if act == nil {
+			continue
+		}
+		act.Sandbox, act.VMID = sb.Name, sb.VMID
+		rep.Actions = append(rep.Actions, *act)
+		if dryRun {
+			continue
+		}
+		if err := m.applyDrift(ctx, sb, act); err != nil {
+			rep.Actions[len(rep.Actions)-1].Reason += "; not applied: " + err.Error()
+		} else {
+			m.opts.Metrics.Drift(act.Action)
+		}
+	}
+	ws, err := m.store.Workspaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	holders := map[int]bool{}
+	for _, w := range ws {
+		holders[w.HolderVMID] = true
+		if act := m.holderDrift(ctx, w, byID, dryRun); act != nil {
+			rep.Actions = append(rep.Actions, *act)
+		}
+		if act := m.attachment(ctx, w, sandboxes[w.AttachedSandbox], dryRun); act != nil {
+			rep.Actions = append(rep.Actions, *act)
+		}
+	}
+	orphans, err := m.orphans(ctx, res, byID, live, holders, dryRun)
+	if err != nil {
+		return nil, err
+	}
+	rep.Orphans = orphans
+	rep.Duration = float64(time.Since(start).Microseconds()) / 1000
+	return rep, nil
+}
+
+// drift is the action a settled row needs, or nil. The listing has tags and
+// name but no description: a VM whose tag or name no longer match is read in
+// full and proven; the others are taken as proven (one request per cycle).
+func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve.Resource) *api.ReconcileAction {
+	if sb.State == api.StateLost {
+		return nil
+	}
+	r, exists := byID[sb.VMID]
+	if !exists {
+		return &api.ReconcileAction{Action: "destroyed", Reason: fmt.Sprintf("VM %d no longer exists in Proxmox", sb.VMID)}
+	}
+	if !hasString(r.Tags, OwnerTag) || r.Name != sb.Name {
+		if _, err := m.vm(ctx, sb); errors.Is(err, owner.ErrNotOwned) {
+			return &api.ReconcileAction{Action: "lost", Reason: err.Error()}
+		}
+	}
+	switch {
+	case r.Status == "stopped" && (sb.State == api.StateRunning || sb.State == api.StateReady):
+		return &api.ReconcileAction{Action: "stopped", Reason: fmt.Sprintf("VM %d was stopped outside agentd", sb.VMID)}
+	case r.Status == "running" && sb.State == api.StateStopped:
+		return &api.ReconcileAction{Action: "started", Reason: fmt.Sprintf("VM %d was started outside agentd", sb.VMID)}
+	}
+	return nil
+}
+
+func hasString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Manager) applyDrift(ctx context.Context, sb *store.Sandbox, act *api.ReconcileAction) error {
+	cur, unlock, ok := m.relock(ctx, sb)
+	if !ok {
+		return errors.New("state changed meanwhile")
+	}
+	start := false
+	var err error
+	switch act.Action {
+	case "destroyed":
+		if w, werr := m.store.WorkspaceBySandbox(ctx, cur.ID); werr == nil {
+			_ = m.ws.Release(ctx, w, cur.ID)
+		}
+		_ = m.store.VMGone(ctx, cur.ID, cur.VMID)
+		m.removeSnippet(cur)
+		cur.IP, cur.Step = "", ""
+		err = m.save(ctx, cur, api.StateDestroyed, "sandbox.reconciled", act.Reason)
+	case "stopped":
+		cur.IP = ""
+		err = m.save(ctx, cur, api.StateStopped, "sandbox.reconciled", act.Reason)
+	case "started":
+		cur.Step, cur.Error = stepRestart, ""
+		err = m.save(ctx, cur, api.StateBooting, "sandbox.reconciled", act.Reason+"; waiting for its address")
+		start = err == nil
+	case "lost":
+		cur.Error = act.Reason
+		err = m.save(ctx, cur, api.StateLost, "sandbox.not_owned", act.Reason+"; agentd will not touch this VM (destroy --force retires the row)")
+	}
+	unlock()
+	if start {
+		m.startWorker(cur.ID)
+	}
+	return err
+}
+
+// holderDrift checks a workspace's holder: gone is reported (never
+// repaired: the data is gone), not provably ours marks the workspace LOST.
+func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[int]pve.Resource, dryRun bool) *api.ReconcileAction {
+	if w.State != store.WorkspaceReady || w.HolderVMID == 0 {
+		return nil
+	}
+	r, ok := byID[w.HolderVMID]
+	act := &api.ReconcileAction{Sandbox: "", VMID: w.HolderVMID}
+	switch {
+	case !ok:
+		act.Action, act.Reason = "holder_missing", fmt.Sprintf("holder VM %d of workspace %s does not exist: its volume is gone (workspace check tells more)", w.HolderVMID, w.Name)
+		return act
+	case hasString(r.Tags, workspace.HolderTag) && r.Name == "ws-"+w.Name:
+		return nil
+	}
+	if dryRun {
+		act.Action, act.Reason = "lost", fmt.Sprintf("holder VM %d of workspace %s may no longer be ours (tag or name changed)", w.HolderVMID, w.Name)
+		return act
+	}
+	err := m.ws.Verify(ctx, w)
+	if err == nil || !api.IsCode(err, api.CodeNotOwned) {
+		return nil
+	}
+	act.Action, act.Reason = "lost", err.Error()
+	return act
+}
+
+// attachment compares a workspace claim with the sandbox VM and repairs it:
+// a journaled attach is finished (the disk plugged), a journaled detach is
+// finished (unplugged, claim released), an unjournaled claim whose disk is
+// missing from the VM is plugged again; anything else is reported.
+func (m *Manager) attachment(ctx context.Context, w *store.Workspace, sb *store.Sandbox, dryRun bool) *api.ReconcileAction {
+	if w.AttachedSandbox == "" || sb == nil || sb.VMID == 0 || m.busy(sb.ID) {
+		return nil
+	}
+	if sb.State != api.StateRunning && sb.State != api.StateStopped {
+		return nil
+	}
+	unlockSB := m.locks.Lock(sb.ID)
+	defer unlockSB()
+	unlockWS := m.ws.Lock(w.ID)
+	defer unlockWS()
+	cur, err := m.store.Sandbox(ctx, sb.ID)
+	if err != nil || (cur.State != api.StateRunning && cur.State != api.StateStopped) {
+		return nil
+	}
+	if w, err = m.store.Workspace(ctx, w.ID); err != nil || w.AttachedSandbox != cur.ID {
+		return nil
+	}
+	v, err := m.vm(ctx, cur)
+	if err != nil || v == nil {
+		return nil // drift handles a gone or foreign VM
+	}
+	vol, err := m.ws.Volume(ctx, w)
+	if err != nil {
+		return &api.ReconcileAction{Sandbox: cur.Name, VMID: cur.VMID, Action: "attachment_unknown", Reason: fmt.Sprintf("workspace %s: %v", w.Name, err)}
+	}
+	have := pve.DiskVolume(v.Config, w.AttachKey)
+	act := &api.ReconcileAction{Sandbox: cur.Name, VMID: cur.VMID}
+	switch {
+	case w.Step == workspace.StepDetach:
+		act.Action, act.Reason = "workspace_detached", fmt.Sprintf("finished the interrupted detach of workspace %s", w.Name)
+		if !dryRun {
+			if err := m.detachLocked(ctx, cur, w); err != nil {
+				act.Reason += "; not applied: " + err.Error()
+			}
+		}
+	case have == vol && w.Step == "":
+		return nil
+	case have == vol:
+		act.Action, act.Reason = "workspace_attached", fmt.Sprintf("workspace %s was plugged before a crash; attach recorded as finished", w.Name)
+		if !dryRun {
+			_ = m.ws.Settle(ctx, w, "workspace.attached", "attach finished by reconcile")
+		}
+	case have == "":
+		act.Action, act.Reason = "workspace_attached", fmt.Sprintf("the database says workspace %s is attached as %s but VM %d lacks it; plugged again", w.Name, w.AttachKey, cur.VMID)
+		if !dryRun {
+			if err := m.ws.Plug(ctx, w, v); err != nil {
+				act.Reason += "; not applied: " + err.Error()
+			} else {
+				_ = m.ws.Settle(ctx, w, "workspace.attached", "attach finished by reconcile")
+				if cur.Workspace != w.Name {
+					cur.Workspace = w.Name
+					_ = m.store.Save(ctx, cur, cur.State, store.Event{Kind: "sandbox.workspace_attached", Message: "workspace " + w.Name + " attached by reconcile"})
+				}
+			}
+		}
+	default:
+		act.Action, act.Reason = "attachment_mismatch", fmt.Sprintf("workspace %s should be %s as %s on VM %d, but %s is there; left alone", w.Name, vol, w.AttachKey, cur.VMID, have)
+	}
+	return act
+}
+
+// orphans lists VMs that no live row accounts for: tagged ones, and any VM
+// at a VMID this database issued and has not seen destroyed (a create
+// interrupted before the tag was set). Each is classified by a fresh read of
+// its description: only a VM naming this installation and an id this
+// database issued for exactly that VMID is ours; everything else is foreign.
+func (m *Manager) orphans(ctx context.Context, res []pve.Resource, byID map[int]pve.Resource, live, holders map[int]bool, dryRun bool) ([]api.Orphan, error) {
+	pending, err := m.store.PendingVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	issuedAt := map[int]bool{}
+	for _, is := range pending {
+		_, exists := byID[is.VMID]
+		switch {
+		case exists:
+			issuedAt[is.VMID] = true
+		case !live[is.VMID] && !holders[is.VMID] && !dryRun && !m.busy(is.ID):
+			// No row can still create it: the VM is confirmed gone.
+			_ = m.store.VMGone(ctx, is.ID, is.VMID)
+		}
+	}
+	out := []api.Orphan{}
+	for _, r := range res {
+		if live[r.VMID] || holders[r.VMID] {
+			continue
+		}
+		tagged := hasString(r.Tags, OwnerTag) || hasString(r.Tags, workspace.HolderTag)
+		if !tagged && !issuedAt[r.VMID] {
+			continue
+		}
+		out = append(out, m.classify(ctx, r))
+	}
+	return out, nil
+}
+
+// classify reads an orphan candidate's description and decides whose it is.
+func (m *Manager) classify(ctx context.Context, r pve.Resource) api.Orphan {
+	o := api.Orphan{VMID: r.VMID, Name: r.Name, Node: r.Node, Status: r.Status, Kind: "sandbox", Owner: api.OwnerForeign}
+	if hasString(r.Tags, workspace.HolderTag) {
+		o.Kind = "workspace-holder"
+	}
+	cfg, err := m.pve.Config(ctx, r.VMID)
+	if err != nil {
+		o.Note = "could not read its config: " + err.Error() + "; left alone"
+		return o
+	}
+	desc, _ := cfg["description"].(string)
+	mk, ok := owner.Parse(desc)
+	if !ok {
+		o.Note = "its description names no AgentLab object: not provably ours; left alone"
+		return o
+	}
+	if mk.Kind == owner.Holder {
+		o.Kind = "workspace-holder"
+	}
+	o.SandboxID = mk.ID
+	if mk.Instance != "" && mk.Instance != m.guard.Instance() {
+		o.Note = fmt.Sprintf("created by another agentd installation (instance %s); left alone", mk.Instance)
+		return o
+	}
+	is, err := m.store.IssuedID(ctx, mk.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		o.Note = fmt.Sprintf("its description names %s, an id this database never issued; left alone", mk.ID)
+		return o
+	case err != nil:
+		o.Note = "could not check its id: " + err.Error() + "; left alone"
+		return o
+	case is.VMID != r.VMID || string(mk.Kind) != is.Kind:
+		o.Note = fmt.Sprintf("names our %s %s, which had VMID %d: a copy made outside agentd; left alone", is.Kind, mk.ID, is.VMID)
+		return o
+	}
+	o.Owner = api.OwnerThisAgent
+	if o.Kind == "workspace-holder" {
+		o.Note = fmt.Sprintf("the holder of our deleted or unknown workspace %s: it owns data, so agentd never removes it; inspect and delete by hand", mk.ID)
+		return o
+	}
+	o.Note = fmt.Sprintf("VM of our sandbox %s, which is gone; sandbox prune --orphans --yes destroys it", mk.ID)
+	return o
+}
+
+// Orphans lists VMs that no live row accounts for.
+func (m *Manager) Orphans(ctx context.Context) ([]api.Orphan, error) {
+	rep, err := m.Reconcile(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	return rep.Orphans, nil
+}
+
+// PruneOrphans destroys orphan sandbox VMs that are provably this
+// installation's (see classify), re-proving each just before it acts; node,
+// when set, limits it to one node; dryRun only lists them. Holders and
+// foreign VMs are never destroyed.
+func (m *Manager) PruneOrphans(ctx context.Context, node string, dryRun bool) (destroyed, kept []api.Orphan, err error) {
+	orphans, err := m.Orphans(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	destroyed, kept = []api.Orphan{}, []api.Orphan{}
+	for _, o := range orphans {
+		if o.Owner != api.OwnerThisAgent || o.Kind != "sandbox" || (node != "" && o.Node != node) {
+			kept = append(kept, o)
+			continue
+		}
+		if dryRun {
+			o.Note = "would be destroyed: " + o.Note
+			destroyed = append(destroyed, o)
+			continue
+		}
+		v, err := m.guard.Prove(ctx, m.guard.Proof(owner.Sandbox, o.SandboxID, o.Name, o.VMID), false)
+		if err != nil || v == nil {
+			o.Note = fmt.Sprintf("re-check before destroy failed (%v); left alone", err)
+			kept = append(kept, o)
+			continue
+		}
+		if err := v.Stop(ctx); err != nil && !errors.Is(err, pve.ErrNotFound) {
+			o.Note = "stop failed: " + err.Error()
+			kept = append(kept, o)
+			continue
+		}
+		if err := v.Destroy(ctx); err != nil && !errors.Is(err, pve.ErrNotFound) {
+			o.Note = "destroy failed: " + err.Error()
+			kept = append(kept, o)
+			continue
+		}
+		_ = m.store.VMGone(ctx, o.SandboxID, o.VMID)
+		o.Note = "destroyed: VM of our sandbox " + o.SandboxID + ", which is gone"
+		_ = m.store.AddEvent(ctx, nil, store.Event{Kind: "sandbox.orphan_destroyed", Message: fmt.Sprintf("VM %d (%s): %s", o.VMID, o.Name, o.Note)})
+		destroyed = append(destroyed, o)
+	}
+	return destroyed, kept, nil
+}
