@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 	"regexp"
 	"strings"
 
@@ -162,6 +163,9 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 	if err != nil {
 		return nil, err
 	}
+	if w, err = m.awaitRelease(ctx, w); err != nil {
+		return nil, err
+	}
 	x.Generation++
 	sb, _, err := m.sb.CreateFor(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("%s-%d", x.Name, x.Generation), Profile: x.Profile, Workspace: w.Name}, x.ID)
 	if err != nil {
@@ -173,6 +177,28 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 		return nil, err
 	}
 	return x, nil
+}
+
+// awaitRelease waits (bounded by ctx and a minute) while the workspace is
+// still claimed by a sandbox being destroyed: a stop cancelling provisioning
+// answers at once and releases the workspace only once Proxmox confirmed.
+func (m *Manager) awaitRelease(ctx context.Context, w *store.Workspace) (*store.Workspace, error) {
+	deadline := time.Now().Add(time.Minute)
+	for w.AttachedSandbox != "" && time.Now().Before(deadline) {
+		sb, err := m.store.Sandbox(ctx, w.AttachedSandbox)
+		if err != nil || sb.State != api.StateDestroying {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if w, err = m.store.Workspace(ctx, w.ID); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
 }
 
 // live refuses operations on a session a concurrent delete ended.
