@@ -23,6 +23,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/session"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/strictjson"
 	"github.com/agentlab/terraform-provider-agentlab/internal/version"
 )
 
@@ -176,8 +177,8 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = enc.Encode(body)
 }
 
-// decode reads a JSON body strictly: size-limited, unknown fields rejected, one
-// value only. An empty body decodes as {} when optional.
+// decode reads a JSON body strictly: size-limited, field names matched
+// case-sensitively, duplicate and unknown keys rejected, one value only. An empty body decodes as {} when optional.
 func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
@@ -193,20 +194,16 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error 
 		}
 		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body is empty; want a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.Decode(data, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return api.FieldError(te.Field, "want a JSON %s, got %s", te.Type.Kind(), te.Value)
 		}
-		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return api.FieldError(strings.Trim(f, `"`), "unknown field")
+		var se *strictjson.Error
+		if errors.As(err, &se) && se.Field != "" {
+			return api.FieldError(se.Field, "%s", se.Msg)
 		}
 		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "invalid JSON body: %v", err)
-	}
-	if dec.More() {
-		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "invalid JSON body: data after the object")
 	}
 	return nil
 }
