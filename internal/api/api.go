@@ -172,7 +172,10 @@ type Profile struct {
 	Keepalive         bool   `json:"keepalive"`
 	IdleStopMinutes   int    `json:"idle_stop_minutes"`
 	WorkspaceRequired bool   `json:"workspace_required"`
-	Source            string `json:"source"`
+	// The profile's own limits; 0 means the agent's configuration applies.
+	MaxTTLSeconds int64  `json:"max_ttl_seconds,omitempty"`
+	MaxSandboxes  int    `json:"max_sandboxes,omitempty"`
+	Source        string `json:"source"`
 }
 
 // ProfileList is the profiles response.
@@ -227,7 +230,39 @@ type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	// Limit is set when a configured limit refused the request.
+	Limit *Limit `json:"limit,omitempty"`
 }
+
+// Limit names the configuration key that refused a request, its value and
+// what is in use now (both in the key's unit: seconds, bytes or a count).
+type Limit struct {
+	Key   string `json:"key"`
+	Value int64  `json:"value"`
+	Used  int64  `json:"used"`
+}
+
+// Limit codes: one per kind of limit, so that a client can tell them apart.
+const (
+	CodeTTLTooLong          Code = "ttl_exceeds_max_ttl"
+	CodeSandboxLimit        Code = "sandbox_limit_reached"
+	CodeProfileSandboxLimit Code = "profile_sandbox_limit_reached"
+	CodeArtifactTooLarge    Code = "artifact_too_large"
+	CodeArtifactQuota       Code = "artifact_quota_exceeded"
+	CodeArtifactCount       Code = "artifact_count_limit_reached"
+	CodeArtifactExists      Code = "artifact_exists"
+	CodeRateLimited         Code = "rate_limited"
+	CodeUploadTooSlow       Code = "upload_too_slow"
+)
+
+// LimitError is a refusal by the limit key (value, used now).
+func LimitError(status int, code Code, key string, value, used int64, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...), Limit: &Limit{Key: key, Value: value, Used: used}}
+}
+
+// JobLogName is the artifact the guest runner uploads with the task's
+// output; agentd masks the bundle's secret values in it before storing it.
+const JobLogName = "agentlab-job.log"
 
 func (e *Error) Error() string { return e.Message }
 

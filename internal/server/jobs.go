@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -99,24 +100,33 @@ func (s *Server) sandboxArtifacts(_ http.ResponseWriter, r *http.Request) (int, 
 	return 200, artifactList(as), nil
 }
 
-// download streams an artifact's bytes (with its SHA-256 in a header).
+// download streams an artifact's bytes (with its SHA-256 in a header). Any
+// id that is not a stored one (malformed, negative, out of range) is a 404;
+// no answer names a host path.
 func (s *Server) download(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	var a *store.Artifact
-	if err == nil {
-		a, err = s.mgr.Store().ArtifactByID(r.Context(), id)
+	ref := r.PathValue("id")
+	notFound := func() {
+		writeJSON(w, http.StatusNotFound, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("artifact %q not found", ref)}})
+	}
+	id, err := strconv.ParseInt(ref, 10, 64)
+	if err != nil || id < 1 {
+		notFound()
+		return
+	}
+	a, err := s.mgr.Store().ArtifactByID(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		notFound()
+		return
 	}
 	if err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, store.ErrNotFound) || errors.Is(err, strconv.ErrSyntax) {
-			code = http.StatusNotFound
-		}
-		writeJSON(w, code, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: "artifact " + r.PathValue("id") + " not found"}})
+		s.log.Error("artifact lookup", "id", id, "err", err)
+		writeJSON(w, http.StatusInternalServerError, api.ErrorBody{Error: &api.Error{Code: api.CodeInternal, Message: "artifact lookup failed; agentd's log says why"}})
 		return
 	}
 	f, err := os.Open(a.Path)
 	if err != nil {
-		writeJSON(w, http.StatusGone, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: "artifact file is gone: " + err.Error()}})
+		s.log.Warn("artifact file unreadable", "id", id, "err", err)
+		writeJSON(w, http.StatusGone, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("the file of artifact %d is gone (retention, or removed on the host)", id)}})
 		return
 	}
 	defer f.Close()

@@ -1,0 +1,21 @@
+package store
+
+import (
+	"context"
+	"fmt"
+)
+
+// LiveSandboxes counts sandboxes that are not DESTROYED (of one profile when
+// profile is set): each holds, or may still hold, a VM.
+func (s *Store) LiveSandboxes(ctx context.Context, profile string) (int, error) {
+	q, args := `SELECT COUNT(*) FROM sandboxes WHERE state <> 'DESTROYED'`, []any{}
+	if profile != "" {
+		q += ` AND profile = ?`
+		args = append(args, profile)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count live sandboxes: %w", err)
+	}
+	return n, nil
+}
