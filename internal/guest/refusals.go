@@ -20,8 +20,9 @@ type refusals struct {
 	burst    int
 	now      func() time.Time
 
-	mu   sync.Mutex
-	keys map[string]*refusalWindow
+	mu      sync.Mutex
+	events  map[string]*refusalWindow // by subject: what was recorded
+	sources map[string]*refusalWindow // by source address: for throttling
 }
 
 type refusalWindow struct {
@@ -31,33 +32,33 @@ type refusalWindow struct {
 }
 
 func newRefusals(interval time.Duration, burst int, now func() time.Time) *refusals {
-	return &refusals{interval: interval, burst: burst, now: now, keys: map[string]*refusalWindow{}}
+	return &refusals{interval: interval, burst: burst, now: now, events: map[string]*refusalWindow{}, sources: map[string]*refusalWindow{}}
 }
 
 // hit counts one refusal in key's window, opening a new window when the last
 // has ended. It returns the window (nil when the table is full of live
 // windows), whether it is new, and the previous window's suppressed count.
 // The caller holds mu.
-func (l *refusals) hit(key string, now time.Time) (w *refusalWindow, fresh bool, carried int) {
-	w = l.keys[key]
+func (l *refusals) hit(keys map[string]*refusalWindow, key string, now time.Time) (w *refusalWindow, fresh bool, carried int) {
+	w = keys[key]
 	if w != nil && now.Sub(w.start) < l.interval {
 		w.count++
 		return w, false, 0
 	}
 	if w != nil {
 		carried = w.suppressed
-	} else if len(l.keys) >= maxRefusalKeys {
-		for k, o := range l.keys {
+	} else if len(keys) >= maxRefusalKeys {
+		for k, o := range keys {
 			if now.Sub(o.start) >= l.interval {
-				delete(l.keys, k)
+				delete(keys, k)
 			}
 		}
-		if len(l.keys) >= maxRefusalKeys {
+		if len(keys) >= maxRefusalKeys {
 			return nil, false, 0
 		}
 	}
 	w = &refusalWindow{start: now, count: 1}
-	l.keys[key] = w
+	keys[key] = w
 	return w, true, carried
 }
 
@@ -68,10 +69,8 @@ func (l *refusals) refused(subject, source string) (emit bool, note string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	if subject != "src:"+source {
-		l.hit("src:"+source, now)
-	}
-	w, fresh, carried := l.hit(subject, now)
+	l.hit(l.sources, source, now)
+	w, fresh, carried := l.hit(l.events, subject, now)
 	switch {
 	case w == nil:
 		return false, ""
@@ -86,11 +85,11 @@ func (l *refusals) refused(subject, source string) (emit bool, note string) {
 
 // throttled reports whether source has been refused more than burst times in
 // its current window, and when that window ends; a throttled request counts
-// as one more unrecorded refusal.
+// as one more unrecorded refusal of the source.
 func (l *refusals) throttled(source string) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	w := l.keys["src:"+source]
+	w := l.sources[source]
 	if w == nil {
 		return false, 0
 	}
@@ -99,6 +98,8 @@ func (l *refusals) throttled(source string) (bool, time.Duration) {
 		return false, 0
 	}
 	w.count++
-	w.suppressed++
+	if ev := l.events["src:"+source]; ev != nil {
+		ev.suppressed++
+	}
 	return true, left
 }
