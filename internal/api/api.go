@@ -130,9 +130,11 @@ type PruneSkipped struct {
 	Reason  string  `json:"reason"`
 }
 
-// SandboxList is the list response.
+// SandboxList is the list response. List responses hold one page: Next,
+// when set, is the after= of the next page.
 type SandboxList struct {
 	Sandboxes []Sandbox `json:"sandboxes"`
+	Next      string    `json:"next,omitempty"`
 }
 
 // Event is one recorded transition or operator action.
@@ -149,10 +151,12 @@ type Event struct {
 	To        State     `json:"to,omitempty"`
 }
 
-// EventList is the events response; Last is the id to pass as after= next.
+// EventList is the events response; Last is the id to pass as after= next,
+// and More says that more events than the page held follow it.
 type EventList struct {
 	Events []Event `json:"events"`
 	Last   int64   `json:"last"`
+	More   bool    `json:"more"`
 }
 
 // Profile is a sandbox template as the API shows it.
@@ -306,6 +310,7 @@ type Workspace struct {
 // WorkspaceList is the list response.
 type WorkspaceList struct {
 	Workspaces []Workspace `json:"workspaces"`
+	Next       string      `json:"next,omitempty"`
 }
 
 // CreateWorkspaceRequest creates a workspace; Size is "80G" style (or SizeGB).
@@ -384,6 +389,7 @@ type Session struct {
 // SessionList is the list response.
 type SessionList struct {
 	Sessions []Session `json:"sessions"`
+	Next     string    `json:"next,omitempty"`
 }
 
 // CreateSessionRequest creates a session on an existing workspace (Workspace)
@@ -530,7 +536,8 @@ type Job struct {
 
 // JobList is the list response.
 type JobList struct {
-	Jobs []Job `json:"jobs"`
+	Jobs []Job  `json:"jobs"`
+	Next string `json:"next,omitempty"`
 }
 
 // Artifact is a file a guest uploaded.
@@ -547,6 +554,7 @@ type Artifact struct {
 // ArtifactList is the list response.
 type ArtifactList struct {
 	Artifacts []Artifact `json:"artifacts"`
+	Next      string     `json:"next,omitempty"`
 }
 
 // Job and artifact error codes.

@@ -283,6 +283,8 @@ func TestArtifactNamesThatCollideWithPaths(t *testing.T) {
 		{"dir/a", http.StatusCreated},
 		{"dir", http.StatusBadRequest},
 		{"..%2Fescape", http.StatusBadRequest},
+		{"red%1B%5B31m", http.StatusBadRequest},
+		{"two%0Alines", http.StatusBadRequest},
 	}
 	for _, s := range steps {
 		if a := e.upload(e.art, s.name, "x"); a.status != s.status {

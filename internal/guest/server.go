@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/jobs"
@@ -311,7 +312,7 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // ValidName checks an artifact name: a relative path without "..", NUL,
-// backslashes or hidden parts.
+// backslashes, control characters or hidden parts.
 func ValidName(name string) error {
 	switch {
 	case name == "":
@@ -320,6 +321,9 @@ func ValidName(name string) error {
 		return errors.New("name is longer than 255 bytes")
 	case strings.ContainsAny(name, "\x00\\"):
 		return errors.New("name contains NUL or a backslash")
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError }):
+		// They would reach every terminal that lists the artifact.
+		return errors.New("name contains control characters or invalid UTF-8")
 	case strings.HasPrefix(name, "/"):
 		return errors.New("name must be relative")
 	case path.Clean(name) != name:

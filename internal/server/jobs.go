@@ -37,11 +37,17 @@ func (s *Server) runJob(w http.ResponseWriter, r *http.Request) (int, any, error
 }
 
 func (s *Server) listJobs(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	p, err := pageOf(r)
+	if err != nil {
+		return 0, nil, err
+	}
 	js, err := s.mgr.Store().Jobs(r.Context(), r.URL.Query().Get("active") == "true")
 	if err != nil {
 		return 0, nil, err
 	}
-	out := api.JobList{Jobs: []api.Job{}}
+	// Page before rendering: API() looks up each job's sandbox.
+	js, next := paginate(js, func(j *store.Job) string { return newestFirst(j.CreatedAt, j.ID) }, p)
+	out := api.JobList{Jobs: []api.Job{}, Next: next}
 	for _, j := range js {
 		out.Jobs = append(out.Jobs, s.jobs.API(r.Context(), j))
 	}
@@ -68,12 +74,17 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) (int, any, er
 	return 200, s.jobs.API(r.Context(), j), nil
 }
 
-func artifactList(as []*store.Artifact) api.ArtifactList {
-	out := api.ArtifactList{Artifacts: []api.Artifact{}}
+func artifactList(r *http.Request, as []*store.Artifact) (int, any, error) {
+	p, err := pageOf(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	as, next := paginate(as, func(a *store.Artifact) string { return byNumber(a.ID) }, p)
+	out := api.ArtifactList{Artifacts: []api.Artifact{}, Next: next}
 	for _, a := range as {
 		out.Artifacts = append(out.Artifacts, api.Artifact{ID: a.ID, SandboxID: a.SandboxID, JobID: a.JobID, Name: a.Name, Size: a.Size, SHA256: a.SHA256, CreatedAt: a.CreatedAt})
 	}
-	return out
+	return 200, out, nil
 }
 
 func (s *Server) jobArtifacts(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -85,7 +96,7 @@ func (s *Server) jobArtifacts(_ http.ResponseWriter, r *http.Request) (int, any,
 	if err != nil {
 		return 0, nil, err
 	}
-	return 200, artifactList(as), nil
+	return artifactList(r, as)
 }
 
 func (s *Server) sandboxArtifacts(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -97,7 +108,7 @@ func (s *Server) sandboxArtifacts(_ http.ResponseWriter, r *http.Request) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	return 200, artifactList(as), nil
+	return artifactList(r, as)
 }
 
 // download streams an artifact's bytes (with its SHA-256 in a header). Any
