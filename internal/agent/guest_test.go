@@ -200,7 +200,14 @@ func TestJobsAreFinalized(t *testing.T) {
 	if code, got := fetch(t, bs.URL, bs.Token); code != 200 || got.Job == nil || got.Job.Task != "true" {
 		t.Fatalf("bootstrap %d %+v", code, got)
 	}
-	if j, _ := c.Job(ctx, j1.ID); j.Status != "RUNNING" {
+	// The job turns RUNNING once the delivery is confirmed, which happens
+	// after the guest already has the bytes: wait for it.
+	j, _ := c.Job(ctx, j1.ID)
+	for j.Status == "QUEUED" && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+		j, _ = c.Job(ctx, j1.ID)
+	}
+	if j.Status != "RUNNING" {
 		t.Fatalf("after bootstrap: %s", j.Status)
 	}
 	c.Destroy(ctx, j1.ID, true)

@@ -44,7 +44,7 @@ func Decode(data []byte, v any) error {
 		return err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return &Error{Msg: "data after the JSON value"}
+		return &Error{Msg: "data after the object (a body holds one JSON value)"}
 	}
 	std := json.NewDecoder(bytes.NewReader(data))
 	std.DisallowUnknownFields()

@@ -42,7 +42,7 @@ func TestDecode(t *testing.T) {
 		{`{"Note":"x"}`, "Note", "case-sensitive"},
 		{`{"Skip":"x"}`, "Skip", "unknown field"},
 		{`{"colour":"red"}`, "colour", "unknown field"},
-		{`{"name":"a"} {"name":"b"}`, "", "data after"},
+		{`{"name":"a"} {"name":"b"}`, "", "data after the object"},
 		{`{"name":"a"`, "", "end of JSON"},
 	}
 	for _, tc := range cases {
