@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -159,5 +161,32 @@ func TestFollowNeverSkips(t *testing.T) {
 	l, err := c.EventsAfter(ctx, "", 100, 50)
 	if err != nil || len(l.Events) != 50 || l.Events[0].ID != 101 || l.Last != 150 || !l.More {
 		t.Fatalf("after=100&limit=50: %d events from %v, last %d, more %t (%v)", len(l.Events), l.Events, l.Last, l.More, err)
+	}
+}
+
+// TestArtifactIDsOutOfRange: ids that do not parse as a stored artifact's
+// (too large for int64, negative, zero, not a number) are 404s, not 500s,
+// and a row whose file is gone answers without its host path.
+func TestArtifactIDsOutOfRange(t *testing.T) {
+	st, ep := apiOnSocket(t)
+	c, err := client.New(client.Config{Endpoint: ep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []string{"99999999999999999999", "-1", "0", "x"} {
+		err := c.Do(ctx, "GET", "/v1/artifacts/"+id, nil, nil)
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != 404 || ae.Code != api.CodeArtifactNotFound {
+			t.Errorf("artifact %s: %#v, want 404 artifact_not_found", id, err)
+		}
+	}
+	sb := &store.Sandbox{Sandbox: api.Sandbox{ID: "sbx-0123456789ab", Name: "v", Profile: "p", State: api.StateRunning}}
+	st.CreateSandbox(ctx, sb, store.Event{})
+	gone := filepath.Join(t.TempDir(), "secret-host-dir", "file")
+	st.AddArtifact(ctx, &store.Artifact{SandboxID: sb.ID, Name: "f", Size: 1, SHA256: strings.Repeat("ab", 32), Path: gone}, store.Event{})
+	_, err = c.Download(ctx, 1, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "secret-host-dir") {
+		t.Errorf("download of a gone file: %v", err)
 	}
 }
