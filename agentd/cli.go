@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +26,7 @@ type globals struct {
 	caCert   string
 	insecure bool
 	json     bool
+	wide     bool
 	timeout  time.Duration
 }
 
@@ -39,6 +39,7 @@ func addClientFlags(root *cobra.Command) {
 	pf.StringVar(&g.caCert, "ca-cert", "", "PEM file to trust for an https endpoint (env AGENTLAB_CA_CERT)")
 	pf.BoolVar(&g.insecure, "insecure", false, "skip TLS certificate verification (env AGENTLAB_INSECURE)")
 	pf.BoolVar(&g.json, "json", false, "print JSON (the API's own objects and field names)")
+	pf.BoolVar(&g.wide, "wide", false, "show table columns in full (they are cut at 48 characters otherwise)")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "give up after this long")
 }
 
@@ -68,15 +69,6 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func table(w io.Writer, header string, rows [][]string) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, header)
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
-	}
-	return tw.Flush()
 }
 
 func dash(s string) string {
@@ -121,11 +113,7 @@ func printSandbox(w io.Writer, s *api.Sandbox) error {
 		{"Keepalive", fmt.Sprint(s.Keepalive)}, {"TTL", ttlString(s.TTLSeconds)}, {"Lease expires", fmtTime(s.LeaseExpiresAt)},
 		{"Last used", fmtTime(s.LastUsedAt)}, {"Tags", dash(strings.Join(s.Tags, ", "))},
 		{"Created", fmtTime(&s.CreatedAt)}, {"Updated", fmtTime(&s.UpdatedAt)}, {"Error", dash(s.Error)}}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, l := range lines {
-		fmt.Fprintf(tw, "%s:\t%s\n", l[0], l[1])
-	}
-	return tw.Flush()
+	return kv(w, lines)
 }
 
 func ttlString(secs int64) string {

@@ -23,7 +23,7 @@ func printJob(w io.Writer, j *api.Job) error {
 	if j.ExitCode != nil {
 		code = strconv.Itoa(*j.ExitCode)
 	}
-	fmt.Fprintf(w, "Job:        %s\nStatus:     %s\nExit code:  %s\nSandbox:    %s\nProfile:    %s\nRepo:       %s %s\nTask:       %s\nError:      %s\n",
+	printf(w, "Job:        %s\nStatus:     %s\nExit code:  %s\nSandbox:    %s\nProfile:    %s\nRepo:       %s %s\nTask:       %s\nError:      %s\n",
 		j.ID, j.Status, code, dash(j.Sandbox), j.Profile, dash(j.Repo), j.Ref, j.Task, dash(j.Error))
 	return nil
 }
@@ -181,7 +181,7 @@ func newArtifactsCmd() *cobra.Command {
 					os.Remove(out)
 					return fmt.Errorf("artifact %d: sha256 %s, agentd recorded %s", id, got, want)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (sha256 %s)\n", out, want)
+				printf(cmd.OutOrStdout(), "wrote %s (sha256 %s)\n", out, want)
 				return nil
 			})
 		},

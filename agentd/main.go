@@ -3,7 +3,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 
@@ -20,9 +19,9 @@ func main() {
 	if g.json && errors.As(err, &ae) {
 		_ = printJSON(os.Stdout, api.ErrorBody{Error: ae})
 	} else if errors.As(err, &ae) {
-		fmt.Fprintf(os.Stderr, "Error: %s (%s)\n", ae.Message, ae.Code)
+		printf(os.Stderr, "Error: %s (%s)\n", ae.Message, string(ae.Code))
 	} else {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		printf(os.Stderr, "Error: %s\n", err)
 	}
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "required flag") {

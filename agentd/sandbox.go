@@ -291,18 +291,18 @@ func printPrune(out io.Writer, res *api.PruneResult) {
 	if res.DryRun {
 		verb = "would destroy"
 	}
-	fmt.Fprintf(out, "%s %d sandbox(es)\n", verb, len(res.Destroyed))
+	printf(out, "%s %d sandbox(es)\n", verb, len(res.Destroyed))
 	for _, s := range res.Destroyed {
-		fmt.Fprintf(out, "  %s (VMID %d)\n", s.Name, s.VMID)
+		printf(out, "  %s (VMID %d)\n", s.Name, s.VMID)
 	}
 	for _, s := range res.Skipped {
-		fmt.Fprintf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
+		printf(out, "skipped %s: %s\n", s.Sandbox.Name, s.Reason)
 	}
 	for _, o := range res.Orphans {
-		fmt.Fprintf(out, "orphan VM %d (%s) on %s: %s\n", o.VMID, o.Name, o.Node, o.Note)
+		printf(out, "orphan VM %d (%s) on %s: %s\n", o.VMID, o.Name, o.Node, o.Note)
 	}
 	for _, o := range res.Kept {
-		fmt.Fprintf(out, "kept VM %d (%s, %s): %s\n", o.VMID, o.Name, o.Owner, o.Note)
+		printf(out, "kept VM %d (%s, %s): %s\n", o.VMID, o.Name, o.Owner, o.Note)
 	}
 }
 
@@ -356,12 +356,12 @@ without a row are listed as orphans and never touched. --dry-run only reports.`,
 				if dry {
 					verb = "would repair"
 				}
-				fmt.Fprintf(out, "checked %d sandbox(es) against %d VM(s) in %.1f ms; %s %d\n", rep.Checked, rep.VMs, rep.Duration, verb, len(rep.Actions))
+				printf(out, "checked %d sandbox(es) against %d VM(s) in %.1f ms; %s %d\n", rep.Checked, rep.VMs, rep.Duration, verb, len(rep.Actions))
 				for _, a := range rep.Actions {
-					fmt.Fprintf(out, "  %s (VM %d): %s: %s\n", a.Sandbox, a.VMID, a.Action, a.Reason)
+					printf(out, "  %s (VM %d): %s: %s\n", a.Sandbox, a.VMID, a.Action, a.Reason)
 				}
 				for _, o := range rep.Orphans {
-					fmt.Fprintf(out, "  orphan VM %d (%s, %s): %s\n", o.VMID, o.Name, o.Kind, o.Note)
+					printf(out, "  orphan VM %d (%s, %s): %s\n", o.VMID, o.Name, o.Kind, o.Note)
 				}
 				return nil
 			})
@@ -422,39 +422,35 @@ func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
 				ctx, cancel = signalContext(cmd)
 			}
 			defer cancel()
-			var after int64
-			for {
-				l, err := c.Events(ctx, ref, after, tail)
-				if err != nil {
-					if follow && ctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
-				if g.json && !follow {
-					return printJSON(cmd.OutOrStdout(), l)
-				}
-				for _, e := range l.Events {
-					if g.json {
-						_ = printJSON(cmd.OutOrStdout(), e)
-						continue
-					}
-					change := ""
-					if e.From != "" {
-						change = fmt.Sprintf(" [%s → %s]", e.From, e.To)
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), "%s  %-12s %-24s %s%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), dash(e.Sandbox), e.Kind, e.Message, change)
-				}
-				after, tail = l.Last, 1000
-				if !follow {
-					return nil
-				}
+			out := cmd.OutOrStdout()
+			l, err := c.Events(ctx, ref, 0, tail)
+			if err != nil {
+				return err
+			}
+			if g.json && !follow {
+				return printJSON(out, l)
+			}
+			for _, e := range l.Events {
+				printEvent(out, e)
+			}
+			if !follow {
+				return nil
+			}
+			wait := func() bool {
 				select {
 				case <-ctx.Done():
-					return nil
+					return false
 				case <-time.After(time.Second):
+					return true
 				}
 			}
+			err = followEvents(ctx, l.Last, func(after int64) (*api.EventList, error) {
+				return c.EventsAfter(ctx, ref, after, 1000)
+			}, func(e api.Event) { printEvent(out, e) }, wait)
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		},
 	}
 	if perSandbox {
@@ -465,4 +461,45 @@ func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
 	cmd.Flags().IntVar(&tail, "tail", 50, "show the last N events (1-1000)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
 	return cmd
+}
+
+func printEvent(w io.Writer, e api.Event) {
+	if g.json {
+		_ = printJSON(w, e)
+		return
+	}
+	change := ""
+	if e.From != "" {
+		change = fmt.Sprintf(" [%s → %s]", clean(string(e.From)), clean(string(e.To)))
+	}
+	printf(w, "%s  %-12s %-24s %s", e.Time.Local().Format("2006-01-02 15:04:05"), dash(e.Sandbox), e.Kind, e.Message)
+	fmt.Fprintln(w, change)
+}
+
+// followEvents prints every event after `after`, page by page in id order:
+// it asks again at once while a page says more follow, and calls wait (false:
+// stop) only when it has caught up, so a burst larger than a page between
+// two polls is printed in full.
+func followEvents(ctx contextT, after int64, page func(after int64) (*api.EventList, error), print func(api.Event), wait func() bool) error {
+	for {
+		l, err := page(after)
+		if err != nil {
+			return err
+		}
+		for _, e := range l.Events {
+			if e.ID > after {
+				print(e)
+				after = e.ID
+			}
+		}
+		if l.Last > after {
+			after = l.Last
+		}
+		if l.More && len(l.Events) > 0 {
+			continue
+		}
+		if ctx.Err() != nil || !wait() {
+			return nil
+		}
+	}
 }

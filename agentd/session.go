@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,12 +20,8 @@ func printSession(w io.Writer, s *api.Session) error {
 	if s.SandboxVMID != 0 {
 		vmid = strconv.Itoa(s.SandboxVMID)
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, l := range [][2]string{{"Name", s.Name}, {"ID", s.ID}, {"State", s.State}, {"Profile", s.Profile}, {"Workspace", s.Workspace},
-		{"Sandbox", dash(s.Sandbox)}, {"VMID", vmid}, {"IP", dash(s.IP)}, {"Created", fmtTime(&s.CreatedAt)}, {"Error", dash(s.Error)}} {
-		fmt.Fprintf(tw, "%s:\t%s\n", l[0], l[1])
-	}
-	return tw.Flush()
+	return kv(w, [][2]string{{"Name", s.Name}, {"ID", s.ID}, {"State", s.State}, {"Profile", s.Profile}, {"Workspace", s.Workspace},
+		{"Sandbox", dash(s.Sandbox)}, {"VMID", vmid}, {"IP", dash(s.IP)}, {"Created", fmtTime(&s.CreatedAt)}, {"Error", dash(s.Error)}})
 }
 
 func sessionArgsCmd(use, short string, run func(c *client.Client, ctx contextT, ref string) (*api.Session, error)) *cobra.Command {

@@ -35,17 +35,17 @@ func newStatusCmd() *cobra.Command {
 					return printJSON(cmd.OutOrStdout(), st)
 				}
 				out := cmd.OutOrStdout()
-				fmt.Fprintf(out, "agentd %s on node %s (endpoint %s), up since %s\n", st.Version, st.Node, c.Endpoint(), st.StartedAt.Local().Format("2006-01-02 15:04:05"))
+				printf(out, "agentd %s on node %s (endpoint %s), up since %s\n", st.Version, st.Node, c.Endpoint(), st.StartedAt.Local().Format("2006-01-02 15:04:05"))
 				if st.Proxmox.Reachable {
-					fmt.Fprintf(out, "Proxmox VE %s: reachable\n", st.Proxmox.Version)
+					printf(out, "Proxmox VE %s: reachable\n", st.Proxmox.Version)
 				} else {
-					fmt.Fprintf(out, "Proxmox: UNREACHABLE: %s\n", st.Proxmox.Error)
+					printf(out, "Proxmox: UNREACHABLE: %s\n", st.Proxmox.Error)
 				}
-				fmt.Fprintf(out, "Profiles: %s\nSandboxes:", strings.Join(st.Profiles, ", "))
+				printf(out, "Profiles: %s\nSandboxes:", strings.Join(st.Profiles, ", "))
 				none := true
 				for _, s := range api.States {
 					if n := st.Sandboxes[s]; n > 0 {
-						fmt.Fprintf(out, " %s=%d", s, n)
+						printf(out, " %s=%d", s, n)
 						none = false
 					}
 				}
@@ -54,7 +54,7 @@ func newStatusCmd() *cobra.Command {
 				}
 				fmt.Fprintln(out)
 				if st.IdleStop != "" {
-					fmt.Fprintf(out, "Idle stop: %s\n", st.IdleStop)
+					printf(out, "Idle stop: %s\n", st.IdleStop)
 				}
 				if len(st.Loops) > 0 {
 					names := make([]string, 0, len(st.Loops))
@@ -117,7 +117,7 @@ func newProfileCmd() *cobra.Command {
 				if p.IdleStopMinutes >= 0 {
 					idle = fmt.Sprintf("%d min", p.IdleStopMinutes)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "Name:        %s\nDescription: %s\nTemplate:    %d (%s clone)\nResources:   %d cores, %d MiB (balloon %d)\nRoot disk:   %d GiB\nNetwork:     %s on %s\nTTL:         %s\nKeepalive:   %t\nIdle stop:   %s\nWorkspace:   required=%t\nSource:      %s\n",
+				printf(cmd.OutOrStdout(), "Name:        %s\nDescription: %s\nTemplate:    %d (%s clone)\nResources:   %d cores, %d MiB (balloon %d)\nRoot disk:   %d GiB\nNetwork:     %s on %s\nTTL:         %s\nKeepalive:   %t\nIdle stop:   %s\nWorkspace:   required=%t\nSource:      %s\n",
 					p.Name, dash(p.Description), p.TemplateVMID, p.Clone, p.Cores, p.MemoryMB, p.Balloon, p.RootSizeGB, p.NetworkMode, p.Bridge, p.TTLDefault, p.Keepalive, idle, p.WorkspaceRequired, p.Source)
 				return nil
 			})
@@ -141,13 +141,13 @@ func newProfileCmd() *cobra.Command {
 					var ps []*profile.Profile
 					if ps, err = profile.Parse(f, data, bridge); err == nil {
 						for _, p := range ps {
-							fmt.Fprintf(cmd.OutOrStdout(), "%s: profile %s ok\n", f, p.Name)
+							printf(cmd.OutOrStdout(), "%s: profile %s ok\n", f, p.Name)
 						}
 						continue
 					}
 				}
 				failed++
-				fmt.Fprintln(cmd.ErrOrStderr(), err)
+				printf(cmd.ErrOrStderr(), "%s\n", err)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d file(s) invalid", failed, len(a))

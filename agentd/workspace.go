@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,17 +16,17 @@ func printWorkspace(w io.Writer, ws *api.Workspace) error {
 	if g.json {
 		return printJSON(w, ws)
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	holder := "-"
 	if ws.HolderVMID != 0 {
 		holder = strconv.Itoa(ws.HolderVMID)
 	}
+	var lines [][2]string
 	for _, l := range [][2]string{{"Name", ws.Name}, {"ID", ws.ID}, {"State", ws.State}, {"Size", fmt.Sprintf("%d GiB", ws.SizeGB)},
 		{"Storage", ws.Storage}, {"Holder VMID", holder}, {"Volume", dash(ws.Volume)}, {"Attached to", dash(ws.AttachedSandbox)},
 		{"Session", dash(ws.Session)}, {"Created", fmtTime(&ws.CreatedAt)}, {"Error", dash(ws.Error)}} {
-		fmt.Fprintf(tw, "%s:\t%s\n", l[0], l[1])
+		lines = append(lines, l)
 	}
-	return tw.Flush()
+	return kv(w, lines)
 }
 
 // workspaceRun is a RunE that applies op and prints the workspace.
@@ -155,11 +154,11 @@ on the holder and need the workspace detached.`,
 					return printJSON(cmd.OutOrStdout(), res)
 				}
 				if res.OK {
-					fmt.Fprintf(cmd.OutOrStdout(), "workspace %s: ok\n", a[0])
+					printf(cmd.OutOrStdout(), "workspace %s: ok\n", a[0])
 					return nil
 				}
 				for _, f := range res.Findings {
-					fmt.Fprintf(cmd.OutOrStdout(), "%-28s %s\n", f.Code, f.Message)
+					printf(cmd.OutOrStdout(), "%-28s %s\n", f.Code, f.Message)
 				}
 				return fmt.Errorf("workspace %s: %d problem(s)", a[0], len(res.Findings))
 			})
@@ -241,7 +240,7 @@ snapshotted, and ZFS rolls back only to its most recent snapshot.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "workspace %s restored to %s; later changes were discarded\n", a[0], a[1])
+				printf(cmd.ErrOrStderr(), "workspace %s restored to %s; later changes were discarded\n", a[0], a[1])
 				return printSnapshots(cmd.OutOrStdout(), []api.Snapshot{*s})
 			})
 		},
@@ -254,7 +253,7 @@ snapshotted, and ZFS rolls back only to its most recent snapshot.`,
 				if err := c.DeleteSnapshot(ctx, a[0], a[1]); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted snapshot %s of %s\n", a[1], a[0])
+				printf(cmd.OutOrStdout(), "deleted snapshot %s of %s\n", a[1], a[0])
 				return nil
 			})
 		},

@@ -136,7 +136,8 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log,
-		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs})
+		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs,
+		Limits: sandbox.Limits{MaxTTL: cfg.MaxTTL, MaxSandboxes: cfg.MaxSandboxes, MaxSandboxesPerProfile: cfg.MaxSandboxesPerProfile}})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop
 	sessions := session.New(st, mgr)
@@ -147,8 +148,14 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	a.Info.Guest = guestURL
 	gs := guest.New(st, a.Jobs, secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile}, profiles, guest.Options{
 		BaseURL: guestURL, ArtifactDir: filepath.Join(cfg.StateDir, "artifacts"), MaxBytes: cfg.ArtifactMaxBytes,
-		ArtifactTokenTTL: cfg.ArtifactTokenTTL, CheckSourceIP: cfg.GuestCheckSourceIP, Now: h.Now}, log, met)
-	a.serve(a.newServer(gs), guestLn)
+		ArtifactTokenTTL: cfg.ArtifactTokenTTL, CheckSourceIP: cfg.GuestCheckSourceIP, Now: h.Now,
+		SandboxQuotaBytes: cfg.ArtifactQuotaSandboxBytes, JobQuotaBytes: cfg.ArtifactQuotaJobBytes, MaxArtifacts: cfg.ArtifactMaxCount,
+		RefusalInterval: cfg.GuestRefusalInterval, RefusalBurst: cfg.GuestRefusalBurst, HeaderTimeout: cfg.GuestHeaderTimeout,
+		ReadTimeout: cfg.GuestReadTimeout, IdleTimeout: cfg.GuestIdleTimeout, UploadMinRate: cfg.GuestUploadMinRate,
+		UploadRateWindow: cfg.GuestUploadRateWindow}, log, met)
+	guestSrv := a.newServer(gs)
+	gs.Configure(guestSrv)
+	a.serve(guestSrv, guestLn)
 	if err := a.listenUnix(cfg.SocketPath, api); err != nil {
 		a.Close()
 		return nil, err

@@ -296,7 +296,13 @@ func TestSessionDeleteRacesResume(t *testing.T) {
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("rs%d", i)
 		wg.Add(2)
-		go func() { defer wg.Done(); _, err := c.StopSession(ctx, name); errs <- err; _, err = c.ResumeSession(ctx, name); errs <- err }()
+		go func() {
+			defer wg.Done()
+			_, err := c.StopSession(ctx, name)
+			errs <- err
+			_, err = c.ResumeSession(ctx, name)
+			errs <- err
+		}()
 		go func() { defer wg.Done(); _, err := c.DeleteSession(ctx, name); errs <- err }()
 	}
 	wg.Wait()

@@ -145,9 +145,11 @@ type PruneSkipped struct {
 	Reason  string  `json:"reason"`
 }
 
-// SandboxList is the list response.
+// SandboxList is the list response. List responses hold one page: Next,
+// when set, is the after= of the next page.
 type SandboxList struct {
 	Sandboxes []Sandbox `json:"sandboxes"`
+	Next      string    `json:"next,omitempty"`
 }
 
 // Event is one recorded transition or operator action.
@@ -164,10 +166,12 @@ type Event struct {
 	To        State     `json:"to,omitempty"`
 }
 
-// EventList is the events response; Last is the id to pass as after= next.
+// EventList is the events response; Last is the id to pass as after= next,
+// and More says that more events than the page held follow it.
 type EventList struct {
 	Events []Event `json:"events"`
 	Last   int64   `json:"last"`
+	More   bool    `json:"more"`
 }
 
 // Profile is a sandbox template as the API shows it.
@@ -187,7 +191,10 @@ type Profile struct {
 	Keepalive         bool   `json:"keepalive"`
 	IdleStopMinutes   int    `json:"idle_stop_minutes"`
 	WorkspaceRequired bool   `json:"workspace_required"`
-	Source            string `json:"source"`
+	// The profile's own limits; 0 means the agent's configuration applies.
+	MaxTTLSeconds int64  `json:"max_ttl_seconds,omitempty"`
+	MaxSandboxes  int    `json:"max_sandboxes,omitempty"`
+	Source        string `json:"source"`
 }
 
 // ProfileList is the profiles response.
@@ -242,7 +249,39 @@ type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	// Limit is set when a configured limit refused the request.
+	Limit *Limit `json:"limit,omitempty"`
 }
+
+// Limit names the configuration key that refused a request, its value and
+// what is in use now (both in the key's unit: seconds, bytes or a count).
+type Limit struct {
+	Key   string `json:"key"`
+	Value int64  `json:"value"`
+	Used  int64  `json:"used"`
+}
+
+// Limit codes: one per kind of limit, so that a client can tell them apart.
+const (
+	CodeTTLTooLong          Code = "ttl_exceeds_max_ttl"
+	CodeSandboxLimit        Code = "sandbox_limit_reached"
+	CodeProfileSandboxLimit Code = "profile_sandbox_limit_reached"
+	CodeArtifactTooLarge    Code = "artifact_too_large"
+	CodeArtifactQuota       Code = "artifact_quota_exceeded"
+	CodeArtifactCount       Code = "artifact_count_limit_reached"
+	CodeArtifactExists      Code = "artifact_exists"
+	CodeRateLimited         Code = "rate_limited"
+	CodeUploadTooSlow       Code = "upload_too_slow"
+)
+
+// LimitError is a refusal by the limit key (value, used now).
+func LimitError(status int, code Code, key string, value, used int64, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...), Limit: &Limit{Key: key, Value: value, Used: used}}
+}
+
+// JobLogName is the artifact the guest runner uploads with the task's
+// output; agentd masks the bundle's secret values in it before storing it.
+const JobLogName = "agentlab-job.log"
 
 func (e *Error) Error() string { return e.Message }
 
@@ -286,6 +325,7 @@ type Workspace struct {
 // WorkspaceList is the list response.
 type WorkspaceList struct {
 	Workspaces []Workspace `json:"workspaces"`
+	Next       string      `json:"next,omitempty"`
 }
 
 // CreateWorkspaceRequest creates a workspace; Size is "80G" style (or SizeGB).
@@ -364,6 +404,7 @@ type Session struct {
 // SessionList is the list response.
 type SessionList struct {
 	Sessions []Session `json:"sessions"`
+	Next     string    `json:"next,omitempty"`
 }
 
 // CreateSessionRequest creates a session on an existing workspace (Workspace)
@@ -524,7 +565,8 @@ type Job struct {
 
 // JobList is the list response.
 type JobList struct {
-	Jobs []Job `json:"jobs"`
+	Jobs []Job  `json:"jobs"`
+	Next string `json:"next,omitempty"`
 }
 
 // Artifact is a file a guest uploaded.
@@ -541,6 +583,7 @@ type Artifact struct {
 // ArtifactList is the list response.
 type ArtifactList struct {
 	Artifacts []Artifact `json:"artifacts"`
+	Next      string     `json:"next,omitempty"`
 }
 
 // Job and artifact error codes.

@@ -212,15 +212,39 @@ func (c *Client) Sandbox(ctx context.Context, ref string) (*api.Sandbox, error) 
 	return &s, c.Do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(ref), nil, &s)
 }
 
-// Sandboxes lists sandboxes; filter keys are state, profile, name and all.
+// Sandboxes lists sandboxes (every page); filter keys are state, profile,
+// name and all.
 func (c *Client) Sandboxes(ctx context.Context, filter url.Values) ([]api.Sandbox, error) {
-	var l api.SandboxList
-	path := "/v1/sandboxes"
-	if len(filter) > 0 {
-		path += "?" + filter.Encode()
+	return all(ctx, c, "/v1/sandboxes", filter, func(l *api.SandboxList) ([]api.Sandbox, string) { return l.Sandboxes, l.Next })
+}
+
+// all reads every page of a list endpoint, following its next cursor.
+func all[L any, T any](ctx context.Context, c *Client, path string, q url.Values, items func(*L) ([]T, string)) ([]T, error) {
+	out := []T{}
+	after := ""
+	for {
+		v := url.Values{}
+		for k, vs := range q {
+			v[k] = vs
+		}
+		if after != "" {
+			v.Set("after", after)
+		}
+		p := path
+		if len(v) > 0 {
+			p += "?" + v.Encode()
+		}
+		var l L
+		if err := c.Do(ctx, "GET", p, nil, &l); err != nil {
+			return out, err
+		}
+		page, next := items(&l)
+		out = append(out, page...)
+		if next == "" || next == after {
+			return out, nil
+		}
+		after = next
 	}
-	err := c.Do(ctx, "GET", path, nil, &l)
-	return l.Sandboxes, err
 }
 
 func (c *Client) sandboxOp(ctx context.Context, ref, op string, body any) (*api.Sandbox, error) {
@@ -259,24 +283,40 @@ func (c *Client) Prune(ctx context.Context) (*api.PruneResult, error) {
 	return &r, c.Do(ctx, "POST", "/v1/sandboxes/prune", nil, &r)
 }
 
-// Events lists events (of one sandbox when ref is set) after an id.
-func (c *Client) Events(ctx context.Context, ref string, after int64, tail int) (*api.EventList, error) {
+func eventsPath(ref string, q url.Values) string {
 	path := "/v1/events"
 	if ref != "" {
 		path = "/v1/sandboxes/" + url.PathEscape(ref) + "/events"
 	}
-	q := url.Values{}
-	if after > 0 {
-		q.Set("after", fmt.Sprint(after))
-	}
-	if tail > 0 {
-		q.Set("tail", fmt.Sprint(tail))
-	}
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
+	return path
+}
+
+// Events lists events (of one sandbox when ref is set): with after > 0 the
+// page after that id (EventsAfter), otherwise the newest tail events.
+func (c *Client) Events(ctx context.Context, ref string, after int64, tail int) (*api.EventList, error) {
+	if after > 0 {
+		return c.EventsAfter(ctx, ref, after, tail)
+	}
+	q := url.Values{}
+	if tail > 0 {
+		q.Set("tail", fmt.Sprint(tail))
+	}
 	var l api.EventList
-	return &l, c.Do(ctx, "GET", path, nil, &l)
+	return &l, c.Do(ctx, "GET", eventsPath(ref, q), nil, &l)
+}
+
+// EventsAfter returns the first limit events after id after, in id order;
+// More says that more follow (ask again with after = Last).
+func (c *Client) EventsAfter(ctx context.Context, ref string, after int64, limit int) (*api.EventList, error) {
+	q := url.Values{"after": {fmt.Sprint(after)}}
+	if limit > 0 {
+		q.Set("limit", fmt.Sprint(limit))
+	}
+	var l api.EventList
+	return &l, c.Do(ctx, "GET", eventsPath(ref, q), nil, &l)
 }
 
 // WaitSandbox polls until agentd stops working on the sandbox (provisioning,
@@ -303,9 +343,7 @@ func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duratio
 
 // Workspaces lists workspaces.
 func (c *Client) Workspaces(ctx context.Context) ([]api.Workspace, error) {
-	var l api.WorkspaceList
-	err := c.Do(ctx, "GET", "/v1/workspaces", nil, &l)
-	return l.Workspaces, err
+	return all(ctx, c, "/v1/workspaces", nil, func(l *api.WorkspaceList) ([]api.Workspace, string) { return l.Workspaces, l.Next })
 }
 
 func wsPath(ref string) string { return "/v1/workspaces/" + url.PathEscape(ref) }
@@ -392,9 +430,7 @@ func sesPath(ref string) string { return "/v1/sessions/" + url.PathEscape(ref) }
 
 // Sessions lists sessions.
 func (c *Client) Sessions(ctx context.Context) ([]api.Session, error) {
-	var l api.SessionList
-	err := c.Do(ctx, "GET", "/v1/sessions", nil, &l)
-	return l.Sessions, err
+	return all(ctx, c, "/v1/sessions", nil, func(l *api.SessionList) ([]api.Session, string) { return l.Sessions, l.Next })
 }
 
 // CreateSession creates a session (stopped; Resume starts it).
@@ -490,9 +526,7 @@ func (c *Client) Job(ctx context.Context, id string) (*api.Job, error) {
 
 // Jobs lists jobs.
 func (c *Client) Jobs(ctx context.Context) ([]api.Job, error) {
-	var l api.JobList
-	err := c.Do(ctx, "GET", "/v1/jobs", nil, &l)
-	return l.Jobs, err
+	return all(ctx, c, "/v1/jobs", nil, func(l *api.JobList) ([]api.Job, string) { return l.Jobs, l.Next })
 }
 
 // CancelJob cancels a job.
@@ -503,13 +537,11 @@ func (c *Client) CancelJob(ctx context.Context, id string) (*api.Job, error) {
 
 // Artifacts lists a job's (ref "job-…") or a sandbox's artifacts.
 func (c *Client) Artifacts(ctx context.Context, ref string) ([]api.Artifact, error) {
-	var l api.ArtifactList
 	p := "/v1/sandboxes/" + url.PathEscape(ref) + "/artifacts"
 	if strings.HasPrefix(ref, "job-") {
 		p = "/v1/jobs/" + url.PathEscape(ref) + "/artifacts"
 	}
-	err := c.Do(ctx, "GET", p, nil, &l)
-	return l.Artifacts, err
+	return all(ctx, c, p, nil, func(l *api.ArtifactList) ([]api.Artifact, string) { return l.Artifacts, l.Next })
 }
 
 // Download streams an artifact into w and returns its recorded SHA-256.

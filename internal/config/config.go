@@ -71,6 +71,23 @@ type Config struct {
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout"`
 	ArtifactMaxBytes    int64         `yaml:"artifact_max_bytes"`
 
+	// Limits (0: none, except where Validate says otherwise).
+	MaxTTL                    time.Duration `yaml:"max_ttl"`
+	MaxSandboxes              int           `yaml:"max_sandboxes"`
+	MaxSandboxesPerProfile    int           `yaml:"max_sandboxes_per_profile"`
+	ArtifactQuotaSandboxBytes int64         `yaml:"artifact_quota_sandbox_bytes"`
+	ArtifactQuotaJobBytes     int64         `yaml:"artifact_quota_job_bytes"`
+	ArtifactMaxCount          int           `yaml:"artifact_max_count"`
+
+	// Guest listener hygiene.
+	GuestRefusalInterval  time.Duration `yaml:"guest_refusal_interval"`
+	GuestRefusalBurst     int           `yaml:"guest_refusal_burst"`
+	GuestHeaderTimeout    time.Duration `yaml:"guest_header_timeout"`
+	GuestReadTimeout      time.Duration `yaml:"guest_read_timeout"`
+	GuestIdleTimeout      time.Duration `yaml:"guest_idle_timeout"`
+	GuestUploadMinRate    int64         `yaml:"guest_upload_min_rate"`
+	GuestUploadRateWindow time.Duration `yaml:"guest_upload_rate_window"`
+
 	IdleStopEnabled        bool          `yaml:"idle_stop_enabled"`
 	IdleStopInterval       time.Duration `yaml:"idle_stop_interval"`
 	IdleStopMinutesDefault int           `yaml:"idle_stop_minutes_default"`
@@ -91,43 +108,54 @@ type Config struct {
 // Default returns the configuration with every default applied.
 func Default() *Config {
 	return &Config{
-		StateDir:               "/var/lib/agentd",
-		SocketPath:             "/run/agentd/agentd.sock",
-		ProfilesDir:            "/etc/agentd/profiles",
-		MetricsListen:          "127.0.0.1:9464",
-		LogFormat:              "text",
-		ProxmoxURL:             "https://127.0.0.1:8006/api2/json",
-		ProxmoxTokenSecretFile: "/etc/agentd/proxmox-token-secret",
-		ProxmoxCAFile:          "/etc/pve/pve-root-ca.pem",
-		ProxmoxCommandTimeout:  2 * time.Minute,
-		SnippetsDir:            "/var/lib/vz/snippets",
-		SnippetsStorage:        "local",
-		WorkspaceStorage:       "local-lvm",
-		AgentBridge:            "vmbr1",
-		AgentSubnet:            "10.77.0.0/16",
-		AgentHostAddress:       "10.77.0.1",
-		Uplink:                 "vmbr0",
-		GuestPort:              8844,
-		IsolateSandboxes:       true,
-		ManageNftSets:          true,
-		GuestCheckSourceIP:     true,
-		BootstrapTTL:           10 * time.Minute,
-		ArtifactTokenTTL:       24 * time.Hour,
-		ArtifactRetention:      720 * time.Hour,
-		SecretsDir:             "/etc/agentd/secrets",
-		SecretsKeyFile:         "/etc/agentd/secrets/age.key",
-		SSHPublicKeys:          []string{},
-		ProvisioningTimeout:    10 * time.Minute,
-		ShutdownTimeout:        30 * time.Second,
-		ArtifactMaxBytes:       268435456,
-		IdleStopEnabled:        true,
-		IdleStopInterval:       time.Minute,
-		IdleStopMinutesDefault: 30,
-		IdleStopCPUThreshold:   0.05,
-		ReconcileInterval:      30 * time.Second,
-		LeaseGCInterval:        30 * time.Second,
-		EventRetention:         720 * time.Hour,
-		DestroyedRetention:     720 * time.Hour,
+		StateDir:                  "/var/lib/agentd",
+		SocketPath:                "/run/agentd/agentd.sock",
+		ProfilesDir:               "/etc/agentd/profiles",
+		MetricsListen:             "127.0.0.1:9464",
+		LogFormat:                 "text",
+		ProxmoxURL:                "https://127.0.0.1:8006/api2/json",
+		ProxmoxTokenSecretFile:    "/etc/agentd/proxmox-token-secret",
+		ProxmoxCAFile:             "/etc/pve/pve-root-ca.pem",
+		ProxmoxCommandTimeout:     2 * time.Minute,
+		SnippetsDir:               "/var/lib/vz/snippets",
+		SnippetsStorage:           "local",
+		WorkspaceStorage:          "local-lvm",
+		AgentBridge:               "vmbr1",
+		AgentSubnet:               "10.77.0.0/16",
+		AgentHostAddress:          "10.77.0.1",
+		Uplink:                    "vmbr0",
+		GuestPort:                 8844,
+		IsolateSandboxes:          true,
+		ManageNftSets:             true,
+		GuestCheckSourceIP:        true,
+		BootstrapTTL:              10 * time.Minute,
+		ArtifactTokenTTL:          24 * time.Hour,
+		ArtifactRetention:         720 * time.Hour,
+		SecretsDir:                "/etc/agentd/secrets",
+		SecretsKeyFile:            "/etc/agentd/secrets/age.key",
+		SSHPublicKeys:             []string{},
+		ProvisioningTimeout:       10 * time.Minute,
+		ShutdownTimeout:           30 * time.Second,
+		ArtifactMaxBytes:          268435456,
+		MaxSandboxes:              100,
+		ArtifactQuotaSandboxBytes: 1 << 30,
+		ArtifactQuotaJobBytes:     1 << 30,
+		ArtifactMaxCount:          1000,
+		GuestRefusalInterval:      time.Minute,
+		GuestRefusalBurst:         20,
+		GuestHeaderTimeout:        10 * time.Second,
+		GuestReadTimeout:          30 * time.Second,
+		GuestIdleTimeout:          time.Minute,
+		GuestUploadMinRate:        4096,
+		GuestUploadRateWindow:     10 * time.Second,
+		IdleStopEnabled:           true,
+		IdleStopInterval:          time.Minute,
+		IdleStopMinutesDefault:    30,
+		IdleStopCPUThreshold:      0.05,
+		ReconcileInterval:         30 * time.Second,
+		LeaseGCInterval:           30 * time.Second,
+		EventRetention:            720 * time.Hour,
+		DestroyedRetention:        720 * time.Hour,
 	}
 }
 
@@ -214,13 +242,35 @@ func (c *Config) Validate() error {
 		{"shutdown_timeout", c.ShutdownTimeout}, {"idle_stop_interval", c.IdleStopInterval},
 		{"reconcile_interval", c.ReconcileInterval}, {"lease_gc_interval", c.LeaseGCInterval},
 		{"event_retention", c.EventRetention}, {"destroyed_retention", c.DestroyedRetention},
-		{"bootstrap_ttl", c.BootstrapTTL}, {"artifact_token_ttl", c.ArtifactTokenTTL}, {"artifact_retention", c.ArtifactRetention}} {
+		{"bootstrap_ttl", c.BootstrapTTL}, {"artifact_token_ttl", c.ArtifactTokenTTL}, {"artifact_retention", c.ArtifactRetention},
+		{"guest_refusal_interval", c.GuestRefusalInterval}, {"guest_header_timeout", c.GuestHeaderTimeout},
+		{"guest_read_timeout", c.GuestReadTimeout}, {"guest_idle_timeout", c.GuestIdleTimeout},
+		{"guest_upload_rate_window", c.GuestUploadRateWindow}} {
 		if kd.d <= 0 {
 			return c.fieldErr(kd.key, "must be greater than zero")
 		}
 	}
 	if c.ArtifactMaxBytes <= 0 {
 		return c.fieldErr("artifact_max_bytes", "must be greater than zero, got %d", c.ArtifactMaxBytes)
+	}
+	if c.MaxTTL < 0 || c.MaxTTL%time.Second != 0 || c.MaxTTL > 0 && c.MaxTTL < time.Minute {
+		return c.fieldErr("max_ttl", "must be 0 (no maximum) or whole seconds of at least 1m, got %s", c.MaxTTL)
+	}
+	if c.MaxSandboxes < 1 {
+		return c.fieldErr("max_sandboxes", "must be at least 1, got %d", c.MaxSandboxes)
+	}
+	if c.MaxSandboxesPerProfile < 0 {
+		return c.fieldErr("max_sandboxes_per_profile", "must be 0 (only max_sandboxes) or more, got %d", c.MaxSandboxesPerProfile)
+	}
+	for _, kv := range []struct {
+		key string
+		v   int64
+	}{{"artifact_quota_sandbox_bytes", c.ArtifactQuotaSandboxBytes}, {"artifact_quota_job_bytes", c.ArtifactQuotaJobBytes},
+		{"artifact_max_count", int64(c.ArtifactMaxCount)}, {"guest_refusal_burst", int64(c.GuestRefusalBurst)},
+		{"guest_upload_min_rate", c.GuestUploadMinRate}} {
+		if kv.v <= 0 {
+			return c.fieldErr(kv.key, "must be greater than zero, got %d", kv.v)
+		}
 	}
 	if c.IdleStopMinutesDefault < 0 {
 		return c.fieldErr("idle_stop_minutes_default", "must be 0 (off) or more, got %d", c.IdleStopMinutesDefault)

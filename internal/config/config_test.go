@@ -48,6 +48,11 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		{"- a\n", "want a mapping of key: value at the top level"},
 		{"metrics_listen: 0.0.0.0:9464\n", "c.yaml: metrics_listen: \"0.0.0.0:9464\" is not a loopback address"},
 		{"log_format: xml\n", "c.yaml: log_format: must be text or json"},
+		{"max_ttl: 30s\n", "c.yaml: max_ttl: must be 0 (no maximum) or whole seconds of at least 1m"},
+		{"max_sandboxes: 0\n", "c.yaml: max_sandboxes: must be at least 1"},
+		{"artifact_quota_job_bytes: 0\n", "c.yaml: artifact_quota_job_bytes: must be greater than zero"},
+		{"guest_upload_min_rate: -1\n", "c.yaml: guest_upload_min_rate: must be greater than zero"},
+		{"guest_read_timeout: 0s\n", "c.yaml: guest_read_timeout: must be greater than zero"},
 	}
 	for _, tc := range cases {
 		p := filepath.Join(dir, "c.yaml")

@@ -6,8 +6,6 @@ package guest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,13 +13,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path"
-	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/jobs"
@@ -29,17 +27,58 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/strictjson"
 	"github.com/agentlab/terraform-provider-agentlab/internal/token"
 )
 
-// Options configures the guest listener.
+// Options configures the guest listener. Zero limits mean none; zero
+// timeouts take the defaults of internal/config.
 type Options struct {
 	BaseURL          string // how guests reach this listener
 	ArtifactDir      string
-	MaxBytes         int64
+	MaxBytes         int64 // one artifact
 	ArtifactTokenTTL time.Duration
 	CheckSourceIP    bool
 	Now              func() time.Time
+
+	SandboxQuotaBytes int64 // all artifacts of a sandbox
+	JobQuotaBytes     int64 // all artifacts of a job
+	MaxArtifacts      int   // artifacts per sandbox
+
+	// RefusalInterval: at most one guest.refused event per sandbox (or
+	// source address) per interval; a source refused more than RefusalBurst
+	// times in one gets 429 without a lookup until it ends.
+	RefusalInterval time.Duration
+	RefusalBurst    int
+
+	HeaderTimeout time.Duration // request line and headers
+	ReadTimeout   time.Duration // a whole request other than an upload, and each response
+	IdleTimeout   time.Duration // keep-alive connection between requests
+	// An upload must deliver UploadMinRate bytes/s averaged over each
+	// UploadRateWindow, or it is cut off and its temp file removed.
+	UploadMinRate    int64
+	UploadRateWindow time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	for _, d := range []struct {
+		p *time.Duration
+		v time.Duration
+	}{{&o.RefusalInterval, time.Minute}, {&o.HeaderTimeout, 10 * time.Second}, {&o.ReadTimeout, 30 * time.Second},
+		{&o.IdleTimeout, time.Minute}, {&o.UploadRateWindow, 10 * time.Second}} {
+		if *d.p <= 0 {
+			*d.p = d.v
+		}
+	}
+	if o.RefusalBurst <= 0 {
+		o.RefusalBurst = 20
+	}
+	if o.UploadMinRate <= 0 {
+		o.UploadMinRate = 4096
+	}
 }
 
 // Server serves guests.
@@ -54,14 +93,15 @@ type Server struct {
 	mu       sync.Mutex
 	inflight map[string]bool // bootstrap tokens being delivered right now
 	mux      *http.ServeMux
+	refusals *refusals
+	quotas   *quotas
 }
 
 // New builds the guest listener's handler.
 func New(st *store.Store, j *jobs.Manager, sec secrets.Store, profiles profile.Set, o Options, log *slog.Logger, met *metrics.Metrics) *Server {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	s := &Server{store: st, jobs: j, secrets: sec, profiles: profiles, opts: o, log: log, met: met, inflight: map[string]bool{}, mux: http.NewServeMux()}
+	o.defaults()
+	s := &Server{store: st, jobs: j, secrets: sec, profiles: profiles, opts: o, log: log, met: met, inflight: map[string]bool{}, mux: http.NewServeMux(),
+		refusals: newRefusals(o.RefusalInterval, o.RefusalBurst, o.Now), quotas: newQuotas(st, o.SandboxQuotaBytes, o.JobQuotaBytes, o.MaxArtifacts)}
 	s.mux.HandleFunc("GET /v1/bootstrap", s.bootstrap)
 	s.mux.HandleFunc("POST /v1/artifacts", s.upload)
 	s.mux.HandleFunc("POST /v1/report", s.report)
@@ -69,7 +109,30 @@ func New(st *store.Store, j *jobs.Manager, sec secrets.Store, profiles profile.S
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// Configure sets the listener's timeouts on srv. Uploads replace the read
+// deadline with their minimum rate; everything else must arrive within
+// ReadTimeout.
+func (s *Server) Configure(srv *http.Server) {
+	srv.ReadHeaderTimeout = s.opts.HeaderTimeout
+	srv.ReadTimeout = s.opts.ReadTimeout
+	srv.IdleTimeout = s.opts.IdleTimeout
+	srv.MaxHeaderBytes = 16 << 10
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/artifacts" {
+		// An upload sets its own deadline once its body is in.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.opts.ReadTimeout))
+	}
+	if r.URL.Path != "/healthz" {
+		if limited, left := s.refusals.throttled(remoteIP(r)); limited {
+			w.Header().Set("Retry-After", strconv.Itoa(int(left.Seconds())+1))
+			fail(w, http.StatusTooManyRequests, api.CodeRateLimited, "too many refused requests from this address; retry later")
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 func fail(w http.ResponseWriter, status int, code api.Code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -93,10 +156,18 @@ func bearer(r *http.Request) string {
 	return strings.TrimSpace(v)
 }
 
-// refuse answers 401/403 and records why (never the token itself).
-func (s *Server) refuse(ctx context.Context, w http.ResponseWriter, sb *store.Sandbox, status int, why string) {
-	_ = s.store.AddEvent(ctx, sb, store.Event{Kind: "guest.refused", Message: why})
-	s.log.Warn("guest request refused", "reason", why)
+// refuse answers 401/403 and records why (never the token itself), at most
+// once per sandbox (or source address) per RefusalInterval.
+func (s *Server) refuse(ctx context.Context, w http.ResponseWriter, r *http.Request, sb *store.Sandbox, status int, why string) {
+	ip := remoteIP(r)
+	subject := "src:" + ip
+	if sb != nil {
+		subject = sb.ID
+	}
+	if emit, note := s.refusals.refused(subject, ip); emit {
+		_ = s.store.AddEvent(context.WithoutCancel(ctx), sb, store.Event{Kind: "guest.refused", Message: why + note})
+		s.log.Warn("guest request refused", "reason", why+note)
+	}
 	code := api.CodeUnauthorized
 	if status == http.StatusForbidden {
 		code = api.CodeForbidden
@@ -110,29 +181,29 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, kind string) 
 	raw := bearer(r)
 	ip := remoteIP(r)
 	if raw == "" {
-		s.refuse(ctx, w, nil, http.StatusUnauthorized, fmt.Sprintf("%s request from %s without a token", kind, ip))
+		s.refuse(ctx, w, r, nil, http.StatusUnauthorized, fmt.Sprintf("%s request from %s without a token", kind, ip))
 		return nil, nil, false
 	}
 	t, err := s.store.LookupToken(ctx, token.Hash(raw), kind)
 	if err != nil {
-		s.refuse(ctx, w, nil, http.StatusUnauthorized, fmt.Sprintf("unknown %s token from %s", kind, ip))
+		s.refuse(ctx, w, r, nil, http.StatusUnauthorized, fmt.Sprintf("unknown %s token from %s", kind, ip))
 		return nil, nil, false
 	}
 	sb, err := s.store.Sandbox(ctx, t.SandboxID)
 	if err != nil || sb.State == api.StateDestroyed {
-		s.refuse(ctx, w, nil, http.StatusUnauthorized, fmt.Sprintf("%s token of a sandbox that is gone, from %s", kind, ip))
+		s.refuse(ctx, w, r, nil, http.StatusUnauthorized, fmt.Sprintf("%s token of a sandbox that is gone, from %s", kind, ip))
 		return nil, nil, false
 	}
 	if !s.opts.Now().Before(t.ExpiresAt) {
-		s.refuse(ctx, w, sb, http.StatusUnauthorized, fmt.Sprintf("expired %s token presented from %s", kind, ip))
+		s.refuse(ctx, w, r, sb, http.StatusUnauthorized, fmt.Sprintf("expired %s token presented from %s", kind, ip))
 		return nil, nil, false
 	}
 	if t.SpentAt != nil {
-		s.refuse(ctx, w, sb, http.StatusUnauthorized, fmt.Sprintf("spent %s token presented again from %s", kind, ip))
+		s.refuse(ctx, w, r, sb, http.StatusUnauthorized, fmt.Sprintf("spent %s token presented again from %s", kind, ip))
 		return nil, nil, false
 	}
 	if s.opts.CheckSourceIP && sb.IP != "" && sb.IP != ip {
-		s.refuse(ctx, w, sb, http.StatusForbidden, fmt.Sprintf("%s token of sandbox %s (%s) presented from %s", kind, sb.Name, sb.IP, ip))
+		s.refuse(ctx, w, r, sb, http.StatusForbidden, fmt.Sprintf("%s token of sandbox %s (%s) presented from %s", kind, sb.Name, sb.IP, ip))
 		return nil, nil, false
 	}
 	return t, sb, true
@@ -156,8 +227,11 @@ func (s *Server) bootstrap(w http.ResponseWriter, r *http.Request) {
 
 	b, err := s.build(ctx, sb)
 	if err != nil {
+		// The cause names host paths (the secrets key file): the guest gets
+		// none of it, the operator's log and events get all of it.
 		s.log.Error("build bootstrap", "sandbox_id", sb.ID, "err", err)
-		fail(w, http.StatusInternalServerError, api.CodeInternal, "bootstrap could not be prepared: "+err.Error())
+		_ = s.store.AddEvent(context.WithoutCancel(ctx), sb, store.Event{Kind: "bootstrap.failed", Message: err.Error()})
+		fail(w, http.StatusInternalServerError, api.CodeInternal, "bootstrap could not be prepared; agentd's log and this sandbox's events say why")
 		return
 	}
 	body, _ := json.Marshal(b)
@@ -238,7 +312,7 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // ValidName checks an artifact name: a relative path without "..", NUL,
-// backslashes or hidden parts.
+// backslashes, control characters or hidden parts.
 func ValidName(name string) error {
 	switch {
 	case name == "":
@@ -247,6 +321,9 @@ func ValidName(name string) error {
 		return errors.New("name is longer than 255 bytes")
 	case strings.ContainsAny(name, "\x00\\"):
 		return errors.New("name contains NUL or a backslash")
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError }):
+		// They would reach every terminal that lists the artifact.
+		return errors.New("name contains control characters or invalid UTF-8")
 	case strings.HasPrefix(name, "/"):
 		return errors.New("name must be relative")
 	case path.Clean(name) != name:
@@ -260,99 +337,57 @@ func ValidName(name string) error {
 	return nil
 }
 
-func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	t, sb, ok := s.authorize(w, r, store.TokenArtifact)
-	if !ok {
-		return
-	}
-	name := r.URL.Query().Get("name")
-	if err := ValidName(name); err != nil {
-		fail(w, http.StatusBadRequest, api.CodeInvalidField, "name: "+err.Error())
-		return
-	}
-	owner := sb.ID
-	if t.JobID != "" {
-		owner = t.JobID
-	}
-	dst := filepath.Join(s.opts.ArtifactDir, owner, filepath.FromSlash(name))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		fail(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
-		return
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".upload-*")
-	if err != nil {
-		fail(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
-		return
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), http.MaxBytesReader(w, r.Body, s.opts.MaxBytes))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		fail(w, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, fmt.Sprintf("artifact exceeds artifact_max_bytes (%d)", s.opts.MaxBytes))
-		return
-	case err != nil:
-		fail(w, http.StatusBadRequest, api.CodeBadRequest, "upload interrupted: "+err.Error())
-		return
-	case n == 0:
-		fail(w, http.StatusBadRequest, api.CodeBadRequest, "empty artifact")
-		return
-	}
-	if err := tmp.Sync(); err != nil {
-		fail(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
-		return
-	}
-	if err := tmp.Chmod(0o640); err != nil || tmp.Close() != nil {
-		fail(w, http.StatusInternalServerError, api.CodeInternal, "close artifact")
-		return
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		fail(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
-		return
-	}
-	done = true
-	sum := hex.EncodeToString(h.Sum(nil))
-	a := &store.Artifact{SandboxID: sb.ID, JobID: t.JobID, Name: name, Size: n, SHA256: sum, Path: dst}
-	if err := s.store.AddArtifact(context.WithoutCancel(ctx), a, store.Event{Kind: "artifact.received", Message: fmt.Sprintf("%s (%d bytes, sha256 %s)", name, n, sum[:12])}); err != nil {
-		fail(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
-		return
-	}
-	s.met.ArtifactBytes(n)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusCreated)
-	_ = json.NewEncoder(w).Encode(api.Artifact{ID: a.ID, SandboxID: a.SandboxID, JobID: a.JobID, Name: a.Name, Size: a.Size, SHA256: a.SHA256, CreatedAt: a.CreatedAt})
-}
-
 func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	_, sb, ok := s.authorize(w, r, store.TokenArtifact)
 	if !ok {
 		return
 	}
 	var rep api.JobReport
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rep); err != nil {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err == nil {
+		err = strictjson.Decode(data, &rep)
+	}
+	if err != nil {
 		fail(w, http.StatusBadRequest, api.CodeBadRequest, "invalid report: "+err.Error())
 		return
 	}
+	values, err := s.secretValues(sb)
+	if err != nil {
+		s.failErr(w, "report", sb, err)
+		return
+	}
+	rep.Message = secrets.MaskString(rep.Message, values)
 	j, err := s.jobs.Report(r.Context(), sb.ID, rep)
 	if err != nil {
-		var ae *api.Error
-		if errors.As(err, &ae) {
-			fail(w, ae.Status, ae.Code, ae.Message)
-			return
-		}
-		fail(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
+		s.failErr(w, "report", sb, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(s.jobs.API(r.Context(), j))
+}
+
+// failErr answers an error: an *api.Error as it is, anything else as a 500
+// whose details (paths, driver messages) go to the log only.
+func (s *Server) failErr(w http.ResponseWriter, op string, sb *store.Sandbox, err error) {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		writeErr(w, ae)
+		return
+	}
+	s.log.Error("guest "+op, "sandbox_id", sb.ID, "err", err)
+	fail(w, http.StatusInternalServerError, api.CodeInternal, op+" failed on the host; agentd's log says why")
+}
+
+// secretValues are the values of the bundle of sb's profile, to mask in what
+// the guest sends back (none when the profile has no bundle).
+func (s *Server) secretValues(sb *store.Sandbox) ([]string, error) {
+	p := s.profiles[sb.Profile]
+	if p == nil || p.Secrets.Bundle == "" {
+		return nil, nil
+	}
+	b, err := s.secrets.Load(p.Secrets.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("open secrets bundle %s to mask it: %w", p.Secrets.Bundle, err)
+	}
+	return b.Values(), nil
 }

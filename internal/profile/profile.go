@@ -106,6 +106,10 @@ type Behavior struct {
 	// IdleStopMinutes overrides idle_stop_minutes_default; nil inherits, 0 disables.
 	IdleStopMinutes  *int `yaml:"idle_stop_minutes_default"`
 	RequireWorkspace bool `yaml:"require_workspace"`
+	// MaxTTL replaces the config's max_ttl for this profile (0 inherits).
+	MaxTTL time.Duration `yaml:"max_ttl"`
+	// MaxSandboxes replaces max_sandboxes_per_profile (0 inherits).
+	MaxSandboxes int `yaml:"max_sandboxes"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -183,6 +187,15 @@ func (p *Profile) validate(bridge string) error {
 	if b := p.Secrets.Bundle; b != "" && !regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`).MatchString(b) {
 		return fmt.Errorf("secrets.bundle: %q is not a bundle name", b)
 	}
+	if d := p.Behavior.MaxTTL; d < 0 || d%time.Second != 0 || d > 0 && d < time.Minute {
+		return fmt.Errorf("behavior.max_ttl: must be 0 (inherit max_ttl) or whole seconds of at least 1m, got %s", d)
+	}
+	if d := p.Behavior.MaxTTL; d > 0 && p.Behavior.TTLDefault > d {
+		return fmt.Errorf("behavior.ttl_default: %s is longer than behavior.max_ttl %s", p.Behavior.TTLDefault, d)
+	}
+	if p.Behavior.MaxSandboxes < 0 {
+		return fmt.Errorf("behavior.max_sandboxes: must be 0 (inherit max_sandboxes_per_profile) or more, got %d", p.Behavior.MaxSandboxes)
+	}
 	if m := p.Behavior.IdleStopMinutes; m != nil && *m < 0 {
 		return fmt.Errorf("behavior.idle_stop_minutes_default: must be 0 (off) or more, got %d", *m)
 	}
@@ -200,7 +213,7 @@ func (p *Profile) API() api.Profile {
 		RootSizeGB: p.Storage.RootSizeGB, Storage: p.Storage.Storage, Clone: p.Storage.Clone,
 		Bridge: p.Network.Bridge, NetworkMode: p.Network.Mode, TTLDefault: p.Behavior.TTLDefault.String(),
 		Keepalive: p.Behavior.Keepalive, IdleStopMinutes: idle, WorkspaceRequired: p.Behavior.RequireWorkspace,
-		Source: p.Source}
+		MaxTTLSeconds: int64(p.Behavior.MaxTTL / time.Second), MaxSandboxes: p.Behavior.MaxSandboxes, Source: p.Source}
 }
 
 // Set is the loaded profiles by name.

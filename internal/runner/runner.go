@@ -157,8 +157,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Artifacts = append(res.Artifacts, filepath.ToSlash(rel))
 		return nil
 	})
-	if err := upload(ctx, hc, b, "agentlab-job.log", filepath.Join(o.WorkDir, "agentlab-job.log")); err == nil {
-		res.Artifacts = append(res.Artifacts, "agentlab-job.log")
+	if err := upload(ctx, hc, b, api.JobLogName, filepath.Join(o.WorkDir, api.JobLogName)); err == nil {
+		res.Artifacts = append(res.Artifacts, api.JobLogName)
 	}
 	rep, _ := json.Marshal(api.JobReport{ExitCode: code})
 	req, _ := http.NewRequestWithContext(ctx, "POST", b.ReportURL, bytes.NewReader(rep))
@@ -181,7 +181,7 @@ func runJob(ctx context.Context, o Options, b *api.GuestBootstrap) (int, error) 
 	if err := os.MkdirAll(filepath.Join(o.WorkDir, "artifacts"), 0o755); err != nil {
 		return 0, err
 	}
-	logf, err := os.Create(filepath.Join(o.WorkDir, "agentlab-job.log"))
+	logf, err := os.Create(filepath.Join(o.WorkDir, api.JobLogName))
 	if err != nil {
 		return 0, err
 	}

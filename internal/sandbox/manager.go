@@ -64,6 +64,7 @@ type Options struct {
 	// GuestURL is where guests fetch their bootstrap ("" leaves it out).
 	GuestURL     string
 	BootstrapTTL time.Duration
+	Limits       Limits
 }
 
 // AddressSets keeps per-mode address sets (netpolicy.Sets).
@@ -250,6 +251,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (sb 
 // reserved.
 func (m *Manager) CreateFor(ctx context.Context, req api.CreateSandboxRequest, sessionID string) (sb *store.Sandbox, created bool, err error) {
 	c, _, err := m.canonicalize(req)
+	defer m.admit(ctx, c, &err)()
 	if err != nil {
 		return nil, false, err
 	}

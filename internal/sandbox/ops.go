@@ -359,6 +359,9 @@ func (m *Manager) Renew(ctx context.Context, ref, ttl string) (*store.Sandbox, e
 	if sb.State != api.StateRunning {
 		return nil, invalidState(sb, "renew the lease of", api.StateRunning)
 	}
+	if err := m.checkTTL(sb.Profile, d); err != nil {
+		return nil, err
+	}
 	exp := m.now().Add(d).UTC()
 	sb.LeaseExpiresAt = &exp
 	sb.TTLSeconds = int64(d / time.Second)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -36,11 +37,17 @@ func (s *Server) runJob(w http.ResponseWriter, r *http.Request) (int, any, error
 }
 
 func (s *Server) listJobs(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	p, err := pageOf(r)
+	if err != nil {
+		return 0, nil, err
+	}
 	js, err := s.mgr.Store().Jobs(r.Context(), r.URL.Query().Get("active") == "true")
 	if err != nil {
 		return 0, nil, err
 	}
-	out := api.JobList{Jobs: []api.Job{}}
+	// Page before rendering: API() looks up each job's sandbox.
+	js, next := paginate(js, func(j *store.Job) string { return newestFirst(j.CreatedAt, j.ID) }, p)
+	out := api.JobList{Jobs: []api.Job{}, Next: next}
 	for _, j := range js {
 		out.Jobs = append(out.Jobs, s.jobs.API(r.Context(), j))
 	}
@@ -67,12 +74,17 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) (int, any, er
 	return 200, s.jobs.API(r.Context(), j), nil
 }
 
-func artifactList(as []*store.Artifact) api.ArtifactList {
-	out := api.ArtifactList{Artifacts: []api.Artifact{}}
+func artifactList(r *http.Request, as []*store.Artifact) (int, any, error) {
+	p, err := pageOf(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	as, next := paginate(as, func(a *store.Artifact) string { return byNumber(a.ID) }, p)
+	out := api.ArtifactList{Artifacts: []api.Artifact{}, Next: next}
 	for _, a := range as {
 		out.Artifacts = append(out.Artifacts, api.Artifact{ID: a.ID, SandboxID: a.SandboxID, JobID: a.JobID, Name: a.Name, Size: a.Size, SHA256: a.SHA256, CreatedAt: a.CreatedAt})
 	}
-	return out
+	return 200, out, nil
 }
 
 func (s *Server) jobArtifacts(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -84,7 +96,7 @@ func (s *Server) jobArtifacts(_ http.ResponseWriter, r *http.Request) (int, any,
 	if err != nil {
 		return 0, nil, err
 	}
-	return 200, artifactList(as), nil
+	return artifactList(r, as)
 }
 
 func (s *Server) sandboxArtifacts(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -96,27 +108,36 @@ func (s *Server) sandboxArtifacts(_ http.ResponseWriter, r *http.Request) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	return 200, artifactList(as), nil
+	return artifactList(r, as)
 }
 
-// download streams an artifact's bytes (with its SHA-256 in a header).
+// download streams an artifact's bytes (with its SHA-256 in a header). Any
+// id that is not a stored one (malformed, negative, out of range) is a 404;
+// no answer names a host path.
 func (s *Server) download(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	var a *store.Artifact
-	if err == nil {
-		a, err = s.mgr.Store().ArtifactByID(r.Context(), id)
+	ref := r.PathValue("id")
+	notFound := func() {
+		writeJSON(w, http.StatusNotFound, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("artifact %q not found", ref)}})
+	}
+	id, err := strconv.ParseInt(ref, 10, 64)
+	if err != nil || id < 1 {
+		notFound()
+		return
+	}
+	a, err := s.mgr.Store().ArtifactByID(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		notFound()
+		return
 	}
 	if err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, store.ErrNotFound) || errors.Is(err, strconv.ErrSyntax) {
-			code = http.StatusNotFound
-		}
-		writeJSON(w, code, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: "artifact " + r.PathValue("id") + " not found"}})
+		s.log.Error("artifact lookup", "id", id, "err", err)
+		writeJSON(w, http.StatusInternalServerError, api.ErrorBody{Error: &api.Error{Code: api.CodeInternal, Message: "artifact lookup failed; agentd's log says why"}})
 		return
 	}
 	f, err := os.Open(a.Path)
 	if err != nil {
-		writeJSON(w, http.StatusGone, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: "artifact file is gone: " + err.Error()}})
+		s.log.Warn("artifact file unreadable", "id", id, "err", err)
+		writeJSON(w, http.StatusGone, api.ErrorBody{Error: &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("the file of artifact %d is gone (retention, or removed on the host)", id)}})
 		return
 	}
 	defer f.Close()

@@ -23,6 +23,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/session"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/strictjson"
 	"github.com/agentlab/terraform-provider-agentlab/internal/version"
 )
 
@@ -182,8 +183,8 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = enc.Encode(body)
 }
 
-// decode reads a JSON body strictly: size-limited, unknown fields rejected, one
-// value only. An empty body decodes as {} when optional.
+// decode reads a JSON body strictly: size-limited, field names matched
+// case-sensitively, duplicate and unknown keys rejected, one value only. An empty body decodes as {} when optional.
 func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
@@ -199,20 +200,16 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error 
 		}
 		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body is empty; want a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.Decode(data, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return api.FieldError(te.Field, "want a JSON %s, got %s", te.Type.Kind(), te.Value)
 		}
-		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return api.FieldError(strings.Trim(f, `"`), "unknown field")
+		var se *strictjson.Error
+		if errors.As(err, &se) && se.Field != "" {
+			return api.FieldError(se.Field, "%s", se.Msg)
 		}
 		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "invalid JSON body: %v", err)
-	}
-	if dec.More() {
-		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "invalid JSON body: data after the object")
 	}
 	return nil
 }
@@ -264,9 +261,9 @@ func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any
 	f := store.Filter{Profile: q.Get("profile"), Name: q.Get("name")}
 	for k := range q {
 		switch k {
-		case "state", "profile", "name", "all":
+		case "state", "profile", "name", "all", "limit", "after":
 		default:
-			return 0, nil, api.FieldError(k, "unknown filter (known: state, profile, name, all)")
+			return 0, nil, api.FieldError(k, "unknown filter (known: state, profile, name, all; paging: limit, after)")
 		}
 	}
 	for _, v := range q["state"] {
@@ -279,6 +276,10 @@ func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any
 		}
 	}
 	f.IncludeDestroyed = q.Get("all") == "true" || q.Get("all") == "1"
+	p, err := pageOf(r)
+	if err != nil {
+		return 0, nil, err
+	}
 	rows, err := s.mgr.List(r.Context(), f)
 	if err != nil {
 		return 0, nil, err
@@ -287,6 +288,7 @@ func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any
 	for _, sb := range rows {
 		out.Sandboxes = append(out.Sandboxes, sb.Sandbox)
 	}
+	out.Sandboxes, out.Next = paginate(out.Sandboxes, func(s api.Sandbox) string { return newestFirst(s.CreatedAt, s.ID) }, p)
 	return 200, out, nil
 }
 
@@ -407,20 +409,40 @@ func (s *Server) orphans(_ http.ResponseWriter, r *http.Request) (int, any, erro
 	return 200, map[string][]api.Orphan{"orphans": o}, nil
 }
 
-func pageParams(r *http.Request) (after int64, tail int, err error) {
+// eventQuery reads the two ways of reading events: after=N pages forward
+// in id order (limit, default 100, caps the page; tail is read as limit for
+// older clients), and without after, tail=K is the newest K (default 100).
+type eventQuery struct {
+	forward bool
+	after   int64
+	n       int
+}
+
+func eventParams(r *http.Request) (eventQuery, error) {
 	q := r.URL.Query()
+	e := eventQuery{n: 100}
 	if v := q.Get("after"); v != "" {
-		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
-			return 0, 0, api.FieldError("after", "want an event id (a whole number ≥ 0), got %q", v)
+		after, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || after < 0 {
+			return e, api.FieldError("after", "want an event id (a whole number ≥ 0), got %q", v)
 		}
+		e.forward, e.after = true, after
 	}
-	tail = 100
-	if v := q.Get("tail"); v != "" {
-		if tail, err = strconv.Atoi(v); err != nil || tail < 1 || tail > 1000 {
-			return 0, 0, api.FieldError("tail", "want a number between 1 and 1000, got %q", v)
+	for _, k := range []string{"tail", "limit"} {
+		v := q.Get(k)
+		if v == "" {
+			continue
 		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPage {
+			return e, api.FieldError(k, "want a number between 1 and %d, got %q", MaxPage, v)
+		}
+		e.n = n
 	}
-	return after, tail, nil
+	if q.Get("limit") != "" && !e.forward {
+		return e, api.FieldError("limit", "pages forward from after=N; for the newest events use tail")
+	}
+	return e, nil
 }
 
 func (s *Server) sandboxEvents(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -436,15 +458,21 @@ func (s *Server) events(_ http.ResponseWriter, r *http.Request) (int, any, error
 }
 
 func (s *Server) eventList(r *http.Request, f store.EventFilter) (int, any, error) {
-	after, tail, err := pageParams(r)
+	e, err := eventParams(r)
 	if err != nil {
 		return 0, nil, err
 	}
-	evs, err := s.mgr.Store().Events(r.Context(), f, after, tail)
+	var evs []api.Event
+	more := false
+	if e.forward {
+		evs, more, err = s.mgr.Store().EventsAfter(r.Context(), f, e.after, e.n)
+	} else {
+		evs, err = s.mgr.Store().Events(r.Context(), f, 0, e.n)
+	}
 	if err != nil {
 		return 0, nil, err
 	}
-	out := api.EventList{Events: evs, Last: after}
+	out := api.EventList{Events: evs, Last: e.after, More: more}
 	if n := len(evs); n > 0 {
 		out.Last = evs[n-1].ID
 	}

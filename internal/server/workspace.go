@@ -41,6 +41,10 @@ func (s *Server) wsView(r *http.Request, w *store.Workspace) api.Workspace {
 }
 
 func (s *Server) listWorkspaces(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	p, err := pageOf(r)
+	if err != nil {
+		return 0, nil, err
+	}
 	ws, err := s.mgr.Store().Workspaces(r.Context())
 	if err != nil {
 		return 0, nil, err
@@ -49,6 +53,7 @@ func (s *Server) listWorkspaces(_ http.ResponseWriter, r *http.Request) (int, an
 	for _, w := range ws {
 		out.Workspaces = append(out.Workspaces, s.mgr.Workspaces().API(r.Context(), w, false))
 	}
+	out.Workspaces, out.Next = paginate(out.Workspaces, func(w api.Workspace) string { return w.Name }, p)
 	return 200, out, nil
 }
 
@@ -209,6 +214,10 @@ func (s *Server) restoreSnapshot(w http.ResponseWriter, r *http.Request) (int, a
 }
 
 func (s *Server) listSessions(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	p, err := pageOf(r)
+	if err != nil {
+		return 0, nil, err
+	}
 	xs, err := s.sessions.List(r.Context())
 	if err != nil {
 		return 0, nil, err
@@ -217,6 +226,7 @@ func (s *Server) listSessions(_ http.ResponseWriter, r *http.Request) (int, any,
 	for _, x := range xs {
 		out.Sessions = append(out.Sessions, s.sessions.API(r.Context(), x))
 	}
+	out.Sessions, out.Next = paginate(out.Sessions, func(x api.Session) string { return x.Name }, p)
 	return 200, out, nil
 }
 

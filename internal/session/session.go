@@ -11,9 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"

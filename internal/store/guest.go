@@ -83,11 +83,25 @@ type Artifact struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// AddArtifact records an artifact and its event in one transaction.
+// AddArtifact records an artifact and its event in one transaction;
+// ErrConflict means its owner already has an artifact of that name.
 func (s *Store) AddArtifact(ctx context.Context, a *Artifact, ev Event) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	a.CreatedAt = now
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		// Names are unique per owner (the job, else the sandbox): a second
+		// row would point at the first one's file.
+		q, args := `SELECT COUNT(*) FROM artifacts WHERE job_id=? AND name=?`, []any{a.JobID, a.Name}
+		if a.JobID == "" {
+			q, args = `SELECT COUNT(*) FROM artifacts WHERE sandbox_id=? AND job_id='' AND name=?`, []any{a.SandboxID, a.Name}
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return ErrConflict
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO artifacts(sandbox_id, job_id, name, size, sha256, path, created_at) VALUES (?,?,?,?,?,?,?)`,
 			a.SandboxID, a.JobID, a.Name, a.Size, a.SHA256, a.Path, now.UnixMilli())
 		if err != nil {
@@ -286,4 +300,15 @@ func (s *Store) Jobs(ctx context.Context, active bool) ([]*Job, error) {
 		out = append(out, j)
 	}
 	return out, rows.Err()
+}
+
+// ArtifactUsage returns the number and total size of the artifacts of a
+// sandbox or of a job (one of them set).
+func (s *Store) ArtifactUsage(ctx context.Context, sandboxID, jobID string) (count, bytes int64, err error) {
+	q, arg := `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM artifacts WHERE sandbox_id=?`, sandboxID
+	if jobID != "" {
+		q, arg = `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM artifacts WHERE job_id=?`, jobID
+	}
+	err = s.db.QueryRowContext(ctx, q, arg).Scan(&count, &bytes)
+	return count, bytes, err
 }

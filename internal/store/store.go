@@ -198,6 +198,18 @@ func Open(ctx context.Context, path string, now func() time.Time) (*Store, error
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
+	// SQLite creates the -wal and -shm files with the mode of the database
+	// file, and the database file itself with 0644 less the umask: create it
+	// 0600 first (and repair files an older agentd left readable) so that no
+	// umask exposes the state, which holds token hashes and the job history.
+	if err := ensureMode(path, true); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	for _, side := range []string{path + "-wal", path + "-shm"} {
+		if err := ensureMode(side, false); err != nil {
+			return nil, fmt.Errorf("open state: %w", err)
+		}
+	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -211,11 +223,32 @@ func Open(ctx context.Context, path string, now func() time.Time) (*Store, error
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open state: %w", err)
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if err := ensureMode(f, false); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open state: %w", err)
+		}
 	}
 	return s, nil
+}
+
+// ensureMode makes file 0600, creating it (empty) when create is set; a
+// missing file is not an error otherwise.
+func ensureMode(file string, create bool) error {
+	flags := os.O_RDONLY
+	if create {
+		flags = os.O_RDWR | os.O_CREATE
+	}
+	f, err := os.OpenFile(file, flags, 0o600)
+	if errors.Is(err, os.ErrNotExist) && !create {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// Chmod, not the open mode: the umask applies to that one.
+	return f.Chmod(0o600)
 }
 
 // Close closes the database.

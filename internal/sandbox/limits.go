@@ -1,0 +1,106 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+)
+
+// Limits bound what clients may ask for (config keys max_ttl,
+// max_sandboxes, max_sandboxes_per_profile; a profile's behavior.max_ttl
+// and behavior.max_sandboxes replace the per-profile ones). Zero means none.
+type Limits struct {
+	MaxTTL                 time.Duration
+	MaxSandboxes           int
+	MaxSandboxesPerProfile int
+}
+
+// admissionKey is the manager-wide lock every create takes: sandbox ids
+// start with "sbx-", so it cannot collide with one.
+const admissionKey = "admission"
+
+// admit checks a create against the limits. It is written for one line at
+// the top of CreateFor, right after canonicalize:
+//
+//	defer m.admit(ctx, c, &err)()
+//
+// When *errp is already set (canonicalize failed) it does nothing. Otherwise
+// it takes the admission lock, which the deferred call releases after the
+// row is inserted, so that two concurrent creates cannot both take the last
+// slot; a refusal is stored in *errp (and the lock released at once), for
+// the caller's own `if err != nil` to return.
+func (m *Manager) admit(ctx context.Context, c canonical, errp *error) (release func()) {
+	if *errp != nil {
+		return func() {}
+	}
+	unlock := m.locks.Lock(admissionKey)
+	if err := m.checkLimits(ctx, c); err != nil {
+		unlock()
+		*errp = err
+		return func() {}
+	}
+	return unlock
+}
+
+func (m *Manager) checkLimits(ctx context.Context, c canonical) error {
+	if err := m.checkTTL(c.Profile, time.Duration(c.TTLSeconds)*time.Second); err != nil {
+		return err
+	}
+	// A retry of a create that succeeded takes no new slot: let it reach the
+	// idempotent path (or its 409).
+	if ex, err := m.store.Sandboxes(ctx, store.Filter{Name: c.Name}); err != nil {
+		return err
+	} else if len(ex) > 0 {
+		return nil
+	}
+	l := m.opts.Limits
+	if l.MaxSandboxes > 0 {
+		n, err := m.store.LiveSandboxes(ctx, "")
+		if err != nil {
+			return err
+		}
+		if n >= l.MaxSandboxes {
+			return api.LimitError(http.StatusTooManyRequests, api.CodeSandboxLimit, "max_sandboxes", int64(l.MaxSandboxes), int64(n),
+				"%d sandboxes exist (not destroyed) and max_sandboxes is %d: destroy one first", n, l.MaxSandboxes)
+		}
+	}
+	key, max := "max_sandboxes_per_profile", l.MaxSandboxesPerProfile
+	if p := m.profiles[c.Profile]; p != nil && p.Behavior.MaxSandboxes > 0 {
+		key, max = "profile "+c.Profile+" behavior.max_sandboxes", p.Behavior.MaxSandboxes
+	}
+	if max > 0 {
+		n, err := m.store.LiveSandboxes(ctx, c.Profile)
+		if err != nil {
+			return err
+		}
+		if n >= max {
+			return api.LimitError(http.StatusTooManyRequests, api.CodeProfileSandboxLimit, key, int64(max), int64(n),
+				"profile %s has %d sandboxes (not destroyed) and %s is %d: destroy one first", c.Profile, n, key, max)
+		}
+	}
+	return nil
+}
+
+// checkTTL refuses a lease longer than the profile's maximum (0 is no lease,
+// which no maximum allows).
+func (m *Manager) checkTTL(profileName string, ttl time.Duration) error {
+	key, max := "max_ttl", m.opts.Limits.MaxTTL
+	if p := m.profiles[profileName]; p != nil && p.Behavior.MaxTTL > 0 {
+		key, max = "profile "+profileName+" behavior.max_ttl", p.Behavior.MaxTTL
+	}
+	if max <= 0 || ttl > 0 && ttl <= max {
+		return nil
+	}
+	asked := ttl.String()
+	if ttl == 0 {
+		asked = "no lease (ttl 0)"
+	}
+	e := api.LimitError(http.StatusBadRequest, api.CodeTTLTooLong, key, int64(max/time.Second), int64(ttl/time.Second),
+		"ttl: %s exceeds %s %s", asked, key, fmt.Sprint(max))
+	e.Field = "ttl"
+	return e
+}
