@@ -123,7 +123,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		addrs = netpolicy.Sets{}
 	}
 	alloc := vmid.New(st, pc)
-	wsm := workspace.New(st, pc, alloc, cfg.WorkspaceStorage)
+	wsm := workspace.New(st, pc, alloc, cfg.WorkspaceStorage, cfg.WorkspaceStorages...)
 	mgr := sandbox.New(st, pc, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,

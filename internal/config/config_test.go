@@ -48,6 +48,9 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		{"- a\n", "want a mapping of key: value at the top level"},
 		{"metrics_listen: 0.0.0.0:9464\n", "c.yaml: metrics_listen: \"0.0.0.0:9464\" is not a loopback address"},
 		{"log_format: xml\n", "c.yaml: log_format: must be text or json"},
+		{"workspace_storage: local-lvm,foo=bar\n", "c.yaml: workspace_storage: \"local-lvm,foo=bar\" is not a Proxmox storage id"},
+		{"workspace_storages: [local-zfs, x]\n", "c.yaml: workspace_storages[1]: \"x\" is not a Proxmox storage id"},
+		{"snippets_storage: local/snippets\n", "c.yaml: snippets_storage: \"local/snippets\" is not a Proxmox storage id"},
 	}
 	for _, tc := range cases {
 		p := filepath.Join(dir, "c.yaml")

@@ -152,7 +152,8 @@ func (s *Server) wrap(h handler) http.HandlerFunc {
 		status, body, err := h(w, r)
 		if err != nil {
 			var ae *api.Error
-			if !errors.As(err, &ae) {
+			// A validation failure is the client's mistake wherever it surfaced.
+			if !errors.As(api.Invalid(err), &ae) {
 				s.log.Error("request failed", "request_id", rid, "method", r.Method, "path", r.URL.Path, "err", err)
 				ae = &api.Error{Status: http.StatusInternalServerError, Code: api.CodeInternal, Message: err.Error()}
 			}
