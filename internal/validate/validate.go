@@ -222,3 +222,29 @@ func VMID(ref string) (int, bool) {
 	n, err := strconv.Atoi(ref)
 	return n, err == nil
 }
+
+// RefKind is what a reference (a CLI argument, an API path, a Terraform
+// import id) stands for. Its shape alone decides, so that no reference can
+// be read two ways: names can be neither all digits nor start with an id
+// prefix.
+type RefKind int
+
+// Reference kinds.
+const (
+	ByName RefKind = iota // anything else
+	ByID                  // starts with an id prefix: sbx-, ws-, ses-, job-
+	ByVMID                // all digits
+)
+
+// KindOf classifies a reference.
+func KindOf(ref string) RefKind {
+	for _, p := range IDPrefixes {
+		if strings.HasPrefix(ref, p) {
+			return ByID
+		}
+	}
+	if ref != "" && strings.Trim(ref, "0123456789") == "" {
+		return ByVMID
+	}
+	return ByName
+}

@@ -255,3 +255,15 @@ func TestVMID(t *testing.T) {
 		}
 	}
 }
+
+func TestKindOf(t *testing.T) {
+	for in, want := range map[string]validate.RefKind{
+		"sbx-0123456789ab": validate.ByID, "ws-x": validate.ByID, "ses-": validate.ByID, "job-1": validate.ByID,
+		"100": validate.ByVMID, "0100": validate.ByVMID, "7": validate.ByVMID,
+		"web": validate.ByName, "100a": validate.ByName, "sbx": validate.ByName, "": validate.ByName, "-100": validate.ByName,
+	} {
+		if got := validate.KindOf(in); got != want {
+			t.Errorf("KindOf(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
