@@ -80,11 +80,11 @@ func WorkspaceName(field, s string) error { return name("workspace", field, s, M
 func SessionName(field, s string) error { return name("session", field, s, MaxSessionName) }
 
 // IsJobID reports whether s has the shape of an id agentd issues for a job
-// ("job-" and 12 hex digits). The sandbox of a job is named after it: the one
+// ("job-" and hex digits). The sandbox of a job is named after it: the one
 // name with an id prefix, because agentd chose it and it names nothing else.
 func IsJobID(s string) bool { return jobIDRE.MatchString(s) }
 
-var jobIDRE = regexp.MustCompile(`^job-[0-9a-f]{12}$`)
+var jobIDRE = regexp.MustCompile(`^job-[0-9a-f]+$`)
 
 // ReservedTags are the tags agentd uses to prove a VM is its own; a client
 // cannot add them, or a VM could be made to look like agentd's.

@@ -82,8 +82,8 @@ func TestNames(t *testing.T) {
 
 func TestIsJobID(t *testing.T) {
 	for in, want := range map[string]bool{
-		"job-0123456789ab": true, "job-0123456789a": false, "job-0123456789abc": false,
-		"job-0123456789AB": false, "sbx-0123456789ab": false, "job-": false,
+		"job-0123456789ab": true, "job-7ecb683e9a": true, "job-0123456789AB": false,
+		"job-x": false, "sbx-0123456789ab": false, "job-": false, "job-12 ": false,
 	} {
 		if got := validate.IsJobID(in); got != want {
 			t.Errorf("IsJobID(%q) = %t", in, got)
