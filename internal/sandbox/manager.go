@@ -377,11 +377,12 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 	return len(rows), nil
 }
 
-// Get returns a sandbox by name, VMID or id.
+// Get returns a sandbox by id, VMID or name (store.Lookup's rule).
 func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
 	sb, err := m.store.Lookup(ctx, ref)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, api.Errorf(http.StatusNotFound, api.CodeSandboxNotFound, "sandbox %q not found", ref)
+		return nil, api.Errorf(http.StatusNotFound, api.CodeSandboxNotFound,
+			"sandbox %q not found (a name or VMID reaches live sandboxes only; a destroyed one answers to its id, see list --all)", ref)
 	}
 	return sb, err
 }
