@@ -22,8 +22,8 @@ func legacySandbox(t *testing.T, s *Store, id, name, state string, vmid any) {
 }
 
 // The regression of issue 14: a sandbox named "100" next to another at VMID
-// 100 made `destroy 100` destroy the named one. Every reference now resolves
-// by its shape to one tier, and never to a tombstone by VMID or name.
+// 100 made `destroy 100` destroy the named one. Digits now mean a VMID and
+// nothing else; an id beats a name; VMIDs and names never reach tombstones.
 func TestLookupSandboxTiers(t *testing.T) {
 	s, _, _ := open(t)
 	ctx := context.Background()
@@ -36,7 +36,8 @@ func TestLookupSandboxTiers(t *testing.T) {
 	legacySandbox(t, s, "sbx-ffffffffffff", "job-0123456789ab", "DESTROYED", 104)
 	sqlRow(t, s, `INSERT INTO jobs(id, sandbox_id, profile, task, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?)`,
 		"job-0123456789ab", "sbx-ffffffffffff", "p", "true", "COMPLETED", 1, 1)
-	legacySandbox(t, s, "sbx-000000000001", "ws-data", "RUNNING", 105) // an old name with another kind's prefix
+	legacySandbox(t, s, "sbx-000000000001", "ws-data", "RUNNING", 105)    // an old name with another kind's prefix
+	legacySandbox(t, s, "sbx-000000000002", "sbx-legacy", "RUNNING", 106) // an old name with the sandbox prefix
 
 	for _, c := range []struct {
 		why, ref, want string // want "" = not found
@@ -50,10 +51,11 @@ func TestLookupSandboxTiers(t *testing.T) {
 		{"id beats a legacy name shaped like an id", "sbx-bbbbbbbbbbbb", "sbx-bbbbbbbbbbbb"},
 		{"id of a destroyed sandbox still answers", "sbx-cccccccccccc", "sbx-cccccccccccc"},
 		{"unknown id is not a name", "sbx-000000000000", ""},
-		{"legacy id-shaped name is reachable by its id only", "sbx-eeeeeeeeeeee", "sbx-eeeeeeeeeeee"},
+		{"a legacy id-shaped name is shadowed by that id; its own id reaches it", "sbx-eeeeeeeeeeee", "sbx-eeeeeeeeeeee"},
 		{"job id finds the job's sandbox, destroyed or not", "job-0123456789ab", "sbx-ffffffffffff"},
 		{"unknown job id", "job-999999999999", ""},
-		{"another kind's prefix is no sandbox name", "ws-data", ""},
+		{"a legacy name with another kind's prefix falls back to the name", "ws-data", "sbx-000000000001"},
+		{"a legacy name with the id prefix but no such id falls back to the name", "sbx-legacy", "sbx-000000000002"},
 		{"name among live sandboxes only", "web", "sbx-bbbbbbbbbbbb"},
 		{"name of a tombstone", "gone", ""},
 		{"unknown name", "nope", ""},
@@ -95,6 +97,7 @@ func TestLookupWorkspaceTiers(t *testing.T) {
 	ws("ws-cccccccccccc", "data", "DELETED", 201)
 	ws("ws-dddddddddddd", "ws-bbbbbbbbbbbb", "READY", 202) // legacy id-shaped name
 	ws("ws-eeeeeeeeeeee", "creating", "CREATING", nil)     // no holder yet
+	ws("ws-ffffffffffff", "ws-old", "READY", 203)          // legacy prefixed name, no such id
 	for _, c := range []struct{ why, ref, want string }{
 		{"holder VMID beats an all-digit name", "200", "ws-bbbbbbbbbbbb"},
 		{"all-digit name is never a name", "900", "ws-aaaaaaaaaaaa"},
@@ -102,7 +105,8 @@ func TestLookupWorkspaceTiers(t *testing.T) {
 		{"id", "ws-bbbbbbbbbbbb", "ws-bbbbbbbbbbbb"},
 		{"id of a deleted workspace", "ws-cccccccccccc", ""},
 		{"legacy id-shaped name by its id only", "ws-dddddddddddd", "ws-dddddddddddd"},
-		{"another kind's id", "sbx-bbbbbbbbbbbb", ""},
+		{"legacy prefixed name falls back to the name", "ws-old", "ws-ffffffffffff"},
+		{"another kind's id, no such name", "sbx-bbbbbbbbbbbb", ""},
 		{"name among live workspaces", "data", "ws-bbbbbbbbbbbb"},
 		{"name of a workspace still creating", "creating", "ws-eeeeeeeeeeee"},
 		{"unknown", "nope", ""},
@@ -134,13 +138,15 @@ func TestLookupSessionTiers(t *testing.T) {
 	ses("ses-bbbbbbbbbbbb", "fix", "ACTIVE")
 	ses("ses-cccccccccccc", "fix", "DELETED")
 	ses("ses-dddddddddddd", "ses-bbbbbbbbbbbb", "ACTIVE")
+	ses("ses-eeeeeeeeeeee", "ses-old", "ACTIVE")
 	for _, c := range []struct{ why, ref, want string }{
 		{"digits are a VMID, and a session has none", "300", ""},
 		{"id", "ses-bbbbbbbbbbbb", "ses-bbbbbbbbbbbb"},
 		{"id of a deleted session", "ses-cccccccccccc", ""},
 		{"legacy id-shaped name by its id only", "ses-dddddddddddd", "ses-dddddddddddd"},
 		{"legacy all-digit name by its id", "ses-aaaaaaaaaaaa", "ses-aaaaaaaaaaaa"},
-		{"another kind's id", "ws-bbbbbbbbbbbb", ""},
+		{"legacy prefixed name falls back to the name", "ses-old", "ses-eeeeeeeeeeee"},
+		{"another kind's id, no such name", "ws-bbbbbbbbbbbb", ""},
 		{"name among live sessions", "fix", "ses-bbbbbbbbbbbb"},
 		{"unknown", "nope", ""},
 		{"empty", "", ""},

@@ -224,9 +224,10 @@ func VMID(ref string) (int, bool) {
 }
 
 // RefKind is what a reference (a CLI argument, an API path, a Terraform
-// import id) stands for. Its shape alone decides, so that no reference can
-// be read two ways: names can be neither all digits nor start with an id
-// prefix.
+// import id) stands for, by its shape: names can be neither all digits nor
+// start with an id prefix, so no reference reads two ways. (The store's
+// lookup lets an id-shaped reference that is no id still find a name given
+// before that rule; digits are only ever a VMID.)
 type RefKind int
 
 // Reference kinds.
