@@ -53,13 +53,31 @@ const (
 var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
 func name(kind, field, s string, max int) error {
+	if err := NameChars(field, s, max); err != nil {
+		return err
+	}
+	return Unambiguous(kind, field, s)
+}
+
+// NameChars checks only the characters and length of a name (max is one of
+// the Max…Name constants). Every name agentd ever accepted passes it, so it
+// can be applied to the name of an object that may already exist; the full
+// rule (SandboxName, …) applies to new names.
+func NameChars(field, s string, max int) error {
 	switch {
 	case s == "":
 		return fail(field, "is required")
 	case len(s) > max || !labelRE.MatchString(s):
 		return fail(field, "%q must be 1-%d lowercase letters, digits or dashes, starting and ending with a letter or digit", s, max)
-	case strings.Trim(s, "0123456789") == "":
-		// A VMID is all digits: such a name could be read as one.
+	}
+	return nil
+}
+
+// Unambiguous refuses a name of kind (sandbox, workspace, session) that could
+// be read as another kind of reference: all digits (a VMID) or starting with
+// an id prefix.
+func Unambiguous(kind, field, s string) error {
+	if s != "" && strings.Trim(s, "0123456789") == "" {
 		return fail(field, "%q is all digits, which reads as a VMID; a %s name needs at least one letter or dash", s, kind)
 	}
 	for _, p := range IDPrefixes {

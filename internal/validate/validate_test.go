@@ -76,6 +76,13 @@ func TestNames(t *testing.T) {
 			check(t, f.fn("name", strings.Repeat("a", f.max+1)), "name", "must be 1-")
 		})
 	}
+	// The two halves: an existing legacy name passes NameChars.
+	check(t, validate.NameChars("name", "100", validate.MaxSandboxName), "name", "")
+	check(t, validate.NameChars("name", "ws-x", validate.MaxWorkspaceName), "name", "")
+	check(t, validate.NameChars("name", "Bad", validate.MaxSessionName), "name", "lowercase")
+	check(t, validate.Unambiguous("session", "name", "42"), "name", "a session name needs")
+	check(t, validate.Unambiguous("session", "name", "ses-x"), "name", `starts with "ses-"`)
+	check(t, validate.Unambiguous("session", "name", "web"), "name", "")
 	// The field is the caller's: session create names the workspace field.
 	check(t, validate.WorkspaceName("workspace", "123"), "workspace", "all digits")
 }
