@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
@@ -52,12 +53,15 @@ func first[T any](ctx context.Context, s *Store, cols, table string, scan func(s
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
-		return v, err
+		if err != nil {
+			return nil, fmt.Errorf("look up %s (%s): %w", table, t.where, err)
+		}
+		return v, nil
 	}
 	return nil, ErrNotFound
 }
 
-// refTiers is the rule above for one kind of object: id is its id prefix,
+// refTiers is the rule above for one kind of object: prefix is its id prefix,
 // idWhere finds it by id, vmidWhere by VMID ("" for none), nameWhere by name.
 func refTiers(ref, prefix, idWhere, vmidWhere, nameWhere string) []tier {
 	kind := validate.KindOf(ref)
