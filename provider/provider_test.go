@@ -64,7 +64,7 @@ func TestAccSandbox(t *testing.T) {
 	cfg := func(extra string) string {
 		return hcl(`
 resource "agentlab_workspace" "w" {
-  name    = "sbx-ws"
+  name    = "acc-ws"
   size_gb = 5
 }
 resource "agentlab_sandbox" "a" {
@@ -118,7 +118,7 @@ resource "agentlab_sandbox" "a" {
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr("agentlab_sandbox.a", "state", "RUNNING"),
 					resource.TestCheckResourceAttr("agentlab_sandbox.a", "ttl", "4h"),
-					resource.TestCheckResourceAttr("agentlab_sandbox.a", "workspace", "sbx-ws"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "workspace", "acc-ws"),
 					func(s *terraform.State) error {
 						if id := s.RootModule().Resources["agentlab_sandbox.a"].Primary.ID; id != firstID {
 							return fmt.Errorf("in-place changes replaced the sandbox: %s → %s", firstID, id)
@@ -131,15 +131,15 @@ resource "agentlab_sandbox" "a" {
 			{
 				PreConfig: func() {
 					must(t, err2(c.Stop(ctx, "acc-a")))
-					must(t, err2(c.DetachWorkspace(ctx, "sbx-ws")))
+					must(t, err2(c.DetachWorkspace(ctx, "acc-ws")))
 				},
 				Config:           strings.Replace(cfg(`workspace = agentlab_workspace.w.name`), `"2h"`, `"4h"`, 1),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("agentlab_sandbox.a", plancheck.ResourceActionUpdate)}},
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr("agentlab_sandbox.a", "state", "RUNNING"),
-					resource.TestCheckResourceAttr("agentlab_sandbox.a", "workspace", "sbx-ws"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "workspace", "acc-ws"),
 					func(*terraform.State) error {
-						if w, err := c.Workspace(ctx, "sbx-ws"); err != nil || w.AttachedSandbox != "acc-a" {
+						if w, err := c.Workspace(ctx, "acc-ws"); err != nil || w.AttachedSandbox != "acc-a" {
 							return fmt.Errorf("workspace not re-attached: %+v %v", w, err)
 						}
 						return nil
@@ -149,7 +149,7 @@ resource "agentlab_sandbox" "a" {
 			// Destroyed out of band: the plan recreates it.
 			{
 				PreConfig: func() {
-					must(t, err2(c.DetachWorkspace(ctx, "sbx-ws")))
+					must(t, err2(c.DetachWorkspace(ctx, "acc-ws")))
 					must(t, err2(c.Destroy(ctx, "acc-a", false)))
 				},
 				Config:           cfg(""),

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -23,11 +24,13 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 var (
 	_ resource.Resource                = (*sandboxResource)(nil)
 	_ resource.ResourceWithImportState = (*sandboxResource)(nil)
+	_ resource.ResourceWithModifyPlan  = (*sandboxResource)(nil)
 )
 
 // NewSandboxResource is the agentlab_sandbox factory.
@@ -64,21 +67,24 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Sandbox id assigned by agentd (`sbx-…`).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Sandbox name, also the VM's host name (lowercase letters, digits, dashes). Changing it replaces the sandbox.",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
+			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Sandbox name, also the VM's host name: 1-63 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the sandbox.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+				Validators:    []validator.String{nameChars("Sandbox", validate.MaxSandboxName)}},
 			"profile": schema.StringAttribute{Required: true, MarkdownDescription: "Profile to build from (see the `agentlab_profiles` data source). Changing it replaces the sandbox.",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
 			"ttl": schema.StringAttribute{Optional: true, Computed: true,
 				MarkdownDescription: "Lease as a duration (`90m`, `8h`); `0` for none. Defaults to the profile's `ttl_default`. Changing it renews the lease to now + ttl (the sandbox must be running).",
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+				Validators:          []validator.String{ttlRule()}},
 			"keepalive": schema.BoolAttribute{Optional: true, Computed: true, MarkdownDescription: "Keep the sandbox when its job ends. Defaults to the profile's. Changing it replaces the sandbox.",
 				PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplaceIfConfigured(), boolplanmodifier.UseStateForUnknown()}},
 			"workspace": schema.StringAttribute{Optional: true, MarkdownDescription: "Name of an `agentlab_workspace` to attach as the sandbox's second disk. Changed in place (detach, attach)."},
 			"power_state": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("running"),
 				MarkdownDescription: "`running` (default) or `stopped`. Changed in place; a sandbox stopped by idle auto-stop shows up as drift and the next apply starts it.",
 				Validators:          []validator.String{stringvalidator.OneOf("running", "stopped")}},
-			"tags": schema.SetAttribute{Optional: true, ElementType: types.StringType, MarkdownDescription: "Extra Proxmox tags for the VM (agentd always adds `agentlab`). Changing them replaces the sandbox.",
-				PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplace()}},
+			"tags": schema.SetAttribute{Optional: true, ElementType: types.StringType, MarkdownDescription: "Extra Proxmox tags for the VM: lowercase letters, digits, `_ + . -`, up to 64 characters (agentd always adds `agentlab`, which is reserved, as is `agentlab-workspace`). Changing them replaces the sandbox.",
+				PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplace()},
+				Validators:    []validator.Set{setvalidator.ValueStringsAre(tagRule())}},
 			"vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "Proxmox VMID.",
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
 			"node": schema.StringAttribute{Computed: true, MarkdownDescription: "Proxmox node.",
@@ -89,6 +95,11 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			"timeouts":         timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
 		},
 	}
+}
+
+// ModifyPlan checks a new sandbox's name with agentd's whole rule.
+func (r *sandboxResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	checkNewName(ctx, req, resp, validate.SandboxName)
 }
 
 func (r *sandboxResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
@@ -315,11 +326,15 @@ func (r *sandboxResource) Delete(ctx context.Context, req resource.DeleteRequest
 	}
 }
 
-// ImportState accepts a sandbox name, VMID or id.
+// ImportState accepts a sandbox id, VMID or name, resolved by agentd's
+// reference rule (digits are only ever a VMID).
 func (r *sandboxResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	sb, err := r.c.Sandbox(ctx, req.ID)
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Import Sandbox", fmt.Sprintf("%q (a name, VMID or id): %v", req.ID, err))
+		return
+	}
+	if !importedMatches(&resp.Diagnostics, "Sandbox", req.ID, sb.ID, sb.VMID, sb.Name) {
 		return
 	}
 	if gone(sb) {

@@ -12,13 +12,18 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
-var _ resource.ResourceWithImportState = (*sessionResource)(nil)
+var (
+	_ resource.ResourceWithImportState = (*sessionResource)(nil)
+	_ resource.ResourceWithModifyPlan  = (*sessionResource)(nil)
+)
 
 // NewSessionResource is the agentlab_session factory.
 func NewSessionResource() resource.Resource { return &sessionResource{} }
@@ -51,7 +56,8 @@ func (r *sessionResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Session id (`ses-…`).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"name":      schema.StringAttribute{Required: true, MarkdownDescription: "Session name. Changing it replaces the session.", PlanModifiers: replace},
+			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Session name: 1-52 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the session.", PlanModifiers: replace,
+				Validators: []validator.String{nameChars("Session", validate.MaxSessionName)}},
 			"profile":   schema.StringAttribute{Required: true, MarkdownDescription: "Profile of the session's sandboxes. Changing it replaces the session.", PlanModifiers: replace},
 			"workspace": schema.StringAttribute{Required: true, MarkdownDescription: "Name of the `agentlab_workspace` the session works on. Changing it replaces the session.", PlanModifiers: replace},
 			"running": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
@@ -63,6 +69,11 @@ func (r *sessionResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			"timeouts":     timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
 		},
 	}
+}
+
+// ModifyPlan checks a new session's name with agentd's whole rule.
+func (r *sessionResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	checkNewName(ctx, req, resp, validate.SessionName)
 }
 
 func (r *sessionResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
@@ -177,11 +188,14 @@ func (r *sessionResource) Delete(ctx context.Context, req resource.DeleteRequest
 	}
 }
 
-// ImportState accepts a session name or id.
+// ImportState accepts a session id or name.
 func (r *sessionResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	s, err := r.c.Session(ctx, req.ID)
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Import Session", fmt.Sprintf("%q: %v", req.ID, err))
+		return
+	}
+	if !importedMatches(&resp.Diagnostics, "Session", req.ID, s.ID, 0, s.Name) {
 		return
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), s.ID)...)

@@ -13,10 +13,12 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 var (
@@ -51,11 +53,14 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Workspace id (`ws-…`).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name. Changing it replaces the workspace (and its data).",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
-			"size_gb": schema.Int64Attribute{Required: true, MarkdownDescription: "Size in GiB. It can grow in place; shrinking is refused at plan time."},
-			"storage": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Proxmox storage of the volume (default: agentd's `workspace_storage`). Changing it replaces the workspace.",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()}},
+			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name: 1-52 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the workspace (and its data).",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+				Validators:    []validator.String{nameChars("Workspace", validate.MaxWorkspaceName)}},
+			"size_gb": schema.Int64Attribute{Required: true, MarkdownDescription: "Size in GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
+				Validators: []validator.Int64{sizeRule()}},
+			"storage": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Proxmox storage id of the volume: agentd's `workspace_storage` (the default) or one of its `workspace_storages`. Changing it replaces the workspace.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()},
+				Validators:    []validator.String{storageIDRule()}},
 			"holder_vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "VMID of the holder VM that owns the volume.",
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
 			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to, if any."},
@@ -68,8 +73,10 @@ func (r *workspaceResource) Configure(_ context.Context, req resource.ConfigureR
 	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
 }
 
-// ModifyPlan refuses to shrink: a replacement would destroy the data.
+// ModifyPlan checks a new workspace's name with agentd's whole rule, and
+// refuses to shrink: a replacement would destroy the data.
 func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	checkNewName(ctx, req, resp, validate.WorkspaceName)
 	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
 		return
 	}
@@ -167,11 +174,14 @@ func (r *workspaceResource) Delete(ctx context.Context, req resource.DeleteReque
 	}
 }
 
-// ImportState accepts a workspace name or id.
+// ImportState accepts a workspace id, holder VMID or name.
 func (r *workspaceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	w, err := r.c.Workspace(ctx, req.ID)
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Import Workspace", fmt.Sprintf("%q: %v", req.ID, err))
+		return
+	}
+	if !importedMatches(&resp.Diagnostics, "Workspace", req.ID, w.ID, w.HolderVMID, w.Name) {
 		return
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), w.ID)...)
@@ -204,8 +214,9 @@ func (r *snapshotResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "`WORKSPACE/NAME`.",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"workspace":   schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name.", PlanModifiers: replace},
-			"name":        schema.StringAttribute{Required: true, MarkdownDescription: "Snapshot name (2-40 letters, digits, `_`, `-`; starts with a letter).", PlanModifiers: replace},
+			"workspace": schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name.", PlanModifiers: replace},
+			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Snapshot name (2-40 letters, digits, `_`, `-`; starts with a letter; not `current` or `pending`).",
+				PlanModifiers: replace, Validators: []validator.String{snapshotNameRule()}},
 			"description": schema.StringAttribute{Optional: true, MarkdownDescription: "Free text kept with the snapshot.", PlanModifiers: replace},
 			"created_at": schema.StringAttribute{Computed: true, MarkdownDescription: "When the snapshot was taken (RFC 3339).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
@@ -291,7 +302,17 @@ func (r *snapshotResource) ImportState(ctx context.Context, req resource.ImportS
 		resp.Diagnostics.AddError("Unable to Import Workspace Snapshot", fmt.Sprintf("want WORKSPACE/NAME, got %q", req.ID))
 		return
 	}
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), req.ID)...)
-	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("workspace"), ws)...)
+	// The workspace part is a reference like any other: store the name it
+	// resolves to, as the resource's own reads and plans use it.
+	w, err := r.c.Workspace(ctx, ws)
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Import Workspace Snapshot", fmt.Sprintf("workspace %q: %v", ws, err))
+		return
+	}
+	if !importedMatches(&resp.Diagnostics, "Workspace", ws, w.ID, w.HolderVMID, w.Name) {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), w.Name+"/"+name)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("workspace"), w.Name)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
 }

@@ -130,7 +130,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	}
 	guard := owner.NewGuard(pc, instance)
 	alloc := vmid.New(st, pc)
-	wsm := workspace.New(st, pc, guard, alloc, cfg.WorkspaceStorage)
+	wsm := workspace.New(st, pc, guard, alloc, cfg.WorkspaceStorage, cfg.WorkspaceStorages...)
 	mgr := sandbox.New(st, pc, guard, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
 		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,

@@ -176,11 +176,15 @@ func TestSandboxLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.Config.SnippetsDir, "agentlab-"+sb.ID+".yaml")); !os.IsNotExist(err) {
 		t.Fatalf("snippet left behind: %v", err)
 	}
-	if sb, err = c.Destroy(ctx, "life", false); err != nil || sb.State != api.StateDestroyed {
+	// A destroyed sandbox answers to its id only: its name (and VMID) may
+	// already belong to another.
+	if sb, err = c.Destroy(ctx, sb.ID, false); err != nil || sb.State != api.StateDestroyed {
 		t.Fatalf("destroy is idempotent: %+v %v", sb, err)
 	}
+	_, err = c.Destroy(ctx, "life", false)
+	wantCode(t, err, http.StatusNotFound, api.CodeSandboxNotFound)
 	want := "REQUESTED>PROVISIONING PROVISIONING>BOOTING BOOTING>READY READY>RUNNING RUNNING>STOPPED STOPPED>BOOTING BOOTING>READY READY>RUNNING RUNNING>DESTROYING DESTROYING>DESTROYED"
-	if got := strings.Join(kinds(t, c, "life"), " "); got != want {
+	if got := strings.Join(kinds(t, c, sb.ID), " "); got != want {
 		t.Fatalf("transitions:\n got %s\nwant %s", got, want)
 	}
 	// The name is free again; the destroyed row stays visible with --all.

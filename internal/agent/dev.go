@@ -115,6 +115,9 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	cfg.ProxmoxURL, cfg.ProxmoxTokenID, cfg.ProxmoxTokenSecret = sim.URL(), id, secret
 	cfg.ProxmoxNode, cfg.ProxmoxCAPEM, cfg.ProxmoxCAFile = sim.Node(), sim.CAPEM(), ""
 	cfg.SnippetsDir = filepath.Join(pveLocal, "snippets")
+	// Every simulated storage that holds images, so each storage's rules can
+	// be tried.
+	cfg.WorkspaceStorages = []string{"local-zfs", "local", "local-raw"}
 	if o.ProvisioningTimeout > 0 {
 		cfg.ProvisioningTimeout = o.ProvisioningTimeout
 	}

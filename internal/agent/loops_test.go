@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -65,13 +66,15 @@ func startLoopsDev(t *testing.T) (*agent.Dev, *client.Client, *fakeClock, *fakeC
 	return d, c, clk, ct
 }
 
+// state is the state of the newest sandbox with this name, destroyed or not
+// (a name reaches only a live sandbox, so a destroyed one is found by listing).
 func state(t *testing.T, c *client.Client, name string) api.State {
 	t.Helper()
-	sb, err := c.Sandbox(tctx(t), name)
-	if err != nil {
-		t.Fatal(err)
+	all, err := c.Sandboxes(tctx(t), url.Values{"all": {"true"}, "name": {name}})
+	if err != nil || len(all) == 0 {
+		t.Fatalf("sandbox %s: %v", name, err)
 	}
-	return sb.State
+	return all[0].State
 }
 
 func lastEvent(t *testing.T, c *client.Client, name string) api.Event {
@@ -120,7 +123,7 @@ func TestLeaseGC(t *testing.T) {
 	if _, ok := vms(d)[short.VMID]; ok {
 		t.Fatal("expired sandbox's VM still exists")
 	}
-	got := strings.Join(kinds(t, c, "short"), " ")
+	got := strings.Join(kinds(t, c, short.ID), " ") // destroyed: its id, not its name
 	if !strings.HasSuffix(got, "RUNNING>TIMEOUT TIMEOUT>DESTROYED") {
 		t.Fatalf("transitions %s", got)
 	}

@@ -105,7 +105,7 @@ func TestWorkspacePersistsAcrossSandboxes(t *testing.T) {
 			wantCode(t, err, http.StatusConflict, api.CodeAttached)
 			_, err = c.DeleteWorkspace(ctx, "ws")
 			wantCode(t, err, http.StatusConflict, api.CodeReserved)
-			_, err = c.ForkWorkspace(ctx, "ws", api.ForkRequest{Name: "ws-copy"})
+			_, err = c.ForkWorkspace(ctx, "ws", api.ForkRequest{Name: "copy"})
 			wantCode(t, err, http.StatusConflict, api.CodeAttached)
 			if snaps, _ := c.Snapshots(ctx, "ws"); len(snaps) != 0 {
 				t.Fatalf("snapshots after refusals: %v", snaps)
@@ -177,10 +177,10 @@ func TestWorkspacePersistsAcrossSandboxes(t *testing.T) {
 			}
 
 			// Fork: starts with the parent's data, then diverges.
-			if _, err := c.ForkWorkspace(ctx, "ws", api.ForkRequest{Name: "ws-fork"}); err != nil {
+			if _, err := c.ForkWorkspace(ctx, "ws", api.ForkRequest{Name: "fork"}); err != nil {
 				t.Fatal(err)
 			}
-			fvol := holderVol(t, d, c, "ws-fork")
+			fvol := holderVol(t, d, c, "fork")
 			if fvol == vol || read(t, d, fvol, "/work/a.txt") != "from A" {
 				t.Fatalf("fork %s does not start with the parent's data", fvol)
 			}

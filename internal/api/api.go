@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 // State is a sandbox lifecycle state.
@@ -298,6 +300,16 @@ func Errorf(status int, code Code, format string, args ...any) *Error {
 // FieldError is a 400 naming the offending request field.
 func FieldError(field, format string, args ...any) *Error {
 	return &Error{Status: 400, Code: CodeInvalidField, Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+// Invalid turns a rejection from package validate into the 400 naming its
+// field; any other error (nil included) is returned as it is.
+func Invalid(err error) error {
+	var ve *validate.Error
+	if errors.As(err, &ve) {
+		return &Error{Status: 400, Code: CodeInvalidField, Field: ve.Field, Message: ve.Error()}
+	}
+	return err
 }
 
 // IsCode reports whether err is an *Error with code c.

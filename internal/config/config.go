@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/strictyaml"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 // DefaultPath is where agentd looks without --config.
@@ -57,6 +58,10 @@ type Config struct {
 	GuestPort        int    `yaml:"guest_port"`
 	IsolateSandboxes bool   `yaml:"isolate_sandboxes"`
 	ManageNftSets    bool   `yaml:"manage_nft_sets"`
+
+	// WorkspaceStorages are the other storages a request may name for a
+	// workspace; anything else is refused before it reaches Proxmox.
+	WorkspaceStorages []string `yaml:"workspace_storages"`
 
 	GuestListen        string        `yaml:"guest_listen"`
 	GuestCheckSourceIP bool          `yaml:"guest_check_source_ip"`
@@ -120,6 +125,7 @@ func Default() *Config {
 		SnippetsDir:               "/var/lib/vz/snippets",
 		SnippetsStorage:           "local",
 		WorkspaceStorage:          "local-lvm",
+		WorkspaceStorages:         []string{},
 		AgentBridge:               "vmbr1",
 		AgentSubnet:               "10.77.0.0/16",
 		AgentHostAddress:          "10.77.0.1",
@@ -305,6 +311,15 @@ func (c *Config) Validate() error {
 	}
 	if c.SnippetsStorage == "" {
 		return c.fieldErr("snippets_storage", "must not be empty")
+	}
+	storages := [][2]string{{"workspace_storage", c.WorkspaceStorage}, {"snippets_storage", c.SnippetsStorage}}
+	for i, s := range c.WorkspaceStorages {
+		storages = append(storages, [2]string{fmt.Sprintf("workspace_storages[%d]", i), s})
+	}
+	for _, kv := range storages {
+		if err := validate.StorageID(kv[0], kv[1]); err != nil {
+			return c.fieldErr(kv[0], "%s", err.(*validate.Error).Reason)
+		}
 	}
 	for i, k := range c.SSHPublicKeys {
 		if f := strings.Fields(k); len(f) < 2 || !strings.HasPrefix(f[0], "ssh-") && !strings.HasPrefix(f[0], "ecdsa-") {

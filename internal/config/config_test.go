@@ -53,6 +53,9 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		{"artifact_quota_job_bytes: 0\n", "c.yaml: artifact_quota_job_bytes: must be greater than zero"},
 		{"guest_upload_min_rate: -1\n", "c.yaml: guest_upload_min_rate: must be greater than zero"},
 		{"guest_read_timeout: 0s\n", "c.yaml: guest_read_timeout: must be greater than zero"},
+		{"workspace_storage: local-lvm,foo=bar\n", "c.yaml: workspace_storage: \"local-lvm,foo=bar\" is not a Proxmox storage id"},
+		{"workspace_storages: [local-zfs, x]\n", "c.yaml: workspace_storages[1]: \"x\" is not a Proxmox storage id"},
+		{"snippets_storage: local/snippets\n", "c.yaml: snippets_storage: \"local/snippets\" is not a Proxmox storage id"},
 	}
 	for _, tc := range cases {
 		p := filepath.Join(dir, "c.yaml")

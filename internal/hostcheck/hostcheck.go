@@ -130,6 +130,13 @@ func Run(ctx context.Context, cfg *config.Config, profiles profile.Set, pc *pve.
 	} else {
 		add("workspace_storage", Fail, "storage "+cfg.WorkspaceStorage+" does not exist", "set workspace_storage to an lvmthin or zfspool storage")
 	}
+	for _, st := range cfg.WorkspaceStorages {
+		if _, ok := types[st]; ok {
+			add("workspace_storages", OK, fmt.Sprintf("%s (%s)", st, types[st]), "")
+		} else {
+			add("workspace_storages", Fail, "storage "+st+" does not exist on node "+pc.Node(), "remove it from workspace_storages or create it")
+		}
+	}
 	templates := map[int][]string{}
 	for _, n := range profiles.Names() {
 		templates[profiles[n].TemplateVMID] = append(templates[profiles[n].TemplateVMID], n)

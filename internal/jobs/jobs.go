@@ -77,7 +77,7 @@ func (m *Manager) Run(ctx context.Context, req api.RunJobRequest) (*store.Job, e
 	if err := m.store.CreateJob(ctx, j); err != nil {
 		return nil, err
 	}
-	sb, _, err := m.sb.Create(ctx, api.CreateSandboxRequest{Name: j.ID, Profile: req.Profile, TTL: req.TTL, Keepalive: &keep, Workspace: req.Workspace})
+	sb, _, err := m.sb.CreateForJob(ctx, api.CreateSandboxRequest{Name: j.ID, Profile: req.Profile, TTL: req.TTL, Keepalive: &keep, Workspace: req.Workspace}, j.ID)
 	if err != nil {
 		j.Status, j.Error = store.JobFailed, "sandbox: "+err.Error()
 		_ = m.store.SaveJob(ctx, j, store.JobQueued, store.Event{Kind: "job.failed", Message: j.Error})

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -28,6 +27,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
 	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
 )
@@ -153,11 +153,6 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	tagRE  = regexp.MustCompile(`^[a-z0-9_][a-z0-9_+.-]{0,63}$`)
-)
-
 func newID() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -174,13 +169,14 @@ type canonical struct {
 	Tags       []string `json:"tags"`
 }
 
-func (m *Manager) canonicalize(req api.CreateSandboxRequest) (canonical, *profile.Profile, error) {
+// canonicalize checks and normalises a create request. jobID is set only for
+// the sandbox of that job, which is named after it.
+func (m *Manager) canonicalize(req api.CreateSandboxRequest, jobID string) (canonical, *profile.Profile, error) {
 	var c canonical
-	if req.Name == "" {
-		return c, nil, api.FieldError("name", "is required")
-	}
-	if !nameRE.MatchString(req.Name) {
-		return c, nil, api.FieldError("name", "%q must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit (it becomes the VM's host name)", req.Name)
+	if req.Name != jobID || !validate.IsJobID(jobID) {
+		if err := validate.SandboxName("name", req.Name); err != nil {
+			return c, nil, api.Invalid(err)
+		}
 	}
 	if req.Profile == "" {
 		return c, nil, api.FieldError("profile", "is required (one of: %s)", strings.Join(m.profiles.Names(), ", "))
@@ -193,9 +189,9 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest) (canonical, *profil
 	c = canonical{Name: req.Name, Profile: req.Profile, Keepalive: p.Behavior.Keepalive, Workspace: req.Workspace,
 		TTLSeconds: int64(p.Behavior.TTLDefault / time.Second), Tags: []string{}}
 	if req.TTL != "" {
-		d, err := ParseTTL(req.TTL)
+		d, err := validate.TTL("ttl", req.TTL)
 		if err != nil {
-			return c, nil, api.FieldError("ttl", "%v", err)
+			return c, nil, api.Invalid(err)
 		}
 		c.TTLSeconds = int64(d / time.Second)
 	}
@@ -204,11 +200,8 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest) (canonical, *profil
 	}
 	seen := map[string]bool{}
 	for _, t := range req.Tags {
-		if !tagRE.MatchString(t) {
-			return c, nil, api.FieldError("tags", "%q is not a valid Proxmox tag (lowercase letters, digits, _ + . -)", t)
-		}
-		if t == OwnerTag {
-			return c, nil, api.FieldError("tags", "%q is reserved: agentd adds it to every sandbox VM", t)
+		if err := validate.Tag("tags", t); err != nil {
+			return c, nil, api.Invalid(err)
 		}
 		if !seen[t] {
 			seen[t] = true
@@ -222,35 +215,38 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest) (canonical, *profil
 	return c, p, nil
 }
 
-// ParseTTL accepts a Go duration ("90m", "2h") or "0" for no lease.
+// ParseTTL accepts a Go duration ("90m", "2h") or "0" for no lease (the rule
+// is validate.TTL's; the error reads without a field name).
 func ParseTTL(s string) (time.Duration, error) {
-	if s == "0" {
-		return 0, nil
+	d, err := validate.TTL("ttl", s)
+	var ve *validate.Error
+	if errors.As(err, &ve) {
+		return 0, errors.New(ve.Reason)
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration such as 90m or 8h", s)
-	}
-	if d < 0 || (d > 0 && d < time.Minute) {
-		return 0, fmt.Errorf("%q must be 0 (no lease) or at least 1m", s)
-	}
-	if d%time.Second != 0 {
-		return 0, fmt.Errorf("%q must be whole seconds", s)
-	}
-	return d, nil
+	return d, err
 }
 
 // Create records a sandbox and starts provisioning it in the background. A
 // retry of the same request returns the existing sandbox (created=false); a
 // different request for a live name is a conflict.
 func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (sb *store.Sandbox, created bool, err error) {
-	return m.CreateFor(ctx, req, "")
+	return m.create(ctx, req, "", "")
+}
+
+// CreateForJob is Create for the sandbox of job jobID, named after the job:
+// the one sandbox name with an id prefix, which only agentd can choose.
+func (m *Manager) CreateForJob(ctx context.Context, req api.CreateSandboxRequest, jobID string) (sb *store.Sandbox, created bool, err error) {
+	return m.create(ctx, req, "", jobID)
 }
 
 // CreateFor is Create on behalf of a session, which may use the workspace it
 // reserved.
 func (m *Manager) CreateFor(ctx context.Context, req api.CreateSandboxRequest, sessionID string) (sb *store.Sandbox, created bool, err error) {
-	c, _, err := m.canonicalize(req)
+	return m.create(ctx, req, sessionID, "")
+}
+
+func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sessionID, jobID string) (sb *store.Sandbox, created bool, err error) {
+	c, _, err := m.canonicalize(req, jobID)
 	defer m.admit(ctx, c, &err)()
 	if err != nil {
 		return nil, false, err
@@ -414,11 +410,12 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 	return len(rows), nil
 }
 
-// Get returns a sandbox by name, VMID or id.
+// Get returns a sandbox by id, VMID or name (store.Lookup's rule).
 func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
 	sb, err := m.store.Lookup(ctx, ref)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, api.Errorf(http.StatusNotFound, api.CodeSandboxNotFound, "sandbox %q not found", ref)
+		return nil, api.Errorf(http.StatusNotFound, api.CodeSandboxNotFound,
+			"sandbox %q not found (a name or VMID reaches live sandboxes only; a destroyed one answers to its id, see list --all)", ref)
 	}
 	return sb, err
 }

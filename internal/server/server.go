@@ -154,7 +154,8 @@ func (s *Server) wrap(h handler) http.HandlerFunc {
 		if err != nil {
 			var ae *api.Error
 			switch {
-			case errors.As(err, &ae):
+			case errors.As(api.Invalid(err), &ae):
+				// A validation failure is the client's mistake wherever it surfaced.
 			case errors.Is(err, store.ErrStale), errors.Is(err, store.ErrConflict):
 				// A compare-and-set lost to a concurrent request: the caller
 				// may retry; never a 500.

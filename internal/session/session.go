@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
 )
 
@@ -34,8 +34,6 @@ type Manager struct {
 func New(st *store.Store, sb *sandbox.Manager) *Manager {
 	return &Manager{store: st, sb: sb, ws: sb.Workspaces()}
 }
-
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
 
 func newID() string {
 	b := make([]byte, 6)
@@ -86,8 +84,8 @@ func (m *Manager) API(ctx context.Context, x *store.Session) api.Session {
 // Create registers a session on an existing workspace, or on a new one
 // ("new:NAME" with WorkspaceSize). It does not start a sandbox: Resume does.
 func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*store.Session, error) {
-	if !nameRE.MatchString(req.Name) {
-		return nil, api.FieldError("name", "%q must be 1-52 lowercase letters, digits or dashes", req.Name)
+	if err := validate.SessionName("name", req.Name); err != nil {
+		return nil, api.Invalid(err)
 	}
 	if _, ok := m.sb.Profiles()[req.Profile]; !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
@@ -109,6 +107,18 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 	if isNew {
 		if req.WorkspaceSize == "" {
 			return nil, api.FieldError("workspace_size", "is required with workspace new:%s (e.g. 80G)", name)
+		}
+		// The same checks as the workspace's own, but naming this request's fields.
+		if err := validate.WorkspaceName("workspace", name); err != nil {
+			return nil, api.Invalid(err)
+		}
+		if _, err := validate.ParseSize("workspace_size", req.WorkspaceSize); err != nil {
+			return nil, api.Invalid(err)
+		}
+		if req.WorkspaceStorage != "" {
+			if err := m.ws.Storage("workspace_storage", req.WorkspaceStorage); err != nil {
+				return nil, err
+			}
 		}
 		if w, err = m.ws.Create(ctx, api.CreateWorkspaceRequest{Name: name, Size: req.WorkspaceSize, Storage: req.WorkspaceStorage}); err != nil {
 			return nil, err
@@ -288,8 +298,8 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	if profile == "" {
 		profile = src.Profile
 	}
-	if !nameRE.MatchString(req.Name) {
-		return nil, api.FieldError("name", "%q must be 1-52 lowercase letters, digits or dashes", req.Name)
+	if err := validate.SessionName("name", req.Name); err != nil {
+		return nil, api.Invalid(err)
 	}
 	if _, ok := m.sb.Profiles()[profile]; !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist", profile)

@@ -111,11 +111,6 @@ func (s *Store) Session(ctx context.Context, id string) (*Session, error) {
 	return scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id=?`, id))
 }
 
-// LookupSession finds a live session by name or id.
-func (s *Store) LookupSession(ctx context.Context, ref string) (*Session, error) {
-	return scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE (name=? OR id=?) AND state <> 'DELETED' LIMIT 1`, ref, ref))
-}
-
 // Sessions lists live sessions by name.
 func (s *Store) Sessions(ctx context.Context) ([]*Session, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE state <> 'DELETED' ORDER BY name`)

@@ -492,14 +492,6 @@ func (s *Store) Sandbox(ctx context.Context, id string) (*Sandbox, error) {
 	return scanSandbox(s.db.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id=?`, id))
 }
 
-// Lookup finds a sandbox by name or VMID: the live one if any, else the most
-// recently destroyed, so that a destroyed sandbox still answers with its state.
-func (s *Store) Lookup(ctx context.Context, ref string) (*Sandbox, error) {
-	return scanSandbox(s.db.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes
-		WHERE name=? OR CAST(vmid AS TEXT)=? OR id=?
-		ORDER BY state = 'DESTROYED', updated_at DESC LIMIT 1`, ref, ref, ref))
-}
-
 // Filter selects sandboxes; empty fields match everything.
 type Filter struct {
 	States  []api.State

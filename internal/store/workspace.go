@@ -125,12 +125,6 @@ func (s *Store) Workspace(ctx context.Context, id string) (*Workspace, error) {
 	return scanWorkspace(s.db.QueryRowContext(ctx, `SELECT `+workspaceCols+` FROM workspaces WHERE id=?`, id))
 }
 
-// LookupWorkspace finds a live workspace by name or id.
-func (s *Store) LookupWorkspace(ctx context.Context, ref string) (*Workspace, error) {
-	return scanWorkspace(s.db.QueryRowContext(ctx, `SELECT `+workspaceCols+` FROM workspaces
-		WHERE (name=? OR id=?) AND state <> 'DELETED' LIMIT 1`, ref, ref))
-}
-
 // WorkspaceBySandbox returns the workspace attached to a sandbox, if any.
 func (s *Store) WorkspaceBySandbox(ctx context.Context, sandboxID string) (*Workspace, error) {
 	return scanWorkspace(s.db.QueryRowContext(ctx, `SELECT `+workspaceCols+` FROM workspaces WHERE attached_sandbox=?`, sandboxID))

@@ -10,6 +10,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 // locked fetches a workspace by ref and locks it; the caller must unlock.
@@ -66,8 +67,8 @@ func (m *Manager) findSnapshot(ctx context.Context, w *store.Workspace, name str
 
 // CreateSnapshot snapshots a detached workspace.
 func (m *Manager) CreateSnapshot(ctx context.Context, ref string, req api.CreateSnapshotRequest) (*api.Snapshot, error) {
-	if !snapRE.MatchString(req.Name) || req.Name == "current" || req.Name == "pending" {
-		return nil, api.FieldError("name", "%q must be 2-40 letters, digits, _ or -, starting with a letter (not current or pending)", req.Name)
+	if err := validate.SnapshotName("name", req.Name); err != nil {
+		return nil, api.Invalid(err)
 	}
 	w, unlock, err := m.locked(ctx, ref)
 	if err != nil {
@@ -162,8 +163,18 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref, name string) error {
 // Fork makes a new workspace whose volume is a full copy of src's (of its
 // snapshot when FromSnapshot is set): a full clone of the holder.
 func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*store.Workspace, error) {
-	if !nameRE.MatchString(req.Name) {
-		return nil, api.FieldError("name", "%q must be 1-52 lowercase letters, digits or dashes", req.Name)
+	if err := validate.WorkspaceName("name", req.Name); err != nil {
+		return nil, api.Invalid(err)
+	}
+	if req.FromSnapshot != "" {
+		if err := validate.SnapshotName("from_snapshot", req.FromSnapshot); err != nil {
+			return nil, api.Invalid(err)
+		}
+	}
+	if req.Storage != "" {
+		if err := m.Storage("storage", req.Storage); err != nil {
+			return nil, err
+		}
 	}
 	src, unlock, err := m.locked(ctx, ref)
 	if err != nil {

@@ -11,9 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
-	"strconv"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -21,6 +19,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 	"github.com/agentlab/terraform-provider-agentlab/internal/vmid"
 )
 
@@ -44,59 +43,43 @@ type Manager struct {
 	guard          *owner.Guard
 	alloc          *vmid.Allocator
 	defaultStorage string
+	storages       []string    // where a volume may be created: the default first
 	locks          keylock.Set // one per workspace id
 }
 
-// New builds a manager.
-func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Allocator, defaultStorage string) *Manager {
-	return &Manager{store: st, pve: pc, guard: guard, alloc: alloc, defaultStorage: defaultStorage}
+// New builds a manager. Volumes go on defaultStorage unless a request names
+// one of the other allowed storages.
+func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Allocator, defaultStorage string, allowed ...string) *Manager {
+	storages := []string{defaultStorage}
+	for _, s := range allowed {
+		if !slices.Contains(storages, s) {
+			storages = append(storages, s)
+		}
+	}
+	return &Manager{store: st, pve: pc, guard: guard, alloc: alloc, defaultStorage: defaultStorage, storages: storages}
+}
+
+// Storage checks a storage a client asked for (under field) before it can
+// reach Proxmox: PVE's id format, and one of the storages agentd may use.
+func (m *Manager) Storage(field, s string) error {
+	return api.Invalid(validate.Storage(field, s, m.storages))
 }
 
 // Lock serialises operations on one workspace in this process (the sandbox
 // manager takes it too, always after the sandbox's own lock).
 func (m *Manager) Lock(id string) func() { return m.locks.Lock(id) }
 
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
-	snapRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]{1,39}$`)
-	sizeRE = regexp.MustCompile(`^(\d+)\s*([GgTt]?)(?:i?[Bb])?$`)
-)
-
-// ParseSize accepts "80G", "80", "1T" and returns GiB.
-func ParseSize(s string) (int, error) {
-	m := sizeRE.FindStringSubmatch(strings.TrimSpace(s))
-	if m == nil {
-		return 0, fmt.Errorf("%q is not a size such as 80G or 1T", s)
-	}
-	n, err := strconv.Atoi(m[1])
-	if err != nil || n < 1 {
-		return 0, fmt.Errorf("%q must be at least 1G", s)
-	}
-	if strings.EqualFold(m[2], "t") {
-		n *= 1024
-	}
-	if n > 65536 {
-		return 0, fmt.Errorf("%q is larger than 64T", s)
-	}
-	return n, nil
-}
-
 func sizeOf(size string, gb int) (int, error) {
 	switch {
 	case size != "" && gb != 0:
 		return 0, api.FieldError("size", "give size or size_gb, not both")
 	case size != "":
-		n, err := ParseSize(size)
-		if err != nil {
-			return 0, api.FieldError("size", "%v", err)
-		}
-		return n, nil
-	case gb < 0 || gb > 65536:
-		return 0, api.FieldError("size_gb", "must be between 1 and 65536, got %d", gb)
+		n, err := validate.ParseSize("size", size)
+		return n, api.Invalid(err)
 	case gb == 0:
 		return 0, api.FieldError("size", "is required (e.g. 80G)")
 	}
-	return gb, nil
+	return gb, api.Invalid(validate.SizeGiB("size_gb", int64(gb)))
 }
 
 func newID() string {
@@ -178,8 +161,8 @@ func proxmoxErr(op string, w *store.Workspace, err error) error {
 
 // Create allocates a holder VM owning a new volume of the given size.
 func (m *Manager) Create(ctx context.Context, req api.CreateWorkspaceRequest) (*store.Workspace, error) {
-	if !nameRE.MatchString(req.Name) {
-		return nil, api.FieldError("name", "%q must be 1-52 lowercase letters, digits or dashes, starting and ending with a letter or digit", req.Name)
+	if err := validate.WorkspaceName("name", req.Name); err != nil {
+		return nil, api.Invalid(err)
 	}
 	size, err := sizeOf(req.Size, req.SizeGB)
 	if err != nil {
@@ -188,6 +171,8 @@ func (m *Manager) Create(ctx context.Context, req api.CreateWorkspaceRequest) (*
 	storage := req.Storage
 	if storage == "" {
 		storage = m.defaultStorage
+	} else if err := m.Storage("storage", storage); err != nil {
+		return nil, err
 	}
 	w := &store.Workspace{ID: newID(), Name: req.Name, State: store.WorkspaceCreating, Step: "allocate_vmid",
 		Storage: storage, SizeGB: size, DiskKey: "scsi0"}

@@ -1,2 +1,2 @@
-# A session is imported by name (or id).
+# A session is imported by name (or id, ses-…).
 terraform import agentlab_session.alice alice

@@ -1,2 +1,2 @@
-# A workspace is imported by name (or id).
+# A workspace is imported by name (or id, ws-…, or its holder's VMID).
 terraform import agentlab_workspace.team_a team-a
