@@ -321,7 +321,19 @@ func (r *sandboxResource) Delete(ctx context.Context, req resource.DeleteRequest
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// force: also a sandbox still provisioning; agentd still never touches a VM it does not own.
-	if _, err := r.c.Destroy(ctx, state.ID.ValueString(), true); err != nil && !client.IsNotFound(err) {
+	sb, err := r.c.Destroy(ctx, state.ID.ValueString(), true)
+	if client.IsNotFound(err) {
+		return
+	}
+	if err == nil && sb.State == api.StateDestroying {
+		// A sandbox still provisioning is destroyed in the background once
+		// its worker stopped; wait for it, so the name is free again.
+		sb, err = r.c.WaitSandbox(ctx, sb.ID, 500*time.Millisecond)
+		if err == nil && sb.State != api.StateDestroyed {
+			err = fmt.Errorf("sandbox %s ended %s: %s", sb.Name, sb.State, sb.Error)
+		}
+	}
+	if err != nil {
 		resp.Diagnostics.AddError("Unable to Delete Sandbox", err.Error())
 	}
 }

@@ -19,8 +19,9 @@ run sandbox lease renew demo --ttl 4h
 run sandbox stop demo
 run sandbox start demo
 run sandbox list --json
+id=$("$AGENTD" sandbox show demo --json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
 run sandbox destroy demo
-run sandbox events demo --tail 4
+run sandbox events "$id" --tail 4   # a destroyed sandbox answers to its id only
 
 # Workspaces outlive sandboxes; sessions put a fresh sandbox on one per resume.
 run workspace create --name team-a --size 20G

@@ -633,7 +633,7 @@ func TestDestroyWhileProvisioning(t *testing.T) {
 	if err != nil || got.State != api.StateDestroying {
 		t.Fatalf("destroy --force of a provisioning sandbox answers DESTROYING at once: %+v %v", got, err)
 	}
-	if got, err = c.WaitSandbox(ctx, "stuck", 10*time.Millisecond); err != nil || got.State != api.StateDestroyed {
+	if got, err = c.WaitSandbox(ctx, got.ID, 10*time.Millisecond); err != nil || got.State != api.StateDestroyed {
 		t.Fatalf("%+v %v", got, err)
 	}
 	if left := vms(d); len(left) != 0 {

@@ -372,7 +372,7 @@ func TestProvisioningSandboxAnswersAtOnce(t *testing.T) {
 		t.Fatal("an operation waited for the provisioning worker")
 	}
 	d.Sim.ClearFaults()
-	if sb, err = c.WaitSandbox(ctx, "slow", 10*time.Millisecond); err != nil || sb.State != api.StateDestroyed {
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateDestroyed {
 		t.Fatalf("%+v %v", sb, err)
 	}
 }
