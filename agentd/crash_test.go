@@ -157,6 +157,31 @@ secrets_key_file: %s/secrets/age.key
 			t.Fatalf("VM %d (%s) has no running sandbox row", r.VMID, r.Name)
 		}
 	}
+	// States are not enough: every running sandbox's VM carries the whole
+	// configuration, however far its provisioning had got when killed.
+	for _, sb := range rows {
+		if sb.State != api.StateRunning {
+			continue
+		}
+		cfg, err := pc.Config(ctx, sb.VMID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		get := func(k string) string { v, _ := cfg[k].(string); return v }
+		_, fw, err := pc.VMFirewallRules(ctx, sb.VMID)
+		for what, ok := range map[string]bool{
+			"tag":                 strings.Contains(";"+get("tags")+";", ";agentlab;"),
+			"description proof":   strings.Contains(get("description"), "agentlab-sandbox-id: "+sb.ID) && strings.Contains(get("description"), "agentlab-instance: "),
+			"cicustom":            strings.Contains(get("cicustom"), "agentlab-"+sb.ID+".yaml"),
+			"net0 with firewall":  strings.Contains(get("net0"), "bridge=vmbr1") && strings.Contains(get("net0"), "firewall=1"),
+			"root disk of 40 GiB": strings.Contains(get("scsi0"), "size=40G"),
+			"VM firewall on":      err == nil && fmt.Sprint(fw["enable"]) == "1",
+		} {
+			if !ok {
+				t.Fatalf("%s (VM %d) after kill -9 and resume lacks its %s: %v", sb.Name, sb.VMID, what, cfg)
+			}
+		}
+	}
 
 	// SIGTERM during work: a clean exit in seconds, state intact.
 	for n := 0; n < 5; n++ {
