@@ -36,6 +36,7 @@ func newStatusCmd() *cobra.Command {
 				}
 				out := cmd.OutOrStdout()
 				printf(out, "agentd %s on node %s (endpoint %s), up since %s\n", st.Version, st.Node, c.Endpoint(), st.StartedAt.Local().Format("2006-01-02 15:04:05"))
+				printf(out, "instance %s (written into every VM this agent creates)\n", st.InstanceID)
 				if st.Proxmox.Reachable {
 					printf(out, "Proxmox VE %s: reachable\n", st.Proxmox.Version)
 				} else {

@@ -206,13 +206,15 @@ type ProfileList struct {
 
 // Status is the host status.
 type Status struct {
-	Version   string                `json:"version"`
-	Node      string                `json:"node"`
-	Sandboxes map[State]int         `json:"sandboxes"`
-	Proxmox   ProxmoxStatus         `json:"proxmox"`
-	Profiles  []string              `json:"profiles"`
-	StartedAt time.Time             `json:"started_at"`
-	Loops     map[string]LoopStatus `json:"loops,omitempty"`
+	Version string `json:"version"`
+	Node    string `json:"node"`
+	// InstanceID is written into every VM this installation creates.
+	InstanceID string                `json:"instance_id"`
+	Sandboxes  map[State]int         `json:"sandboxes"`
+	Proxmox    ProxmoxStatus         `json:"proxmox"`
+	Profiles   []string              `json:"profiles"`
+	StartedAt  time.Time             `json:"started_at"`
+	Loops      map[string]LoopStatus `json:"loops,omitempty"`
 	// IdleStop says why idle auto-stop is not acting, when it is not.
 	IdleStop string `json:"idle_stop,omitempty"`
 }

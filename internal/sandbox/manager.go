@@ -134,6 +134,14 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]string{}}
 }
 
+// Instance is this installation's agent instance id.
+func (m *Manager) Instance() string {
+	if m.guard == nil {
+		return ""
+	}
+	return m.guard.Instance()
+}
+
 // Profiles returns the loaded profiles.
 func (m *Manager) Profiles() profile.Set { return m.profiles }
 

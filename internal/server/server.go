@@ -220,7 +220,7 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return 0, nil, err
 	}
-	st := api.Status{Version: version.Version, Node: s.node, Sandboxes: map[api.State]int{}, StartedAt: s.started,
+	st := api.Status{Version: version.Version, Node: s.node, InstanceID: s.mgr.Instance(), Sandboxes: map[api.State]int{}, StartedAt: s.started,
 		Profiles: s.mgr.Profiles().Names(), IdleStop: s.mgr.IdleStatus()}
 	if s.loops != nil {
 		st.Loops = s.loops.Status()
