@@ -78,6 +78,7 @@ type Agent struct {
 	Loops     *loops.Runner
 	Metrics   *metrics.Metrics
 	Jobs      *jobs.Manager
+	Sessions  *session.Manager
 	handlers  sync.WaitGroup // API requests in progress
 	wg        sync.WaitGroup
 	errc      chan error
@@ -141,6 +142,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop
 	sessions := session.New(st, mgr)
+	a.Sessions = sessions
 	a.Jobs = jobs.New(st, mgr)
 	api := server.New(mgr, sessions, cfg.ProxmoxNode, log)
 	api.SetLoops(a.Loops)
@@ -190,6 +192,11 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if err != nil {
 		a.Close()
 		return nil, fmt.Errorf("resume interrupted work: %w", err)
+	}
+	if adopted, err := sessions.Recover(ctx); err != nil {
+		log.Warn("recover sessions", "err", err)
+	} else if len(adopted) > 0 {
+		log.Info("sessions adopted their sandboxes after an interrupted resume", "sessions", adopted)
 	}
 	if n > 0 {
 		log.Info("resumed interrupted sandboxes", "count", n)
@@ -390,6 +397,9 @@ func (a *Agent) addLoops(cfg *config.Config) {
 	a.Loops.Add(loops.Loop{Name: "provisioning_timeout", Every: cfg.LeaseGCInterval, Run: m.ProvisioningTimeouts})
 	a.Loops.Add(loops.Loop{Name: "reconcile", Every: cfg.ReconcileInterval, Run: func(ctx context.Context) error {
 		rep, err := m.Reconcile(ctx, false)
+		if _, serr := a.Sessions.Recover(ctx); serr != nil && err == nil {
+			err = serr
+		}
 		if err == nil && len(rep.Actions) > 0 {
 			a.log.Info("reconcile repaired drift", "actions", len(rep.Actions), "orphans", len(rep.Orphans))
 		}

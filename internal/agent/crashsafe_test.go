@@ -406,3 +406,46 @@ func TestForcedCancelIsReportedAsSuch(t *testing.T) {
 		t.Fatalf("the configure event does not say what was configured:\n%s", text)
 	}
 }
+
+// A crash between a resume's new sandbox and the session's pointer to it:
+// the restart adopts the sandbox instead of leaving it running unowned.
+func TestInterruptedResumeIsAdopted(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "rw", Size: "1G"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateSession(ctx, api.CreateSessionRequest{Name: "alice", Profile: "yolo-workspace", Workspace: "rw"}); err != nil {
+		t.Fatal(err)
+	}
+	x, err := c.ResumeSession(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := d.Agent.Store
+	row, err := st.LookupSession(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What Resume has written when agentd dies right after CreateFor.
+	sbID := row.SandboxID
+	row.SandboxID = ""
+	if err := st.SaveSession(ctx, row, sbID, store.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	got, err := c.Session(ctx, "alice")
+	if err != nil || got.Sandbox != x.Sandbox {
+		t.Fatalf("after restart: %+v %v (want sandbox %s)", got, err, x.Sandbox)
+	}
+	// And stopping the session really destroys it.
+	if _, err := c.StopSession(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if sb, err := c.WaitSandbox(ctx, sbID, 10*time.Millisecond); err != nil || sb.State != api.StateDestroyed {
+		t.Fatalf("%+v %v", sb, err)
+	}
+}

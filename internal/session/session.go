@@ -176,17 +176,59 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 	if w, err = m.awaitRelease(ctx, w); err != nil {
 		return nil, err
 	}
+	// Journal the new generation first: a crash between the sandbox's
+	// creation and the session's pointer to it is then adopted by Recover
+	// (the sandbox's name is derived from the generation).
 	x.Generation++
-	sb, _, err := m.sb.CreateFor(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("%s-%d", x.Name, x.Generation), Profile: x.Profile, Workspace: w.Name}, x.ID)
+	x.SandboxID = ""
+	if err := m.store.SaveSession(ctx, x, prevSandbox, store.Event{Kind: "session.resuming", Message: fmt.Sprintf("generation %d", x.Generation)}); err != nil {
+		return nil, conflict(x, err)
+	}
+	sb, _, err := m.sb.CreateFor(ctx, api.CreateSandboxRequest{Name: sandboxName(x), Profile: x.Profile, Workspace: w.Name}, x.ID)
 	if err != nil {
 		return nil, err
 	}
 	x.SandboxID = sb.ID
-	if err := m.store.SaveSession(ctx, x, prevSandbox, store.Event{Kind: "session.resumed", Message: "sandbox " + sb.Name + " provisioning"}); err != nil {
+	if err := m.store.SaveSession(ctx, x, "", store.Event{Kind: "session.resumed", Message: "sandbox " + sb.Name + " provisioning"}); err != nil {
 		_, _ = m.sb.Destroy(context.WithoutCancel(ctx), sb.ID, true)
-		return nil, err
+		return nil, conflict(x, err)
 	}
 	return x, nil
+}
+
+// sandboxName is the name of the sandbox of the session's current generation.
+func sandboxName(x *store.Session) string { return fmt.Sprintf("%s-%d", x.Name, x.Generation) }
+
+// Recover adopts sandboxes a crash left between their creation and their
+// session's pointer: a live session without a current sandbox whose
+// generation's sandbox exists points at it again. Run at start and by the
+// reconcile loop; it returns what it adopted.
+func (m *Manager) Recover(ctx context.Context) ([]string, error) {
+	xs, err := m.store.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var adopted []string
+	for _, x := range xs {
+		if x.SandboxID != "" || x.Generation == 0 {
+			continue
+		}
+		rows, err := m.store.Sandboxes(ctx, store.Filter{Name: sandboxName(x)})
+		if err != nil || len(rows) == 0 {
+			continue
+		}
+		unlock := m.locks.Lock(x.ID)
+		cur, err := m.store.Session(ctx, x.ID)
+		if err == nil && cur.State != store.SessionDeleted && cur.SandboxID == "" && cur.Generation == x.Generation {
+			cur.SandboxID = rows[0].ID
+			if err := m.store.SaveSession(ctx, cur, "", store.Event{Kind: "session.recovered",
+				Message: fmt.Sprintf("sandbox %s of generation %d adopted after an interrupted resume", rows[0].Name, cur.Generation)}); err == nil {
+				adopted = append(adopted, cur.Name+":"+rows[0].Name)
+			}
+		}
+		unlock()
+	}
+	return adopted, nil
 }
 
 // awaitRelease waits (bounded by ctx and a minute) while the workspace is

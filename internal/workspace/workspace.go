@@ -217,7 +217,11 @@ func (m *Manager) build(ctx context.Context, w *store.Workspace) error {
 			return err
 		}
 	} else if !owner.HasTag(v.Config, HolderTag) {
-		// A fork's clone carries the proof but not yet the tag.
+		// A fork's clone carries the proof but not yet the tag; after a crash
+		// its clone task may still run (lock=clone).
+		if err := m.waitUnlocked(ctx, w.HolderVMID); err != nil {
+			return err
+		}
 		if err := v.Configure(ctx, pve.Option{Name: "tags", Value: HolderTag}); err != nil {
 			return err
 		}
@@ -241,6 +245,24 @@ func (m *Manager) abandon(w *store.Workspace, cause error) {
 	prev := *w
 	w.State, w.Error = store.WorkspaceDeleted, msg
 	_ = m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.create_failed", Message: msg})
+}
+
+// waitUnlocked waits while a task holds the VM's lock (bounded by ctx and
+// two minutes: a fork's clone copies the whole volume).
+func (m *Manager) waitUnlocked(ctx context.Context, vmid int) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		st, err := m.pve.Status(ctx, vmid)
+		if err != nil || st.Lock == "" {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("VM %d still locked (%s): %w", vmid, st.Lock, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (m *Manager) destroyHolder(ctx context.Context, w *store.Workspace) error {
