@@ -73,8 +73,14 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox) error {
 				return err
 			}
 		}
-		if err := m.store.VMGone(ctx, sb.ID, sb.VMID); err != nil {
-			return err
+		// Absent at a step where the clone may still be running (cancelled
+		// or timed out while PVE's task goes on) is not gone: the VMID stays
+		// pending, so the clone, when it lands untagged, is still found by
+		// reconcile as ours and pruned.
+		if v != nil || sb.Step != stepClone {
+			if err := m.store.VMGone(ctx, sb.ID, sb.VMID); err != nil {
+				return err
+			}
 		}
 	}
 	m.removeSnippet(sb)
@@ -272,7 +278,9 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 			if !force {
 				return nil, m.lost(wctx, sb, "destroy", err)
 			}
-			sb.State = api.StateLost
+			// retire names the cause in its event (it used to say "not
+			// provably ours: " with the row's old, usually empty, error).
+			sb.State, sb.Error = api.StateLost, err.Error()
 		} else if err != nil {
 			return nil, proxmoxError("destroy", sb, err)
 		}
@@ -297,7 +305,19 @@ func (m *Manager) retire(ctx context.Context, sb *store.Sandbox) (*store.Sandbox
 	from := sb.State
 	msg := fmt.Sprintf("row retired with force; VM %d left alone (not provably ours: %s)", sb.VMID, sb.Error)
 	if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
-		_ = m.ws.Release(ctx, w, sb.ID)
+		// A VM that is not ours but still references the workspace's volume
+		// (our VM with its tag removed, say) keeps the claim: released, the
+		// workspace could be attached to a second VM, snapshotted or rolled
+		// back under a VM agentd may not touch.
+		if plugged, perr := m.stillPlugged(ctx, sb, w); plugged || perr != nil {
+			why := fmt.Sprintf("VM %d still references its volume", sb.VMID)
+			if perr != nil {
+				why = fmt.Sprintf("cannot tell whether VM %d still references its volume: %v", sb.VMID, perr)
+			}
+			msg += fmt.Sprintf("; workspace %s stays claimed: %s (unplug it by hand, then workspace detach)", w.Name, why)
+		} else {
+			_ = m.ws.Release(ctx, w, sb.ID)
+		}
 	}
 	cur, err := m.store.Sandbox(ctx, sb.ID)
 	if err != nil {
@@ -312,6 +332,31 @@ func (m *Manager) retire(ctx context.Context, sb *store.Sandbox) (*store.Sandbox
 		return nil, conflict(sb, err)
 	}
 	return sb, nil
+}
+
+// stillPlugged reports whether the VM at sb's VMID (which may not be
+// provably sb's) references w's volume under any key. It only reads.
+func (m *Manager) stillPlugged(ctx context.Context, sb *store.Sandbox, w *store.Workspace) (bool, error) {
+	if sb.VMID == 0 {
+		return false, nil
+	}
+	cfg, err := m.pve.Config(ctx, sb.VMID)
+	if errors.Is(err, pve.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	vol, err := m.ws.Volume(ctx, w)
+	if err != nil {
+		return false, err
+	}
+	for k := range cfg {
+		if pve.DiskVolume(cfg, k) == vol {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // finishDestroy removes the VM of a DESTROYING row and marks it DESTROYED;
@@ -518,6 +563,16 @@ func (m *Manager) DetachWorkspace(ctx context.Context, wsRef string) (*store.Wor
 func (m *Manager) detachLocked(ctx context.Context, sb *store.Sandbox, w *store.Workspace) error {
 	if err := m.ws.Journal(ctx, w, workspace.StepDetach); err != nil {
 		return err
+	}
+	if sb.State == api.StateDestroyed || sb.State == api.StateLost {
+		// The VM is not (or no longer) provably sb's: never unplug it, and
+		// never release a volume it still references (see retire).
+		if plugged, err := m.stillPlugged(ctx, sb, w); plugged || err != nil {
+			if err == nil {
+				err = fmt.Errorf("VM %d, which agentd may not touch, still references its volume; unplug it by hand first", sb.VMID)
+			}
+			return api.Errorf(http.StatusConflict, api.CodeAttached, "cannot detach workspace %s from sandbox %s: %v", w.Name, sb.Name, err)
+		}
 	}
 	if sb.VMID != 0 && sb.State != api.StateDestroyed && sb.State != api.StateLost {
 		v, err := m.vm(ctx, sb)

@@ -86,8 +86,10 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 }
 
 // drift is the action a settled row needs, or nil. The listing has tags and
-// name but no description: a VM whose tag or name no longer match is read in
-// full and proven; the others are taken as proven (one request per cycle).
+// name but no description, so every row's VM is read in full and proven
+// (one config read per row and cycle): a VM tagged and named like ours but
+// naming an unknown id or another installation must be seen as LOST too,
+// and tag and name are exactly what a copy or another agentd has.
 func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve.Resource) *api.ReconcileAction {
 	if sb.State == api.StateLost {
 		return nil
@@ -96,10 +98,8 @@ func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve
 	if !exists {
 		return &api.ReconcileAction{Action: "destroyed", Reason: fmt.Sprintf("VM %d no longer exists in Proxmox", sb.VMID)}
 	}
-	if !hasString(r.Tags, OwnerTag) || r.Name != sb.Name {
-		if _, err := m.vm(ctx, sb); errors.Is(err, owner.ErrNotOwned) {
-			return &api.ReconcileAction{Action: "lost", Reason: err.Error()}
-		}
+	if _, err := m.vm(ctx, sb); errors.Is(err, owner.ErrNotOwned) {
+		return &api.ReconcileAction{Action: "lost", Reason: err.Error()}
 	}
 	switch {
 	case r.Status == "stopped" && (sb.State == api.StateRunning || sb.State == api.StateReady):
@@ -159,18 +159,23 @@ func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[
 	if w.State != store.WorkspaceReady || w.HolderVMID == 0 {
 		return nil
 	}
-	r, ok := byID[w.HolderVMID]
+	_, ok := byID[w.HolderVMID]
 	act := &api.ReconcileAction{Sandbox: "", VMID: w.HolderVMID}
-	switch {
-	case !ok:
+	if !ok {
 		act.Action, act.Reason = "holder_missing", fmt.Sprintf("holder VM %d of workspace %s does not exist: its volume is gone (workspace check tells more)", w.HolderVMID, w.Name)
 		return act
-	case hasString(r.Tags, workspace.HolderTag) && r.Name == "ws-"+w.Name:
-		return nil
 	}
+	// Always proven (see drift): tag and name are what a copy has too.
 	if dryRun {
-		act.Action, act.Reason = "lost", fmt.Sprintf("holder VM %d of workspace %s may no longer be ours (tag or name changed)", w.HolderVMID, w.Name)
-		return act
+		cfg, err := m.pve.Config(ctx, w.HolderVMID)
+		if err != nil {
+			return nil
+		}
+		if err := m.guard.Proof(owner.Holder, w.ID, w.Name, w.HolderVMID).Verify(cfg, true); err != nil {
+			act.Action, act.Reason = "lost", err.Error()
+			return act
+		}
+		return nil
 	}
 	err := m.ws.Verify(ctx, w)
 	if err == nil || !api.IsCode(err, api.CodeNotOwned) {
@@ -256,15 +261,16 @@ func (m *Manager) orphans(ctx context.Context, res []pve.Resource, byID map[int]
 	if err != nil {
 		return nil, err
 	}
-	issuedAt := map[int]bool{}
+	// Absence is never taken as "gone" here: a clone agentd sent before its
+	// row was retired (destroy --force during the clone task) may land at
+	// the VMID later, untagged. Every destroy agentd saw itself is
+	// confirmed where it happened (removeVM, drift, prune); an entry is
+	// also settled once another VM was seen at its VMID (its clone can no
+	// longer land there).
+	issuedAt := map[int][]string{}
 	for _, is := range pending {
-		_, exists := byID[is.VMID]
-		switch {
-		case exists:
-			issuedAt[is.VMID] = true
-		case !live[is.VMID] && !holders[is.VMID] && !dryRun && !m.busy(is.ID):
-			// No row can still create it: the VM is confirmed gone.
-			_ = m.store.VMGone(ctx, is.ID, is.VMID)
+		if _, exists := byID[is.VMID]; exists {
+			issuedAt[is.VMID] = append(issuedAt[is.VMID], is.ID)
 		}
 	}
 	out := []api.Orphan{}
@@ -273,30 +279,41 @@ func (m *Manager) orphans(ctx context.Context, res []pve.Resource, byID map[int]
 			continue
 		}
 		tagged := hasString(r.Tags, OwnerTag) || hasString(r.Tags, workspace.HolderTag)
-		if !tagged && !issuedAt[r.VMID] {
+		if !tagged && len(issuedAt[r.VMID]) == 0 {
 			continue
 		}
-		out = append(out, m.classify(ctx, r))
+		o, read := m.classify(ctx, r)
+		out = append(out, o)
+		if !read || dryRun {
+			continue
+		}
+		for _, id := range issuedAt[r.VMID] {
+			if id != o.SandboxID || o.Owner != api.OwnerThisAgent {
+				_ = m.store.VMGone(ctx, id, r.VMID)
+			}
+		}
 	}
 	return out, nil
 }
 
-// classify reads an orphan candidate's description and decides whose it is.
-func (m *Manager) classify(ctx context.Context, r pve.Resource) api.Orphan {
-	o := api.Orphan{VMID: r.VMID, Name: r.Name, Node: r.Node, Status: r.Status, Kind: "sandbox", Owner: api.OwnerForeign}
+// classify reads an orphan candidate's description and decides whose it is;
+// read is false when the config could not be read.
+func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, read bool) {
+	o = api.Orphan{VMID: r.VMID, Name: r.Name, Node: r.Node, Status: r.Status, Kind: "sandbox", Owner: api.OwnerForeign}
 	if hasString(r.Tags, workspace.HolderTag) {
 		o.Kind = "workspace-holder"
 	}
 	cfg, err := m.pve.Config(ctx, r.VMID)
 	if err != nil {
 		o.Note = "could not read its config: " + err.Error() + "; left alone"
-		return o
+		return o, false
 	}
+	read = true
 	desc, _ := cfg["description"].(string)
 	mk, ok := owner.Parse(desc)
 	if !ok {
 		o.Note = "its description names no AgentLab object: not provably ours; left alone"
-		return o
+		return o, true
 	}
 	if mk.Kind == owner.Holder {
 		o.Kind = "workspace-holder"
@@ -304,27 +321,27 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) api.Orphan {
 	o.SandboxID = mk.ID
 	if mk.Instance != "" && mk.Instance != m.guard.Instance() {
 		o.Note = fmt.Sprintf("created by another agentd installation (instance %s); left alone", mk.Instance)
-		return o
+		return o, true
 	}
 	is, err := m.store.IssuedID(ctx, mk.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		o.Note = fmt.Sprintf("its description names %s, an id this database never issued; left alone", mk.ID)
-		return o
+		return o, true
 	case err != nil:
 		o.Note = "could not check its id: " + err.Error() + "; left alone"
-		return o
+		return o, false
 	case is.VMID != r.VMID || string(mk.Kind) != is.Kind:
 		o.Note = fmt.Sprintf("names our %s %s, which had VMID %d: a copy made outside agentd; left alone", is.Kind, mk.ID, is.VMID)
-		return o
+		return o, true
 	}
 	o.Owner = api.OwnerThisAgent
 	if o.Kind == "workspace-holder" {
 		o.Note = fmt.Sprintf("the holder of our deleted or unknown workspace %s: it owns data, so agentd never removes it; inspect and delete by hand", mk.ID)
-		return o
+		return o, true
 	}
 	o.Note = fmt.Sprintf("VM of our sandbox %s, which is gone; sandbox prune --orphans --yes destroys it", mk.ID)
-	return o
+	return o, true
 }
 
 // Orphans lists VMs that no live row accounts for.

@@ -268,7 +268,10 @@ func (m *Manager) waitUnlocked(ctx context.Context, vmid int) error {
 func (m *Manager) destroyHolder(ctx context.Context, w *store.Workspace) error {
 	v, err := m.guard.Prove(ctx, m.proof(w), w.State != store.WorkspaceCreating)
 	if err != nil || v == nil {
-		if err == nil {
+		// A fork's clone abandoned while PVE's task runs may land later
+		// (untagged): absent is not gone then, the VMID stays pending so
+		// reconcile lists that copy as ours.
+		if err == nil && !(w.State == store.WorkspaceCreating && w.Step == "clone_holder") {
 			err = m.store.VMGone(ctx, w.ID, w.HolderVMID)
 		}
 		return err
