@@ -832,27 +832,28 @@ func TestOwnershipUntaggedOrphanAfterClone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The step is recorded before the clone request: wait for the task too.
+	var running string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if sb = o.sandbox("late"); sb.VMID != 0 && sb.Step == "clone" {
-			break
+			for _, task := range o.d.Sim.Dump().Tasks {
+				if task.Type == "qmclone" && task.Running {
+					running = task.UPID
+				}
+			}
+			if running != "" {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("never reached the clone: %+v", sb)
 		}
 	}
-	var running string
-	for _, task := range o.d.Sim.Dump().Tasks {
-		if task.Type == "qmclone" && task.Running {
-			running = task.UPID
-		}
-	}
-	if running == "" {
-		t.Fatal("no clone task running")
-	}
-	if _, err := o.c.Destroy(ctx, "late", true); err != nil {
+	late, err := o.c.Destroy(ctx, "late", true)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := o.c.WaitSandbox(ctx, "late", 10*time.Millisecond); err != nil || got.State != api.StateDestroyed {
+	if got, err := o.c.WaitSandbox(ctx, late.ID, 10*time.Millisecond); err != nil || got.State != api.StateDestroyed {
 		t.Fatalf("%+v %v", got, err)
 	}
 	// A reconcile between the destroy and the end of the clone.
