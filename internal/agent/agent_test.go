@@ -651,12 +651,12 @@ func TestRestartKeepsStateAndResumesProvisioning(t *testing.T) {
 	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "midway", Profile: "yolo-ephemeral"}); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		sb, _ := c.Sandbox(ctx, "midway")
-		if sb.State == api.StateBooting {
-			break
+	// BOOTING is saved before the start request: wait for the (hung) task
+	// itself, or the start may be sent after the faults are cleared.
+	for started := false; !started; time.Sleep(10 * time.Millisecond) {
+		for _, task := range d.Sim.Dump().Tasks {
+			started = started || task.Type == "qmstart" && task.Running
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	d.Sim.ClearFaults()
 	if err := d.Restart(ctx); err != nil {
