@@ -92,6 +92,10 @@ type Manager struct {
 	ws      *workspace.Manager
 	guard   *owner.Guard
 
+	proofMu     sync.Mutex
+	proofCursor int            // round-robin position of reconcile's proofs
+	lastSig     map[int]string // VMID → listing signature at the last cycle
+
 	addrMu     sync.Mutex
 	addrs      map[string]string // sandbox id → address in the mode sets
 	started    time.Time

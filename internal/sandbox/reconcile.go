@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -35,6 +37,11 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	if err != nil {
 		return nil, err
 	}
+	ws, err := m.store.Workspaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prove := m.proofsDue(rows, ws, byID)
 	rep := &api.ReconcileReport{DryRun: dryRun, VMs: len(res), Actions: []api.ReconcileAction{}, Orphans: []api.Orphan{}}
 	live := map[int]bool{}
 	sandboxes := map[string]*store.Sandbox{}
@@ -47,7 +54,7 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 			continue
 		}
 		rep.Checked++
-		act := m.drift(ctx, sb, byID)
+		act := m.drift(ctx, sb, byID, prove[sb.ID])
 		if act == nil {
 			continue
 		}
@@ -62,14 +69,10 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 			m.opts.Metrics.Drift(act.Action)
 		}
 	}
-	ws, err := m.store.Workspaces(ctx)
-	if err != nil {
-		return nil, err
-	}
 	holders := map[int]bool{}
 	for _, w := range ws {
 		holders[w.HolderVMID] = true
-		if act := m.holderDrift(ctx, w, byID, dryRun); act != nil {
+		if act := m.holderDrift(ctx, w, byID, dryRun, prove[w.ID]); act != nil {
 			rep.Actions = append(rep.Actions, *act)
 		}
 		if act := m.attachment(ctx, w, sandboxes[w.AttachedSandbox], dryRun); act != nil {
@@ -85,12 +88,65 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	return rep, nil
 }
 
+// proofsPerCycle bounds the full config reads a cycle spends on proving
+// rows whose listing looks unchanged; they are proven round-robin, so each is
+// re-proven every rows/proofsPerCycle cycles. Rows whose listing changed
+// (tag, name, node or a restart) are proven in the same cycle. Every write
+// proves the VM anyway: this only decides how soon a row shows LOST.
+const proofsPerCycle = 100
+
+// proofsDue picks the objects to prove this cycle.
+func (m *Manager) proofsDue(rows []*store.Sandbox, ws []*store.Workspace, byID map[int]pve.Resource) map[string]bool {
+	type obj struct {
+		id, name, tag string
+		vmid          int
+	}
+	var objs []obj
+	for _, sb := range rows {
+		if sb.VMID != 0 {
+			objs = append(objs, obj{sb.ID, sb.Name, OwnerTag, sb.VMID})
+		}
+	}
+	for _, w := range ws {
+		if w.HolderVMID != 0 {
+			objs = append(objs, obj{w.ID, "ws-" + w.Name, workspace.HolderTag, w.HolderVMID})
+		}
+	}
+	sort.Slice(objs, func(i, j int) bool { return objs[i].id < objs[j].id })
+	m.proofMu.Lock()
+	defer m.proofMu.Unlock()
+	if m.lastSig == nil {
+		m.lastSig = map[int]string{}
+	}
+	due := map[string]bool{}
+	sigs := make(map[int]string, len(objs))
+	for _, o := range objs {
+		r, ok := byID[o.vmid]
+		if !ok {
+			continue
+		}
+		sig := fmt.Sprintf("%s|%s|%s|%v", r.Name, r.Node, strings.Join(r.Tags, ";"), r.Uptime > 0)
+		sigs[o.vmid] = sig
+		if r.Name != o.name || !hasString(r.Tags, o.tag) || m.lastSig[o.vmid] != sig {
+			due[o.id] = true
+		}
+	}
+	m.lastSig = sigs
+	for i := 0; i < proofsPerCycle && i < len(objs); i++ {
+		due[objs[(m.proofCursor+i)%len(objs)].id] = true
+	}
+	if len(objs) > 0 {
+		m.proofCursor = (m.proofCursor + proofsPerCycle) % len(objs)
+	}
+	return due
+}
+
 // drift is the action a settled row needs, or nil. The listing has tags and
 // name but no description, so every row's VM is read in full and proven
 // (one config read per row and cycle): a VM tagged and named like ours but
 // naming an unknown id or another installation must be seen as LOST too,
 // and tag and name are exactly what a copy or another agentd has.
-func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve.Resource) *api.ReconcileAction {
+func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve.Resource, prove bool) *api.ReconcileAction {
 	if sb.State == api.StateLost {
 		return nil
 	}
@@ -98,8 +154,10 @@ func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve
 	if !exists {
 		return &api.ReconcileAction{Action: "destroyed", Reason: fmt.Sprintf("VM %d no longer exists in Proxmox", sb.VMID)}
 	}
-	if _, err := m.vm(ctx, sb); errors.Is(err, owner.ErrNotOwned) {
-		return &api.ReconcileAction{Action: "lost", Reason: err.Error()}
+	if prove {
+		if _, err := m.vm(ctx, sb); errors.Is(err, owner.ErrNotOwned) {
+			return &api.ReconcileAction{Action: "lost", Reason: err.Error()}
+		}
 	}
 	switch {
 	case r.Status == "stopped" && (sb.State == api.StateRunning || sb.State == api.StateReady):
@@ -155,7 +213,7 @@ func (m *Manager) applyDrift(ctx context.Context, sb *store.Sandbox, act *api.Re
 
 // holderDrift checks a workspace's holder: gone is reported (never
 // repaired: the data is gone), not provably ours marks the workspace LOST.
-func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[int]pve.Resource, dryRun bool) *api.ReconcileAction {
+func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[int]pve.Resource, dryRun, prove bool) *api.ReconcileAction {
 	if w.State != store.WorkspaceReady || w.HolderVMID == 0 {
 		return nil
 	}
@@ -165,7 +223,9 @@ func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[
 		act.Action, act.Reason = "holder_missing", fmt.Sprintf("holder VM %d of workspace %s does not exist: its volume is gone (workspace check tells more)", w.HolderVMID, w.Name)
 		return act
 	}
-	// Always proven (see drift): tag and name are what a copy has too.
+	if !prove {
+		return nil
+	}
 	if dryRun {
 		cfg, err := m.pve.Config(ctx, w.HolderVMID)
 		if err != nil {
