@@ -36,10 +36,12 @@ type Env struct {
 	ProvTime time.Duration  // provisioning_timeout of the agent
 	Log      io.Writer      // agentd serve's stderr
 
-	sim   *exec.Cmd
-	mu    sync.Mutex
-	serve *exec.Cmd
-	done  chan struct{} // closed when the current serve exits
+	sim    *exec.Cmd
+	mu     sync.Mutex
+	serve  *exec.Cmd
+	done   chan struct{} // closed when the current serve exits
+	starts int
+	ownLog bool
 }
 
 // EnvOptions tunes an Env.
@@ -83,7 +85,7 @@ func StartEnv(ctx context.Context, dir string, o EnvOptions) (*Env, error) {
 		if err != nil {
 			return nil, fmt.Errorf("agentd log: %w", err)
 		}
-		e.Log = f
+		e.Log, e.ownLog = f, true
 	}
 	if err := e.startSim(o.Speed); err != nil {
 		return nil, err
@@ -209,6 +211,7 @@ func (e *Env) StartServe(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	e.serve, e.done = cmd, done
+	e.starts++
 	e.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -227,6 +230,29 @@ func (e *Env) StartServe(ctx context.Context) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("agentd serve did not answer within 30s: %w", err)
+		}
+	}
+}
+
+// WaitServing waits until the current agentd serve has logged that it
+// finished starting (its startup resume done). The API answers earlier than
+// that; the soak does not wait, tests that need a quiet start do.
+func (e *Env) WaitServing(ctx context.Context) error {
+	e.mu.Lock()
+	want := e.starts
+	e.mu.Unlock()
+	for {
+		b, err := os.ReadFile(filepath.Join(e.Dir, "agentd.log"))
+		if err != nil {
+			return fmt.Errorf("agentd log: %w", err)
+		}
+		if strings.Count(string(b), `msg="agentd serving"`) >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
@@ -265,7 +291,7 @@ func (e *Env) Close() {
 		_ = e.sim.Process.Kill()
 		_ = e.sim.Wait()
 	}
-	if f, ok := e.Log.(*os.File); ok && f != os.Stderr && f != os.Stdout {
-		_ = f.Close()
+	if c, ok := e.Log.(io.Closer); ok && e.ownLog {
+		_ = c.Close()
 	}
 }
