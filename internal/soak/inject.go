@@ -54,10 +54,10 @@ func (in *Injector) Counts() (injected, skipped map[string]int) {
 	return injected, skipped
 }
 
-// Inject applies f. For a lasting fault it returns a token for Revert (0: none).
-func (in *Injector) Inject(ctx context.Context, f Fault) (int, error) {
+// Inject applies f and reports whether it could (a VM fault needs a VM to
+// aim at). For a lasting fault it returns a token for Revert (0: none).
+func (in *Injector) Inject(ctx context.Context, f Fault) (token int, injected bool, err error) {
 	var undo func(context.Context) error
-	var err error
 	switch f.Kind {
 	case FaultHTTP500, FaultHTTP595:
 		ep := endpoints[f.Endpoint]
@@ -87,23 +87,23 @@ func (in *Injector) Inject(ctx context.Context, f Fault) (int, error) {
 	case FaultLock, FaultAgentDown, FaultAgentHung:
 		undo, err = in.aimAtVM(ctx, f)
 		if err == nil && undo == nil {
-			return 0, nil // nothing to aim at yet
+			return 0, false, nil // nothing to aim at yet
 		}
 	default:
-		return 0, fmt.Errorf("unknown fault kind %q", f.Kind)
+		return 0, false, fmt.Errorf("unknown fault kind %q", f.Kind)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("inject %s: %w", f, err)
+		return 0, false, fmt.Errorf("inject %s: %w", f, err)
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.counts[f.Kind]++
 	if undo == nil {
-		return 0, nil
+		return 0, true, nil
 	}
 	in.next++
 	in.undo[in.next] = undo
-	return in.next, nil
+	return in.next, true, nil
 }
 
 func (in *Injector) addForeign(ctx context.Context, id string) error {

@@ -233,9 +233,8 @@ func CheckI5(w *World) []Violation {
 		}
 		v, ok := w.Sim.VMs[sb.VMID]
 		if !ok {
-			if sb.State == api.StateRunning || sb.State == api.StateStopped {
-				out = append(out, Violation{"I5", obj, fmt.Sprintf("DB says attached to %s (VM %d), which has no VM", sb.Name, sb.VMID)})
-			}
+			// A claim on a sandbox without a VM blocks the workspace for good.
+			out = append(out, Violation{"I5", obj, fmt.Sprintf("DB says attached to %s (%s, VM %d), which has no VM", sb.Name, sb.State, sb.VMID)})
 			continue
 		}
 		if got := volumeOf(v.Config["scsi1"]); vol == "" || got != vol {

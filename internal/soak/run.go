@@ -127,10 +127,10 @@ func (r *runner) worker(ctx context.Context, id int, steps []Step) {
 		}
 		fault := ""
 		if st.Fault != nil {
-			tok, err := r.inj.Inject(ctx, *st.Fault)
+			tok, injected, err := r.inj.Inject(ctx, *st.Fault)
 			if err != nil {
 				r.harnessErr("worker %d: %v", id, err)
-			} else {
+			} else if injected {
 				fault = st.Fault.String()
 			}
 			if tok != 0 {
