@@ -36,12 +36,28 @@ type Env struct {
 	ProvTime time.Duration  // provisioning_timeout of the agent
 	Log      io.Writer      // agentd serve's stderr
 
-	sim    *exec.Cmd
-	mu     sync.Mutex
-	serve  *exec.Cmd
-	done   chan struct{} // closed when the current serve exits
-	starts int
-	ownLog bool
+	sim     *exec.Cmd
+	mu      sync.Mutex
+	serve   *exec.Cmd
+	done    chan struct{} // closed when the current serve exits
+	starts  int
+	ownLog  bool
+	simDone chan struct{} // closed when agentd sim exits
+}
+
+// SimExited reports, once the simulator process has died, how (the end of its
+// stderr: a panic of the simulator is a harness finding, not agentd's).
+func (e *Env) SimExited() error {
+	select {
+	case <-e.simDone:
+	default:
+		return nil
+	}
+	b, _ := os.ReadFile(filepath.Join(e.Dir, "sim.log"))
+	if len(b) > 4000 {
+		b = b[:4000]
+	}
+	return fmt.Errorf("agentd sim exited (%s): %s", e.sim.ProcessState, b)
 }
 
 // EnvOptions tunes an Env.
@@ -114,11 +130,17 @@ func (e *Env) startSim(speed float64) error {
 	if err != nil {
 		return fmt.Errorf("agentd sim: %w", err)
 	}
-	cmd.Stderr = e.Log
+	simLog, err := os.Create(filepath.Join(e.Dir, "sim.log"))
+	if err != nil {
+		return fmt.Errorf("sim log: %w", err)
+	}
+	cmd.Stderr = simLog
 	if err := cmd.Start(); err != nil {
+		simLog.Close()
 		return fmt.Errorf("start agentd sim: %w", err)
 	}
-	e.sim = cmd
+	e.sim, e.simDone = cmd, make(chan struct{})
+	go func() { _ = cmd.Wait(); simLog.Close(); close(e.simDone) }()
 	env := map[string]string{}
 	sc := bufio.NewScanner(out)
 	for len(env) < 6 && sc.Scan() {
@@ -289,7 +311,7 @@ func (e *Env) Close() {
 	_ = e.Kill()
 	if e.sim != nil && e.sim.Process != nil {
 		_ = e.sim.Process.Kill()
-		_ = e.sim.Wait()
+		<-e.simDone
 	}
 	if c, ok := e.Log.(io.Closer); ok && e.ownLog {
 		_ = c.Close()

@@ -99,6 +99,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	w, err := Gather(ctx, env, r.inj.Foreign())
 	if err != nil {
+		if serr := env.SimExited(); serr != nil {
+			err = serr
+		}
 		return nil, fmt.Errorf("read the final state: %w", err)
 	}
 	w.Records, w.QuietSince, w.OpTimeout = r.sortedRecords(), quiet, cfg.OpTimeout
