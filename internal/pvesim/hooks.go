@@ -15,80 +15,15 @@ import (
 // POST /_sim/<hook> with a JSON body (GET /_sim/state for the dump). PVE has
 // nothing like them; they are never under /api2/json.
 
-type endpointFault struct {
-	method string
-	re     *regexp.Regexp
-	code   int
-	msg    string
-	hang   bool
-}
-
-type taskFault struct {
-	typ, id  string
-	msg      string
-	hang     bool
-	warnings int
-}
-
-type faults struct {
-	endpoints []endpointFault
-	tasks     []taskFault
-	nextIDs   []int
-	raceNext  bool
-}
-
-func (f *faults) endpointFault(method, path string) *endpointFault {
-	for i := range f.endpoints {
-		e := &f.endpoints[i]
-		if (e.method == "" || e.method == method) && e.re.MatchString(path) {
-			return e
-		}
-	}
-	return nil
-}
-
-func (f *faults) taskFault(typ, id string) *taskFault {
-	for i := range f.tasks {
-		t := &f.tasks[i]
-		if t.typ == typ && (t.id == "" || t.id == id) {
-			return t
-		}
-	}
-	return nil
-}
-
-func (f *faults) popNextID() (int, bool) {
-	if len(f.nextIDs) == 0 {
-		return 0, false
-	}
-	id := f.nextIDs[0]
-	f.nextIDs = f.nextIDs[1:]
-	return id, true
-}
-
 // FailEndpoint makes requests whose decoded path matches pathRE (and method, if
 // not empty) fail with "<code> <msg>"; codes ≥ 590 get PVE's empty proxy body.
 func (s *Sim) FailEndpoint(method, pathRE string, code int, msg string) error {
-	re, err := regexp.Compile(pathRE)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.endpoints = append(s.faults.endpoints, endpointFault{method: method, re: re, code: code, msg: msg})
-	return nil
+	return s.addEndpointFault(method, pathRE, endpointFault{code: code, msg: msg})
 }
 
 // HangEndpoint makes matching requests never answer (until the client gives up).
 func (s *Sim) HangEndpoint(method, pathRE string) error {
-	re, err := regexp.Compile(pathRE)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.endpoints = append(s.faults.endpoints, endpointFault{method: method, re: re, hang: true})
-	return nil
+	return s.addEndpointFault(method, pathRE, endpointFault{hang: true})
 }
 
 // Unavailable makes every API call answer "595 Connection refused", as pveproxy
@@ -96,24 +31,14 @@ func (s *Sim) HangEndpoint(method, pathRE string) error {
 func (s *Sim) Unavailable() { _ = s.FailEndpoint("", ".*", 595, "Connection refused") }
 
 // FailTask makes tasks of type typ (and id, if not empty) end with TASK ERROR: msg.
-func (s *Sim) FailTask(typ, id, msg string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.tasks = append(s.faults.tasks, taskFault{typ: typ, id: id, msg: msg})
-}
+func (s *Sim) FailTask(typ, id, msg string) { s.addTaskFault(taskFault{typ: typ, id: id, msg: msg}) }
 
 // HangTask makes matching tasks run until stopped through DELETE /tasks/{upid}.
-func (s *Sim) HangTask(typ, id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.tasks = append(s.faults.tasks, taskFault{typ: typ, id: id, hang: true})
-}
+func (s *Sim) HangTask(typ, id string) { s.addTaskFault(taskFault{typ: typ, id: id, hang: true}) }
 
 // WarnTask makes matching tasks succeed with "WARNINGS: n".
 func (s *Sim) WarnTask(typ, id string, n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.tasks = append(s.faults.tasks, taskFault{typ: typ, id: id, warnings: n})
+	s.addTaskFault(taskFault{typ: typ, id: id, warnings: n})
 }
 
 // ClearFaults removes every injected endpoint and task fault.
@@ -419,6 +344,9 @@ type hookRequest struct {
 	File     string            `json:"file"`
 	Config   map[string]string `json:"config"`
 	Template bool              `json:"template"`
+	// Times limits a fault to its next n matches (0: until cleared).
+	Times int  `json:"times"`
+	Hang  bool `json:"hang"`
 }
 
 func (s *Sim) serveHooks(w http.ResponseWriter, r *http.Request) {
@@ -446,15 +374,21 @@ func (s *Sim) serveHooks(w http.ResponseWriter, r *http.Request) {
 	var data any
 	switch name {
 	case "fail-endpoint":
-		err = s.FailEndpoint(h.Method, h.Path, h.Code, h.Message)
+		err = s.addEndpointFault(h.Method, h.Path, endpointFault{code: h.Code, msg: h.Message, left: h.Times})
 	case "hang-endpoint":
-		err = s.HangEndpoint(h.Method, h.Path)
+		err = s.addEndpointFault(h.Method, h.Path, endpointFault{hang: true, left: h.Times})
+	case "lose-reply":
+		err = s.LoseReply(h.Method, h.Path, h.Times, h.Hang)
+	case "release-hung-tasks":
+		data = s.ReleaseHungTasks()
+	case "list-files":
+		data, err = s.Files(h.Volid)
 	case "unavailable":
 		s.Unavailable()
 	case "fail-task":
-		s.FailTask(h.Type, h.ID, h.Message)
+		s.addTaskFault(taskFault{typ: h.Type, id: h.ID, msg: h.Message, left: h.Times})
 	case "hang-task":
-		s.HangTask(h.Type, h.ID)
+		s.addTaskFault(taskFault{typ: h.Type, id: h.ID, hang: true, left: h.Times})
 	case "warn-task":
 		s.WarnTask(h.Type, h.ID, h.Count)
 	case "clear-faults":

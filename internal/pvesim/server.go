@@ -323,6 +323,13 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		}
 	}
 	data, err := rt.handler(s, req)
+	s.mu.Lock()
+	lost := s.faults.replyFault(r.Method, path)
+	s.mu.Unlock()
+	if lost != nil {
+		s.loseReply(w, r, lost)
+		return
+	}
 	if err != nil {
 		var pe *Error
 		if !errors.As(err, &pe) {

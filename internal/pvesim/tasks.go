@@ -48,6 +48,7 @@ type task struct {
 	warnings   int
 	abort      chan struct{}
 	vmids      []int // flocks held
+	hung       bool  // held by a hang fault (ReleaseHungTasks ends it)
 }
 
 // errAborted is what a worker sees when DELETE /tasks/{upid} stops it.
@@ -142,6 +143,7 @@ func (s *Sim) startTask(req *request, nodeName, typ, id string, fn func(w *worke
 	s.tasks[t.upid] = t
 	s.taskList = append(s.taskList, t)
 	f := s.faults.taskFault(typ, id)
+	t.hung = f != nil && f.hang
 	dur := s.opts.Durations.of(typ)
 	w := &worker{s: s, t: t, dur: dur}
 	run := func() {
