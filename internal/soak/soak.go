@@ -130,7 +130,7 @@ func settle(ctx context.Context, env *Env, r *runner) error {
 		r.harnessErr("reconcile: %v", err)
 	}
 	waitQuiet(ctx, env, env.ProvTime+15*time.Second)
-	if _, err := env.Client.PruneWith(ctx, true); err != nil {
+	if _, err := env.Client.PruneWith(ctx, api.PruneRequest{Orphans: true}); err != nil {
 		r.harnessErr("prune --orphans: %v", err)
 	}
 	if _, err := env.Client.Reconcile(ctx, false); err != nil {
