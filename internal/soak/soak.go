@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 )
 
 // Config is one soak run.
