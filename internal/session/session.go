@@ -168,6 +168,11 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 				return nil, fmt.Errorf("replace sandbox %s: %w", sb.Name, err)
 			}
 		}
+		// A sandbox reaching DESTROYED unlinks itself from its session (in
+		// the store, with the transition): re-read the pointer.
+		if cur, err := m.store.Session(ctx, x.ID); err == nil {
+			prevSandbox = cur.SandboxID
+		}
 	}
 	w, err := m.store.Workspace(ctx, x.WorkspaceID)
 	if err != nil {
@@ -279,9 +284,13 @@ func (m *Manager) stopLocked(ctx context.Context, x *store.Session, op string) e
 	if x.SandboxID == "" {
 		return nil
 	}
-	prev := x.SandboxID
 	if _, err := m.sb.DestroyFor(ctx, x.SandboxID, true, "by session "+x.Name+" "+op); err != nil && !api.IsCode(err, api.CodeSandboxNotFound) {
 		return err
+	}
+	// A sandbox that reached DESTROYED has already unlinked itself.
+	prev := x.SandboxID
+	if cur, err := m.store.Session(ctx, x.ID); err == nil {
+		prev = cur.SandboxID
 	}
 	x.SandboxID = ""
 	if err := m.store.SaveSession(ctx, x, prev, store.Event{Kind: "session.stopped", Message: "sandbox destroyed; workspace kept"}); err != nil {

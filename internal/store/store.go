@@ -179,6 +179,12 @@ CREATE TRIGGER workspaces_issue_vmid AFTER UPDATE OF holder_vmid ON workspaces
 	UPDATE issued SET vmid = NEW.holder_vmid, vm_gone = 0 WHERE id = NEW.id;
 END;
 `},
+	{5, "sessions forget destroyed sandboxes", `
+UPDATE sessions SET sandbox_id = NULL WHERE sandbox_id IN (SELECT id FROM sandboxes WHERE state = 'DESTROYED');
+CREATE TRIGGER sandboxes_destroyed_unlink AFTER UPDATE OF state ON sandboxes WHEN NEW.state = 'DESTROYED' BEGIN
+	UPDATE sessions SET sandbox_id = NULL WHERE sandbox_id = NEW.id;
+END;
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
