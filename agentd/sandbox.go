@@ -244,8 +244,9 @@ be pruned are listed with the reason.
 are provably this installation's: a fresh read of the VM's description names
 this agent instance and a sandbox id this database issued for that very VMID.
 VMs of another agentd, VMs naming unknown ids and copies made outside agentd
-are listed as foreign and left alone. Workspace holders are never pruned: they
-own data. --orphans first shows what it would destroy and only acts with --yes;
+are listed as foreign and left alone. Workspace holders are never pruned (they
+own data), except the holder of a workspace whose create or fork failed, which
+never acknowledged a write. --orphans first shows what it would destroy and only acts with --yes;
 --dry-run only shows.`,
 		Example: `  agentd sandbox prune
   agentd sandbox orphans

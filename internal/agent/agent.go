@@ -368,7 +368,7 @@ func ProxmoxClient(cfg *config.Config, observe func(method, endpoint string, d t
 		return nil, err
 	}
 	return pve.New(pve.Config{URL: cfg.ProxmoxURL, TokenID: cfg.ProxmoxTokenID, Secret: secret, Node: cfg.ProxmoxNode,
-		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout, Observe: observe})
+		CAPEM: ca, Insecure: cfg.ProxmoxInsecure, Timeout: cfg.ProxmoxCommandTimeout, TaskTimeout: cfg.ProxmoxTaskTimeout, Observe: observe})
 }
 
 // EnsureFirewallGroups creates or updates the Proxmox security groups of the

@@ -479,7 +479,10 @@ type Orphan struct {
 	// installation and an id this database issued for this VMID (only those
 	// can ever be pruned), else "foreign": left alone whatever its tags say.
 	Owner string `json:"owner"`
-	Note  string `json:"note"`
+	// Prunable: prune --orphans --yes would destroy it (a sandbox VM of
+	// ours, or the holder of a workspace whose create failed: no data).
+	Prunable bool   `json:"prunable"`
+	Note     string `json:"note"`
 }
 
 // Orphan owners.

@@ -47,6 +47,7 @@ type Config struct {
 	ProxmoxCAFile          string        `yaml:"proxmox_ca_file"`
 	ProxmoxInsecure        bool          `yaml:"proxmox_insecure"`
 	ProxmoxCommandTimeout  time.Duration `yaml:"proxmox_command_timeout"`
+	ProxmoxTaskTimeout     time.Duration `yaml:"proxmox_task_timeout"`
 
 	SnippetsDir      string `yaml:"snippets_dir"`
 	SnippetsStorage  string `yaml:"snippets_storage"`
@@ -122,6 +123,7 @@ func Default() *Config {
 		ProxmoxTokenSecretFile:    "/etc/agentd/proxmox-token-secret",
 		ProxmoxCAFile:             "/etc/pve/pve-root-ca.pem",
 		ProxmoxCommandTimeout:     2 * time.Minute,
+		ProxmoxTaskTimeout:        10 * time.Minute,
 		SnippetsDir:               "/var/lib/vz/snippets",
 		SnippetsStorage:           "local",
 		WorkspaceStorage:          "local-lvm",
@@ -244,7 +246,7 @@ func (c *Config) Validate() error {
 	for _, kd := range []struct {
 		key string
 		d   time.Duration
-	}{{"proxmox_command_timeout", c.ProxmoxCommandTimeout}, {"provisioning_timeout", c.ProvisioningTimeout},
+	}{{"proxmox_command_timeout", c.ProxmoxCommandTimeout}, {"proxmox_task_timeout", c.ProxmoxTaskTimeout}, {"provisioning_timeout", c.ProvisioningTimeout},
 		{"shutdown_timeout", c.ShutdownTimeout}, {"idle_stop_interval", c.IdleStopInterval},
 		{"reconcile_interval", c.ReconcileInterval}, {"lease_gc_interval", c.LeaseGCInterval},
 		{"event_retention", c.EventRetention}, {"destroyed_retention", c.DestroyedRetention},

@@ -27,6 +27,8 @@ type Config struct {
 	Insecure bool
 	// Timeout bounds each HTTP request (proxmox_command_timeout).
 	Timeout time.Duration
+	// TaskTimeout bounds the wait for one task (0: only the caller's ctx).
+	TaskTimeout time.Duration
 	// PollMin/PollMax bound the task polling interval, which backs off from min to max.
 	PollMin, PollMax time.Duration
 	// Observe, when set, is told about every request (metrics).
@@ -140,6 +142,11 @@ func (c *Client) wait(ctx context.Context, op string, task *proxmox.Task) error 
 	}
 	if task.Node == "" {
 		return &Error{Op: op, Msg: fmt.Sprintf("malformed UPID %q", task.UPID), Kind: errTaskWithoutIdentity}
+	}
+	if c.cfg.TaskTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.TaskTimeout)
+		defer cancel()
 	}
 	interval := c.cfg.PollMin
 	for {

@@ -397,9 +397,17 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, r
 	}
 	o.Owner = api.OwnerThisAgent
 	if o.Kind == "workspace-holder" {
+		// A workspace that never became READY acknowledged no write: its
+		// holder (a create or fork whose answer was lost, say) holds no data.
+		if w, err := m.store.Workspace(ctx, mk.ID); err == nil && w.State == store.WorkspaceDeleted && w.Step != "" {
+			o.Prunable = true
+			o.Note = fmt.Sprintf("the holder of our workspace %s whose create failed (%s): it holds no data; sandbox prune --orphans --yes destroys it", mk.ID, w.Error)
+			return o, true
+		}
 		o.Note = fmt.Sprintf("the holder of our deleted or unknown workspace %s: it owns data, so agentd never removes it; inspect and delete by hand", mk.ID)
 		return o, true
 	}
+	o.Prunable = true
 	o.Note = fmt.Sprintf("VM of our sandbox %s, which is gone; sandbox prune --orphans --yes destroys it", mk.ID)
 	return o, true
 }
@@ -424,7 +432,7 @@ func (m *Manager) PruneOrphans(ctx context.Context, node string, dryRun bool) (d
 	}
 	destroyed, kept = []api.Orphan{}, []api.Orphan{}
 	for _, o := range orphans {
-		if o.Owner != api.OwnerThisAgent || o.Kind != "sandbox" || (node != "" && o.Node != node) {
+		if o.Owner != api.OwnerThisAgent || !o.Prunable || (node != "" && o.Node != node) {
 			kept = append(kept, o)
 			continue
 		}
@@ -433,7 +441,11 @@ func (m *Manager) PruneOrphans(ctx context.Context, node string, dryRun bool) (d
 			destroyed = append(destroyed, o)
 			continue
 		}
-		v, err := m.guard.Prove(ctx, m.guard.Proof(owner.Sandbox, o.SandboxID, o.Name, o.VMID), false)
+		kind, name := owner.Sandbox, o.Name
+		if o.Kind == "workspace-holder" {
+			kind, name = owner.Holder, strings.TrimPrefix(o.Name, "ws-")
+		}
+		v, err := m.guard.Prove(ctx, m.guard.Proof(kind, o.SandboxID, name, o.VMID), false)
 		if err != nil || v == nil {
 			o.Note = fmt.Sprintf("re-check before destroy failed (%v); left alone", err)
 			kept = append(kept, o)
@@ -450,7 +462,7 @@ func (m *Manager) PruneOrphans(ctx context.Context, node string, dryRun bool) (d
 			continue
 		}
 		_ = m.store.VMGone(ctx, o.SandboxID, o.VMID)
-		o.Note = "destroyed: VM of our sandbox " + o.SandboxID + ", which is gone"
+		o.Note = "destroyed: " + strings.TrimSuffix(o.Note, "; sandbox prune --orphans --yes destroys it")
 		_ = m.store.AddEvent(ctx, nil, store.Event{Kind: "sandbox.orphan_destroyed", Message: fmt.Sprintf("VM %d (%s): %s", o.VMID, o.Name, o.Note)})
 		destroyed = append(destroyed, o)
 	}

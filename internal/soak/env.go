@@ -204,6 +204,7 @@ proxmox_token_secret_file: %[1]s/secret
 proxmox_node: pve
 proxmox_ca_file: %[1]s/pve.pem
 proxmox_command_timeout: 10s
+proxmox_task_timeout: 20s
 snippets_dir: %[1]s/pve-local/snippets
 provisioning_timeout: %[5]s
 shutdown_timeout: 1s

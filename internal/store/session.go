@@ -86,9 +86,13 @@ func (s *Store) CreateSession(ctx context.Context, x *Session, ev Event) error {
 func (s *Store) SaveSession(ctx context.Context, x *Session, expectSandbox string, ev Event) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE sessions SET profile=?, workspace=?, sandbox_id=?, generation=?, state=?, updated_at=?
+		// A sandbox destroyed meanwhile (its DESTROYED trigger found no
+		// session yet) is never linked: the session then has none.
+		res, err := tx.ExecContext(ctx, `UPDATE sessions SET profile=?, workspace=?,
+			sandbox_id=(SELECT CASE WHEN EXISTS (SELECT 1 FROM sandboxes WHERE id=? AND state='DESTROYED') THEN NULL ELSE ? END),
+			generation=?, state=?, updated_at=?
 			WHERE id=? AND state <> 'DELETED' AND COALESCE(sandbox_id,'')=?`,
-			x.Profile, x.WorkspaceID, nullStr(x.SandboxID), x.Generation, x.State, now.UnixMilli(), x.ID, expectSandbox)
+			x.Profile, x.WorkspaceID, x.SandboxID, nullStr(x.SandboxID), x.Generation, x.State, now.UnixMilli(), x.ID, expectSandbox)
 		if err != nil {
 			return fmt.Errorf("update session %s: %w", x.Name, err)
 		}
