@@ -199,3 +199,59 @@ func TestListFiles(t *testing.T) {
 		t.Fatalf("files = %v", files)
 	}
 }
+
+// A task that waited for the config lock behind a destroy fails like PVE's
+// ("does not exist") instead of working on the removed VM; the chaos soak
+// found the simulator crashing on a resize queued behind a destroy.
+func TestTaskBehindDestroy(t *testing.T) {
+	sim, err := pvesim.New(pvesim.Options{Fixtures: true, Durations: pvesim.Durations{Default: time.Millisecond, ByType: map[string]time.Duration{"qmdestroy": 300 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	if st, _ := raw(t, sim, "POST", "/nodes/pve/qemu/9000/clone", `{"newid":700,"name":"victim"}`, true); st != "200 OK" {
+		t.Fatalf("clone: %s", st)
+	}
+	if st, _ := raw(t, sim, "DELETE", "/nodes/pve/qemu/700", "", true); st != "200 OK" {
+		t.Fatalf("destroy: %s", st)
+	}
+	time.Sleep(50 * time.Millisecond) // the destroy's worker takes the config lock first
+	queued := []string{}
+	for _, r := range []struct{ method, path, body string }{
+		{"PUT", "/nodes/pve/qemu/700/resize", `{"disk":"scsi0","size":"20G"}`},
+		{"POST", "/nodes/pve/qemu/700/config", `{"memory":"4096"}`},
+		{"POST", "/nodes/pve/qemu/700/snapshot", `{"snapname":"s1"}`},
+		{"POST", "/nodes/pve/qemu/700/clone", `{"newid":701}`},
+	} {
+		st, body := raw(t, sim, r.method, r.path, r.body, true)
+		var out struct{ Data string }
+		if st != "200 OK" || json.Unmarshal([]byte(body), &out) != nil {
+			t.Fatalf("%s %s: %s %s", r.method, r.path, st, body)
+		}
+		queued = append(queued, out.Data)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		done := 0
+		for _, x := range sim.Dump().Tasks {
+			for _, u := range queued {
+				if x.UPID == u && !x.Running {
+					done++
+					if x.ExitStatus != "Configuration file 'nodes/pve/qemu-server/700.conf' does not exist" {
+						t.Fatalf("%s ended %q", x.Type, x.ExitStatus)
+					}
+				}
+			}
+		}
+		if done == len(queued) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d queued tasks ended", done, len(queued))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok := sim.Dump().VMs[701]; ok {
+		t.Fatal("a clone of a destroyed VM appeared")
+	}
+}

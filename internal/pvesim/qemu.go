@@ -411,7 +411,7 @@ func (s *Sim) postConfig(req *request) (any, error) {
 		return nil, err
 	}
 	upid := s.startTask(req, v.node, "qmconfig", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if err := w.wait(); err != nil {
@@ -551,6 +551,9 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		}
 		if err := lock(src.id, time.Second); err != nil {
 			return err
+		}
+		if s.vms[src.id] != src {
+			return fmt.Errorf("Configuration file '%s' does not exist", src.confPath())
 		}
 		if _, exists := s.vms[newid]; exists {
 			return fmt.Errorf("unable to create VM %d: config file already exists", newid)
@@ -732,7 +735,7 @@ func (s *Sim) resize(req *request) (any, error) {
 	}
 	disk, size := req.str("disk"), req.str("size")
 	return s.startTask(req, v.node, "resize", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if d := req.str("digest"); d != "" && d != v.conf.digest() {
@@ -787,7 +790,7 @@ func (s *Sim) startVM(req *request) (any, error) {
 		return nil, err
 	}
 	return s.startTask(req, v.node, "qmstart", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -859,7 +862,7 @@ func (s *Sim) stopVM(req *request) (any, error) {
 		if !ok || v.node != req.vars["node"] {
 			return fmt.Errorf("unable to find configuration file for VM %d on node '%s'", id, req.vars["node"])
 		}
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if !req.has("skiplock") {
@@ -889,7 +892,7 @@ func (s *Sim) shutdownVM(req *request) (any, error) {
 		return nil, err
 	}
 	return s.startTask(req, v.node, "qmshutdown", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if err := checkLock(v); err != nil {
@@ -951,7 +954,7 @@ func (s *Sim) destroyVM(req *request) (any, error) {
 		return nil, errf("VM %d is running - destroy failed", v.id)
 	}
 	return s.startTask(req, v.node, "qmdestroy", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if s.vms[v.id] != v {

@@ -87,7 +87,7 @@ func (s *Sim) createSnapshot(req *request) (any, error) {
 		return nil, errf("unable to use snapshot name '%s' (reserved name)", name)
 	}
 	return s.startTask(req, v.node, "qmsnapshot", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -139,7 +139,7 @@ func (s *Sim) rollback(req *request) (any, error) {
 	}
 	name := req.vars["snapname"]
 	return s.startTask(req, v.node, "qmrollback", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -191,7 +191,7 @@ func (s *Sim) deleteSnapshot(req *request) (any, error) {
 	}
 	name := req.vars["snapname"]
 	return s.startTask(req, v.node, "qmdelsnapshot", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -318,7 +318,7 @@ func (s *Sim) moveDisk(req *request) (any, error) {
 	}
 	id := fmt.Sprintf("%d-%s>%d-%s", v.id, disk, tid, tdisk)
 	return s.startTask(req, v.node, "qmmove", id, func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.lockVM(v, 10*time.Second); err != nil {
 			return err
 		}
 		if err := w.flock(tid, 10*time.Second); err != nil {

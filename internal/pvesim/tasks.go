@@ -90,6 +90,19 @@ func (w *worker) flock(vmid int, timeout time.Duration) error {
 	return w.takeFlock(vmid, timeout, false)
 }
 
+// lockVM takes v's config flock and then checks that v still exists: a task
+// that waited for the lock behind a destroy must fail the way PVE's does
+// (the config file is gone), not work on a VM that no longer exists.
+func (w *worker) lockVM(v *vm, timeout time.Duration) error {
+	if err := w.flock(v.id, timeout); err != nil {
+		return err
+	}
+	if w.s.vms[v.id] != v {
+		return fmt.Errorf("Configuration file '%s' does not exist", v.confPath())
+	}
+	return nil
+}
+
 // flockShared takes the config flock in shared mode, as lock_config_shared does
 // for the source of a clone that is not running: clones of one template run in
 // parallel, while an exclusive holder (config change, destroy) waits.

@@ -91,7 +91,9 @@ func Gather(ctx context.Context, e *Env, foreign map[int]pvesim.VMState) (*World
 	for _, ws := range w.Workspaces {
 		wf := WorkspaceFiles{ID: ws.ID, Name: ws.Name}
 		vol := holderVolume(w.Sim, ws.HolderVMID)
-		if vol == "" {
+		if _, ok := w.Sim.VMs[ws.HolderVMID]; !ok {
+			wf.Err = fmt.Sprintf("holder VM %d does not exist", ws.HolderVMID)
+		} else if vol == "" {
 			wf.Err = fmt.Sprintf("holder VM %d has no scsi0", ws.HolderVMID)
 		} else if wf.Files, err = e.Sim.Files(ctx, vol); err != nil {
 			wf.Err = err.Error()
