@@ -158,12 +158,17 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	guestSrv := a.newServer(gs)
 	gs.Configure(guestSrv)
 	a.serve(guestSrv, guestLn)
-	if err := a.listenUnix(cfg.SocketPath, api); err != nil {
+	// The API listens at once (the socket also proves no other agentd runs
+	// on this state) but answers only after the startup resume: a request
+	// racing the resume would otherwise redo, or undo, work in flight.
+	ready := make(chan struct{})
+	gated := gate(ready, api)
+	if err := a.listenUnix(cfg.SocketPath, gated); err != nil {
 		a.Close()
 		return nil, err
 	}
 	if cfg.Listen != "" {
-		if err := a.listenTCP(cfg, api); err != nil {
+		if err := a.listenTCP(cfg, api, ready); err != nil {
 			a.Close()
 			return nil, err
 		}
@@ -201,6 +206,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	if n > 0 {
 		log.Info("resumed interrupted sandboxes", "count", n)
 	}
+	close(ready)
 	a.addLoops(cfg)
 	if !h.NoLoops {
 		lctx, stop := context.WithCancel(context.Background())
@@ -210,6 +216,17 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	log.Info("agentd serving", "socket", a.Info.Socket, "endpoint", a.Info.Endpoint, "node", cfg.ProxmoxNode,
 		"profiles", strings.Join(profiles.Names(), ","))
 	return a, nil
+}
+
+// gate holds requests until ready is closed (or the client gives up).
+func gate(ready <-chan struct{}, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-ready:
+			h.ServeHTTP(w, r)
+		case <-r.Context().Done():
+		}
+	})
 }
 
 func (a *Agent) serve(srv *http.Server, ln net.Listener) {
@@ -257,7 +274,7 @@ func (a *Agent) listenUnix(path string, h http.Handler) error {
 	return nil
 }
 
-func (a *Agent) listenTCP(cfg *config.Config, s *server.Server) error {
+func (a *Agent) listenTCP(cfg *config.Config, s *server.Server, ready <-chan struct{}) error {
 	token, err := loadOrCreateToken(cfg.TokenFile)
 	if err != nil {
 		return err
@@ -277,7 +294,7 @@ func (a *Agent) listenTCP(cfg *config.Config, s *server.Server) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := a.newServer(s.WithToken(token))
+	srv := a.newServer(gate(ready, s.WithToken(token)))
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	a.Info.Endpoint = "https://" + ln.Addr().String()
 	a.Info.Token, a.Info.CACert = token, certFile
