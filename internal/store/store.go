@@ -575,41 +575,6 @@ type EventFilter struct {
 	Session   string // name
 }
 
-// Events returns events after id `after` (oldest first); with tail > 0 only the
-// last tail events.
-func (s *Store) Events(ctx context.Context, f EventFilter, after int64, tail int) ([]api.Event, error) {
-	if tail <= 0 || tail > 1000 {
-		tail = 1000
-	}
-	q := `SELECT id, ts, sandbox_id, sandbox_name, workspace, session, kind, message, from_state, to_state FROM events WHERE id > ?`
-	args := []any{after}
-	for col, v := range map[string]string{"sandbox_id": f.SandboxID, "workspace": f.Workspace, "session": f.Session} {
-		if v != "" {
-			q += ` AND ` + col + ` = ?`
-			args = append(args, v)
-		}
-	}
-	q = `SELECT * FROM (` + q + ` ORDER BY id DESC LIMIT ?) ORDER BY id`
-	args = append(args, tail)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	defer rows.Close()
-	out := []api.Event{}
-	for rows.Next() {
-		var e api.Event
-		var ts int64
-		var from, to string
-		if err := rows.Scan(&e.ID, &ts, &e.SandboxID, &e.Sandbox, &e.Workspace, &e.Session, &e.Kind, &e.Message, &from, &to); err != nil {
-			return nil, err
-		}
-		e.Time, e.From, e.To = time.UnixMilli(ts).UTC(), api.State(from), api.State(to)
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
 // Prune deletes events older than eventAge and DESTROYED sandboxes (with their
 // events) whose last change is older than destroyedAge.
 func (s *Store) Prune(ctx context.Context, eventAge, destroyedAge time.Duration) (events, sandboxes int64, err error) {
