@@ -449,3 +449,30 @@ func TestInterruptedResumeIsAdopted(t *testing.T) {
 		t.Fatalf("%+v %v", sb, err)
 	}
 }
+
+// A workspace delete whose qmdestroy failed stays DELETING and the loop
+// finishes it once Proxmox recovers; it never hangs in DELETING.
+func TestFailedWorkspaceDeleteIsRetried(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	w, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "gone", Size: "1G"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Sim.FailTask("qmdestroy", "", "injected")
+	_, err = c.DeleteWorkspace(ctx, "gone")
+	wantCode(t, err, http.StatusBadGateway, api.CodeProxmox)
+	if row, _ := d.Agent.Store.LookupWorkspace(ctx, w.ID); row == nil || row.State != store.WorkspaceDeleting {
+		t.Fatalf("after the failed delete: %+v", row)
+	}
+	d.Sim.ClearFaults()
+	if err := d.Manager.ProvisioningTimeouts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.Sim.Dump().VMs[w.HolderVMID]; ok {
+		t.Fatal("holder still there")
+	}
+	if _, err := c.Workspace(ctx, "gone"); !client.IsNotFound(err) {
+		t.Fatalf("workspace still live: %v", err)
+	}
+}

@@ -101,6 +101,9 @@ func (m *Manager) ProvisioningTimeouts(ctx context.Context) error {
 	}
 	now := m.now()
 	var errs []error
+	if err := m.ws.RetryDeletes(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	for _, sb := range rows {
 		if sb.State == api.StateDestroying {
 			// A destroy whose Proxmox call failed: retry it in the background.

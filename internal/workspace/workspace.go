@@ -553,3 +553,25 @@ func (m *Manager) Resume(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RetryDeletes finishes deletes whose Proxmox call failed (the row stays
+// DELETING, the holder is proven again before it is destroyed). The
+// provisioning-timeout loop runs it, so a transient fault does not leave a
+// workspace DELETING until the next restart.
+func (m *Manager) RetryDeletes(ctx context.Context) error {
+	ws, err := m.store.Workspaces(ctx, store.WorkspaceDeleting)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, w := range ws {
+		unlock := m.Lock(w.ID)
+		if cur, err := m.store.Workspace(ctx, w.ID); err == nil && cur.State == store.WorkspaceDeleting {
+			if err := m.finishDelete(ctx, cur); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		unlock()
+	}
+	return errors.Join(errs...)
+}
