@@ -473,7 +473,7 @@ func (m *Manager) wantConfig(ctx context.Context, sb *store.Sandbox, p *profile.
 	}
 	if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
 		// Referenced, not owned: the holder keeps the volume whatever happens here.
-		vol, err := m.ws.Volume(ctx, w)
+		vol, err := m.ws.AttachableVolume(ctx, w)
 		if err != nil {
 			return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
 		}

@@ -59,6 +59,11 @@ func (r *runner) exec(ctx context.Context, op Op) Record {
 		if err != nil {
 			return skip("holder config: " + err.Error())
 		}
+		// A guest writes through a sandbox, and agentd attaches no holder a
+		// task still holds (a restore of a killed agentd may still run).
+		if lock, _ := cfg["lock"].(string); lock != "" {
+			return skip("holder locked (" + lock + ")")
+		}
 		vol := pve.DiskVolume(cfg, "scsi0")
 		data := fmt.Sprintf("seed%d-op%d", r.plan.Seed, op.Seq)
 		if err := r.env.Sim.Do(ctx, "write-file", Hook{Volid: vol, File: op.File, Data: data}, nil); err != nil {

@@ -345,6 +345,24 @@ func (m *Manager) Release(ctx context.Context, w *store.Workspace, sandboxID str
 	return m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.released", Message: "released by sandbox " + m.sandboxName(ctx, sandboxID)})
 }
 
+// AttachableVolume is Volume for an attach: refused while a task holds the
+// holder's lock (a rollback or snapshot still running, perhaps started by an
+// agentd that died), since what a sandbox writes then could be rolled back.
+func (m *Manager) AttachableVolume(ctx context.Context, w *store.Workspace) (string, error) {
+	v, err := m.holder(ctx, w, "attach")
+	if err != nil {
+		return "", err
+	}
+	if lock, _ := v.Config["lock"].(string); lock != "" {
+		return "", api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot attach workspace %s: its holder VM %d is locked (%s) by a Proxmox task still running; retry when it ends", w.Name, w.HolderVMID, lock)
+	}
+	vol := pve.DiskVolume(v.Config, w.DiskKey)
+	if vol == "" {
+		return "", fmt.Errorf("holder VM %d has no %s: the workspace volume is missing", w.HolderVMID, w.DiskKey)
+	}
+	return vol, nil
+}
+
 // Journal records an attachment step in the row (before Proxmox is asked).
 func (m *Manager) Journal(ctx context.Context, w *store.Workspace, step string) error {
 	if w.Step == step {
@@ -376,7 +394,7 @@ func (m *Manager) Settle(ctx context.Context, w *store.Workspace, kind, msg stri
 // Plug references the holder's volume as AttachKey on a proven sandbox VM
 // (idempotent: a VM that already references it is left as it is).
 func (m *Manager) Plug(ctx context.Context, w *store.Workspace, v *owner.VM) error {
-	vol, err := m.Volume(ctx, w)
+	vol, err := m.AttachableVolume(ctx, w)
 	if err != nil {
 		return err
 	}
