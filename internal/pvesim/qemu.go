@@ -234,7 +234,6 @@ func splitConfigList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' })
 }
 
-var newDiskRE = regexp.MustCompile(`^(?:([^/:\s]+):)?(\d+(?:\.\d+)?)$`)
 
 func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 	if d := req.str("digest"); d != "" && d != v.conf.digest() {
@@ -274,8 +273,12 @@ func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 				}
 			}
 			v.conf.set(k, nv)
-		case strings.HasPrefix(k, "net") && regexp.MustCompile(`^net\d+$`).MatchString(k):
-			v.conf.set(k, s.withMAC(val))
+		case netKeyRE.MatchString(k):
+			nv, err := s.canonicalNet(k, val)
+			if err != nil {
+				return err
+			}
+			v.conf.set(k, nv)
 		case k == "sshkeys":
 			v.conf.set(k, val)
 		case k == "cipassword":
@@ -289,116 +292,11 @@ func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 			v.conf.set(k, val)
 		}
 	}
+	dropReusedUnused(v.conf)
 	return nil
 }
 
-// prepareDrive allocates "storage:SIZE" new disks and checks referenced volumes.
-func (s *Sim) prepareDrive(v *vm, key, val string) (string, error) {
-	first := strings.SplitN(val, ",", 2)[0]
-	if m := newDiskRE.FindStringSubmatch(first); m != nil && !strings.HasPrefix(key, "unused") {
-		sid := m[1]
-		gb, _ := strconv.ParseFloat(m[2], 64)
-		st, err := s.storageOn(v.node, sid)
-		if err != nil {
-			return "", err
-		}
-		vol, err := s.allocVolume(st, v.id, int64(gb*float64(1<<30)), "")
-		if err != nil {
-			return "", err
-		}
-		rest := ""
-		if i := strings.Index(val, ","); i >= 0 {
-			rest = val[i:]
-		}
-		return st.volid(vol.name) + rest + ",size=" + formatSize(vol.size), nil
-	}
-	if strings.HasSuffix(first, ":cloudinit") {
-		sid := strings.TrimSuffix(first, ":cloudinit")
-		st, err := s.storageOn(v.node, sid)
-		if err != nil {
-			return "", err
-		}
-		name := st.diskName(v.id, "cloudinit", st.format, false)
-		st.volumes[name] = &volume{storage: sid, name: name, owner: v.id, size: 4 << 20, format: st.format, files: map[string]string{}, ctime: s.now().Unix()}
-		return st.volid(name) + ",media=cdrom", nil
-	}
-	sid, vn, ok := driveVolume(val)
-	if !ok {
-		return val, nil
-	}
-	st, err := s.storageOn(v.node, sid)
-	if err != nil {
-		return "", err
-	}
-	vol, ok := st.volumes[vn]
-	if !ok {
-		return "", fmt.Errorf("volume '%s' does not exist", st.volid(vn))
-	}
-	if driveOpt(val, "size") == "" {
-		val += ",size=" + formatSize(vol.size)
-	}
-	return val, nil
-}
-
-// detachDrive removes a drive key. Owned volumes become unusedN unless destroy is
-// set; foreign volumes (a workspace holder's disk) are only unreferenced.
-func (s *Sim) detachDrive(v *vm, key, val string, destroy bool) error {
-	sid, vn, ok := driveVolume(val)
-	v.conf.del(key)
-	if !ok {
-		return nil
-	}
-	st, err := s.storageOn(v.node, sid)
-	if err != nil {
-		return nil
-	}
-	if ownerOf(vn) != v.id {
-		return nil
-	}
-	if strings.Contains(vn, "cloudinit") {
-		delete(st.volumes, vn)
-		return nil
-	}
-	if destroy {
-		for _, sn := range v.snapshots {
-			for _, sv := range sn.conf.vals {
-				if _, svn, ok := driveVolume(sv); ok && svn == vn {
-					return fmt.Errorf("unable to delete '%s' - volume is still in use (snapshot?)", st.volid(vn))
-				}
-			}
-		}
-		delete(st.volumes, vn)
-		return nil
-	}
-	for i := 0; i < 256; i++ {
-		k := fmt.Sprintf("unused%d", i)
-		if _, used := v.conf.get(k); !used {
-			v.conf.set(k, st.volid(vn))
-			return nil
-		}
-	}
-	return fmt.Errorf("Too many unused volumes - please delete them first.")
-}
-
-// withMAC fills in a generated MAC (upper-case, BC:24:11 prefix) when none is given.
-func (s *Sim) withMAC(val string) string {
-	parts := strings.Split(val, ",")
-	model := parts[0]
-	if strings.Contains(model, "=") {
-		k, mac, _ := strings.Cut(model, "=")
-		if k == "model" {
-			parts[0] = k + "=" + mac
-			return strings.Join(parts, ",")
-		}
-		return val
-	}
-	parts[0] = model + "=" + s.randomMAC()
-	return strings.Join(parts, ",")
-}
-
-func (s *Sim) randomMAC() string {
-	return fmt.Sprintf("BC:24:11:%02X:%02X:%02X", s.rnd.Intn(256), s.rnd.Intn(256), s.rnd.Intn(256))
-}
+var netKeyRE = regexp.MustCompile(`^net\d+$`)
 
 func (s *Sim) postConfig(req *request) (any, error) {
 	s.mu.Lock()
@@ -645,14 +543,6 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 	return upid, nil
 }
 
-func (s *Sim) replaceMAC(val string) string {
-	parts := strings.Split(val, ",")
-	if k, _, ok := strings.Cut(parts[0], "="); ok {
-		parts[0] = k + "=" + s.randomMAC()
-	}
-	return strings.Join(parts, ",")
-}
-
 func (s *Sim) cloneVolume(w *worker, src, dst *storage, vol *volume, newid int, snap string, linked bool, key string) (*volume, error) {
 	files := vol.files
 	if snap != "" {
@@ -771,7 +661,7 @@ func (s *Sim) resize(req *request) (any, error) {
 		}
 		vol.size = newsize
 		w.logf("Size of logical volume %s changed to %s", vn, formatSize(newsize))
-		v.conf.set(disk, setDriveOpt(val, "size", formatSize(newsize)))
+		v.conf.set(disk, setDriveOpt(disk, val, "size", strconv.FormatInt(newsize, 10)))
 		return nil
 	}), nil
 }
