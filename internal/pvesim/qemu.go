@@ -234,7 +234,6 @@ func splitConfigList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' })
 }
 
-
 func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 	if d := req.str("digest"); d != "" && d != v.conf.digest() {
 		return fmt.Errorf("checksum mismatch (file change by other user?)")
