@@ -316,11 +316,16 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	req.params = params
-	if schema, ok := apischema.Lookup(rt.pattern, r.Method); ok {
-		if errs := schema.Validate(params); len(errs) > 0 {
-			writeError(w, paramErr(errs))
-			return
-		}
+	// Fail closed: a route without its schema entry is not served unvalidated
+	// (routes_test.go makes it a test failure too).
+	schema, ok := apischema.Lookup(rt.pattern, r.Method)
+	if !ok {
+		writeError(w, &Error{Code: 501, Msg: fmt.Sprintf("Method '%s %s' not implemented", r.Method, path)})
+		return
+	}
+	if errs := schema.Validate(params); len(errs) > 0 {
+		writeError(w, paramErr(errs))
+		return
 	}
 	data, err := rt.handler(s, req)
 	if err != nil {
