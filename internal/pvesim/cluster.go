@@ -131,7 +131,15 @@ func (s *Sim) resources(req *request) (any, error) {
 			if t, ok := v.conf.get("tags"); ok {
 				r["tags"] = t
 			}
+			if p := s.poolOf(id); p != "" {
+				r["pool"] = p
+			}
 			out = append(out, r)
+		}
+	}
+	if typ == "" {
+		for _, name := range sortedKeys(s.pools) {
+			out = append(out, map[string]any{"id": "/pool/" + name, "pool": name, "type": "pool"})
 		}
 	}
 	if typ == "" || typ == "node" {

@@ -174,3 +174,7 @@ func TestHTTPHooks(t *testing.T) {
 		t.Fatalf("hooks without token: %d", res.StatusCode)
 	}
 }
+
+func httpClient(sim *pvesim.Sim) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: sim.CertPool()}}}
+}

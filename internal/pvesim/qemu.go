@@ -536,6 +536,9 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		if err := w.wait(); err != nil {
 			return fail(err)
 		}
+		if p := s.pools[req.str("pool")]; p != nil {
+			p.vms[newid] = true // clone_vm: add_vm_to_pool
+		}
 		nc.del("lock")
 		return nil
 	})
@@ -890,6 +893,11 @@ func (s *Sim) destroyVM(req *request) (any, error) {
 			}
 		}
 		delete(s.vms, v.id)
+		if req.boolv("purge") {
+			for _, p := range s.pools {
+				delete(p.vms, v.id) // remove_vm_access also drops pool membership
+			}
+		}
 		return nil
 	}), nil
 }
@@ -1127,6 +1135,10 @@ func (s *Sim) createVM(req *request) (any, error) {
 			return nil, errf("parameter '%s' is not simulated", k)
 		}
 	}
+	poolName := req.str("pool")
+	if _, ok := s.pools[poolName]; poolName != "" && !ok {
+		return nil, errf("pool '%s' does not exist", poolName) // PVE::Pool::assert_pool_exists
+	}
 	v := &vm{id: id, node: req.vars["node"], conf: newConfig(), snapshots: map[string]*snapshot{}, agent: AgentRunning}
 	v.conf.set("lock", "create")
 	s.vms[id] = v
@@ -1156,6 +1168,9 @@ func (s *Sim) createVM(req *request) (any, error) {
 			return err
 		}
 		v.conf.del("lock")
+		if p := s.pools[poolName]; p != nil {
+			p.vms[id] = true // add_vm_to_pool
+		}
 		if _, ok := v.conf.get("smbios1"); !ok {
 			v.conf.set("smbios1", "uuid="+s.uuid())
 		}

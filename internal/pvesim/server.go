@@ -64,6 +64,7 @@ type Sim struct {
 	nodes    map[string]*node
 	vms      map[int]*vm
 	fwGroups map[string]*fwGroup // cluster security groups
+	pools    map[string]*pool    // user.cfg pools
 	tasks    map[string]*task
 	taskList []*task
 	tickets  map[string]string // ticket → user
@@ -126,6 +127,7 @@ func New(opts Options) (*Sim, error) {
 		nodes:    map[string]*node{},
 		vms:      map[int]*vm{},
 		fwGroups: map[string]*fwGroup{},
+		pools:    map[string]*pool{},
 		tasks:    map[string]*task{},
 		tickets:  map[string]string{},
 		csrf:     map[string]string{},
