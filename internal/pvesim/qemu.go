@@ -95,10 +95,13 @@ func (s *Sim) vmStatusLocked(v *vm) map[string]any {
 		st["netin"] = v.netin + up*1500
 		st["netout"] = up * 700
 		st["running-machine"] = "pc-i440fx-10.0+pve0"
-		st["running-qemu"] = "10.0.2"
+		st["running-qemu"] = qemuVersion
 	}
 	return st
 }
+
+// qemuVersion is the simulated pve-qemu-kvm version (kvm_user_version).
+const qemuVersion = "10.0.2"
 
 func agentEnabled(a string) bool {
 	first := strings.SplitN(a, ",", 2)[0]
@@ -280,6 +283,8 @@ func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 			v.conf.set(k, nv)
 		case k == "sshkeys":
 			v.conf.set(k, val)
+		case k == "vmgenid" && val == "1":
+			v.conf.set(k, s.uuid()) // update_vm_api generates one for "1"
 		case k == "cipassword":
 			v.conf.set(k, "$5$sim$"+strconv.Itoa(len(val)))
 		default:
@@ -308,7 +313,7 @@ func (s *Sim) postConfig(req *request) (any, error) {
 		return nil, err
 	}
 	upid := s.startTask(req, v.node, "qmconfig", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.flock(v.id, configLockTimeout); err != nil {
 			return err
 		}
 		if err := w.wait(); err != nil {
@@ -346,7 +351,7 @@ func (s *Sim) putConfig(req *request) (any, error) {
 // syncFlock waits, with the state lock released, until no task holds the VM's
 // config flock (10 s, as lock_config's default).
 func (s *Sim) syncFlock(v *vm) error {
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(configLockTimeout)
 	for v.flock != nil || len(v.shared) > 0 {
 		if time.Now().After(deadline) {
 			return errf("can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout", v.id)
@@ -446,7 +451,7 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		if !src.running {
 			lock = w.flockShared
 		}
-		if err := lock(src.id, time.Second); err != nil {
+		if err := lock(src.id, cloneLockTimeout); err != nil {
 			return err
 		}
 		if _, exists := s.vms[newid]; exists {
@@ -473,7 +478,7 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 			dst.fw.rules = append(dst.fw.rules, cp)
 		}
 		s.vms[newid] = dst
-		if err := w.flock(newid, time.Second); err != nil {
+		if err := w.flock(newid, cloneLockTimeout); err != nil {
 			delete(s.vms, newid)
 			return err
 		}
@@ -508,7 +513,9 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 				vol := st.volumes[vn]
 				linked := !full && !strings.Contains(vn, "cloudinit") && k != "tpmstate0"
 				dstSt := st
-				if !linked && targetStorage != "" && !strings.Contains(vn, "cloudinit") {
+				// clone_disk allocates every copied drive, the cloud-init one
+				// included, on the target storage of a full clone.
+				if !linked && targetStorage != "" {
 					dstSt, _ = s.storageOn(src.node, targetStorage)
 				}
 				nv, err := s.cloneVolume(w, st, dstSt, vol, newid, snapname, linked, k)
@@ -624,7 +631,7 @@ func (s *Sim) resize(req *request) (any, error) {
 	}
 	disk, size := req.str("disk"), req.str("size")
 	return s.startTask(req, v.node, "resize", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.flock(v.id, configLockTimeout); err != nil {
 			return err
 		}
 		if d := req.str("digest"); d != "" && d != v.conf.digest() {
@@ -679,7 +686,7 @@ func (s *Sim) startVM(req *request) (any, error) {
 		return nil, err
 	}
 	return s.startTask(req, v.node, "qmstart", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.flock(v.id, configLockTimeout); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -751,7 +758,7 @@ func (s *Sim) stopVM(req *request) (any, error) {
 		if !ok || v.node != req.vars["node"] {
 			return fmt.Errorf("unable to find configuration file for VM %d on node '%s'", id, req.vars["node"])
 		}
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.flock(v.id, configLockTimeout); err != nil {
 			return err
 		}
 		if !req.has("skiplock") {
@@ -781,7 +788,7 @@ func (s *Sim) shutdownVM(req *request) (any, error) {
 		return nil, err
 	}
 	return s.startTask(req, v.node, "qmshutdown", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.flock(v.id, configLockTimeout); err != nil {
 			return err
 		}
 		if err := checkLock(v); err != nil {
@@ -843,7 +850,7 @@ func (s *Sim) destroyVM(req *request) (any, error) {
 		return nil, errf("VM %d is running - destroy failed", v.id)
 	}
 	return s.startTask(req, v.node, "qmdestroy", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.flock(v.id, 10*time.Second); err != nil {
+		if err := w.flock(v.id, configLockTimeout); err != nil {
 			return err
 		}
 		if s.vms[v.id] != v {
@@ -1143,7 +1150,7 @@ func (s *Sim) createVM(req *request) (any, error) {
 	v.conf.set("lock", "create")
 	s.vms[id] = v
 	return s.startTask(req, v.node, "qmcreate", strconv.Itoa(id), func(w *worker) error {
-		if err := w.flock(id, 10*time.Second); err != nil {
+		if err := w.flock(id, configLockTimeout); err != nil {
 			return err
 		}
 		create := &request{params: map[string]any{}, user: req.user, tokenID: req.tokenID}
@@ -1171,8 +1178,14 @@ func (s *Sim) createVM(req *request) (any, error) {
 		if p := s.pools[poolName]; p != nil {
 			p.vms[id] = true // add_vm_to_pool
 		}
+		// create_vm: meta (new_meta_info_string), smbios1 with a uuid, and a
+		// vmgenid unless one is given ("1" also asks for a generated one).
+		v.conf.set("meta", fmt.Sprintf("creation-qemu=%s,ctime=%d", qemuVersion, s.now().Unix()))
 		if _, ok := v.conf.get("smbios1"); !ok {
 			v.conf.set("smbios1", "uuid="+s.uuid())
+		}
+		if g, ok := v.conf.get("vmgenid"); !ok || g == "1" {
+			v.conf.set("vmgenid", s.uuid())
 		}
 		return nil
 	}), nil
