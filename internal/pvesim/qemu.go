@@ -84,6 +84,9 @@ func (s *Sim) vmStatusLocked(v *vm) map[string]any {
 	if v.running {
 		up := int64(s.now().Sub(v.started).Seconds())
 		st["status"], st["qmpstatus"] = "running", "running"
+		if v.paused {
+			st["qmpstatus"] = "paused"
+		}
 		st["pid"] = v.pid
 		st["uptime"] = up
 		cpu := v.cpuBusy
@@ -692,8 +695,11 @@ func (s *Sim) startVM(req *request) (any, error) {
 		if v.isTemplate() {
 			return fmt.Errorf("you can't start a vm if it's a template")
 		}
-		if err := checkLock(v); err != nil {
-			return err
+		// vm_start accepts "lock: suspended": starting resumes a hibernated VM.
+		if v.lock() != "suspended" {
+			if err := checkLock(v); err != nil {
+				return err
+			}
 		}
 		if v.running {
 			return fmt.Errorf("VM %d already running", v.id)
@@ -711,6 +717,8 @@ func (s *Sim) startVM(req *request) (any, error) {
 		}
 		s.nextPID += 7
 		v.running, v.started, v.pid = true, s.now(), s.nextPID
+		v.paused = false
+		s.restoreVMState(v, w)
 		if _, ok := v.conf.get("efidisk0"); !ok && strings.Contains(v.conf.vals["bios"], "ovmf") {
 			w.warn("no efidisk configured! Using temporary efivars disk.")
 		}

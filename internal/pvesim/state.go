@@ -260,6 +260,7 @@ type vm struct {
 	snapOrder []string
 	parent    string // current snapshot parent
 	running   bool
+	paused    bool // suspended in RAM (qmpstatus "paused")
 	started   time.Time
 	pid       int
 	agent     string
