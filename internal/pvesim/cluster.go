@@ -34,8 +34,11 @@ func (s *Sim) clusterStatus(*request) (any, error) {
 
 func (s *Sim) checkNode(name string) error {
 	if _, ok := s.nodes[name]; !ok {
-		// pveproxy cannot proxy to an unknown node: hostname lookup fails.
-		return &Error{Code: 595, Msg: fmt.Sprintf("hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", name, name)}
+		// pveproxy resolves the node to proxy to and dies when the lookup fails
+		// (PVE::Network::get_ip_from_hostname around PVE::Tools::getaddrinfo_all);
+		// a die in the handler is a 500 whose text is the status line. The
+		// resolver's text is assumed to be glibc's EAI_NONAME message.
+		return &Error{Code: 500, Msg: fmt.Sprintf("hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", name, name)}
 	}
 	return nil
 }
@@ -128,7 +131,15 @@ func (s *Sim) resources(req *request) (any, error) {
 			if t, ok := v.conf.get("tags"); ok {
 				r["tags"] = t
 			}
+			if p := s.poolOf(id); p != "" {
+				r["pool"] = p
+			}
 			out = append(out, r)
+		}
+	}
+	if typ == "" {
+		for _, name := range sortedKeys(s.pools) {
+			out = append(out, map[string]any{"id": "/pool/" + name, "pool": name, "type": "pool"})
 		}
 	}
 	if typ == "" || typ == "node" {

@@ -1,8 +1,10 @@
 package pvesim
 
 import (
+	"crypto/sha1"
 	"fmt"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -35,9 +37,23 @@ var (
 func (s *Sim) listFwGroups(req *request) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := []map[string]any{}
+	// get_security_group_list: comment only when set, digest from copy_list_with_digest.
+	var entries []map[string]string
 	for _, name := range sortedKeys(s.fwGroups) {
-		out = append(out, map[string]any{"group": name, "comment": s.fwGroups[name].comment, "digest": "0"})
+		e := map[string]string{"group": name}
+		if c := s.fwGroups[name].comment; c != "" {
+			e["comment"] = c
+		}
+		entries = append(entries, e)
+	}
+	digest := listDigest(entries)
+	out := []map[string]any{}
+	for _, e := range entries {
+		m := map[string]any{"digest": digest}
+		for k, v := range e {
+			m[k] = v
+		}
+		out = append(out, m)
 	}
 	return out, nil
 }
@@ -76,10 +92,40 @@ func (s *Sim) fwGroupFor(req *request) (*fwGroup, error) {
 	return g, nil
 }
 
+// listDigest is copy_list_with_digest: one SHA-1 over every entry's "key:value\n"
+// lines (keys sorted, nested values such as errors ignored), set on each entry.
+func listDigest(entries []map[string]string) string {
+	h := sha1.New()
+	for _, e := range entries {
+		keys := make([]string, 0, len(e))
+		for k := range e {
+			if k != "errors" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(h, "%s:%s\n", k, e[k])
+		}
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+func rulesDigest(rules []fwRule) string {
+	entries := make([]map[string]string, len(rules))
+	for i, r := range rules {
+		entries[i] = r
+	}
+	return listDigest(entries)
+}
+
+// rulesOut renders a rule list as the index does: pos as a number, each rule
+// with the list's digest.
 func rulesOut(rules []fwRule) []map[string]any {
 	out := []map[string]any{}
+	digest := rulesDigest(rules)
 	for i, r := range rules {
-		m := map[string]any{"pos": i}
+		m := map[string]any{"pos": i, "digest": digest}
 		for k, v := range r {
 			switch k {
 			case "enable", "log":
@@ -118,15 +164,33 @@ func (s *Sim) listFwGroupRules(req *request) (any, error) {
 // newRule copies the rule properties and verifies them the way verify_rule
 // does, recording (not raising) errors.
 func (s *Sim) newRule(req *request, allowGroups bool) fwRule {
-	r := fwRule{}
-	for _, k := range fwRuleKeys {
-		if req.has(k) {
-			r[k] = req.str(k)
-		}
-	}
-	if r["enable"] == "" {
+	r := copyRuleData(fwRule{}, req)
+	if !req.has("enable") {
 		r["enable"] = "0"
 	}
+	verifyRule(s, r, allowGroups)
+	return r
+}
+
+// copyRuleData is copy_rule_data: a property sent empty (or "-") is deleted,
+// never stored as an empty field.
+func copyRuleData(r fwRule, req *request) fwRule {
+	for _, k := range fwRuleKeys {
+		if !req.has(k) {
+			continue
+		}
+		if v := req.str(k); v == "" || v == "-" {
+			delete(r, k)
+		} else {
+			r[k] = v
+		}
+	}
+	return r
+}
+
+// verifyRule is verify_rule: errors are recorded on the rule, not raised.
+func verifyRule(s *Sim, r fwRule, allowGroups bool) {
+	delete(r, "errors")
 	var errs []string
 	add := func(k, msg string) { errs = append(errs, k+"="+msg) }
 	typ, action := r["type"], r["action"]
@@ -156,7 +220,6 @@ func (s *Sim) newRule(req *request, allowGroups bool) fwRule {
 	if len(errs) > 0 {
 		r["errors"] = strings.Join(errs, "\n")
 	}
-	return r
 }
 
 func insertRule(rules []fwRule, r fwRule, req *request) ([]fwRule, error) {
@@ -178,21 +241,6 @@ func (s *Sim) createFwGroupRule(req *request) (any, error) {
 		return nil, err
 	}
 	g.rules, _ = insertRule(g.rules, s.newRule(req, false), req)
-	return nil, nil
-}
-
-func (s *Sim) deleteFwGroupRule(req *request) (any, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g, err := s.fwGroupFor(req)
-	if err != nil {
-		return nil, err
-	}
-	pos, _ := strconv.Atoi(req.vars["pos"])
-	if pos < 0 || pos >= len(g.rules) {
-		return nil, errf("no rule at position %d", pos)
-	}
-	g.rules = append(g.rules[:pos], g.rules[pos+1:]...)
 	return nil, nil
 }
 

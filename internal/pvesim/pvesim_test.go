@@ -82,7 +82,7 @@ func TestWireFormat(t *testing.T) {
 		{"config types", "GET", "/nodes/pve/qemu/9000/config", "", true, "200 OK", `"cores":2,.*"memory":"2048"`},
 		{"delete cannot take a body", "DELETE", "/nodes/pve/qemu/9000", `{"purge":1}`, true, "501 Unexpected content for method 'DELETE'", ``},
 		{"bad property string", "POST", "/nodes/pve/qemu/9000/config", `{"net0":"virtio,bridge=vmbr1,speed=10"}`, true,
-			"400 Parameter verification failed.", `"net0":"invalid format - invalid key in comma-separated list property: speed\\n"`},
+			"400 Parameter verification failed.", `"net0":"invalid format - format error\\nnet0.speed: property is not defined in schema and the schema does not allow additional properties\\n"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -173,4 +173,8 @@ func TestHTTPHooks(t *testing.T) {
 	if res.StatusCode != 401 {
 		t.Fatalf("hooks without token: %d", res.StatusCode)
 	}
+}
+
+func httpClient(sim *pvesim.Sim) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: sim.CertPool()}}}
 }

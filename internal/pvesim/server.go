@@ -64,6 +64,7 @@ type Sim struct {
 	nodes    map[string]*node
 	vms      map[int]*vm
 	fwGroups map[string]*fwGroup // cluster security groups
+	pools    map[string]*pool    // user.cfg pools
 	tasks    map[string]*task
 	taskList []*task
 	tickets  map[string]string // ticket → user
@@ -126,6 +127,7 @@ func New(opts Options) (*Sim, error) {
 		nodes:    map[string]*node{},
 		vms:      map[int]*vm{},
 		fwGroups: map[string]*fwGroup{},
+		pools:    map[string]*pool{},
 		tasks:    map[string]*task{},
 		tickets:  map[string]string{},
 		csrf:     map[string]string{},
@@ -316,11 +318,16 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	req.params = params
-	if schema, ok := apischema.Lookup(rt.pattern, r.Method); ok {
-		if errs := schema.Validate(params); len(errs) > 0 {
-			writeError(w, paramErr(errs))
-			return
-		}
+	// Fail closed: a route without its schema entry is not served unvalidated
+	// (routes_test.go makes it a test failure too).
+	schema, ok := apischema.Lookup(rt.pattern, r.Method)
+	if !ok {
+		writeError(w, &Error{Code: 501, Msg: fmt.Sprintf("Method '%s %s' not implemented", r.Method, path)})
+		return
+	}
+	if errs := schema.Validate(params); len(errs) > 0 {
+		writeError(w, paramErr(errs))
+		return
 	}
 	data, err := rt.handler(s, req)
 	s.mu.Lock()

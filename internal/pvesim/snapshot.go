@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 )
 
 func (s *Sim) listSnapshots(req *request) (any, error) {
@@ -87,7 +86,7 @@ func (s *Sim) createSnapshot(req *request) (any, error) {
 		return nil, errf("unable to use snapshot name '%s' (reserved name)", name)
 	}
 	return s.startTask(req, v.node, "qmsnapshot", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.lockVM(v, 10*time.Second); err != nil {
+		if err := w.lockVM(v, configLockTimeout); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -110,24 +109,72 @@ func (s *Sim) createSnapshot(req *request) (any, error) {
 		v.snapshots[name] = sn
 		v.snapOrder = append(v.snapOrder, name)
 		v.conf.set("lock", "snapshot")
-		if err := w.wait(); err != nil {
+		// __snapshot_prepare ends here and releases the flock; the volume
+		// snapshots run without it, guarded only by "lock: snapshot", so a stop
+		// now fails check_lock with "VM is locked (snapshot)".
+		w.unlock(v.id)
+		cleanup := func() {
 			delete(v.snapshots, name)
 			v.snapOrder = v.snapOrder[:len(v.snapOrder)-1]
 			v.conf.del("lock")
+		}
+		if err := w.wait(); err != nil {
+			cleanup()
 			return err
 		}
-		for _, vol := range s.snapshotVolumes(v, v.conf) {
+		vols := s.snapshotVolumes(v, v.conf)
+		for _, vol := range vols {
+			if err := s.volumeSnapshot(vol, name); err != nil {
+				w.logf("snapshot create failed: starting cleanup")
+				cleanup()
+				return err
+			}
+		}
+		for _, vol := range vols {
 			if vol.snapData == nil {
 				vol.snapData = map[string]map[string]string{}
 			}
 			vol.snapData[name] = copyFiles(vol.files)
 			vol.snaps = append(vol.snaps, name)
 		}
+		// __snapshot_commit takes the flock again.
+		if err := w.lockVM(v, configLockTimeout); err != nil {
+			return err
+		}
 		sn.snapstate = ""
 		v.parent = name
 		v.conf.del("lock")
 		return nil
 	}), nil
+}
+
+// volumeSnapshot refuses a snapshot name the volume already carries, as the
+// storage tools do: zfs snapshot (ZFSPoolPlugin volume_snapshot, run_command
+// errmsg "zfs error") and lvcreate (LvmThinPlugin volume_snapshot). The pool and
+// volume group names (rpool/data, pve) are PVE's installer defaults.
+func (s *Sim) volumeSnapshot(vol *volume, name string) error {
+	if !contains(vol.snaps, name) {
+		return nil
+	}
+	st, _ := s.storageOn(s.nodeOfStorageVolume(vol), vol.storage)
+	switch {
+	case st != nil && st.typ == typeZFS:
+		return fmt.Errorf("zfs error: cannot create snapshot 'rpool/data/%s@%s': dataset already exists", baseName(vol.name), name)
+	case st != nil && st.typ == typeLVMThin:
+		snap := fmt.Sprintf("snap_%s_%s", vol.name, name)
+		return fmt.Errorf("lvcreate snapshot 'pve/%s' error:   Logical Volume \"%s\" already exists in volume group \"pve\"", snap, snap)
+	}
+	return fmt.Errorf("snapshot '%s' already exists on volume '%s'", name, vol.name)
+}
+
+// nodeOfStorageVolume finds the node holding vol (volumes are node-local).
+func (s *Sim) nodeOfStorageVolume(vol *volume) string {
+	for name, n := range s.nodes {
+		if st := n.storages[vol.storage]; st != nil && st.volumes[vol.name] == vol {
+			return name
+		}
+	}
+	return s.Node()
 }
 
 func (s *Sim) rollback(req *request) (any, error) {
@@ -139,7 +186,7 @@ func (s *Sim) rollback(req *request) (any, error) {
 	}
 	name := req.vars["snapname"]
 	return s.startTask(req, v.node, "qmrollback", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.lockVM(v, 10*time.Second); err != nil {
+		if err := w.lockVM(v, configLockTimeout); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -191,7 +238,7 @@ func (s *Sim) deleteSnapshot(req *request) (any, error) {
 	}
 	name := req.vars["snapname"]
 	return s.startTask(req, v.node, "qmdelsnapshot", strconv.Itoa(v.id), func(w *worker) error {
-		if err := w.lockVM(v, 10*time.Second); err != nil {
+		if err := w.lockVM(v, configLockTimeout); err != nil {
 			return err
 		}
 		if v.isTemplate() {
@@ -318,10 +365,10 @@ func (s *Sim) moveDisk(req *request) (any, error) {
 	}
 	id := fmt.Sprintf("%d-%s>%d-%s", v.id, disk, tid, tdisk)
 	return s.startTask(req, v.node, "qmmove", id, func(w *worker) error {
-		if err := w.lockVM(v, 10*time.Second); err != nil {
+		if err := w.lockVM(v, configLockTimeout); err != nil {
 			return err
 		}
-		if err := w.flock(tid, 10*time.Second); err != nil {
+		if err := w.flock(tid, configLockTimeout); err != nil {
 			return err
 		}
 		t, st, vol, err := check()

@@ -245,69 +245,6 @@ var diskKeyRE = regexp.MustCompile(`^(ide|sata|scsi|virtio|efidisk|tpmstate|unus
 
 func isDiskKey(k string) bool { return diskKeyRE.MatchString(k) }
 
-// driveVolume splits a drive string "local-lvm:vm-100-disk-0,size=8G" into storage,
-// volname and options; cdrom/none drives return ok=false.
-func driveVolume(val string) (storageID, volname string, ok bool) {
-	first := strings.SplitN(val, ",", 2)[0]
-	if strings.HasPrefix(first, "file=") {
-		first = strings.TrimPrefix(first, "file=")
-	}
-	if first == "none" || first == "cdrom" || strings.Contains(val, "media=cdrom") && !strings.Contains(first, "cloudinit") {
-		return "", "", false
-	}
-	sid, vn, found := strings.Cut(first, ":")
-	if !found {
-		return "", "", false
-	}
-	return sid, vn, true
-}
-
-func driveOpt(val, key string) string {
-	for _, p := range strings.Split(val, ",")[1:] {
-		if k, v, ok := strings.Cut(p, "="); ok && k == key {
-			return v
-		}
-	}
-	return ""
-}
-
-func setDriveOpt(val, key, nv string) string {
-	parts := strings.Split(val, ",")
-	for i, p := range parts[1:] {
-		if k, _, ok := strings.Cut(p, "="); ok && k == key {
-			parts[i+1] = key + "=" + nv
-			return strings.Join(parts, ",")
-		}
-	}
-	return val + "," + key + "=" + nv
-}
-
-// parseSize reads PVE disk sizes ("8G", "512M", "+10G" relative handled by caller).
-func parseSize(s string) (int64, bool) {
-	m := regexp.MustCompile(`^(\d+(?:\.\d+)?)([KMGT]?)$`).FindStringSubmatch(s)
-	if m == nil {
-		return 0, false
-	}
-	f, _ := strconv.ParseFloat(m[1], 64)
-	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m[2]]
-	return int64(f * mult), true
-}
-
-// formatSize renders bytes the way PVE writes size= in drive strings.
-func formatSize(b int64) string {
-	switch {
-	case b%(1<<40) == 0 && b > 0:
-		return fmt.Sprintf("%dT", b>>40)
-	case b%(1<<30) == 0:
-		return fmt.Sprintf("%dG", b>>30)
-	case b%(1<<20) == 0:
-		return fmt.Sprintf("%dM", b>>20)
-	case b%(1<<10) == 0:
-		return fmt.Sprintf("%dK", b>>10)
-	}
-	return strconv.FormatInt(b, 10)
-}
-
 // Agent states a simulated guest can be in.
 const (
 	AgentRunning    = "running"     // answers after AgentBootDelay
@@ -323,6 +260,7 @@ type vm struct {
 	snapOrder []string
 	parent    string // current snapshot parent
 	running   bool
+	paused    bool // suspended in RAM (qmpstatus "paused")
 	started   time.Time
 	pid       int
 	agent     string

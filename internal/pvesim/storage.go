@@ -41,7 +41,8 @@ func (s *Sim) storageStatus(req *request) (any, error) {
 		if e := s.checkNode(req.vars["node"]); e != nil {
 			return nil, e
 		}
-		return nil, errf("storage '%s' does not exist", req.vars["storage"])
+		// API2/Storage/Status.pm read_status: raise_param_exc({storage => "No such storage."}).
+		return nil, paramErr(map[string]string{"storage": "No such storage."})
 	}
 	return s.storageInfo(st), nil
 }

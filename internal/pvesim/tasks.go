@@ -85,6 +85,25 @@ func (w *worker) warn(format string, a ...any) {
 	w.logf("WARN: "+format, a...)
 }
 
+// Config flock timeouts: lock_config's default (PVE::AbstractConfig::lock_config,
+// 10 s) and the 1 s clone_vm uses for its source and target
+// (PVE::API2::Qemu clone_vm, lock_config_full($vmid, 1, …)).
+const (
+	configLockTimeout = 10 * time.Second
+	cloneLockTimeout  = time.Second
+)
+
+// unlock releases a flock before the task ends, as a worker leaving a
+// lock_config block does (snapshot_create between prepare and commit).
+func (w *worker) unlock(vmid int) {
+	if v := w.s.vms[vmid]; v != nil {
+		if v.flock == w.t {
+			v.flock = nil
+		}
+		delete(v.shared, w.t)
+	}
+}
+
 // flock emulates the per-VM config flock with PVE's timeout message.
 func (w *worker) flock(vmid int, timeout time.Duration) error {
 	return w.takeFlock(vmid, timeout, false)
@@ -207,7 +226,14 @@ func (s *Sim) finishTask(t *task, err error) {
 	}
 	switch {
 	case err != nil:
-		msg := strings.ReplaceAll(strings.TrimRight(err.Error(), "\n"), "\n", " ")
+		text := err.Error()
+		// A plain die (errf, code 500) is its message alone in the task log;
+		// only PVE::Exception objects with a code stringify as "<code> <msg>".
+		var pe *Error
+		if errors.As(err, &pe) && pe.Code == 500 && len(pe.Errors) == 0 {
+			text = pe.Msg
+		}
+		msg := strings.ReplaceAll(strings.TrimRight(text, "\n"), "\n", " ")
 		t.log = append(t.log, "TASK ERROR: "+msg)
 		t.exitstatus = msg
 	case t.warnings > 0:

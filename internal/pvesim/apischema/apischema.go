@@ -155,7 +155,7 @@ func (m Method) Validate(params map[string]any) map[string]string {
 			errs[name] = "property is not defined in schema and the schema does not allow additional properties"
 			continue
 		}
-		if msg := p.check(v); msg != "" {
+		if msg := p.check(v, name); msg != "" {
 			errs[name] = msg
 		}
 	}
@@ -208,7 +208,8 @@ var (
 	numberRE  = regexp.MustCompile(`^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$`)
 )
 
-func (p *Param) check(v any) string {
+// check is check_prop for one value; path names it in nested format errors.
+func (p *Param) check(v any, path string) string {
 	s, ok := Scalar(v)
 	if !ok {
 		kind := "HASH"
@@ -234,9 +235,9 @@ func (p *Param) check(v any) string {
 			return fmt.Sprintf("type check ('number') failed - got '%s'", s)
 		}
 	}
-	if p.sub != nil {
-		if err := checkPropertyString(p.sub, s); err != "" {
-			return "invalid format - " + err + "\n"
+	if f := p.PropFormat(); f != nil {
+		if _, err := f.Parse(s, path); err != nil {
+			return "invalid format - " + err.Error()
 		}
 	} else if p.named != "" {
 		if err := checkFormat(p.named, s); err != "" {
@@ -274,87 +275,6 @@ func (p *Param) check(v any) string {
 
 func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
-// checkPropertyString follows parse_property_string followed by the per-key checks.
-func checkPropertyString(format map[string]Param, data string) string {
-	seen := map[string]string{}
-	defaultKey := ""
-	for _, part := range strings.Split(data, ",") {
-		if strings.TrimSpace(part) == "" {
-			continue
-		}
-		k, v, hasEq := strings.Cut(part, "=")
-		switch {
-		case hasEq && k != "" && v != "":
-			if _, dup := seen[k]; dup {
-				return "duplicate key in comma-separated list property: " + k
-			}
-			s, ok := format[k]
-			if ok && s.Alias != "" {
-				if s.KeyAlias != "" {
-					if _, dup := seen[s.KeyAlias]; dup {
-						return fmt.Sprintf("key alias '%s' is already defined", s.KeyAlias)
-					}
-					seen[s.KeyAlias] = k
-				}
-				k = s.Alias
-				if _, dup := seen[k]; dup {
-					return fmt.Sprintf("key '%s' is already defined (via alias)", k)
-				}
-				s, ok = format[k]
-			}
-			if !ok {
-				return "invalid key in comma-separated list property: " + k
-			}
-			seen[k] = v
-		case !hasEq:
-			if defaultKey != "" {
-				return "duplicate key in comma-separated list property: " + defaultKey
-			}
-			for name, s := range format {
-				if s.DefaultKey == 1 {
-					defaultKey = name
-				}
-			}
-			if defaultKey == "" {
-				return "value without key, but schema does not define a default key"
-			}
-			if _, dup := seen[defaultKey]; dup {
-				return "duplicate key in comma-separated list property: " + defaultKey
-			}
-			seen[defaultKey] = part
-		default:
-			return "missing key in comma-separated list property"
-		}
-	}
-	keys := make([]string, 0, len(format))
-	for k := range format {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		s := format[k]
-		if s.Alias != "" {
-			continue
-		}
-		v, ok := seen[k]
-		if !ok {
-			if s.Optional != 1 && s.DefaultKey != 1 && s.Type != "" {
-				return fmt.Sprintf("format error\n%s: property is missing and it is not optional", k)
-			}
-			continue
-		}
-		if s.Type == "boolean" {
-			if b, ok := ParseBool(v); ok {
-				v = b
-			}
-		}
-		if msg := (&s).check(v); msg != "" {
-			return fmt.Sprintf("format error\n%s: %s", k, strings.TrimSuffix(msg, "\n"))
-		}
-	}
-	return ""
-}
-
 // ParseBool reads PVE's boolean spellings (1/on/yes/true, 0/off/no/false) as "1"/"0".
 func ParseBool(s string) (string, bool) {
 	switch strings.ToLower(s) {
@@ -364,6 +284,32 @@ func ParseBool(s string) (string, bool) {
 		return "0", true
 	}
 	return "", false
+}
+
+// PropFormat is the property-string format of a parameter: its inline hash
+// format, or a named hash format (pve-qm-ipconfig, pve-qm-cicustom); nil otherwise.
+func (p *Param) PropFormat() Format {
+	if p.sub != nil {
+		return p.sub
+	}
+	return hashFormats[p.named]
+}
+
+// requiresKey is the "requires" attribute when it names one other key.
+func (p *Param) requiresKey() string {
+	var req string
+	if len(p.Requires) > 0 && p.Requires[0] == '"' {
+		_ = json.Unmarshal(p.Requires, &req)
+	}
+	return req
+}
+
+// Format returns the property-string format of a parameter (net0, scsi1, ipconfig0, …).
+func (m Method) Format(name string) Format {
+	if p := m.spec(name); p != nil {
+		return p.PropFormat()
+	}
+	return nil
 }
 
 // Type returns the schema type of a parameter ("" when unknown), resolving

@@ -18,7 +18,9 @@ func TestValidateLikePVE(t *testing.T) {
 		{map[string]any{"node": "pve", "vmid": "100", "sshkeys": "ssh-ed25519 AAA"}, "sshkeys", "invalid format - invalid urlencoded string: ssh-ed25519 AAA\n"},
 		{map[string]any{"node": "pve", "vmid": "100", "tags": "ok;bad tag!"}, "tags", "invalid format - invalid characters in tag\n"},
 		{map[string]any{"node": "pve", "vmid": "100", "net99": "virtio"}, "net99", "property is not defined in schema and the schema does not allow additional properties"},
-		{map[string]any{"node": "pve", "vmid": "100", "scsi1": "local-lvm:vm-1-disk-0,bogus=1"}, "scsi1", "invalid format - invalid key in comma-separated list property: bogus\n"},
+		{map[string]any{"node": "pve", "vmid": "100", "scsi1": "local-lvm:vm-1-disk-0,bogus=1"}, "scsi1",
+			// parse_property_string autovivifies the unknown key's schema, so check_object reports it.
+			"invalid format - format error\nscsi1.bogus: property is not defined in schema and the schema does not allow additional properties\n"},
 		{map[string]any{"node": "pve", "vmid": "12"}, "vmid", "invalid format - value does not look like a valid VM ID\n"},
 		{map[string]any{"vmid": "100"}, "node", "property is missing and it is not optional"},
 	}

@@ -11,19 +11,18 @@ import (
 // listed here are accepted unchecked (a documented gap, not a silent pass: they are
 // only used by parameters agentd never sends).
 var (
-	nodeRE      = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
-	vmidRE      = regexp.MustCompile(`^[1-9][0-9]{2,8}$`)
-	configIDRE  = regexp.MustCompile(`(?i)^[a-z][a-z0-9_-]+$`)
-	idRE        = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
-	dnsRE       = regexp.MustCompile(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
-	urlencRE    = regexp.MustCompile(`^[-%a-zA-Z0-9_.!~*'()]*$`)
-	tagRE       = regexp.MustCompile(`(?i)^[a-z0-9_][a-z0-9_\-+.]*$`)
-	macRE       = regexp.MustCompile(`^[a-fA-F0-9]{2}(:[a-fA-F0-9]{2}){5}$`)
-	bridgeRE    = regexp.MustCompile(`^[-_.\w\d]+$`)
-	poolRE      = regexp.MustCompile(`^[A-Za-z0-9_\-]+$`)
-	volumeIDRE  = regexp.MustCompile(`^(?i:[a-z][a-z0-9\-_.]*[a-z0-9]):.+$`)
-	realmRE     = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
-	cicustomKey = map[string]bool{"meta": true, "network": true, "user": true, "vendor": true}
+	nodeRE     = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
+	vmidRE     = regexp.MustCompile(`^[1-9][0-9]{2,8}$`)
+	configIDRE = regexp.MustCompile(`(?i)^[a-z][a-z0-9_-]+$`)
+	idRE       = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
+	dnsRE      = regexp.MustCompile(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
+	urlencRE   = regexp.MustCompile(`^[-%a-zA-Z0-9_.!~*'()]*$`)
+	tagRE      = regexp.MustCompile(`(?i)^[a-z0-9_][a-z0-9_\-+.]*$`)
+	macRE      = regexp.MustCompile(`^[a-fA-F0-9]{2}(:[a-fA-F0-9]{2}){5}$`)
+	bridgeRE   = regexp.MustCompile(`^[-_.\w\d]+$`)
+	poolRE     = regexp.MustCompile(`^[A-Za-z0-9_\-]+$`)
+	volumeIDRE = regexp.MustCompile(`^(?i:[a-z][a-z0-9\-_.]*[a-z0-9]):.+$`)
+	realmRE    = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
 )
 
 func checkFormat(name, value string) string {
@@ -123,19 +122,41 @@ func checkOne(name, v string) string {
 		if ip := net.ParseIP(v); ip == nil || ip.To4() != nil {
 			return "value does not look like a valid IPv6 address"
 		}
-	case "pve-qm-cicustom":
-		for _, part := range strings.Split(v, ",") {
-			k, vol, ok := strings.Cut(part, "=")
-			if !ok {
-				return "value without key, but schema does not define a default key"
-			}
-			if !cicustomKey[k] {
-				return "invalid key in comma-separated list property: " + k
-			}
-			if !volumeIDRE.MatchString(vol) {
-				return fmt.Sprintf("format error\n%s: invalid format - unable to parse volume ID '%s'", k, vol)
-			}
+	case "disk-size":
+		if _, ok := ParseSize(v); !ok {
+			return "value does not look like a valid disk size: " + v
+		}
+	case "pve-ipv4-config":
+		if v != "dhcp" && v != "manual" && !isCIDR(v, true) {
+			return "value does not look like a valid ipv4 network configuration"
+		}
+	case "pve-ipv6-config":
+		if v != "auto" && v != "dhcp" && v != "manual" && !isCIDR(v, false) {
+			return "value does not look like a valid ipv6 network configuration"
 		}
 	}
 	return ""
+}
+
+func isCIDR(v string, v4 bool) bool {
+	ip, _, err := net.ParseCIDR(v)
+	return err == nil && (ip.To4() != nil) == v4
+}
+
+// hashFormats are the named property-string formats that the API schema refers to
+// by name only; their keys are copied from qemu-server ($ipconfig_fmt in
+// QemuServer/Network.pm, $cicustom_fmt in QemuServer.pm).
+var hashFormats = map[string]Format{
+	"pve-qm-ipconfig": {
+		"ip":  {Type: "string", Optional: 1, named: "pve-ipv4-config"},
+		"gw":  {Type: "string", Optional: 1, named: "ipv4", Requires: []byte(`"ip"`)},
+		"ip6": {Type: "string", Optional: 1, named: "pve-ipv6-config"},
+		"gw6": {Type: "string", Optional: 1, named: "ipv6", Requires: []byte(`"ip6"`)},
+	},
+	"pve-qm-cicustom": {
+		"meta":    {Type: "string", Optional: 1, named: "pve-volume-id"},
+		"network": {Type: "string", Optional: 1, named: "pve-volume-id"},
+		"user":    {Type: "string", Optional: 1, named: "pve-volume-id"},
+		"vendor":  {Type: "string", Optional: 1, named: "pve-volume-id"},
+	},
 }
