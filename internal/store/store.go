@@ -179,6 +179,20 @@ CREATE TRIGGER workspaces_issue_vmid AFTER UPDATE OF holder_vmid ON workspaces
 	UPDATE issued SET vmid = NEW.holder_vmid, vm_gone = 0 WHERE id = NEW.id;
 END;
 `},
+	// 5 (network engineer, issue 15): addresses agentd assigns in
+	// agent_subnet. Another migration may be appended concurrently; renumber
+	// on merge, never reorder.
+	{5, "sandbox addresses and token binding", `
+CREATE TABLE addresses (
+	addr       TEXT PRIMARY KEY,
+	sandbox_id TEXT NOT NULL UNIQUE,
+	created_at INTEGER NOT NULL
+);
+CREATE TRIGGER addresses_release AFTER UPDATE OF vm_gone ON issued WHEN NEW.vm_gone = 1 BEGIN
+	DELETE FROM addresses WHERE sandbox_id = NEW.id;
+END;
+ALTER TABLE tokens ADD COLUMN bound_ip TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
