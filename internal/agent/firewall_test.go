@@ -161,3 +161,26 @@ func TestModeSetsFollowAddresses(t *testing.T) {
 		t.Fatalf("set updates:\n got %v\nwant %v", log.ops, want)
 	}
 }
+
+// TestProxmoxFirewallBindsTheAddress: the VM firewall is bound to the
+// sandbox's assigned address and agentd's MAC: ipfilter=1, macfilter=1, the
+// ipfilter-net0 IP set holding exactly the address, net0 carrying the MAC and
+// ipconfig0 the static address with the gateway.
+func TestProxmoxFirewallBindsTheAddress(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	sb := create(t, c, "bound")
+	set, ok := d.Sim.IPSet(sb.VMID, pve.IPFilterSet)
+	if !ok || len(set) != 1 || set[0] != sb.IP {
+		t.Fatalf("ipfilter-net0 of VM %d: %v %v (address %s)", sb.VMID, set, ok, sb.IP)
+	}
+	pc, _ := agent.ProxmoxClient(d.Config, nil)
+	_, opts, err := pc.VMFirewallRules(tctx(t), sb.VMID)
+	if err != nil || fmt.Sprint(opts["ipfilter"]) != "1" || fmt.Sprint(opts["macfilter"]) != "1" || fmt.Sprint(opts["enable"]) != "1" {
+		t.Fatalf("firewall options %v %v", opts, err)
+	}
+	cfg, _ := pc.Config(tctx(t), sb.VMID)
+	a := netip.MustParseAddr(sb.IP)
+	if !strings.Contains(fmt.Sprint(cfg["net0"]), netpolicy.MAC(a).String()) || cfg["ipconfig0"] != "ip="+sb.IP+"/16,gw=10.77.0.1" || cfg["nameserver"] != "10.77.0.1" {
+		t.Fatalf("config net0=%v ipconfig0=%v nameserver=%v", cfg["net0"], cfg["ipconfig0"], cfg["nameserver"])
+	}
+}

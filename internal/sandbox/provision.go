@@ -338,6 +338,11 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepWaitIP, err: fmt.Errorf("the guest of VM %d reports %s, not its assigned address %s: the template must apply cloud-init's ipconfig0 (network config v1/v2), and nothing else may configure net0; every layer drops what it sends from another address", sb.VMID, ip, a)}
 		}
 		sb.IP = ip
+		if sb.Step != stepRestart {
+			if err := m.deliverBootstrap(ctx, sb); err != nil {
+				return &stepError{step: stepWaitIP, err: err}
+			}
+		}
 		if err := m.commit(ctx, sb, api.StateReady, "sandbox.state", "guest reported "+ip); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
@@ -447,7 +452,8 @@ type Bootstrap struct {
 	SandboxID string `json:"sandbox_id"`
 }
 
-// BootstrapPath is where cloud-init writes the bootstrap file in the guest.
+// BootstrapPath is where agentd writes the bootstrap file in the guest,
+// through the guest agent.
 const BootstrapPath = "/etc/agentlab/bootstrap.json"
 
 type cloudConfig struct {
@@ -461,6 +467,7 @@ type cloudConfig struct {
 	} `yaml:"growpart"`
 	ResizeRootfs bool        `yaml:"resize_rootfs"`
 	WriteFiles   []cloudFile `yaml:"write_files,omitempty"`
+	BootCmd      []string    `yaml:"bootcmd,omitempty"`
 }
 
 // writeSnippet writes the cloud-init user-data that replaces Proxmox's own
@@ -470,18 +477,10 @@ func (m *Manager) writeSnippet(sb *store.Sandbox) error {
 		Users: []cloudUser{{Name: "agent", Sudo: "ALL=(ALL) NOPASSWD:ALL", Shell: "/bin/bash", LockPasswd: true, SSHKeys: m.opts.SSHPublicKeys}}}
 	cc.Growpart.Mode, cc.Growpart.Devices = "auto", []string{"/"}
 	if m.opts.GuestURL != "" {
-		// A fresh single-use token per snippet: only its hash is stored, and
-		// one written earlier (a retried step) stops working.
-		raw, hash := token.New()
-		if err := m.store.DeleteTokens(context.Background(), sb.ID, store.TokenBootstrap); err != nil {
-			return err
-		}
-		if err := m.store.CreateToken(context.Background(), &store.Token{Hash: hash, Kind: store.TokenBootstrap, SandboxID: sb.ID,
-			ExpiresAt: m.now().Add(m.opts.BootstrapTTL)}); err != nil {
-			return err
-		}
-		bj, _ := json.Marshal(Bootstrap{URL: m.opts.GuestURL, Token: raw, SandboxID: sb.ID})
-		cc.WriteFiles = append(cc.WriteFiles, cloudFile{Path: BootstrapPath, Permissions: "0600", Owner: "root:root", Content: string(bj)})
+		// The directory the bootstrap file is delivered into later, through
+		// the guest agent (deliverBootstrap): root only. The snippet carries
+		// no secret, so host storage never holds the token.
+		cc.BootCmd = []string{"mkdir -p -m 0700 /etc/agentlab"}
 	}
 	body, err := yaml.Marshal(cc)
 	if err != nil {
@@ -508,6 +507,35 @@ func (m *Manager) writeSnippet(sb *store.Sandbox) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// deliverBootstrap issues the sandbox's single-use bootstrap token, bound
+// from issuance to its assigned address, and writes the bootstrap file into
+// the guest through the guest agent, which has just answered. A fresh token
+// each time: one written earlier (a retried step) stops working.
+func (m *Manager) deliverBootstrap(ctx context.Context, sb *store.Sandbox) error {
+	if m.opts.GuestURL == "" {
+		return nil
+	}
+	bound := ""
+	if a, err := m.store.Address(ctx, sb.ID); err == nil {
+		bound = a.String()
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	raw, hash := token.New()
+	if err := m.store.DeleteTokens(ctx, sb.ID, store.TokenBootstrap); err != nil {
+		return err
+	}
+	if err := m.store.CreateToken(ctx, &store.Token{Hash: hash, Kind: store.TokenBootstrap, SandboxID: sb.ID,
+		ExpiresAt: m.now().Add(m.opts.BootstrapTTL), BoundIP: bound}); err != nil {
+		return fmt.Errorf("issue bootstrap token: %w", err)
+	}
+	bj, _ := json.Marshal(Bootstrap{URL: m.opts.GuestURL, Token: raw, SandboxID: sb.ID})
+	if err := m.pve.AgentFileWrite(ctx, sb.VMID, BootstrapPath, bj); err != nil {
+		return fmt.Errorf("deliver the bootstrap file: %w", err)
+	}
+	return m.store.AddEvent(ctx, sb, store.Event{Kind: "bootstrap.written", Message: fmt.Sprintf("bootstrap file written to %s through the guest agent; token bound to %s", BootstrapPath, bound)})
 }
 
 func (m *Manager) removeSnippet(sb *store.Sandbox) {
@@ -585,7 +613,11 @@ func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.P
 		}
 	}
 	if m.opts.FirewallGroup != nil {
-		if err := v.Firewall(ctx, m.opts.FirewallGroup(p)); err != nil {
+		addr, err := m.store.Address(ctx, sb.ID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		if err := v.Firewall(ctx, m.opts.FirewallGroup(p), addr); err != nil {
 			return nil, err
 		}
 		names = append(names, "firewall group "+m.opts.FirewallGroup(p))
