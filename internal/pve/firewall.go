@@ -259,3 +259,13 @@ func (c *Client) Storages(ctx context.Context) ([]StorageInfo, error) {
 	}
 	return out, nil
 }
+
+// ClusterFirewallOptions reads the datacenter firewall options (enable,
+// ebtables, policies): pve-firewall compiles no rules while enable is off.
+func (c *Client) ClusterFirewallOptions(ctx context.Context) (map[string]any, error) {
+	var opts map[string]any
+	if err := c.api.Get(ctx, "/cluster/firewall/options", &opts); err != nil {
+		return nil, wrap("read datacenter firewall options", err)
+	}
+	return opts, nil
+}
