@@ -220,7 +220,7 @@ secrets_key_file: %s/secrets/age.key
 	defer exec.Command("ip", "netns", "del", ns).Run()
 	for i := 0; i < 2; i++ { // twice: apply is idempotent
 		out2, err := exec.Command("ip", "netns", "exec", ns, bin, "host", "network", "apply", "--skip-groups", "--config", cfgPath).CombinedOutput()
-		if err != nil || !strings.Contains(string(out2), "table inet agentlab loaded") {
+		if err != nil || !strings.Contains(string(out2), "tables bridge agentlab and inet agentlab loaded") {
 			t.Fatalf("apply: %v\n%s", err, out2)
 		}
 		out2, err = exec.Command(bin, "host", "network", "apply", "--skip-nft", "--config", cfgPath).CombinedOutput()

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -78,14 +77,13 @@ func TestJobEndToEnd(t *testing.T) {
 	if err != nil || sb.State != api.StateRunning {
 		t.Fatalf("job sandbox %+v %v", sb, err)
 	}
-	snippet, _ := os.ReadFile(filepath.Join(d.Config.SnippetsDir, "agentlab-"+sb.ID+".yaml"))
-	var cc struct {
-		WriteFiles []struct{ Path, Content string } `yaml:"write_files"`
+	// The dev-mode guest's filesystem: agentd wrote the bootstrap file there
+	// through the guest agent (agent/file-write), as into a real guest.
+	bsFile := filepath.Join(d.StateDir, "pve", "guests", fmt.Sprint(sb.VMID), "etc", "agentlab", "bootstrap.json")
+	if snippet, _ := os.ReadFile(filepath.Join(d.Config.SnippetsDir, "agentlab-"+sb.ID+".yaml")); strings.Contains(string(snippet), "token") {
+		t.Fatalf("the cloud-init snippet carries a token:\n%s", snippet)
 	}
-	yaml.Unmarshal(snippet, &cc)
 	guestDir := t.TempDir()
-	bsFile := filepath.Join(guestDir, "bootstrap.json")
-	os.WriteFile(bsFile, []byte(cc.WriteFiles[0].Content), 0o600)
 	run := exec.Command(bin, "guest", "run", "--bootstrap-file", bsFile, "--secrets-dir", filepath.Join(guestDir, "secrets"), "--workdir", filepath.Join(guestDir, "work"))
 	out, err := run.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "task-done") || !strings.Contains(string(out), "exited 0") {

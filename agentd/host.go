@@ -93,13 +93,16 @@ func policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*net
 		return nil, err
 	}
 	p := &netpolicy.Policy{Bridge: cfg.AgentBridge, Subnet: subnet, HostAddr: host, Uplink: cfg.Uplink, GuestPort: cfg.GuestPort,
-		IsolateSandboxes: cfg.IsolateSandboxes, Allowlists: netpolicy.Allowlists(profiles), Members: map[netip.Addr]string{}}
+		IsolateSandboxes: cfg.IsolateSandboxes, Allowlists: netpolicy.Allowlists(profiles),
+		NoBridgeMeta: !netpolicy.HasBridgeMeta(ctx)}
 	if c, err := newClientFor(cfg); err == nil {
-		if sbs, err := c.Sandboxes(ctx, url.Values{"state": {string(api.StateRunning), string(api.StateStopped)}}); err == nil {
+		// The states in which agentd keeps a binding live (see syncAddress).
+		states := []string{string(api.StateBooting), string(api.StateReady), string(api.StateRunning)}
+		if sbs, err := c.Sandboxes(ctx, url.Values{"state": states}); err == nil {
 			for _, sb := range sbs {
 				a, err := netip.ParseAddr(sb.IP)
-				if prof := profiles[sb.Profile]; err == nil && prof != nil {
-					p.Members[a] = netpolicy.Mode(prof)
+				if prof := profiles[sb.Profile]; err == nil && prof != nil && sb.VMID != 0 && subnet.Contains(a) {
+					p.Bindings = append(p.Bindings, netpolicy.Binding{Addr: a, MAC: netpolicy.MAC(a), Ports: netpolicy.Ports(sb.VMID), Mode: netpolicy.Mode(prof)})
 				}
 			}
 		}
@@ -180,7 +183,7 @@ profile). The bridge itself is not touched: add the stanza from
 				if err := netpolicy.Apply(ctx, rs); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "nftables: table inet agentlab loaded (%d sandbox address(es) in mode sets)\n", len(p.Members))
+				fmt.Fprintf(cmd.OutOrStdout(), "nftables: tables bridge agentlab and inet agentlab loaded (%d sandbox binding(s))\n", len(p.Bindings))
 			}
 			if !skipGroups {
 				if err := agent.EnsureFirewallGroups(ctx, cfg, profiles, pc); err != nil {

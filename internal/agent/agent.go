@@ -129,6 +129,9 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		st.Close()
 		return nil, err
 	}
+	// Validated by config.Validate: agent_subnet holds agent_host_address.
+	subnet, _ := netip.ParsePrefix(cfg.AgentSubnet)
+	hostAddr, _ := netip.ParseAddr(cfg.AgentHostAddress)
 	guard := owner.NewGuard(pc, instance)
 	alloc := vmid.New(st, pc)
 	wsm := workspace.New(st, pc, guard, alloc, cfg.WorkspaceStorage, cfg.WorkspaceStorages...)
@@ -138,6 +141,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		IdleStopEnabled: cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log,
 		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs,
+		Subnet: subnet, HostAddr: hostAddr,
 		Limits: sandbox.Limits{MaxTTL: cfg.MaxTTL, MaxSandboxes: cfg.MaxSandboxes, MaxSandboxesPerProfile: cfg.MaxSandboxesPerProfile}})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 )
 
@@ -121,23 +123,25 @@ type setLog struct {
 	ops []string
 }
 
-func (s *setLog) Add(_ context.Context, a netip.Addr, mode string) error {
+func (s *setLog) Add(_ context.Context, b netpolicy.Binding) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ops = append(s.ops, "add "+a.String()+" "+mode)
+	s.ops = append(s.ops, fmt.Sprintf("add %s %s %s %v", b.Addr, b.MAC, b.Mode, b.Ports))
 	return nil
 }
 
-func (s *setLog) Remove(_ context.Context, a netip.Addr, mode string) error {
+func (s *setLog) Remove(_ context.Context, b netpolicy.Binding) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ops = append(s.ops, "remove "+a.String()+" "+mode)
+	s.ops = append(s.ops, fmt.Sprintf("remove %s %s %s %v", b.Addr, b.MAC, b.Mode, b.Ports))
 	return nil
 }
 
-// TestModeSetsFollowAddresses: a sandbox's address is in its mode's nftables
-// set exactly while it is RUNNING (the real sets are exercised with packets in
-// internal/netpolicy).
+// TestModeSetsFollowAddresses: a sandbox's binding (assigned address, the MAC
+// agentd derived from it, its bridge ports, its mode) is in the nftables sets
+// exactly while its VM may run (BOOTING to RUNNING), before the first boot,
+// and the address survives stop/start (the real sets are exercised with
+// packets in internal/netpolicy).
 func TestModeSetsFollowAddresses(t *testing.T) {
 	log := &setLog{}
 	_, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{Addresses: log}})
@@ -147,8 +151,36 @@ func TestModeSetsFollowAddresses(t *testing.T) {
 	c.Start(ctx, "sets")
 	sb2, _ := c.WaitSandbox(ctx, "sets", 0)
 	c.Destroy(ctx, "sets", false)
-	want := []string{"add " + sb.IP + " nat", "remove " + sb.IP + " nat", "add " + sb2.IP + " nat", "remove " + sb2.IP + " nat"}
+	if sb2.IP != sb.IP {
+		t.Fatalf("address changed across stop/start: %s → %s", sb.IP, sb2.IP)
+	}
+	a := netip.MustParseAddr(sb.IP)
+	bind := fmt.Sprintf("%s %s nat %v", a, netpolicy.MAC(a), netpolicy.Ports(sb.VMID))
+	want := []string{"add " + bind, "remove " + bind, "add " + bind, "remove " + bind}
 	if strings.Join(log.ops, "; ") != strings.Join(want, "; ") {
 		t.Fatalf("set updates:\n got %v\nwant %v", log.ops, want)
+	}
+}
+
+// TestProxmoxFirewallBindsTheAddress: the VM firewall is bound to the
+// sandbox's assigned address and agentd's MAC: ipfilter=1, macfilter=1, the
+// ipfilter-net0 IP set holding exactly the address, net0 carrying the MAC and
+// ipconfig0 the static address with the gateway.
+func TestProxmoxFirewallBindsTheAddress(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	sb := create(t, c, "bound")
+	set, ok := d.Sim.IPSet(sb.VMID, pve.IPFilterSet)
+	if !ok || len(set) != 1 || set[0] != sb.IP {
+		t.Fatalf("ipfilter-net0 of VM %d: %v %v (address %s)", sb.VMID, set, ok, sb.IP)
+	}
+	pc, _ := agent.ProxmoxClient(d.Config, nil)
+	_, opts, err := pc.VMFirewallRules(tctx(t), sb.VMID)
+	if err != nil || fmt.Sprint(opts["ipfilter"]) != "1" || fmt.Sprint(opts["macfilter"]) != "1" || fmt.Sprint(opts["enable"]) != "1" {
+		t.Fatalf("firewall options %v %v", opts, err)
+	}
+	cfg, _ := pc.Config(tctx(t), sb.VMID)
+	a := netip.MustParseAddr(sb.IP)
+	if !strings.Contains(fmt.Sprint(cfg["net0"]), netpolicy.MAC(a).String()) || cfg["ipconfig0"] != "ip="+sb.IP+"/16,gw=10.77.0.1" || cfg["nameserver"] != "10.77.0.1" {
+		t.Fatalf("config net0=%v ipconfig0=%v nameserver=%v", cfg["net0"], cfg["ipconfig0"], cfg["nameserver"])
 	}
 }

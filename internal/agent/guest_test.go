@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
@@ -23,33 +21,28 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
 )
 
-// bootstrapOf reads the bootstrap file cloud-init would write in the guest,
-// from the snippet agentd wrote for the sandbox.
+// bootstrapOf reads the bootstrap file agentd wrote into the guest through
+// the guest agent (the simulator keeps the guest's files); the snippet on
+// host storage must not carry the token.
 func bootstrapOf(t *testing.T, d *agent.Dev, sandboxID string) sandbox.Bootstrap {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(d.Config.SnippetsDir, "agentlab-"+sandboxID+".yaml"))
+	sb, err := d.Agent.Store.Sandbox(tctx(t), sandboxID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cc struct {
-		WriteFiles []struct {
-			Path, Permissions, Content string
-		} `yaml:"write_files"`
+	raw, ok := d.Sim.GuestFile(sb.VMID, sandbox.BootstrapPath)
+	if !ok {
+		t.Fatalf("guest of VM %d has no %s", sb.VMID, sandbox.BootstrapPath)
 	}
-	if err := yaml.Unmarshal(raw, &cc); err != nil {
+	var b sandbox.Bootstrap
+	if err := json.Unmarshal(raw, &b); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range cc.WriteFiles {
-		if f.Path == sandbox.BootstrapPath && f.Permissions == "0600" {
-			var b sandbox.Bootstrap
-			if err := json.Unmarshal([]byte(f.Content), &b); err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
+	snippet, _ := os.ReadFile(filepath.Join(d.Config.SnippetsDir, "agentlab-"+sandboxID+".yaml"))
+	if len(snippet) == 0 || strings.Contains(string(snippet), b.Token) || strings.Contains(string(snippet), "token") {
+		t.Fatalf("snippet missing or carries the token:\n%s", snippet)
 	}
-	t.Fatalf("snippet has no %s:\n%s", sandbox.BootstrapPath, raw)
-	return sandbox.Bootstrap{}
+	return b
 }
 
 func fetch(t *testing.T, url, tok string) (int, api.GuestBootstrap) {
@@ -180,7 +173,7 @@ func TestGuestSourceAddressIsChecked(t *testing.T) {
 	}
 	l, _ := c.Events(tctx(t), sb.Name, 0, 0)
 	last := l.Events[len(l.Events)-1]
-	if last.Kind != "guest.refused" || !strings.Contains(last.Message, fmt.Sprintf("sandbox foreign (%s) presented from 127.0.0.1", sb.IP)) {
+	if last.Kind != "guest.refused" || !strings.Contains(last.Message, fmt.Sprintf("sandbox foreign (bound to %s) presented from 127.0.0.1", sb.IP)) {
 		t.Fatalf("event %+v", last)
 	}
 	_ = client.IsNotFound

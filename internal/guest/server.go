@@ -202,7 +202,13 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, kind string) 
 		s.refuse(ctx, w, r, sb, http.StatusUnauthorized, fmt.Sprintf("spent %s token presented again from %s", kind, ip))
 		return nil, nil, false
 	}
-	if s.opts.CheckSourceIP && sb.IP != "" && sb.IP != ip {
+	if s.opts.CheckSourceIP && t.BoundIP != "" && t.BoundIP != ip {
+		// Bound at issuance to the sandbox's assigned address: refused from
+		// anywhere else, whatever state the sandbox is in.
+		s.refuse(ctx, w, r, sb, http.StatusForbidden, fmt.Sprintf("%s token of sandbox %s (bound to %s) presented from %s", kind, sb.Name, t.BoundIP, ip))
+		return nil, nil, false
+	}
+	if s.opts.CheckSourceIP && t.BoundIP == "" && sb.IP != "" && sb.IP != ip {
 		s.refuse(ctx, w, r, sb, http.StatusForbidden, fmt.Sprintf("%s token of sandbox %s (%s) presented from %s", kind, sb.Name, sb.IP, ip))
 		return nil, nil, false
 	}
@@ -225,7 +231,7 @@ func (s *Server) bootstrap(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer func() { s.mu.Lock(); delete(s.inflight, t.Hash); s.mu.Unlock() }()
 
-	b, err := s.build(ctx, sb)
+	b, err := s.build(ctx, sb, t.BoundIP)
 	if err != nil {
 		// The cause names host paths (the secrets key file): the guest gets
 		// none of it, the operator's log and events get all of it.
@@ -262,7 +268,7 @@ func (s *Server) bootstrap(w http.ResponseWriter, r *http.Request) {
 
 // build assembles a sandbox's bootstrap: its profile's bundle (only the env
 // names the profile lists), its job, and a fresh artifact token.
-func (s *Server) build(ctx context.Context, sb *store.Sandbox) (*api.GuestBootstrap, error) {
+func (s *Server) build(ctx context.Context, sb *store.Sandbox, bound string) (*api.GuestBootstrap, error) {
 	b := &api.GuestBootstrap{SandboxID: sb.ID, Name: sb.Name, ArtifactURL: s.opts.BaseURL + "/v1/artifacts", ReportURL: s.opts.BaseURL + "/v1/report"}
 	if p := s.profiles[sb.Profile]; p != nil && p.Secrets.Bundle != "" {
 		bundle, err := s.secrets.Load(p.Secrets.Bundle)
@@ -295,7 +301,7 @@ func (s *Server) build(ctx context.Context, sb *store.Sandbox) (*api.GuestBootst
 	}
 	raw, hash := token.New()
 	if err := s.store.CreateToken(ctx, &store.Token{Hash: hash, Kind: store.TokenArtifact, SandboxID: sb.ID, JobID: jobID,
-		ExpiresAt: s.opts.Now().Add(s.opts.ArtifactTokenTTL)}); err != nil {
+		ExpiresAt: s.opts.Now().Add(s.opts.ArtifactTokenTTL), BoundIP: bound}); err != nil {
 		return nil, err
 	}
 	b.ArtifactToken = raw

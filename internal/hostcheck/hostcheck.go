@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,10 @@ type Result struct {
 type Host struct {
 	Root     string // prefix for /sys and /proc; "" is the real root
 	LookPath func(string) (string, error)
+	// Nft runs nft (tests replace it); nil runs the real one.
+	Nft func(ctx context.Context, args ...string) (string, error)
+	// Dial reaches the resolver on the agent bridge; nil dials for real.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (h Host) read(p string) (string, error) {
@@ -87,6 +92,7 @@ func Run(ctx context.Context, cfg *config.Config, profiles profile.Set, pc *pve.
 	} else {
 		add("snippets_dir", Fail, cfg.SnippetsDir+" does not exist", "mkdir -p "+cfg.SnippetsDir)
 	}
+	network(ctx, cfg, pc, h, add)
 	perms, err := pc.Permissions(ctx)
 	if err != nil {
 		add("proxmox_api", Fail, err.Error(), "check proxmox_url, proxmox_token_id, the secret file and proxmox_ca_file (agentd config check)")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,8 +35,19 @@ func TestHostCheck(t *testing.T) {
 	os.MkdirAll(filepath.Join(good, "sys/class/net/vmbr1"), 0o755)
 	os.MkdirAll(filepath.Join(good, "proc/sys/net/ipv4"), 0o755)
 	os.WriteFile(filepath.Join(good, "proc/sys/net/ipv4/ip_forward"), []byte("1\n"), 0o644)
+	os.MkdirAll(filepath.Join(good, "proc/sys/net/bridge"), 0o755)
+	os.WriteFile(filepath.Join(good, "proc/sys/net/bridge/bridge-nf-call-iptables"), []byte("1\n"), 0o644)
 	have := func(string) (string, error) { return "/usr/sbin/x", nil }
-	for _, r := range hostcheck.Run(ctx, d.Config, profiles, pc, hostcheck.Host{Root: good, LookPath: have}) {
+	tables := func(_ context.Context, args ...string) (string, error) {
+		return "table " + args[2] + " agentlab { set bindings {} ... @bindings ... drop comment \"default deny\" }", nil
+	}
+	resolver, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer resolver.Close()
+	dialResolver := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, resolver.Addr().String())
+	}
+	d.Sim.SetClusterFirewall(map[string]string{"enable": "1"})
+	for _, r := range hostcheck.Run(ctx, d.Config, profiles, pc, hostcheck.Host{Root: good, LookPath: have, Nft: tables, Dial: dialResolver}) {
 		if r.Status != hostcheck.OK {
 			t.Errorf("healthy host: %+v", r)
 		}
@@ -49,7 +61,12 @@ func TestHostCheck(t *testing.T) {
 	cfg := *d.Config
 	cfg.SnippetsDir, cfg.SnippetsStorage = filepath.Join(t.TempDir(), "nope"), "local-lvm"
 	got := map[string]hostcheck.Result{}
-	for _, r := range hostcheck.Run(ctx, &cfg, profiles, pc, hostcheck.Host{Root: t.TempDir(), LookPath: missing}) {
+	d.Sim.SetClusterFirewall(map[string]string{"enable": "0"})
+	noTables := func(context.Context, ...string) (string, error) {
+		return "Error: No such file or directory", errors.New("exit status 1")
+	}
+	noResolver := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("connection refused") }
+	for _, r := range hostcheck.Run(ctx, &cfg, profiles, pc, hostcheck.Host{Root: t.TempDir(), LookPath: missing, Nft: noTables, Dial: noResolver}) {
 		got[r.Check] = r
 	}
 	for check, want := range map[string]string{
@@ -61,6 +78,11 @@ func TestHostCheck(t *testing.T) {
 		"snippets_storage":       "local-lvm does not allow snippets",
 		"template 9100 (broken)": "not a template (qm template 9100); guest agent not enabled",
 		"template 9000 (interactive-dev, yolo-ephemeral, yolo-workspace)": "template with cloud-init",
+		"nft bridge agentlab": "the bridge table",
+		"nft inet agentlab":   "default-deny forward",
+		"br_netfilter":        "br_netfilter is not loaded",
+		"datacenter firewall": "the datacenter firewall is off",
+		"resolver":            "nothing answers on 10.77.0.1:53",
 	} {
 		r, ok := got[check]
 		if !ok || !strings.Contains(r.Detail, want) {

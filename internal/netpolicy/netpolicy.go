@@ -1,14 +1,26 @@
 // Package netpolicy renders the host side of sandbox network isolation: the
-// agent bridge's interfaces stanza and one nftables ruleset (NAT out of the
-// uplink; no route from sandboxes to private, ULA, link-local, metadata or
-// tailnet ranges, nor to the host except DNS, DHCP and the guest listener;
-// anti-spoofing; per-mode address sets), and loads it atomically.
+// agent bridge's interfaces stanza and two nftables tables, loaded atomically
+// in one "nft -f" transaction:
+//
+//   - table bridge agentlab, on the agent bridge's ports: a frame is dropped
+//     unless its (port, source MAC, source IPv4) — for ARP also the sender
+//     hardware and protocol address — is a live sandbox's binding; only IPv4
+//     and ARP pass (no IPv6, VLAN tags or other ethertypes); with
+//     isolate_sandboxes, nothing is bridged from one sandbox port to another.
+//     This layer needs neither br_netfilter nor the Proxmox firewall.
+//   - table inet agentlab, on routed traffic: the forward chain denies by
+//     default (only a bound address in nat_hosts, or in an allowlist's set for
+//     its entries, reaches out; unknown sources reach nothing); the input
+//     chain accepts from the bridge only bound sandboxes, and only the guest
+//     listener, DNS (not for mode off) and ping; the guest listener is not
+//     reachable from any other interface than the bridge and loopback.
 package netpolicy
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -23,6 +35,34 @@ type Allow struct {
 	Port   int
 }
 
+// Binding is what a live sandbox may send as: its assigned IPv4 address, the
+// MAC agentd gave its net0, and the bridge ports its frames arrive on.
+type Binding struct {
+	Addr  netip.Addr
+	MAC   net.HardwareAddr
+	Ports []string
+	// Mode is "off", "nat" or "allowlist:<profile>" (see SetName).
+	Mode string
+}
+
+// MAC is the MAC address agentd gives the sandbox at addr: locally
+// administered unicast (02:a1) followed by the four address bytes, so it is
+// known before the VM exists and unique among the subnet's live sandboxes
+// (addresses are never shared while a VM may hold one).
+func MAC(addr netip.Addr) net.HardwareAddr {
+	b := addr.As4()
+	return net.HardwareAddr{0x02, 0xa1, b[0], b[1], b[2], b[3]}
+}
+
+// Ports are the agent-bridge ports a VM's net0 frames arrive on: with the
+// iptables-based Proxmox firewall (firewall=1) the tap sits in fwbr<vmid>i0
+// and vmbr sees the veth fwpr<vmid>p0; without it, or with the nftables-based
+// proxmox-firewall, the tap tap<vmid>i0 is the port itself. Both are bound; a
+// name that does not exist matches nothing.
+func Ports(vmid int) []string {
+	return []string{fmt.Sprintf("fwpr%dp0", vmid), fmt.Sprintf("tap%di0", vmid)}
+}
+
 // Policy is what the ruleset encodes.
 type Policy struct {
 	Bridge    string       // vmbr1
@@ -32,13 +72,19 @@ type Policy struct {
 	GuestPort int          // agentd's guest listener on HostAddr
 	// Blocked are the destinations sandboxes never reach (defaults: Private).
 	Blocked []netip.Prefix
-	// IsolateSandboxes drops routed sandbox ↔ sandbox traffic.
+	// IsolateSandboxes drops sandbox ↔ sandbox traffic, bridged and routed.
 	IsolateSandboxes bool
 	// Allowlists are the allowlist-mode profiles' entries, by profile name.
 	Allowlists map[string][]Allow
-	// Members fill the mode sets: sandbox IPv4 address → mode ("off",
-	// "nat", or "allowlist:<profile>").
-	Members map[netip.Addr]string
+	// Bindings are the live sandboxes: they fill the bindings set of the
+	// bridge table and the mode sets of the inet table.
+	Bindings []Binding
+	// NoBridgeMeta renders the bridge table for a kernel without nft's bridge
+	// meta expressions (CONFIG_NFT_BRIDGE_META; see HasBridgeMeta): it cannot
+	// tell which bridge a frame arrives on, so it filters the ports in the
+	// ports set (every port a binding ever named, until the next apply)
+	// instead of every port of the agent bridge.
+	NoBridgeMeta bool
 }
 
 // Private are the ranges a sandbox must not reach: RFC 1918, CGNAT / tailnet
@@ -84,6 +130,11 @@ func setName(s string) bool {
 	return s != ""
 }
 
+// ifname accepts the interface names nft may quote (no quote or backslash).
+func ifname(s string) bool {
+	return s != "" && len(s) < 16 && !strings.ContainsAny(s, "\\\" \t\n")
+}
+
 type allowChain struct {
 	Name    string // set-safe profile name
 	Members []string
@@ -92,19 +143,85 @@ type allowChain struct {
 
 type view struct {
 	*Policy
-	Blocked4 string
-	Off, Nat []string
-	Allow    []allowChain
+	Blocked4  string
+	Off, Nat  []string
+	Sandboxes []string // every bound address
+	Elements  []string // bindings set elements: "port" . mac . addr
+	Ports     []string // ports set elements
+	Allow     []allowChain
 }
 
 func join(ps []string) string { return strings.Join(ps, ", ") }
 
+// elements are the bindings-set elements of b.
+func elements(b Binding) []string {
+	var out []string
+	for _, port := range b.Ports {
+		out = append(out, fmt.Sprintf("%q . %s . %s", port, b.MAC, b.Addr))
+	}
+	return out
+}
+
 const rulesetTmpl = `# AgentLab sandbox network policy, rendered by "agentd host network render".
-# Loaded atomically with "nft -f"; applying it again replaces it.
+# Loaded atomically with "nft -f"; applying it again replaces both tables.
+add table bridge agentlab
+delete table bridge agentlab
 add table inet agentlab
 delete table inet agentlab
+
+# Layer 2, on the agent bridge's ports. Bridge-family hooks run for every
+# bridged frame whether or not br_netfilter is loaded, before the host's ARP
+# and IP stacks see it, so a spoofed frame neither reaches another sandbox nor
+# changes the host's neighbour table.
+table bridge agentlab {
+	# (port, MAC, IPv4) of every live sandbox; agentd keeps it current.
+	set bindings {
+		type ifname . ether_addr . ipv4_addr
+{{- if .Elements }}
+		elements = { {{ join .Elements }} }
+{{- end }}
+	}
+	# Sandbox ports; agentd adds, never removes (an unbound port stays filtered).
+	set ports {
+		type ifname
+{{- if .Ports }}
+		elements = { {{ join .Ports }} }
+{{- end }}
+	}
+
+	chain prerouting {
+		type filter hook prerouting priority filter; policy accept;
+{{- if .NoBridgeMeta }}
+		iifname != @ports accept comment "no nft bridge meta in this kernel: only known sandbox ports are filtered"
+{{- else }}
+		meta ibrname != "{{ .Bridge }}" accept comment "other bridges are not ours"
+{{- end }}
+		ether type != { ip, arp } drop comment "IPv4 and ARP only: no IPv6, VLAN tags or other protocols"
+		ether type ip iifname . ether saddr . ip saddr != @bindings drop comment "port, MAC and address must be a live binding"
+		ether type arp iifname . ether saddr . arp saddr ip != @bindings drop comment "ARP: frame source and sender address bound"
+		ether type arp iifname . arp saddr ether . arp saddr ip != @bindings drop comment "ARP: sender hardware address bound"
+	}
+{{- if .IsolateSandboxes }}
+
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+{{- if .NoBridgeMeta }}
+		iifname @ports drop comment "isolate_sandboxes: nothing bridged between sandbox ports"
+{{- else }}
+		meta ibrname "{{ .Bridge }}" drop comment "isolate_sandboxes: nothing bridged between sandbox ports"
+{{- end }}
+	}
+{{- end }}
+}
+
 table inet agentlab {
-	# Sandboxes by network mode; agentd keeps these sets current.
+	# Live sandboxes: all of them, and by network mode; agentd keeps these current.
+	set sandboxes {
+		type ipv4_addr
+{{- if .Sandboxes }}
+		elements = { {{ join .Sandboxes }} }
+{{- end }}
+	}
 	set off_hosts {
 		type ipv4_addr
 {{- if .Off }}
@@ -133,33 +250,40 @@ table inet agentlab {
 
 	chain input {
 		type filter hook input priority filter; policy accept;
-		iifname "{{ .Bridge }}" udp sport 68 udp dport 67 accept comment "DHCP (sent from 0.0.0.0)"
-		iifname "{{ .Bridge }}" ip saddr != {{ .Subnet }} drop comment "anti-spoofing: sandbox sources stay in the agent subnet"
-		iifname "{{ .Bridge }}" meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
-		iifname "{{ .Bridge }}" ct state established,related accept
-		iifname "{{ .Bridge }}" udp dport 53 accept comment "DNS"
-		iifname "{{ .Bridge }}" tcp dport 53 accept comment "DNS over TCP"
-		iifname "{{ .Bridge }}" ip daddr {{ .HostAddr }} tcp dport {{ .GuestPort }} accept comment "agentd guest listener"
-		iifname "{{ .Bridge }}" icmp type echo-request accept
-		iifname "{{ .Bridge }}" drop comment "nothing else on the host"
+		iifname != { "lo", "{{ .Bridge }}" } tcp dport {{ .GuestPort }} drop comment "the guest listener only for sandboxes"
+		iifname != "{{ .Bridge }}" accept comment "the rest of the host's traffic is not ours"
+		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
+		ip saddr != @sandboxes drop comment "unknown source: no live sandbox has this address"
+		ct state established,related accept
+		ip daddr {{ .HostAddr }} tcp dport {{ .GuestPort }} accept comment "agentd guest listener"
+		ip saddr @off_hosts drop comment "mode off: nothing else, not even DNS"
+		ip daddr {{ .HostAddr }} udp dport 53 accept comment "DNS"
+		ip daddr {{ .HostAddr }} tcp dport 53 accept comment "DNS over TCP"
+		ip daddr {{ .HostAddr }} icmp type echo-request accept
+		drop comment "nothing else on the host"
 	}
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		iifname != "{{ .Bridge }}" oifname != "{{ .Bridge }}" accept comment "not agent-bridge traffic"
+		iifname != "{{ .Bridge }}" ct state established,related accept comment "replies to sandboxes"
+		iifname != "{{ .Bridge }}" drop comment "nothing opens connections into sandboxes"
+		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
+		ip saddr != @sandboxes drop comment "unknown source: reaches nothing"
 		ct state established,related accept
-		iifname "{{ .Bridge }}" ip saddr != {{ .Subnet }} drop comment "anti-spoofing"
-		iifname "{{ .Bridge }}" meta nfproto ipv6 drop
 {{- if .IsolateSandboxes }}
-		iifname "{{ .Bridge }}" oifname "{{ .Bridge }}" drop comment "sandbox to sandbox"
+		oifname "{{ .Bridge }}" drop comment "sandbox to sandbox (seen here when br_netfilter passes bridged frames)"
+{{- else }}
+		oifname "{{ .Bridge }}" ip daddr @sandboxes accept comment "sandbox to sandbox allowed (isolate_sandboxes off)"
+		oifname "{{ .Bridge }}" drop
 {{- end }}
-		iifname "{{ .Bridge }}" ip saddr @off_hosts drop comment "mode off: no network"
+		ip saddr @off_hosts drop comment "mode off: no network"
 {{- range .Allow }}
-		iifname "{{ $.Bridge }}" ip saddr @allow_{{ .Name }}_hosts jump allow_{{ .Name }}
+		ip saddr @allow_{{ .Name }}_hosts jump allow_{{ .Name }}
 {{- end }}
-		iifname "{{ .Bridge }}" ip daddr @blocked4 drop comment "private, link-local, metadata, tailnet"
-		iifname "{{ .Bridge }}" oifname "{{ .Uplink }}" accept comment "mode nat: the internet"
-		iifname "{{ .Bridge }}" drop
-		oifname "{{ .Bridge }}" ct state new drop comment "nothing opens connections into sandboxes"
+		ip daddr @blocked4 drop comment "private, link-local, metadata, tailnet"
+		oifname "{{ .Uplink }}" ip saddr @nat_hosts accept comment "mode nat: the internet"
+		drop comment "default deny"
 	}
 {{- range .Allow }}
 
@@ -197,17 +321,11 @@ func (p *Policy) Ruleset() (string, error) {
 		}
 	}
 	v.Blocked4 = join(b4)
-	addrs := make([]netip.Addr, 0, len(p.Members))
-	for a := range p.Members {
-		addrs = append(addrs, a)
-	}
-	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
 	names := make([]string, 0, len(p.Allowlists))
 	for n := range p.Allowlists {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	chains := map[string]*allowChain{}
 	for _, n := range names {
 		c := &allowChain{Name: strings.ReplaceAll(n, "-", "_")}
 		for _, a := range p.Allowlists[n] {
@@ -221,24 +339,37 @@ func (p *Policy) Ruleset() (string, error) {
 			}
 			c.Rules = append(c.Rules, rule+" accept")
 		}
-		chains[n] = c
 		v.Allow = append(v.Allow, *c)
 	}
-	for _, a := range addrs {
-		if !a.Is4() || !p.Subnet.Contains(a) {
-			continue
+	bs := append([]Binding(nil), p.Bindings...)
+	sort.Slice(bs, func(i, j int) bool { return bs[i].Addr.Less(bs[j].Addr) })
+	for _, b := range bs {
+		if err := b.valid(p.Subnet); err != nil {
+			return "", err
 		}
-		switch mode := p.Members[a]; {
+		v.Sandboxes = append(v.Sandboxes, b.Addr.String())
+		v.Elements = append(v.Elements, elements(b)...)
+		for _, port := range b.Ports {
+			v.Ports = append(v.Ports, fmt.Sprintf("%q", port))
+		}
+		switch mode := b.Mode; {
 		case mode == "off":
-			v.Off = append(v.Off, a.String())
+			v.Off = append(v.Off, b.Addr.String())
 		case mode == "nat":
-			v.Nat = append(v.Nat, a.String())
+			v.Nat = append(v.Nat, b.Addr.String())
 		case strings.HasPrefix(mode, "allowlist:"):
-			name := strings.TrimPrefix(mode, "allowlist:")
+			name := strings.ReplaceAll(strings.TrimPrefix(mode, "allowlist:"), "-", "_")
+			found := false
 			for i := range v.Allow {
-				if v.Allow[i].Name == strings.ReplaceAll(name, "-", "_") {
-					v.Allow[i].Members = append(v.Allow[i].Members, a.String())
+				if v.Allow[i].Name == name {
+					v.Allow[i].Members = append(v.Allow[i].Members, b.Addr.String())
+					found = true
 				}
+			}
+			if !found {
+				// Bound, so it reaches the guest listener, but in no mode set:
+				// the forward chain's default deny applies.
+				continue
 			}
 		}
 	}
@@ -262,6 +393,15 @@ iface %s inet static
 	bridge-fd 0
 	post-up echo 1 > /proc/sys/net/ipv4/ip_forward
 `, p.Bridge, p.Bridge, p.HostAddr, bits)
+}
+
+// HasBridgeMeta reports whether the kernel evaluates nft's bridge meta
+// expressions (meta ibrname), which scope the bridge table to the agent
+// bridge; Proxmox's kernels have them (CONFIG_NFT_BRIDGE_META=m), minimal
+// ones may not.
+func HasBridgeMeta(ctx context.Context) bool {
+	return Check(ctx, "add table bridge agentlab_probe\nadd chain bridge agentlab_probe p { type filter hook prerouting priority filter; policy accept; }\n"+
+		"add rule bridge agentlab_probe p meta ibrname \"agentlab0\" accept\n") == nil
 }
 
 // Check runs "nft -c -f" on a ruleset (syntax and kernel support, no change).
@@ -300,9 +440,30 @@ func nft(ctx context.Context, flag, ruleset string) error {
 	return nil
 }
 
-// Sets keeps the mode sets of a loaded ruleset current as sandboxes get and
-// lose addresses, so a sandbox is filtered by its mode from its first packet
-// to its last, not only after the next "host network apply".
+// valid checks a binding before it becomes set elements: inside the subnet,
+// a unicast MAC, port names nft can carry.
+func (b Binding) valid(subnet netip.Prefix) error {
+	if !b.Addr.Is4() || !subnet.Contains(b.Addr) {
+		return fmt.Errorf("binding %s: not an address of the agent subnet %s", b.Addr, subnet)
+	}
+	if len(b.MAC) != 6 || b.MAC[0]&1 != 0 {
+		return fmt.Errorf("binding %s: %q is not a unicast MAC address", b.Addr, b.MAC)
+	}
+	if len(b.Ports) == 0 {
+		return fmt.Errorf("binding %s: no bridge port", b.Addr)
+	}
+	for _, port := range b.Ports {
+		if !ifname(port) {
+			return fmt.Errorf("binding %s: %q is not an interface name", b.Addr, port)
+		}
+	}
+	return nil
+}
+
+// Sets keeps the sets of a loaded ruleset current as sandboxes come and go,
+// so a sandbox is bound and filtered by its mode from its first packet to its
+// last, not only after the next "host network apply". Each change is one nft
+// transaction over both tables: a binding is never half in place.
 type Sets struct {
 	// Command runs nft (default ["nft"]; tests prefix "ip netns exec NS").
 	Command []string
@@ -332,12 +493,45 @@ func SetName(mode string) string {
 	return "nat_hosts"
 }
 
-// Add puts addr into its mode's set ("add element" is idempotent).
-func (s Sets) Add(ctx context.Context, addr netip.Addr, mode string) error {
-	return s.run(ctx, fmt.Sprintf("add element inet agentlab %s { %s }\n", SetName(mode), addr))
+func (s Sets) script(b Binding, verb string) string {
+	var sb strings.Builder
+	sets := []string{"sandboxes", SetName(b.Mode)}
+	for _, set := range sets {
+		if verb == "delete" {
+			// "delete element" fails on a missing element (nft 1.0.6 has no
+			// "destroy"): adding it first in the same transaction makes the
+			// removal idempotent.
+			fmt.Fprintf(&sb, "add element inet agentlab %s { %s }\n", set, b.Addr)
+		}
+		fmt.Fprintf(&sb, "%s element inet agentlab %s { %s }\n", verb, set, b.Addr)
+	}
+	if verb == "add" {
+		for _, port := range b.Ports {
+			fmt.Fprintf(&sb, "add element bridge agentlab ports { %q }\n", port)
+		}
+	}
+	for _, e := range elements(b) {
+		if verb == "delete" {
+			fmt.Fprintf(&sb, "add element bridge agentlab bindings { %s }\n", e)
+		}
+		fmt.Fprintf(&sb, "%s element bridge agentlab bindings { %s }\n", verb, e)
+	}
+	return sb.String()
 }
 
-// Remove takes addr out of the mode's set.
-func (s Sets) Remove(ctx context.Context, addr netip.Addr, mode string) error {
-	return s.run(ctx, fmt.Sprintf("delete element inet agentlab %s { %s }\n", SetName(mode), addr))
+// Add binds b: its (port, MAC, address) into the bridge table's bindings and
+// its address into the inet table's sandboxes and mode set (idempotent).
+func (s Sets) Add(ctx context.Context, b Binding) error {
+	if err := b.valid(netip.MustParsePrefix("0.0.0.0/0")); err != nil {
+		return err
+	}
+	return s.run(ctx, s.script(b, "add"))
+}
+
+// Remove unbinds b (idempotent: a binding not in the sets is no error).
+func (s Sets) Remove(ctx context.Context, b Binding) error {
+	if err := b.valid(netip.MustParsePrefix("0.0.0.0/0")); err != nil {
+		return err
+	}
+	return s.run(ctx, s.script(b, "delete"))
 }

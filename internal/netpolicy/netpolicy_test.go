@@ -17,8 +17,12 @@ func testPolicy() *Policy {
 		Uplink: "vmbr0", GuestPort: 8844, IsolateSandboxes: true,
 		Allowlists: map[string][]Allow{"locked-down": {{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Port: 443},
 			{Prefix: netip.MustParsePrefix("198.51.100.7/32")}}},
-		Members: map[netip.Addr]string{netip.MustParseAddr("10.77.0.20"): "off", netip.MustParseAddr("10.77.0.21"): "nat",
-			netip.MustParseAddr("10.77.0.22"): "allowlist:locked-down", netip.MustParseAddr("192.0.2.1"): "nat"}}
+		Bindings: []Binding{bind("10.77.0.21", 121, "nat"), bind("10.77.0.20", 120, "off"), bind("10.77.0.22", 122, "allowlist:locked-down")}}
+}
+
+func bind(addr string, vmid int, mode string) Binding {
+	a := netip.MustParseAddr(addr)
+	return Binding{Addr: a, MAC: MAC(a), Ports: Ports(vmid), Mode: mode}
 }
 
 func TestRulesetGolden(t *testing.T) {
@@ -37,8 +41,10 @@ func TestRulesetGolden(t *testing.T) {
 	if got != string(want) {
 		t.Fatalf("ruleset differs from %s (go test -update to accept):\n%s", golden, got)
 	}
-	if strings.Contains(got, "192.0.2.1") {
-		t.Fatal("an address outside the agent subnet became a member")
+	outside := testPolicy()
+	outside.Bindings = append(outside.Bindings, bind("192.0.2.1", 130, "nat"))
+	if _, err := outside.Ruleset(); err == nil || !strings.Contains(err.Error(), "not an address of the agent subnet") {
+		t.Fatalf("an address outside the agent subnet: %v", err)
 	}
 	iface := testPolicy().Interfaces()
 	if !strings.Contains(iface, "address 10.77.0.1/16") || !strings.Contains(iface, "bridge-ports none") {
@@ -51,8 +57,16 @@ func TestRulesetLoads(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Fatal("nft is required (make test installs nftables): ", err)
 	}
-	for _, p := range []*Policy{testPolicy(), {Bridge: "vmbr1", Subnet: netip.MustParsePrefix("10.77.0.0/16"),
-		HostAddr: netip.MustParseAddr("10.77.0.1"), Uplink: "eno1", GuestPort: 8844}} {
+	ports := testPolicy()
+	ports.NoBridgeMeta = true
+	policies := []*Policy{ports, {Bridge: "vmbr1", Subnet: netip.MustParsePrefix("10.77.0.0/16"),
+		HostAddr: netip.MustParseAddr("10.77.0.1"), Uplink: "eno1", GuestPort: 8844, NoBridgeMeta: true}}
+	if HasBridgeMeta(context.Background()) {
+		policies = append(policies, testPolicy())
+	} else {
+		t.Log("kernel without nft bridge meta (CONFIG_NFT_BRIDGE_META): the meta ibrname form is checked by the golden file only")
+	}
+	for _, p := range policies {
 		rs, err := p.Ruleset()
 		if err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -257,9 +258,10 @@ func (v *VM) DetachVolume(ctx context.Context, key string) error {
 	return v.pve.DetachVolume(ctx, v.proof.VMID, key)
 }
 
-// Firewall enables the VM firewall with the security group.
-func (v *VM) Firewall(ctx context.Context, group string) error {
-	return v.pve.VMFirewall(ctx, v.proof.VMID, group)
+// Firewall enables the VM firewall with the security group, bound to addr
+// (ipfilter, macfilter) when addr is valid.
+func (v *VM) Firewall(ctx context.Context, group string, addr netip.Addr) error {
+	return v.pve.VMFirewall(ctx, v.proof.VMID, group, addr)
 }
 
 // CreateSnapshot snapshots the VM's disks.

@@ -3,6 +3,7 @@ package pve
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 )
@@ -116,8 +117,24 @@ func describe(rules []FwRule) string {
 // VMFirewall enables a VM's firewall (inbound and outbound policy ACCEPT: the
 // group decides) and makes the security group its only rule. Proxmox stores
 // rules it cannot use with "errors" (e.g. a missing group), so the rule is
-// read back and checked.
-func (c *Client) VMFirewall(ctx context.Context, vmid int, group string) error {
+// read back and checked. With a valid addr the VM is also bound to it:
+// the ipfilter-net0 IP set holds exactly addr, and ipfilter=1, macfilter=1.
+//
+// What that enforces, per pve-firewall (src/PVE/Firewall.pm):
+// ruleset_create_vm_chain adds, to the VM's OUT chain, a DROP of frames
+// whose source MAC is not net0's (macfilter, on unless set to 0) and of
+// packets whose source is not in ipfilter-net0 (iptables: only for bridged
+// traffic that br_netfilter passes to iptables, which enable_bridge_firewall
+// switches on). ARP is filtered only by ebtables, in generate_tap_layer2filter
+// (called from compile_ebtables_filter, skipped when the cluster option
+// ebtables=0): the tap's chain drops a foreign source MAC and ARP whose
+// --arp-ip-src is not one of the IPv4 entries of an explicitly defined
+// ipfilter-net0 set (the implicit set that ipfilter=1 alone creates does not
+// feed the ARP filter for VMs, hence the explicit set). The ARP sender
+// hardware address is not checked there; our bridge table checks it. Nothing
+// of this applies unless the datacenter firewall is enabled (compile returns
+// empty rulesets otherwise).
+func (c *Client) VMFirewall(ctx context.Context, vmid int, group string, addr netip.Addr) error {
 	op := fmt.Sprintf("firewall of VM %d", vmid)
 	var rules []FwRule
 	if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/rules"), &rules); err != nil {
@@ -139,8 +156,63 @@ func (c *Client) VMFirewall(ctx context.Context, vmid int, group string) error {
 		}
 	}
 	opts := map[string]any{"enable": 1, "policy_in": "ACCEPT", "policy_out": "ACCEPT"}
+	if addr.IsValid() {
+		// The set first: ipfilter=1 without it would be an empty set that
+		// lets no IPv4 through at all.
+		if err := c.ensureIPFilter(ctx, vmid, addr); err != nil {
+			return wrap(op, err)
+		}
+		opts["ipfilter"], opts["macfilter"] = 1, 1
+	}
 	if err := c.api.Put(ctx, c.vmPath(vmid, "/firewall/options"), opts, nil); err != nil {
 		return wrap(op, err)
+	}
+	return nil
+}
+
+// IPFilterSet is the VM IP set pve-firewall binds net0's sources to
+// (compute_ipfilter_ipset_name: "ipfilter-" + the device).
+const IPFilterSet = "ipfilter-net0"
+
+// ensureIPFilter makes the VM's ipfilter-net0 IP set hold exactly addr.
+func (c *Client) ensureIPFilter(ctx context.Context, vmid int, addr netip.Addr) error {
+	var sets []struct {
+		Name string `json:"name"`
+	}
+	if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/ipset"), &sets); err != nil {
+		return fmt.Errorf("list IP sets: %w", err)
+	}
+	exists := false
+	for _, s := range sets {
+		exists = exists || s.Name == IPFilterSet
+	}
+	if !exists {
+		if err := c.api.Post(ctx, c.vmPath(vmid, "/firewall/ipset"), map[string]any{"name": IPFilterSet,
+			"comment": "agentlab: the sandbox's assigned address"}, nil); err != nil {
+			return fmt.Errorf("create IP set %s: %w", IPFilterSet, err)
+		}
+	}
+	var entries []struct {
+		CIDR string `json:"cidr"`
+	}
+	if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/ipset/"+IPFilterSet), &entries); err != nil {
+		return fmt.Errorf("list IP set %s: %w", IPFilterSet, err)
+	}
+	have := false
+	for _, e := range entries {
+		if e.CIDR == addr.String() || e.CIDR == addr.String()+"/32" {
+			have = true
+			continue
+		}
+		// A clone copies the template's .fw file: nothing else may stay bound.
+		if err := c.api.Delete(ctx, c.vmPath(vmid, "/firewall/ipset/"+IPFilterSet+"/"+url.PathEscape(e.CIDR)), nil); err != nil {
+			return fmt.Errorf("remove %s from IP set %s: %w", e.CIDR, IPFilterSet, err)
+		}
+	}
+	if !have {
+		if err := c.api.Post(ctx, c.vmPath(vmid, "/firewall/ipset/"+IPFilterSet), map[string]any{"cidr": addr.String()}, nil); err != nil {
+			return fmt.Errorf("add %s to IP set %s: %w", addr, IPFilterSet, err)
+		}
 	}
 	return nil
 }
@@ -186,4 +258,14 @@ func (c *Client) Storages(ctx context.Context) ([]StorageInfo, error) {
 		return nil, wrap("list storages", err)
 	}
 	return out, nil
+}
+
+// ClusterFirewallOptions reads the datacenter firewall options (enable,
+// ebtables, policies): pve-firewall compiles no rules while enable is off.
+func (c *Client) ClusterFirewallOptions(ctx context.Context) (map[string]any, error) {
+	var opts map[string]any
+	if err := c.api.Get(ctx, "/cluster/firewall/options", &opts); err != nil {
+		return nil, wrap("read datacenter firewall options", err)
+	}
+	return opts, nil
 }

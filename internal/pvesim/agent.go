@@ -83,7 +83,7 @@ func (s *Sim) agentInterfaces(req *request) (any, error) {
 		}
 		addrs := []map[string]any{{"ip-address-type": "ipv6", "ip-address": "fe80::be24:11ff:fe00:" + strconv.Itoa(v.id%9999), "prefix": 64}}
 		if idx == 0 && s.now().Sub(v.started) >= s.opts.AgentBootDelay+s.opts.DHCPDelay {
-			addrs = append([]map[string]any{{"ip-address-type": "ipv4", "ip-address": GuestIP(v.id), "prefix": 16}}, addrs...)
+			addrs = append([]map[string]any{{"ip-address-type": "ipv4", "ip-address": guestIPv4(v), "prefix": guestPrefix(v)}}, addrs...)
 		}
 		ifaces = append(ifaces, map[string]any{"name": fmt.Sprintf("eth%d", idx), "hardware-address": mac,
 			"ip-addresses": addrs, "statistics": stats})

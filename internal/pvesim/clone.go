@@ -119,6 +119,7 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 			}
 			dst.fw.options[k] = v
 		}
+		dst.fw.ipsets = copyIPSets(src.fw.ipsets)
 		for _, r := range src.fw.rules {
 			cp := fwRule{}
 			for k, v := range r {

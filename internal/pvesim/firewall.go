@@ -26,6 +26,7 @@ type fwGroup struct {
 type vmFirewall struct {
 	options map[string]string
 	rules   []fwRule
+	ipsets  map[string]*fwIPSet // see ipset.go
 }
 
 var (

@@ -23,6 +23,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
@@ -58,19 +59,26 @@ type Options struct {
 	// FirewallGroup names the Proxmox security group of a profile's
 	// sandboxes; nil leaves the VM firewall alone.
 	FirewallGroup func(*profile.Profile) string
-	// Addresses, when set, is told when a sandbox gets or loses an address
-	// (the host's nftables mode sets); errors are logged, never fatal.
+	// Addresses, when set, is told when a sandbox's binding (address, MAC,
+	// bridge ports, mode) goes live or ends (the host's nftables sets);
+	// errors are logged, never fatal.
 	Addresses AddressSets
+	// Subnet and HostAddr are agent_subnet and agent_host_address: agentd
+	// assigns every sandbox an address of Subnet (static, through cloud-init,
+	// gateway HostAddr). A zero Subnet leaves the guest on DHCP (tests of
+	// other packages that build a Manager by hand).
+	Subnet   netip.Prefix
+	HostAddr netip.Addr
 	// GuestURL is where guests fetch their bootstrap ("" leaves it out).
 	GuestURL     string
 	BootstrapTTL time.Duration
 	Limits       Limits
 }
 
-// AddressSets keeps per-mode address sets (netpolicy.Sets).
+// AddressSets keeps the host's binding and mode sets (netpolicy.Sets).
 type AddressSets interface {
-	Add(ctx context.Context, addr netip.Addr, mode string) error
-	Remove(ctx context.Context, addr netip.Addr, mode string) error
+	Add(ctx context.Context, b netpolicy.Binding) error
+	Remove(ctx context.Context, b netpolicy.Binding) error
 }
 
 // Manager runs sandbox lifecycles.
@@ -97,7 +105,7 @@ type Manager struct {
 	lastSig     map[int]string // VMID → listing signature at the last cycle
 
 	addrMu     sync.Mutex
-	addrs      map[string]string // sandbox id → address in the mode sets
+	addrs      map[string]netpolicy.Binding // sandbox id → binding in the sets
 	started    time.Time
 	idleMu     sync.Mutex
 	lastActive map[string]time.Time
@@ -135,7 +143,7 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
 		workers: map[string]*worker{}, alloc: alloc, ws: ws, guard: guard,
-		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]string{}}
+		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]netpolicy.Binding{}}
 }
 
 // Instance is this installation's agent instance id.

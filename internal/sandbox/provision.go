@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -132,41 +133,90 @@ func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kin
 	return nil
 }
 
-// syncAddress keeps the host's mode sets in step with the sandbox's address:
-// in while RUNNING with an address, out otherwise.
+// syncAddress keeps the host's sets in step with the sandbox: its binding
+// (assigned address, MAC, bridge ports, mode) is live from BOOTING to RUNNING,
+// the states in which its VM may run and must be able to send as itself,
+// and out otherwise, so nothing the host does not know can send at all.
 func (m *Manager) syncAddress(sb *store.Sandbox) {
 	if m.opts.Addresses == nil {
 		return
 	}
-	want := ""
-	if sb.State == api.StateRunning {
-		want = sb.IP
+	var want netpolicy.Binding
+	if sb.VMID != 0 && (sb.State == api.StateBooting || sb.State == api.StateReady || sb.State == api.StateRunning) {
+		if a, err := m.store.Address(context.Background(), sb.ID); err == nil {
+			want = netpolicy.Binding{Addr: a, MAC: netpolicy.MAC(a), Ports: netpolicy.Ports(sb.VMID), Mode: netpolicy.Mode(m.profiles[sb.Profile])}
+		} else if sb.IP != "" {
+			// A sandbox provisioned before agentd assigned addresses: bind
+			// what its guest reported (its MAC is Proxmox's).
+			if a, err := netip.ParseAddr(sb.IP); err == nil {
+				if mac, err := net.ParseMAC(m.guestMAC(sb)); err == nil {
+					want = netpolicy.Binding{Addr: a, MAC: mac, Ports: netpolicy.Ports(sb.VMID), Mode: netpolicy.Mode(m.profiles[sb.Profile])}
+				}
+			}
+		}
 	}
 	m.addrMu.Lock()
-	have := m.addrs[sb.ID]
-	if want == have {
+	have, had := m.addrs[sb.ID]
+	if had == want.Addr.IsValid() && sameBinding(have, want) {
 		m.addrMu.Unlock()
 		return
 	}
-	if want == "" {
-		delete(m.addrs, sb.ID)
-	} else {
+	if want.Addr.IsValid() {
 		m.addrs[sb.ID] = want
+	} else {
+		delete(m.addrs, sb.ID)
 	}
 	m.addrMu.Unlock()
-	mode := netpolicy.Mode(m.profiles[sb.Profile])
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if a, err := netip.ParseAddr(have); err == nil {
-		if err := m.opts.Addresses.Remove(ctx, a, mode); err != nil {
-			m.opts.Log.Warn("remove sandbox address from the mode set", "sandbox_id", sb.ID, "ip", have, "err", err)
+	if had {
+		if err := m.opts.Addresses.Remove(ctx, have); err != nil {
+			m.opts.Log.Warn("unbind sandbox address", "sandbox_id", sb.ID, "ip", have.Addr.String(), "err", err)
 		}
 	}
-	if a, err := netip.ParseAddr(want); err == nil {
-		if err := m.opts.Addresses.Add(ctx, a, mode); err != nil {
-			m.opts.Log.Warn("add sandbox address to the mode set", "sandbox_id", sb.ID, "ip", want, "err", err)
+	if want.Addr.IsValid() {
+		if err := m.opts.Addresses.Add(ctx, want); err != nil {
+			m.opts.Log.Warn("bind sandbox address", "sandbox_id", sb.ID, "ip", want.Addr.String(), "err", err)
 		}
 	}
+}
+
+func sameBinding(a, b netpolicy.Binding) bool {
+	return a.Addr == b.Addr && a.MAC.String() == b.MAC.String() && a.Mode == b.Mode && strings.Join(a.Ports, ",") == strings.Join(b.Ports, ",")
+}
+
+// guestMAC is the MAC of the VM's net0 as Proxmox has it ("" if unknown).
+func (m *Manager) guestMAC(sb *store.Sandbox) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg, err := m.pve.Config(ctx, sb.VMID)
+	if err != nil {
+		return ""
+	}
+	if net0, _ := cfg["net0"].(string); net0 != "" {
+		if mm := macRE.FindStringSubmatch(net0); mm != nil {
+			return mm[1]
+		}
+	}
+	return ""
+}
+
+// assignAddress gives the sandbox its address before its VM exists, so the
+// clone is configured with it and every layer is bound to it from the first
+// boot (the guest agent only confirms it later).
+func (m *Manager) assignAddress(ctx context.Context, sb *store.Sandbox) error {
+	if !m.opts.Subnet.IsValid() {
+		return nil
+	}
+	a, err := m.store.AssignAddress(ctx, sb.ID, m.opts.Subnet, m.opts.HostAddr)
+	if err != nil {
+		return fmt.Errorf("assign an address of %s: %w", m.opts.Subnet, err)
+	}
+	if sb.IP == a.String() {
+		return nil
+	}
+	sb.IP = a.String()
+	return m.progress(ctx, sb, sb.Step, "assigned address "+sb.IP)
 }
 
 // timed runs one provisioning step and records its duration.
@@ -210,6 +260,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 					return &stepError{step: stepAllocate, err: err}
 				}
 			}
+			if err = m.assignAddress(ctx, sb); err != nil {
+				return &stepError{step: stepAllocate, err: err}
+			}
 			err = m.timed(stepClone, func() error { return m.clone(ctx, sb, p) })
 			if !errors.Is(err, pve.ErrExists) || attempt == maxAllocAttempts {
 				break
@@ -246,6 +299,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		}
 	}
 	if sb.State == api.StateStopped {
+		if a, err := m.store.Address(ctx, sb.ID); err == nil {
+			sb.IP = a.String() // known (and bound) before the VM boots
+		}
 		sb.Step = stepRestart
 		if err := m.commit(ctx, sb, api.StateBooting, "sandbox.state", "starting"); err != nil {
 			return &stepError{step: stepRestart, err: err}
@@ -278,7 +334,15 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
+		if a, err := m.store.Address(ctx, sb.ID); err == nil && a.String() != ip {
+			return &stepError{step: stepWaitIP, err: fmt.Errorf("the guest of VM %d reports %s, not its assigned address %s: the template must apply cloud-init's ipconfig0 (network config v1/v2), and nothing else may configure net0; every layer drops what it sends from another address", sb.VMID, ip, a)}
+		}
 		sb.IP = ip
+		if sb.Step != stepRestart {
+			if err := m.deliverBootstrap(ctx, sb); err != nil {
+				return &stepError{step: stepWaitIP, err: err}
+			}
+		}
 		if err := m.commit(ctx, sb, api.StateReady, "sandbox.state", "guest reported "+ip); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
@@ -388,7 +452,8 @@ type Bootstrap struct {
 	SandboxID string `json:"sandbox_id"`
 }
 
-// BootstrapPath is where cloud-init writes the bootstrap file in the guest.
+// BootstrapPath is where agentd writes the bootstrap file in the guest,
+// through the guest agent.
 const BootstrapPath = "/etc/agentlab/bootstrap.json"
 
 type cloudConfig struct {
@@ -402,6 +467,7 @@ type cloudConfig struct {
 	} `yaml:"growpart"`
 	ResizeRootfs bool        `yaml:"resize_rootfs"`
 	WriteFiles   []cloudFile `yaml:"write_files,omitempty"`
+	BootCmd      []string    `yaml:"bootcmd,omitempty"`
 }
 
 // writeSnippet writes the cloud-init user-data that replaces Proxmox's own
@@ -411,18 +477,10 @@ func (m *Manager) writeSnippet(sb *store.Sandbox) error {
 		Users: []cloudUser{{Name: "agent", Sudo: "ALL=(ALL) NOPASSWD:ALL", Shell: "/bin/bash", LockPasswd: true, SSHKeys: m.opts.SSHPublicKeys}}}
 	cc.Growpart.Mode, cc.Growpart.Devices = "auto", []string{"/"}
 	if m.opts.GuestURL != "" {
-		// A fresh single-use token per snippet: only its hash is stored, and
-		// one written earlier (a retried step) stops working.
-		raw, hash := token.New()
-		if err := m.store.DeleteTokens(context.Background(), sb.ID, store.TokenBootstrap); err != nil {
-			return err
-		}
-		if err := m.store.CreateToken(context.Background(), &store.Token{Hash: hash, Kind: store.TokenBootstrap, SandboxID: sb.ID,
-			ExpiresAt: m.now().Add(m.opts.BootstrapTTL)}); err != nil {
-			return err
-		}
-		bj, _ := json.Marshal(Bootstrap{URL: m.opts.GuestURL, Token: raw, SandboxID: sb.ID})
-		cc.WriteFiles = append(cc.WriteFiles, cloudFile{Path: BootstrapPath, Permissions: "0600", Owner: "root:root", Content: string(bj)})
+		// The directory the bootstrap file is delivered into later, through
+		// the guest agent (deliverBootstrap): root only. The snippet carries
+		// no secret, so host storage never holds the token.
+		cc.BootCmd = []string{"mkdir -p -m 0700 /etc/agentlab"}
 	}
 	body, err := yaml.Marshal(cc)
 	if err != nil {
@@ -451,6 +509,35 @@ func (m *Manager) writeSnippet(sb *store.Sandbox) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// deliverBootstrap issues the sandbox's single-use bootstrap token, bound
+// from issuance to its assigned address, and writes the bootstrap file into
+// the guest through the guest agent, which has just answered. A fresh token
+// each time: one written earlier (a retried step) stops working.
+func (m *Manager) deliverBootstrap(ctx context.Context, sb *store.Sandbox) error {
+	if m.opts.GuestURL == "" {
+		return nil
+	}
+	bound := ""
+	if a, err := m.store.Address(ctx, sb.ID); err == nil {
+		bound = a.String()
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	raw, hash := token.New()
+	if err := m.store.DeleteTokens(ctx, sb.ID, store.TokenBootstrap); err != nil {
+		return err
+	}
+	if err := m.store.CreateToken(ctx, &store.Token{Hash: hash, Kind: store.TokenBootstrap, SandboxID: sb.ID,
+		ExpiresAt: m.now().Add(m.opts.BootstrapTTL), BoundIP: bound}); err != nil {
+		return fmt.Errorf("issue bootstrap token: %w", err)
+	}
+	bj, _ := json.Marshal(Bootstrap{URL: m.opts.GuestURL, Token: raw, SandboxID: sb.ID})
+	if err := m.pve.AgentFileWrite(ctx, sb.VMID, BootstrapPath, bj); err != nil {
+		return fmt.Errorf("deliver the bootstrap file: %w", err)
+	}
+	return m.store.AddEvent(ctx, sb, store.Event{Kind: "bootstrap.written", Message: fmt.Sprintf("bootstrap file written to %s through the guest agent; token bound to %s", BootstrapPath, bound)})
+}
+
 func (m *Manager) removeSnippet(sb *store.Sandbox) {
 	_ = os.Remove(filepath.Join(m.opts.SnippetsDir, m.snippetName(sb)))
 }
@@ -467,6 +554,19 @@ func (m *Manager) wantConfig(ctx context.Context, sb *store.Sandbox, p *profile.
 		{Name: "cicustom", Value: fmt.Sprintf("user=%s:snippets/%s", m.opts.SnippetsStorage, m.snippetName(sb))},
 		{Name: "agent", Value: "enabled=1"},
 		{Name: "onboot", Value: 0},
+	}
+	if a, err := m.store.Address(ctx, sb.ID); err == nil {
+		// Static: no DHCP on the agent bridge. The MAC is agentd's too, so the
+		// bridge table and Proxmox's macfilter bind the same pair.
+		opts[3].Value = fmt.Sprintf("%s=%s,bridge=%s,firewall=1", p.Network.Model, netpolicy.MAC(a), p.Network.Bridge)
+		opts[4].Value = fmt.Sprintf("ip=%s/%d,gw=%s", a, m.opts.Subnet.Bits(), m.opts.HostAddr)
+		if p.Network.Mode != "off" {
+			// The host's resolver on the agent bridge; mode off gets none
+			// (and the input chain drops its DNS anyway).
+			opts = append(opts, pve.Option{Name: "nameserver", Value: m.opts.HostAddr.String()})
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
 	}
 	if p.Resources.Balloon > 0 {
 		opts = append(opts, pve.Option{Name: "balloon", Value: p.Resources.Balloon})
@@ -513,7 +613,11 @@ func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.P
 		}
 	}
 	if m.opts.FirewallGroup != nil {
-		if err := v.Firewall(ctx, m.opts.FirewallGroup(p)); err != nil {
+		addr, err := m.store.Address(ctx, sb.ID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		if err := v.Firewall(ctx, m.opts.FirewallGroup(p), addr); err != nil {
 			return nil, err
 		}
 		names = append(names, "firewall group "+m.opts.FirewallGroup(p))
@@ -536,7 +640,16 @@ func hasOption(cfg map[string]any, o pve.Option) bool {
 	case "tags":
 		return sameSet(splitList(got), splitList(want))
 	case "net0":
+		// The MAC counts only when agentd chose it (it binds the address).
+		if mm := macRE.FindStringSubmatch(want); mm != nil {
+			if hm := macRE.FindStringSubmatch(got); hm == nil || !strings.EqualFold(hm[1], mm[1]) {
+				return false
+			}
+		}
 		return sameSet(netParts(got), netParts(want))
+	case "ipconfig0":
+		// A property string: the same keys in any order are the same config.
+		return sameSet(strings.Split(got, ","), strings.Split(want, ","))
 	case "agent":
 		return got == want || got == "1" && want == "enabled=1"
 	}

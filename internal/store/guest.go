@@ -22,12 +22,15 @@ type Token struct {
 	JobID     string
 	ExpiresAt time.Time
 	SpentAt   *time.Time
+	// BoundIP is the only source address the token is accepted from (the
+	// sandbox's assigned address, fixed at issuance; "" binds nothing).
+	BoundIP string
 }
 
 // CreateToken records a token hash.
 func (s *Store) CreateToken(ctx context.Context, t *Token) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens(hash, kind, sandbox_id, job_id, expires_at, created_at) VALUES (?,?,?,?,?,?)`,
-		t.Hash, t.Kind, t.SandboxID, t.JobID, t.ExpiresAt.UnixMilli(), s.now().UnixMilli())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens(hash, kind, sandbox_id, job_id, expires_at, created_at, bound_ip) VALUES (?,?,?,?,?,?,?)`,
+		t.Hash, t.Kind, t.SandboxID, t.JobID, t.ExpiresAt.UnixMilli(), s.now().UnixMilli(), t.BoundIP)
 	return err
 }
 
@@ -36,8 +39,8 @@ func (s *Store) LookupToken(ctx context.Context, hash, kind string) (*Token, err
 	var t Token
 	var exp int64
 	var spent sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT hash, kind, sandbox_id, job_id, expires_at, spent_at FROM tokens WHERE hash=? AND kind=?`, hash, kind).
-		Scan(&t.Hash, &t.Kind, &t.SandboxID, &t.JobID, &exp, &spent)
+	err := s.db.QueryRowContext(ctx, `SELECT hash, kind, sandbox_id, job_id, expires_at, spent_at, bound_ip FROM tokens WHERE hash=? AND kind=?`, hash, kind).
+		Scan(&t.Hash, &t.Kind, &t.SandboxID, &t.JobID, &exp, &spent, &t.BoundIP)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

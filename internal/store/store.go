@@ -185,6 +185,17 @@ CREATE TRIGGER sandboxes_destroyed_unlink AFTER UPDATE OF state ON sandboxes WHE
 	UPDATE sessions SET sandbox_id = NULL WHERE sandbox_id = NEW.id;
 END;
 `},
+	{6, "sandbox addresses and token binding", `
+CREATE TABLE addresses (
+	addr       TEXT PRIMARY KEY,
+	sandbox_id TEXT NOT NULL UNIQUE,
+	created_at INTEGER NOT NULL
+);
+CREATE TRIGGER addresses_release AFTER UPDATE OF vm_gone ON issued WHEN NEW.vm_gone = 1 BEGIN
+	DELETE FROM addresses WHERE sandbox_id = NEW.id;
+END;
+ALTER TABLE tokens ADD COLUMN bound_ip TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
