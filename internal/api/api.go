@@ -240,6 +240,9 @@ const (
 	CodeProfileNotFound  Code = "profile_not_found"
 	CodeConflict         Code = "conflict"
 	CodeInvalidState     Code = "invalid_state"
+	// CodeBusy: another operation on the object holds it (a Proxmox task is
+	// running for it); the request did nothing and may be retried.
+	CodeBusy Code = "busy"
 	CodeNotOwned         Code = "not_owned"
 	CodeMethodNotAllowed Code = "method_not_allowed"
 	CodeProxmox          Code = "proxmox_error"

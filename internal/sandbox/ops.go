@@ -114,12 +114,29 @@ func (m *Manager) getLocked(ctx context.Context, ref string) (*store.Sandbox, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock := m.locks.Lock(sb.ID)
+	unlock, err := m.lockAPI(ctx, sb)
+	if err != nil {
+		return nil, nil, err
+	}
 	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
 		unlock()
 		return nil, nil, err
 	}
 	return sb, unlock, nil
+}
+
+// apiLockWait bounds how long a request waits for an object another
+// operation holds (a stop waiting for its shutdown task, say): it answers
+// 409 busy instead of waiting behind a Proxmox task it did not start.
+const apiLockWait = 10 * time.Second
+
+// lockAPI takes sb's lock for a request.
+func (m *Manager) lockAPI(ctx context.Context, sb *store.Sandbox) (func(), error) {
+	unlock, err := m.locks.LockWithin(ctx, sb.ID, "a request on sandbox "+sb.Name, apiLockWait)
+	if err != nil {
+		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "sandbox %s is busy (%v); retry", sb.Name, err)
+	}
+	return unlock, nil
 }
 
 // Start boots a STOPPED sandbox in the background (→ BOOTING → RUNNING).
@@ -365,10 +382,15 @@ func (m *Manager) stillPlugged(ctx context.Context, sb *store.Sandbox, w *store.
 func (m *Manager) finishDestroy(ctx context.Context, sb *store.Sandbox) error {
 	if err := m.removeVM(ctx, sb); err != nil {
 		if errors.Is(err, owner.ErrNotOwned) {
-			_ = m.lost(ctx, sb, "destroy", err)
-		} else {
-			_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.destroy_failed", Message: fmt.Sprintf("destroying VM %d failed (retried by the next destroy or the cleanup loop): %v", sb.VMID, err)})
+			// The destroy was journaled while the VM was ours: a VM that fails
+			// the proof now is another one at the reused VMID (ours went in a
+			// destroy whose answer a crash lost) or ours edited out of band.
+			// Either way it is left alone and the destroy ends here.
+			sb.Error = err.Error()
+			_, rerr := m.retire(ctx, sb)
+			return rerr
 		}
+		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.destroy_failed", Message: fmt.Sprintf("destroying VM %d failed (retried by the next destroy or the cleanup loop): %v", sb.VMID, err)})
 		return err
 	}
 	msg := "destroyed"
@@ -482,8 +504,16 @@ func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*st
 	if err != nil {
 		return nil, err
 	}
-	defer m.locks.Lock(sb.ID)()
-	defer m.ws.Lock(w.ID)()
+	unlockSB, err := m.lockAPI(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockSB()
+	unlockWS, err := m.ws.LockAPI(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockWS()
 	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
 		return nil, err
 	}
@@ -539,8 +569,16 @@ func (m *Manager) DetachWorkspace(ctx context.Context, wsRef string) (*store.Wor
 	if err != nil {
 		return nil, err
 	}
-	defer m.locks.Lock(sb.ID)()
-	defer m.ws.Lock(w.ID)()
+	unlockSB, err := m.lockAPI(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockSB()
+	unlockWS, err := m.ws.LockAPI(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockWS()
 	if sb, err = m.store.Sandbox(ctx, sb.ID); err != nil {
 		return nil, err
 	}

@@ -56,7 +56,12 @@ func (m *Manager) getLocked(ctx context.Context, ref string) (*store.Session, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock := m.locks.Lock(x.ID)
+	// A resume may wait for a destroy to release the workspace: bound the
+	// wait of the requests behind it (409 busy, nothing done).
+	unlock, err := m.locks.LockWithin(ctx, x.ID, "a request on session "+x.Name, 30*time.Second)
+	if err != nil {
+		return nil, nil, api.Errorf(http.StatusConflict, api.CodeBusy, "session %s is busy (%v); retry", x.Name, err)
+	}
 	if x, err = m.store.Session(ctx, x.ID); err != nil {
 		unlock()
 		return nil, nil, err
@@ -236,11 +241,11 @@ func (m *Manager) Recover(ctx context.Context) ([]string, error) {
 	return adopted, nil
 }
 
-// awaitRelease waits (bounded by ctx and a minute) while the workspace is
+// awaitRelease waits (bounded by ctx and 15 seconds) while the workspace is
 // still claimed by a sandbox being destroyed: a stop cancelling provisioning
 // answers at once and releases the workspace only once Proxmox confirmed.
 func (m *Manager) awaitRelease(ctx context.Context, w *store.Workspace) (*store.Workspace, error) {
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(15 * time.Second)
 	for w.AttachedSandbox != "" && time.Now().Before(deadline) {
 		sb, err := m.store.Sandbox(ctx, w.AttachedSandbox)
 		if err != nil || sb.State != api.StateDestroying {

@@ -19,7 +19,10 @@ func (m *Manager) locked(ctx context.Context, ref string) (*store.Workspace, fun
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock := m.Lock(w.ID)
+	unlock, err := m.LockAPI(ctx, w)
+	if err != nil {
+		return nil, nil, err
+	}
 	if w, err = m.store.Workspace(ctx, w.ID); err != nil {
 		unlock()
 		return nil, nil, err

@@ -69,6 +69,19 @@ func (m *Manager) Storage(field, s string) error {
 // manager takes it too, always after the sandbox's own lock).
 func (m *Manager) Lock(id string) func() { return m.locks.Lock(id) }
 
+// apiLockWait bounds a request's wait for a workspace another operation
+// holds (see the sandbox manager's): 409 busy instead of a hang.
+const apiLockWait = 10 * time.Second
+
+// LockAPI takes w's lock for a request, or answers 409 busy.
+func (m *Manager) LockAPI(ctx context.Context, w *store.Workspace) (func(), error) {
+	unlock, err := m.locks.LockWithin(ctx, w.ID, "a request on workspace "+w.Name, apiLockWait)
+	if err != nil {
+		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "workspace %s is busy (%v); retry", w.Name, err)
+	}
+	return unlock, nil
+}
+
 func sizeOf(size string, gb int) (int, error) {
 	switch {
 	case size != "" && gb != 0:
@@ -97,6 +110,9 @@ func (m *Manager) proof(w *store.Workspace) owner.Proof {
 // Proxmox call on a holder goes through it. A VM that fails the proof marks
 // the workspace LOST and is refused with 409 not_owned; nothing is changed.
 func (m *Manager) holder(ctx context.Context, w *store.Workspace, op string) (*owner.VM, error) {
+	if w.State == store.WorkspaceCreating || w.State == store.WorkspaceDeleting {
+		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot %s workspace %s: it is %s", op, w.Name, w.State)
+	}
 	if w.State == store.WorkspaceLost {
 		return nil, api.Errorf(http.StatusConflict, api.CodeNotOwned, "cannot %s workspace %s: it is LOST (%s)", op, w.Name, w.Error)
 	}
@@ -475,7 +491,11 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeWorkspac
 	if err != nil {
 		return nil, err
 	}
-	defer m.Lock(w.ID)()
+	unlock, err := m.LockAPI(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if w, err = m.store.Workspace(ctx, w.ID); err != nil {
 		return nil, err
 	}
@@ -510,7 +530,11 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 	if err != nil {
 		return nil, err
 	}
-	defer m.Lock(w.ID)()
+	unlock, err := m.LockAPI(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if w, err = m.store.Workspace(ctx, w.ID); err != nil {
 		return nil, err
 	}
@@ -541,15 +565,20 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 }
 
 func (m *Manager) finishDelete(ctx context.Context, w *store.Workspace) error {
+	msg := fmt.Sprintf("holder VM %d and its volume destroyed", w.HolderVMID)
 	if err := m.destroyHolder(ctx, w); err != nil {
-		if errors.Is(err, owner.ErrNotOwned) {
-			return m.lost(ctx, w, "delete", err)
+		if !errors.Is(err, owner.ErrNotOwned) {
+			return proxmoxErr("delete", w, err)
 		}
-		return proxmoxErr("delete", w, err)
+		// The delete was journaled after the holder proved itself: a VM that
+		// fails the proof now is another one at the reused VMID (ours went
+		// before a crash lost the answer) or ours edited out of band. It is
+		// left alone; the delete the user asked for ends here.
+		msg = fmt.Sprintf("deleted; VM %d left alone: %v", w.HolderVMID, err)
 	}
 	prev := *w
 	w.State = store.WorkspaceDeleted
-	return m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.deleted", Message: fmt.Sprintf("holder VM %d and its volume destroyed", w.HolderVMID)})
+	return m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.deleted", Message: msg})
 }
 
 // Resume finishes creates and deletes interrupted by a restart.
