@@ -231,18 +231,18 @@ type Code string
 
 // Error codes.
 const (
-	CodeBadRequest       Code = "bad_request"
-	CodeInvalidField     Code = "invalid_field"
-	CodeBodyTooLarge     Code = "body_too_large"
-	CodeUnauthorized     Code = "unauthorized"
-	CodeNotFound         Code = "not_found"
-	CodeSandboxNotFound  Code = "sandbox_not_found"
-	CodeProfileNotFound  Code = "profile_not_found"
-	CodeConflict         Code = "conflict"
-	CodeInvalidState     Code = "invalid_state"
+	CodeBadRequest      Code = "bad_request"
+	CodeInvalidField    Code = "invalid_field"
+	CodeBodyTooLarge    Code = "body_too_large"
+	CodeUnauthorized    Code = "unauthorized"
+	CodeNotFound        Code = "not_found"
+	CodeSandboxNotFound Code = "sandbox_not_found"
+	CodeProfileNotFound Code = "profile_not_found"
+	CodeConflict        Code = "conflict"
+	CodeInvalidState    Code = "invalid_state"
 	// CodeBusy: another operation on the object holds it (a Proxmox task is
 	// running for it); the request did nothing and may be retried.
-	CodeBusy Code = "busy"
+	CodeBusy             Code = "busy"
 	CodeNotOwned         Code = "not_owned"
 	CodeMethodNotAllowed Code = "method_not_allowed"
 	CodeProxmox          Code = "proxmox_error"
