@@ -167,6 +167,7 @@ is removed on exit.`,
 	f.StringVar(&o.SimAddr, "sim-addr", "127.0.0.1:0", "address of the Proxmox simulator")
 	f.Float64Var(&o.Speed, "speed", 1, "divide realistic task and boot times by this (0: instant)")
 	f.DurationVar(&o.ProvisioningTimeout, "provisioning-timeout", 10*time.Minute, "fail sandboxes not RUNNING after this long")
+	f.StringVar(&o.LogRequests, "log-requests", "", "append the simulator's request log (one JSON line per Proxmox API request, secrets redacted) to this file")
 	f.StringVar(&envFile, "env-file", "", "also write the KEY=VALUE lines to this file (mode 0600)")
 	return cmd
 }

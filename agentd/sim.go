@@ -21,6 +21,7 @@ func newSimCmd() *cobra.Command {
 		caFile    string
 		localDir  string
 		speed     float64
+		logReqs   string
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -34,7 +35,8 @@ style scripts and any Proxmox client can use it. A cloud-init template VM 9000
 and the storages local (dir), local-lvm (lvmthin), local-zfs (zfspool) and
 local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
 		Example: `  agentd sim --addr 127.0.0.1:0
-  agentd sim --realistic --ca-file /tmp/pvesim.pem`,
+  agentd sim --realistic --ca-file /tmp/pvesim.pem
+  agentd sim --log-requests /tmp/pve-requests.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay, LocalDir: localDir}
@@ -54,6 +56,14 @@ local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
 					opts.DHCPDelay = scale(5 * time.Second)
 				}
 				opts.AuthFailDelay = scale(3 * time.Second)
+			}
+			if logReqs != "" {
+				f, err := pvesim.OpenRequestLog(logReqs)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				opts.RequestLog = f
 			}
 			sim, err := pvesim.New(opts)
 			if err != nil {
@@ -88,6 +98,7 @@ local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
 	cmd.Flags().DurationVar(&bootDelay, "agent-boot-delay", 0, "time from VM start until the guest agent answers")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "write the simulator's self-signed certificate (PEM) here")
 	cmd.Flags().StringVar(&localDir, "local-dir", "", "back the \"local\" storage with this directory (snippets in DIR/snippets), like /var/lib/vz")
+	cmd.Flags().StringVar(&logReqs, "log-requests", "", "append one JSON line per API request to this file (method, path, parameters with secrets redacted, status line, duration)")
 	cmd.Flags().Float64Var(&speed, "speed", 1, "with --realistic, divide task and boot times by this")
 	return cmd
 }

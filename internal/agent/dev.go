@@ -15,10 +15,12 @@ import (
 
 // DevOptions configures `agentd dev`.
 type DevOptions struct {
-	StateDir string  // empty: a temporary directory removed on Close
-	Listen   string  // TCP listener; default 127.0.0.1:0
-	SimAddr  string  // simulator address; default 127.0.0.1:0
-	Speed    float64 // divides the realistic task and boot times; 0 makes everything instant
+	StateDir string // empty: a temporary directory removed on Close
+	Listen   string // TCP listener; default 127.0.0.1:0
+	SimAddr  string // simulator address; default 127.0.0.1:0
+	// LogRequests appends the simulator's request log (JSON lines) to this file.
+	LogRequests string
+	Speed       float64 // divides the realistic task and boot times; 0 makes everything instant
 	// ProvisioningTimeout overrides the default (10m) for tests.
 	ProvisioningTimeout time.Duration
 	Log                 *slog.Logger
@@ -38,6 +40,7 @@ type Dev struct {
 	log      *slog.Logger
 	hooks    Hooks
 	temp     bool
+	reqLog   *os.File
 }
 
 // Restart stops the agent (in-flight provisioning stays at its persisted step)
@@ -88,6 +91,13 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			simOpts.Durations.ByType[k] = scale(v)
 		}
 		simOpts.AgentBootDelay, simOpts.DHCPDelay = scale(20*time.Second), scale(5*time.Second)
+	}
+	if o.LogRequests != "" {
+		f, err := pvesim.OpenRequestLog(o.LogRequests)
+		if err != nil {
+			return fail(err)
+		}
+		d.reqLog, simOpts.RequestLog = f, f
 	}
 	sim, err := pvesim.New(simOpts)
 	if err != nil {
@@ -190,6 +200,9 @@ func (d *Dev) Close() {
 	}
 	if d.Sim != nil {
 		_ = d.Sim.Close()
+	}
+	if d.reqLog != nil {
+		_ = d.reqLog.Close()
 	}
 	if d.temp {
 		_ = os.RemoveAll(d.StateDir)

@@ -52,7 +52,9 @@ type Options struct {
 	// directory, as /var/lib/vz is on a PVE host: snippets are files in
 	// LocalDir/snippets, so agentd writes them the way it does on a real host.
 	LocalDir string
-	Now      func() time.Time
+	// RequestLog receives one JSON line per request (reqlog.go); nil: no log.
+	RequestLog io.Writer
+	Now        func() time.Time
 }
 
 // Sim is a running simulator.
@@ -78,6 +80,7 @@ type Sim struct {
 	stats    Stats
 	wg       sync.WaitGroup
 	closing  chan struct{}
+	reqLog   *reqLogger
 }
 
 // Stats counts requests for benchmarks and tests.
@@ -134,6 +137,9 @@ func New(opts Options) (*Sim, error) {
 		nextPID:  0x1A2B0,
 		closing:  make(chan struct{}),
 		stats:    Stats{ByPath: map[string]int64{}},
+	}
+	if opts.RequestLog != nil {
+		s.reqLog = &reqLogger{w: opts.RequestLog}
 	}
 	if s.opts.TokenID == "" {
 		s.opts.TokenID = "agentd@pve!agentd"
@@ -219,6 +225,14 @@ func (s *Sim) Close() error {
 
 // ServeHTTP routes /api2/json to the API and /_sim to the test hooks.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.reqLog != nil {
+		s.serveLogged(w, r, s.route)
+		return
+	}
+	s.route(w, r)
+}
+
+func (s *Sim) route(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/api2/json/"):
 		s.serveAPI(w, r, strings.TrimPrefix(r.URL.Path, "/api2/json"))
@@ -318,6 +332,9 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	req.params = params
+	if ss, ok := w.(statusSetter); ok {
+		ss.setRequest(req)
+	}
 	// Fail closed: a route without its schema entry is not served unvalidated
 	// (routes_test.go makes it a test failure too).
 	schema, ok := apischema.Lookup(rt.pattern, r.Method)
@@ -499,6 +516,9 @@ func writeError(w http.ResponseWriter, e *Error) {
 		b = nil // pveproxy's proxy errors carry no body
 	}
 	reason := strings.SplitN(strings.TrimRight(e.Msg, "\n"), "\n", 2)[0]
+	if ss, ok := w.(statusSetter); ok {
+		ss.setStatus(e.Code, reason)
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		w.Header().Set("Content-Type", "application/json;charset=UTF-8")
