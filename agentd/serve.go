@@ -120,7 +120,9 @@ are by this CLI and by the Terraform provider) and the simulator's PVE_URL,
 PVE_TOKEN and PVE_NODE, one KEY=VALUE per line, then serves until interrupted.
 Task and boot times are those of a small real host divided by --speed
 (0: instant). Without --state-dir the state lives in a temporary directory that
-is removed on exit.`,
+is removed on exit. With it, both the agent's state and the simulated Proxmox
+host (its VMs, disks with their content, snapshots, firewall, tasks) survive a
+restart, even kill -9: sandboxes come back as they were, not DESTROYED.`,
 		Example: `  agentd dev
   agentd dev --speed 10 --env-file /tmp/agentlab.env &
   set -a; . /tmp/agentlab.env; set +a; agentd status`,
@@ -130,6 +132,7 @@ is removed on exit.`,
 			o.Log = log
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			o.PersistSim = o.StateDir != ""
 			d, err := agent.StartDev(ctx, o)
 			if err != nil {
 				return err

@@ -18,6 +18,10 @@ type DevOptions struct {
 	StateDir string // empty: a temporary directory removed on Close
 	Listen   string // TCP listener; default 127.0.0.1:0
 	SimAddr  string // simulator address; default 127.0.0.1:0
+	// PersistSim keeps the simulated Proxmox host in StateDir/pve across
+	// restarts (`agentd dev --state-dir`); tests leave it off (a write per
+	// change costs an fsync).
+	PersistSim bool
 	// LogRequests appends the simulator's request log (JSON lines) to this file.
 	LogRequests string
 	Speed       float64 // divides the realistic task and boot times; 0 makes everything instant
@@ -82,6 +86,12 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	}
 	pveLocal := filepath.Join(d.StateDir, "pve", "local")
 	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: []string{"pve"}, Fixtures: true, LocalDir: pveLocal, Now: o.Hooks.Now}
+	if o.PersistSim && !d.temp {
+		// The simulated host keeps its VMs across restarts, so a restarted
+		// dev instance finds its sandboxes as a restarted agentd on a real
+		// host does (a temporary dir is removed on exit: nothing to keep).
+		simOpts.StateDir = filepath.Join(d.StateDir, "pve")
+	}
 	if o.Speed > 0 {
 		scale := func(t time.Duration) time.Duration { return time.Duration(float64(t) / o.Speed) }
 		rd := pvesim.RealisticDurations()

@@ -16,8 +16,9 @@ import (
 )
 
 // The request log (Options.RequestLog, `agentd sim --log-requests FILE`): one
-// JSON object per line and request, written when the answer is complete, so a
-// client author can see what was sent and what PVE (the simulator) answered.
+// JSON object per line and request, written when the answer is complete (so
+// in completion order; "time" is the request's start), so a client author can
+// see what was sent and what PVE (the simulator) answered.
 //
 //	{"time":"…","method":"POST","path":"/api2/json/nodes/pve/qemu/100/config",
 //	 "user":"agentd@pve!agentd","params":{"cores":"2"},"status":"200 OK","duration_ms":1.2}

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
@@ -60,7 +62,17 @@ func TestRequestLog(t *testing.T) {
 	raw(t, sim, "GET", "/version", "", false)
 	raw(t, sim, "GET", "/nodes/pve/bogus", "", true)
 
+	// A line is written once the answer is complete, which a client may see
+	// a moment before.
 	got := buf.lines(t)
+	for i := 0; i < 200 && len(got) < 6; i++ {
+		time.Sleep(5 * time.Millisecond)
+		got = buf.lines(t)
+	}
+	// Lines come in completion order (an error's hijacked connection may be
+	// closed before its line is written); time is the request's start.
+	at := func(e pvesim.RequestLogEntry) time.Time { ts, _ := time.Parse(time.RFC3339Nano, e.Time); return ts }
+	sort.SliceStable(got, func(i, j int) bool { return at(got[i]).Before(at(got[j])) })
 	if len(got) != 6 {
 		t.Fatalf("want 6 lines, got %d: %+v", len(got), got)
 	}

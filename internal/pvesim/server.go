@@ -52,6 +52,9 @@ type Options struct {
 	// directory, as /var/lib/vz is on a PVE host: snippets are files in
 	// LocalDir/snippets, so agentd writes them the way it does on a real host.
 	LocalDir string
+	// StateDir persists the simulated cluster across restarts (persist.go);
+	// empty: the state lives in memory only.
+	StateDir string
 	// RequestLog receives one JSON line per request (reqlog.go); nil: no log.
 	RequestLog io.Writer
 	Now        func() time.Time
@@ -60,7 +63,7 @@ type Options struct {
 // Sim is a running simulator.
 type Sim struct {
 	opts     Options
-	mu       sync.Mutex
+	mu       simMutex
 	now      func() time.Time
 	rnd      *rand.Rand
 	nodes    map[string]*node
@@ -81,6 +84,28 @@ type Sim struct {
 	wg       sync.WaitGroup
 	closing  chan struct{}
 	reqLog   *reqLogger
+	// clusterFw holds the datacenter firewall options (clusterfw.go).
+	clusterFw map[string]string
+	// Persistence (persist.go): load count, last written state's checksum,
+	// last write error, and writes switched off while closing.
+	generation int64
+	persistSum [32]byte
+	persistErr error
+	persistOff bool
+}
+
+// simMutex is the state lock. With a state dir, releasing it first writes the
+// state when it changed, so whatever a client observed is on disk.
+type simMutex struct {
+	sync.Mutex
+	onUnlock func()
+}
+
+func (m *simMutex) Unlock() {
+	if m.onUnlock != nil {
+		m.onUnlock()
+	}
+	m.Mutex.Unlock()
 }
 
 // Stats counts requests for benchmarks and tests.
@@ -141,6 +166,19 @@ func New(opts Options) (*Sim, error) {
 	if opts.RequestLog != nil {
 		s.reqLog = &reqLogger{w: opts.RequestLog}
 	}
+	for i, n := range opts.Nodes {
+		s.nodes[n] = newNode(n)
+		if i == 0 && opts.LocalDir != "" {
+			s.nodes[n].storages["local"].dir = opts.LocalDir
+		}
+	}
+	loaded := false
+	if opts.StateDir != "" {
+		var err error
+		if loaded, err = s.loadState(); err != nil {
+			return nil, err
+		}
+	}
 	if s.opts.TokenID == "" {
 		s.opts.TokenID = "agentd@pve!agentd"
 	}
@@ -153,22 +191,37 @@ func New(opts Options) (*Sim, error) {
 	if s.opts.Password == "" {
 		s.opts.Password = s.uuid()[:18]
 	}
-	for i, n := range opts.Nodes {
-		s.nodes[n] = newNode(n)
-		if i == 0 && opts.LocalDir != "" {
-			s.nodes[n].storages["local"].dir = opts.LocalDir
-		}
+	if opts.StateDir != "" {
+		s.mu.onUnlock = s.persistLocked
 	}
-	if opts.Fixtures {
+	if opts.Fixtures && !loaded {
 		if err := s.addFixtures(); err != nil {
 			return nil, err
 		}
 	}
-	cert, caPEM, err := selfSigned()
-	if err != nil {
-		return nil, err
+	s.mu.Lock()
+	s.mu.Unlock() // the first write: fixtures, or the new generation
+	if s.persistErr != nil {
+		return nil, s.persistErr
 	}
-	s.caPEM = caPEM
+	var cert tls.Certificate
+	var err error
+	if opts.StateDir != "" {
+		certPEM, keyPEM, err := stateCert(opts.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		if cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			return nil, fmt.Errorf("pvesim: certificate in %s: %w", opts.StateDir, err)
+		}
+		s.caPEM = certPEM
+	} else {
+		var caPEM []byte
+		if cert, caPEM, err = selfSigned(); err != nil {
+			return nil, err
+		}
+		s.caPEM = caPEM
+	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", opts.Addr, err)
@@ -215,6 +268,13 @@ func (s *Sim) Close() error {
 		return nil
 	default:
 	}
+	// Tasks aborted by the shutdown are not written as failed: the state
+	// keeps them running, and the next load reports what PVE reports for a
+	// worker that vanished (see persist.go).
+	s.mu.Lock()
+	s.persistLocked()
+	s.persistOff = true
+	s.mu.Unlock()
 	close(s.closing)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -349,6 +409,9 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 	data, err := rt.handler(s, req)
 	s.mu.Lock()
 	lost := s.faults.replyFault(r.Method, path)
+	if s.persistErr != nil && err == nil && r.Method != http.MethodGet {
+		err = errf("%v", s.persistErr) // the change may not survive a restart
+	}
 	s.mu.Unlock()
 	if lost != nil {
 		s.loseReply(w, r, lost)
