@@ -120,7 +120,9 @@ are by this CLI and by the Terraform provider) and the simulator's PVE_URL,
 PVE_TOKEN and PVE_NODE, one KEY=VALUE per line, then serves until interrupted.
 Task and boot times are those of a small real host divided by --speed
 (0: instant). Without --state-dir the state lives in a temporary directory that
-is removed on exit.`,
+is removed on exit. With it, both the agent's state and the simulated Proxmox
+host (its VMs, disks with their content, snapshots, firewall, tasks) survive a
+restart, even kill -9: sandboxes come back as they were, not DESTROYED.`,
 		Example: `  agentd dev
   agentd dev --speed 10 --env-file /tmp/agentlab.env &
   set -a; . /tmp/agentlab.env; set +a; agentd status`,
@@ -130,6 +132,7 @@ is removed on exit.`,
 			o.Log = log
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			o.PersistSim = o.StateDir != ""
 			d, err := agent.StartDev(ctx, o)
 			if err != nil {
 				return err
@@ -167,6 +170,7 @@ is removed on exit.`,
 	f.StringVar(&o.SimAddr, "sim-addr", "127.0.0.1:0", "address of the Proxmox simulator")
 	f.Float64Var(&o.Speed, "speed", 1, "divide realistic task and boot times by this (0: instant)")
 	f.DurationVar(&o.ProvisioningTimeout, "provisioning-timeout", 10*time.Minute, "fail sandboxes not RUNNING after this long")
+	f.StringVar(&o.LogRequests, "log-requests", "", "append the simulator's request log (one JSON line per Proxmox API request, secrets redacted) to this file")
 	f.StringVar(&envFile, "env-file", "", "also write the KEY=VALUE lines to this file (mode 0600)")
 	return cmd
 }

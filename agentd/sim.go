@@ -21,6 +21,8 @@ func newSimCmd() *cobra.Command {
 		caFile    string
 		localDir  string
 		speed     float64
+		logReqs   string
+		stateDir  string
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -32,12 +34,19 @@ PVE_PASSWORD, PVE_NODE, and PVE_CA_FILE when --ca-file is set), so that
   eval "$(agentd sim --addr 127.0.0.1:8006 &)"
 style scripts and any Proxmox client can use it. A cloud-init template VM 9000
 and the storages local (dir), local-lvm (lvmthin), local-zfs (zfspool) and
-local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
+local-raw (dir, raw) are present. Test hooks are served under /_sim/.
+
+With --state-dir the cluster survives restarts, even kill -9: every change
+is written atomically before anyone can observe it. A restart is a restart of
+PVE's API daemons on a host that kept running: VMs keep their power state,
+tasks that were running come back stopped with "unexpected status", and the
+token, password and certificate stay the same.`,
 		Example: `  agentd sim --addr 127.0.0.1:0
-  agentd sim --realistic --ca-file /tmp/pvesim.pem`,
+  agentd sim --realistic --ca-file /tmp/pvesim.pem
+  agentd sim --log-requests /tmp/pve-requests.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay, LocalDir: localDir}
+			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay, LocalDir: localDir, StateDir: stateDir}
 			if speed <= 0 {
 				return usagef("--speed must be positive, got %g", speed)
 			}
@@ -54,6 +63,14 @@ local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
 					opts.DHCPDelay = scale(5 * time.Second)
 				}
 				opts.AuthFailDelay = scale(3 * time.Second)
+			}
+			if logReqs != "" {
+				f, err := pvesim.OpenRequestLog(logReqs)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				opts.RequestLog = f
 			}
 			sim, err := pvesim.New(opts)
 			if err != nil {
@@ -88,6 +105,8 @@ local-raw (dir, raw) are present. Test hooks are served under /_sim/.`,
 	cmd.Flags().DurationVar(&bootDelay, "agent-boot-delay", 0, "time from VM start until the guest agent answers")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "write the simulator's self-signed certificate (PEM) here")
 	cmd.Flags().StringVar(&localDir, "local-dir", "", "back the \"local\" storage with this directory (snippets in DIR/snippets), like /var/lib/vz")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "persist the simulated cluster (VMs, volumes and their content, snapshots, firewall, pools, tasks, token, certificate) here across restarts")
+	cmd.Flags().StringVar(&logReqs, "log-requests", "", "append one JSON line per API request to this file (method, path, parameters with secrets redacted, status line, duration)")
 	cmd.Flags().Float64Var(&speed, "speed", 1, "with --realistic, divide task and boot times by this")
 	return cmd
 }

@@ -20,7 +20,8 @@ func TestSimCommand(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	ca := filepath.Join(t.TempDir(), "ca.pem")
-	cmd := exec.Command(bin, "sim", "--addr", "127.0.0.1:0", "--ca-file", ca)
+	reqLog := filepath.Join(t.TempDir(), "requests.jsonl")
+	cmd := exec.Command(bin, "sim", "--addr", "127.0.0.1:0", "--ca-file", ca, "--log-requests", reqLog)
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -50,6 +51,14 @@ func TestSimCommand(t *testing.T) {
 	defer cancel()
 	if err := c.Clone(ctx, 9000, 100, pve.CloneOptions{Name: "smoke"}); err != nil {
 		t.Fatal(err)
+	}
+	logged, err := os.ReadFile(reqLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logged), `"method":"POST","path":"/api2/json/nodes/pve/qemu/9000/clone"`) ||
+		strings.Contains(string(logged), env["PVE_TOKEN"][i+1:]) {
+		t.Fatalf("--log-requests file lacks the clone or shows the token secret:\n%s", logged)
 	}
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)

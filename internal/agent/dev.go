@@ -15,10 +15,16 @@ import (
 
 // DevOptions configures `agentd dev`.
 type DevOptions struct {
-	StateDir string  // empty: a temporary directory removed on Close
-	Listen   string  // TCP listener; default 127.0.0.1:0
-	SimAddr  string  // simulator address; default 127.0.0.1:0
-	Speed    float64 // divides the realistic task and boot times; 0 makes everything instant
+	StateDir string // empty: a temporary directory removed on Close
+	Listen   string // TCP listener; default 127.0.0.1:0
+	SimAddr  string // simulator address; default 127.0.0.1:0
+	// PersistSim keeps the simulated Proxmox host in StateDir/pve across
+	// restarts (`agentd dev --state-dir`); tests leave it off (a write per
+	// change costs an fsync).
+	PersistSim bool
+	// LogRequests appends the simulator's request log (JSON lines) to this file.
+	LogRequests string
+	Speed       float64 // divides the realistic task and boot times; 0 makes everything instant
 	// ProvisioningTimeout overrides the default (10m) for tests.
 	ProvisioningTimeout time.Duration
 	Log                 *slog.Logger
@@ -38,6 +44,7 @@ type Dev struct {
 	log      *slog.Logger
 	hooks    Hooks
 	temp     bool
+	reqLog   *os.File
 }
 
 // Restart stops the agent (in-flight provisioning stays at its persisted step)
@@ -79,6 +86,12 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	}
 	pveLocal := filepath.Join(d.StateDir, "pve", "local")
 	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: []string{"pve"}, Fixtures: true, LocalDir: pveLocal, Now: o.Hooks.Now}
+	if o.PersistSim && !d.temp {
+		// The simulated host keeps its VMs across restarts, so a restarted
+		// dev instance finds its sandboxes as a restarted agentd on a real
+		// host does (a temporary dir is removed on exit: nothing to keep).
+		simOpts.StateDir = filepath.Join(d.StateDir, "pve")
+	}
 	if o.Speed > 0 {
 		scale := func(t time.Duration) time.Duration { return time.Duration(float64(t) / o.Speed) }
 		rd := pvesim.RealisticDurations()
@@ -88,6 +101,13 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			simOpts.Durations.ByType[k] = scale(v)
 		}
 		simOpts.AgentBootDelay, simOpts.DHCPDelay = scale(20*time.Second), scale(5*time.Second)
+	}
+	if o.LogRequests != "" {
+		f, err := pvesim.OpenRequestLog(o.LogRequests)
+		if err != nil {
+			return fail(err)
+		}
+		d.reqLog, simOpts.RequestLog = f, f
 	}
 	sim, err := pvesim.New(simOpts)
 	if err != nil {
@@ -190,6 +210,9 @@ func (d *Dev) Close() {
 	}
 	if d.Sim != nil {
 		_ = d.Sim.Close()
+	}
+	if d.reqLog != nil {
+		_ = d.reqLog.Close()
 	}
 	if d.temp {
 		_ = os.RemoveAll(d.StateDir)

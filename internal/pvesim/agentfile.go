@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 )
 
 // agent/file-write and agent/file-read follow qemu-server's API
@@ -16,15 +15,10 @@ import (
 // set when the file is longer). Both need a running, answering agent. A
 // missing parent directory fails as guest-file-open does in the guest.
 //
-// The simulated guest's files live with its VM object (a VM re-created at the
-// same VMID starts empty) and, when the simulator backs "local" with a
+// The simulated guest's files live with its VM object (vm.guestFiles: a VM
+// re-created at the same VMID starts empty; persisted with the state) and, when the simulator backs "local" with a
 // directory (agentd dev), are mirrored under <LocalDir>/../guests/<vmid>/ so
 // that `agentd guest run --bootstrap-file` can read them like a real guest.
-
-var guestFS = struct {
-	sync.Mutex
-	files map[*vm]map[string][]byte
-}{files: map[*vm]map[string][]byte{}}
 
 func init() {
 	const q = "/nodes/{node}/qemu/{vmid}"
@@ -55,12 +49,10 @@ func (s *Sim) agentFileWrite(req *request) (any, error) {
 		}
 		data = dec
 	}
-	guestFS.Lock()
-	if guestFS.files[v] == nil {
-		guestFS.files[v] = map[string][]byte{}
+	if v.guestFiles == nil {
+		v.guestFiles = map[string][]byte{}
 	}
-	guestFS.files[v][filepath.Clean(file)] = data
-	guestFS.Unlock()
+	v.guestFiles[filepath.Clean(file)] = data
 	if dir := s.guestRoot(v.id); dir != "" {
 		path := filepath.Join(dir, filepath.Clean(file))
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -81,9 +73,7 @@ func (s *Sim) agentFileRead(req *request) (any, error) {
 		return nil, err
 	}
 	file := filepath.Clean(req.str("file"))
-	guestFS.Lock()
-	data, ok := guestFS.files[v][file]
-	guestFS.Unlock()
+	data, ok := v.guestFiles[file]
 	if !ok {
 		return nil, errf("Agent error: Failed to open file '%s': No such file or directory", req.str("file"))
 	}
@@ -114,13 +104,11 @@ func (s *Sim) guestRoot(vmid int) string {
 // GuestFile is a file the guest of vmid has (written through agent/file-write).
 func (s *Sim) GuestFile(vmid int, path string) ([]byte, bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	v := s.vms[vmid]
-	s.mu.Unlock()
 	if v == nil {
 		return nil, false
 	}
-	guestFS.Lock()
-	defer guestFS.Unlock()
-	b, ok := guestFS.files[v][filepath.Clean(path)]
+	b, ok := v.guestFiles[filepath.Clean(path)]
 	return b, ok
 }

@@ -1,14 +1,8 @@
 package pvesim
 
-import "sync"
-
 // The datacenter firewall options (PVE/API2/Firewall/Cluster.pm): a fresh
-// cluster has the firewall off (enable 0, ebtables default 1). Kept per
-// simulator outside the shared state so this file stands alone.
-var clusterFw = struct {
-	sync.Mutex
-	opts map[*Sim]map[string]string
-}{opts: map[*Sim]map[string]string{}}
+// cluster has the firewall off (enable 0, ebtables default 1). They live in
+// Sim.clusterFw (cluster.fw), persisted with the rest of the state.
 
 func init() {
 	handle("GET", "/cluster/firewall/options", (*Sim).clusterFwOptions)
@@ -16,10 +10,10 @@ func init() {
 }
 
 func (s *Sim) clusterFwOptions(req *request) (any, error) {
-	clusterFw.Lock()
-	defer clusterFw.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out := map[string]any{"enable": 0, "ebtables": 1}
-	for k, v := range clusterFw.opts[s] {
+	for k, v := range s.clusterFw {
 		if k == "enable" || k == "ebtables" {
 			out[k] = map[string]int{"0": 0, "1": 1}[v]
 		} else {
@@ -30,14 +24,14 @@ func (s *Sim) clusterFwOptions(req *request) (any, error) {
 }
 
 func (s *Sim) setClusterFwOptions(req *request) (any, error) {
-	clusterFw.Lock()
-	defer clusterFw.Unlock()
-	if clusterFw.opts[s] == nil {
-		clusterFw.opts[s] = map[string]string{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clusterFw == nil {
+		s.clusterFw = map[string]string{}
 	}
 	for _, k := range []string{"enable", "ebtables", "policy_in", "policy_out", "policy_forward"} {
 		if req.has(k) {
-			clusterFw.opts[s][k] = req.str(k)
+			s.clusterFw[k] = req.str(k)
 		}
 	}
 	return nil, nil
@@ -45,12 +39,12 @@ func (s *Sim) setClusterFwOptions(req *request) (any, error) {
 
 // SetClusterFirewall sets datacenter firewall options (tests, agentd dev).
 func (s *Sim) SetClusterFirewall(opts map[string]string) {
-	clusterFw.Lock()
-	defer clusterFw.Unlock()
-	if clusterFw.opts[s] == nil {
-		clusterFw.opts[s] = map[string]string{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clusterFw == nil {
+		s.clusterFw = map[string]string{}
 	}
 	for k, v := range opts {
-		clusterFw.opts[s][k] = v
+		s.clusterFw[k] = v
 	}
 }

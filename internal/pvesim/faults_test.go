@@ -212,6 +212,7 @@ func TestTaskBehindDestroy(t *testing.T) {
 	if st, _ := raw(t, sim, "POST", "/nodes/pve/qemu/9000/clone", `{"newid":700,"name":"victim"}`, true); st != "200 OK" {
 		t.Fatalf("clone: %s", st)
 	}
+	waitUnlocked(t, sim, 700) // the clone's worker runs 1 ms, later on a loaded machine
 	if st, _ := raw(t, sim, "DELETE", "/nodes/pve/qemu/700", "", true); st != "200 OK" {
 		t.Fatalf("destroy: %s", st)
 	}

@@ -133,6 +133,7 @@ func init() {
 	handle("GET", q+"/snapshot", (*Sim).listSnapshots)
 	handle("POST", q+"/snapshot", (*Sim).createSnapshot)
 	handle("GET", q+"/snapshot/{snapname}/config", (*Sim).snapshotConfig)
+	handle("PUT", q+"/snapshot/{snapname}/config", (*Sim).updateSnapshotConfig)
 	handle("POST", q+"/snapshot/{snapname}/rollback", (*Sim).rollback)
 	handle("DELETE", q+"/snapshot/{snapname}", (*Sim).deleteSnapshot)
 }

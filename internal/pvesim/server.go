@@ -52,13 +52,18 @@ type Options struct {
 	// directory, as /var/lib/vz is on a PVE host: snippets are files in
 	// LocalDir/snippets, so agentd writes them the way it does on a real host.
 	LocalDir string
-	Now      func() time.Time
+	// StateDir persists the simulated cluster across restarts (persist.go);
+	// empty: the state lives in memory only.
+	StateDir string
+	// RequestLog receives one JSON line per request (reqlog.go); nil: no log.
+	RequestLog io.Writer
+	Now        func() time.Time
 }
 
 // Sim is a running simulator.
 type Sim struct {
 	opts     Options
-	mu       sync.Mutex
+	mu       simMutex
 	now      func() time.Time
 	rnd      *rand.Rand
 	nodes    map[string]*node
@@ -78,6 +83,29 @@ type Sim struct {
 	stats    Stats
 	wg       sync.WaitGroup
 	closing  chan struct{}
+	reqLog   *reqLogger
+	// clusterFw holds the datacenter firewall options (clusterfw.go).
+	clusterFw map[string]string
+	// Persistence (persist.go): load count, last written state's checksum,
+	// last write error, and writes switched off while closing.
+	generation int64
+	persistSum [32]byte
+	persistErr error
+	persistOff bool
+}
+
+// simMutex is the state lock. With a state dir, releasing it first writes the
+// state when it changed, so whatever a client observed is on disk.
+type simMutex struct {
+	sync.Mutex
+	onUnlock func()
+}
+
+func (m *simMutex) Unlock() {
+	if m.onUnlock != nil {
+		m.onUnlock()
+	}
+	m.Mutex.Unlock()
 }
 
 // Stats counts requests for benchmarks and tests.
@@ -135,6 +163,22 @@ func New(opts Options) (*Sim, error) {
 		closing:  make(chan struct{}),
 		stats:    Stats{ByPath: map[string]int64{}},
 	}
+	if opts.RequestLog != nil {
+		s.reqLog = &reqLogger{w: opts.RequestLog}
+	}
+	for i, n := range opts.Nodes {
+		s.nodes[n] = newNode(n)
+		if i == 0 && opts.LocalDir != "" {
+			s.nodes[n].storages["local"].dir = opts.LocalDir
+		}
+	}
+	loaded := false
+	if opts.StateDir != "" {
+		var err error
+		if loaded, err = s.loadState(); err != nil {
+			return nil, err
+		}
+	}
 	if s.opts.TokenID == "" {
 		s.opts.TokenID = "agentd@pve!agentd"
 	}
@@ -147,22 +191,37 @@ func New(opts Options) (*Sim, error) {
 	if s.opts.Password == "" {
 		s.opts.Password = s.uuid()[:18]
 	}
-	for i, n := range opts.Nodes {
-		s.nodes[n] = newNode(n)
-		if i == 0 && opts.LocalDir != "" {
-			s.nodes[n].storages["local"].dir = opts.LocalDir
-		}
+	if opts.StateDir != "" {
+		s.mu.onUnlock = s.persistLocked
 	}
-	if opts.Fixtures {
+	if opts.Fixtures && !loaded {
 		if err := s.addFixtures(); err != nil {
 			return nil, err
 		}
 	}
-	cert, caPEM, err := selfSigned()
-	if err != nil {
-		return nil, err
+	s.mu.Lock()
+	s.mu.Unlock() // the first write: fixtures, or the new generation
+	if s.persistErr != nil {
+		return nil, s.persistErr
 	}
-	s.caPEM = caPEM
+	var cert tls.Certificate
+	var err error
+	if opts.StateDir != "" {
+		certPEM, keyPEM, err := stateCert(opts.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		if cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			return nil, fmt.Errorf("pvesim: certificate in %s: %w", opts.StateDir, err)
+		}
+		s.caPEM = certPEM
+	} else {
+		var caPEM []byte
+		if cert, caPEM, err = selfSigned(); err != nil {
+			return nil, err
+		}
+		s.caPEM = caPEM
+	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", opts.Addr, err)
@@ -209,6 +268,13 @@ func (s *Sim) Close() error {
 		return nil
 	default:
 	}
+	// Tasks aborted by the shutdown are not written as failed: the state
+	// keeps them running, and the next load reports what PVE reports for a
+	// worker that vanished (see persist.go).
+	s.mu.Lock()
+	s.persistLocked()
+	s.persistOff = true
+	s.mu.Unlock()
 	close(s.closing)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -219,6 +285,14 @@ func (s *Sim) Close() error {
 
 // ServeHTTP routes /api2/json to the API and /_sim to the test hooks.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.reqLog != nil {
+		s.serveLogged(w, r, s.route)
+		return
+	}
+	s.route(w, r)
+}
+
+func (s *Sim) route(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/api2/json/"):
 		s.serveAPI(w, r, strings.TrimPrefix(r.URL.Path, "/api2/json"))
@@ -318,6 +392,9 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	req.params = params
+	if ss, ok := w.(statusSetter); ok {
+		ss.setRequest(req)
+	}
 	// Fail closed: a route without its schema entry is not served unvalidated
 	// (routes_test.go makes it a test failure too).
 	schema, ok := apischema.Lookup(rt.pattern, r.Method)
@@ -332,6 +409,9 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 	data, err := rt.handler(s, req)
 	s.mu.Lock()
 	lost := s.faults.replyFault(r.Method, path)
+	if s.persistErr != nil && err == nil && r.Method != http.MethodGet {
+		err = errf("%v", s.persistErr) // the change may not survive a restart
+	}
 	s.mu.Unlock()
 	if lost != nil {
 		s.loseReply(w, r, lost)
@@ -391,73 +471,6 @@ func parseParams(r *http.Request, vars map[string]string) (map[string]any, *Erro
 	return params, nil
 }
 
-// authenticate implements PVEAPIToken headers and PVEAuthCookie tickets (with the
-// CSRF token required on writes), as pve-http-server and pve-access-control do.
-func (s *Sim) authenticate(r *http.Request, req *request) *Error {
-	if c, err := r.Cookie("PVEAuthCookie"); err == nil && c.Value != "" {
-		ticket, _ := url.QueryUnescape(c.Value)
-		s.mu.Lock()
-		user, ok := s.tickets[ticket]
-		csrf := s.csrf[ticket]
-		s.mu.Unlock()
-		if !ok {
-			return &Error{Code: 401, Msg: "Authentication failed!"}
-		}
-		if r.Method != http.MethodGet && r.Header.Get("CSRFPreventionToken") != csrf {
-			return &Error{Code: 401, Msg: "Permission denied - invalid csrf token"}
-		}
-		req.user = user
-		return nil
-	}
-	h := r.Header.Get("Authorization")
-	i := strings.Index(h, "PVEAPIToken")
-	if i < 0 {
-		return &Error{Code: 401, Msg: "No ticket"}
-	}
-	val := strings.TrimLeft(h[i+len("PVEAPIToken"):], "= ")
-	if j := strings.Index(val, ";"); j >= 0 {
-		val = val[:j]
-	}
-	val, _ = url.QueryUnescape(val)
-	eq := strings.LastIndex(val, "=")
-	if eq < 0 {
-		return &Error{Code: 401, Msg: "Authentication failed!"}
-	}
-	id, secret := val[:eq], val[eq+1:]
-	if id != s.opts.TokenID || secret != s.opts.Secret {
-		return &Error{Code: 401, Msg: "Authentication failed!"}
-	}
-	user, name, _ := strings.Cut(id, "!")
-	req.user, req.tokenID = user, name
-	return nil
-}
-
-func (s *Sim) login(req *request) (any, error) {
-	user, pass := req.str("username"), req.str("password")
-	if realm := req.str("realm"); realm != "" && !strings.Contains(user, "@") {
-		user += "@" + realm
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if prev, ok := s.tickets[pass]; ok && prev == user {
-		pass = s.opts.Password // renewal with the current ticket as password
-	}
-	if user != s.opts.User || pass != s.opts.Password {
-		if s.opts.AuthFailDelay > 0 {
-			s.mu.Unlock()
-			time.Sleep(s.opts.AuthFailDelay)
-			s.mu.Lock()
-		}
-		return nil, &Error{Code: 401, Msg: "authentication failure"}
-	}
-	ticket := fmt.Sprintf("PVE:%s:%08X::%s", user, s.now().Unix(), s.uuid())
-	csrf := fmt.Sprintf("%08X:%s", s.now().Unix(), s.uuid())
-	s.tickets[ticket] = user
-	s.csrf[ticket] = csrf
-	return map[string]any{"username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
-		"cap": map[string]any{"vms": map[string]int{"VM.Audit": 1}}}, nil
-}
-
 type envelope struct {
 	Data  any  `json:"data"`
 	Total *int `json:"total,omitempty"`
@@ -499,6 +512,9 @@ func writeError(w http.ResponseWriter, e *Error) {
 		b = nil // pveproxy's proxy errors carry no body
 	}
 	reason := strings.SplitN(strings.TrimRight(e.Msg, "\n"), "\n", 2)[0]
+	if ss, ok := w.(statusSetter); ok {
+		ss.setStatus(e.Code, reason)
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		w.Header().Set("Content-Type", "application/json;charset=UTF-8")

@@ -59,6 +59,32 @@ func (s *Sim) snapshotConfig(req *request) (any, error) {
 	return out, nil
 }
 
+// updateSnapshotConfig is qemu-server's update_snapshot_config: under the
+// config flock, check_lock, the snapshot must exist, only its description
+// changes (when given); the answer is null.
+func (s *Sim) updateSnapshotConfig(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.vmFor(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.syncFlock(v); err != nil {
+		return nil, err
+	}
+	if err := checkLock(v); err != nil {
+		return nil, err
+	}
+	sn, ok := v.snapshots[req.vars["snapname"]]
+	if !ok {
+		return nil, errf("snapshot '%s' does not exist", req.vars["snapname"])
+	}
+	if req.has("description") {
+		sn.description = req.str("description")
+	}
+	return nil, nil
+}
+
 // snapshotVolumes lists the volumes a VM snapshot covers: every drive but CD-ROMs
 // and unusedN.
 func (s *Sim) snapshotVolumes(v *vm, c *config) []*volume {

@@ -271,6 +271,8 @@ type vm struct {
 	flockSync bool           // held by a synchronous request
 	noACPI    bool           // guest ignores shutdown requests
 	fw        vmFirewall     // /etc/pve/firewall/<vmid>.fw
+	// guestFiles are the files written into the guest (agentfile.go).
+	guestFiles map[string][]byte
 }
 
 type snapshot struct {

@@ -148,6 +148,9 @@ func (s *Sim) volumeFor(req *request) (*storage, *volume, error) {
 		}
 		name = vn
 	}
+	if err := parseVolname(st, name); err != nil {
+		return nil, nil, err
+	}
 	vol, ok := st.volumes[name]
 	if !ok {
 		return nil, nil, errf("no such volume '%s'", st.volid(name))

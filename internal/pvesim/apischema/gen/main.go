@@ -1,9 +1,14 @@
 // Command gen extracts the facts the simulator validates against (paths, methods,
-// parameter names, types, enums, formats, bounds, optional flags) from the official
-// Proxmox VE API schema. Prose is dropped so that only machine facts land in the repo.
+// parameter names, types, enums, formats, bounds, optional flags) for the paths
+// in paths.txt into pveapi.json. Its input is the vendored facts-only extract of
+// the official Proxmox VE API schema (apischema/schema/pve-api-facts.json, made
+// with -extract from pve-api-schema.json; see facts.go), or the official schema
+// itself: both have the same shape and give the same output.
 //
-//	go run ./internal/pvesim/apischema/gen -schema ../shared/pve-api/pve-api-schema.json \
+//	go run ./internal/pvesim/apischema/gen -schema internal/pvesim/apischema/schema/pve-api-facts.json \
 //	    -paths internal/pvesim/apischema/paths.txt -out internal/pvesim/apischema/pveapi.json
+//	go run ./internal/pvesim/apischema/gen -extract internal/pvesim/apischema/schema/pve-api-facts.json \
+//	    -schema ../shared/pve-api/pve-api-schema.json
 package main
 
 import (
@@ -35,10 +40,18 @@ var keep = []string{"type", "optional", "enum", "format", "minimum", "maximum", 
 	"maxLength", "minLength", "default_key", "alias", "keyAlias", "requires"}
 
 func main() {
-	schemaPath := flag.String("schema", "../shared/pve-api/pve-api-schema.json", "official PVE API schema (JSON)")
+	schemaPath := flag.String("schema", "internal/pvesim/apischema/schema/pve-api-facts.json", "PVE API schema: the vendored facts or the official pve-api-schema.json")
+	extract := flag.String("extract", "", "write the facts-only extract of -schema (the official schema) to this file and exit")
 	pathsFile := flag.String("paths", "internal/pvesim/apischema/paths.txt", "paths to extract, one per line")
 	out := flag.String("out", "internal/pvesim/apischema/pveapi.json", "output file")
 	flag.Parse()
+	if *extract != "" {
+		if err := extractFacts(*schemaPath, *extract); err != nil {
+			fmt.Fprintln(os.Stderr, "gen:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*schemaPath, *pathsFile, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
