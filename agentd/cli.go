@@ -44,7 +44,10 @@ func addClientFlags(root *cobra.Command) {
 }
 
 func newClient() (*client.Client, error) {
-	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure}))
+	// The HTTP timeout only backs up --timeout, which bounds every command
+	// through its context (an exec may legitimately wait for minutes).
+	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure,
+		Timeout: g.timeout + 30*time.Second}))
 }
 
 // withClient runs fn with a client and a context bounded by --timeout.
@@ -127,3 +130,8 @@ func ttlString(secs int64) string {
 type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitStatus makes agentd exit with a command's own status, printing nothing.
+type exitStatus struct{ code int }
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code) }

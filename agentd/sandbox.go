@@ -24,7 +24,8 @@ REQUESTED → PROVISIONING → BOOTING → READY → RUNNING, then STOPPED,
 FAILED (see its error), TIMEOUT (lease expired) and DESTROYED.`,
 	}
 	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
-		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd())
+		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd(),
+		sandboxExecCmd())
 	return cmd
 }
 

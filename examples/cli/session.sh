@@ -16,6 +16,12 @@ run profile list
 run sandbox create --name demo --profile yolo-ephemeral --ttl 2h
 run sandbox list --filter state=RUNNING
 run sandbox lease renew demo --ttl 4h
+# In through the guest agent: no network path or SSH needed (agentd dev's
+# guest has a small built-in command set, see sandbox exec --help).
+run sandbox exec demo -- sh -c 'echo hello; uname -a'
+echo 'patch text' | run sandbox exec demo --stdin -- cat
+echo "\$ agentd sandbox exec demo -- sh -c 'exit 3'"
+"$AGENTD" sandbox exec demo -- sh -c 'exit 3' || echo "exit status $?"
 run sandbox stop demo
 run sandbox start demo
 run sandbox list --json

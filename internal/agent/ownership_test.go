@@ -305,6 +305,11 @@ func sandboxCases() []sbCase {
 			}},
 		{name: "detach-workspace", ws: "attached", answer: "not_owned", want: api.StateLost,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.DetachWorkspace(tctx(o.t), "ws"); return err }},
+		{name: "exec", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.Exec(tctx(o.t), sb.Name, api.ExecRequest{Command: []string{"true"}})
+				return err
+			}},
 		// Database only: they must keep working, and touch nothing.
 		{name: "renew", ttl: "1h", answer: "ok", want: api.StateRunning,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Renew(tctx(o.t), sb.Name, "2h"); return err }},

@@ -609,3 +609,44 @@ const (
 	CodeArtifactNotFound Code = "artifact_not_found"
 	CodeForbidden        Code = "forbidden"
 )
+
+// ExecMaxStdin is the most stdin an exec can carry: PVE's limit on
+// agent/exec's input-data.
+const ExecMaxStdin = 64 << 10
+
+// ExecRequest runs a program in a sandbox through the QEMU guest agent.
+// Command is argv (no shell: wrap in ["sh","-c",…] for one); Stdin is the
+// process's standard input (UTF-8 text, at most ExecMaxStdin bytes).
+// TimeoutSeconds bounds the wait (default 60, at most 3600).
+type ExecRequest struct {
+	Command        []string `json:"command"`
+	Stdin          string   `json:"stdin,omitempty"`
+	TimeoutSeconds int      `json:"timeout_seconds,omitempty"`
+}
+
+// ExecResult is how the command ended. The guest agent hands the output over
+// only once the process has exited, so it arrives whole, never streamed.
+// TimedOut: the process was still running when the timeout ended; the guest
+// agent cannot stop it, so it runs on in the guest as PID.
+type ExecResult struct {
+	PID             int     `json:"pid"`
+	Exited          bool    `json:"exited"`
+	ExitCode        *int    `json:"exit_code,omitempty"`
+	Signal          *int    `json:"signal,omitempty"`
+	Stdout          string  `json:"stdout"`
+	Stderr          string  `json:"stderr"`
+	StdoutTruncated bool    `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool    `json:"stderr_truncated,omitempty"`
+	TimedOut        bool    `json:"timed_out,omitempty"`
+	DurationMS      float64 `json:"duration_ms"`
+}
+
+// Guest access error codes.
+const (
+	// CodeExecFailed: the guest could not start the program (not found, not
+	// executable); nothing ran.
+	CodeExecFailed Code = "exec_failed"
+	// CodeGuestAgent: the sandbox's QEMU guest agent is not configured or
+	// does not answer.
+	CodeGuestAgent Code = "guest_agent_unavailable"
+)

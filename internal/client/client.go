@@ -277,6 +277,13 @@ func (c *Client) Renew(ctx context.Context, ref, ttl string) (*api.Sandbox, erro
 	return c.sandboxOp(ctx, ref, "lease/renew", api.RenewRequest{TTL: ttl})
 }
 
+// Exec runs a command in a sandbox through the guest agent and waits for it.
+func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest) (*api.ExecResult, error) {
+	var out api.ExecResult
+	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/exec", req, &out)
+	return &out, err
+}
+
 // Prune destroys FAILED and TIMEOUT sandboxes.
 func (c *Client) Prune(ctx context.Context) (*api.PruneResult, error) {
 	var r api.PruneResult

@@ -283,3 +283,14 @@ func (v *VM) DeleteSnapshot(ctx context.Context, name string) error {
 func (v *VM) CloneTo(ctx context.Context, g *Guard, p Proof, o pve.CloneOptions) error {
 	return g.Clone(ctx, v.proof.VMID, p, o)
 }
+
+// Exec starts argv in the guest through the QEMU guest agent: a write, since
+// it runs code in the VM.
+func (v *VM) Exec(ctx context.Context, argv []string, stdin string) (int, error) {
+	return v.pve.AgentExec(ctx, v.proof.VMID, argv, stdin)
+}
+
+// ExecStatus reads a process Exec started.
+func (v *VM) ExecStatus(ctx context.Context, pid int) (*pve.ExecStatus, error) {
+	return v.pve.AgentExecStatus(ctx, v.proof.VMID, pid)
+}

@@ -53,6 +53,9 @@ type Options struct {
 	// LocalDir/snippets, so agentd writes them the way it does on a real host.
 	LocalDir string
 	Now      func() time.Time
+	// ExecOutputLimit is the guest agent's capture limit per output stream of
+	// agent/exec (qga's 16 MiB when 0); tests lower it to see truncation.
+	ExecOutputLimit int
 }
 
 // Sim is a running simulator.

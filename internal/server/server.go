@@ -84,6 +84,7 @@ func (s *Server) routes() {
 	add("POST", "/v1/sandboxes/{ref}/touch", s.op(s.mgr.Touch))
 	add("POST", "/v1/sandboxes/{ref}/destroy", s.destroy)
 	add("POST", "/v1/sandboxes/{ref}/lease/renew", s.renew)
+	add("POST", "/v1/sandboxes/{ref}/exec", s.exec)
 	add("GET", "/v1/sandboxes/{ref}/events", s.sandboxEvents)
 	add("GET", "/v1/events", s.events)
 	s.workspaceRoutes(add)
@@ -187,11 +188,17 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 // decode reads a JSON body strictly: size-limited, field names matched
 // case-sensitively, duplicate and unknown keys rejected, one value only. An empty body decodes as {} when optional.
 func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	return decodeMax(w, r, v, optional, MaxBody)
+}
+
+// decodeMax is decode with its own size limit (exec carries up to 64 KiB of
+// stdin, which JSON escaping can grow).
+func decodeMax(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, "request body exceeds %d bytes", MaxBody)
+			return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, "request body exceeds %d bytes", limit)
 		}
 		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "read body: %v", err)
 	}
@@ -478,4 +485,16 @@ func (s *Server) eventList(r *http.Request, f store.EventFilter) (int, any, erro
 		out.Last = evs[n-1].ID
 	}
 	return 200, out, nil
+}
+
+func (s *Server) exec(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.ExecRequest
+	if err := decodeMax(w, r, &req, false, 8*api.ExecMaxStdin); err != nil {
+		return 0, nil, err
+	}
+	res, err := s.mgr.Exec(r.Context(), r.PathValue("ref"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, res, nil
 }
