@@ -25,7 +25,7 @@ FAILED (see its error), TIMEOUT (lease expired) and DESTROYED.`,
 	}
 	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
 		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd(),
-		sandboxExecCmd())
+		sandboxExecCmd(), sandboxSnapshotCmd())
 	return cmd
 }
 

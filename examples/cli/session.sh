@@ -22,6 +22,11 @@ run sandbox exec demo -- sh -c 'echo hello; uname -a'
 echo 'patch text' | run sandbox exec demo --stdin -- cat
 echo "\$ agentd sandbox exec demo -- sh -c 'exit 3'"
 "$AGENTD" sandbox exec demo -- sh -c 'exit 3' || echo "exit status $?"
+# Snapshots of the sandbox's VM (refused while a workspace is attached).
+run sandbox snapshot create demo clean-state --description "before the agent ran"
+run sandbox snapshot list demo
+run sandbox snapshot restore demo clean-state --yes --start
+run sandbox snapshot delete demo clean-state
 run sandbox stop demo
 run sandbox start demo
 run sandbox list --json

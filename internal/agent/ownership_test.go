@@ -310,6 +310,20 @@ func sandboxCases() []sbCase {
 				_, err := o.c.Exec(tctx(o.t), sb.Name, api.ExecRequest{Command: []string{"true"}})
 				return err
 			}},
+		{name: "snapshot-create", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.CreateSandboxSnapshot(tctx(o.t), sb.Name, api.CreateSandboxSnapshotRequest{Name: "s1"})
+				return err
+			}},
+		{name: "snapshot-restore", stopped: true, answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.RestoreSandboxSnapshot(tctx(o.t), sb.Name, "s1")
+				return err
+			}},
+		{name: "snapshot-delete", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error { return o.c.DeleteSandboxSnapshot(tctx(o.t), sb.Name, "s1") }},
+		{name: "snapshot-list", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.SandboxSnapshots(tctx(o.t), sb.Name); return err }},
 		// Database only: they must keep working, and touch nothing.
 		{name: "renew", ttl: "1h", answer: "ok", want: api.StateRunning,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Renew(tctx(o.t), sb.Name, "2h"); return err }},

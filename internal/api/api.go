@@ -650,3 +650,28 @@ const (
 	// does not answer.
 	CodeGuestAgent Code = "guest_agent_unavailable"
 )
+
+// SandboxSnapshot is a Proxmox snapshot of a sandbox's VM.
+type SandboxSnapshot struct {
+	Sandbox     string `json:"sandbox"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// WithMemory: the snapshot holds the RAM too (PVE's vmstate); a restore
+	// resumes the VM where it was instead of leaving it stopped.
+	WithMemory bool      `json:"with_memory"`
+	Parent     string    `json:"parent,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// SandboxSnapshotList is the list response, oldest first.
+type SandboxSnapshotList struct {
+	Snapshots []SandboxSnapshot `json:"snapshots"`
+}
+
+// CreateSandboxSnapshotRequest names a new sandbox snapshot; WithMemory also
+// saves the RAM of a running sandbox.
+type CreateSandboxSnapshotRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	WithMemory  bool   `json:"with_memory,omitempty"`
+}

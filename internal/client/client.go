@@ -284,6 +284,31 @@ func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest) (*ap
 	return &out, err
 }
 
+// SandboxSnapshots lists a sandbox's snapshots, oldest first.
+func (c *Client) SandboxSnapshots(ctx context.Context, ref string) ([]api.SandboxSnapshot, error) {
+	var out api.SandboxSnapshotList
+	err := c.Do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(ref)+"/snapshots", nil, &out)
+	return out.Snapshots, err
+}
+
+// CreateSandboxSnapshot snapshots a sandbox.
+func (c *Client) CreateSandboxSnapshot(ctx context.Context, ref string, req api.CreateSandboxSnapshotRequest) (*api.SandboxSnapshot, error) {
+	var out api.SandboxSnapshot
+	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/snapshots", req, &out)
+	return &out, err
+}
+
+// RestoreSandboxSnapshot rolls a sandbox back to a snapshot and returns the
+// sandbox (STOPPED after a disk-only snapshot).
+func (c *Client) RestoreSandboxSnapshot(ctx context.Context, ref, name string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "snapshots/"+url.PathEscape(name)+"/restore", nil)
+}
+
+// DeleteSandboxSnapshot removes a snapshot of a sandbox.
+func (c *Client) DeleteSandboxSnapshot(ctx context.Context, ref, name string) error {
+	return c.Do(ctx, "DELETE", "/v1/sandboxes/"+url.PathEscape(ref)+"/snapshots/"+url.PathEscape(name), nil, nil)
+}
+
 // Prune destroys FAILED and TIMEOUT sandboxes.
 func (c *Client) Prune(ctx context.Context) (*api.PruneResult, error) {
 	var r api.PruneResult

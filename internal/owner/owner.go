@@ -269,6 +269,11 @@ func (v *VM) CreateSnapshot(ctx context.Context, name, description string) error
 	return v.pve.CreateSnapshot(ctx, v.proof.VMID, name, description)
 }
 
+// SnapshotVM snapshots the VM's disks and, with vmstate, its RAM.
+func (v *VM) SnapshotVM(ctx context.Context, name, description string, vmstate bool) error {
+	return v.pve.CreateVMSnapshot(ctx, v.proof.VMID, name, description, vmstate)
+}
+
 // Rollback rolls the VM's disks back to a snapshot.
 func (v *VM) Rollback(ctx context.Context, name string) error {
 	return v.pve.Rollback(ctx, v.proof.VMID, name)

@@ -84,10 +84,10 @@ func (s *Server) routes() {
 	add("POST", "/v1/sandboxes/{ref}/touch", s.op(s.mgr.Touch))
 	add("POST", "/v1/sandboxes/{ref}/destroy", s.destroy)
 	add("POST", "/v1/sandboxes/{ref}/lease/renew", s.renew)
-	add("POST", "/v1/sandboxes/{ref}/exec", s.exec)
 	add("GET", "/v1/sandboxes/{ref}/events", s.sandboxEvents)
 	add("GET", "/v1/events", s.events)
 	s.workspaceRoutes(add)
+	s.accessRoutes(add)
 }
 
 // ServeHTTP serves trusted clients (the Unix socket). Unmatched requests get
@@ -485,16 +485,4 @@ func (s *Server) eventList(r *http.Request, f store.EventFilter) (int, any, erro
 		out.Last = evs[n-1].ID
 	}
 	return 200, out, nil
-}
-
-func (s *Server) exec(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	var req api.ExecRequest
-	if err := decodeMax(w, r, &req, false, 8*api.ExecMaxStdin); err != nil {
-		return 0, nil, err
-	}
-	res, err := s.mgr.Exec(r.Context(), r.PathValue("ref"), req)
-	if err != nil {
-		return 0, nil, err
-	}
-	return 200, res, nil
 }
