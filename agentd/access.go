@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
 // Exit statuses of exec beyond the command's own (the shell's conventions).
@@ -120,4 +121,65 @@ func printExec(cmd *cobra.Command, res *api.ExecResult) error {
 		return exitStatus{*res.ExitCode}
 	}
 	return nil
+}
+
+func sandboxHibernateCmd() *cobra.Command {
+	cmd := sandboxOp(&cobra.Command{
+		Use:     "hibernate NAME|VMID|ID",
+		Aliases: []string{"pause"},
+		Short:   "Suspend a running sandbox to disk (SUSPENDED); start resumes it",
+		Long: `Hibernate writes the sandbox's RAM to a vmstate volume on its root disk's
+storage and stops QEMU (Proxmox suspend with todisk): the host's memory is
+freed, the guest's processes and files are kept. "agentd sandbox start NAME"
+resumes it where it was, at the same address.
+
+While hibernated the lease clock stands still (the agent's
+lease_counts_while_paused: false, the default): on resume the lease moves on
+by the time it slept. Idle stop does not apply, exec and snapshots are
+refused; stop (resumes, then shuts down) and destroy still work.`,
+		Example: `  agentd sandbox hibernate demo
+  agentd sandbox start demo     # resume`,
+	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Hibernate(ctx, ref) })
+	return cmd
+}
+
+func sandboxResizeCmd() *cobra.Command {
+	var req api.ResizeRequest
+	cmd := &cobra.Command{
+		Use:   "resize NAME|VMID|ID [--cores N] [--memory-mb M] [--disk-gb G]",
+		Short: "Change a sandbox's cores and memory, grow its root disk",
+		Long: `Resize a RUNNING or STOPPED sandbox and print its configuration as read back
+from Proxmox. The root disk only grows, at once. On a running sandbox Proxmox
+applies cores (and memory, unless the VM has memory hotplug) at the next start:
+they are listed as pending; stop and start the sandbox to apply them.`,
+		Example: `  agentd sandbox resize demo --cores 8 --memory-mb 16384
+  agentd sandbox resize demo --disk-gb 80 --json`,
+		Args:              args("NAME|VMID|ID"),
+		ValidArgsFunction: completeSandboxes,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if req.Cores == 0 && req.MemoryMB == 0 && req.DiskGB == 0 {
+				return usagef("nothing to change: give --cores, --memory-mb or --disk-gb")
+			}
+			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				res, err := c.Resize(ctx, a[0], req)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), res)
+				}
+				pending := "-"
+				if len(res.Pending) > 0 {
+					pending = fmt.Sprintf("%v (applied at the next start)", res.Pending)
+				}
+				return kv(cmd.OutOrStdout(), [][2]string{{"Sandbox", res.Sandbox.Name}, {"State", string(res.Sandbox.State)},
+					{"Cores", fmt.Sprint(res.Cores)}, {"Memory", fmt.Sprintf("%d MiB", res.MemoryMB)},
+					{"Root disk", fmt.Sprintf("%d GiB", res.DiskGB)}, {"Pending", pending}})
+			})
+		},
+	}
+	cmd.Flags().IntVar(&req.Cores, "cores", 0, "number of cores")
+	cmd.Flags().IntVar(&req.MemoryMB, "memory-mb", 0, "memory in MiB")
+	cmd.Flags().IntVar(&req.DiskGB, "disk-gb", 0, "root disk size in GiB (grow only)")
+	return cmd
 }

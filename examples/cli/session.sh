@@ -27,6 +27,10 @@ run sandbox snapshot create demo clean-state --description "before the agent ran
 run sandbox snapshot list demo
 run sandbox snapshot restore demo clean-state --yes --start
 run sandbox snapshot delete demo clean-state
+# Hibernate frees the RAM and stops the lease clock; start resumes it.
+run sandbox hibernate demo
+run sandbox start demo
+run sandbox resize demo --cores 8 --memory-mb 8192 --disk-gb 60
 run sandbox stop demo
 run sandbox start demo
 run sandbox list --json

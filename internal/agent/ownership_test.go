@@ -324,6 +324,13 @@ func sandboxCases() []sbCase {
 			op: func(o *rig, sb *api.Sandbox) error { return o.c.DeleteSandboxSnapshot(tctx(o.t), sb.Name, "s1") }},
 		{name: "snapshot-list", answer: "not_owned", want: api.StateLost,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.SandboxSnapshots(tctx(o.t), sb.Name); return err }},
+		{name: "hibernate", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Hibernate(tctx(o.t), sb.Name); return err }},
+		{name: "resize", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.Resize(tctx(o.t), sb.Name, api.ResizeRequest{Cores: 8, DiskGB: 100})
+				return err
+			}},
 		// Database only: they must keep working, and touch nothing.
 		{name: "renew", ttl: "1h", answer: "ok", want: api.StateRunning,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Renew(tctx(o.t), sb.Name, "2h"); return err }},

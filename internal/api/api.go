@@ -49,13 +49,14 @@ var transitions = map[State][]State{
 	StateReady:        {StateRunning, StateFailed, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
 	StateRunning:      {StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
 	StateStopped:      {StateBooting, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
-	StateSuspended:    {StateRunning, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
-	StateCompleted:    {StateStopped, StateLost, StateDestroying, StateDestroyed},
-	StateFailed:       {StateLost, StateDestroying, StateDestroyed},
-	StateTimeout:      {StateLost, StateDestroying, StateDestroyed},
-	StateLost:         {StateDestroying, StateDestroyed},
-	StateDestroying:   {StateLost, StateDestroyed},
-	StateDestroyed:    nil,
+	// A hibernated sandbox resumes through the start path (BOOTING).
+	StateSuspended:  {StateBooting, StateRunning, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
+	StateCompleted:  {StateStopped, StateLost, StateDestroying, StateDestroyed},
+	StateFailed:     {StateLost, StateDestroying, StateDestroyed},
+	StateTimeout:    {StateLost, StateDestroying, StateDestroyed},
+	StateLost:       {StateDestroying, StateDestroyed},
+	StateDestroying: {StateLost, StateDestroyed},
+	StateDestroyed:  nil,
 }
 
 // CanTransition reports whether from → to is allowed.
@@ -105,8 +106,12 @@ type Sandbox struct {
 	Error          string     `json:"error,omitempty"`
 	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
 	LastUsedAt     *time.Time `json:"last_used_at,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	UpdatedAt      time.Time  `json:"updated_at"`
+	// PausedAt is when the sandbox was hibernated (SUSPENDED); its lease
+	// clock stands still from then until the resume, unless the agent's
+	// lease_counts_while_paused says otherwise.
+	PausedAt  *time.Time `json:"paused_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 // CreateSandboxRequest asks for a sandbox. TTL is a Go duration ("2h"); empty
@@ -674,4 +679,23 @@ type CreateSandboxSnapshotRequest struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	WithMemory  bool   `json:"with_memory,omitempty"`
+}
+
+// ResizeRequest changes a sandbox's resources; zero leaves one as it is.
+// The root disk only grows (Proxmox cannot shrink a disk).
+type ResizeRequest struct {
+	Cores    int `json:"cores,omitempty"`
+	MemoryMB int `json:"memory_mb,omitempty"`
+	DiskGB   int `json:"disk_gb,omitempty"`
+}
+
+// ResizeResult is the VM's configuration read back after a resize. Pending
+// names the changes a running VM takes only at its next start (cores always,
+// memory without memory hotplug); the disk grows at once.
+type ResizeResult struct {
+	Sandbox  Sandbox  `json:"sandbox"`
+	Cores    int      `json:"cores"`
+	MemoryMB int      `json:"memory_mb"`
+	DiskGB   int      `json:"disk_gb"`
+	Pending  []string `json:"pending"`
 }

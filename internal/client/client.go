@@ -284,6 +284,18 @@ func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest) (*ap
 	return &out, err
 }
 
+// Hibernate suspends a running sandbox to disk (SUSPENDED); Start resumes it.
+func (c *Client) Hibernate(ctx context.Context, ref string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "hibernate", nil)
+}
+
+// Resize changes a sandbox's cores and memory and grows its root disk.
+func (c *Client) Resize(ctx context.Context, ref string, req api.ResizeRequest) (*api.ResizeResult, error) {
+	var out api.ResizeResult
+	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/resize", req, &out)
+	return &out, err
+}
+
 // SandboxSnapshots lists a sandbox's snapshots, oldest first.
 func (c *Client) SandboxSnapshots(ctx context.Context, ref string) ([]api.SandboxSnapshot, error) {
 	var out api.SandboxSnapshotList

@@ -299,3 +299,8 @@ func (v *VM) Exec(ctx context.Context, argv []string, stdin string) (int, error)
 func (v *VM) ExecStatus(ctx context.Context, pid int) (*pve.ExecStatus, error) {
 	return v.pve.AgentExecStatus(ctx, v.proof.VMID, pid)
 }
+
+// Hibernate suspends the VM to disk, its vmstate on statestorage.
+func (v *VM) Hibernate(ctx context.Context, statestorage string) error {
+	return v.pve.Hibernate(ctx, v.proof.VMID, statestorage)
+}

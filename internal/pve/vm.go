@@ -387,3 +387,16 @@ func (c *Client) AgentFileWrite(ctx context.Context, vmid int, file string, cont
 	err := c.api.Post(ctx, c.vmPath(vmid, "/agent/file-write"), map[string]any{"file": file, "content": string(content)}, nil)
 	return wrap(fmt.Sprintf("write %s in the guest of VM %d", file, vmid), err)
 }
+
+// Hibernate suspends a running VM to disk (status/suspend with todisk): QEMU
+// writes the RAM to a vmstate volume on statestorage ("" lets PVE pick:
+// vmstatestorage, else the first disk's storage), the config gets
+// "lock: suspended" and the VM stops, freeing its memory. A start (or
+// status/resume) loads the state and frees the volume.
+func (c *Client) Hibernate(ctx context.Context, vmid int, statestorage string) error {
+	body := map[string]any{"todisk": 1}
+	if statestorage != "" {
+		body["statestorage"] = statestorage
+	}
+	return c.postTask(ctx, fmt.Sprintf("hibernate VM %d", vmid), c.vmPath(vmid, "/status/suspend"), body)
+}

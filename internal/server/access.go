@@ -14,6 +14,20 @@ func (s *Server) accessRoutes(add func(method, path string, h handler)) {
 	add("GET", "/v1/sandboxes/{ref}/snapshots/{name}", s.getSandboxSnapshot)
 	add("DELETE", "/v1/sandboxes/{ref}/snapshots/{name}", s.deleteSandboxSnapshot)
 	add("POST", "/v1/sandboxes/{ref}/snapshots/{name}/restore", s.restoreSandboxSnapshot)
+	add("POST", "/v1/sandboxes/{ref}/hibernate", s.op(s.mgr.Hibernate))
+	add("POST", "/v1/sandboxes/{ref}/resize", s.resize)
+}
+
+func (s *Server) resize(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.ResizeRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	res, err := s.mgr.Resize(r.Context(), r.PathValue("ref"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, res, nil
 }
 
 func (s *Server) exec(w http.ResponseWriter, r *http.Request) (int, any, error) {
