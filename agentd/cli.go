@@ -44,7 +44,10 @@ func addClientFlags(root *cobra.Command) {
 }
 
 func newClient() (*client.Client, error) {
-	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure}))
+	// The HTTP timeout only backs up --timeout, which bounds every command
+	// through its context (an exec may legitimately wait for minutes).
+	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure,
+		Timeout: g.timeout + 30*time.Second}))
 }
 
 // withClient runs fn with a client and a context bounded by --timeout.
@@ -111,7 +114,7 @@ func printSandbox(w io.Writer, s *api.Sandbox) error {
 	lines := [][2]string{{"Name", s.Name}, {"ID", s.ID}, {"State", string(s.State)}, {"Step", dash(s.Step)},
 		{"VMID", vmid}, {"Node", dash(s.Node)}, {"IP", dash(s.IP)}, {"Profile", s.Profile}, {"Workspace", dash(s.Workspace)},
 		{"Keepalive", fmt.Sprint(s.Keepalive)}, {"TTL", ttlString(s.TTLSeconds)}, {"Lease expires", fmtTime(s.LeaseExpiresAt)},
-		{"Last used", fmtTime(s.LastUsedAt)}, {"Tags", dash(strings.Join(s.Tags, ", "))},
+		{"Last used", fmtTime(s.LastUsedAt)}, {"Hibernated", fmtTime(s.PausedAt)}, {"Tags", dash(strings.Join(s.Tags, ", "))},
 		{"Created", fmtTime(&s.CreatedAt)}, {"Updated", fmtTime(&s.UpdatedAt)}, {"Error", dash(s.Error)}}
 	return kv(w, lines)
 }
@@ -127,3 +130,8 @@ func ttlString(secs int64) string {
 type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitStatus makes agentd exit with a command's own status, printing nothing.
+type exitStatus struct{ code int }
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code) }

@@ -15,6 +15,11 @@ func main() {
 	if err == nil {
 		return
 	}
+	var ec exitStatus
+	if errors.As(err, &ec) {
+		// The remote command's own status (exec, ssh): it said what it had to.
+		os.Exit(ec.code)
+	}
 	var ae *api.Error
 	if g.json && errors.As(err, &ae) {
 		_ = printJSON(os.Stdout, api.ErrorBody{Error: ae})

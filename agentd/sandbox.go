@@ -21,10 +21,12 @@ func newSandboxCmd() *cobra.Command {
 		Long: `Sandboxes are disposable VMs cloned from a profile's template. A sandbox is
 named; NAME, VMID or ID identify it in every command. States:
 REQUESTED → PROVISIONING → BOOTING → READY → RUNNING, then STOPPED,
-FAILED (see its error), TIMEOUT (lease expired) and DESTROYED.`,
+SUSPENDED (hibernated), FAILED (see its error), TIMEOUT (lease expired) and
+DESTROYED.`,
 	}
 	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
-		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd())
+		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd(),
+		sandboxExecCmd(), sandboxSnapshotCmd(), sandboxHibernateCmd(), sandboxResizeCmd())
 	return cmd
 }
 
@@ -171,7 +173,7 @@ func sandboxStartCmd() *cobra.Command {
 	var noWait bool
 	cmd := &cobra.Command{
 		Use:               "start NAME|VMID|ID",
-		Short:             "Start a STOPPED sandbox and wait until it runs",
+		Short:             "Start a STOPPED sandbox, or resume a hibernated one, and wait until it runs",
 		Args:              args("NAME|VMID|ID"),
 		ValidArgsFunction: completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {

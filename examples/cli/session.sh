@@ -16,6 +16,21 @@ run profile list
 run sandbox create --name demo --profile yolo-ephemeral --ttl 2h
 run sandbox list --filter state=RUNNING
 run sandbox lease renew demo --ttl 4h
+# In through the guest agent: no network path or SSH needed (agentd dev's
+# guest has a small built-in command set, see sandbox exec --help).
+run sandbox exec demo -- sh -c 'echo hello; uname -a'
+echo 'patch text' | run sandbox exec demo --stdin -- cat
+echo "\$ agentd sandbox exec demo -- sh -c 'exit 3'"
+"$AGENTD" sandbox exec demo -- sh -c 'exit 3' || echo "exit status $?"
+# Snapshots of the sandbox's VM (refused while a workspace is attached).
+run sandbox snapshot create demo clean-state --description "before the agent ran"
+run sandbox snapshot list demo
+run sandbox snapshot restore demo clean-state --yes --start
+run sandbox snapshot delete demo clean-state
+# Hibernate frees the RAM and stops the lease clock; start resumes it.
+run sandbox hibernate demo
+run sandbox start demo
+run sandbox resize demo --cores 8 --memory-mb 8192 --disk-gb 60
 run sandbox stop demo
 run sandbox start demo
 run sandbox list --json

@@ -305,6 +305,32 @@ func sandboxCases() []sbCase {
 			}},
 		{name: "detach-workspace", ws: "attached", answer: "not_owned", want: api.StateLost,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.DetachWorkspace(tctx(o.t), "ws"); return err }},
+		{name: "exec", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.Exec(tctx(o.t), sb.Name, api.ExecRequest{Command: []string{"true"}})
+				return err
+			}},
+		{name: "snapshot-create", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.CreateSandboxSnapshot(tctx(o.t), sb.Name, api.CreateSandboxSnapshotRequest{Name: "s1"})
+				return err
+			}},
+		{name: "snapshot-restore", stopped: true, answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.RestoreSandboxSnapshot(tctx(o.t), sb.Name, "s1")
+				return err
+			}},
+		{name: "snapshot-delete", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error { return o.c.DeleteSandboxSnapshot(tctx(o.t), sb.Name, "s1") }},
+		{name: "snapshot-list", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.SandboxSnapshots(tctx(o.t), sb.Name); return err }},
+		{name: "hibernate", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Hibernate(tctx(o.t), sb.Name); return err }},
+		{name: "resize", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.Resize(tctx(o.t), sb.Name, api.ResizeRequest{Cores: 8, DiskGB: 100})
+				return err
+			}},
 		// Database only: they must keep working, and touch nothing.
 		{name: "renew", ttl: "1h", answer: "ok", want: api.StateRunning,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Renew(tctx(o.t), sb.Name, "2h"); return err }},

@@ -49,13 +49,14 @@ var transitions = map[State][]State{
 	StateReady:        {StateRunning, StateFailed, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
 	StateRunning:      {StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
 	StateStopped:      {StateBooting, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
-	StateSuspended:    {StateRunning, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
-	StateCompleted:    {StateStopped, StateLost, StateDestroying, StateDestroyed},
-	StateFailed:       {StateLost, StateDestroying, StateDestroyed},
-	StateTimeout:      {StateLost, StateDestroying, StateDestroyed},
-	StateLost:         {StateDestroying, StateDestroyed},
-	StateDestroying:   {StateLost, StateDestroyed},
-	StateDestroyed:    nil,
+	// A hibernated sandbox resumes through the start path (BOOTING).
+	StateSuspended:  {StateBooting, StateRunning, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
+	StateCompleted:  {StateStopped, StateLost, StateDestroying, StateDestroyed},
+	StateFailed:     {StateLost, StateDestroying, StateDestroyed},
+	StateTimeout:    {StateLost, StateDestroying, StateDestroyed},
+	StateLost:       {StateDestroying, StateDestroyed},
+	StateDestroying: {StateLost, StateDestroyed},
+	StateDestroyed:  nil,
 }
 
 // CanTransition reports whether from → to is allowed.
@@ -105,8 +106,12 @@ type Sandbox struct {
 	Error          string     `json:"error,omitempty"`
 	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
 	LastUsedAt     *time.Time `json:"last_used_at,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	UpdatedAt      time.Time  `json:"updated_at"`
+	// PausedAt is when the sandbox was hibernated (SUSPENDED); its lease
+	// clock stands still from then until the resume, unless the agent's
+	// lease_counts_while_paused says otherwise.
+	PausedAt  *time.Time `json:"paused_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 // CreateSandboxRequest asks for a sandbox. TTL is a Go duration ("2h"); empty
@@ -612,3 +617,88 @@ const (
 	CodeArtifactNotFound Code = "artifact_not_found"
 	CodeForbidden        Code = "forbidden"
 )
+
+// ExecMaxStdin is the most stdin an exec can carry: PVE's limit on
+// agent/exec's input-data.
+const ExecMaxStdin = 64 << 10
+
+// ExecRequest runs a program in a sandbox through the QEMU guest agent.
+// Command is argv (no shell: wrap in ["sh","-c",…] for one); Stdin is the
+// process's standard input (UTF-8 text, at most ExecMaxStdin bytes).
+// TimeoutSeconds bounds the wait (default 60, at most 3600).
+type ExecRequest struct {
+	Command        []string `json:"command"`
+	Stdin          string   `json:"stdin,omitempty"`
+	TimeoutSeconds int      `json:"timeout_seconds,omitempty"`
+}
+
+// ExecResult is how the command ended. The guest agent hands the output over
+// only once the process has exited, so it arrives whole, never streamed.
+// TimedOut: the process was still running when the timeout ended; the guest
+// agent cannot stop it, so it runs on in the guest as PID.
+type ExecResult struct {
+	PID             int     `json:"pid"`
+	Exited          bool    `json:"exited"`
+	ExitCode        *int    `json:"exit_code,omitempty"`
+	Signal          *int    `json:"signal,omitempty"`
+	Stdout          string  `json:"stdout"`
+	Stderr          string  `json:"stderr"`
+	StdoutTruncated bool    `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool    `json:"stderr_truncated,omitempty"`
+	TimedOut        bool    `json:"timed_out,omitempty"`
+	DurationMS      float64 `json:"duration_ms"`
+}
+
+// Guest access error codes.
+const (
+	// CodeExecFailed: the guest could not start the program (not found, not
+	// executable); nothing ran.
+	CodeExecFailed Code = "exec_failed"
+	// CodeGuestAgent: the sandbox's QEMU guest agent is not configured or
+	// does not answer.
+	CodeGuestAgent Code = "guest_agent_unavailable"
+)
+
+// SandboxSnapshot is a Proxmox snapshot of a sandbox's VM.
+type SandboxSnapshot struct {
+	Sandbox     string `json:"sandbox"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// WithMemory: the snapshot holds the RAM too (PVE's vmstate); a restore
+	// resumes the VM where it was instead of leaving it stopped.
+	WithMemory bool      `json:"with_memory"`
+	Parent     string    `json:"parent,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// SandboxSnapshotList is the list response, oldest first.
+type SandboxSnapshotList struct {
+	Snapshots []SandboxSnapshot `json:"snapshots"`
+}
+
+// CreateSandboxSnapshotRequest names a new sandbox snapshot; WithMemory also
+// saves the RAM of a running sandbox.
+type CreateSandboxSnapshotRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	WithMemory  bool   `json:"with_memory,omitempty"`
+}
+
+// ResizeRequest changes a sandbox's resources; zero leaves one as it is.
+// The root disk only grows (Proxmox cannot shrink a disk).
+type ResizeRequest struct {
+	Cores    int `json:"cores,omitempty"`
+	MemoryMB int `json:"memory_mb,omitempty"`
+	DiskGB   int `json:"disk_gb,omitempty"`
+}
+
+// ResizeResult is the VM's configuration read back after a resize. Pending
+// names the changes a running VM takes only at its next start (cores always,
+// memory without memory hotplug); the disk grows at once.
+type ResizeResult struct {
+	Sandbox  Sandbox  `json:"sandbox"`
+	Cores    int      `json:"cores"`
+	MemoryMB int      `json:"memory_mb"`
+	DiskGB   int      `json:"disk_gb"`
+	Pending  []string `json:"pending"`
+}

@@ -277,6 +277,50 @@ func (c *Client) Renew(ctx context.Context, ref, ttl string) (*api.Sandbox, erro
 	return c.sandboxOp(ctx, ref, "lease/renew", api.RenewRequest{TTL: ttl})
 }
 
+// Exec runs a command in a sandbox through the guest agent and waits for it.
+func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest) (*api.ExecResult, error) {
+	var out api.ExecResult
+	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/exec", req, &out)
+	return &out, err
+}
+
+// Hibernate suspends a running sandbox to disk (SUSPENDED); Start resumes it.
+func (c *Client) Hibernate(ctx context.Context, ref string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "hibernate", nil)
+}
+
+// Resize changes a sandbox's cores and memory and grows its root disk.
+func (c *Client) Resize(ctx context.Context, ref string, req api.ResizeRequest) (*api.ResizeResult, error) {
+	var out api.ResizeResult
+	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/resize", req, &out)
+	return &out, err
+}
+
+// SandboxSnapshots lists a sandbox's snapshots, oldest first.
+func (c *Client) SandboxSnapshots(ctx context.Context, ref string) ([]api.SandboxSnapshot, error) {
+	var out api.SandboxSnapshotList
+	err := c.Do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(ref)+"/snapshots", nil, &out)
+	return out.Snapshots, err
+}
+
+// CreateSandboxSnapshot snapshots a sandbox.
+func (c *Client) CreateSandboxSnapshot(ctx context.Context, ref string, req api.CreateSandboxSnapshotRequest) (*api.SandboxSnapshot, error) {
+	var out api.SandboxSnapshot
+	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/snapshots", req, &out)
+	return &out, err
+}
+
+// RestoreSandboxSnapshot rolls a sandbox back to a snapshot and returns the
+// sandbox (STOPPED after a disk-only snapshot).
+func (c *Client) RestoreSandboxSnapshot(ctx context.Context, ref, name string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "snapshots/"+url.PathEscape(name)+"/restore", nil)
+}
+
+// DeleteSandboxSnapshot removes a snapshot of a sandbox.
+func (c *Client) DeleteSandboxSnapshot(ctx context.Context, ref, name string) error {
+	return c.Do(ctx, "DELETE", "/v1/sandboxes/"+url.PathEscape(ref)+"/snapshots/"+url.PathEscape(name), nil, nil)
+}
+
 // Prune destroys FAILED and TIMEOUT sandboxes.
 func (c *Client) Prune(ctx context.Context) (*api.PruneResult, error) {
 	var r api.PruneResult

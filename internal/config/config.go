@@ -99,10 +99,13 @@ type Config struct {
 	IdleStopMinutesDefault int           `yaml:"idle_stop_minutes_default"`
 	IdleStopCPUThreshold   float64       `yaml:"idle_stop_cpu_threshold"`
 
-	ReconcileInterval  time.Duration `yaml:"reconcile_interval"`
-	LeaseGCInterval    time.Duration `yaml:"lease_gc_interval"`
-	EventRetention     time.Duration `yaml:"event_retention"`
-	DestroyedRetention time.Duration `yaml:"destroyed_retention"`
+	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
+	LeaseGCInterval   time.Duration `yaml:"lease_gc_interval"`
+	// LeaseCountsWhilePaused: a hibernated (SUSPENDED) sandbox's lease runs
+	// on; false (the default) stops the clock until it is resumed.
+	LeaseCountsWhilePaused bool          `yaml:"lease_counts_while_paused"`
+	EventRetention         time.Duration `yaml:"event_retention"`
+	DestroyedRetention     time.Duration `yaml:"destroyed_retention"`
 
 	// Set in code only (agentd dev): the secret itself and the CA as PEM.
 	ProxmoxTokenSecret string `yaml:"-"`

@@ -269,6 +269,11 @@ func (v *VM) CreateSnapshot(ctx context.Context, name, description string) error
 	return v.pve.CreateSnapshot(ctx, v.proof.VMID, name, description)
 }
 
+// SnapshotVM snapshots the VM's disks and, with vmstate, its RAM.
+func (v *VM) SnapshotVM(ctx context.Context, name, description string, vmstate bool) error {
+	return v.pve.CreateVMSnapshot(ctx, v.proof.VMID, name, description, vmstate)
+}
+
 // Rollback rolls the VM's disks back to a snapshot.
 func (v *VM) Rollback(ctx context.Context, name string) error {
 	return v.pve.Rollback(ctx, v.proof.VMID, name)
@@ -282,4 +287,20 @@ func (v *VM) DeleteSnapshot(ctx context.Context, name string) error {
 // CloneTo copies this (proven) VM into a new object's VM.
 func (v *VM) CloneTo(ctx context.Context, g *Guard, p Proof, o pve.CloneOptions) error {
 	return g.Clone(ctx, v.proof.VMID, p, o)
+}
+
+// Exec starts argv in the guest through the QEMU guest agent: a write, since
+// it runs code in the VM.
+func (v *VM) Exec(ctx context.Context, argv []string, stdin string) (int, error) {
+	return v.pve.AgentExec(ctx, v.proof.VMID, argv, stdin)
+}
+
+// ExecStatus reads a process Exec started.
+func (v *VM) ExecStatus(ctx context.Context, pid int) (*pve.ExecStatus, error) {
+	return v.pve.AgentExecStatus(ctx, v.proof.VMID, pid)
+}
+
+// Hibernate suspends the VM to disk, its vmstate on statestorage.
+func (v *VM) Hibernate(ctx context.Context, statestorage string) error {
+	return v.pve.Hibernate(ctx, v.proof.VMID, statestorage)
 }

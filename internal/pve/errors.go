@@ -12,22 +12,25 @@ import (
 // Typed errors. Proxmox reports almost everything as "500 <message>" (there is no
 // not-found status for VMs), so classification is by message, here and nowhere else.
 var (
-	ErrNotFound            = errors.New("not found")
-	ErrLocked              = errors.New("locked")
-	ErrExists              = errors.New("already exists")
-	ErrRunning             = errors.New("VM is running")
-	ErrNotRunning          = errors.New("VM is not running")
-	ErrAgentNotConfigured  = errors.New("guest agent not configured")
-	ErrAgentNotRunning     = errors.New("guest agent not running")
-	ErrAgentTimeout        = errors.New("guest agent timed out")
-	ErrUnsupported         = errors.New("not supported by storage")
-	ErrBadRequest          = errors.New("parameter verification failed")
-	ErrNotAuthorized       = errors.New("not authorized")
-	ErrUnavailable         = errors.New("proxmox unavailable")
-	ErrTimeout             = errors.New("timed out")
-	ErrNotImplemented      = errors.New("not implemented by proxmox")
-	ErrSnapshotNotRecent   = errors.New("snapshot is not the most recent")
-	ErrShrinkNotSupported  = errors.New("disk cannot shrink")
+	ErrNotFound           = errors.New("not found")
+	ErrLocked             = errors.New("locked")
+	ErrExists             = errors.New("already exists")
+	ErrRunning            = errors.New("VM is running")
+	ErrNotRunning         = errors.New("VM is not running")
+	ErrAgentNotConfigured = errors.New("guest agent not configured")
+	ErrAgentNotRunning    = errors.New("guest agent not running")
+	ErrAgentTimeout       = errors.New("guest agent timed out")
+	ErrUnsupported        = errors.New("not supported by storage")
+	ErrBadRequest         = errors.New("parameter verification failed")
+	ErrNotAuthorized      = errors.New("not authorized")
+	ErrUnavailable        = errors.New("proxmox unavailable")
+	ErrTimeout            = errors.New("timed out")
+	ErrNotImplemented     = errors.New("not implemented by proxmox")
+	ErrSnapshotNotRecent  = errors.New("snapshot is not the most recent")
+	ErrShrinkNotSupported = errors.New("disk cannot shrink")
+	// ErrExecFailed: the guest agent could not spawn the program (missing,
+	// not executable); the command never ran.
+	ErrExecFailed          = errors.New("guest could not run the program")
 	errTaskWithoutIdentity = errors.New("task without UPID")
 )
 
@@ -56,6 +59,8 @@ var rules = []struct {
 	{"VM is locked (", ErrLocked},
 	{"can't lock file", ErrLocked},
 	{"No QEMU guest agent configured", ErrAgentNotConfigured},
+	{"Failed to execute child process", ErrExecFailed},
+	{"Invalid parameter 'pid'", ErrNotFound},
 	{"QEMU guest agent is not running", ErrAgentNotRunning},
 	{"qmp command 'guest-", ErrAgentTimeout},
 	{"is not most recent snapshot", ErrSnapshotNotRecent},

@@ -308,13 +308,24 @@ type Snapshot struct {
 	Description string
 	Time        time.Time
 	Parent      string
+	// VMState: the snapshot holds the RAM too (a rollback resumes the VM).
+	VMState bool
 }
 
 // CreateSnapshot snapshots every disk of vmid. The description needs a raw request.
 func (c *Client) CreateSnapshot(ctx context.Context, vmid int, name, description string) error {
+	return c.CreateVMSnapshot(ctx, vmid, name, description, false)
+}
+
+// CreateVMSnapshot is CreateSnapshot that, with vmstate, also saves the RAM
+// of a running VM (PVE ignores vmstate for a stopped one).
+func (c *Client) CreateVMSnapshot(ctx context.Context, vmid int, name, description string, vmstate bool) error {
 	body := map[string]any{"snapname": name}
 	if description != "" {
 		body["description"] = description
+	}
+	if vmstate {
+		body["vmstate"] = 1
 	}
 	return c.postTask(ctx, fmt.Sprintf("snapshot VM %d as %s", vmid, name), c.vmPath(vmid, "/snapshot"), body)
 }
@@ -330,7 +341,7 @@ func (c *Client) Snapshots(ctx context.Context, vmid int) ([]Snapshot, error) {
 		if s.Name == "current" {
 			continue
 		}
-		out = append(out, Snapshot{Name: s.Name, Description: s.Description, Time: time.Unix(int64(s.Snaptime), 0), Parent: s.Parent})
+		out = append(out, Snapshot{Name: s.Name, Description: s.Description, Time: time.Unix(int64(s.Snaptime), 0), Parent: s.Parent, VMState: s.Vmstate == 1})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out, nil
@@ -375,4 +386,17 @@ func (c *Client) IDFree(ctx context.Context, vmid int) (bool, error) {
 func (c *Client) AgentFileWrite(ctx context.Context, vmid int, file string, content []byte) error {
 	err := c.api.Post(ctx, c.vmPath(vmid, "/agent/file-write"), map[string]any{"file": file, "content": string(content)}, nil)
 	return wrap(fmt.Sprintf("write %s in the guest of VM %d", file, vmid), err)
+}
+
+// Hibernate suspends a running VM to disk (status/suspend with todisk): QEMU
+// writes the RAM to a vmstate volume on statestorage ("" lets PVE pick:
+// vmstatestorage, else the first disk's storage), the config gets
+// "lock: suspended" and the VM stops, freeing its memory. A start (or
+// status/resume) loads the state and frees the volume.
+func (c *Client) Hibernate(ctx context.Context, vmid int, statestorage string) error {
+	body := map[string]any{"todisk": 1}
+	if statestorage != "" {
+		body["statestorage"] = statestorage
+	}
+	return c.postTask(ctx, fmt.Sprintf("hibernate VM %d", vmid), c.vmPath(vmid, "/status/suspend"), body)
 }

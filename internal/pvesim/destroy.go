@@ -54,6 +54,13 @@ func (s *Sim) destroyVM(req *request) (any, error) {
 					owned[sid+":"+vn] = true
 				}
 			})
+			// destroy_vm's foreach_volume_full has extra_keys => ['vmstate']:
+			// a hibernated VM's RAM state goes with it.
+			if vs, ok := c.get("vmstate"); ok {
+				if sid, vn, ok := strings.Cut(vs, ":"); ok && ownerOf(vn) == v.id {
+					owned[sid+":"+vn] = true
+				}
+			}
 		}
 		collect(v.conf)
 		for _, sn := range v.snapshots {

@@ -58,6 +58,9 @@ type Options struct {
 	// RequestLog receives one JSON line per request (reqlog.go); nil: no log.
 	RequestLog io.Writer
 	Now        func() time.Time
+	// ExecOutputLimit is the guest agent's capture limit per output stream of
+	// agent/exec (qga's 16 MiB when 0); tests lower it to see truncation.
+	ExecOutputLimit int
 }
 
 // Sim is a running simulator.

@@ -131,7 +131,9 @@ func (s *Sim) createSnapshot(req *request) (any, error) {
 			}
 		}
 		sn := &snapshot{name: name, conf: v.conf.clone(), snaptime: s.now().Unix(),
-			description: req.str("description"), parent: v.parent, snapstate: "prepare", vmstate: req.boolv("vmstate")}
+			description: req.str("description"), parent: v.parent, snapstate: "prepare",
+			// qemu-server saves the RAM only of a running VM ($running in snapshot_create).
+			vmstate: req.boolv("vmstate") && v.running}
 		v.snapshots[name] = sn
 		v.snapOrder = append(v.snapOrder, name)
 		v.conf.set("lock", "snapshot")

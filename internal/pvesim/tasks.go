@@ -21,6 +21,8 @@ func RealisticDurations() Durations {
 		"qmshutdown": 5 * time.Second, "qmdestroy": 2 * time.Second, "qmsnapshot": time.Second,
 		"qmrollback": 2 * time.Second, "qmdelsnapshot": time.Second, "resize": 500 * time.Millisecond,
 		"qmmove": 500 * time.Millisecond, "qmconfig": 200 * time.Millisecond, "imgdel": 500 * time.Millisecond,
+		// Writing and reading a few GiB of RAM state.
+		"qmsuspend": 4 * time.Second, "qmresume": 3 * time.Second,
 	}}
 }
 

@@ -46,6 +46,9 @@ func (m *Manager) LeaseGC(ctx context.Context) error {
 		if sb.LeaseExpiresAt == nil || sb.LeaseExpiresAt.After(now) || m.busy(sb.ID) {
 			continue
 		}
+		if sb.State == api.StateSuspended && !m.opts.LeaseCountsWhilePaused {
+			continue // the clock stands still while it is hibernated
+		}
 		cur, unlock, ok := m.relock(ctx, sb)
 		if !ok {
 			continue

@@ -48,6 +48,9 @@ type Options struct {
 	IPPoll time.Duration
 	Now    func() time.Time
 
+	// LeaseCountsWhilePaused lets the lease of a hibernated sandbox run on.
+	LeaseCountsWhilePaused bool
+
 	// Idle auto-stop.
 	IdleStopEnabled        bool
 	IdleStopMinutesDefault int

@@ -61,7 +61,9 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return err
 		}
-		if v != nil {
+		// A hibernated VM (lock: suspended, for good) cannot be stopped, and
+		// need not be: it is not running, and destroy purges its vmstate.
+		if v != nil && v.Config["vmstate"] == nil {
 			// A clone interrupted by a cancel or a crash may still hold lock=clone.
 			if err := m.waitUnlocked(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
 				return err
@@ -69,6 +71,8 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox) error {
 			if err := v.Stop(ctx); err != nil && !errors.Is(err, pve.ErrNotFound) {
 				return err
 			}
+		}
+		if v != nil {
 			if err := v.Destroy(ctx); err != nil && !errors.Is(err, pve.ErrNotFound) {
 				return err
 			}
@@ -162,9 +166,9 @@ func (m *Manager) markStarting(ctx context.Context, sb *store.Sandbox) (start bo
 	switch sb.State {
 	case api.StateRunning, api.StateBooting, api.StateReady:
 		return false, nil
-	case api.StateStopped:
+	case api.StateStopped, api.StateSuspended:
 	default:
-		return false, invalidState(sb, "start", api.StateStopped)
+		return false, invalidState(sb, "start", api.StateStopped, api.StateSuspended)
 	}
 	v, err := m.vm(ctx, sb)
 	if errors.Is(err, owner.ErrNotOwned) {
@@ -177,7 +181,16 @@ func (m *Manager) markStarting(ctx context.Context, sb *store.Sandbox) (start bo
 		return false, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot start sandbox %s: its VM %d no longer exists (reconcile retires the row)", sb.Name, sb.VMID)
 	}
 	sb.Step, sb.Error = stepRestart, ""
-	if err := m.save(ctx, sb, api.StateBooting, "sandbox.start", "start requested"); err != nil {
+	msg := "start requested"
+	if sb.State == api.StateSuspended {
+		// PVE's start of a hibernated VM loads its RAM from the vmstate
+		// volume and frees it; the BOOTING path then waits for the guest.
+		msg = "resume from hibernation requested"
+		if a, err := m.store.Address(ctx, sb.ID); err == nil {
+			sb.IP = a.String()
+		}
+	}
+	if err := m.save(ctx, sb, api.StateBooting, "sandbox.start", msg); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -227,6 +240,13 @@ func (m *Manager) stopLocked(sb *store.Sandbox, kind, msg string) (*store.Sandbo
 	}
 	if err != nil {
 		return nil, proxmoxError("stop", sb, err)
+	}
+	if v != nil && sb.State == api.StateSuspended {
+		// A hibernated VM is locked (suspended) and cannot be stopped as it
+		// is; a start resumes it (and frees its vmstate), then it shuts down.
+		if err := v.Start(wctx); err != nil && !errors.Is(err, pve.ErrRunning) {
+			return nil, proxmoxError("stop", sb, err)
+		}
 	}
 	if v != nil {
 		if err := v.Shutdown(wctx, m.opts.ShutdownTimeout); err != nil && !errors.Is(err, pve.ErrNotFound) {

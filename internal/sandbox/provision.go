@@ -104,6 +104,7 @@ func (m *Manager) commit(ctx context.Context, sb *store.Sandbox, to api.State, k
 		return fmt.Errorf("sandbox %s is %s now: %w", sb.Name, cur.State, store.ErrStale)
 	}
 	cur.Step, cur.VMID, cur.IP, cur.Error, cur.LeaseExpiresAt = sb.Step, sb.VMID, sb.IP, sb.Error, sb.LeaseExpiresAt
+	cur.PausedAt = sb.PausedAt
 	if cur.State == to {
 		err = m.store.Save(ctx, cur, cur.State, store.Event{Kind: kind, Message: msg})
 	} else {
@@ -119,8 +120,12 @@ func (m *Manager) commit(ctx context.Context, sb *store.Sandbox, to api.State, k
 func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kind, msg string) error {
 	from := sb.State
 	sb.State = to
+	paused := sb.PausedAt
+	if to == api.StateStopped || to.Terminal() {
+		sb.PausedAt = nil // the hibernation state is gone with the VM's run
+	}
 	if err := m.store.Save(ctx, sb, from, store.Event{Kind: kind, Message: msg}); err != nil {
-		sb.State = from
+		sb.State, sb.PausedAt = from, paused
 		return err
 	}
 	m.opts.Metrics.Transition(string(from), string(to))
@@ -349,13 +354,26 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 	}
 	if sb.State == api.StateReady {
 		now := m.now()
-		sb.LeaseExpiresAt = nil
-		if sb.TTLSeconds > 0 {
-			exp := now.Add(time.Duration(sb.TTLSeconds) * time.Second).UTC()
-			sb.LeaseExpiresAt = &exp
+		msg := "running"
+		if sb.PausedAt != nil {
+			// Resumed from hibernation: the lease stood still while it slept
+			// (unless lease_counts_while_paused), so it moves on by that long.
+			paused := now.Sub(*sb.PausedAt)
+			if sb.LeaseExpiresAt != nil && !m.opts.LeaseCountsWhilePaused {
+				exp := sb.LeaseExpiresAt.Add(paused).UTC()
+				sb.LeaseExpiresAt = &exp
+			}
+			msg = fmt.Sprintf("running, resumed after %s hibernated", paused.Round(time.Second))
+			sb.PausedAt = nil
+		} else {
+			sb.LeaseExpiresAt = nil
+			if sb.TTLSeconds > 0 {
+				exp := now.Add(time.Duration(sb.TTLSeconds) * time.Second).UTC()
+				sb.LeaseExpiresAt = &exp
+			}
 		}
 		sb.Error, sb.Step = "", ""
-		if err := m.commit(ctx, sb, api.StateRunning, "sandbox.state", "running"); err != nil {
+		if err := m.commit(ctx, sb, api.StateRunning, "sandbox.state", msg); err != nil {
 			return &stepError{step: "running", err: err}
 		}
 	}

@@ -87,6 +87,7 @@ func (s *Server) routes() {
 	add("GET", "/v1/sandboxes/{ref}/events", s.sandboxEvents)
 	add("GET", "/v1/events", s.events)
 	s.workspaceRoutes(add)
+	s.accessRoutes(add)
 }
 
 // ServeHTTP serves trusted clients (the Unix socket). Unmatched requests get
@@ -187,11 +188,17 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 // decode reads a JSON body strictly: size-limited, field names matched
 // case-sensitively, duplicate and unknown keys rejected, one value only. An empty body decodes as {} when optional.
 func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	return decodeMax(w, r, v, optional, MaxBody)
+}
+
+// decodeMax is decode with its own size limit (exec carries up to 64 KiB of
+// stdin, which JSON escaping can grow).
+func decodeMax(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, "request body exceeds %d bytes", MaxBody)
+			return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, "request body exceeds %d bytes", limit)
 		}
 		return api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "read body: %v", err)
 	}

@@ -196,6 +196,9 @@ CREATE TRIGGER addresses_release AFTER UPDATE OF vm_gone ON issued WHEN NEW.vm_g
 END;
 ALTER TABLE tokens ADD COLUMN bound_ip TEXT NOT NULL DEFAULT '';
 `},
+	{7, "hibernated sandboxes remember when they were paused", `
+ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
@@ -332,7 +335,7 @@ type Sandbox struct {
 }
 
 const sandboxCols = `id, name, profile, state, step, vmid, node, ip, workspace, keepalive, ttl_seconds, tags,
-	error, request, lease_expires_at, last_used_at, created_at, updated_at`
+	error, request, lease_expires_at, last_used_at, created_at, updated_at, paused_at`
 
 func ms(t *time.Time) any {
 	if t == nil || t.IsZero() {
@@ -353,12 +356,12 @@ type scanner interface{ Scan(...any) error }
 
 func scanSandbox(r scanner) (*Sandbox, error) {
 	var sb Sandbox
-	var vmid, lease, used sql.NullInt64
+	var vmid, lease, used, paused sql.NullInt64
 	var created, updated int64
 	var tags string
 	var keep int
 	err := r.Scan(&sb.ID, &sb.Name, &sb.Profile, &sb.State, &sb.Step, &vmid, &sb.Node, &sb.IP, &sb.Workspace,
-		&keep, &sb.TTLSeconds, &tags, &sb.Error, &sb.Request, &lease, &used, &created, &updated)
+		&keep, &sb.TTLSeconds, &tags, &sb.Error, &sb.Request, &lease, &used, &created, &updated, &paused)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -373,7 +376,7 @@ func scanSandbox(r scanner) (*Sandbox, error) {
 	if sb.Tags == nil {
 		sb.Tags = []string{}
 	}
-	sb.LeaseExpiresAt, sb.LastUsedAt = fromMS(lease), fromMS(used)
+	sb.LeaseExpiresAt, sb.LastUsedAt, sb.PausedAt = fromMS(lease), fromMS(used), fromMS(paused)
 	sb.CreatedAt, sb.UpdatedAt = time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
 	return &sb, nil
 }
@@ -424,10 +427,10 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 	}
 	tags, _ := json.Marshal(sb.Tags)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			sb.ID, sb.Name, sb.Profile, string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace,
 			boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Error, sb.Request, ms(sb.LeaseExpiresAt),
-			ms(sb.LastUsedAt), now.UnixMilli(), now.UnixMilli())
+			ms(sb.LastUsedAt), now.UnixMilli(), now.UnixMilli(), ms(sb.PausedAt))
 		if isUnique(err) {
 			return ErrConflict
 		}
@@ -474,11 +477,11 @@ func (s *Store) Save(ctx context.Context, sb *Sandbox, expect api.State, ev Even
 	tags, _ := json.Marshal(sb.Tags)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET state=?, step=?, vmid=?, node=?, ip=?, workspace=?,
-			keepalive=?, ttl_seconds=?, tags=?, error=?, lease_expires_at=?, last_used_at=?, updated_at=?
+			keepalive=?, ttl_seconds=?, tags=?, error=?, lease_expires_at=?, last_used_at=?, updated_at=?, paused_at=?
 			WHERE id=? AND state=?`,
 			string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace, boolInt(sb.Keepalive),
 			sb.TTLSeconds, string(tags), sb.Error, ms(sb.LeaseExpiresAt), ms(sb.LastUsedAt), now.UnixMilli(),
-			sb.ID, string(expect))
+			ms(sb.PausedAt), sb.ID, string(expect))
 		if isUnique(err) {
 			return ErrConflict
 		}

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+)
+
+// Routes for working inside a sandbox: exec, snapshots, hibernate, resize.
+func (s *Server) accessRoutes(add func(method, path string, h handler)) {
+	add("POST", "/v1/sandboxes/{ref}/exec", s.exec)
+	add("GET", "/v1/sandboxes/{ref}/snapshots", s.listSandboxSnapshots)
+	add("POST", "/v1/sandboxes/{ref}/snapshots", s.createSandboxSnapshot)
+	add("GET", "/v1/sandboxes/{ref}/snapshots/{name}", s.getSandboxSnapshot)
+	add("DELETE", "/v1/sandboxes/{ref}/snapshots/{name}", s.deleteSandboxSnapshot)
+	add("POST", "/v1/sandboxes/{ref}/snapshots/{name}/restore", s.restoreSandboxSnapshot)
+	add("POST", "/v1/sandboxes/{ref}/hibernate", s.op(s.mgr.Hibernate))
+	add("POST", "/v1/sandboxes/{ref}/resize", s.resize)
+}
+
+func (s *Server) resize(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.ResizeRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	res, err := s.mgr.Resize(r.Context(), r.PathValue("ref"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, res, nil
+}
+
+func (s *Server) exec(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.ExecRequest
+	if err := decodeMax(w, r, &req, false, 8*api.ExecMaxStdin); err != nil {
+		return 0, nil, err
+	}
+	res, err := s.mgr.Exec(r.Context(), r.PathValue("ref"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, res, nil
+}
+
+func (s *Server) listSandboxSnapshots(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	snaps, err := s.mgr.Snapshots(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, api.SandboxSnapshotList{Snapshots: snaps}, nil
+}
+
+func (s *Server) getSandboxSnapshot(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	snaps, err := s.mgr.Snapshots(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, sn := range snaps {
+		if sn.Name == r.PathValue("name") {
+			return 200, sn, nil
+		}
+	}
+	return 0, nil, api.Errorf(http.StatusNotFound, api.CodeSnapshotNotFound, "sandbox %s has no snapshot %q", r.PathValue("ref"), r.PathValue("name"))
+}
+
+func (s *Server) createSandboxSnapshot(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.CreateSandboxSnapshotRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	sn, err := s.mgr.CreateSnapshot(r.Context(), r.PathValue("ref"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 201, sn, nil
+}
+
+func (s *Server) deleteSandboxSnapshot(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	if err := s.mgr.DeleteSnapshot(r.Context(), r.PathValue("ref"), r.PathValue("name")); err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]string{"deleted": r.PathValue("name")}, nil
+}
+
+func (s *Server) restoreSandboxSnapshot(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var empty struct{}
+	if err := decode(w, r, &empty, true); err != nil {
+		return 0, nil, err
+	}
+	sb, err := s.mgr.RestoreSnapshot(r.Context(), r.PathValue("ref"), r.PathValue("name"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, sb.Sandbox, nil
+}
