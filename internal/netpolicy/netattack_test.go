@@ -187,7 +187,7 @@ func TestFramesThatAreNotThemselves(t *testing.T) {
 		defer host.mu.Unlock()
 		return host.seen[token]
 	}
-	wire := newTap(t, l.rtr, "vmbr1")    // what the bridge passes up to the host
+	wire := newTap(t, l.rtr, "vmbr1")      // what the bridge passes up to the host
 	wireB := newTap(t, l.sbx["B"], "eth0") // what reaches B's port
 	// toHost sends a UDP datagram to the host service in a frame built by hand.
 	toHost := func(ns, srcMAC, dstMAC, src string, tags [][2]uint16, etype uint16) bool {
@@ -278,7 +278,9 @@ func TestFramesThatAreNotThemselves(t *testing.T) {
 		{"QinQ (802.1ad + 802.1Q), own MAC and IP → host", func() bool {
 			return toHost(l.sbx["A"], macA, l.hostMAC, A, [][2]uint16{{0x88a8, 7}, {0x8100, 5}}, 0x0800)
 		}, true},
-		{"802.1Q-tagged, spoofed source → host", func() bool { return toHost(l.sbx["A"], macA, l.hostMAC, "10.77.0.99", [][2]uint16{{0x8100, 5}}, 0x0800) }, true},
+		{"802.1Q-tagged, spoofed source → host", func() bool {
+			return toHost(l.sbx["A"], macA, l.hostMAC, "10.77.0.99", [][2]uint16{{0x8100, 5}}, 0x0800)
+		}, true},
 		{"ethertype 0x88b5 broadcast", other(0x88b5, "ff:ff:ff:ff:ff:ff"), true},
 		{"PPPoE discovery (0x8863) broadcast", other(0x8863, "ff:ff:ff:ff:ff:ff"), true},
 		{"802.3 length frame (LLC) broadcast", other(0x0020, "ff:ff:ff:ff:ff:ff"), true},
