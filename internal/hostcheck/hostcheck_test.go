@@ -48,6 +48,7 @@ func TestHostCheck(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, network, resolver.Addr().String())
 	}
 	d.Sim.SetClusterFirewall(map[string]string{"enable": "1"})
+	d.Config.GuestCheckSourceIP = true // dev mode's guests are local processes; a host's are not
 	for _, r := range hostcheck.Run(ctx, d.Config, profiles, pc, hostcheck.Host{Root: good, LookPath: have, Nft: tables, Dial: dialResolver}) {
 		if r.Status != hostcheck.OK {
 			t.Errorf("healthy host: %+v", r)
@@ -61,6 +62,7 @@ func TestHostCheck(t *testing.T) {
 	missing := func(string) (string, error) { return "", errors.New("not found") }
 	cfg := *d.Config
 	cfg.SnippetsDir, cfg.SnippetsStorage = filepath.Join(t.TempDir(), "nope"), "local-lvm"
+	cfg.GuestCheckSourceIP = false
 	got := map[string]hostcheck.Result{}
 	d.Sim.SetClusterFirewall(map[string]string{"enable": "0"})
 	noTables := func(context.Context, ...string) (string, error) {
@@ -106,11 +108,12 @@ func TestHostCheck(t *testing.T) {
 		"snippets_storage":       "local-lvm does not allow snippets",
 		"template 9100 (broken)": "not a template (qm template 9100); guest agent not enabled",
 		"template 9000 (interactive-dev, yolo-ephemeral, yolo-workspace)": "template with cloud-init",
-		"nft bridge agentlab": "the bridge table",
-		"nft inet agentlab":   "default-deny forward",
-		"br_netfilter":        "br_netfilter is not loaded",
-		"datacenter firewall": "the datacenter firewall is off",
-		"resolver":            "nothing answers on 10.77.0.1:53",
+		"nft bridge agentlab":   "the bridge table",
+		"nft inet agentlab":     "default-deny forward",
+		"br_netfilter":          "br_netfilter is not loaded",
+		"datacenter firewall":   "the datacenter firewall is off",
+		"resolver":              "nothing answers on 10.77.0.1:53",
+		"guest_check_source_ip": "accepted from any address",
 	} {
 		r, ok := got[check]
 		if !ok || !strings.Contains(r.Detail, want) {

@@ -78,6 +78,13 @@ func network(ctx context.Context, cfg *config.Config, pc *pve.Client, h Host, ad
 			add("datacenter firewall", OK, "enabled: the Proxmox layer (security groups, ipfilter, macfilter) applies", "")
 		}
 	}
+	if !cfg.GuestCheckSourceIP {
+		// The tokens are bound at issuance, but the listener only enforces
+		// the binding with this on (dev mode turns it off: its guests are
+		// local processes): any sandbox holding another's token could use it.
+		add("guest_check_source_ip", Warn, "guest_check_source_ip is false: bootstrap and artifact tokens are accepted from any address, not only their sandbox's",
+			"guest_check_source_ip: true in the configuration")
+	}
 	dns := net.JoinHostPort(cfg.AgentHostAddress, "53")
 	dial := h.Dial
 	if dial == nil {
