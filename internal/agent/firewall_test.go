@@ -184,3 +184,59 @@ func TestProxmoxFirewallBindsTheAddress(t *testing.T) {
 		t.Fatalf("config net0=%v ipconfig0=%v nameserver=%v", cfg["net0"], cfg["ipconfig0"], cfg["nameserver"])
 	}
 }
+
+// TestBindingRemovedAfterRestart: agentd restarted while a sandbox RUNs must
+// still remove its binding when it stops or is destroyed. Left in the sets,
+// (tap<vmid>i0, MAC, address) would let the next VM Proxmox gives that VMID
+// send as the old address, which IPAM hands to another sandbox later.
+func TestBindingRemovedAfterRestart(t *testing.T) {
+	log := &setLog{}
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{Addresses: log}})
+	ctx := tctx(t)
+	sb := create(t, c, "restarted")
+	if err := d.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	if _, err := c.Destroy(ctx, "restarted", false); err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr(sb.IP)
+	bind := fmt.Sprintf("%s %s nat %v", a, netpolicy.MAC(a), netpolicy.Ports(sb.VMID))
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if n := len(log.ops); n == 0 || log.ops[n-1] != "remove "+bind {
+		t.Fatalf("set updates after a restart and destroy:\n got %v\nwant the last to be remove %s", log.ops, bind)
+	}
+}
+
+// failingSets refuses every Add (the tables are not loaded, nft is missing).
+type failingSets struct{ setLog }
+
+func (f *failingSets) Add(_ context.Context, b netpolicy.Binding) error {
+	return fmt.Errorf("nft: Error: No such file or directory (table bridge agentlab)")
+}
+
+// TestUnboundSandboxDoesNotStart: a binding agentd cannot put in place fails
+// the start instead of only being logged: on a kernel without nft bridge
+// meta the bridge table does not filter a port it was never told about, so
+// the VM would send as any address and MAC.
+func TestUnboundSandboxDoesNotStart(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{Addresses: &failingSets{}}})
+	ctx := tctx(t)
+	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "unbound", Profile: "yolo-ephemeral"}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.WaitSandbox(ctx, "unbound", 0)
+	if err == nil && sb.State == api.StateRunning {
+		t.Fatalf("sandbox RUNNING although its binding failed")
+	}
+	got, _ := c.Sandbox(ctx, "unbound")
+	if got == nil || !strings.Contains(got.Error, "bind ") {
+		t.Fatalf("sandbox %+v: want a start failure naming the binding", got)
+	}
+	pc, _ := agent.ProxmoxClient(d.Config, nil)
+	if st, err := pc.Status(ctx, got.VMID); err == nil && st.Status == "running" {
+		t.Fatalf("VM %d runs unbound", got.VMID)
+	}
+}

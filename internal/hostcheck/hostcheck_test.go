@@ -32,14 +32,15 @@ func TestHostCheck(t *testing.T) {
 	}
 	os.MkdirAll(d.Config.SnippetsDir, 0o755)
 	good := t.TempDir()
-	os.MkdirAll(filepath.Join(good, "sys/class/net/vmbr1"), 0o755)
+	os.MkdirAll(filepath.Join(good, "sys/class/net/vmbr1/bridge"), 0o755)
+	os.WriteFile(filepath.Join(good, "sys/class/net/vmbr1/bridge/no_linklocal_learn"), []byte("1\n"), 0o644)
 	os.MkdirAll(filepath.Join(good, "proc/sys/net/ipv4"), 0o755)
 	os.WriteFile(filepath.Join(good, "proc/sys/net/ipv4/ip_forward"), []byte("1\n"), 0o644)
 	os.MkdirAll(filepath.Join(good, "proc/sys/net/bridge"), 0o755)
 	os.WriteFile(filepath.Join(good, "proc/sys/net/bridge/bridge-nf-call-iptables"), []byte("1\n"), 0o644)
 	have := func(string) (string, error) { return "/usr/sbin/x", nil }
 	tables := func(_ context.Context, args ...string) (string, error) {
-		return "table " + args[2] + " agentlab { set bindings {} ... @bindings ... drop comment \"default deny\" }", nil
+		return "table " + args[2] + " agentlab { set bindings {} ... ether daddr 01:80:c2:00:00:00-01:80:c2:00:00:0f drop ... chain to_sandbox { ... } }", nil
 	}
 	resolver, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer resolver.Close()
@@ -47,6 +48,7 @@ func TestHostCheck(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, network, resolver.Addr().String())
 	}
 	d.Sim.SetClusterFirewall(map[string]string{"enable": "1"})
+	d.Config.GuestCheckSourceIP = true // dev mode's guests are local processes; a host's are not
 	for _, r := range hostcheck.Run(ctx, d.Config, profiles, pc, hostcheck.Host{Root: good, LookPath: have, Nft: tables, Dial: dialResolver}) {
 		if r.Status != hostcheck.OK {
 			t.Errorf("healthy host: %+v", r)
@@ -60,10 +62,38 @@ func TestHostCheck(t *testing.T) {
 	missing := func(string) (string, error) { return "", errors.New("not found") }
 	cfg := *d.Config
 	cfg.SnippetsDir, cfg.SnippetsStorage = filepath.Join(t.TempDir(), "nope"), "local-lvm"
+	cfg.GuestCheckSourceIP = false
 	got := map[string]hostcheck.Result{}
 	d.Sim.SetClusterFirewall(map[string]string{"enable": "0"})
 	noTables := func(context.Context, ...string) (string, error) {
 		return "Error: No such file or directory", errors.New("exit status 1")
+	}
+	// A ruleset from before the link-local and reply-chain fixes is older,
+	// not loaded; a bridge that learns from link-local frames fails.
+	older := func(_ context.Context, args ...string) (string, error) {
+		return "table " + args[2] + " agentlab { set bindings {} ... @bindings ... drop comment \"default deny\" }", nil
+	}
+	learns := t.TempDir()
+	os.MkdirAll(filepath.Join(learns, "sys/class/net/vmbr1/bridge"), 0o755)
+	os.WriteFile(filepath.Join(learns, "sys/class/net/vmbr1/bridge/no_linklocal_learn"), []byte("0\n"), 0o644)
+	seen := 0
+	for _, r := range hostcheck.Run(ctx, d.Config, profiles, pc, hostcheck.Host{Root: learns, LookPath: have, Nft: older, Dial: dialResolver}) {
+		switch r.Check {
+		case "nft bridge agentlab", "nft inet agentlab":
+			if r.Status != hostcheck.Fail || !strings.Contains(r.Detail, "older ruleset") {
+				t.Errorf("a ruleset from before the fixes: %+v", r)
+			}
+		case "bridge no_linklocal_learn":
+			if r.Status != hostcheck.Fail || r.Fix == "" || !strings.Contains(r.Fix, "no_linklocal_learn 1") {
+				t.Errorf("a bridge learning from link-local frames: %+v", r)
+			}
+		default:
+			continue
+		}
+		seen++
+	}
+	if seen != 3 {
+		t.Errorf("checks of the older ruleset and the learning bridge: %d of 3", seen)
 	}
 	noResolver := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("connection refused") }
 	for _, r := range hostcheck.Run(ctx, &cfg, profiles, pc, hostcheck.Host{Root: t.TempDir(), LookPath: missing, Nft: noTables, Dial: noResolver}) {
@@ -78,11 +108,12 @@ func TestHostCheck(t *testing.T) {
 		"snippets_storage":       "local-lvm does not allow snippets",
 		"template 9100 (broken)": "not a template (qm template 9100); guest agent not enabled",
 		"template 9000 (interactive-dev, yolo-ephemeral, yolo-workspace)": "template with cloud-init",
-		"nft bridge agentlab": "the bridge table",
-		"nft inet agentlab":   "default-deny forward",
-		"br_netfilter":        "br_netfilter is not loaded",
-		"datacenter firewall": "the datacenter firewall is off",
-		"resolver":            "nothing answers on 10.77.0.1:53",
+		"nft bridge agentlab":   "the bridge table",
+		"nft inet agentlab":     "default-deny forward",
+		"br_netfilter":          "br_netfilter is not loaded",
+		"datacenter firewall":   "the datacenter firewall is off",
+		"resolver":              "nothing answers on 10.77.0.1:53",
+		"guest_check_source_ip": "accepted from any address",
 	} {
 		r, ok := got[check]
 		if !ok || !strings.Contains(r.Detail, want) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 )
 
@@ -25,9 +26,13 @@ func network(ctx context.Context, cfg *config.Config, pc *pve.Client, h Host, ad
 		}
 	}
 	const apply = "agentd host network apply"
+	// The markers are rules of the current ruleset that older ones lack, so
+	// a table loaded before a fix is "older", not "loaded": the link-local
+	// group drop (before it, a guest bypassed the bridge table through them)
+	// and the reply chain (before it, a flow outlived its sandbox's mode).
 	for _, tc := range []struct{ family, marker, what string }{
-		{"bridge", "@bindings", "the bridge table (port, MAC and address binding, IPv4/ARP only, L2 isolation)"},
-		{"inet", `comment "default deny"`, "the inet table (default-deny forward, host input)"},
+		{"bridge", "01:80:c2:00:00:00-01:80:c2:00:00:0f", "the bridge table (port, MAC and address binding, IPv4/ARP only, L2 isolation)"},
+		{"inet", "chain to_sandbox", "the inet table (default-deny forward, host input)"},
 	} {
 		out, err := nft(ctx, "list", "table", tc.family, "agentlab")
 		switch {
@@ -38,6 +43,15 @@ func network(ctx context.Context, cfg *config.Config, pc *pve.Client, h Host, ad
 		default:
 			add("nft "+tc.family+" agentlab", OK, tc.what+" is loaded", "")
 		}
+	}
+	// The bridge learns a source MAC from frames to the IEEE link-local
+	// groups before any netfilter hook: without no_linklocal_learn a sandbox
+	// can move another's MAC to its own port (netpolicy.NoLinkLocalLearn).
+	if v, err := h.read(netpolicy.NoLinkLocalLearnPath(cfg.AgentBridge)); err == nil && v != "1" {
+		add("bridge no_linklocal_learn", Fail, cfg.AgentBridge+" learns MACs from link-local frames (no_linklocal_learn="+v+"): a sandbox can claim another's MAC and receive the host's frames for it; no nft rule can stop that",
+			"ip "+strings.Join(netpolicy.NoLinkLocalLearn(cfg.AgentBridge), " ")+" (and post-up in its stanza: agentd host network render --interfaces)")
+	} else if err == nil {
+		add("bridge no_linklocal_learn", OK, cfg.AgentBridge+" does not learn MACs from link-local frames", "")
 	}
 	v, err := h.read("/proc/sys/net/bridge/bridge-nf-call-iptables")
 	switch {
@@ -63,6 +77,13 @@ func network(ctx context.Context, cfg *config.Config, pc *pve.Client, h Host, ad
 		default:
 			add("datacenter firewall", OK, "enabled: the Proxmox layer (security groups, ipfilter, macfilter) applies", "")
 		}
+	}
+	if !cfg.GuestCheckSourceIP {
+		// The tokens are bound at issuance, but the listener only enforces
+		// the binding with this on (dev mode turns it off: its guests are
+		// local processes): any sandbox holding another's token could use it.
+		add("guest_check_source_ip", Warn, "guest_check_source_ip is false: bootstrap and artifact tokens are accepted from any address, not only their sandbox's",
+			"guest_check_source_ip: true in the configuration")
 	}
 	dns := net.JoinHostPort(cfg.AgentHostAddress, "53")
 	dial := h.Dial

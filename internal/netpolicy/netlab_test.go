@@ -47,6 +47,9 @@ func newSandboxLab(t *testing.T) *sandboxLab {
 	l.ip("-n", l.rtr, "link", "add", "vmbr1", "type", "bridge")
 	l.ip("-n", l.rtr, "addr", "add", "10.77.0.1/16", "dev", "vmbr1")
 	l.ip("-n", l.rtr, "link", "set", "vmbr1", "up")
+	// As the interfaces stanza configures it (Interfaces); the link-local
+	// test shows what it is for by clearing it.
+	l.ip(append([]string{"-n", l.rtr}, NoLinkLocalLearn("vmbr1")...)...)
 	l.link(l.rtr, "wan0", "198.51.100.2/24", l.inet, "eth0", "198.51.100.1/24")
 	l.link(l.rtr, "lan0", "192.168.50.1/24", l.lan, "eth0", "192.168.50.2/24")
 	l.ip("-n", l.lan, "addr", "add", "169.254.169.254/32", "dev", "eth0")

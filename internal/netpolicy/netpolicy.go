@@ -7,13 +7,21 @@
 //     hardware and protocol address — is a live sandbox's binding; only IPv4
 //     and ARP pass (no IPv6, VLAN tags or other ethertypes); with
 //     isolate_sandboxes, nothing is bridged from one sandbox port to another.
-//     This layer needs neither br_netfilter nor the Proxmox firewall.
+//     The same checks run at the bridge's input hook, the only one frames to
+//     the IEEE link-local groups (01:80:c2:00:00:0X) pass, and those are
+//     dropped outright. This layer needs neither br_netfilter nor the
+//     Proxmox firewall.
 //   - table inet agentlab, on routed traffic: the forward chain denies by
 //     default (only a bound address in nat_hosts, or in an allowlist's set for
 //     its entries, reaches out; unknown sources reach nothing); the input
 //     chain accepts from the bridge only bound sandboxes, and only the guest
 //     listener, DNS (not for mode off) and ping; the guest listener is not
 //     reachable from any other interface than the bridge and loopback.
+//     Nothing arriving on a sandbox port's own stack is accepted. Only
+//     replies to the host's own connections skip the mode rules: a flow a
+//     sandbox opened is judged by its current mode at every packet, and
+//     replies into the bridge reach only a live sandbox whose mode allows
+//     their source.
 package netpolicy
 
 import (
@@ -139,6 +147,7 @@ type allowChain struct {
 	Name    string // set-safe profile name
 	Members []string
 	Rules   []string
+	Replies []string // Rules seen from the other end: source and source port
 }
 
 type view struct {
@@ -189,17 +198,40 @@ table bridge agentlab {
 {{- end }}
 	}
 
+	# What a frame from a sandbox port must be, on both paths into the bridge:
+	# prerouting (bridged or for the host) and input. Frames to the reserved
+	# IEEE link-local groups 01:80:c2:00:00:0X skip prerouting: the bridge
+	# learns their source MAC and hands them to the stack of the port itself
+	# (the tap, not the bridge), after only the input hook. Unchecked, a guest
+	# whose gateway neighbour entry is 01:80:c2:00:00:0e moved another
+	# sandbox's MAC to its own port and reached every host service, from any
+	# address; no guest needs those groups (LLDP, 802.1X, LACP, pause).
+	chain sandbox_port {
+		ether daddr 01:80:c2:00:00:00-01:80:c2:00:00:0f drop comment "IEEE link-local groups: not bridged, would bypass prerouting"
+		ether type != { ip, arp } drop comment "IPv4 and ARP only: no IPv6, VLAN tags or other protocols"
+		ether type ip iifname . ether saddr . ip saddr != @bindings drop comment "port, MAC and address must be a live binding"
+		ether type arp iifname . ether saddr . arp saddr ip != @bindings drop comment "ARP: frame source and sender address bound"
+		ether type arp iifname . arp saddr ether . arp saddr ip != @bindings drop comment "ARP: sender hardware address bound"
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority filter; policy accept;
 {{- if .NoBridgeMeta }}
 		iifname != @ports accept comment "no nft bridge meta in this kernel: only known sandbox ports are filtered"
 {{- else }}
-		meta ibrname != "{{ .Bridge }}" accept comment "other bridges are not ours"
+		meta ibrname != "{{ .Bridge }}" iifname != @ports accept comment "other bridges are not ours (a tap behind a Proxmox fwbr is a sandbox port too)"
 {{- end }}
-		ether type != { ip, arp } drop comment "IPv4 and ARP only: no IPv6, VLAN tags or other protocols"
-		ether type ip iifname . ether saddr . ip saddr != @bindings drop comment "port, MAC and address must be a live binding"
-		ether type arp iifname . ether saddr . arp saddr ip != @bindings drop comment "ARP: frame source and sender address bound"
-		ether type arp iifname . arp saddr ether . arp saddr ip != @bindings drop comment "ARP: sender hardware address bound"
+		jump sandbox_port
+	}
+
+	chain input {
+		type filter hook input priority filter; policy accept;
+{{- if .NoBridgeMeta }}
+		iifname != @ports accept comment "no nft bridge meta in this kernel: only known sandbox ports are filtered"
+{{- else }}
+		meta ibrname != "{{ .Bridge }}" iifname != @ports accept comment "other bridges are not ours (a tap behind a Proxmox fwbr is a sandbox port too)"
+{{- end }}
+		jump sandbox_port
 	}
 {{- if .IsolateSandboxes }}
 
@@ -242,6 +274,15 @@ table inet agentlab {
 {{- end }}
 	}
 {{- end }}
+	# Sandbox ports, as in the bridge table: IP never arrives on a bridge
+	# port's own stack except in frames the bridge did not bridge (the
+	# link-local groups), so nothing from them is accepted.
+	set ports {
+		type ifname
+{{- if .Ports }}
+		elements = { {{ join .Ports }} }
+{{- end }}
+	}
 	set blocked4 {
 		type ipv4_addr
 		flags interval
@@ -250,11 +291,15 @@ table inet agentlab {
 
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname @ports drop comment "a sandbox port's own stack (frames the bridge did not bridge)"
 		iifname != { "lo", "{{ .Bridge }}" } tcp dport {{ .GuestPort }} drop comment "the guest listener only for sandboxes"
 		iifname != "{{ .Bridge }}" accept comment "the rest of the host's traffic is not ours"
 		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
 		ip saddr != @sandboxes drop comment "unknown source: no live sandbox has this address"
-		ct state established,related accept
+		# Only replies to the host's own connections skip the rules below: a
+		# flow the sandbox opened is judged by its mode at every packet, so
+		# one opened as nat does not outlive a move to off.
+		ct direction reply ct state established,related accept comment "replies to the host's connections"
 		ip daddr {{ .HostAddr }} tcp dport {{ .GuestPort }} accept comment "agentd guest listener"
 		ip saddr @off_hosts drop comment "mode off: nothing else, not even DNS"
 		ip daddr {{ .HostAddr }} udp dport 53 accept comment "DNS"
@@ -265,12 +310,14 @@ table inet agentlab {
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		iifname @ports drop comment "a sandbox port's own stack (frames the bridge did not bridge)"
 		iifname != "{{ .Bridge }}" oifname != "{{ .Bridge }}" accept comment "not agent-bridge traffic"
-		iifname != "{{ .Bridge }}" ct state established,related accept comment "replies to sandboxes"
-		iifname != "{{ .Bridge }}" drop comment "nothing opens connections into sandboxes"
+		iifname != "{{ .Bridge }}" jump to_sandbox
 		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
 		ip saddr != @sandboxes drop comment "unknown source: reaches nothing"
-		ct state established,related accept
+		# No established shortcut: what a sandbox sends is judged by its
+		# current mode at every packet (the rules below are stateless), so a
+		# flow opened as nat does not outlive a move to off or an allowlist.
 {{- if .IsolateSandboxes }}
 		oifname "{{ .Bridge }}" drop comment "sandbox to sandbox (seen here when br_netfilter passes bridged frames)"
 {{- else }}
@@ -285,6 +332,20 @@ table inet agentlab {
 		oifname "{{ .Uplink }}" ip saddr @nat_hosts accept comment "mode nat: the internet"
 		drop comment "default deny"
 	}
+
+	# Into the agent bridge from elsewhere: only replies, only to a live
+	# sandbox, and only from what its mode lets it reach now (a flow's
+	# conntrack entry outlives a change of mode or binding).
+	chain to_sandbox {
+		ct state != { established, related } drop comment "nothing opens connections into sandboxes"
+		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
+		ip daddr != @sandboxes drop comment "no live sandbox has this address"
+		ip daddr @off_hosts drop comment "mode off: not even replies to flows opened before"
+{{- range .Allow }}
+		ip daddr @allow_{{ .Name }}_hosts jump allow_{{ .Name }}_replies
+{{- end }}
+		accept comment "replies to sandboxes"
+	}
 {{- range .Allow }}
 
 	chain allow_{{ .Name }} {
@@ -292,6 +353,13 @@ table inet agentlab {
 		{{ . }}
 {{- end }}
 		drop comment "allowlist: nothing else"
+	}
+
+	chain allow_{{ .Name }}_replies {
+{{- range .Replies }}
+		{{ . }}
+{{- end }}
+		drop comment "allowlist: replies from its entries only"
 	}
 {{- end }}
 
@@ -334,10 +402,13 @@ func (p *Policy) Ruleset() (string, error) {
 				continue // sandboxes are IPv4 only
 			}
 			rule := fmt.Sprintf("%s daddr %s", fam, a.Prefix)
+			reply := fmt.Sprintf("%s saddr %s", fam, a.Prefix)
 			if a.Port > 0 {
 				rule += fmt.Sprintf(" tcp dport %d", a.Port)
+				reply += fmt.Sprintf(" tcp sport %d", a.Port)
 			}
 			c.Rules = append(c.Rules, rule+" accept")
+			c.Replies = append(c.Replies, reply+" accept")
 		}
 		v.Allow = append(v.Allow, *c)
 	}
@@ -392,7 +463,23 @@ iface %s inet static
 	bridge-stp off
 	bridge-fd 0
 	post-up echo 1 > /proc/sys/net/ipv4/ip_forward
-`, p.Bridge, p.Bridge, p.HostAddr, bits)
+	post-up ip %s
+`, p.Bridge, p.Bridge, p.HostAddr, bits, strings.Join(NoLinkLocalLearn("$IFACE"), " "))
+}
+
+// NoLinkLocalLearn are the ip(8) arguments that stop bridge from learning
+// source MACs from frames to the IEEE link-local groups: the bridge learns
+// from an LLDP-addressed frame (01:80:c2:00:00:0e) before any netfilter hook,
+// so no nft rule can stop a sandbox from claiming another's MAC that way
+// (the host's frames for that sandbox would go to its port).
+// "agentd host check" verifies it (NoLinkLocalLearnPath).
+func NoLinkLocalLearn(bridge string) []string {
+	return []string{"link", "set", "dev", bridge, "type", "bridge", "no_linklocal_learn", "1"}
+}
+
+// NoLinkLocalLearnPath is the sysfs file that shows the option ("1": set).
+func NoLinkLocalLearnPath(bridge string) string {
+	return "/sys/class/net/" + bridge + "/bridge/no_linklocal_learn"
 }
 
 // HasBridgeMeta reports whether the kernel evaluates nft's bridge meta
@@ -508,6 +595,7 @@ func (s Sets) script(b Binding, verb string) string {
 	if verb == "add" {
 		for _, port := range b.Ports {
 			fmt.Fprintf(&sb, "add element bridge agentlab ports { %q }\n", port)
+			fmt.Fprintf(&sb, "add element inet agentlab ports { %q }\n", port)
 		}
 	}
 	for _, e := range elements(b) {

@@ -109,6 +109,7 @@ type Manager struct {
 
 	addrMu     sync.Mutex
 	addrs      map[string]netpolicy.Binding // sandbox id → binding in the sets
+	addrFailed map[string]bool              // sandbox id → its last Add failed (ensureBound retries)
 	started    time.Time
 	idleMu     sync.Mutex
 	lastActive map[string]time.Time
@@ -146,7 +147,7 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
 		workers: map[string]*worker{}, alloc: alloc, ws: ws, guard: guard,
-		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]netpolicy.Binding{}}
+		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]netpolicy.Binding{}, addrFailed: map[string]bool{}}
 }
 
 // Instance is this installation's agent instance id.
@@ -421,6 +422,18 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 		api.StateBooting, api.StateReady, api.StateDestroying}})
 	if err != nil {
 		return 0, err
+	}
+	// The nft sets outlive agentd, its record of what it put there (addrs)
+	// does not: re-learn the bindings of sandboxes whose VM may run (the Add
+	// is idempotent), so one that RUNs across a restart is still unbound
+	// when it stops or is destroyed. Left behind, (tap<vmid>i0, MAC,
+	// address) would let the next VM given that VMID send as the old address.
+	live, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateBooting, api.StateReady, api.StateRunning}})
+	if err != nil {
+		return 0, err
+	}
+	for _, sb := range live {
+		m.syncAddress(sb)
 	}
 	for _, sb := range rows {
 		msg := fmt.Sprintf("agentd restarted: resuming at step %s", sb.Step)

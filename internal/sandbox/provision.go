@@ -180,10 +180,48 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 		}
 	}
 	if want.Addr.IsValid() {
-		if err := m.opts.Addresses.Add(ctx, want); err != nil {
+		err := m.opts.Addresses.Add(ctx, want)
+		if err != nil {
 			m.opts.Log.Warn("bind sandbox address", "sandbox_id", sb.ID, "ip", want.Addr.String(), "err", err)
 		}
+		m.addrMu.Lock()
+		if err != nil {
+			m.addrFailed[sb.ID] = true
+		} else {
+			delete(m.addrFailed, sb.ID)
+		}
+		m.addrMu.Unlock()
 	}
+}
+
+// ensureBound adds the sandbox's binding again before its VM starts and
+// fails the start if it cannot (syncAddress only logs): on a kernel without
+// nft bridge meta the bridge table filters only ports it was told about, so
+// a VM started unbound would send unfiltered, as any address and MAC.
+func (m *Manager) ensureBound(ctx context.Context, sb *store.Sandbox) error {
+	if m.opts.Addresses == nil {
+		return nil
+	}
+	m.addrMu.Lock()
+	b, ok := m.addrs[sb.ID]
+	failed := m.addrFailed[sb.ID]
+	m.addrMu.Unlock()
+	if !ok {
+		if !m.opts.Subnet.IsValid() {
+			return nil // a guest on DHCP (no agent subnet): bound once it reports its address
+		}
+		return fmt.Errorf("no binding for the sandbox's address: its VM would start unbound")
+	}
+	if !failed {
+		return nil
+	}
+	if err := m.opts.Addresses.Add(ctx, b); err != nil {
+		return fmt.Errorf("bind %s to the host's nftables sets before starting the VM (agentd host network apply loads the tables): %w", b.Addr, err)
+	}
+	m.addrMu.Lock()
+	delete(m.addrFailed, sb.ID)
+	m.addrMu.Unlock()
+	return nil
 }
 
 func sameBinding(a, b netpolicy.Binding) bool {
@@ -319,6 +357,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		}
 		st, err := m.pve.Status(ctx, sb.VMID)
 		if err != nil {
+			return &stepError{step: stepStart, err: err}
+		}
+		if err := m.ensureBound(ctx, sb); err != nil {
 			return &stepError{step: stepStart, err: err}
 		}
 		if st.Status != "running" {

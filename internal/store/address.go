@@ -63,6 +63,29 @@ func (s *Store) AssignAddress(ctx context.Context, sandboxID string, subnet neti
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		// A sandbox from before agentd assigned addresses has no addresses
+		// row, only the IP its guest reported (DHCP); while its VM may run,
+		// that IP is held too (both sandboxes would otherwise be bound to it
+		// and the host's neighbour entry would flip between them).
+		rows, err = tx.QueryContext(ctx, `SELECT s.ip FROM sandboxes s JOIN issued i ON i.id = s.id
+			WHERE s.ip <> '' AND i.vm_gone = 0 AND s.id NOT IN (SELECT sandbox_id FROM addresses)`)
+		if err != nil {
+			return fmt.Errorf("list addresses of sandboxes from before IPAM: %w", err)
+		}
+		for rows.Next() {
+			var a string
+			if err := rows.Scan(&a); err != nil {
+				rows.Close()
+				return err
+			}
+			if p, err := netip.ParseAddr(a); err == nil {
+				used[p] = true
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
 		first := subnet.Addr().Next() // skip the network address
 		last := broadcast(subnet)     // excluded: the broadcast address
 		start := first

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -71,5 +72,34 @@ func TestAddressesAreNeverReusedWhileAVMMayHoldThem(t *testing.T) {
 	all, _ := s.Addresses(ctx)
 	if len(all) != 5 {
 		t.Fatalf("addresses %v", all)
+	}
+}
+
+// TestAddressOfASandboxFromBeforeIPAMIsNotReassigned: a sandbox provisioned
+// before agentd assigned addresses (migration 6) has no addresses row, only
+// the IP its guest got by DHCP; while its VM may run, that IP is still in
+// use and must not be handed to a new sandbox (both would be bound to it,
+// the host's neighbour entry would flip between them). Once its VM is gone
+// the IP is free again. In a /30 (one usable address besides the host's)
+// the new sandbox meanwhile gets a clear "exhausted" error.
+func TestAddressOfASandboxFromBeforeIPAMIsNotReassigned(t *testing.T) {
+	s, _, _ := open(t)
+	ctx := context.Background()
+	subnet, host := netip.MustParsePrefix("10.77.0.0/30"), netip.MustParseAddr("10.77.0.1")
+	legacy := newSB("sbx-legacy", "legacy")
+	legacy.VMID, legacy.IP, legacy.State = 100, "10.77.0.2", api.StateRunning
+	if err := s.CreateSandbox(ctx, legacy, Event{Kind: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	s.CreateSandbox(ctx, newSB("sbx-new", "new"), Event{Kind: "t"})
+	a, err := s.AssignAddress(ctx, "sbx-new", subnet, host)
+	if !errors.Is(err, ErrNoAddress) || !strings.Contains(err.Error(), "10.77.0.0/30") {
+		t.Fatalf("new sandbox got %s (%v): the legacy sandbox's VM still holds 10.77.0.2", a, err)
+	}
+	if err := s.VMGone(ctx, "sbx-legacy", 100); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.AssignAddress(ctx, "sbx-new", subnet, host); err != nil || a.String() != "10.77.0.2" {
+		t.Fatalf("after the legacy VM is gone: %s %v", a, err)
 	}
 }
