@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -184,6 +186,16 @@ profile). The bridge itself is not touched: add the stanza from
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "nftables: tables bridge agentlab and inet agentlab loaded (%d sandbox binding(s))\n", len(p.Bindings))
+				// The bridge learns MACs from link-local group frames before
+				// any nft hook: only this bridge option stops a sandbox from
+				// claiming another's MAC that way.
+				if _, err := os.Stat(netpolicy.NoLinkLocalLearnPath(cfg.AgentBridge)); err != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "bridge %s: not present here; no_linklocal_learn not set (the interfaces stanza sets it)\n", cfg.AgentBridge)
+				} else if out, err := exec.CommandContext(ctx, "ip", netpolicy.NoLinkLocalLearn(cfg.AgentBridge)...).CombinedOutput(); err != nil {
+					return fmt.Errorf("set no_linklocal_learn on %s: %v: %s", cfg.AgentBridge, err, strings.TrimSpace(string(out)))
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "bridge %s: no_linklocal_learn 1\n", cfg.AgentBridge)
+				}
 			}
 			if !skipGroups {
 				if err := agent.EnsureFirewallGroups(ctx, cfg, profiles, pc); err != nil {
