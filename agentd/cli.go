@@ -122,8 +122,3 @@ func ttlString(secs int64) string {
 	}
 	return (time.Duration(secs) * time.Second).String()
 }
-
-// exitCode maps errors to exit codes: 2 for usage errors, 1 otherwise.
-type usageError struct{ error }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }

@@ -42,6 +42,7 @@ a bearer token.`,
 		root.AddCommand(c)
 	}
 	root.AddCommand(newVersionCmd())
+	finishTree(root)
 	return root
 }
 
