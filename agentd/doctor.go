@@ -46,7 +46,7 @@ from every file. Safe to run at any time; it changes nothing.`,
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "bundle to write (required)")
-	cmd.Flags().StringVar(&cfgPath, "config", "", "also include this config file, redacted")
+	cmd.Flags().StringVar(&cfgPath, "config", os.Getenv(EnvConfig), "also include this config file, redacted (env "+EnvConfig+")")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
