@@ -40,6 +40,9 @@ from every file. Safe to run at any time; it changes nothing.`,
 					names = append(names, n)
 				}
 				sort.Strings(names)
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), map[string]any{"out": out, "files": names})
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %v\n", out, names)
 				return nil
 			})

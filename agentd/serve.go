@@ -82,6 +82,9 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"config": path, "ok": true, "profiles": set.Names()})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok; profiles: %s\n", path, strings.Join(set.Names(), ", "))
 			return nil
 		},

@@ -36,6 +36,19 @@ func exitCode(err error) int {
 	return exitError
 }
 
+// annotJSON = "none" marks a command whose output has no JSON form: --json
+// is refused instead of ignored.
+const annotJSON = "agentd/json"
+
+// noJSON lists the commands without a JSON form, by path.
+var noJSON = map[string]bool{
+	"serve": true, "dev": true, "sim": true, "guest run": true, "config default": true,
+	"host network render": true, "host network apply": true, "restore": true, "profile validate": true,
+	"secrets init": true, "secrets set-env": true, "secrets unset-env": true, "secrets add-ssh-key": true,
+	"secrets remove-ssh-key": true, "secrets set-git": true, "secrets validate": true,
+	"workspace snapshot delete": true, "artifacts download": true,
+}
+
 // finishTree applies the command-line rules every command shares, after
 // the whole tree is built (so commands added by any file get them):
 //
@@ -62,6 +75,12 @@ func finishTree(c *cobra.Command) {
 			return nil
 		}
 	}
+	if noJSON[strings.TrimPrefix(c.CommandPath(), "agentd ")] {
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[annotJSON] = "none"
+	}
 	if c.Runnable() {
 		pre, preE := c.PreRun, c.PreRunE
 		c.PreRun = nil
@@ -71,6 +90,9 @@ func finishTree(c *cobra.Command) {
 			}
 			if err := cmd.ValidateFlagGroups(); err != nil {
 				return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
+			}
+			if g.json && cmd.Annotations[annotJSON] == "none" {
+				return usagef("%s has no --json output", cmd.CommandPath())
 			}
 			if preE != nil {
 				return preE(cmd, a)
