@@ -1,6 +1,8 @@
 package main
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"io"
 	"log/slog"
@@ -75,6 +77,27 @@ func TestLocalFileCommandsWithDev(t *testing.T) {
 		if strings.Contains(out, "s3cret") {
 			t.Errorf("agentd %v echoed a secret value: %q", tc.args, out)
 		}
+	}
+	// The doctor bundle carries the host check's real output.
+	f, err := os.Open(filepath.Join(dir, "d.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	found := false
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		if strings.HasSuffix(h.Name, "host-check.txt") {
+			b, _ := io.ReadAll(tr)
+			found = strings.Contains(string(b), "nftables") && !strings.Contains(string(b), "not part of this version")
+		}
+	}
+	if !found {
+		t.Error("doctor bundle: host-check.txt lacks the host check's output")
 	}
 }
 

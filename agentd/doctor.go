@@ -32,6 +32,9 @@ from every file. Safe to run at any time; it changes nothing.`,
 					}
 				}
 				files := doctor.Collect(ctx, c, cfgPath, secrets)
+				if cfgPath != "" {
+					files["host-check.txt"] = hostCheckText(ctx, cfgPath)
+				}
 				if err := doctor.Write(out, files); err != nil {
 					return err
 				}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -202,4 +203,21 @@ profile). The bridge itself is not touched: add the stanza from
 	apply.Flags().BoolVar(&skipGroups, "skip-groups", false, "only load the nftables ruleset")
 	cmd.AddCommand(render, apply)
 	return cmd
+}
+
+// hostCheckText is the text output of agentd host check for the doctor
+// bundle (or why it could not run).
+func hostCheckText(ctx context.Context, cfgPath string) []byte {
+	cfg, profiles, pc, err := loadHost(cfgPath)
+	if err != nil {
+		return []byte("agentd host check could not run: " + err.Error() + "\n")
+	}
+	var b strings.Builder
+	for _, r := range hostcheck.Run(ctx, cfg, profiles, pc, hostcheck.Host{}) {
+		fmt.Fprintf(&b, "%-5s %-34s %s\n", r.Status, r.Check, r.Detail)
+		if r.Fix != "" && r.Status != hostcheck.OK {
+			fmt.Fprintf(&b, "      %-34s fix: %s\n", "", r.Fix)
+		}
+	}
+	return []byte(b.String())
 }
