@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/backup"
-	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -24,8 +23,11 @@ keep such a backup as safe as the key.`,
 		Example: `  agentd backup --out /root/agentd-$(date +%F).tar.gz`,
 		Args:    args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(cfgPath)
+			cfg, err := loadConfigFile(cfgPath)
 			if err != nil {
+				return err
+			}
+			if err := needDir(cfg, "state_dir", cfg.StateDir); err != nil {
 				return err
 			}
 			ctx, cancel := cmdContext(cmd)
@@ -41,7 +43,7 @@ keep such a backup as safe as the key.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	configFlag(cmd.Flags(), &cfgPath)
 	cmd.Flags().StringVar(&out, "out", "", "archive to write (required)")
 	cmd.Flags().BoolVar(&withKey, "include-key", false, "also include the secrets key (secrets_key_file)")
 	_ = cmd.MarkFlagRequired("out")
@@ -61,8 +63,11 @@ rows with Proxmox and reports VMs created after the backup as orphans.`,
 		Example: `  systemctl stop agentd && agentd restore /root/agentd-2026-11-27.tar.gz && systemctl start agentd`,
 		Args:    args("FILE"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			cfg, err := config.Load(cfgPath)
+			cfg, err := loadConfigFile(cfgPath)
 			if err != nil {
+				return err
+			}
+			if err := needDir(cfg, "state_dir", cfg.StateDir); err != nil {
 				return err
 			}
 			ctx, cancel := cmdContext(cmd)
@@ -75,6 +80,6 @@ rows with Proxmox and reports VMs created after the backup as orphans.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	configFlag(cmd.Flags(), &cfgPath)
 	return cmd
 }

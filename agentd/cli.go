@@ -126,11 +126,6 @@ func ttlString(secs int64) string {
 	return (time.Duration(secs) * time.Second).String()
 }
 
-// exitCode maps errors to exit codes: 2 for usage errors, 1 otherwise.
-type usageError struct{ error }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
 // exitStatus makes agentd exit with a command's own status, printing nothing.
 type exitStatus struct{ code int }
 

@@ -32,6 +32,9 @@ from every file. Safe to run at any time; it changes nothing.`,
 					}
 				}
 				files := doctor.Collect(ctx, c, cfgPath, secrets)
+				if cfgPath != "" {
+					files["host-check.txt"] = hostCheckText(ctx, cfgPath)
+				}
 				if err := doctor.Write(out, files); err != nil {
 					return err
 				}
@@ -40,13 +43,16 @@ from every file. Safe to run at any time; it changes nothing.`,
 					names = append(names, n)
 				}
 				sort.Strings(names)
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), map[string]any{"out": out, "files": names})
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %v\n", out, names)
 				return nil
 			})
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "bundle to write (required)")
-	cmd.Flags().StringVar(&cfgPath, "config", "", "also include this config file, redacted")
+	cmd.Flags().StringVar(&cfgPath, "config", os.Getenv(EnvConfig), "also include this config file, redacted (env "+EnvConfig+")")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }

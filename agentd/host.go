@@ -78,7 +78,7 @@ link-clone). Exits 1 if anything fails.`,
 			return nil
 		},
 	}
-	check.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	configFlag(check.Flags(), &cfgPath)
 	cmd.AddCommand(check, newNetworkCmd())
 	return cmd
 }
@@ -153,7 +153,7 @@ func newNetworkCmd() *cobra.Command {
 			return nil
 		},
 	}
-	render.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	configFlag(render.Flags(), &cfgPath)
 	render.Flags().BoolVar(&interfaces, "interfaces", false, "print the /etc/network/interfaces stanza of the agent bridge instead")
 	var applyCfg string
 	var skipNft, skipGroups bool
@@ -181,7 +181,10 @@ profile). The bridge itself is not touched: add the stanza from
 			if err != nil {
 				return err
 			}
-			if !skipNft {
+			if !skipNft && isDev(cfg) {
+				// agentd dev never touches this machine's firewall.
+				fmt.Fprintf(cmd.OutOrStdout(), "nftables: not loaded: %s belongs to agentd dev (review the ruleset with agentd host network render)\n", cfg.StateDir)
+			} else if !skipNft {
 				if err := netpolicy.Apply(ctx, rs); err != nil {
 					return err
 				}
@@ -206,9 +209,26 @@ profile). The bridge itself is not touched: add the stanza from
 			return nil
 		},
 	}
-	apply.Flags().StringVar(&applyCfg, "config", config.DefaultPath, "configuration file")
+	configFlag(apply.Flags(), &applyCfg)
 	apply.Flags().BoolVar(&skipNft, "skip-nft", false, "only update the Proxmox security groups")
 	apply.Flags().BoolVar(&skipGroups, "skip-groups", false, "only load the nftables ruleset")
 	cmd.AddCommand(render, apply)
 	return cmd
+}
+
+// hostCheckText is the text output of agentd host check for the doctor
+// bundle (or why it could not run).
+func hostCheckText(ctx context.Context, cfgPath string) []byte {
+	cfg, profiles, pc, err := loadHost(cfgPath)
+	if err != nil {
+		return []byte("agentd host check could not run: " + err.Error() + "\n")
+	}
+	var b strings.Builder
+	for _, r := range hostcheck.Run(ctx, cfg, profiles, pc, hostcheck.Host{}) {
+		fmt.Fprintf(&b, "%-5s %-34s %s\n", r.Status, r.Check, r.Detail)
+		if r.Fix != "" && r.Status != hostcheck.OK {
+			fmt.Fprintf(&b, "      %-34s fix: %s\n", "", r.Fix)
+		}
+	}
+	return []byte(b.String())
 }

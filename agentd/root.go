@@ -42,6 +42,9 @@ a bearer token.`,
 		root.AddCommand(c)
 	}
 	root.AddCommand(newVersionCmd())
+	addProgressFlags(root)
+	addCompletions(root)
+	finishTree(root)
 	return root
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,12 +47,13 @@ sandbox; different settings are refused (409).`,
 				req.Keepalive = &keepalive
 			}
 			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				start := time.Now()
 				sb, err := c.CreateSandbox(ctx, req)
 				if err != nil {
 					return err
 				}
 				if !noWait {
-					if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+					if sb, err = waitSandbox(cmd, c, ctx, sb.Name, 0, start); err != nil {
 						return err
 					}
 				}
@@ -89,24 +88,16 @@ func sandboxListCmd() *cobra.Command {
 		Aliases: []string{"ls"},
 		Short:   "List sandboxes",
 		Long: `List sandboxes, newest first. DESTROYED sandboxes are hidden unless --all or a
-state filter asks for them. Filters (repeatable, ANDed): state=S[,S…], profile=P, name=N.`,
+state filter asks for them. Filters (repeatable, ANDed): state=S[,S…], profile=P, name=N;
+comma-joined filters are ANDed too (profile=P,state=RUNNING).`,
 		Example: `  agentd sandbox list
   agentd sandbox list --filter state=TIMEOUT
   agentd sandbox list --filter state=FAILED,TIMEOUT --filter profile=yolo-ephemeral --json`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{}
-			for _, f := range filters {
-				k, v, ok := strings.Cut(f, "=")
-				if !ok || v == "" {
-					return usagef("--filter %q: want key=value (keys: state, profile, name)", f)
-				}
-				switch k {
-				case "state", "profile", "name":
-					q.Add(k, v)
-				default:
-					return usagef("--filter %q: unknown key %q (keys: state, profile, name)", f, k)
-				}
+			q, err := parseFilters(filters)
+			if err != nil {
+				return err
 			}
 			if all {
 				q.Set("all", "true")
@@ -178,12 +169,13 @@ func sandboxStartCmd() *cobra.Command {
 		ValidArgsFunction: completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+				start, after := time.Now(), lastEventID(c, ctx, a[0])
 				sb, err := c.Start(ctx, a[0])
 				if err != nil {
 					return err
 				}
 				if !noWait {
-					if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+					if sb, err = waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
 						return err
 					}
 				}
@@ -382,8 +374,10 @@ func sandboxLeaseCmd() *cobra.Command {
 		Short: "Set a RUNNING sandbox's lease to now + TTL",
 		Example: `  agentd sandbox lease renew fix-123 --ttl 2h
   agentd sandbox lease renew --ttl 30m 104`,
-	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Renew(ctx, ref, ttl) })
-	renew.Flags().StringVar(&ttl, "ttl", "", "new lease from now, e.g. 90m or 8h (required)")
+	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) {
+		return c.Renew(ctx, ref, minutesTTL(ttl))
+	})
+	renew.Flags().StringVar(&ttl, "ttl", "", "new lease from now, e.g. 90m or 8h; a bare number is minutes (required)")
 	_ = renew.MarkFlagRequired("ttl")
 	cmd.AddCommand(renew)
 	return cmd

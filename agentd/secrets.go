@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/runner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
@@ -24,10 +23,10 @@ secrets_key_file (mode 0600). A profile's "secrets.bundle" names the bundle its
 sandboxes receive at bootstrap (and "secrets.env" which variables). Values are
 read from a file or stdin, never from the command line, and never echoed.`,
 	}
-	cmd.PersistentFlags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	configFlag(cmd.PersistentFlags(), &cfgPath)
 	cmd.PersistentFlags().StringVar(&bundle, "bundle", "default", "bundle name")
 	store := func() (secrets.Store, error) {
-		cfg, err := config.Load(cfgPath)
+		cfg, err := loadConfigFile(cfgPath)
 		if err != nil {
 			return secrets.Store{}, err
 		}
@@ -92,14 +91,19 @@ read from a file or stdin, never from the command line, and never echoed.`,
 			if err != nil {
 				return err
 			}
-			return edit(func(b *secrets.Bundle) error {
+			err = edit(func(b *secrets.Bundle) error {
 				if b.Env == nil {
 					b.Env = map[string]string{}
 				}
 				b.Env[a[0]] = v
-				fmt.Fprintf(cmd.OutOrStdout(), "set %s in bundle %s\n", a[0], bundle)
 				return nil
 			})
+			if err != nil {
+				return err
+			}
+			// Only once it is saved: never a success line before a failure.
+			fmt.Fprintf(cmd.OutOrStdout(), "set %s in bundle %s\n", a[0], bundle)
+			return nil
 		},
 	}
 	setEnv.Flags().StringVar(&valueFile, "value-file", "", "read the value from this file instead of stdin")

@@ -13,7 +13,6 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
-	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 )
 
 func newServeCmd() *cobra.Command {
@@ -58,21 +57,8 @@ API on socket_path and, when listen is set, on TLS with a bearer token.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	configFlag(cmd.Flags(), &cfgPath)
 	return cmd
-}
-
-// loadConfig reads the config file and the profiles it points at.
-func loadConfig(path string) (*config.Config, profile.Set, error) {
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	profiles, err := profile.LoadDir(cfg.ProfilesDir, cfg.AgentBridge)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cfg, profiles, nil
 }
 
 func newConfigCmd() *cobra.Command {
@@ -96,11 +82,14 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"config": path, "ok": true, "profiles": set.Names()})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok; profiles: %s\n", path, strings.Join(set.Names(), ", "))
 			return nil
 		},
 	}
-	check.Flags().StringVar(&path, "config", config.DefaultPath, "configuration file")
+	configFlag(check.Flags(), &path)
 	cmd.AddCommand(check)
 	return cmd
 }
@@ -117,7 +106,10 @@ and an agent with the shipped profiles, listening on loopback with TLS.
 
 It prints AGENTLAB_ENDPOINT, AGENTLAB_TOKEN and AGENTLAB_CA_CERT (read as they
 are by this CLI and by the Terraform provider) and the simulator's PVE_URL,
-PVE_TOKEN and PVE_NODE, one KEY=VALUE per line, then serves until interrupted.
+PVE_TOKEN and PVE_NODE, one KEY=VALUE per line, and AGENTD_CONFIG: the
+config.yaml it writes into its state dir, which every command that reads a
+configuration file (secrets, backup, restore, host, config check, doctor)
+uses when --config is not given. Then it serves until interrupted.
 Task and boot times are those of a small real host divided by --speed
 (0: instant). Without --state-dir the state lives in a temporary directory that
 is removed on exit. With it, both the agent's state and the simulated Proxmox
@@ -138,7 +130,11 @@ restart, even kill -9: sandboxes come back as they were, not DESTROYED.`,
 				return err
 			}
 			defer d.Close()
-			env := strings.Join(d.Env(), "\n") + "\n"
+			cfgFile, err := writeDevConfig(d)
+			if err != nil {
+				return fmt.Errorf("write the dev config.yaml: %w", err)
+			}
+			env := strings.Join(append(d.Env(), EnvConfig+"="+cfgFile), "\n") + "\n"
 			if envFile != "" {
 				// Written whole, then renamed: a script polling for the file never
 				// reads half of it.

@@ -99,13 +99,22 @@ workspace.`,
 		return c.Session(ctx, ref)
 	})
 	var noWait bool
-	resume := sessionArgsCmd("resume SESSION", "Provision a fresh sandbox for the session and wait until it runs", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+	var resume *cobra.Command
+	resume = sessionArgsCmd("resume SESSION", "Provision a fresh sandbox for the session and wait until it runs", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+		start := time.Now()
 		s, err := c.ResumeSession(ctx, ref)
 		if err != nil || noWait {
 			return s, err
 		}
+		if s.Sandbox != "" && progressOut(resume) != nil {
+			// A fresh sandbox: every one of its events is this resume's progress.
+			if _, err := waitSandbox(resume, c, ctx, s.Sandbox, 0, start); err != nil {
+				return s, err
+			}
+		}
+		sbName := s.Sandbox
 		if s, err = c.WaitSession(ctx, ref, 250*time.Millisecond); err != nil {
-			return s, err
+			return s, timeoutHint(err, sbName)
 		}
 		if s.State != string(api.StateRunning) {
 			return s, fmt.Errorf("session %s: sandbox %s is %s: %s", s.Name, s.Sandbox, s.State, s.Error)
@@ -128,6 +137,7 @@ workspace.`,
 	fork.Flags().StringVar(&fr.Profile, "profile", "", "profile (default: the source session's)")
 	fork.Flags().StringVar(&fr.WorkspaceName, "workspace-name", "", "name of the forked workspace (default: the new session's name)")
 	fork.Flags().StringVar(&fr.FromSnapshot, "from-snapshot", "", "fork the workspace as it was at this snapshot")
+	forkWorkspaceFlag(fork, &fr)
 	_ = fork.MarkFlagRequired("name")
 	cmd.AddCommand(create, list, show, resume, stop, fork, del)
 	return cmd

@@ -79,7 +79,7 @@ func Collect(ctx context.Context, c *client.Client, cfgPath string, secrets []st
 	put("orphans.json", or, err)
 	put("versions.json", map[string]string{"agentd_cli": version.Version, "go": runtime.Version(), "os": runtime.GOOS + "/" + runtime.GOARCH,
 		"collected_at": time.Now().UTC().Format(time.RFC3339), "endpoint": c.Endpoint()}, nil)
-	files["host-check.txt"] = []byte("agentd host check is not part of this version; see docs/guides/agentd.md for the prerequisites.\n")
+	files["host-check.txt"] = []byte("not collected: agentd doctor runs agentd host check only with --config (or AGENTD_CONFIG); run agentd host check on the host.\n")
 	if cfgPath != "" {
 		if data, err := os.ReadFile(cfgPath); err == nil {
 			files["config.yaml"] = redactConfig(data)
