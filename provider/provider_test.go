@@ -64,8 +64,9 @@ func TestAccSandbox(t *testing.T) {
 	cfg := func(extra string) string {
 		return hcl(`
 resource "agentlab_workspace" "w" {
-  name    = "acc-ws"
-  size_gb = 5
+  name                = "acc-ws"
+  size_gb             = 5
+  deletion_protection = false
 }
 resource "agentlab_sandbox" "a" {
   name    = "acc-a"
@@ -206,8 +207,9 @@ func TestAccWorkspaceSnapshotSession(t *testing.T) {
 	cfg := func(size int, running bool) string {
 		return hcl(fmt.Sprintf(`
 resource "agentlab_workspace" "w" {
-  name    = "team-a"
-  size_gb = %d
+  name                = "team-a"
+  size_gb             = %d
+  deletion_protection = false
 }
 resource "agentlab_workspace_snapshot" "s1" {
   workspace   = agentlab_workspace.w.name
@@ -238,7 +240,7 @@ resource "agentlab_session" "alice" {
 					resource.TestMatchResourceAttr("agentlab_session.alice", "ip", regexp.MustCompile(`^10\.77\.`)),
 				),
 			},
-			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateId: "team-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox"}},
+			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateId: "team-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection"}},
 			{ResourceName: "agentlab_workspace_snapshot.s1", ImportState: true, ImportStateId: "team-a/baseline", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
 			{ResourceName: "agentlab_session.alice", ImportState: true, ImportStateId: "alice", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
 			// Grow in place; stop the session (sandbox destroyed, workspace kept).

@@ -85,8 +85,9 @@ resource "agentlab_sandbox" "a" {
   profile = "yolo-ephemeral"
 }
 resource "agentlab_workspace" "w" {
-  name    = "acc-w"
-  size_gb = 5
+  name                = "acc-w"
+  size_gb             = 5
+  deletion_protection = false
 }`)
 	var legacy *api.Sandbox
 	resource.Test(t, resource.TestCase{
@@ -114,7 +115,7 @@ resource "agentlab_workspace" "w" {
 				ImportStateIdFunc: func(s *terraform.State) (string, error) {
 					return s.RootModule().Resources["agentlab_sandbox.a"].Primary.Attributes["vmid"], nil
 				}},
-			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"},
+			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "deletion_protection"},
 				ImportStateIdFunc: func(s *terraform.State) (string, error) {
 					return s.RootModule().Resources["agentlab_workspace.w"].Primary.Attributes["holder_vmid"], nil
 				}},

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
@@ -32,13 +33,15 @@ func NewWorkspaceResource() resource.Resource { return &workspaceResource{} }
 type workspaceResource struct{ c *client.Client }
 
 type workspaceModel struct {
-	ID              types.String   `tfsdk:"id"`
-	Name            types.String   `tfsdk:"name"`
-	SizeGB          types.Int64    `tfsdk:"size_gb"`
-	Storage         types.String   `tfsdk:"storage"`
-	HolderVMID      types.Int64    `tfsdk:"holder_vmid"`
-	AttachedSandbox types.String   `tfsdk:"attached_sandbox"`
-	Timeouts        timeouts.Value `tfsdk:"timeouts"`
+	ID                 types.String   `tfsdk:"id"`
+	Name               types.String   `tfsdk:"name"`
+	SizeGB             types.Int64    `tfsdk:"size_gb"`
+	Storage            types.String   `tfsdk:"storage"`
+	HolderVMID         types.Int64    `tfsdk:"holder_vmid"`
+	AttachedSandbox    types.String   `tfsdk:"attached_sandbox"`
+	DeletionProtection types.Bool     `tfsdk:"deletion_protection"`
+	ForceDestroy       types.Bool     `tfsdk:"force_destroy"`
+	Timeouts           timeouts.Value `tfsdk:"timeouts"`
 }
 
 func (r *workspaceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -48,8 +51,9 @@ func (r *workspaceResource) Metadata(_ context.Context, req resource.MetadataReq
 func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A persistent workspace: the durable `/work` volume that outlives sandboxes. Proxmox-wise it is a disk owned by a " +
-			"never-started holder VM, so destroying a sandbox never frees it. **Destroying this resource destroys the data**: " +
-			"protect it with `lifecycle { prevent_destroy = true }`.",
+			"never-started holder VM, so destroying a sandbox never frees it. **Destroying this resource destroys the data**, " +
+			"so it is refused while `deletion_protection` is true (the default), and a workspace that still has snapshots is " +
+			"deleted only with `force_destroy = true`. A plan that replaces the workspace warns that its data is lost.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Workspace id (`ws-…`).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
@@ -64,7 +68,11 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 			"holder_vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "VMID of the holder VM that owns the volume.",
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
 			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to, if any."},
-			"timeouts":         timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
+			"deletion_protection": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
+				MarkdownDescription: "Refuse to delete the workspace (default `true`). To destroy or replace it, set `false` and apply first; the setting lives in the state, so it must be applied before the destroy."},
+			"force_destroy": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
+				MarkdownDescription: "Delete the workspace even if it still has snapshots, which are deleted with it (default `false`: deleting a workspace with snapshots fails and names them)."},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
 		},
 	}
 }
@@ -73,8 +81,9 @@ func (r *workspaceResource) Configure(_ context.Context, req resource.ConfigureR
 	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
 }
 
-// ModifyPlan checks a new workspace's name with agentd's whole rule, and
-// refuses to shrink: a replacement would destroy the data.
+// ModifyPlan checks a new workspace's name with agentd's whole rule, refuses
+// to shrink (a replacement would destroy the data), and warns when the plan
+// replaces the workspace.
 func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.WorkspaceName)
 	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
@@ -83,7 +92,18 @@ func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyP
 	var plan, state workspaceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() || plan.SizeGB.IsUnknown() {
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if why := replacedBy(plan, state); why != "" {
+		detail := fmt.Sprintf("The plan replaces workspace %s (%s): the new workspace starts empty, and the data on the current volume "+
+			"and its snapshots are deleted.", state.Name.ValueString(), why)
+		if state.DeletionProtection.ValueBool() {
+			detail += " deletion_protection is true, so the apply will fail before anything is deleted; set deletion_protection = false and apply first if the data may go."
+		}
+		resp.Diagnostics.AddWarning("Workspace Will Be Replaced", detail)
+	}
+	if plan.SizeGB.IsUnknown() {
 		return
 	}
 	if plan.SizeGB.ValueInt64() < state.SizeGB.ValueInt64() && plan.Name.Equal(state.Name) {
@@ -91,6 +111,18 @@ func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyP
 			fmt.Sprintf("workspace %s is %d GiB; volumes can grow but never shrink (planned %d GiB). Keep the size, or create a new workspace and copy the data.",
 				state.Name.ValueString(), state.SizeGB.ValueInt64(), plan.SizeGB.ValueInt64()))
 	}
+}
+
+// replacedBy names the change that makes the plan replace the workspace, if
+// one does (the attributes whose plan modifiers require replacement).
+func replacedBy(plan, state workspaceModel) string {
+	switch {
+	case !plan.Name.IsUnknown() && !plan.Name.Equal(state.Name):
+		return fmt.Sprintf("name %s → %s", state.Name.ValueString(), plan.Name.ValueString())
+	case !plan.Storage.IsUnknown() && !plan.Storage.IsNull() && !plan.Storage.Equal(state.Storage):
+		return fmt.Sprintf("storage %s → %s", state.Storage.ValueString(), plan.Storage.ValueString())
+	}
+	return ""
 }
 
 func (m *workspaceModel) fromAPI(w *api.Workspace) {
@@ -169,6 +201,34 @@ func (r *workspaceResource) Delete(ctx context.Context, req resource.DeleteReque
 	resp.Diagnostics.Append(d...)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	name := state.Name.ValueString()
+	if state.DeletionProtection.IsNull() || state.DeletionProtection.ValueBool() {
+		resp.Diagnostics.AddError("Unable to Delete Workspace",
+			fmt.Sprintf("workspace %s has deletion_protection = true, and deleting it destroys its data. To delete it, set "+
+				"deletion_protection = false in its resource block and run terraform apply, then destroy it (or apply the change that replaces it).", name))
+		return
+	}
+	if !state.ForceDestroy.ValueBool() {
+		snaps, err := r.c.Snapshots(ctx, state.ID.ValueString())
+		if client.IsNotFound(err) {
+			return
+		}
+		if err != nil {
+			resp.Diagnostics.AddError("Unable to Delete Workspace", fmt.Sprintf("listing the snapshots of workspace %s: %v", name, err))
+			return
+		}
+		if len(snaps) > 0 {
+			names := make([]string, len(snaps))
+			for i, s := range snaps {
+				names[i] = s.Name
+			}
+			resp.Diagnostics.AddError("Unable to Delete Workspace",
+				fmt.Sprintf("workspace %s still has %d snapshot(s) (%s), which would be deleted with it. Delete them first "+
+					"(agentd workspace snapshot delete %s NAME), or set force_destroy = true and apply, then destroy it.",
+					name, len(snaps), strings.Join(names, ", "), name))
+			return
+		}
+	}
 	if _, err := r.c.DeleteWorkspace(ctx, state.ID.ValueString()); err != nil && !client.IsNotFound(err) {
 		resp.Diagnostics.AddError("Unable to Delete Workspace", err.Error())
 	}
@@ -185,6 +245,10 @@ func (r *workspaceResource) ImportState(ctx context.Context, req resource.Import
 		return
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), w.ID)...)
+	// The settings live only in Terraform: an imported workspace starts at
+	// the defaults, so it is protected as one created by Terraform is.
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("deletion_protection"), true)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("force_destroy"), false)...)
 }
 
 // NewWorkspaceSnapshotResource is the agentlab_workspace_snapshot factory.
