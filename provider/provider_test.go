@@ -310,6 +310,11 @@ data "agentlab_sandbox" "s" { name = agentlab_sandbox.s.vmid }
 				resource.TestCheckResourceAttr("data.agentlab_sandbox.s", "name", "ds"),
 				resource.TestCheckResourceAttr("data.agentlab_sandbox.s", "profile", "yolo-ephemeral"),
 				resource.TestCheckResourceAttrPair("data.agentlab_sandbox.s", "ip", "agentlab_sandbox.s", "ip"),
+				// None is null, as in the resources.
+				resource.TestCheckNoResourceAttr("data.agentlab_sandbox.s", "workspace"),
+				resource.TestCheckNoResourceAttr("agentlab_sandbox.s", "workspace"),
+				resource.TestCheckNoResourceAttr("data.agentlab_workspace.w", "attached_sandbox"),
+				resource.TestCheckNoResourceAttr("data.agentlab_workspace.w", "session"),
 			),
 		}},
 	})

@@ -97,9 +97,60 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	}
 }
 
-// ModifyPlan checks a new sandbox's name with agentd's whole rule.
+// ModifyPlan checks a new sandbox's name with agentd's whole rule, refuses an
+// in-place update that cannot apply, and keeps the computed values an update
+// cannot change, so a ttl change plans only the lease as unknown.
 func (r *sandboxResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.SandboxName)
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state sandboxModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || !plan.ID.Equal(state.ID) || plan.ID.IsUnknown() {
+		return // replaced: everything is new
+	}
+	ttlChange := ttlChanges(plan, state)
+	if ttlChange {
+		ps, _ := ttlSeconds(plan.TTL.ValueString())
+		switch {
+		case ps == 0:
+			resp.Diagnostics.AddAttributeError(path.Root("ttl"), "Invalid Lease Change",
+				fmt.Sprintf("sandbox %s has a lease of %s; a lease cannot be removed in place. Set a duration, or replace the sandbox.",
+					state.Name.ValueString(), state.TTL.ValueString()))
+		case plan.PowerState.ValueString() == "stopped" && state.State.ValueString() != string(api.StateRunning):
+			resp.Diagnostics.AddAttributeError(path.Root("ttl"), "Invalid Lease Change",
+				fmt.Sprintf("sandbox %s is %s and stays stopped; a lease is renewed only while the sandbox runs. "+
+					"Apply with power_state = \"running\" to renew it, then stop it.", state.Name.ValueString(), state.State.ValueString()))
+		}
+	}
+	if powerChanges(plan, state) || !plan.Workspace.Equal(state.Workspace) {
+		return // start, stop, attach and detach move the state and the address
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("state"), state.State)...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("ip"), state.IP)...)
+	if !ttlChange {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("lease_expires_at"), state.LeaseExpiresAt)...)
+	}
+}
+
+// powerChanges reports whether the update starts or stops the sandbox: the
+// wanted power state differs, or it should run and does not (idle-stopped, or
+// still booting).
+func powerChanges(plan, state sandboxModel) bool {
+	want := plan.PowerState.ValueString()
+	return want != state.PowerState.ValueString() || want == "running" && state.State.ValueString() != string(api.StateRunning)
+}
+
+// ttlChanges reports whether the update renews the lease.
+func ttlChanges(plan, state sandboxModel) bool {
+	if plan.TTL.IsUnknown() || plan.TTL.Equal(state.TTL) {
+		return false
+	}
+	ps, perr := ttlSeconds(plan.TTL.ValueString())
+	ss, _ := ttlSeconds(state.TTL.ValueString())
+	return perr != nil || ps != ss
 }
 
 func (r *sandboxResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
@@ -136,11 +187,7 @@ func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagno
 		m.TTL = types.StringValue(fmtTTL(sb.TTLSeconds))
 	}
 	m.Keepalive = types.BoolValue(sb.Keepalive)
-	if sb.Workspace == "" {
-		m.Workspace = types.StringNull()
-	} else {
-		m.Workspace = types.StringValue(sb.Workspace)
-	}
+	m.Workspace = optString(sb.Workspace)
 	switch sb.State {
 	case api.StateStopped:
 		m.PowerState = types.StringValue("stopped")
@@ -266,39 +313,48 @@ func (r *sandboxResource) Update(ctx context.Context, req resource.UpdateRequest
 			}
 		}
 	}
-	if want := plan.PowerState.ValueString(); want != state.PowerState.ValueString() || want == "running" && state.State.ValueString() != string(api.StateRunning) {
-		var err error
-		if want == "running" {
-			if _, err = r.c.Start(ctx, id); err == nil {
-				var sb *api.Sandbox
-				if sb, err = r.c.WaitSandbox(ctx, id, 500*time.Millisecond); err == nil && sb.State != api.StateRunning {
-					err = fmt.Errorf("sandbox %s did not start: %s %s", sb.Name, sb.State, sb.Error)
-				}
-			}
-		} else {
-			_, err = r.c.Stop(ctx, id)
+	// A lease is renewed only while the sandbox runs: renew before a stop,
+	// after a start (ModifyPlan refuses a renewal of a sandbox that stays
+	// stopped), so a valid plan always applies.
+	renew := func() error {
+		if !ttlChanges(plan, state) {
+			return nil
 		}
+		ps, err := ttlSeconds(plan.TTL.ValueString())
 		if err != nil {
+			return fmt.Errorf("ttl: %w", err)
+		}
+		if ps == 0 {
+			return errors.New("ttl: a lease cannot be removed in place; set a duration, or replace the sandbox")
+		}
+		_, err = r.c.Renew(ctx, id, plan.TTL.ValueString())
+		return err
+	}
+	power := func() error {
+		if !powerChanges(plan, state) {
+			return nil
+		}
+		if plan.PowerState.ValueString() != "running" {
+			_, err := r.c.Stop(ctx, id)
+			return err
+		}
+		if _, err := r.c.Start(ctx, id); err != nil {
+			return err
+		}
+		sb, err := r.c.WaitSandbox(ctx, id, 500*time.Millisecond)
+		if err == nil && sb.State != api.StateRunning {
+			err = fmt.Errorf("sandbox %s did not start: %s %s", sb.Name, sb.State, sb.Error)
+		}
+		return err
+	}
+	steps := []func() error{renew, power}
+	if state.State.ValueString() != string(api.StateRunning) {
+		steps = []func() error{power, renew}
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
 			fail(err)
 			return
-		}
-	}
-	if !plan.TTL.IsUnknown() && !plan.TTL.Equal(state.TTL) {
-		ps, perr := ttlSeconds(plan.TTL.ValueString())
-		ss, _ := ttlSeconds(state.TTL.ValueString())
-		if perr != nil {
-			fail(fmt.Errorf("ttl: %w", perr))
-			return
-		}
-		if ps != ss {
-			if ps == 0 {
-				fail(errors.New("ttl: a lease cannot be removed in place; set a duration, or replace the sandbox"))
-				return
-			}
-			if _, err := r.c.Renew(ctx, id, plan.TTL.ValueString()); err != nil {
-				fail(err)
-				return
-			}
 		}
 	}
 	sb, err := r.c.Sandbox(ctx, id)

@@ -67,7 +67,9 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 				Validators:    []validator.String{storageIDRule()}},
 			"holder_vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "VMID of the holder VM that owns the volume.",
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
-			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to, if any."},
+			// Only a sandbox or session attaches or detaches it, never this resource's update.
+			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to; null when detached.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
 			"deletion_protection": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
 				MarkdownDescription: "Refuse to delete the workspace (default `true`). To destroy or replace it, set `false` and apply first; the setting lives in the state, so it must be applied before the destroy."},
 			"force_destroy": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
@@ -127,7 +129,7 @@ func replacedBy(plan, state workspaceModel) string {
 
 func (m *workspaceModel) fromAPI(w *api.Workspace) {
 	m.ID, m.Name, m.SizeGB, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.Int64Value(int64(w.SizeGB)), types.StringValue(w.Storage)
-	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), types.StringValue(w.AttachedSandbox)
+	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), optString(w.AttachedSandbox)
 }
 
 func (r *workspaceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

@@ -26,7 +26,9 @@ resource "agentlab_workspace" "w" {
 }`, name, extra))
 	}
 	// Terraform wraps long diagnostics: any space may be a line break.
-	re := func(s string) *regexp.Regexp { return regexp.MustCompile(regexp.MustCompile(` `).ReplaceAllString(s, `\s+`)) }
+	re := func(s string) *regexp.Regexp {
+		return regexp.MustCompile(regexp.MustCompile(` `).ReplaceAllString(s, `\s+`))
+	}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: factories,
 		CheckDestroy:             noVMsLeft(d),
