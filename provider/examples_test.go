@@ -59,13 +59,13 @@ func TestAccExamples(t *testing.T) {
 				id := id
 				if regexp.MustCompile(`^\d+$`).MatchString(id) { // a VMID: use the real one
 					steps = append(steps, resource.TestStep{Config: cfg, ResourceName: addr, ImportState: true, ImportStateVerify: true,
-						ImportStateVerifyIgnore: []string{"timeouts"}, ImportStateIdFunc: func(s *terraform.State) (string, error) {
+						ImportStateVerifyIgnore: []string{"timeouts", "ttl"}, ImportStateIdFunc: func(s *terraform.State) (string, error) {
 							return s.RootModule().Resources[addr].Primary.Attributes["vmid"], nil
 						}})
 					continue
 				}
 				steps = append(steps, resource.TestStep{Config: cfg, ResourceName: addr, ImportState: true, ImportStateId: id,
-					ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection"}})
+					ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection", "ttl"}})
 			}
 			_ = c
 			resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: factories, CheckDestroy: noVMsLeft(d), Steps: steps})

@@ -104,10 +104,12 @@ resource "agentlab_sandbox" "a" {
 				),
 			},
 			// Import by name and by VMID reproduces the state.
-			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateId: "acc-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
+			// An imported lease has agentd's seconds in Go's spelling (2h0m0s), the same duration as the configured 2h.
+			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateId: "acc-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "ttl"},
+				ImportStateCheck: importedTTL("2h0m0s")},
 			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateIdFunc: func(s *terraform.State) (string, error) {
 				return s.RootModule().Resources["agentlab_sandbox.a"].Primary.Attributes["vmid"], nil
-			}, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
+			}, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "ttl"}, ImportStateCheck: importedTTL("2h0m0s")},
 			// Power state and lease change in place.
 			{
 				Config:           cfg(`power_state = "stopped"`),
@@ -180,7 +182,7 @@ func TestAccSandboxErrors(t *testing.T) {
 		Steps: []resource.TestStep{
 			{
 				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "nope"` + "\n}",
-				ExpectError: regexp.MustCompile(`(?s)Unable to Create Sandbox.*profile "nope" does not exist`),
+				ExpectError: regexp.MustCompile(`(?s)Invalid Profile.*profile "nope" does not exist`),
 			},
 			{
 				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n" + `power_state = "paused"` + "\n}",

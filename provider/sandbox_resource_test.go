@@ -63,6 +63,16 @@ resource "agentlab_sandbox" "a" {
 				lease = s.RootModule().Resources[sb].Primary.Attributes["lease_expires_at"]
 				return nil
 			}},
+			// The same lease spelled differently is no renewal.
+			{
+				Config: cfg("120m", "running", 5),
+				Check: resource.ComposeAggregateTestCheckFunc(resource.TestCheckResourceAttr(sb, "ttl", "120m"), func(s *terraform.State) error {
+					if got := s.RootModule().Resources[sb].Primary.Attributes["lease_expires_at"]; got != lease {
+						return fmt.Errorf("respelling the ttl renewed the lease: %s, was %s", got, lease)
+					}
+					return nil
+				}),
+			},
 			// A ttl change: only the lease is unknown; a resize: nothing is.
 			{
 				PreConfig:        func() { time.Sleep(1100 * time.Millisecond) }, // leases have second resolution

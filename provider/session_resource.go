@@ -71,9 +71,21 @@ func (r *sessionResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	}
 }
 
-// ModifyPlan checks a new session's name with agentd's whole rule.
+// ModifyPlan checks a new session's name with agentd's whole rule, and its
+// profile with agentd.
 func (r *sessionResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.SessionName)
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var planned, current types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("profile"), &planned)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("profile"), &current)...)
+	}
+	if !resp.Diagnostics.HasError() && !planned.Equal(current) {
+		checkProfile(ctx, r.c, &resp.Diagnostics, planned, nil) // a session always has its workspace
+	}
 }
 
 func (r *sessionResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {

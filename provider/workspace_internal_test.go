@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -23,7 +24,7 @@ func TestWorkspaceReplaceWarning(t *testing.T) {
 	sch := sr.Schema
 	to := sch.Attributes["timeouts"].GetType().(timeouts.Type).AttrTypes
 	model := func(name, storage string, protect bool) workspaceModel {
-		return workspaceModel{ID: types.StringValue("ws-1"), Name: types.StringValue(name), SizeGB: types.Int64Value(5),
+		return workspaceModel{ID: types.StringValue("ws-1"), Name: types.StringValue(name), SizeGB: types.NumberValue(big.NewFloat(5)),
 			Storage: types.StringValue(storage), HolderVMID: types.Int64Value(100), AttachedSandbox: types.StringNull(),
 			DeletionProtection: types.BoolValue(protect), ForceDestroy: types.BoolValue(false),
 			Timeouts: timeouts.Value{Object: types.ObjectNull(map[string]attr.Type(to))}}
@@ -33,7 +34,11 @@ func TestWorkspaceReplaceWarning(t *testing.T) {
 		state, plan workspaceModel
 		want        []string // substrings of the warning; nil = no warning
 	}{
-		{"resize", model("w", "local-lvm", true), func() workspaceModel { m := model("w", "local-lvm", true); m.SizeGB = types.Int64Value(6); return m }(), nil},
+		{"resize", model("w", "local-lvm", true), func() workspaceModel {
+			m := model("w", "local-lvm", true)
+			m.SizeGB = types.NumberValue(big.NewFloat(6))
+			return m
+		}(), nil},
 		{"rename", model("w", "local-lvm", false), model("w2", "local-lvm", false), []string{"replaces workspace w (name w → w2)", "data"}},
 		{"storage", model("w", "local-lvm", true), model("w", "local-zfs", true), []string{"storage local-lvm → local-zfs", "deletion_protection is true"}},
 	} {

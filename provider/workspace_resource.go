@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 
@@ -35,7 +36,7 @@ type workspaceResource struct{ c *client.Client }
 type workspaceModel struct {
 	ID                 types.String   `tfsdk:"id"`
 	Name               types.String   `tfsdk:"name"`
-	SizeGB             types.Int64    `tfsdk:"size_gb"`
+	SizeGB             types.Number   `tfsdk:"size_gb"`
 	Storage            types.String   `tfsdk:"storage"`
 	HolderVMID         types.Int64    `tfsdk:"holder_vmid"`
 	AttachedSandbox    types.String   `tfsdk:"attached_sandbox"`
@@ -60,8 +61,10 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name: 1-52 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the workspace (and its data).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 				Validators:    []validator.String{nameChars("Workspace", validate.MaxWorkspaceName)}},
-			"size_gb": schema.Int64Attribute{Required: true, MarkdownDescription: "Size in GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
-				Validators: []validator.Int64{sizeRule()}},
+			// A number, not an integer, so that 1.5 is an error on the attribute
+			// (an Int64 attribute fails converting it, as a provider error).
+			"size_gb": schema.NumberAttribute{Required: true, MarkdownDescription: "Size in whole GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
+				Validators: []validator.Number{sizeRule{}}},
 			"storage": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Proxmox storage id of the volume: agentd's `workspace_storage` (the default) or one of its `workspace_storages`. Changing it replaces the workspace.",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()},
 				Validators:    []validator.String{storageIDRule()}},
@@ -108,10 +111,10 @@ func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyP
 	if plan.SizeGB.IsUnknown() {
 		return
 	}
-	if plan.SizeGB.ValueInt64() < state.SizeGB.ValueInt64() && plan.Name.Equal(state.Name) {
+	if gib(plan.SizeGB) < gib(state.SizeGB) && plan.Name.Equal(state.Name) {
 		resp.Diagnostics.AddAttributeError(path.Root("size_gb"), "Workspace Cannot Shrink",
 			fmt.Sprintf("workspace %s is %d GiB; volumes can grow but never shrink (planned %d GiB). Keep the size, or create a new workspace and copy the data.",
-				state.Name.ValueString(), state.SizeGB.ValueInt64(), plan.SizeGB.ValueInt64()))
+				state.Name.ValueString(), gib(state.SizeGB), gib(plan.SizeGB)))
 	}
 }
 
@@ -127,8 +130,17 @@ func replacedBy(plan, state workspaceModel) string {
 	return ""
 }
 
+// gib reads size_gb, which the validator has checked is a whole number.
+func gib(n types.Number) int64 {
+	if n.IsNull() || n.IsUnknown() {
+		return 0
+	}
+	v, _ := n.ValueBigFloat().Int64()
+	return v
+}
+
 func (m *workspaceModel) fromAPI(w *api.Workspace) {
-	m.ID, m.Name, m.SizeGB, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.Int64Value(int64(w.SizeGB)), types.StringValue(w.Storage)
+	m.ID, m.Name, m.SizeGB, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.NumberValue(big.NewFloat(float64(w.SizeGB))), types.StringValue(w.Storage)
 	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), optString(w.AttachedSandbox)
 }
 
@@ -142,7 +154,7 @@ func (r *workspaceResource) Create(ctx context.Context, req resource.CreateReque
 	resp.Diagnostics.Append(d...)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	w, err := r.c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: plan.Name.ValueString(), SizeGB: int(plan.SizeGB.ValueInt64()), Storage: plan.Storage.ValueString()})
+	w, err := r.c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: plan.Name.ValueString(), SizeGB: int(gib(plan.SizeGB)), Storage: plan.Storage.ValueString()})
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Create Workspace", err.Error())
 		return
@@ -182,8 +194,8 @@ func (r *workspaceResource) Update(ctx context.Context, req resource.UpdateReque
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	w, err := r.c.Workspace(ctx, state.ID.ValueString())
-	if err == nil && plan.SizeGB.ValueInt64() != state.SizeGB.ValueInt64() {
-		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), api.ResizeWorkspaceRequest{SizeGB: int(plan.SizeGB.ValueInt64())})
+	if err == nil && gib(plan.SizeGB) != gib(state.SizeGB) {
+		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), api.ResizeWorkspaceRequest{SizeGB: int(gib(plan.SizeGB))})
 	}
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Update Workspace", err.Error())
