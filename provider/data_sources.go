@@ -164,7 +164,7 @@ func (d *sandboxDS) Schema(_ context.Context, _ datasource.SchemaRequest, resp *
 		"vmid":             schema.Int64Attribute{Computed: true, MarkdownDescription: "Proxmox VMID."},
 		"node":             c("Proxmox node."),
 		"ip":               c("IPv4 address."),
-		"workspace":        c("Attached workspace."),
+		"workspace":        c("Attached workspace; null when none."),
 		"lease_expires_at": c("Lease end (RFC 3339)."),
 	}}
 }
@@ -182,7 +182,7 @@ func (d *sandboxDS) Read(ctx context.Context, req datasource.ReadRequest, resp *
 	}
 	m = sandboxDSModel{Name: types.StringValue(sb.Name), ID: types.StringValue(sb.ID), Profile: types.StringValue(sb.Profile),
 		State: types.StringValue(string(sb.State)), VMID: types.Int64Value(int64(sb.VMID)), Node: types.StringValue(sb.Node),
-		IP: types.StringValue(sb.IP), Workspace: types.StringValue(sb.Workspace), LeaseExpiresAt: timeString(sb.LeaseExpiresAt)}
+		IP: types.StringValue(sb.IP), Workspace: optString(sb.Workspace), LeaseExpiresAt: timeString(sb.LeaseExpiresAt)}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }
 
@@ -217,8 +217,8 @@ func (d *workspaceDS) Schema(_ context.Context, _ datasource.SchemaRequest, resp
 		"storage":          c("Proxmox storage."),
 		"holder_vmid":      schema.Int64Attribute{Computed: true, MarkdownDescription: "Holder VMID."},
 		"volume":           c("Current Proxmox volume id (read live; Proxmox may rename volumes)."),
-		"attached_sandbox": c("Sandbox it is attached to."),
-		"session":          c("Session that reserves it."),
+		"attached_sandbox": c("Sandbox it is attached to; null when detached."),
+		"session":          c("Session that reserves it; null when none."),
 	}}
 }
 
@@ -235,7 +235,7 @@ func (d *workspaceDS) Read(ctx context.Context, req datasource.ReadRequest, resp
 	}
 	m = workspaceDSModel{Name: types.StringValue(w.Name), ID: types.StringValue(w.ID), SizeGB: types.Int64Value(int64(w.SizeGB)),
 		Storage: types.StringValue(w.Storage), HolderVMID: types.Int64Value(int64(w.HolderVMID)), Volume: types.StringValue(w.Volume),
-		AttachedSandbox: types.StringValue(w.AttachedSandbox), Session: types.StringValue(w.Session)}
+		AttachedSandbox: optString(w.AttachedSandbox), Session: optString(w.Session)}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }
 

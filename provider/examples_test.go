@@ -50,21 +50,22 @@ func TestAccExamples(t *testing.T) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			d, c := startAgent(t)
 			cfg := hcl(readFile(t, filepath.Join(dir, "resource.tf")))
-			// prevent_destroy is the advice for real use; the test must clean up.
+			// Protection is the advice for real use; the test must clean up.
 			cfg = strings.Replace(cfg, "prevent_destroy = true", "prevent_destroy = false", 1)
+			cfg = strings.ReplaceAll(cfg, "deletion_protection = true", "deletion_protection = false")
 			addr, ids := importIDs(t, dir)
 			steps := []resource.TestStep{{Config: cfg}}
 			for _, id := range ids {
 				id := id
 				if regexp.MustCompile(`^\d+$`).MatchString(id) { // a VMID: use the real one
 					steps = append(steps, resource.TestStep{Config: cfg, ResourceName: addr, ImportState: true, ImportStateVerify: true,
-						ImportStateVerifyIgnore: []string{"timeouts"}, ImportStateIdFunc: func(s *terraform.State) (string, error) {
+						ImportStateVerifyIgnore: []string{"timeouts", "ttl"}, ImportStateIdFunc: func(s *terraform.State) (string, error) {
 							return s.RootModule().Resources[addr].Primary.Attributes["vmid"], nil
 						}})
 					continue
 				}
 				steps = append(steps, resource.TestStep{Config: cfg, ResourceName: addr, ImportState: true, ImportStateId: id,
-					ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox"}})
+					ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection", "ttl"}})
 			}
 			_ = c
 			resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: factories, CheckDestroy: noVMsLeft(d), Steps: steps})
@@ -152,14 +153,16 @@ func TestAccQuickstartAndTeamModule(t *testing.T) {
 	team := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(team, "main.tf"), []byte(hcl(fmt.Sprintf(`
 module "alice" {
-  source = %q
-  member = "alice"
+  source              = %q
+  member              = "alice"
+  deletion_protection = false
 }
 module "bob" {
-  source            = %q
-  member            = "bob"
-  workspace_size_gb = 10
-  running           = false
+  source              = %q
+  member              = "bob"
+  workspace_size_gb   = 10
+  running             = false
+  deletion_protection = false
 }
 output "alice_ip" { value = module.alice.ip }
 output "bob_sandbox" { value = module.bob.sandbox }

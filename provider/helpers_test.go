@@ -1,8 +1,12 @@
 package provider_test
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
+
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -15,6 +19,16 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// importedTTL checks the lease an import read from agentd.
+func importedTTL(want string) resource.ImportStateCheckFunc {
+	return func(is []*terraform.InstanceState) error {
+		if len(is) != 1 || is[0].Attributes["ttl"] != want {
+			return fmt.Errorf("imported ttl: want %s, got %+v", want, is)
+		}
+		return nil
 	}
 }
 

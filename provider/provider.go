@@ -120,3 +120,12 @@ func timeString(t *time.Time) types.String {
 	}
 	return types.StringValue(t.UTC().Format(time.RFC3339))
 }
+
+// optString is null for agentd's "none" (an empty string), as resources and
+// data sources both report it.
+func optString(s string) types.String {
+	if s == "" {
+		return types.StringNull()
+	}
+	return types.StringValue(s)
+}

@@ -64,8 +64,9 @@ func TestAccSandbox(t *testing.T) {
 	cfg := func(extra string) string {
 		return hcl(`
 resource "agentlab_workspace" "w" {
-  name    = "acc-ws"
-  size_gb = 5
+  name                = "acc-ws"
+  size_gb             = 5
+  deletion_protection = false
 }
 resource "agentlab_sandbox" "a" {
   name    = "acc-a"
@@ -103,10 +104,12 @@ resource "agentlab_sandbox" "a" {
 				),
 			},
 			// Import by name and by VMID reproduces the state.
-			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateId: "acc-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
+			// An imported lease has agentd's seconds in Go's spelling (2h0m0s), the same duration as the configured 2h.
+			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateId: "acc-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "ttl"},
+				ImportStateCheck: importedTTL("2h0m0s")},
 			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateIdFunc: func(s *terraform.State) (string, error) {
 				return s.RootModule().Resources["agentlab_sandbox.a"].Primary.Attributes["vmid"], nil
-			}, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
+			}, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "ttl"}, ImportStateCheck: importedTTL("2h0m0s")},
 			// Power state and lease change in place.
 			{
 				Config:           cfg(`power_state = "stopped"`),
@@ -179,7 +182,7 @@ func TestAccSandboxErrors(t *testing.T) {
 		Steps: []resource.TestStep{
 			{
 				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "nope"` + "\n}",
-				ExpectError: regexp.MustCompile(`(?s)Unable to Create Sandbox.*profile "nope" does not exist`),
+				ExpectError: regexp.MustCompile(`(?s)Invalid Profile.*profile "nope" does not exist`),
 			},
 			{
 				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n" + `power_state = "paused"` + "\n}",
@@ -206,8 +209,9 @@ func TestAccWorkspaceSnapshotSession(t *testing.T) {
 	cfg := func(size int, running bool) string {
 		return hcl(fmt.Sprintf(`
 resource "agentlab_workspace" "w" {
-  name    = "team-a"
-  size_gb = %d
+  name                = "team-a"
+  size_gb             = %d
+  deletion_protection = false
 }
 resource "agentlab_workspace_snapshot" "s1" {
   workspace   = agentlab_workspace.w.name
@@ -238,7 +242,7 @@ resource "agentlab_session" "alice" {
 					resource.TestMatchResourceAttr("agentlab_session.alice", "ip", regexp.MustCompile(`^10\.77\.`)),
 				),
 			},
-			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateId: "team-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox"}},
+			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateId: "team-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection"}},
 			{ResourceName: "agentlab_workspace_snapshot.s1", ImportState: true, ImportStateId: "team-a/baseline", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
 			{ResourceName: "agentlab_session.alice", ImportState: true, ImportStateId: "alice", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
 			// Grow in place; stop the session (sandbox destroyed, workspace kept).
@@ -308,6 +312,11 @@ data "agentlab_sandbox" "s" { name = agentlab_sandbox.s.vmid }
 				resource.TestCheckResourceAttr("data.agentlab_sandbox.s", "name", "ds"),
 				resource.TestCheckResourceAttr("data.agentlab_sandbox.s", "profile", "yolo-ephemeral"),
 				resource.TestCheckResourceAttrPair("data.agentlab_sandbox.s", "ip", "agentlab_sandbox.s", "ip"),
+				// None is null, as in the resources.
+				resource.TestCheckNoResourceAttr("data.agentlab_sandbox.s", "workspace"),
+				resource.TestCheckNoResourceAttr("agentlab_sandbox.s", "workspace"),
+				resource.TestCheckNoResourceAttr("data.agentlab_workspace.w", "attached_sandbox"),
+				resource.TestCheckNoResourceAttr("data.agentlab_workspace.w", "session"),
 			),
 		}},
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-timetypes/timetypes"
 	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -39,20 +40,20 @@ func NewSandboxResource() resource.Resource { return &sandboxResource{} }
 type sandboxResource struct{ c *client.Client }
 
 type sandboxModel struct {
-	ID             types.String   `tfsdk:"id"`
-	Name           types.String   `tfsdk:"name"`
-	Profile        types.String   `tfsdk:"profile"`
-	TTL            types.String   `tfsdk:"ttl"`
-	Keepalive      types.Bool     `tfsdk:"keepalive"`
-	Workspace      types.String   `tfsdk:"workspace"`
-	PowerState     types.String   `tfsdk:"power_state"`
-	Tags           types.Set      `tfsdk:"tags"`
-	VMID           types.Int64    `tfsdk:"vmid"`
-	Node           types.String   `tfsdk:"node"`
-	State          types.String   `tfsdk:"state"`
-	IP             types.String   `tfsdk:"ip"`
-	LeaseExpiresAt types.String   `tfsdk:"lease_expires_at"`
-	Timeouts       timeouts.Value `tfsdk:"timeouts"`
+	ID             types.String         `tfsdk:"id"`
+	Name           types.String         `tfsdk:"name"`
+	Profile        types.String         `tfsdk:"profile"`
+	TTL            timetypes.GoDuration `tfsdk:"ttl"`
+	Keepalive      types.Bool           `tfsdk:"keepalive"`
+	Workspace      types.String         `tfsdk:"workspace"`
+	PowerState     types.String         `tfsdk:"power_state"`
+	Tags           types.Set            `tfsdk:"tags"`
+	VMID           types.Int64          `tfsdk:"vmid"`
+	Node           types.String         `tfsdk:"node"`
+	State          types.String         `tfsdk:"state"`
+	IP             types.String         `tfsdk:"ip"`
+	LeaseExpiresAt types.String         `tfsdk:"lease_expires_at"`
+	Timeouts       timeouts.Value       `tfsdk:"timeouts"`
 }
 
 func (r *sandboxResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -72,8 +73,10 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				Validators:    []validator.String{nameChars("Sandbox", validate.MaxSandboxName)}},
 			"profile": schema.StringAttribute{Required: true, MarkdownDescription: "Profile to build from (see the `agentlab_profiles` data source). Changing it replaces the sandbox.",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
-			"ttl": schema.StringAttribute{Optional: true, Computed: true,
-				MarkdownDescription: "Lease as a duration (`90m`, `8h`); `0` for none. Defaults to the profile's `ttl_default`. Changing it renews the lease to now + ttl (the sandbox must be running).",
+			// GoDuration: 2h and 120m are the same lease, so agentd's seconds
+			// never diff against the spelling in the configuration.
+			"ttl": schema.StringAttribute{Optional: true, Computed: true, CustomType: timetypes.GoDurationType{},
+				MarkdownDescription: "Lease as a Go duration (`90m`, `8h`, `1h30m`); `0` for none. Defaults to the profile's `ttl_default`. Changing it renews the lease to now + ttl: the sandbox must run, or be started by the same apply (`power_state = \"running\"`).",
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 				Validators:          []validator.String{ttlRule()}},
 			"keepalive": schema.BoolAttribute{Optional: true, Computed: true, MarkdownDescription: "Keep the sandbox when its job ends. Defaults to the profile's. Changing it replaces the sandbox.",
@@ -97,50 +100,81 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	}
 }
 
-// ModifyPlan checks a new sandbox's name with agentd's whole rule.
+// ModifyPlan checks a new sandbox's name with agentd's whole rule, refuses an
+// in-place update that cannot apply, and keeps the computed values an update
+// cannot change, so a ttl change plans only the lease as unknown.
 func (r *sandboxResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.SandboxName)
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state sandboxModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	}
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if req.State.Raw.IsNull() || !plan.Profile.Equal(state.Profile) || !plan.Workspace.Equal(state.Workspace) {
+		checkProfile(ctx, r.c, &resp.Diagnostics, plan.Profile, &plan.Workspace)
+	}
+	if req.State.Raw.IsNull() || !plan.ID.Equal(state.ID) || plan.ID.IsUnknown() {
+		return // created or replaced: everything is new
+	}
+	ttlChange := ttlChanges(ctx, plan, state)
+	if ttlChange {
+		ps, _ := plan.TTL.ValueGoDuration()
+		switch {
+		case ps == 0:
+			resp.Diagnostics.AddAttributeError(path.Root("ttl"), "Invalid Lease Change",
+				fmt.Sprintf("sandbox %s has a lease of %s; a lease cannot be removed in place. Set a duration, or replace the sandbox.",
+					state.Name.ValueString(), state.TTL.ValueString()))
+		case plan.PowerState.ValueString() == "stopped" && state.State.ValueString() != string(api.StateRunning):
+			resp.Diagnostics.AddAttributeError(path.Root("ttl"), "Invalid Lease Change",
+				fmt.Sprintf("sandbox %s is %s and stays stopped; a lease is renewed only while the sandbox runs. "+
+					"Apply with power_state = \"running\" to renew it, then stop it.", state.Name.ValueString(), state.State.ValueString()))
+		}
+	}
+	if powerChanges(plan, state) || !plan.Workspace.Equal(state.Workspace) {
+		return // start, stop, attach and detach move the state and the address
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("state"), state.State)...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("ip"), state.IP)...)
+	if !ttlChange {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("lease_expires_at"), state.LeaseExpiresAt)...)
+	}
+}
+
+// powerChanges reports whether the update starts or stops the sandbox: the
+// wanted power state differs, or it should run and does not (idle-stopped, or
+// still booting).
+func powerChanges(plan, state sandboxModel) bool {
+	want := plan.PowerState.ValueString()
+	return want != state.PowerState.ValueString() || want == "running" && state.State.ValueString() != string(api.StateRunning)
+}
+
+// ttlChanges reports whether the update renews the lease: a new duration,
+// not a new spelling of the same one.
+func ttlChanges(ctx context.Context, plan, state sandboxModel) bool {
+	if plan.TTL.IsUnknown() || plan.TTL.IsNull() {
+		return false
+	}
+	same, _ := plan.TTL.StringSemanticEquals(ctx, state.TTL)
+	return !same
 }
 
 func (r *sandboxResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
 	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
 }
 
-// ttlSeconds parses a ttl attribute value.
-func ttlSeconds(s string) (int64, error) {
-	if s == "0" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	return int64(d / time.Second), err
-}
-
-// fmtTTL spells a lease the way people write it: 2h, 90m, 45s, or 0.
-func fmtTTL(secs int64) string {
-	switch {
-	case secs == 0:
-		return "0"
-	case secs%3600 == 0:
-		return fmt.Sprintf("%dh", secs/3600)
-	case secs%60 == 0:
-		return fmt.Sprintf("%dm", secs/60)
-	}
-	return fmt.Sprintf("%ds", secs)
-}
-
-// fromAPI fills the model from agentd's view, keeping the user's spelling of
-// ttl when it means the same duration (so "2h" does not diff against "2h0m0s").
+// fromAPI fills the model from agentd's view. The lease comes back in
+// seconds; the framework keeps the configured spelling of an equal duration.
 func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagnostics {
 	m.ID, m.Name, m.Profile = types.StringValue(sb.ID), types.StringValue(sb.Name), types.StringValue(sb.Profile)
-	if secs, err := ttlSeconds(m.TTL.ValueString()); m.TTL.IsNull() || m.TTL.IsUnknown() || err != nil || secs != sb.TTLSeconds {
-		m.TTL = types.StringValue(fmtTTL(sb.TTLSeconds))
-	}
+	m.TTL = timetypes.NewGoDurationValue(time.Duration(sb.TTLSeconds) * time.Second)
 	m.Keepalive = types.BoolValue(sb.Keepalive)
-	if sb.Workspace == "" {
-		m.Workspace = types.StringNull()
-	} else {
-		m.Workspace = types.StringValue(sb.Workspace)
-	}
+	m.Workspace = optString(sb.Workspace)
 	switch sb.State {
 	case api.StateStopped:
 		m.PowerState = types.StringValue("stopped")
@@ -266,39 +300,48 @@ func (r *sandboxResource) Update(ctx context.Context, req resource.UpdateRequest
 			}
 		}
 	}
-	if want := plan.PowerState.ValueString(); want != state.PowerState.ValueString() || want == "running" && state.State.ValueString() != string(api.StateRunning) {
-		var err error
-		if want == "running" {
-			if _, err = r.c.Start(ctx, id); err == nil {
-				var sb *api.Sandbox
-				if sb, err = r.c.WaitSandbox(ctx, id, 500*time.Millisecond); err == nil && sb.State != api.StateRunning {
-					err = fmt.Errorf("sandbox %s did not start: %s %s", sb.Name, sb.State, sb.Error)
-				}
-			}
-		} else {
-			_, err = r.c.Stop(ctx, id)
+	// A lease is renewed only while the sandbox runs: renew before a stop,
+	// after a start (ModifyPlan refuses a renewal of a sandbox that stays
+	// stopped), so a valid plan always applies.
+	renew := func() error {
+		if !ttlChanges(ctx, plan, state) {
+			return nil
 		}
-		if err != nil {
+		ps, d := plan.TTL.ValueGoDuration()
+		if d.HasError() {
+			return fmt.Errorf("ttl: %q is not a duration", plan.TTL.ValueString())
+		}
+		if ps == 0 {
+			return errors.New("ttl: a lease cannot be removed in place; set a duration, or replace the sandbox")
+		}
+		_, err := r.c.Renew(ctx, id, plan.TTL.ValueString())
+		return err
+	}
+	power := func() error {
+		if !powerChanges(plan, state) {
+			return nil
+		}
+		if plan.PowerState.ValueString() != "running" {
+			_, err := r.c.Stop(ctx, id)
+			return err
+		}
+		if _, err := r.c.Start(ctx, id); err != nil {
+			return err
+		}
+		sb, err := r.c.WaitSandbox(ctx, id, 500*time.Millisecond)
+		if err == nil && sb.State != api.StateRunning {
+			err = fmt.Errorf("sandbox %s did not start: %s %s", sb.Name, sb.State, sb.Error)
+		}
+		return err
+	}
+	steps := []func() error{renew, power}
+	if state.State.ValueString() != string(api.StateRunning) {
+		steps = []func() error{power, renew}
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
 			fail(err)
 			return
-		}
-	}
-	if !plan.TTL.IsUnknown() && !plan.TTL.Equal(state.TTL) {
-		ps, perr := ttlSeconds(plan.TTL.ValueString())
-		ss, _ := ttlSeconds(state.TTL.ValueString())
-		if perr != nil {
-			fail(fmt.Errorf("ttl: %w", perr))
-			return
-		}
-		if ps != ss {
-			if ps == 0 {
-				fail(errors.New("ttl: a lease cannot be removed in place; set a duration, or replace the sandbox"))
-				return
-			}
-			if _, err := r.c.Renew(ctx, id, plan.TTL.ValueString()); err != nil {
-				fail(err)
-				return
-			}
 		}
 	}
 	sb, err := r.c.Sandbox(ctx, id)

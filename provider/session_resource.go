@@ -40,6 +40,7 @@ type sessionModel struct {
 	SandboxVMID types.Int64    `tfsdk:"sandbox_vmid"`
 	IP          types.String   `tfsdk:"ip"`
 	State       types.String   `tfsdk:"state"`
+	Attached    types.Bool     `tfsdk:"workspace_attached"`
 	Timeouts    timeouts.Value `tfsdk:"timeouts"`
 }
 
@@ -61,36 +62,88 @@ func (r *sessionResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 			"profile":   schema.StringAttribute{Required: true, MarkdownDescription: "Profile of the session's sandboxes. Changing it replaces the session.", PlanModifiers: replace},
 			"workspace": schema.StringAttribute{Required: true, MarkdownDescription: "Name of the `agentlab_workspace` the session works on. Changing it replaces the session.", PlanModifiers: replace},
 			"running": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
-				MarkdownDescription: "Whether the session has a running sandbox (default `true`). A sandbox lost out of band shows up as drift that the next apply repairs."},
+				MarkdownDescription: "Whether the session has a running sandbox with its workspace attached (default `true`). A sandbox lost, or the workspace detached, out of band shows up as drift that the next apply repairs."},
 			"sandbox":      schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the current sandbox."},
 			"sandbox_vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "VMID of the current sandbox (0 when stopped)."},
 			"ip":           schema.StringAttribute{Computed: true, MarkdownDescription: "IPv4 address of the current sandbox."},
 			"state":        schema.StringAttribute{Computed: true, MarkdownDescription: "`RUNNING`, `STOPPED`, or the current sandbox's state."},
-			"timeouts":     timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
+			"workspace_attached": schema.BoolAttribute{Computed: true,
+				MarkdownDescription: "Whether the workspace is attached to the running sandbox. False while running means it was detached out of band: `running` then reads false, and the next apply replaces the sandbox with a fresh one that has the workspace attached (as `running = false` then `true` would)."},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
 		},
 	}
 }
 
-// ModifyPlan checks a new session's name with agentd's whole rule.
+// ModifyPlan checks a new session's name with agentd's whole rule, and its
+// profile with agentd.
 func (r *sessionResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.SessionName)
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var planned, current types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("profile"), &planned)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("profile"), &current)...)
+	}
+	if !resp.Diagnostics.HasError() && !planned.Equal(current) {
+		checkProfile(ctx, r.c, &resp.Diagnostics, planned, nil) // a session always has its workspace
+	}
 }
 
 func (r *sessionResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
 	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
 }
 
-func (m *sessionModel) fromAPI(s *api.Session) {
+// fromAPI fills the model; attached says whether the workspace is attached
+// to the session's running sandbox (see attached).
+func (m *sessionModel) fromAPI(s *api.Session, attached bool) {
 	m.ID, m.Name, m.Profile, m.Workspace = types.StringValue(s.ID), types.StringValue(s.Name), types.StringValue(s.Profile), types.StringValue(s.Workspace)
-	m.Running = types.BoolValue(s.State == string(api.StateRunning) || api.State(s.State).InFlight())
+	running := s.State == string(api.StateRunning)
+	m.Running = types.BoolValue(running && attached || api.State(s.State).InFlight())
+	m.Attached = types.BoolValue(running && attached)
 	m.Sandbox, m.SandboxVMID, m.IP, m.State = types.StringValue(s.Sandbox), types.Int64Value(int64(s.SandboxVMID)), types.StringValue(s.IP), types.StringValue(s.State)
 }
 
+// attached reports whether the session's workspace is attached to its
+// running sandbox. agentd's session does not watch its workspace: a detach
+// out of band leaves the session RUNNING with a sandbox lacking /work.
+func (r *sessionResource) attached(ctx context.Context, s *api.Session) (bool, error) {
+	if s.State != string(api.StateRunning) || s.Sandbox == "" {
+		return false, nil
+	}
+	w, err := r.c.Workspace(ctx, s.Workspace)
+	if err != nil {
+		return false, fmt.Errorf("workspace %s of session %s: %w", s.Workspace, s.Name, err)
+	}
+	return w.AttachedSandbox == s.Sandbox, nil
+}
+
 // converge resumes or stops the session as wanted and waits for it to settle.
+// A running sandbox whose workspace was detached is replaced by a fresh one
+// with the workspace attached, as resuming a stopped session does: resuming
+// keeps a running sandbox as it is, and agentd attaches a session's reserved
+// workspace only to a sandbox it provisions for the session.
 func (r *sessionResource) converge(ctx context.Context, ref string, running bool) (*api.Session, error) {
 	if !running {
 		return r.c.StopSession(ctx, ref)
 	}
+	s, err := r.resume(ctx, ref)
+	if err != nil {
+		return s, err
+	}
+	ok, err := r.attached(ctx, s)
+	if err != nil || ok {
+		return s, err
+	}
+	if _, err := r.c.StopSession(ctx, ref); err != nil {
+		return s, fmt.Errorf("session %s: replace sandbox %s, whose workspace %s was detached: %w", s.Name, s.Sandbox, s.Workspace, err)
+	}
+	return r.resume(ctx, ref)
+}
+
+// resume resumes the session and waits for its sandbox to run.
+func (r *sessionResource) resume(ctx context.Context, ref string) (*api.Session, error) {
 	if _, err := r.c.ResumeSession(ctx, ref); err != nil {
 		return nil, err
 	}
@@ -102,6 +155,13 @@ func (r *sessionResource) converge(ctx context.Context, ref string, running bool
 		return s, fmt.Errorf("session %s: sandbox %s is %s: %s", s.Name, s.Sandbox, s.State, s.Error)
 	}
 	return s, nil
+}
+
+// fill reads the workspace attachment and fills the model.
+func (r *sessionResource) fill(ctx context.Context, m *sessionModel, s *api.Session) error {
+	ok, err := r.attached(ctx, s)
+	m.fromAPI(s, ok)
+	return err
 }
 
 func (r *sessionResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
@@ -120,13 +180,14 @@ func (r *sessionResource) Create(ctx context.Context, req resource.CreateRequest
 		return
 	}
 	want := plan.Running.ValueBool()
-	plan.fromAPI(s)
-	if s2, err := r.converge(ctx, s.ID, want); s2 != nil {
-		plan.fromAPI(s2)
-		if err != nil {
-			resp.Diagnostics.AddError("Unable to Create Session", err.Error())
+	plan.fromAPI(s, false)
+	s2, err := r.converge(ctx, s.ID, want)
+	if s2 != nil {
+		if ferr := r.fill(ctx, &plan, s2); err == nil {
+			err = ferr
 		}
-	} else if err != nil {
+	}
+	if err != nil {
 		resp.Diagnostics.AddError("Unable to Create Session", err.Error())
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
@@ -147,7 +208,10 @@ func (r *sessionResource) Read(ctx context.Context, req resource.ReadRequest, re
 		resp.Diagnostics.AddError("Unable to Read Session", err.Error())
 		return
 	}
-	state.fromAPI(s)
+	if err := r.fill(ctx, &state, s); err != nil {
+		resp.Diagnostics.AddError("Unable to Read Session", err.Error())
+		return
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
@@ -163,13 +227,17 @@ func (r *sessionResource) Update(ctx context.Context, req resource.UpdateRequest
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s, err := r.converge(ctx, state.ID.ValueString(), plan.Running.ValueBool())
+	if s != nil {
+		if ferr := r.fill(ctx, &plan, s); err == nil {
+			err = ferr
+		}
+	}
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Update Session", err.Error())
 		if s == nil {
 			return
 		}
 	}
-	plan.fromAPI(s)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"strconv"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -48,27 +49,6 @@ func (r stringRule) ValidateString(_ context.Context, req validator.StringReques
 	}
 }
 
-// int64Rule checks an integer attribute with one rule.
-type int64Rule struct {
-	summary string
-	desc    string
-	check   func(field string, v int64) error
-}
-
-var _ validator.Int64 = int64Rule{}
-
-func (r int64Rule) Description(context.Context) string         { return r.desc }
-func (r int64Rule) MarkdownDescription(context.Context) string { return r.desc }
-
-func (r int64Rule) ValidateInt64(_ context.Context, req validator.Int64Request, resp *validator.Int64Response) {
-	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
-		return
-	}
-	if err := r.check(req.Path.String(), req.ConfigValue.ValueInt64()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, r.summary, reason(err))
-	}
-}
-
 // nameChars checks the characters and length of a name. The rest of the name
 // rule (not all digits, no id prefix) is newer than some names in use, so it
 // applies only to names being created: see checkNewName.
@@ -100,9 +80,29 @@ func snapshotNameRule() validator.String {
 		desc: fmt.Sprintf("2-%d letters, digits, _ or -, starting with a letter", validate.MaxSnapshotName), check: validate.SnapshotName}
 }
 
-func sizeRule() validator.Int64 {
-	return int64Rule{summary: "Invalid Size",
-		desc: fmt.Sprintf("%d-%d GiB", validate.MinSizeGiB, validate.MaxSizeGiB), check: validate.SizeGiB}
+// sizeRule checks a size in GiB: a whole number within agentd's range.
+type sizeRule struct{}
+
+var _ validator.Number = sizeRule{}
+
+func (sizeRule) Description(context.Context) string {
+	return fmt.Sprintf("a whole number of GiB, %d-%d", validate.MinSizeGiB, validate.MaxSizeGiB)
+}
+func (r sizeRule) MarkdownDescription(ctx context.Context) string { return r.Description(ctx) }
+
+func (sizeRule) ValidateNumber(_ context.Context, req validator.NumberRequest, resp *validator.NumberResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	f := req.ConfigValue.ValueBigFloat()
+	n, acc := f.Int64()
+	if !f.IsInt() || acc != big.Exact {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Size", fmt.Sprintf("%s must be a whole number of GiB, got %s", req.Path, f.Text('g', -1)))
+		return
+	}
+	if err := validate.SizeGiB(req.Path.String(), n); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Size", reason(err))
+	}
 }
 
 // checkNewName applies the whole name rule (check, e.g. validate.SandboxName)

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -52,9 +53,10 @@ func TestStringRules(t *testing.T) {
 
 func TestSizeRule(t *testing.T) {
 	p := path.Root("size_gb")
-	for in, want := range map[int64]string{1: "", 80: "", 65536: "", 0: "between 1 and 65536", -5: "got -5", 10000000: "got 10000000"} {
-		resp := &validator.Int64Response{}
-		sizeRule().ValidateInt64(context.Background(), validator.Int64Request{Path: p, ConfigValue: types.Int64Value(in)}, resp)
+	for in, want := range map[float64]string{1: "", 80: "", 65536: "", 0: "between 1 and 65536", -5: "got -5", 10000000: "got 10000000",
+		1.5: "whole number of GiB, got 1.5", 80.25: "got 80.25"} {
+		resp := &validator.NumberResponse{}
+		sizeRule{}.ValidateNumber(context.Background(), validator.NumberRequest{Path: p, ConfigValue: types.NumberValue(big.NewFloat(in))}, resp)
 		checkDiags(t, resp.Diagnostics, p, want)
 	}
 }

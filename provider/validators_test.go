@@ -34,7 +34,7 @@ func TestAccPlanTimeValidation(t *testing.T) {
   name    = "x"
   profile = "yolo-ephemeral"
   ttl     = "2 hours"
-}`, `(?s)Invalid Lease.*ttl\s+= "2 hours".*not a duration`},
+}`, `(?s)Invalid Time Duration String Value.*ttl\s+= "2 hours"`},
 		{`resource "agentlab_sandbox" "x" {
   name    = "x"
   profile = "yolo-ephemeral"
@@ -57,6 +57,34 @@ func TestAccPlanTimeValidation(t *testing.T) {
   workspace = "w"
   name      = "9bad"
 }`, `(?s)Invalid Snapshot Name.*starting with a letter`},
+		// Rules that need the agent, checked while planning.
+		{`resource "agentlab_sandbox" "x" {
+  name    = "x"
+  profile = "nope"
+}`, `(?s)Invalid Profile.*profile\s+= "nope".*profile "nope" does not exist; agentd has interactive-dev, yolo-ephemeral, yolo-workspace`},
+		{`resource "agentlab_sandbox" "x" {
+  name    = "x"
+  profile = "yolo-workspace"
+}`, `(?s)Missing Workspace.*profile yolo-workspace requires a workspace`},
+		{`resource "agentlab_session" "s" {
+  name      = "s"
+  profile   = "nope"
+  workspace = "w"
+}`, `(?s)Invalid Profile.*profile\s+= "nope"`},
+		{`resource "agentlab_workspace" "w" {
+  name    = "w"
+  size_gb = 1.5
+}`, `(?s)Invalid Size.*size_gb\s+= 1.5.*size_gb must be a whole number of GiB, got 1.5`},
+		{`resource "agentlab_sandbox" "x" {
+  name    = "x"
+  profile = "yolo-ephemeral"
+  ttl     = "1d"
+}`, `(?s)Invalid Time Duration String Value.*ttl\s+= "1d"`},
+		{`resource "agentlab_sandbox" "x" {
+  name    = "x"
+  profile = "yolo-ephemeral"
+  ttl     = "-1h"
+}`, `(?s)Invalid Lease.*ttl\s+= "-1h".*at least 1m`},
 		{`resource "agentlab_session" "s" {
   name      = "42"
   profile   = "yolo-workspace"
@@ -85,8 +113,9 @@ resource "agentlab_sandbox" "a" {
   profile = "yolo-ephemeral"
 }
 resource "agentlab_workspace" "w" {
-  name    = "acc-w"
-  size_gb = 5
+  name                = "acc-w"
+  size_gb             = 5
+  deletion_protection = false
 }`)
 	var legacy *api.Sandbox
 	resource.Test(t, resource.TestCase{
@@ -114,7 +143,7 @@ resource "agentlab_workspace" "w" {
 				ImportStateIdFunc: func(s *terraform.State) (string, error) {
 					return s.RootModule().Resources["agentlab_sandbox.a"].Primary.Attributes["vmid"], nil
 				}},
-			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"},
+			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "deletion_protection"},
 				ImportStateIdFunc: func(s *terraform.State) (string, error) {
 					return s.RootModule().Resources["agentlab_workspace.w"].Primary.Attributes["holder_vmid"], nil
 				}},

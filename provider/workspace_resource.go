@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
@@ -32,13 +34,15 @@ func NewWorkspaceResource() resource.Resource { return &workspaceResource{} }
 type workspaceResource struct{ c *client.Client }
 
 type workspaceModel struct {
-	ID              types.String   `tfsdk:"id"`
-	Name            types.String   `tfsdk:"name"`
-	SizeGB          types.Int64    `tfsdk:"size_gb"`
-	Storage         types.String   `tfsdk:"storage"`
-	HolderVMID      types.Int64    `tfsdk:"holder_vmid"`
-	AttachedSandbox types.String   `tfsdk:"attached_sandbox"`
-	Timeouts        timeouts.Value `tfsdk:"timeouts"`
+	ID                 types.String   `tfsdk:"id"`
+	Name               types.String   `tfsdk:"name"`
+	SizeGB             types.Number   `tfsdk:"size_gb"`
+	Storage            types.String   `tfsdk:"storage"`
+	HolderVMID         types.Int64    `tfsdk:"holder_vmid"`
+	AttachedSandbox    types.String   `tfsdk:"attached_sandbox"`
+	DeletionProtection types.Bool     `tfsdk:"deletion_protection"`
+	ForceDestroy       types.Bool     `tfsdk:"force_destroy"`
+	Timeouts           timeouts.Value `tfsdk:"timeouts"`
 }
 
 func (r *workspaceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -48,23 +52,32 @@ func (r *workspaceResource) Metadata(_ context.Context, req resource.MetadataReq
 func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A persistent workspace: the durable `/work` volume that outlives sandboxes. Proxmox-wise it is a disk owned by a " +
-			"never-started holder VM, so destroying a sandbox never frees it. **Destroying this resource destroys the data**: " +
-			"protect it with `lifecycle { prevent_destroy = true }`.",
+			"never-started holder VM, so destroying a sandbox never frees it. **Destroying this resource destroys the data**, " +
+			"so it is refused while `deletion_protection` is true (the default), and a workspace that still has snapshots is " +
+			"deleted only with `force_destroy = true`. A plan that replaces the workspace warns that its data is lost.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Workspace id (`ws-…`).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
 			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name: 1-52 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the workspace (and its data).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 				Validators:    []validator.String{nameChars("Workspace", validate.MaxWorkspaceName)}},
-			"size_gb": schema.Int64Attribute{Required: true, MarkdownDescription: "Size in GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
-				Validators: []validator.Int64{sizeRule()}},
+			// A number, not an integer, so that 1.5 is an error on the attribute
+			// (an Int64 attribute fails converting it, as a provider error).
+			"size_gb": schema.NumberAttribute{Required: true, MarkdownDescription: "Size in whole GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
+				Validators: []validator.Number{sizeRule{}}},
 			"storage": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Proxmox storage id of the volume: agentd's `workspace_storage` (the default) or one of its `workspace_storages`. Changing it replaces the workspace.",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()},
 				Validators:    []validator.String{storageIDRule()}},
 			"holder_vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "VMID of the holder VM that owns the volume.",
 				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
-			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to, if any."},
-			"timeouts":         timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
+			// Only a sandbox or session attaches or detaches it, never this resource's update.
+			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to; null when detached.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
+			"deletion_protection": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
+				MarkdownDescription: "Refuse to delete the workspace (default `true`). To destroy or replace it, set `false` and apply first; the setting lives in the state, so it must be applied before the destroy."},
+			"force_destroy": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
+				MarkdownDescription: "Delete the workspace even if it still has snapshots, which are deleted with it (default `false`: deleting a workspace with snapshots fails and names them)."},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
 		},
 	}
 }
@@ -73,8 +86,9 @@ func (r *workspaceResource) Configure(_ context.Context, req resource.ConfigureR
 	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
 }
 
-// ModifyPlan checks a new workspace's name with agentd's whole rule, and
-// refuses to shrink: a replacement would destroy the data.
+// ModifyPlan checks a new workspace's name with agentd's whole rule, refuses
+// to shrink (a replacement would destroy the data), and warns when the plan
+// replaces the workspace.
 func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.WorkspaceName)
 	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
@@ -83,19 +97,51 @@ func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyP
 	var plan, state workspaceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() || plan.SizeGB.IsUnknown() {
+	if resp.Diagnostics.HasError() {
 		return
 	}
-	if plan.SizeGB.ValueInt64() < state.SizeGB.ValueInt64() && plan.Name.Equal(state.Name) {
+	if why := replacedBy(plan, state); why != "" {
+		detail := fmt.Sprintf("The plan replaces workspace %s (%s): the new workspace starts empty, and the data on the current volume "+
+			"and its snapshots are deleted.", state.Name.ValueString(), why)
+		if state.DeletionProtection.ValueBool() {
+			detail += " deletion_protection is true, so the apply will fail before anything is deleted; set deletion_protection = false and apply first if the data may go."
+		}
+		resp.Diagnostics.AddWarning("Workspace Will Be Replaced", detail)
+	}
+	if plan.SizeGB.IsUnknown() {
+		return
+	}
+	if gib(plan.SizeGB) < gib(state.SizeGB) && plan.Name.Equal(state.Name) {
 		resp.Diagnostics.AddAttributeError(path.Root("size_gb"), "Workspace Cannot Shrink",
 			fmt.Sprintf("workspace %s is %d GiB; volumes can grow but never shrink (planned %d GiB). Keep the size, or create a new workspace and copy the data.",
-				state.Name.ValueString(), state.SizeGB.ValueInt64(), plan.SizeGB.ValueInt64()))
+				state.Name.ValueString(), gib(state.SizeGB), gib(plan.SizeGB)))
 	}
 }
 
+// replacedBy names the change that makes the plan replace the workspace, if
+// one does (the attributes whose plan modifiers require replacement).
+func replacedBy(plan, state workspaceModel) string {
+	switch {
+	case !plan.Name.IsUnknown() && !plan.Name.Equal(state.Name):
+		return fmt.Sprintf("name %s → %s", state.Name.ValueString(), plan.Name.ValueString())
+	case !plan.Storage.IsUnknown() && !plan.Storage.IsNull() && !plan.Storage.Equal(state.Storage):
+		return fmt.Sprintf("storage %s → %s", state.Storage.ValueString(), plan.Storage.ValueString())
+	}
+	return ""
+}
+
+// gib reads size_gb, which the validator has checked is a whole number.
+func gib(n types.Number) int64 {
+	if n.IsNull() || n.IsUnknown() {
+		return 0
+	}
+	v, _ := n.ValueBigFloat().Int64()
+	return v
+}
+
 func (m *workspaceModel) fromAPI(w *api.Workspace) {
-	m.ID, m.Name, m.SizeGB, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.Int64Value(int64(w.SizeGB)), types.StringValue(w.Storage)
-	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), types.StringValue(w.AttachedSandbox)
+	m.ID, m.Name, m.SizeGB, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.NumberValue(big.NewFloat(float64(w.SizeGB))), types.StringValue(w.Storage)
+	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), optString(w.AttachedSandbox)
 }
 
 func (r *workspaceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
@@ -108,7 +154,7 @@ func (r *workspaceResource) Create(ctx context.Context, req resource.CreateReque
 	resp.Diagnostics.Append(d...)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	w, err := r.c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: plan.Name.ValueString(), SizeGB: int(plan.SizeGB.ValueInt64()), Storage: plan.Storage.ValueString()})
+	w, err := r.c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: plan.Name.ValueString(), SizeGB: int(gib(plan.SizeGB)), Storage: plan.Storage.ValueString()})
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Create Workspace", err.Error())
 		return
@@ -148,8 +194,8 @@ func (r *workspaceResource) Update(ctx context.Context, req resource.UpdateReque
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	w, err := r.c.Workspace(ctx, state.ID.ValueString())
-	if err == nil && plan.SizeGB.ValueInt64() != state.SizeGB.ValueInt64() {
-		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), api.ResizeWorkspaceRequest{SizeGB: int(plan.SizeGB.ValueInt64())})
+	if err == nil && gib(plan.SizeGB) != gib(state.SizeGB) {
+		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), api.ResizeWorkspaceRequest{SizeGB: int(gib(plan.SizeGB))})
 	}
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Update Workspace", err.Error())
@@ -169,6 +215,34 @@ func (r *workspaceResource) Delete(ctx context.Context, req resource.DeleteReque
 	resp.Diagnostics.Append(d...)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	name := state.Name.ValueString()
+	if state.DeletionProtection.IsNull() || state.DeletionProtection.ValueBool() {
+		resp.Diagnostics.AddError("Unable to Delete Workspace",
+			fmt.Sprintf("workspace %s has deletion_protection = true, and deleting it destroys its data. To delete it, set "+
+				"deletion_protection = false in its resource block and run terraform apply, then destroy it (or apply the change that replaces it).", name))
+		return
+	}
+	if !state.ForceDestroy.ValueBool() {
+		snaps, err := r.c.Snapshots(ctx, state.ID.ValueString())
+		if client.IsNotFound(err) {
+			return
+		}
+		if err != nil {
+			resp.Diagnostics.AddError("Unable to Delete Workspace", fmt.Sprintf("listing the snapshots of workspace %s: %v", name, err))
+			return
+		}
+		if len(snaps) > 0 {
+			names := make([]string, len(snaps))
+			for i, s := range snaps {
+				names[i] = s.Name
+			}
+			resp.Diagnostics.AddError("Unable to Delete Workspace",
+				fmt.Sprintf("workspace %s still has %d snapshot(s) (%s), which would be deleted with it. Delete them first "+
+					"(agentd workspace snapshot delete %s NAME), or set force_destroy = true and apply, then destroy it.",
+					name, len(snaps), strings.Join(names, ", "), name))
+			return
+		}
+	}
 	if _, err := r.c.DeleteWorkspace(ctx, state.ID.ValueString()); err != nil && !client.IsNotFound(err) {
 		resp.Diagnostics.AddError("Unable to Delete Workspace", err.Error())
 	}
@@ -185,6 +259,10 @@ func (r *workspaceResource) ImportState(ctx context.Context, req resource.Import
 		return
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), w.ID)...)
+	// The settings live only in Terraform: an imported workspace starts at
+	// the defaults, so it is protected as one created by Terraform is.
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("deletion_protection"), true)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("force_destroy"), false)...)
 }
 
 // NewWorkspaceSnapshotResource is the agentlab_workspace_snapshot factory.

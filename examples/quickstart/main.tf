@@ -19,9 +19,12 @@ resource "agentlab_sandbox" "scratch" {
   ttl     = "1h"
 }
 
+# The quickstart ends with terraform destroy, so it turns off the protection
+# every workspace has by default; keep it on (the default) for real data.
 resource "agentlab_workspace" "work" {
-  name    = "quickstart-work"
-  size_gb = 20
+  name                = "quickstart-work"
+  size_gb             = 20
+  deletion_protection = false
 }
 
 resource "agentlab_session" "dev" {

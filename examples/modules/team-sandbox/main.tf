@@ -36,9 +36,23 @@ variable "running" {
   default     = true
 }
 
+variable "deletion_protection" {
+  description = "Refuse to delete the member's workspace (set false and apply before removing a member)."
+  type        = bool
+  default     = true
+}
+
+variable "force_destroy" {
+  description = "Delete the member's workspace even if it still has snapshots."
+  type        = bool
+  default     = false
+}
+
 resource "agentlab_workspace" "this" {
-  name    = "${var.member}-work"
-  size_gb = var.workspace_size_gb
+  name                = "${var.member}-work"
+  size_gb             = var.workspace_size_gb
+  deletion_protection = var.deletion_protection
+  force_destroy       = var.force_destroy
 }
 
 resource "agentlab_session" "this" {

@@ -1,6 +1,7 @@
 resource "agentlab_workspace" "alice" {
-  name    = "alice"
-  size_gb = 40
+  name                = "alice"
+  size_gb             = 40
+  deletion_protection = true
 }
 
 # A session puts a fresh sandbox on the workspace; set running = false at night

@@ -1,9 +1,10 @@
-# The durable /work volume. Destroying it destroys the data, so guard it.
+# The durable /work volume. Destroying it destroys the data, so agentd's
+# provider refuses to while deletion_protection is true (the default); to
+# delete it on purpose, set deletion_protection = false, apply, then destroy.
+# A workspace that still has snapshots is deleted only with force_destroy.
 resource "agentlab_workspace" "team_a" {
-  name    = "team-a"
-  size_gb = 80
-
-  lifecycle {
-    prevent_destroy = true
-  }
+  name                = "team-a"
+  size_gb             = 80
+  deletion_protection = true
+  force_destroy       = false
 }

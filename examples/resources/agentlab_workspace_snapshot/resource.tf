@@ -1,6 +1,7 @@
 resource "agentlab_workspace" "team_a" {
-  name    = "team-a-snapshots"
-  size_gb = 20
+  name                = "team-a-snapshots"
+  size_gb             = 20
+  deletion_protection = true
 }
 
 # Taken while the workspace is detached. Restoring it is an operator action:

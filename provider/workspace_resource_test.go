@@ -1,0 +1,66 @@
+package provider_test
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+)
+
+// TestAccWorkspaceProtection: a workspace is protected by default (destroy
+// and replacement fail, saying how to turn it off); unprotected, one with
+// snapshots is deleted only with force_destroy.
+func TestAccWorkspaceProtection(t *testing.T) {
+	d, c := startAgent(t)
+	ctx := context.Background()
+	cfg := func(name, extra string) string {
+		return hcl(fmt.Sprintf(`
+resource "agentlab_workspace" "w" {
+  name    = %q
+  size_gb = 5
+  %s
+}`, name, extra))
+	}
+	// Terraform wraps long diagnostics: any space may be a line break.
+	re := func(s string) *regexp.Regexp {
+		return regexp.MustCompile(regexp.MustCompile(` `).ReplaceAllString(s, `\s+`))
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             noVMsLeft(d),
+		Steps: []resource.TestStep{
+			{
+				Config: cfg("prot", ""),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_workspace.w", "deletion_protection", "true"),
+					resource.TestCheckResourceAttr("agentlab_workspace.w", "force_destroy", "false"),
+				),
+			},
+			{Config: cfg("prot", ""), Destroy: true, ExpectError: re(`(?s)Unable to Delete Workspace.*prot has deletion_protection = true.*set deletion_protection = false`)},
+			// A rename replaces it: refused the same way, the workspace kept.
+			{Config: cfg("prot-renamed", ""), ExpectError: re(`(?s)Unable to Delete Workspace.*deletion_protection = true`)},
+			{
+				Config: cfg("prot", "deletion_protection = false"),
+				Check:  resource.TestCheckResourceAttr("agentlab_workspace.w", "deletion_protection", "false"),
+			},
+			{
+				PreConfig: func() {
+					if w, err := c.Workspace(ctx, "prot"); err != nil || w.Name != "prot" {
+						t.Fatalf("workspace after the refused replacement: %+v %v", w, err)
+					}
+					must(t, err2(c.CreateSnapshot(ctx, "prot", api.CreateSnapshotRequest{Name: "oob"})))
+				},
+				Config: cfg("prot", "deletion_protection = false"), Destroy: true,
+				ExpectError: re(`(?s)Unable to Delete Workspace.*prot still has 1 snapshot\(s\) \(oob\).*force_destroy = true`),
+			},
+			{
+				Config: cfg("prot", "deletion_protection = false\n  force_destroy = true"),
+				Check:  resource.TestCheckResourceAttr("agentlab_workspace.w", "force_destroy", "true"),
+			},
+		},
+	})
+}
