@@ -108,6 +108,22 @@ func policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*net
 				}
 			}
 		}
+		// Exposed ports: agentd withdraws them when their sandbox stops.
+		if ports, err := c.ExposedPorts(ctx, ""); err == nil {
+			for _, ep := range ports {
+				a, err := netip.ParseAddr(ep.SandboxAddr)
+				if err != nil || !subnet.Contains(a) {
+					continue
+				}
+				e := netpolicy.Expose{HostPort: ep.HostPort, Addr: a, Port: ep.Port}
+				for _, s := range ep.Sources {
+					if pr, err := netip.ParsePrefix(s); err == nil {
+						e.Sources = append(e.Sources, pr)
+					}
+				}
+				p.Exposed = append(p.Exposed, e)
+			}
+		}
 	}
 	return p, nil
 }

@@ -24,7 +24,8 @@ DESTROYED.`,
 	}
 	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
 		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd(),
-		sandboxExecCmd(), sandboxSnapshotCmd(), sandboxHibernateCmd(), sandboxResizeCmd())
+		sandboxExecCmd(), sandboxSnapshotCmd(), sandboxHibernateCmd(), sandboxResizeCmd(),
+		sandboxExposeCmd(), sandboxUnexposeCmd(), sandboxExposedCmd())
 	return cmd
 }
 

@@ -27,9 +27,18 @@ run sandbox snapshot create demo clean-state --description "before the agent ran
 run sandbox snapshot list demo
 run sandbox snapshot restore demo clean-state --yes --start
 run sandbox snapshot delete demo clean-state
+# Exposed ports: host:PORT on the uplink address reaches the guest's port,
+# from the given sources (default: expose_default_sources, the host's LAN).
+run sandbox expose demo 8080 --source 192.168.1.0/24 --ttl 2h
+run sandbox expose demo 3000 --host-port 20080
+run sandbox exposed
+run sandbox unexpose demo 3000
+echo "\$ agentd sandbox expose demo 9000 --source 0.0.0.0/0"
+"$AGENTD" sandbox expose demo 9000 --source 0.0.0.0/0 || echo "exit status $?"
 # Hibernate frees the RAM and stops the lease clock; start resumes it.
 run sandbox hibernate demo
 run sandbox start demo
+run sandbox exposed demo   # withdrawn when the sandbox hibernated
 run sandbox resize demo --cores 8 --memory-mb 8192 --disk-gb 60
 run sandbox stop demo
 run sandbox start demo

@@ -142,7 +142,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		IdleStopEnabled:        cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log,
 		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs,
-		Subnet: subnet, HostAddr: hostAddr,
+		Subnet: subnet, HostAddr: hostAddr, Expose: exposeOptions(cfg),
 		Limits: sandbox.Limits{MaxTTL: cfg.MaxTTL, MaxSandboxes: cfg.MaxSandboxes, MaxSandboxesPerProfile: cfg.MaxSandboxesPerProfile}})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop
@@ -427,6 +427,7 @@ func (a *Agent) addLoops(cfg *config.Config) {
 		}
 		return err
 	}})
+	a.Loops.Add(loops.Loop{Name: "port_expiry", Every: cfg.LeaseGCInterval, Run: m.PortGC})
 	a.Loops.Add(loops.Loop{Name: "idle_stop", Every: cfg.IdleStopInterval, Run: m.IdleStop})
 	a.Loops.Add(loops.Loop{Name: "job_finalize", Every: cfg.LeaseGCInterval, Run: a.Jobs.Finalize})
 	a.Loops.Add(loops.Loop{Name: "prune_state", Every: time.Hour, Run: func(ctx context.Context) error {
@@ -479,4 +480,16 @@ func (a *Agent) Close() {
 	if a.Info.Socket != "" {
 		_ = os.Remove(a.Info.Socket)
 	}
+}
+
+// exposeOptions are the exposed-port settings (validated by config.Validate).
+func exposeOptions(cfg *config.Config) sandbox.ExposeOptions {
+	o := sandbox.ExposeOptions{Uplink: cfg.Uplink}
+	o.PortLow, o.PortHigh, _ = cfg.ExposePorts()
+	for _, s := range cfg.ExposeDefaultSources {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			o.DefaultSources = append(o.DefaultSources, p.Masked())
+		}
+	}
+	return o
 }

@@ -702,3 +702,36 @@ type ResizeResult struct {
 	DiskGB   int      `json:"disk_gb"`
 	Pending  []string `json:"pending"`
 }
+
+// ExposeRequest publishes a guest TCP port on the host's uplink address.
+// HostPort 0 picks a free one of expose_port_range; Sources default to
+// expose_default_sources; 0.0.0.0/0 needs Public. TTL ("90m"; "" none).
+type ExposeRequest struct {
+	Port     int      `json:"port"`
+	HostPort int      `json:"host_port,omitempty"`
+	Sources  []string `json:"sources,omitempty"`
+	TTL      string   `json:"ttl,omitempty"`
+	Public   bool     `json:"public,omitempty"`
+}
+
+// ExposedPort is a published guest port.
+type ExposedPort struct {
+	SandboxID   string     `json:"sandbox_id"`
+	Sandbox     string     `json:"sandbox"`
+	Port        int        `json:"port"`
+	HostAddress string     `json:"host_address,omitempty"`
+	HostPort    int        `json:"host_port"`
+	SandboxAddr string     `json:"sandbox_address"`
+	Sources     []string   `json:"sources"`
+	Public      bool       `json:"public"`
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+}
+
+// ExposedPortList is the ports listing.
+type ExposedPortList struct {
+	Ports []ExposedPort `json:"ports"`
+}
+
+// CodePortNotExposed: the sandbox has no exposed port of that number.
+const CodePortNotExposed Code = "port_not_exposed"

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -294,6 +295,29 @@ func (c *Client) Resize(ctx context.Context, ref string, req api.ResizeRequest) 
 	var out api.ResizeResult
 	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/resize", req, &out)
 	return &out, err
+}
+
+// Expose publishes a guest port of a sandbox on the host's uplink address.
+func (c *Client) Expose(ctx context.Context, ref string, req api.ExposeRequest) (*api.ExposedPort, error) {
+	var out api.ExposedPort
+	err := c.Do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(ref)+"/ports", req, &out)
+	return &out, err
+}
+
+// Unexpose withdraws an exposed port.
+func (c *Client) Unexpose(ctx context.Context, ref string, port int) error {
+	return c.Do(ctx, "DELETE", "/v1/sandboxes/"+url.PathEscape(ref)+"/ports/"+strconv.Itoa(port), nil, nil)
+}
+
+// ExposedPorts lists the exposed ports of a sandbox, or of all ("").
+func (c *Client) ExposedPorts(ctx context.Context, ref string) ([]api.ExposedPort, error) {
+	var out api.ExposedPortList
+	path := "/v1/ports"
+	if ref != "" {
+		path = "/v1/sandboxes/" + url.PathEscape(ref) + "/ports"
+	}
+	err := c.Do(ctx, "GET", path, nil, &out)
+	return out.Ports, err
 }
 
 // SandboxSnapshots lists a sandbox's snapshots, oldest first.

@@ -59,6 +59,11 @@ type Config struct {
 	GuestPort        int    `yaml:"guest_port"`
 	IsolateSandboxes bool   `yaml:"isolate_sandboxes"`
 	ManageNftSets    bool   `yaml:"manage_nft_sets"`
+	// ExposeDefaultSources limit an exposed port when the request names no
+	// source (the host's LAN); ExposePortRange is where free host ports are
+	// taken from ("20000-20999").
+	ExposeDefaultSources []string `yaml:"expose_default_sources"`
+	ExposePortRange      string   `yaml:"expose_port_range"`
 
 	// WorkspaceStorages are the other storages a request may name for a
 	// workspace; anything else is refused before it reaches Proxmox.
@@ -138,6 +143,8 @@ func Default() *Config {
 		GuestPort:                 8844,
 		IsolateSandboxes:          true,
 		ManageNftSets:             true,
+		ExposeDefaultSources:      []string{"192.168.0.0/16"},
+		ExposePortRange:           "20000-20999",
 		GuestCheckSourceIP:        true,
 		BootstrapTTL:              10 * time.Minute,
 		ArtifactTokenTTL:          24 * time.Hour,
@@ -303,6 +310,15 @@ func (c *Config) Validate() error {
 	if c.Uplink == "" || c.Uplink == c.AgentBridge {
 		return c.fieldErr("uplink", "must name the host's outgoing interface, not %q", c.Uplink)
 	}
+	for i, src := range c.ExposeDefaultSources {
+		p, err := netip.ParsePrefix(src)
+		if err != nil || !p.Addr().Is4() || p.Bits() == 0 {
+			return c.fieldErr(fmt.Sprintf("expose_default_sources[%d]", i), "want the host's LAN as an IPv4 network such as 192.168.1.0/24 (never 0.0.0.0/0), got %q", src)
+		}
+	}
+	if _, _, err := c.ExposePorts(); err != nil {
+		return c.fieldErr("expose_port_range", "%v", err)
+	}
 	if c.GuestPort < 1 || c.GuestPort > 65535 {
 		return c.fieldErr("guest_port", "must be a TCP port, got %d", c.GuestPort)
 	}
@@ -367,4 +383,15 @@ func (c *Config) ProxmoxCA() ([]byte, error) {
 		return nil, c.fieldErr("proxmox_ca_file", "%v", err)
 	}
 	return b, nil
+}
+
+// ExposePorts parses expose_port_range ("20000-20999").
+func (c *Config) ExposePorts() (lo, hi int, err error) {
+	a, b, ok := strings.Cut(c.ExposePortRange, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if !ok || err1 != nil || err2 != nil || lo < 1024 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("want a range of TCP ports from 1024 up such as 20000-20999, got %q", c.ExposePortRange)
+	}
+	return lo, hi, nil
 }

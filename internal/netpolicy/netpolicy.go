@@ -93,6 +93,43 @@ type Policy struct {
 	// ports set (every port a binding ever named, until the next apply)
 	// instead of every port of the agent bridge.
 	NoBridgeMeta bool
+	// Exposed are the published guest ports (agentd sandbox expose).
+	Exposed []Expose
+}
+
+// Expose is a published guest port: TCP to HostPort on the host's uplink
+// interface, from one of Sources, is DNATed to Addr:Port (a sandbox).
+type Expose struct {
+	HostPort int
+	Addr     netip.Addr
+	Port     int
+	Sources  []netip.Prefix
+}
+
+func (e Expose) valid(subnet netip.Prefix) error {
+	switch {
+	case !e.Addr.Is4() || !subnet.Contains(e.Addr):
+		return fmt.Errorf("exposed port %d: %s is not an address of the agent subnet %s", e.HostPort, e.Addr, subnet)
+	case e.HostPort < 1 || e.HostPort > 65535 || e.Port < 1 || e.Port > 65535:
+		return fmt.Errorf("exposed port %d → %d: not TCP ports", e.HostPort, e.Port)
+	case len(e.Sources) == 0:
+		return fmt.Errorf("exposed port %d: no source prefix", e.HostPort)
+	}
+	for _, s := range e.Sources {
+		if !s.IsValid() || !s.Addr().Is4() {
+			return fmt.Errorf("exposed port %d: source %s is not an IPv4 prefix", e.HostPort, s)
+		}
+	}
+	return nil
+}
+
+// exposeElements are e's elements of the expose_dnat map, the
+// expose_sources set and the exposed set.
+func exposeElements(e Expose) (dnat string, sources []string, exposed string) {
+	for _, s := range e.Sources {
+		sources = append(sources, fmt.Sprintf("%s . %d", s.Masked(), e.HostPort))
+	}
+	return fmt.Sprintf("%d : %s . %d", e.HostPort, e.Addr, e.Port), sources, fmt.Sprintf("%s . %d", e.Addr, e.Port)
 }
 
 // Private are the ranges a sandbox must not reach: RFC 1918, CGNAT / tailnet
@@ -158,6 +195,8 @@ type view struct {
 	Elements  []string // bindings set elements: "port" . mac . addr
 	Ports     []string // ports set elements
 	Allow     []allowChain
+	// Exposed ports: expose_dnat, expose_sources and exposed elements.
+	Dnat, Sources, ExposedFlows []string
 }
 
 func join(ps []string) string { return strings.Join(ps, ", ") }
@@ -288,6 +327,33 @@ table inet agentlab {
 		flags interval
 		elements = { {{ .Blocked4 }} }
 	}
+	# Exposed ports (agentd sandbox expose; agentd keeps these current):
+	# host port → sandbox address . port, the (source prefix . host port)
+	# pairs allowed to use it, and the sandbox ends of those flows.
+	map expose_dnat {
+		type inet_service : ipv4_addr . inet_service
+{{- if .Dnat }}
+		elements = { {{ join .Dnat }} }
+{{- end }}
+	}
+	set expose_sources {
+		type ipv4_addr . inet_service
+		flags interval
+{{- if .Sources }}
+		elements = { {{ join .Sources }} }
+{{- end }}
+	}
+	set exposed {
+		type ipv4_addr . inet_service
+{{- if .ExposedFlows }}
+		elements = { {{ join .ExposedFlows }} }
+{{- end }}
+	}
+
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "{{ .Uplink }}" fib daddr type local ip saddr . tcp dport @expose_sources dnat ip to tcp dport map @expose_dnat comment "exposed ports, from their sources only"
+	}
 
 	chain input {
 		type filter hook input priority filter; policy accept;
@@ -312,9 +378,11 @@ table inet agentlab {
 		type filter hook forward priority filter; policy accept;
 		iifname @ports drop comment "a sandbox port's own stack (frames the bridge did not bridge)"
 		iifname != "{{ .Bridge }}" oifname != "{{ .Bridge }}" accept comment "not agent-bridge traffic"
+		iifname "{{ .Uplink }}" ct status dnat ip daddr @sandboxes ip daddr . tcp dport @exposed accept comment "exposed ports: only flows prerouting DNATed (from their sources)"
 		iifname != "{{ .Bridge }}" jump to_sandbox
 		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
 		ip saddr != @sandboxes drop comment "unknown source: reaches nothing"
+		oifname "{{ .Uplink }}" ct direction reply ct status dnat ip saddr . tcp sport @exposed accept comment "replies of exposed ports' flows"
 		# No established shortcut: what a sandbox sends is judged by its
 		# current mode at every packet (the rules below are stateless), so a
 		# flow opened as nat does not outlive a move to off or an allowlist.
@@ -443,6 +511,17 @@ func (p *Policy) Ruleset() (string, error) {
 				continue
 			}
 		}
+	}
+	ex := append([]Expose(nil), p.Exposed...)
+	sort.Slice(ex, func(i, j int) bool { return ex[i].HostPort < ex[j].HostPort })
+	for _, e := range ex {
+		if err := e.valid(p.Subnet); err != nil {
+			return "", err
+		}
+		d, src, flow := exposeElements(e)
+		v.Dnat = append(v.Dnat, d)
+		v.Sources = append(v.Sources, src...)
+		v.ExposedFlows = append(v.ExposedFlows, flow)
 	}
 	var buf bytes.Buffer
 	t := template.Must(template.New("nft").Funcs(template.FuncMap{"join": join}).Parse(rulesetTmpl))
@@ -622,4 +701,38 @@ func (s Sets) Remove(ctx context.Context, b Binding) error {
 		return err
 	}
 	return s.run(ctx, s.script(b, "delete"))
+}
+
+func (s Sets) exposeScript(e Expose, verb string) string {
+	var sb strings.Builder
+	d, src, flow := exposeElements(e)
+	add := func(set, el string) {
+		if verb == "delete" {
+			fmt.Fprintf(&sb, "add element inet agentlab %s { %s }\n", set, el)
+		}
+		fmt.Fprintf(&sb, "%s element inet agentlab %s { %s }\n", verb, set, el)
+	}
+	add("expose_dnat", d)
+	for _, el := range src {
+		add("expose_sources", el)
+	}
+	add("exposed", flow)
+	return sb.String()
+}
+
+// Expose publishes e: its DNAT map entry, source pairs and flow (one nft
+// transaction, idempotent).
+func (s Sets) Expose(ctx context.Context, e Expose) error {
+	if err := e.valid(netip.MustParsePrefix("0.0.0.0/0")); err != nil {
+		return err
+	}
+	return s.run(ctx, s.exposeScript(e, "add"))
+}
+
+// Unexpose removes e (idempotent).
+func (s Sets) Unexpose(ctx context.Context, e Expose) error {
+	if err := e.valid(netip.MustParsePrefix("0.0.0.0/0")); err != nil {
+		return err
+	}
+	return s.run(ctx, s.exposeScript(e, "delete"))
 }

@@ -17,7 +17,9 @@ func testPolicy() *Policy {
 		Uplink: "vmbr0", GuestPort: 8844, IsolateSandboxes: true,
 		Allowlists: map[string][]Allow{"locked-down": {{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Port: 443},
 			{Prefix: netip.MustParsePrefix("198.51.100.7/32")}}},
-		Bindings: []Binding{bind("10.77.0.21", 121, "nat"), bind("10.77.0.20", 120, "off"), bind("10.77.0.22", 122, "allowlist:locked-down")}}
+		Bindings: []Binding{bind("10.77.0.21", 121, "nat"), bind("10.77.0.20", 120, "off"), bind("10.77.0.22", 122, "allowlist:locked-down")},
+		Exposed: []Expose{{HostPort: 20001, Addr: netip.MustParseAddr("10.77.0.21"), Port: 8080,
+			Sources: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("198.51.100.9/32")}}}}
 }
 
 func bind(addr string, vmid int, mode string) Binding {

@@ -76,6 +76,7 @@ type Options struct {
 	GuestURL     string
 	BootstrapTTL time.Duration
 	Limits       Limits
+	Expose       ExposeOptions
 }
 
 // AddressSets keeps the host's binding and mode sets (netpolicy.Sets).
@@ -434,6 +435,18 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 	}
 	for _, sb := range live {
 		m.syncAddress(sb)
+	}
+	// Exposed ports: republished for live sandboxes, withdrawn for others.
+	if ports, err := m.store.Ports(ctx, ""); err == nil {
+		seen := map[string]bool{}
+		for _, p := range ports {
+			if !seen[p.SandboxID] {
+				seen[p.SandboxID] = true
+				if sb, err := m.store.Sandbox(ctx, p.SandboxID); err == nil {
+					m.syncPorts(sb)
+				}
+			}
+		}
 	}
 	for _, sb := range rows {
 		msg := fmt.Sprintf("agentd restarted: resuming at step %s", sb.Step)

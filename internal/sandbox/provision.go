@@ -130,6 +130,9 @@ func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kin
 	}
 	m.opts.Metrics.Transition(string(from), string(to))
 	m.syncAddress(sb)
+	if !portLive(to) {
+		m.syncPorts(sb)
+	}
 	attrs := []any{"sandbox_id", sb.ID, "sandbox", sb.Name, "from", string(from), "to", string(to), "reason", msg}
 	if sb.VMID != 0 {
 		attrs = append(attrs, "vmid", sb.VMID)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 )
@@ -16,6 +17,41 @@ func (s *Server) accessRoutes(add func(method, path string, h handler)) {
 	add("POST", "/v1/sandboxes/{ref}/snapshots/{name}/restore", s.restoreSandboxSnapshot)
 	add("POST", "/v1/sandboxes/{ref}/hibernate", s.op(s.mgr.Hibernate))
 	add("POST", "/v1/sandboxes/{ref}/resize", s.resize)
+	add("GET", "/v1/sandboxes/{ref}/ports", s.listPorts)
+	add("POST", "/v1/sandboxes/{ref}/ports", s.expose)
+	add("DELETE", "/v1/sandboxes/{ref}/ports/{port}", s.unexpose)
+	add("GET", "/v1/ports", s.listPorts)
+}
+
+func (s *Server) listPorts(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	ports, err := s.mgr.ExposedPorts(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, api.ExposedPortList{Ports: ports}, nil
+}
+
+func (s *Server) expose(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.ExposeRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	p, err := s.mgr.Expose(r.Context(), r.PathValue("ref"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 201, p, nil
+}
+
+func (s *Server) unexpose(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	port, err := strconv.Atoi(r.PathValue("port"))
+	if err != nil || port < 1 || port > 65535 {
+		return 0, nil, api.FieldError("port", "%q is not a TCP port", r.PathValue("port"))
+	}
+	if err := s.mgr.Unexpose(r.Context(), r.PathValue("ref"), port); err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]int{"unexposed": port}, nil
 }
 
 func (s *Server) resize(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -199,6 +199,19 @@ ALTER TABLE tokens ADD COLUMN bound_ip TEXT NOT NULL DEFAULT '';
 	{7, "hibernated sandboxes remember when they were paused", `
 ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
 `},
+	{8, "exposed ports", `
+CREATE TABLE ports (
+	sandbox_id TEXT NOT NULL,
+	port       INTEGER NOT NULL,
+	host_port  INTEGER NOT NULL UNIQUE,
+	addr       TEXT NOT NULL,
+	sources    TEXT NOT NULL,
+	public     INTEGER NOT NULL DEFAULT 0,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER,
+	PRIMARY KEY (sandbox_id, port)
+);
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
