@@ -51,8 +51,7 @@ type Dev struct {
 // and starts it again on the same state and simulator, re-reading the
 // profiles directory, as a service restart does.
 func (d *Dev) Restart(ctx context.Context) error {
-	d.Agent.Close()
-	d.Agent = nil
+	d.Stop()
 	profiles, err := profile.LoadDir(d.Config.ProfilesDir, d.Config.AgentBridge)
 	if err != nil {
 		return err
@@ -200,6 +199,15 @@ func (d *Dev) Env() []string {
 		"PVE_URL=" + d.Sim.URL(),
 		"PVE_TOKEN=" + id + "=" + secret,
 		"PVE_NODE=" + d.Sim.Node(),
+	}
+}
+
+// Stop stops the agent and leaves the simulator running, as `systemctl stop
+// agentd` does on a host; Restart starts it again.
+func (d *Dev) Stop() {
+	if d.Agent != nil {
+		d.Agent.Close()
+		d.Agent = nil
 	}
 }
 
