@@ -48,3 +48,18 @@ func TestDestroySessionSandboxNeedsYes(t *testing.T) {
 		t.Fatalf("destroy plain: exit %d, %q", code, out)
 	}
 }
+
+// TestDevIdleStopOff: agentd dev has no conntrack of simulated SSH sessions:
+// idle stop is off (no error each run) and status says why.
+func TestDevIdleStopOff(t *testing.T) {
+	d := startDevConfig(t)
+	if code, out := cli("sandbox", "create", "--name", "idle", "--profile", "yolo-ephemeral", "--ttl", "1h"); code != 0 {
+		t.Fatalf("create: %d %s", code, out)
+	}
+	if err := d.Manager.IdleStop(context.Background()); err != nil {
+		t.Fatalf("IdleStop in dev: %v", err)
+	}
+	if code, out := cli("status"); code != 0 || !strings.Contains(out, "off in agentd dev") {
+		t.Fatalf("status: exit %d, %q", code, out)
+	}
+}

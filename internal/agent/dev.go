@@ -154,6 +154,14 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		return fail(err)
 	}
 	d.Config = cfg
+	if o.Hooks.Conntrack == nil && cfg.IdleStopEnabled {
+		// There is no conntrack table of simulated guests' SSH sessions:
+		// say so once instead of an idle_stop error every minute.
+		o.Hooks.IdleStopOff = "off in agentd dev: SSH sessions to simulated sandboxes cannot be seen (no conntrack), so idle stop stops nothing"
+		if o.Log != nil {
+			o.Log.Info("idle stop is off in agentd dev: SSH sessions to simulated sandboxes cannot be seen (no conntrack); tests inject a conntrack listing")
+		}
+	}
 	d.hooks = o.Hooks
 	profiles, err := devProfiles(cfg.ProfilesDir, cfg.AgentBridge)
 	if err != nil {
