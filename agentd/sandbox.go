@@ -204,7 +204,7 @@ powered off after shutdown_timeout. "agentd sandbox start" boots it again.`,
 }
 
 func sandboxDestroyCmd() *cobra.Command {
-	var force bool
+	var force, yes bool
 	cmd := sandboxOp(&cobra.Command{
 		Use:     "destroy NAME|VMID|ID",
 		Aliases: []string{"rm"},
@@ -215,14 +215,46 @@ fails that check is never touched.
 
 --force also destroys a sandbox that is still provisioning (provisioning is
 cancelled and cleaned up first), and retires a row whose VMID now holds a VM
-that is not ours (that VM is left alone).`,
+that is not ours (that VM is left alone).
+
+A session's current sandbox is destroyed only with --yes: the session keeps its
+workspace and "agentd session resume" starts a new sandbox for it.`,
 		Example: `  agentd sandbox destroy fix-123
-  agentd sandbox destroy --force 104`,
+  agentd sandbox destroy --force 104
+  agentd sandbox destroy alice-1 --yes`,
 	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) {
+		if !yes {
+			if s, err := sessionOf(c, ctx, ref); err != nil {
+				return nil, err
+			} else if s != nil {
+				return nil, usagef("sandbox %q is the current sandbox of session %q: destroying it removes its VM (workspace %q is kept) and \"agentd session resume %s\" then starts a new sandbox; re-run with --yes to destroy it", s.Sandbox, s.Name, s.Workspace, s.Name)
+			}
+		}
 		return c.Destroy(ctx, ref, force)
 	})
 	cmd.Flags().BoolVar(&force, "force", false, "also destroy sandboxes that are provisioning, stuck, or whose VM is gone")
+	cmd.Flags().BoolVar(&yes, "yes", false, "also destroy a session's current sandbox (the session resumes a new one)")
 	return cmd
+}
+
+// sessionOf returns the session whose current sandbox ref is, or nil. Only a
+// sandbox with a workspace can be one; a sandbox that cannot be looked up is
+// left to the destroy itself to report.
+func sessionOf(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+	sb, err := c.Sandbox(ctx, ref)
+	if err != nil || sb.Workspace == "" {
+		return nil, nil
+	}
+	sessions, err := c.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i, s := range sessions {
+		if s.Sandbox == sb.Name && (s.SandboxVMID == 0 || s.SandboxVMID == sb.VMID) {
+			return &sessions[i], nil
+		}
+	}
+	return nil, nil
 }
 
 func sandboxPruneCmd() *cobra.Command {

@@ -20,12 +20,9 @@ func printWorkspace(w io.Writer, ws *api.Workspace) error {
 	if ws.HolderVMID != 0 {
 		holder = strconv.Itoa(ws.HolderVMID)
 	}
-	var lines [][2]string
-	for _, l := range [][2]string{{"Name", ws.Name}, {"ID", ws.ID}, {"State", ws.State}, {"Size", fmt.Sprintf("%d GiB", ws.SizeGB)},
+	lines := [][2]string{{"Name", ws.Name}, {"ID", ws.ID}, {"State", ws.State}, {"Size", fmt.Sprintf("%d GiB", ws.SizeGB)},
 		{"Storage", ws.Storage}, {"Holder VMID", holder}, {"Volume", dash(ws.Volume)}, {"Attached to", dash(ws.AttachedSandbox)},
-		{"Session", dash(ws.Session)}, {"Created", fmtTime(&ws.CreatedAt)}, {"Error", dash(ws.Error)}} {
-		lines = append(lines, l)
-	}
+		{"Session", dash(ws.Session)}, {"Created", fmtTime(&ws.CreatedAt)}, {"Error", dash(ws.Error)}}
 	return kv(w, lines)
 }
 

@@ -64,6 +64,9 @@ type Hooks struct {
 	NoLoops   bool
 	// Addresses replaces the nftables mode-set updater.
 	Addresses sandbox.AddressSets
+	// IdleStopOff switches idle stop off with this reason (agentd dev
+	// without an injected conntrack).
+	IdleStopOff string
 }
 
 // Agent is a running agentd.
@@ -140,7 +143,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		LeaseCountsWhilePaused: cfg.LeaseCountsWhilePaused,
 		IdleStopEnabled:        cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
-		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, Metrics: met, Log: log,
+		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, IdleStopOff: h.IdleStopOff, Metrics: met, Log: log,
 		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs,
 		Subnet: subnet, HostAddr: hostAddr, Expose: exposeOptions(cfg),
 		Limits: sandbox.Limits{MaxTTL: cfg.MaxTTL, MaxSandboxes: cfg.MaxSandboxes, MaxSandboxesPerProfile: cfg.MaxSandboxesPerProfile}})

@@ -454,11 +454,11 @@ func TestProvisioningFailuresLeaveNothing(t *testing.T) {
 			d, c := startDev(t, agent.DevOptions{ProvisioningTimeout: 2 * time.Second})
 			tc.inject(d.Sim)
 			ctx := tctx(t)
-			sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "f", Profile: "yolo-ephemeral"})
+			_, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "f", Profile: "yolo-ephemeral"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			sb, err = c.WaitSandbox(ctx, "f", 10*time.Millisecond)
+			sb, err := c.WaitSandbox(ctx, "f", 10*time.Millisecond)
 			if err != nil || sb.State != api.StateFailed || !strings.Contains(sb.Error, tc.want) {
 				t.Fatalf("got %s %q, want FAILED with %q (%v)", sb.State, sb.Error, tc.want, err)
 			}
@@ -489,7 +489,7 @@ func TestProvisioningFailuresLeaveNothing(t *testing.T) {
 // template cannot be linked-cloned; the error says how to fix it, and a
 // full-clone profile of the same VM works.
 func TestLinkedCloneUnsupportedSaysWhatToDo(t *testing.T) {
-	d, c := startDev(t, agent.DevOptions{})
+	d, _ := startDev(t, agent.DevOptions{})
 	ctx := tctx(t)
 	err := d.Sim.AddVM("pve", 9100, map[string]string{"name": "raw-tpl", "scsi0": "local-lvm:10", "ide2": "local-lvm:cloudinit,media=cdrom",
 		"agent": "1", "net0": "virtio,bridge=vmbr1", "memory": "2048", "boot": "order=scsi0"}, false)
@@ -500,7 +500,7 @@ func TestLinkedCloneUnsupportedSaysWhatToDo(t *testing.T) {
 	if err := d.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c = tcpClient(t, d, d.Info.Token)
+	c := tcpClient(t, d, d.Info.Token)
 	sb, _ := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "linked", Profile: "raw-linked"})
 	sb, _ = c.WaitSandbox(ctx, sb.Name, 10*time.Millisecond)
 	if sb.State != api.StateFailed || !strings.Contains(sb.Error, "Linked clone feature is not supported") || !strings.Contains(sb.Error, "qm template 9100") || !strings.Contains(sb.Error, "set storage.clone: full in profile raw-linked") {

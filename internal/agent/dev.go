@@ -51,8 +51,7 @@ type Dev struct {
 // and starts it again on the same state and simulator, re-reading the
 // profiles directory, as a service restart does.
 func (d *Dev) Restart(ctx context.Context) error {
-	d.Agent.Close()
-	d.Agent = nil
+	d.Stop()
 	profiles, err := profile.LoadDir(d.Config.ProfilesDir, d.Config.AgentBridge)
 	if err != nil {
 		return err
@@ -155,6 +154,14 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		return fail(err)
 	}
 	d.Config = cfg
+	if o.Hooks.Conntrack == nil && cfg.IdleStopEnabled {
+		// There is no conntrack table of simulated guests' SSH sessions:
+		// say so once instead of an idle_stop error every minute.
+		o.Hooks.IdleStopOff = "off in agentd dev: SSH sessions to simulated sandboxes cannot be seen (no conntrack), so idle stop stops nothing"
+		if o.Log != nil {
+			o.Log.Info("idle stop is off in agentd dev: SSH sessions to simulated sandboxes cannot be seen (no conntrack); tests inject a conntrack listing")
+		}
+	}
 	d.hooks = o.Hooks
 	profiles, err := devProfiles(cfg.ProfilesDir, cfg.AgentBridge)
 	if err != nil {
@@ -200,6 +207,15 @@ func (d *Dev) Env() []string {
 		"PVE_URL=" + d.Sim.URL(),
 		"PVE_TOKEN=" + id + "=" + secret,
 		"PVE_NODE=" + d.Sim.Node(),
+	}
+}
+
+// Stop stops the agent and leaves the simulator running, as `systemctl stop
+// agentd` does on a host; Restart starts it again.
+func (d *Dev) Stop() {
+	if d.Agent != nil {
+		d.Agent.Close()
+		d.Agent = nil
 	}
 }
 

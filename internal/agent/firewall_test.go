@@ -20,7 +20,7 @@ import (
 // security-group rule on the VM, with the VM firewall on and net0 firewall=1,
 // and the groups hold the mode's rules.
 func TestNetworkModesUseProxmoxFirewall(t *testing.T) {
-	d, c := startDev(t, agent.DevOptions{})
+	d, _ := startDev(t, agent.DevOptions{})
 	ctx := tctx(t)
 	os.WriteFile(filepath.Join(d.Config.ProfilesDir, "modes.yaml"), []byte(`name: sealed
 template_vmid: 9000
@@ -36,7 +36,7 @@ network:
 	if err := d.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	c = tcpClient(t, d, d.Info.Token)
+	c := tcpClient(t, d, d.Info.Token)
 	pc := pveClient(t, d)
 	before, _ := d.Sim.RequestCount()
 	want := map[string]string{"yolo-ephemeral": "agentlab-nat", "sealed": "agentlab-off", "tight": "agentlab-a"}

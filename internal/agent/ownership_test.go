@@ -854,12 +854,12 @@ func TestOwnershipUntaggedOrphanAfterClone(t *testing.T) {
 	o := newRig(t)
 	ctx := tctx(t)
 	o.d.Sim.HangTask("qmclone", "")
-	sb, err := o.c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "late", Profile: "yolo-ephemeral"})
-	if err != nil {
+	if _, err := o.c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "late", Profile: "yolo-ephemeral"}); err != nil {
 		t.Fatal(err)
 	}
 	// The step is recorded before the clone request: wait for the task too.
 	var running string
+	var sb *api.Sandbox
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if sb = o.sandbox("late"); sb.VMID != 0 && sb.Step == "clone" {
 			for _, task := range o.d.Sim.Dump().Tasks {

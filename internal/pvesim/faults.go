@@ -42,7 +42,6 @@ type faults struct {
 	tasks     []taskFault
 	replies   []replyFault
 	nextIDs   []int
-	raceNext  bool
 }
 
 // take returns a copy of the first element matching ok and uses up one of its

@@ -146,8 +146,8 @@ func TestReleaseHungTasks(t *testing.T) {
 	sim := newSim(t)
 	sim.HangTaskTimes("qmsnapshot", "", 1)
 	var r struct{ Data string }
-	_, body := raw(t, sim, "POST", "/nodes/pve/qemu/9000/clone", `{"newid":500}`, true)
-	_, body = raw(t, sim, "POST", "/nodes/pve/qemu/500/snapshot", `{"snapname":"s1"}`, true)
+	raw(t, sim, "POST", "/nodes/pve/qemu/9000/clone", `{"newid":500}`, true)
+	_, body := raw(t, sim, "POST", "/nodes/pve/qemu/500/snapshot", `{"snapname":"s1"}`, true)
 	if json.Unmarshal([]byte(body), &r) != nil {
 		t.Fatalf("snapshot answer %s", body)
 	}

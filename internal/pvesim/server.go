@@ -203,6 +203,7 @@ func New(opts Options) (*Sim, error) {
 		}
 	}
 	s.mu.Lock()
+	//lint:ignore SA2001 unlocking runs onUnlock (persistLocked): the first write
 	s.mu.Unlock() // the first write: fixtures, or the new generation
 	if s.persistErr != nil {
 		return nil, s.persistErr

@@ -268,7 +268,6 @@ type vm struct {
 	netin     int64
 	flock     *task          // holder of the config flock
 	shared    map[*task]bool // holders of the flock in shared mode
-	flockSync bool           // held by a synchronous request
 	noACPI    bool           // guest ignores shutdown requests
 	fw        vmFirewall     // /etc/pve/firewall/<vmid>.fw
 	// guestFiles are the files written into the guest (agentfile.go).

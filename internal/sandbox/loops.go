@@ -148,6 +148,9 @@ func (m *Manager) IdleStatus() string {
 	if !m.opts.IdleStopEnabled {
 		return "disabled (idle_stop_enabled: false)"
 	}
+	if m.opts.IdleStopOff != "" {
+		return m.opts.IdleStopOff
+	}
 	return m.idleErr
 }
 
@@ -158,7 +161,7 @@ func (m *Manager) IdleStatus() string {
 // touch (API or guest heartbeat). If conntrack cannot be read nothing is
 // stopped, and the reason is reported once (event) and in status.
 func (m *Manager) IdleStop(ctx context.Context) error {
-	if !m.opts.IdleStopEnabled {
+	if !m.opts.IdleStopEnabled || m.opts.IdleStopOff != "" {
 		return nil
 	}
 	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateRunning}})

@@ -52,7 +52,10 @@ type Options struct {
 	LeaseCountsWhilePaused bool
 
 	// Idle auto-stop.
-	IdleStopEnabled        bool
+	IdleStopEnabled bool
+	// IdleStopOff, when set, switches idle stop off and is what IdleStatus
+	// says (agentd dev: SSH activity to simulated sandboxes cannot be seen).
+	IdleStopOff            string
 	IdleStopMinutesDefault int
 	IdleStopCPUThreshold   float64
 	Conntrack              conntrack.Lister

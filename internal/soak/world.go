@@ -147,9 +147,6 @@ func references(st *pvesim.State) map[string][]int {
 	return out
 }
 
-func sandboxMarker(id string) string   { return "agentlab-sandbox-id: " + id }
-func workspaceMarker(id string) string { return "agentlab-workspace-id: " + id }
-
 func hasTag(cfg map[string]string, tag string) bool {
 	for _, t := range strings.FieldsFunc(cfg["tags"], func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
 		if t == tag {
