@@ -101,6 +101,13 @@ func (p *AgentlabProvider) DataSources(context.Context) []func() datasource.Data
 	return []func() datasource.DataSource{NewProfileDataSource, NewProfilesDataSource, NewSandboxDataSource, NewWorkspaceDataSource, NewHostDataSource}
 }
 
+// baseDS is embedded by every data source: the configured client.
+type baseDS struct{ c *client.Client }
+
+func (d *baseDS) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
+	d.c = clientFrom(req.ProviderData, &resp.Diagnostics)
+}
+
 // clientFrom extracts the configured client.
 func clientFrom(data any, diags interface{ AddError(string, string) }) *client.Client {
 	if data == nil {
