@@ -40,20 +40,12 @@ func NewSandboxResource() resource.Resource { return &sandboxResource{} }
 type sandboxResource struct{ c *client.Client }
 
 type sandboxModel struct {
-	ID             types.String         `tfsdk:"id"`
-	Name           types.String         `tfsdk:"name"`
-	Profile        types.String         `tfsdk:"profile"`
-	TTL            timetypes.GoDuration `tfsdk:"ttl"`
-	Keepalive      types.Bool           `tfsdk:"keepalive"`
-	Workspace      types.String         `tfsdk:"workspace"`
-	PowerState     types.String         `tfsdk:"power_state"`
-	Tags           types.Set            `tfsdk:"tags"`
-	VMID           types.Int64          `tfsdk:"vmid"`
-	Node           types.String         `tfsdk:"node"`
-	State          types.String         `tfsdk:"state"`
-	IP             types.String         `tfsdk:"ip"`
-	LeaseExpiresAt types.String         `tfsdk:"lease_expires_at"`
-	Timeouts       timeouts.Value       `tfsdk:"timeouts"`
+	sandboxObject
+	TTL        timetypes.GoDuration `tfsdk:"ttl"`
+	Keepalive  types.Bool           `tfsdk:"keepalive"`
+	PowerState types.String         `tfsdk:"power_state"`
+	Tags       types.Set            `tfsdk:"tags"`
+	Timeouts   timeouts.Value       `tfsdk:"timeouts"`
 }
 
 func (r *sandboxResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -61,42 +53,46 @@ func (r *sandboxResource) Metadata(_ context.Context, req resource.MetadataReque
 }
 
 func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	attrs := sandboxAttrs.resource()
+	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	setString(attrs, "id", func(a *schema.StringAttribute) { a.PlanModifiers = keep })
+	setString(attrs, "name", func(a *schema.StringAttribute) {
+		a.Computed, a.Required = false, true
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.RequiresReplace()}
+		a.Validators = []validator.String{nameChars("Sandbox", validate.MaxSandboxName)}
+	})
+	setString(attrs, "profile", func(a *schema.StringAttribute) {
+		a.Computed, a.Required = false, true
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	})
+	setString(attrs, "workspace", func(a *schema.StringAttribute) { a.Computed, a.Optional = false, true })
+	setInt64(attrs, "vmid", func(a *schema.Int64Attribute) {
+		a.PlanModifiers = []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
+	})
+	setString(attrs, "node", func(a *schema.StringAttribute) { a.PlanModifiers = keep })
+	// state, ip and lease_expires_at stay Computed: ModifyPlan keeps them
+	// from the state where an update cannot change them.
+
+	// GoDuration: 2h and 120m are the same lease, so agentd's seconds
+	// never diff against the spelling in the configuration.
+	attrs["ttl"] = schema.StringAttribute{Optional: true, Computed: true, CustomType: timetypes.GoDurationType{},
+		MarkdownDescription: "Lease as a Go duration (`90m`, `8h`, `1h30m`); `0` for none. Defaults to the profile's `ttl_default`. Changing it renews the lease to now + ttl: the sandbox must run, or be started by the same apply (`power_state = \"running\"`).",
+		PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+		Validators:          []validator.String{ttlRule()}}
+	attrs["keepalive"] = schema.BoolAttribute{Optional: true, Computed: true, MarkdownDescription: "Keep the sandbox when its job ends. Defaults to the profile's. Changing it replaces the sandbox.",
+		PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplaceIfConfigured(), boolplanmodifier.UseStateForUnknown()}}
+	attrs["power_state"] = schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("running"),
+		MarkdownDescription: "`running` (default) or `stopped`. Changed in place; a sandbox stopped by idle auto-stop shows up as drift and the next apply starts it.",
+		Validators:          []validator.String{stringvalidator.OneOf("running", "stopped")}}
+	attrs["tags"] = schema.SetAttribute{Optional: true, ElementType: types.StringType, MarkdownDescription: "Extra Proxmox tags for the VM: lowercase letters, digits, `_ + . -`, up to 64 characters (agentd always adds `agentlab`, which is reserved, as is `agentlab-workspace`). Changing them replaces the sandbox.",
+		PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplace()},
+		Validators:    []validator.Set{setvalidator.ValueStringsAre(tagRule())}}
+	attrs["timeouts"] = timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true})
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A disposable VM for an AI coding agent, cloned from a profile's template on the Proxmox host. " +
 			"Create waits until the sandbox is `RUNNING` (or fails with agentd's error). Its root disk does not persist: " +
 			"use `workspace` (an `agentlab_workspace`) for data that must outlive it.",
-		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Sandbox id assigned by agentd (`sbx-…`).",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Sandbox name, also the VM's host name: 1-63 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the sandbox.",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-				Validators:    []validator.String{nameChars("Sandbox", validate.MaxSandboxName)}},
-			"profile": schema.StringAttribute{Required: true, MarkdownDescription: "Profile to build from (see the `agentlab_profiles` data source). Changing it replaces the sandbox.",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
-			// GoDuration: 2h and 120m are the same lease, so agentd's seconds
-			// never diff against the spelling in the configuration.
-			"ttl": schema.StringAttribute{Optional: true, Computed: true, CustomType: timetypes.GoDurationType{},
-				MarkdownDescription: "Lease as a Go duration (`90m`, `8h`, `1h30m`); `0` for none. Defaults to the profile's `ttl_default`. Changing it renews the lease to now + ttl: the sandbox must run, or be started by the same apply (`power_state = \"running\"`).",
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-				Validators:          []validator.String{ttlRule()}},
-			"keepalive": schema.BoolAttribute{Optional: true, Computed: true, MarkdownDescription: "Keep the sandbox when its job ends. Defaults to the profile's. Changing it replaces the sandbox.",
-				PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplaceIfConfigured(), boolplanmodifier.UseStateForUnknown()}},
-			"workspace": schema.StringAttribute{Optional: true, MarkdownDescription: "Name of an `agentlab_workspace` to attach as the sandbox's second disk. Changed in place (detach, attach)."},
-			"power_state": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("running"),
-				MarkdownDescription: "`running` (default) or `stopped`. Changed in place; a sandbox stopped by idle auto-stop shows up as drift and the next apply starts it.",
-				Validators:          []validator.String{stringvalidator.OneOf("running", "stopped")}},
-			"tags": schema.SetAttribute{Optional: true, ElementType: types.StringType, MarkdownDescription: "Extra Proxmox tags for the VM: lowercase letters, digits, `_ + . -`, up to 64 characters (agentd always adds `agentlab`, which is reserved, as is `agentlab-workspace`). Changing them replaces the sandbox.",
-				PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplace()},
-				Validators:    []validator.Set{setvalidator.ValueStringsAre(tagRule())}},
-			"vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "Proxmox VMID.",
-				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
-			"node": schema.StringAttribute{Computed: true, MarkdownDescription: "Proxmox node.",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"state":            schema.StringAttribute{Computed: true, MarkdownDescription: "Lifecycle state (`RUNNING`, `STOPPED`, …)."},
-			"ip":               schema.StringAttribute{Computed: true, MarkdownDescription: "IPv4 address reported by the guest agent while running."},
-			"lease_expires_at": schema.StringAttribute{Computed: true, MarkdownDescription: "When the lease ends (RFC 3339), if the sandbox has one."},
-			"timeouts":         timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
-		},
+		Attributes: attrs,
 	}
 }
 
@@ -171,10 +167,9 @@ func (r *sandboxResource) Configure(_ context.Context, req resource.ConfigureReq
 // fromAPI fills the model from agentd's view. The lease comes back in
 // seconds; the framework keeps the configured spelling of an equal duration.
 func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagnostics {
-	m.ID, m.Name, m.Profile = types.StringValue(sb.ID), types.StringValue(sb.Name), types.StringValue(sb.Profile)
+	m.sandboxObject.fromAPI(sb)
 	m.TTL = timetypes.NewGoDurationValue(time.Duration(sb.TTLSeconds) * time.Second)
 	m.Keepalive = types.BoolValue(sb.Keepalive)
-	m.Workspace = optString(sb.Workspace)
 	switch sb.State {
 	case api.StateStopped:
 		m.PowerState = types.StringValue("stopped")
@@ -187,9 +182,6 @@ func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagno
 	} else {
 		m.Tags, diags = types.SetValueFrom(ctx, types.StringType, sb.Tags)
 	}
-	m.VMID, m.Node, m.State = types.Int64Value(int64(sb.VMID)), types.StringValue(sb.Node), types.StringValue(string(sb.State))
-	m.IP = types.StringValue(sb.IP)
-	m.LeaseExpiresAt = timeString(sb.LeaseExpiresAt)
 	return diags
 }
 

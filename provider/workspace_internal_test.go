@@ -24,8 +24,9 @@ func TestWorkspaceReplaceWarning(t *testing.T) {
 	sch := sr.Schema
 	to := sch.Attributes["timeouts"].GetType().(timeouts.Type).AttrTypes
 	model := func(name, storage string, protect bool) workspaceModel {
-		return workspaceModel{ID: types.StringValue("ws-1"), Name: types.StringValue(name), SizeGB: types.NumberValue(big.NewFloat(5)),
-			Storage: types.StringValue(storage), HolderVMID: types.Int64Value(100), AttachedSandbox: types.StringNull(),
+		return workspaceModel{workspaceObject: workspaceObject{ID: types.StringValue("ws-1"), Name: types.StringValue(name),
+			Storage: types.StringValue(storage), HolderVMID: types.Int64Value(100), AttachedSandbox: types.StringNull()},
+			SizeGB:             types.NumberValue(big.NewFloat(5)),
 			DeletionProtection: types.BoolValue(protect), ForceDestroy: types.BoolValue(false),
 			Timeouts: timeouts.Value{Object: types.ObjectNull(map[string]attr.Type(to))}}
 	}

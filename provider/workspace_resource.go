@@ -34,12 +34,8 @@ func NewWorkspaceResource() resource.Resource { return &workspaceResource{} }
 type workspaceResource struct{ c *client.Client }
 
 type workspaceModel struct {
-	ID                 types.String   `tfsdk:"id"`
-	Name               types.String   `tfsdk:"name"`
+	workspaceObject
 	SizeGB             types.Number   `tfsdk:"size_gb"`
-	Storage            types.String   `tfsdk:"storage"`
-	HolderVMID         types.Int64    `tfsdk:"holder_vmid"`
-	AttachedSandbox    types.String   `tfsdk:"attached_sandbox"`
 	DeletionProtection types.Bool     `tfsdk:"deletion_protection"`
 	ForceDestroy       types.Bool     `tfsdk:"force_destroy"`
 	Timeouts           timeouts.Value `tfsdk:"timeouts"`
@@ -50,35 +46,42 @@ func (r *workspaceResource) Metadata(_ context.Context, req resource.MetadataReq
 }
 
 func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	attrs := workspaceAttrs.resource()
+	setString(attrs, "id", func(a *schema.StringAttribute) {
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	})
+	setString(attrs, "name", func(a *schema.StringAttribute) {
+		a.Computed, a.Required = false, true
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.RequiresReplace()}
+		a.Validators = []validator.String{nameChars("Workspace", validate.MaxWorkspaceName)}
+	})
+	setString(attrs, "storage", func(a *schema.StringAttribute) {
+		a.Optional = true
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()}
+		a.Validators = []validator.String{storageIDRule()}
+	})
+	setInt64(attrs, "holder_vmid", func(a *schema.Int64Attribute) {
+		a.PlanModifiers = []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
+	})
+	// Only a sandbox or session attaches or detaches it, never this resource's update.
+	setString(attrs, "attached_sandbox", func(a *schema.StringAttribute) {
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	})
+	// A number, not an integer, so that 1.5 is an error on the attribute
+	// (an Int64 attribute fails converting it, as a provider error).
+	attrs["size_gb"] = schema.NumberAttribute{Required: true, MarkdownDescription: "Size in whole GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
+		Validators: []validator.Number{sizeRule{}}}
+	attrs["deletion_protection"] = schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
+		MarkdownDescription: "Refuse to delete the workspace (default `true`). To destroy or replace it, set `false` and apply first; the setting lives in the state, so it must be applied before the destroy."}
+	attrs["force_destroy"] = schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
+		MarkdownDescription: "Delete the workspace even if it still has snapshots, which are deleted with it (default `false`: deleting a workspace with snapshots fails and names them)."}
+	attrs["timeouts"] = timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true})
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A persistent workspace: the durable `/work` volume that outlives sandboxes. Proxmox-wise it is a disk owned by a " +
 			"never-started holder VM, so destroying a sandbox never frees it. **Destroying this resource destroys the data**, " +
 			"so it is refused while `deletion_protection` is true (the default), and a workspace that still has snapshots is " +
 			"deleted only with `force_destroy = true`. A plan that replaces the workspace warns that its data is lost.",
-		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "Workspace id (`ws-…`).",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"name": schema.StringAttribute{Required: true, MarkdownDescription: "Workspace name: 1-52 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the workspace (and its data).",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
-				Validators:    []validator.String{nameChars("Workspace", validate.MaxWorkspaceName)}},
-			// A number, not an integer, so that 1.5 is an error on the attribute
-			// (an Int64 attribute fails converting it, as a provider error).
-			"size_gb": schema.NumberAttribute{Required: true, MarkdownDescription: "Size in whole GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
-				Validators: []validator.Number{sizeRule{}}},
-			"storage": schema.StringAttribute{Optional: true, Computed: true, MarkdownDescription: "Proxmox storage id of the volume: agentd's `workspace_storage` (the default) or one of its `workspace_storages`. Changing it replaces the workspace.",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()},
-				Validators:    []validator.String{storageIDRule()}},
-			"holder_vmid": schema.Int64Attribute{Computed: true, MarkdownDescription: "VMID of the holder VM that owns the volume.",
-				PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}},
-			// Only a sandbox or session attaches or detaches it, never this resource's update.
-			"attached_sandbox": schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the sandbox the workspace is attached to; null when detached.",
-				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
-			"deletion_protection": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
-				MarkdownDescription: "Refuse to delete the workspace (default `true`). To destroy or replace it, set `false` and apply first; the setting lives in the state, so it must be applied before the destroy."},
-			"force_destroy": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
-				MarkdownDescription: "Delete the workspace even if it still has snapshots, which are deleted with it (default `false`: deleting a workspace with snapshots fails and names them)."},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
-		},
+		Attributes: attrs,
 	}
 }
 
@@ -140,8 +143,8 @@ func gib(n types.Number) int64 {
 }
 
 func (m *workspaceModel) fromAPI(w *api.Workspace) {
-	m.ID, m.Name, m.SizeGB, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.NumberValue(big.NewFloat(float64(w.SizeGB))), types.StringValue(w.Storage)
-	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), optString(w.AttachedSandbox)
+	m.workspaceObject.fromAPI(w)
+	m.SizeGB = types.NumberValue(big.NewFloat(float64(w.SizeGB)))
 }
 
 func (r *workspaceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
