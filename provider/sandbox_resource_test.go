@@ -1,8 +1,10 @@
 package provider_test
 
 import (
+	"context"
 	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +114,151 @@ resource "agentlab_sandbox" "a" {
 				),
 			},
 			{Config: cfg("0", "running", 6), PlanOnly: true, ExpectError: regexp.MustCompile(`(?s)Invalid Lease Change.*cannot\s+be\s+removed\s+in\s+place`)},
+		},
+	})
+}
+
+func TestAccSandbox(t *testing.T) {
+	d, c := startAgent(t)
+	ctx := context.Background()
+	cfg := func(extra string) string {
+		return hcl(`
+resource "agentlab_workspace" "w" {
+  name                = "acc-ws"
+  size_gb             = 5
+  deletion_protection = false
+}
+resource "agentlab_sandbox" "a" {
+  name    = "acc-a"
+  profile = "yolo-ephemeral"
+  ttl     = "2h"
+  tags    = ["team-a"]
+` + extra + `
+}`)
+	}
+	var firstID string
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             noVMsLeft(d),
+		Steps: []resource.TestStep{
+			{
+				Config: cfg(""),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "state", "RUNNING"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "power_state", "running"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "ttl", "2h"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "keepalive", "false"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "node", "pve"),
+					resource.TestMatchResourceAttr("agentlab_sandbox.a", "ip", regexp.MustCompile(`^10\.77\.`)),
+					resource.TestMatchResourceAttr("agentlab_sandbox.a", "id", regexp.MustCompile(`^sbx-`)),
+					resource.TestCheckResourceAttrSet("agentlab_sandbox.a", "lease_expires_at"),
+					resource.TestCheckTypeSetElemAttr("agentlab_sandbox.a", "tags.*", "team-a"),
+					func(s *terraform.State) error {
+						firstID = s.RootModule().Resources["agentlab_sandbox.a"].Primary.ID
+						vmid := s.RootModule().Resources["agentlab_sandbox.a"].Primary.Attributes["vmid"]
+						if v := d.Sim.Dump().VMs[atoi(vmid)]; !v.Running || v.Config["tags"] != "agentlab;team-a" {
+							return fmt.Errorf("VM %s in Proxmox: %+v", vmid, v)
+						}
+						return nil
+					},
+				),
+			},
+			// Import by name and by VMID reproduces the state.
+			// An imported lease has agentd's seconds in Go's spelling (2h0m0s), the same duration as the configured 2h.
+			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateId: "acc-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "ttl"},
+				ImportStateCheck: importedTTL("2h0m0s")},
+			{ResourceName: "agentlab_sandbox.a", ImportState: true, ImportStateIdFunc: func(s *terraform.State) (string, error) {
+				return s.RootModule().Resources["agentlab_sandbox.a"].Primary.Attributes["vmid"], nil
+			}, ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "ttl"}, ImportStateCheck: importedTTL("2h0m0s")},
+			// Power state and lease change in place.
+			{
+				Config:           cfg(`power_state = "stopped"`),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("agentlab_sandbox.a", plancheck.ResourceActionUpdate)}},
+				Check:            resource.TestCheckResourceAttr("agentlab_sandbox.a", "state", "STOPPED"),
+			},
+			{
+				Config: strings.Replace(cfg(`workspace = agentlab_workspace.w.name`), `"2h"`, `"4h"`, 1),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "state", "RUNNING"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "ttl", "4h"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "workspace", "acc-ws"),
+					func(s *terraform.State) error {
+						if id := s.RootModule().Resources["agentlab_sandbox.a"].Primary.ID; id != firstID {
+							return fmt.Errorf("in-place changes replaced the sandbox: %s → %s", firstID, id)
+						}
+						return nil
+					},
+				),
+			},
+			// Idle stop out of band and a detached workspace: drift the plan repairs in place.
+			{
+				PreConfig: func() {
+					must(t, err2(c.Stop(ctx, "acc-a")))
+					must(t, err2(c.DetachWorkspace(ctx, "acc-ws")))
+				},
+				Config:           strings.Replace(cfg(`workspace = agentlab_workspace.w.name`), `"2h"`, `"4h"`, 1),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("agentlab_sandbox.a", plancheck.ResourceActionUpdate)}},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "state", "RUNNING"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "workspace", "acc-ws"),
+					func(*terraform.State) error {
+						if w, err := c.Workspace(ctx, "acc-ws"); err != nil || w.AttachedSandbox != "acc-a" {
+							return fmt.Errorf("workspace not re-attached: %+v %v", w, err)
+						}
+						return nil
+					},
+				),
+			},
+			// Destroyed out of band: the plan recreates it.
+			{
+				PreConfig: func() {
+					must(t, err2(c.DetachWorkspace(ctx, "acc-ws")))
+					must(t, err2(c.Destroy(ctx, "acc-a", false)))
+				},
+				Config:           cfg(""),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("agentlab_sandbox.a", plancheck.ResourceActionCreate)}},
+				Check: func(s *terraform.State) error {
+					if id := s.RootModule().Resources["agentlab_sandbox.a"].Primary.ID; id == firstID {
+						return fmt.Errorf("sandbox not recreated (%s)", id)
+					}
+					return nil
+				},
+			},
+			// Changing the profile replaces it.
+			{
+				Config:           strings.Replace(cfg(""), "yolo-ephemeral", "interactive-dev", 1),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("agentlab_sandbox.a", plancheck.ResourceActionDestroyBeforeCreate)}},
+				Check:            resource.TestCheckResourceAttr("agentlab_sandbox.a", "profile", "interactive-dev"),
+			},
+		},
+	})
+}
+
+func TestAccSandboxErrors(t *testing.T) {
+	d, _ := startAgent(t)
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             noVMsLeft(d),
+		Steps: []resource.TestStep{
+			{
+				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "nope"` + "\n}",
+				ExpectError: regexp.MustCompile(`(?s)Invalid Profile.*profile "nope" does not exist`),
+			},
+			{
+				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n" + `power_state = "paused"` + "\n}",
+				ExpectError: regexp.MustCompile(`power_state`),
+			},
+			{
+				PreConfig:   func() { d.Sim.FailTask("qmstart", "", "kvm: out of memory") },
+				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n}",
+				ExpectError: regexp.MustCompile(`(?s)Unable to Create Sandbox.*is FAILED: start: start VM \d+: task.*kvm: out\s+of\s+memory`),
+			},
+			{
+				// The failed (tainted) sandbox is replaced once the fault is gone.
+				PreConfig: func() { d.Sim.ClearFaults() },
+				Config:    providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n}",
+				Check:     resource.TestCheckResourceAttr("agentlab_sandbox.x", "state", "RUNNING"),
+			},
 		},
 	})
 }

@@ -3,12 +3,76 @@ package provider_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 )
+
+// TestAccSession: a session on a workspace (snapshotted before the session
+// starts): create, import, stop (sandbox destroyed, workspace kept), resume,
+// and a sandbox destroyed out of band is resumed by the plan.
+func TestAccSession(t *testing.T) {
+	d, c := startAgent(t)
+	ctx := context.Background()
+	cfg := func(running bool) string {
+		return hcl(fmt.Sprintf(`
+resource "agentlab_workspace" "w" {
+  name                = "team-a"
+  size_gb             = 10
+  deletion_protection = false
+}
+resource "agentlab_workspace_snapshot" "s1" {
+  workspace   = agentlab_workspace.w.name
+  name        = "baseline"
+  description = "before the agent starts"
+}
+resource "agentlab_session" "alice" {
+  name       = "alice"
+  profile    = "yolo-workspace"
+  workspace  = agentlab_workspace.w.name
+  running    = %t
+  depends_on = [agentlab_workspace_snapshot.s1]
+}`, running))
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             noVMsLeft(d),
+		Steps: []resource.TestStep{
+			{
+				Config: cfg(true),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_session.alice", "state", "RUNNING"),
+					resource.TestCheckResourceAttr("agentlab_session.alice", "sandbox", "alice-1"),
+					resource.TestMatchResourceAttr("agentlab_session.alice", "ip", regexp.MustCompile(`^10\.77\.`)),
+				),
+			},
+			{ResourceName: "agentlab_session.alice", ImportState: true, ImportStateId: "alice", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
+			// Stop the session (sandbox destroyed, workspace kept).
+			{
+				Config: cfg(false),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_session.alice", "state", "STOPPED"),
+					resource.TestCheckResourceAttr("agentlab_session.alice", "sandbox_vmid", "0"),
+				),
+			},
+			{Config: cfg(true), Check: resource.TestCheckResourceAttr("agentlab_session.alice", "sandbox", "alice-2")},
+			// The session's sandbox destroyed out of band: the plan resumes it.
+			{
+				PreConfig: func() {
+					s, err := c.Session(ctx, "alice")
+					must(t, err)
+					must(t, err2(c.Destroy(ctx, s.Sandbox, false)))
+				},
+				Config:           cfg(true),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("agentlab_session.alice", plancheck.ResourceActionUpdate)}},
+				Check:            resource.TestCheckResourceAttr("agentlab_session.alice", "state", "RUNNING"),
+			},
+		},
+	})
+}
 
 // TestAccSessionWorkspaceDetached: a workspace detached from the session's
 // running sandbox out of band shows up as drift (running reads false), and the

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 )
@@ -61,6 +62,42 @@ resource "agentlab_workspace" "w" {
 				Config: cfg("prot", "deletion_protection = false\n  force_destroy = true"),
 				Check:  resource.TestCheckResourceAttr("agentlab_workspace.w", "force_destroy", "true"),
 			},
+		},
+	})
+}
+
+// TestAccWorkspace: create, import, grow in place; shrinking is refused at
+// plan time.
+func TestAccWorkspace(t *testing.T) {
+	d, _ := startAgent(t)
+	cfg := func(size int) string {
+		return hcl(fmt.Sprintf(`
+resource "agentlab_workspace" "w" {
+  name                = "team-a"
+  size_gb             = %d
+  deletion_protection = false
+}`, size))
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             noVMsLeft(d),
+		Steps: []resource.TestStep{
+			{
+				Config: cfg(10),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_workspace.w", "storage", "local-lvm"),
+					resource.TestCheckResourceAttrSet("agentlab_workspace.w", "holder_vmid"),
+				),
+			},
+			{ResourceName: "agentlab_workspace.w", ImportState: true, ImportStateId: "team-a", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection"}},
+			// Grow in place.
+			{
+				Config:           cfg(12),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("agentlab_workspace.w", plancheck.ResourceActionUpdate)}},
+				Check:            resource.TestCheckResourceAttr("agentlab_workspace.w", "size_gb", "12"),
+			},
+			// Shrinking is refused at plan time; nothing changes.
+			{Config: cfg(8), ExpectError: regexp.MustCompile(`Workspace Cannot Shrink`)},
 		},
 	})
 }
