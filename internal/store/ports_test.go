@@ -20,7 +20,9 @@ func TestAddPort(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ev := func(p *Port) Event { return Event{Kind: "sandbox.port_exposed", Message: strings.Repeat("x", p.HostPort%3+1)} }
+	ev := func(p *Port) Event {
+		return Event{Kind: "sandbox.port_exposed", Message: strings.Repeat("x", p.HostPort%3+1)}
+	}
 	add := func(sb *Sandbox, port, host int) (*Port, error) {
 		p := &Port{SandboxID: sb.ID, Port: port, HostPort: host, Addr: "10.77.0.5", Sources: []string{"192.168.1.0/24"}}
 		return p, s.AddPort(ctx, sb, p, 20000, 20002, ev)
