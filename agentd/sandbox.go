@@ -25,7 +25,7 @@ DESTROYED.`,
 	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
 		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd(),
 		sandboxExecCmd(), sandboxSnapshotCmd(), sandboxHibernateCmd(), sandboxResizeCmd(),
-		sandboxExposeCmd(), sandboxUnexposeCmd(), sandboxExposedCmd())
+		sandboxExposeCmd(), sandboxUnexposeCmd(), sandboxExposedCmd(), sandboxSSHCmd(), sandboxHostKeyCmd())
 	return cmd
 }
 

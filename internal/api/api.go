@@ -735,3 +735,27 @@ type ExposedPortList struct {
 
 // CodePortNotExposed: the sandbox has no exposed port of that number.
 const CodePortNotExposed Code = "port_not_exposed"
+
+// HostKey is a sandbox's pinned SSH host key (GET /v1/sandboxes/{id}/hostkey):
+// read from the guest's /etc/ssh/ssh_host_ed25519_key.pub through the QEMU
+// guest agent on first use, then kept. Verified: the running guest's key was
+// read again just now and matches (false when the guest could not be asked,
+// e.g. the sandbox is stopped: the answer is then the stored key alone).
+type HostKey struct {
+	Sandbox     string    `json:"sandbox"`
+	SandboxID   string    `json:"sandbox_id"`
+	Key         string    `json:"key"`
+	Fingerprint string    `json:"fingerprint"`
+	PinnedAt    time.Time `json:"pinned_at"`
+	Verified    bool      `json:"verified"`
+}
+
+// Host key error codes.
+const (
+	// CodeHostKeyUnavailable: the guest has no readable ed25519 host key
+	// (and none was pinned before), so nothing can be pinned.
+	CodeHostKeyUnavailable Code = "host_key_unavailable"
+	// CodeHostKeyChanged: the guest now reports another host key than the
+	// pinned one. agentd refuses it; only a new sandbox gets a new pin.
+	CodeHostKeyChanged Code = "host_key_changed"
+)

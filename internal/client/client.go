@@ -285,6 +285,13 @@ func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest) (*ap
 	return &out, err
 }
 
+// HostKey returns the sandbox's pinned SSH host key (pinned on first use).
+func (c *Client) HostKey(ctx context.Context, ref string) (*api.HostKey, error) {
+	var out api.HostKey
+	err := c.Do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(ref)+"/hostkey", nil, &out)
+	return &out, err
+}
+
 // Hibernate suspends a running sandbox to disk (SUSPENDED); Start resumes it.
 func (c *Client) Hibernate(ctx context.Context, ref string) (*api.Sandbox, error) {
 	return c.sandboxOp(ctx, ref, "hibernate", nil)

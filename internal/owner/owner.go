@@ -300,6 +300,12 @@ func (v *VM) ExecStatus(ctx context.Context, pid int) (*pve.ExecStatus, error) {
 	return v.pve.AgentExecStatus(ctx, v.proof.VMID, pid)
 }
 
+// ReadFile reads a file in the guest through the QEMU guest agent (at most
+// max bytes; the bool reports a cut).
+func (v *VM) ReadFile(ctx context.Context, file string, max int) ([]byte, bool, error) {
+	return v.pve.AgentFileRead(ctx, v.proof.VMID, file, max)
+}
+
 // Hibernate suspends the VM to disk, its vmstate on statestorage.
 func (v *VM) Hibernate(ctx context.Context, statestorage string) error {
 	return v.pve.Hibernate(ctx, v.proof.VMID, statestorage)

@@ -60,6 +60,7 @@ var rules = []struct {
 	{"can't lock file", ErrLocked},
 	{"No QEMU guest agent configured", ErrAgentNotConfigured},
 	{"Failed to execute child process", ErrExecFailed},
+	{"Failed to open file", ErrNotFound},
 	{"Invalid parameter 'pid'", ErrNotFound},
 	{"QEMU guest agent is not running", ErrAgentNotRunning},
 	{"qmp command 'guest-", ErrAgentTimeout},

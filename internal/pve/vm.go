@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -386,6 +387,22 @@ func (c *Client) IDFree(ctx context.Context, vmid int) (bool, error) {
 func (c *Client) AgentFileWrite(ctx context.Context, vmid int, file string, content []byte) error {
 	err := c.api.Post(ctx, c.vmPath(vmid, "/agent/file-write"), map[string]any{"file": file, "content": string(content)}, nil)
 	return wrap(fmt.Sprintf("write %s in the guest of VM %d", file, vmid), err)
+}
+
+// AgentFileRead reads file in the guest through the QEMU guest agent
+// (agent/file-read, at most max bytes). A missing file is ErrNotFound; a
+// longer file is cut, which the second result reports.
+func (c *Client) AgentFileRead(ctx context.Context, vmid int, file string, max int) ([]byte, bool, error) {
+	var out struct {
+		Content   string `json:"content"`
+		Truncated flag   `json:"truncated"`
+	}
+	q := url.Values{"file": {file}, "count": {strconv.Itoa(max)}}
+	err := c.api.Get(ctx, c.vmPath(vmid, "/agent/file-read?"+q.Encode()), &out)
+	if err != nil {
+		return nil, false, wrap(fmt.Sprintf("read %s in the guest of VM %d", file, vmid), err)
+	}
+	return []byte(out.Content), bool(out.Truncated), nil
 }
 
 // Hibernate suspends a running VM to disk (status/suspend with todisk): QEMU

@@ -1,7 +1,11 @@
 package pvesim
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,7 +31,38 @@ func init() {
 }
 
 // guestDirs are the directories every simulated guest has.
-var guestDirs = map[string]bool{"/": true, "/etc": true, "/etc/agentlab": true, "/run": true, "/tmp": true, "/root": true}
+var guestDirs = map[string]bool{"/": true, "/etc": true, "/etc/agentlab": true, "/etc/ssh": true, "/run": true, "/tmp": true, "/root": true}
+
+// HostKeyPath is the simulated guest's SSH host public key.
+const HostKeyPath = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+// guestBoot is what the simulated guest does at each boot: like
+// openssh-server's first start (ssh-keygen -A), it creates an ed25519 host
+// key when it has none. The key is deterministic per VM: derived from the
+// VMID and the VM's smbios1 uuid (new at every create and clone), so a
+// re-created VM at the same VMID gets another key. Only the public half
+// exists; no SSH server runs in the simulated guest. The caller holds s.mu.
+func (s *Sim) guestBoot(v *vm) {
+	if _, ok := v.guestFiles[HostKeyPath]; ok {
+		return
+	}
+	smbios, _ := v.conf.get("smbios1")
+	seed := sha256.Sum256([]byte(fmt.Sprintf("pvesim ssh host key\x00%d\x00%s", v.id, smbios)))
+	pub := ed25519.NewKeyFromSeed(seed[:]).Public().(ed25519.PublicKey)
+	blob := sshString(nil, []byte("ssh-ed25519"))
+	blob = sshString(blob, pub)
+	line := "ssh-ed25519 " + base64.StdEncoding.EncodeToString(blob) + " root@" + v.name() + "\n"
+	if v.guestFiles == nil {
+		v.guestFiles = map[string][]byte{}
+	}
+	v.guestFiles[HostKeyPath] = []byte(line)
+}
+
+// sshString appends b as an SSH wire-format string (RFC 4251).
+func sshString(out, b []byte) []byte {
+	out = binary.BigEndian.AppendUint32(out, uint32(len(b)))
+	return append(out, b...)
+}
 
 func (s *Sim) agentFileWrite(req *request) (any, error) {
 	s.mu.Lock()
@@ -111,4 +146,24 @@ func (s *Sim) GuestFile(vmid int, path string) ([]byte, bool) {
 	}
 	b, ok := v.guestFiles[filepath.Clean(path)]
 	return b, ok
+}
+
+// SetGuestFile replaces a file of the guest of vmid as something inside the
+// guest would (nil removes it); for tests. False if there is no such VM.
+func (s *Sim) SetGuestFile(vmid int, path string, data []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.vms[vmid]
+	if v == nil {
+		return false
+	}
+	if data == nil {
+		delete(v.guestFiles, filepath.Clean(path))
+		return true
+	}
+	if v.guestFiles == nil {
+		v.guestFiles = map[string][]byte{}
+	}
+	v.guestFiles[filepath.Clean(path)] = data
+	return true
 }

@@ -49,6 +49,7 @@ func (s *Sim) startVM(req *request) (any, error) {
 		v.running, v.started, v.pid = true, s.now(), s.nextPID
 		v.paused = false
 		s.restoreVMState(v, w)
+		s.guestBoot(v)
 		if _, ok := v.conf.get("efidisk0"); !ok && strings.Contains(v.conf.vals["bios"], "ovmf") {
 			w.warn("no efidisk configured! Using temporary efivars disk.")
 		}

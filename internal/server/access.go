@@ -21,6 +21,15 @@ func (s *Server) accessRoutes(add func(method, path string, h handler)) {
 	add("POST", "/v1/sandboxes/{ref}/ports", s.expose)
 	add("DELETE", "/v1/sandboxes/{ref}/ports/{port}", s.unexpose)
 	add("GET", "/v1/ports", s.listPorts)
+	add("GET", "/v1/sandboxes/{ref}/hostkey", s.hostKey)
+}
+
+func (s *Server) hostKey(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	k, err := s.mgr.HostKey(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, k, nil
 }
 
 func (s *Server) listPorts(_ http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -212,6 +212,14 @@ CREATE TABLE ports (
 	PRIMARY KEY (sandbox_id, port)
 );
 `},
+	{9, "pinned SSH host keys", `
+CREATE TABLE host_keys (
+	sandbox_id  TEXT PRIMARY KEY,
+	key         TEXT NOT NULL,
+	fingerprint TEXT NOT NULL,
+	pinned_at   INTEGER NOT NULL
+);
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
