@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/runner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
@@ -15,16 +17,29 @@ import (
 
 func newSecretsCmd() *cobra.Command {
 	var cfgPath, bundle string
+	var local bool
 	cmd := &cobra.Command{
 		Use:   "secrets",
 		Short: "Manage age-encrypted secrets bundles (env, SSH keys, git credentials)",
 		Long: `Secrets live in age-encrypted bundles under secrets_dir, opened by the key in
 secrets_key_file (mode 0600). A profile's "secrets.bundle" names the bundle its
 sandboxes receive at bootstrap (and "secrets.env" which variables). Values are
-read from a file or stdin, never from the command line, and never echoed.`,
+read from a file or stdin, never from the command line, and never echoed.
+
+Where the change is made: set-env, unset-env, add-ssh-key, remove-ssh-key,
+set-git and show go through the agent's API (the Unix socket, or --endpoint
+with --token, as every other command), so this machine needs no key file; the
+API answers with names only, never a value. They use the key file on this
+machine instead:
+  - with --local (never contacting an agent), or
+  - when no agent answers and --config names a config whose secrets_key_file
+    exists (a note on stderr says so).
+An agent that answers with an error is never bypassed. init, validate and
+show --reveal always use the key file (the API never returns values).`,
 	}
 	configFlag(cmd.PersistentFlags(), &cfgPath)
 	cmd.PersistentFlags().StringVar(&bundle, "bundle", "default", "bundle name")
+	cmd.PersistentFlags().BoolVar(&local, "local", false, "use the key file on this machine (from --config), not the agent's API")
 	store := func() (secrets.Store, error) {
 		cfg, err := loadConfigFile(cfgPath)
 		if err != nil {
@@ -32,19 +47,72 @@ read from a file or stdin, never from the command line, and never echoed.`,
 		}
 		return secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile}, nil
 	}
-	edit := func(fn func(b *secrets.Bundle) error) error {
+	edit := func(fn func(b *secrets.Bundle) error) (*secrets.Bundle, error) {
 		st, err := store()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		b, err := st.Load(bundle)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := fn(b); err != nil {
-			return err
+			return nil, err
 		}
-		return st.Save(bundle, b)
+		return b, st.Save(bundle, b)
+	}
+	// fallback says whether a command may use the key file after no agent
+	// answered: only with an explicit --config whose key file exists.
+	fallback := func(cmd *cobra.Command) (string, bool) {
+		if f := cmd.Flag("config"); f == nil || !f.Changed {
+			return "", false
+		}
+		st, err := store()
+		if err != nil {
+			return "", false
+		}
+		if _, err := os.Stat(st.KeyFile); err != nil {
+			return "", false
+		}
+		return st.KeyFile, true
+	}
+	// run does one change through the API, or locally (see the help), and
+	// prints what happened only once it has.
+	run := func(cmd *cobra.Command, viaAPI func(c *client.Client, ctx contextT) (*api.SecretsBundle, error),
+		viaKey func(b *secrets.Bundle) error, done string) error {
+		var sum *api.SecretsBundle
+		if !local {
+			err := withClient(cmd, func(c *client.Client, ctx contextT) error {
+				var err error
+				sum, err = viaAPI(c, ctx)
+				if client.IsUnreachable(err) {
+					key, ok := fallback(cmd)
+					if !ok {
+						return fmt.Errorf("%w\n(to use the key file on this machine instead, pass --local, with --config if not the default)", err)
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "agentd: no agent answers at %s; using the key file %s\n", c.Endpoint(), key)
+					sum = nil
+					return nil
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if sum == nil {
+			b, err := edit(viaKey)
+			if err != nil {
+				return err
+			}
+			s := b.Summary(bundle)
+			sum = &s
+		}
+		if g.json {
+			return printJSON(cmd.OutOrStdout(), sum)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), done)
+		return nil
 	}
 	readValue := func(cmd *cobra.Command, file string) (string, error) {
 		var r io.Reader = cmd.InOrStdin()
@@ -56,9 +124,12 @@ read from a file or stdin, never from the command line, and never echoed.`,
 			defer f.Close()
 			r = f
 		}
-		b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+		b, err := io.ReadAll(io.LimitReader(r, api.SecretValueMax+1))
 		if err != nil {
 			return "", err
+		}
+		if len(b) > api.SecretValueMax {
+			return "", fmt.Errorf("value longer than %d bytes", api.SecretValueMax)
 		}
 		v := strings.TrimRight(string(b), "\r\n")
 		if v == "" {
@@ -67,7 +138,7 @@ read from a file or stdin, never from the command line, and never echoed.`,
 		return v, nil
 	}
 	initCmd := &cobra.Command{
-		Use: "init", Short: "Create the age key (once)", Args: args(),
+		Use: "init", Short: "Create the age key (once; on the agent's host)", Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := store()
 			if err != nil {
@@ -85,55 +156,57 @@ read from a file or stdin, never from the command line, and never echoed.`,
 	setEnv := &cobra.Command{
 		Use: "set-env NAME [--value-file FILE]", Short: "Set an environment variable (value from --value-file or stdin)", Args: args("NAME"),
 		Example: `  printf %s "$TOKEN" | agentd secrets set-env OPENAI_API_KEY
-  agentd secrets set-env GITHUB_TOKEN --value-file /root/gh-token`,
+  agentd secrets set-env GITHUB_TOKEN --value-file /root/gh-token
+  agentd secrets set-env GITHUB_TOKEN --value-file gh-token --local --config /etc/agentd/config.yaml`,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			v, err := readValue(cmd, valueFile)
 			if err != nil {
 				return err
 			}
-			err = edit(func(b *secrets.Bundle) error {
+			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
+				return c.SetSecretEnv(ctx, bundle, a[0], v)
+			}, func(b *secrets.Bundle) error {
 				if b.Env == nil {
 					b.Env = map[string]string{}
 				}
 				b.Env[a[0]] = v
 				return nil
-			})
-			if err != nil {
-				return err
-			}
-			// Only once it is saved: never a success line before a failure.
-			fmt.Fprintf(cmd.OutOrStdout(), "set %s in bundle %s\n", a[0], bundle)
-			return nil
+			}, fmt.Sprintf("set %s in bundle %s", a[0], bundle))
 		},
 	}
 	setEnv.Flags().StringVar(&valueFile, "value-file", "", "read the value from this file instead of stdin")
 	unsetEnv := &cobra.Command{
 		Use: "unset-env NAME", Short: "Remove an environment variable", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return edit(func(b *secrets.Bundle) error {
+			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
+				return c.UnsetSecretEnv(ctx, bundle, a[0])
+			}, func(b *secrets.Bundle) error {
 				if _, ok := b.Env[a[0]]; !ok {
 					return fmt.Errorf("bundle %s has no %s", bundle, a[0])
 				}
 				delete(b.Env, a[0])
 				return nil
-			})
+			}, fmt.Sprintf("removed %s from bundle %s", a[0], bundle))
 		},
 	}
 	var keyFile string
 	addKey := &cobra.Command{
 		Use: "add-ssh-key NAME --key-file FILE.pub", Short: "Authorize an SSH public key in sandboxes", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			k, err := os.ReadFile(keyFile)
+			raw, err := os.ReadFile(keyFile)
 			if err != nil {
 				return err
 			}
-			return edit(func(b *secrets.Bundle) error {
+			k := strings.TrimSpace(string(raw))
+			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
+				return c.AddSSHKey(ctx, bundle, a[0], k)
+			}, func(b *secrets.Bundle) error {
 				if b.SSHKeys == nil {
 					b.SSHKeys = map[string]string{}
 				}
-				b.SSHKeys[a[0]] = strings.TrimSpace(string(k))
+				b.SSHKeys[a[0]] = k
 				return nil
-			})
+			}, fmt.Sprintf("added ssh key %s to bundle %s", a[0], bundle))
 		},
 	}
 	addKey.Flags().StringVar(&keyFile, "key-file", "", "public key file (required)")
@@ -141,13 +214,15 @@ read from a file or stdin, never from the command line, and never echoed.`,
 	rmKey := &cobra.Command{
 		Use: "remove-ssh-key NAME", Short: "Remove an SSH key", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return edit(func(b *secrets.Bundle) error {
+			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
+				return c.RemoveSSHKey(ctx, bundle, a[0])
+			}, func(b *secrets.Bundle) error {
 				if _, ok := b.SSHKeys[a[0]]; !ok {
 					return fmt.Errorf("bundle %s has no ssh key %s", bundle, a[0])
 				}
 				delete(b.SSHKeys, a[0])
 				return nil
-			})
+			}, fmt.Sprintf("removed ssh key %s from bundle %s", a[0], bundle))
 		},
 	}
 	var gitUser, gitHost, gitTokenFile string
@@ -158,10 +233,12 @@ read from a file or stdin, never from the command line, and never echoed.`,
 			if err != nil {
 				return err
 			}
-			return edit(func(b *secrets.Bundle) error {
+			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
+				return c.SetGit(ctx, bundle, api.SetGitRequest{Username: gitUser, Host: gitHost, Token: tok})
+			}, func(b *secrets.Bundle) error {
 				b.Git = &secrets.Git{Username: gitUser, Host: gitHost, Token: tok}
 				return nil
-			})
+			}, fmt.Sprintf("set git credentials for %s@%s in bundle %s", gitUser, gitHost, bundle))
 		},
 	}
 	setGit.Flags().StringVar(&gitUser, "username", "", "git user")
@@ -169,8 +246,30 @@ read from a file or stdin, never from the command line, and never echoed.`,
 	setGit.Flags().StringVar(&gitTokenFile, "token-file", "", "read the token from this file instead of stdin")
 	var reveal bool
 	show := &cobra.Command{
-		Use: "show [--reveal]", Short: "Show a bundle (values redacted unless --reveal)", Args: args(),
+		Use: "show [--reveal]", Short: "Show a bundle's names (values only with --reveal, from the key file)", Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !local && !reveal {
+				var sum *api.SecretsBundle
+				err := withClient(cmd, func(c *client.Client, ctx contextT) error {
+					var err error
+					sum, err = c.SecretsBundle(ctx, bundle)
+					if client.IsUnreachable(err) {
+						if key, ok := fallback(cmd); ok {
+							fmt.Fprintf(cmd.ErrOrStderr(), "agentd: no agent answers at %s; using the key file %s\n", c.Endpoint(), key)
+							sum = nil
+							return nil
+						}
+						return fmt.Errorf("%w\n(to use the key file on this machine instead, pass --local, with --config if not the default)", err)
+					}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if sum != nil {
+					return printJSON(cmd.OutOrStdout(), sum)
+				}
+			}
 			st, err := store()
 			if err != nil {
 				return err
@@ -179,15 +278,15 @@ read from a file or stdin, never from the command line, and never echoed.`,
 			if err != nil {
 				return err
 			}
-			if !reveal {
-				b = b.Redacted()
+			if reveal {
+				return printJSON(cmd.OutOrStdout(), b)
 			}
-			return printJSON(cmd.OutOrStdout(), b)
+			return printJSON(cmd.OutOrStdout(), b.Summary(bundle))
 		},
 	}
-	show.Flags().BoolVar(&reveal, "reveal", false, "print the values")
+	show.Flags().BoolVar(&reveal, "reveal", false, "print the values (reads the key file on this machine: the API never returns values)")
 	validate := &cobra.Command{
-		Use: "validate", Short: "Open every bundle and check it", Args: args(),
+		Use: "validate", Short: "Open every bundle and check it (with the key file)", Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := store()
 			if err != nil {

@@ -155,6 +155,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	api := server.New(mgr, sessions, cfg.ProxmoxNode, log)
 	api.SetLoops(a.Loops)
 	api.SetJobs(a.Jobs)
+	api.SetSecrets(secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile})
 	a.Info.Guest = guestURL
 	gs := guest.New(st, a.Jobs, secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile}, profiles, guest.Options{
 		BaseURL: guestURL, ArtifactDir: filepath.Join(cfg.StateDir, "artifacts"), MaxBytes: cfg.ArtifactMaxBytes,

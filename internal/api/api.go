@@ -759,3 +759,51 @@ const (
 	// pinned one. agentd refuses it; only a new sandbox gets a new pin.
 	CodeHostKeyChanged Code = "host_key_changed"
 )
+
+// SecretsBundle describes a secrets bundle by its names only: the API never
+// returns a secret value (nor an SSH public key: names are enough to manage
+// them, and the bundle is the place they live).
+type SecretsBundle struct {
+	Name    string      `json:"name"`
+	Env     []string    `json:"env"`      // variable names, sorted
+	SSHKeys []string    `json:"ssh_keys"` // key names, sorted
+	Git     *SecretsGit `json:"git,omitempty"`
+}
+
+// SecretsGit says whom the git credentials are for, and whether a token is set.
+type SecretsGit struct {
+	Username string `json:"username,omitempty"`
+	Host     string `json:"host,omitempty"`
+	TokenSet bool   `json:"token_set"`
+}
+
+// SecretsBundleList is GET /v1/secrets.
+type SecretsBundleList struct {
+	Bundles []SecretsBundle `json:"bundles"`
+}
+
+// SetSecretEnvRequest is PUT /v1/secrets/{bundle}/env/{name}.
+type SetSecretEnvRequest struct {
+	Value string `json:"value"`
+}
+
+// AddSSHKeyRequest is PUT /v1/secrets/{bundle}/ssh-keys/{name}.
+type AddSSHKeyRequest struct {
+	PublicKey string `json:"public_key"`
+}
+
+// SetGitRequest is PUT /v1/secrets/{bundle}/git.
+type SetGitRequest struct {
+	Username string `json:"username"`
+	Host     string `json:"host,omitempty"` // default github.com
+	Token    string `json:"token"`
+}
+
+// SecretValueMax bounds one secret value (as the CLI's reader does).
+const SecretValueMax = 1 << 20
+
+// Error codes of the secrets endpoints.
+const (
+	CodeSecretNotFound Code = "secret_not_found"
+	CodeNoSecretsKey   Code = "no_secrets_key"
+)

@@ -645,3 +645,61 @@ func (c *Client) Download(ctx context.Context, id int64, w io.Writer) (string, e
 	_, err = io.Copy(w, resp.Body)
 	return resp.Header.Get("X-Artifact-SHA256"), err
 }
+
+// IsUnreachable reports whether err is a failure to connect to agentd (no
+// agent answered), as opposed to an answer.
+func IsUnreachable(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+func secPath(bundle string, parts ...string) string {
+	p := "/v1/secrets/" + url.PathEscape(bundle)
+	for _, s := range parts {
+		p += "/" + url.PathEscape(s)
+	}
+	return p
+}
+
+// SecretsBundles lists the bundles (names only, never values).
+func (c *Client) SecretsBundles(ctx context.Context) ([]api.SecretsBundle, error) {
+	var out api.SecretsBundleList
+	err := c.Do(ctx, "GET", "/v1/secrets", nil, &out)
+	return out.Bundles, err
+}
+
+// SecretsBundle describes one bundle (names only; a missing bundle is empty).
+func (c *Client) SecretsBundle(ctx context.Context, bundle string) (*api.SecretsBundle, error) {
+	var out api.SecretsBundle
+	return &out, c.Do(ctx, "GET", secPath(bundle), nil, &out)
+}
+
+func (c *Client) secretsEdit(ctx context.Context, method, path string, body any) (*api.SecretsBundle, error) {
+	var out api.SecretsBundle
+	return &out, c.Do(ctx, method, path, body, &out)
+}
+
+// SetSecretEnv sets an environment variable in a bundle.
+func (c *Client) SetSecretEnv(ctx context.Context, bundle, name, value string) (*api.SecretsBundle, error) {
+	return c.secretsEdit(ctx, "PUT", secPath(bundle, "env", name), api.SetSecretEnvRequest{Value: value})
+}
+
+// UnsetSecretEnv removes an environment variable from a bundle.
+func (c *Client) UnsetSecretEnv(ctx context.Context, bundle, name string) (*api.SecretsBundle, error) {
+	return c.secretsEdit(ctx, "DELETE", secPath(bundle, "env", name), nil)
+}
+
+// AddSSHKey authorizes an SSH public key in a bundle's sandboxes.
+func (c *Client) AddSSHKey(ctx context.Context, bundle, name, publicKey string) (*api.SecretsBundle, error) {
+	return c.secretsEdit(ctx, "PUT", secPath(bundle, "ssh-keys", name), api.AddSSHKeyRequest{PublicKey: publicKey})
+}
+
+// RemoveSSHKey removes an SSH key from a bundle.
+func (c *Client) RemoveSSHKey(ctx context.Context, bundle, name string) (*api.SecretsBundle, error) {
+	return c.secretsEdit(ctx, "DELETE", secPath(bundle, "ssh-keys", name), nil)
+}
+
+// SetGit sets a bundle's git credentials.
+func (c *Client) SetGit(ctx context.Context, bundle string, req api.SetGitRequest) (*api.SecretsBundle, error) {
+	return c.secretsEdit(ctx, "PUT", secPath(bundle, "git"), req)
+}

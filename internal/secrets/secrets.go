@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"filippo.io/age"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 )
 
 // Bundle is what a bundle holds.
@@ -234,6 +236,23 @@ func (b *Bundle) Values() []string {
 	}
 	if b.Git != nil && b.Git.Token != "" {
 		out = append(out, b.Git.Token)
+	}
+	return out
+}
+
+// Summary describes the bundle by its names only (what the API returns).
+func (b *Bundle) Summary(name string) api.SecretsBundle {
+	out := api.SecretsBundle{Name: name, Env: []string{}, SSHKeys: []string{}}
+	for k := range b.Env {
+		out.Env = append(out.Env, k)
+	}
+	for k := range b.SSHKeys {
+		out.SSHKeys = append(out.SSHKeys, k)
+	}
+	sort.Strings(out.Env)
+	sort.Strings(out.SSHKeys)
+	if b.Git != nil {
+		out.Git = &api.SecretsGit{Username: b.Git.Username, Host: b.Git.Host, TokenSet: b.Git.Token != ""}
 	}
 	return out
 }
