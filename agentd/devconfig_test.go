@@ -106,7 +106,7 @@ func TestLocalFileCommandsWithDev(t *testing.T) {
 func TestConfigErrorsNameWhatToSet(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(EnvConfig, filepath.Join(dir, "nope.yaml"))
-	for _, args := range [][]string{{"config", "check"}, {"secrets", "show"}, {"backup", "--out", "x"}, {"host", "network", "render"}, {"host", "check"}, {"restore", "x"}} {
+	for _, args := range [][]string{{"config", "check"}, {"secrets", "show", "--local"}, {"backup", "--out", "x"}, {"host", "network", "render"}, {"host", "check"}, {"restore", "x"}} {
 		code, out := cli(args...)
 		if code != exitError || !strings.Contains(out, filepath.Join(dir, "nope.yaml")+" does not exist: give --config FILE or set AGENTD_CONFIG") {
 			t.Errorf("agentd %v: exit %d, %q", args, code, out)
