@@ -494,7 +494,8 @@ func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneResult, err
 			res.Destroyed = append(res.Destroyed, sb.Sandbox)
 			continue
 		}
-		out, err := m.retryDestroy(ctx, sb.ID)
+		// Destroy also finishes a destroy left DESTROYING.
+		out, err := m.Destroy(ctx, sb.ID, false)
 		if err != nil {
 			res.Skipped = append(res.Skipped, api.PruneSkipped{Sandbox: sb.Sandbox, Reason: err.Error()})
 			_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.prune_skipped", Message: err.Error()})
@@ -503,12 +504,6 @@ func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneResult, err
 		res.Destroyed = append(res.Destroyed, out.Sandbox)
 	}
 	return res, nil
-}
-
-// retryDestroy destroys a FAILED or TIMEOUT row's VM, or finishes a destroy
-// left DESTROYING.
-func (m *Manager) retryDestroy(ctx context.Context, id string) (*store.Sandbox, error) {
-	return m.Destroy(ctx, id, false)
 }
 
 // AttachWorkspace attaches a workspace to a STOPPED or RUNNING sandbox (a

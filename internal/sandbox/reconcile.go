@@ -75,6 +75,12 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 		if act := m.holderDrift(ctx, w, byID, dryRun, prove[w.ID]); act != nil {
 			rep.Actions = append(rep.Actions, *act)
 		}
+		// A journaled attach or detach is finished every cycle; a settled
+		// claim is compared with the VMs on the proof schedule (two config
+		// reads), so the cycle's cost stays bounded.
+		if w.Step == "" && !prove[w.ID] && !prove[w.AttachedSandbox] {
+			continue
+		}
 		if act := m.attachment(ctx, w, sandboxes[w.AttachedSandbox], dryRun); act != nil {
 			rep.Actions = append(rep.Actions, *act)
 		}

@@ -311,6 +311,11 @@ func (m *Manager) Volume(ctx context.Context, w *store.Workspace) (string, error
 	if err != nil {
 		return "", err
 	}
+	return holderVolume(v, w)
+}
+
+// holderVolume is the workspace volume a proven holder names.
+func holderVolume(v *owner.VM, w *store.Workspace) (string, error) {
 	vol := pve.DiskVolume(v.Config, w.DiskKey)
 	if vol == "" {
 		return "", fmt.Errorf("holder VM %d has no %s: the workspace volume is missing", w.HolderVMID, w.DiskKey)
@@ -372,11 +377,7 @@ func (m *Manager) AttachableVolume(ctx context.Context, w *store.Workspace) (str
 	if lock, _ := v.Config["lock"].(string); lock != "" {
 		return "", api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot attach workspace %s: its holder VM %d is locked (%s) by a Proxmox task still running; retry when it ends", w.Name, w.HolderVMID, lock)
 	}
-	vol := pve.DiskVolume(v.Config, w.DiskKey)
-	if vol == "" {
-		return "", fmt.Errorf("holder VM %d has no %s: the workspace volume is missing", w.HolderVMID, w.DiskKey)
-	}
-	return vol, nil
+	return holderVolume(v, w)
 }
 
 // Journal records an attachment step in the row (before Proxmox is asked).
