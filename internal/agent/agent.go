@@ -139,7 +139,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	alloc := vmid.New(st, pc)
 	wsm := workspace.New(st, pc, guard, alloc, cfg.WorkspaceStorage, cfg.WorkspaceStorages...)
 	mgr := sandbox.New(st, pc, guard, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
-		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
+		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys, SSHJumpHost: cfg.SSHJumpHost,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		LeaseCountsWhilePaused: cfg.LeaseCountsWhilePaused,
 		IdleStopEnabled:        cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,

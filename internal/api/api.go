@@ -221,7 +221,20 @@ type Status struct {
 	StartedAt  time.Time             `json:"started_at"`
 	Loops      map[string]LoopStatus `json:"loops,omitempty"`
 	// IdleStop says why idle auto-stop is not acting, when it is not.
-	IdleStop string `json:"idle_stop,omitempty"`
+	IdleStop string  `json:"idle_stop,omitempty"`
+	SSH      SSHInfo `json:"ssh"`
+}
+
+// SSHInfo tells an ssh client how to reach this agent's sandboxes.
+type SSHInfo struct {
+	// User is the guest user that holds the authorized keys.
+	User string `json:"user"`
+	// JumpHost (ssh_jump_host) is the USER@HOST a CLI that reaches the agent
+	// over TCP hops through; "" when none is configured.
+	JumpHost string `json:"jump_host,omitempty"`
+	// AuthorizedKeys are the SHA256 fingerprints of ssh_public_keys, the keys
+	// the guest user accepts.
+	AuthorizedKeys []string `json:"authorized_keys"`
 }
 
 // ProxmoxStatus says whether Proxmox answered.

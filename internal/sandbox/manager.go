@@ -38,10 +38,12 @@ const OwnerTag = "agentlab"
 
 // Options configures a Manager.
 type Options struct {
-	Node                string
-	SnippetsDir         string
-	SnippetsStorage     string
-	SSHPublicKeys       []string
+	Node            string
+	SnippetsDir     string
+	SnippetsStorage string
+	SSHPublicKeys   []string
+	// SSHJumpHost is the USER@HOST remote CLIs hop through (ssh -J).
+	SSHJumpHost         string
 	ProvisioningTimeout time.Duration
 	ShutdownTimeout     time.Duration
 	// IPPoll is how often the guest agent is asked for an address.

@@ -228,7 +228,7 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 		return 0, nil, err
 	}
 	st := api.Status{Version: version.Version, Node: s.node, InstanceID: s.mgr.Instance(), Sandboxes: map[api.State]int{}, StartedAt: s.started,
-		Profiles: s.mgr.Profiles().Names(), IdleStop: s.mgr.IdleStatus()}
+		Profiles: s.mgr.Profiles().Names(), IdleStop: s.mgr.IdleStatus(), SSH: s.mgr.SSHInfo()}
 	if s.loops != nil {
 		st.Loops = s.loops.Status()
 	}
