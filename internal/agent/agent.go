@@ -457,6 +457,9 @@ func (a *Agent) Err() <-chan error { return a.errc }
 func (a *Agent) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if a.Manager != nil {
+		a.Manager.EndWaits()
+	}
 	// Idle keep-alive connections close at once; a connection that never sent
 	// a request counts as busy for 5 s in net/http, so do not wait for it.
 	sctx, scancel := context.WithTimeout(ctx, time.Second)

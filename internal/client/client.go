@@ -394,26 +394,48 @@ func (c *Client) EventsAfter(ctx context.Context, ref string, after int64, limit
 	return &l, c.Do(ctx, "GET", eventsPath(ref, q), nil, &l)
 }
 
-// WaitSandbox polls until agentd stops working on the sandbox (provisioning,
-// start or destroy; or ctx ends) and returns its last view.
+// WaitSandbox waits until agentd stops working on the sandbox (provisioning,
+// start or destroy; or ctx ends) and returns its last view. It long-polls
+// (GET ?wait=settled), so it returns as the change commits; every is the pause
+// between requests only when an agent answers without waiting (an older one).
 func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duration) (*api.Sandbox, error) {
 	if every <= 0 {
 		every = 200 * time.Millisecond
 	}
+	var last *api.Sandbox
 	for {
-		sb, err := c.Sandbox(ctx, ref)
+		asked := time.Now()
+		sb, err := c.SandboxSettled(ctx, ref, 25*time.Second)
+		if err == nil && !sb.State.Settling() {
+			return sb, nil
+		}
+		if err == nil {
+			last, ref = sb, sb.ID
+			if time.Since(asked) < every {
+				select {
+				case <-ctx.Done():
+				case <-time.After(every):
+				}
+			}
+		}
+		if ctx.Err() != nil && last != nil {
+			return last, fmt.Errorf("sandbox %s still %s (step %s): %w", last.Name, last.State, last.Step, ctx.Err())
+		}
 		if err != nil {
 			return nil, err
 		}
-		if !sb.State.Settling() {
-			return sb, nil
-		}
-		select {
-		case <-ctx.Done():
-			return sb, fmt.Errorf("sandbox %s still %s (step %s): %w", sb.Name, sb.State, sb.Step, ctx.Err())
-		case <-time.After(every):
-		}
 	}
+}
+
+// SandboxSettled is one long-poll: the sandbox once it settled, or its view
+// after at most timeout (the agent caps it at 30s).
+func (c *Client) SandboxSettled(ctx context.Context, ref string, timeout time.Duration) (*api.Sandbox, error) {
+	q := url.Values{"wait": {"settled"}, "timeout": {timeout.String()}}
+	var sb api.Sandbox
+	if err := c.Do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(ref)+"?"+q.Encode(), nil, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
 }
 
 // Workspaces lists workspaces.
