@@ -89,12 +89,24 @@ func (r *workspaceResource) Configure(_ context.Context, req resource.ConfigureR
 	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
 }
 
-// ModifyPlan checks a new workspace's name with agentd's whole rule, refuses
-// to shrink (a replacement would destroy the data), and warns when the plan
-// replaces the workspace.
+// ModifyPlan checks a new workspace's name with agentd's whole rule and a new
+// storage against the storages agentd allows, refuses to shrink (a
+// replacement would destroy the data), and warns when the plan replaces the
+// workspace.
 func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.WorkspaceName)
-	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var planned, current types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("storage"), &planned)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("storage"), &current)...)
+	}
+	if !resp.Diagnostics.HasError() && !planned.Equal(current) {
+		checkStorage(ctx, r.c, &resp.Diagnostics, path.Root("storage"), planned)
+	}
+	if req.State.Raw.IsNull() {
 		return
 	}
 	var plan, state workspaceModel

@@ -457,6 +457,12 @@ func (c *Client) Workspaces(ctx context.Context) ([]api.Workspace, error) {
 	return all(ctx, c, "/v1/workspaces", nil, func(l *api.WorkspaceList) ([]api.Workspace, string) { return l.Workspaces, l.Next })
 }
 
+// Storages lists the storages a workspace may be created on.
+func (c *Client) Storages(ctx context.Context) (*api.StorageList, error) {
+	var out api.StorageList
+	return &out, c.Do(ctx, "GET", "/v1/storages", nil, &out)
+}
+
 func wsPath(ref string) string { return "/v1/workspaces/" + url.PathEscape(ref) }
 
 // CreateWorkspace creates a workspace (synchronous: its holder VM exists on return).
