@@ -67,10 +67,10 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 	setString(attrs, "attached_sandbox", func(a *schema.StringAttribute) {
 		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
 	})
-	// A number, not an integer, so that 1.5 is an error on the attribute
-	// (an Int64 attribute fails converting it, as a provider error).
-	attrs["size_gb"] = schema.NumberAttribute{Required: true, MarkdownDescription: "Size in whole GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
-		Validators: []validator.Number{sizeRule{}}}
+	setNumber(attrs, "size_gb", func(a *schema.NumberAttribute) {
+		a.Computed, a.Required = false, true
+		a.Validators = []validator.Number{sizeRule{}}
+	})
 	attrs["deletion_protection"] = schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
 		MarkdownDescription: "Refuse to delete the workspace (default `true`). To destroy or replace it, set `false` and apply first; the setting lives in the state, so it must be applied before the destroy."}
 	attrs["force_destroy"] = schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
