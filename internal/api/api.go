@@ -371,6 +371,15 @@ type CreateWorkspaceRequest struct {
 	Storage string `json:"storage,omitempty"`
 }
 
+// StorageList answers GET /v1/storages: the Proxmox storages a workspace
+// volume may be created on (a workspace's, a fork's or a new session
+// workspace's storage). Default is used when a request names none; it is
+// also the first of Storages.
+type StorageList struct {
+	Default  string   `json:"default"`
+	Storages []string `json:"storages"`
+}
+
 // ResizeWorkspaceRequest grows a workspace.
 type ResizeWorkspaceRequest struct {
 	Size   string `json:"size,omitempty"`
