@@ -68,8 +68,9 @@ func (r *sandboxPortResource) Schema(_ context.Context, _ resource.SchemaRequest
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keepStr,
 				MarkdownDescription: "`<sandbox id>:<port>`."},
 			"sandbox": schema.StringAttribute{Required: true,
-				MarkdownDescription: "The sandbox, by name or id (e.g. `agentlab_sandbox.dev.id`). It must be running. Changing it replaces the port.",
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()}},
+				MarkdownDescription: "The sandbox, by name or id. It must be running. Changing it replaces the port. With `agentlab_sandbox.<name>.id`, " +
+					"a replaced sandbox replaces the port in the same apply; with its name, the apply after it publishes the port again.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
 			"port": schema.Int64Attribute{Required: true,
 				MarkdownDescription: "Guest TCP port (1-65535). Changing it replaces the port.",
 				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},

@@ -96,8 +96,10 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	// compares equal.
 	keepInt := []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	attrs["cores"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
-		MarkdownDescription: fmt.Sprintf("vCPUs (1-%d). Defaults to the profile's. Changed in place; a running sandbox takes a new value only at its next start "+
-			"(Proxmox does not hotplug cores here), which the apply reports in a warning. Removing it from the configuration keeps the current value.", validate.MaxCores),
+		MarkdownDescription: fmt.Sprintf("vCPUs (1-%d). Defaults to the profile's; a new sandbox with other cores or memory is stopped and started once, "+
+			"so that it boots with them. Changed in place; a running sandbox takes new cores only at its next start (Proxmox changes them only then), "+
+			"which the apply reports in a warning. Removing it from the configuration keeps the current value. "+
+			"agentd reports no resources when read, so a resize outside Terraform is not seen as drift.", validate.MaxCores),
 		Validators: []validator.Int64{int64validator.Between(1, validate.MaxCores)}}
 	attrs["memory_mb"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
 		MarkdownDescription: fmt.Sprintf("Memory in MiB (%d-%d). Defaults to the profile's. Changed in place; a running sandbox takes it at its next start "+
@@ -262,12 +264,17 @@ func (r *sandboxResource) Create(ctx context.Context, req resource.CreateRequest
 		resp.Diagnostics.AddError("Unable to Create Sandbox", fmt.Sprintf("sandbox %s is %s: %s", sb.Name, sb.State, sb.Error))
 		return
 	}
-	want := plan
-	sb, err = r.settle(ctx, sb, &want, &plan, &resp.Diagnostics)
-	if sb != nil {
-		resp.Diagnostics.Append(plan.fromAPI(ctx, sb)...)
-		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	want, id := plan, sb.ID
+	settled, err := r.settle(ctx, sb, &want, &plan, &resp.Diagnostics)
+	if settled == nil {
+		// The state must still hold the sandbox, so that the next apply
+		// replaces it (tainted) instead of losing it.
+		if settled, _ = r.c.Sandbox(ctx, id); settled == nil || settled.ID == "" {
+			settled = sb
+		}
 	}
+	resp.Diagnostics.Append(plan.fromAPI(ctx, settled)...)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Create Sandbox", fmt.Sprintf("sandbox %s was created, but %v", creq.Name, err))
 	}
