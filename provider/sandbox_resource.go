@@ -288,6 +288,8 @@ func (r *sandboxResource) Create(ctx context.Context, req resource.CreateRequest
 func (r *sandboxResource) settle(ctx context.Context, sb *api.Sandbox, want, into *sandboxModel, diags *diag.Diagnostics) (*api.Sandbox, error) {
 	p, err := r.c.Profile(ctx, sb.Profile)
 	if err != nil {
+		// Null, not unknown, in the state: Read fills them in later.
+		into.Cores, into.MemoryMB = types.Int64Null(), types.Int64Null()
 		return sb, fmt.Errorf("reading its profile %s for the default cores and memory failed: %w", sb.Profile, err)
 	}
 	cores, mem := int64(p.Cores), int64(p.MemoryMB)
