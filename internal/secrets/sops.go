@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -66,8 +67,7 @@ func (s Store) loadSops(name, path string, doc []byte, store sops.Store) (*Bundl
 	}
 	key, err := tree.Metadata.GetDataKeyWithKeyServices([]keyservice.KeyServiceClient{ageKeys{id}}, nil)
 	if err != nil {
-		return nil, errorf(ErrDecrypt, "bundle %s: %s is not encrypted to this agent's age recipient %s: add it to the file's recipients (sops updatekeys, or sops rotate --add-age %s %s) (%v)",
-			name, path, id.Recipient(), id.Recipient(), path, oneLine(err))
+		return nil, noDataKey(name, path, s.KeyFile, id.Recipient().String(), tree.Metadata, err)
 	}
 	cipher := sopsaes.NewCipher()
 	mac, err := tree.Decrypt(key, cipher)
@@ -98,8 +98,31 @@ func (s Store) loadSops(name, path string, doc []byte, store sops.Store) (*Bundl
 	return &b, nil
 }
 
-func oneLine(err error) string {
-	return string(bytes.Join(bytes.Fields([]byte(err.Error())), []byte(" ")))
+// noDataKey explains why the data key did not open: sops's own error says
+// only how many key groups failed, so name the file's recipients and ours.
+func noDataKey(name, path, keyFile, ours string, m sops.Metadata, err error) error {
+	var theirs []string
+	listed := false
+	for _, g := range m.KeyGroups {
+		for _, k := range g {
+			if ak, ok := k.(*sopsage.MasterKey); ok {
+				listed = listed || ak.Recipient == ours
+				theirs = append(theirs, ak.Recipient)
+			} else {
+				theirs = append(theirs, k.TypeToIdentifier())
+			}
+		}
+	}
+	if listed && len(m.KeyGroups) > 1 {
+		return errorf(ErrDecrypt, "bundle %s: %s splits its data key over %d key groups (Shamir threshold %d); agentd holds one age key, so the file needs the recipient %s in enough groups (or a single group)",
+			name, path, len(m.KeyGroups), m.ShamirThreshold, ours)
+	}
+	if listed {
+		return errorf(ErrDecrypt, "bundle %s: %s lists this agent's recipient %s but its data key does not open with %s (re-encrypt it with sops rotate -i %s): %v",
+			name, path, ours, keyFile, path, err)
+	}
+	return errorf(ErrDecrypt, "bundle %s: %s is not encrypted to this agent's age recipient %s (its recipients: %s): add it where a key of the file is at hand, with sops rotate -i --add-age %s %s",
+		name, path, ours, strings.Join(theirs, ", "), ours, path)
 }
 
 // ageKeys is a sops key service that knows one age identity, the agent's:

@@ -122,7 +122,8 @@ func TestSopsBundleReadOnly(t *testing.T) {
 func TestSopsBundleErrors(t *testing.T) {
 	st, rcpt := newStore(t)
 	// Encrypted to someone else only.
-	wrong := writeSops(t, st, "wrong.sops.yaml", plainYAML, false, otherRecipient(t))
+	theirs := otherRecipient(t)
+	wrong := writeSops(t, st, "wrong.sops.yaml", plainYAML, false, theirs)
 	// A value removed outside sops: everything left decrypts, the MAC does not match.
 	tampered := writeSops(t, st, "tampered.sops.yaml", plainYAML, false, rcpt)
 	doc, _ := os.ReadFile(tampered)
@@ -156,7 +157,7 @@ func TestSopsBundleErrors(t *testing.T) {
 		bundle, path string
 		want         []string
 	}{
-		{"wrong", wrong, []string{"not encrypted to this agent's age recipient " + rcpt}},
+		{"wrong", wrong, []string{"not encrypted to this agent's age recipient " + rcpt, "its recipients: " + theirs, "sops rotate -i --add-age " + rcpt}},
 		{"tampered", tampered, []string{"MAC mismatch", "changed outside sops"}},
 		{"flipped", flipped, []string{"a value does not decrypt"}},
 		{"plain", plain, []string{"no top-level sops key"}},
