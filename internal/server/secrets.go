@@ -37,22 +37,25 @@ func (s *Server) SetSecrets(st secrets.Store) {
 	add("PUT /v1/secrets/{bundle}/git", x.setGit)
 }
 
-// secretsErr is the one place where the secrets package's kinds of failure
-// become API errors; the messages carry names and paths, never a value.
+// secretsKinds is the one place where the secrets package's kinds of
+// failure become API errors.
+var secretsKinds = []struct {
+	is     error
+	status int
+	code   api.Code
+	suffix string
+}{
+	{secrets.ErrNoKey, http.StatusConflict, api.CodeNoSecretsKey, " (on the agent's host)"},
+	{secrets.ErrInvalidName, http.StatusBadRequest, api.CodeInvalidField, ""},
+	{secrets.ErrNotFound, http.StatusNotFound, api.CodeSecretNotFound, ""},
+	{secrets.ErrReadOnly, http.StatusConflict, api.CodeSecretsReadOnly, ""},
+	{secrets.ErrDecrypt, http.StatusUnprocessableEntity, api.CodeSecretsUnreadable, " (on the agent's host)"},
+}
+
+// secretsErr maps an error of the secrets package by its kind; the messages
+// carry names and paths, never a value.
 func secretsErr(err error) error {
-	var kind = []struct {
-		is     error
-		status int
-		code   api.Code
-		suffix string
-	}{
-		{secrets.ErrNoKey, http.StatusConflict, api.CodeNoSecretsKey, " (on the agent's host)"},
-		{secrets.ErrInvalidName, http.StatusBadRequest, api.CodeInvalidField, ""},
-		{secrets.ErrNotFound, http.StatusNotFound, api.CodeSecretNotFound, ""},
-		{secrets.ErrReadOnly, http.StatusConflict, api.CodeSecretsReadOnly, ""},
-		{secrets.ErrDecrypt, http.StatusUnprocessableEntity, api.CodeSecretsUnreadable, " (on the agent's host)"},
-	}
-	for _, k := range kind {
+	for _, k := range secretsKinds {
 		if errors.Is(err, k.is) {
 			return api.Errorf(k.status, k.code, "%v%s", err, k.suffix)
 		}
