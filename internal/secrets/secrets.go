@@ -134,8 +134,11 @@ func (s Store) file(name string) (string, error) {
 // does not exist is empty.
 func (s Store) Load(name string) (*Bundle, error) {
 	p, err := s.file(name)
-	if err != nil || p == "" {
-		return &Bundle{Format: FormatAge}, err
+	if err != nil {
+		return nil, err
+	}
+	if p == "" {
+		return &Bundle{Format: FormatAge}, nil
 	}
 	enc, err := os.ReadFile(p)
 	if err != nil {
