@@ -22,9 +22,13 @@ func newSecretsCmd() *cobra.Command {
 		Use:   "secrets",
 		Short: "Manage age-encrypted secrets bundles (env, SSH keys, git credentials)",
 		Long: `Secrets live in age-encrypted bundles under secrets_dir, opened by the key in
-secrets_key_file (mode 0600). A profile's "secrets.bundle" names the bundle its
-sandboxes receive at bootstrap (and "secrets.env" which variables). Values are
-read from a file or stdin, never from the command line, and never echoed.
+secrets_key_file (mode 0600). A bundle may also be a sops document
+(<name>.sops.yaml or .sops.json, encrypted with sops to the recipient that
+"agentd secrets recipient" prints): agentd reads it with the same key, and
+refuses to change it (edit it with sops). A profile's "secrets.bundle" names
+the bundle its sandboxes receive at bootstrap (and "secrets.env" which
+variables). Values are read from a file or stdin, never from the command line,
+and never echoed.
 
 Where the change is made: set-env, unset-env, add-ssh-key, remove-ssh-key,
 set-git and show go through the agent's API (the Unix socket, or --endpoint
@@ -181,11 +185,7 @@ show --reveal always use the key file (the API never returns values).`,
 			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
 				return c.UnsetSecretEnv(ctx, bundle, a[0])
 			}, func(b *secrets.Bundle) error {
-				if _, ok := b.Env[a[0]]; !ok {
-					return fmt.Errorf("bundle %s has no %s", bundle, a[0])
-				}
-				delete(b.Env, a[0])
-				return nil
+				return b.UnsetEnv(bundle, a[0])
 			}, fmt.Sprintf("removed %s from bundle %s", a[0], bundle))
 		},
 	}
@@ -217,11 +217,7 @@ show --reveal always use the key file (the API never returns values).`,
 			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
 				return c.RemoveSSHKey(ctx, bundle, a[0])
 			}, func(b *secrets.Bundle) error {
-				if _, ok := b.SSHKeys[a[0]]; !ok {
-					return fmt.Errorf("bundle %s has no ssh key %s", bundle, a[0])
-				}
-				delete(b.SSHKeys, a[0])
-				return nil
+				return b.RemoveSSHKey(bundle, a[0])
 			}, fmt.Sprintf("removed ssh key %s from bundle %s", a[0], bundle))
 		},
 	}
@@ -304,12 +300,28 @@ show --reveal always use the key file (the API never returns values).`,
 				if err != nil {
 					return fmt.Errorf("bundle %s: %w", n, err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "bundle %s: ok (%d env, %d ssh keys, git %t)\n", n, len(b.Env), len(b.SSHKeys), b.Git != nil)
+				fmt.Fprintf(cmd.OutOrStdout(), "bundle %s: ok (%s, %d env, %d ssh keys, git %t)\n", n, b.Format, len(b.Env), len(b.SSHKeys), b.Git != nil)
 			}
 			return nil
 		},
 	}
-	cmd.AddCommand(initCmd, setEnv, unsetEnv, addKey, rmKey, setGit, show, validate)
+	recipient := &cobra.Command{
+		Use: "recipient", Short: "Print the age public key bundles are encrypted to (for sops --age)", Args: args(),
+		Example: `  sops encrypt --age "$(agentd secrets recipient)" team.yaml > /var/lib/agentd/secrets/team.sops.yaml`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := store()
+			if err != nil {
+				return err
+			}
+			r, err := st.Recipient()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), r)
+			return nil
+		},
+	}
+	cmd.AddCommand(initCmd, recipient, setEnv, unsetEnv, addKey, rmKey, setGit, show, validate)
 	return cmd
 }
 

@@ -112,6 +112,12 @@ func TestSecretsThroughAPI(t *testing.T) {
 		t.Fatalf("cli show: %v\n%s", err, out)
 	}
 	answers.WriteString(out)
+	// The audit trail, as an operator reads it.
+	out, err = cli("", "events")
+	if err != nil || !strings.Contains(out, "secrets.env_set") || !strings.Contains(out, "bundle default: set env CLI_KEY") {
+		t.Fatalf("agentd events does not show the secrets change: %v\n%s", err, out)
+	}
+	answers.WriteString(out)
 	list, err := c.SecretsBundles(ctx)
 	if err != nil || len(list) != 1 {
 		t.Fatalf("list %+v %v", list, err)
