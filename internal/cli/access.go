@@ -19,7 +19,7 @@ const (
 	exitCannotRun = 127 // as a shell for a missing program
 )
 
-func sandboxExecCmd() *cobra.Command {
+func (g *options) sandboxExecCmd() *cobra.Command {
 	var withStdin bool
 	cmd := &cobra.Command{
 		Use:   "exec NAME|VMID|ID -- CMD [ARG…]",
@@ -44,7 +44,7 @@ uname, id, pwd, true, false) over the files written into it.`,
   agentd sandbox exec demo --timeout 10m -- sh -c 'cd /work && make test'
   git diff | agentd sandbox exec demo --stdin -- sh -c 'cat > /tmp/patch'
   agentd sandbox exec demo --json -- cat /etc/os-release`,
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		Args: func(cmd *cobra.Command, a []string) error {
 			if cmd.ArgsLenAtDash() != 1 || len(a) < 2 {
 				return usagef("%s needs NAME, then -- and the command, e.g. %s demo -- uname -a", cmd.CommandPath(), cmd.CommandPath())
@@ -69,7 +69,7 @@ uname, id, pwd, true, false) over the files written into it.`,
 				}
 				req.Stdin = string(in)
 			}
-			c, err := newClient()
+			c, err := g.newClient()
 			if err != nil {
 				return err
 			}
@@ -85,7 +85,7 @@ uname, id, pwd, true, false) over the files written into it.`,
 				}
 				return err
 			}
-			return printExec(cmd, res)
+			return g.printExec(cmd, res)
 		},
 	}
 	cmd.Flags().BoolVar(&withStdin, "stdin", false, "send this command's standard input to the program (at most 64 KiB of text)")
@@ -94,7 +94,7 @@ uname, id, pwd, true, false) over the files written into it.`,
 
 // printExec writes the command's output as it is (not cleaned: it is the
 // command's, and may be piped on) and returns its exit status.
-func printExec(cmd *cobra.Command, res *api.ExecResult) error {
+func (g *options) printExec(cmd *cobra.Command, res *api.ExecResult) error {
 	if g.json {
 		if err := printJSON(cmd.OutOrStdout(), res); err != nil {
 			return err
@@ -123,8 +123,8 @@ func printExec(cmd *cobra.Command, res *api.ExecResult) error {
 	return nil
 }
 
-func sandboxHibernateCmd() *cobra.Command {
-	cmd := sandboxOp(&cobra.Command{
+func (g *options) sandboxHibernateCmd() *cobra.Command {
+	cmd := g.sandboxOp(&cobra.Command{
 		Use:     "hibernate NAME|VMID|ID",
 		Aliases: []string{"pause"},
 		Short:   "Suspend a running sandbox to disk (SUSPENDED); start resumes it",
@@ -143,7 +143,7 @@ refused; stop (resumes, then shuts down) and destroy still work.`,
 	return cmd
 }
 
-func sandboxResizeCmd() *cobra.Command {
+func (g *options) sandboxResizeCmd() *cobra.Command {
 	var req api.ResizeRequest
 	cmd := &cobra.Command{
 		Use:   "resize NAME|VMID|ID [--cores N] [--memory-mb M] [--disk-gb G]",
@@ -155,12 +155,12 @@ they are listed as pending; stop and start the sandbox to apply them.`,
 		Example: `  agentd sandbox resize demo --cores 8 --memory-mb 16384
   agentd sandbox resize demo --disk-gb 80 --json`,
 		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if req.Cores == 0 && req.MemoryMB == 0 && req.DiskGB == 0 {
 				return usagef("nothing to change: give --cores, --memory-mb or --disk-gb")
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				res, err := c.Resize(ctx, a[0], req)
 				if err != nil {
 					return err

@@ -9,7 +9,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
-func newBackupCmd() *cobra.Command {
+func (g *options) newBackupCmd() *cobra.Command {
 	var cfgPath, out string
 	var withKey bool
 	cmd := &cobra.Command{
@@ -30,7 +30,7 @@ keep such a backup as safe as the key.`,
 			if err := needDir(cfg, "state_dir", cfg.StateDir); err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd)
+			ctx, cancel := g.cmdContext(cmd)
 			defer cancel()
 			m, err := backup.Backup(ctx, cfg, out, backup.Options{IncludeKey: withKey})
 			if err != nil {
@@ -50,7 +50,7 @@ keep such a backup as safe as the key.`,
 	return cmd
 }
 
-func newRestoreCmd() *cobra.Command {
+func (g *options) newRestoreCmd() *cobra.Command {
 	var cfgPath string
 	cmd := &cobra.Command{
 		Use:   "restore FILE",
@@ -70,7 +70,7 @@ rows with Proxmox and reports VMs created after the backup as orphans.`,
 			if err := needDir(cfg, "state_dir", cfg.StateDir); err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd)
+			ctx, cancel := g.cmdContext(cmd)
 			defer cancel()
 			m, err := backup.Restore(ctx, cfg, a[0], store.SchemaVersion())
 			if err != nil {

@@ -19,8 +19,10 @@ import (
 
 type contextT = context.Context
 
-// globals are the flags every client command shares.
-type globals struct {
+// options is one Run's state: the flags every client command shares. The
+// functions that read it are its methods, with the receiver named g (for
+// the package-global it replaces), so that two Runs share nothing.
+type options struct {
 	endpoint string
 	token    string
 	caCert   string
@@ -28,11 +30,13 @@ type globals struct {
 	json     bool
 	wide     bool
 	timeout  time.Duration
+	// quiet is --quiet: no progress lines on long waits.
+	quiet bool
+	// forceProgress prints progress whatever stderr is (tests).
+	forceProgress bool
 }
 
-var g globals
-
-func addClientFlags(root *cobra.Command) {
+func (g *options) addClientFlags(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.endpoint, "endpoint", "", "agentd API: unix:///run/agentd/agentd.sock (default) or https://host:port (env AGENTLAB_ENDPOINT)")
 	pf.StringVar(&g.token, "token", "", "bearer token for an https endpoint (env AGENTLAB_TOKEN)")
@@ -43,7 +47,7 @@ func addClientFlags(root *cobra.Command) {
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "give up after this long")
 }
 
-func newClient() (*client.Client, error) {
+func (g *options) newClient() (*client.Client, error) {
 	// The HTTP timeout only backs up --timeout, which bounds every command
 	// through its context (an exec may legitimately wait for minutes).
 	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure,
@@ -51,18 +55,18 @@ func newClient() (*client.Client, error) {
 }
 
 // withClient runs fn with a client and a context bounded by --timeout.
-func withClient(cmd *cobra.Command, fn func(c *client.Client, ctx contextT) error) error {
-	c, err := newClient()
+func (g *options) withClient(cmd *cobra.Command, fn func(c *client.Client, ctx contextT) error) error {
+	c, err := g.newClient()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := cmdContext(cmd)
+	ctx, cancel := g.cmdContext(cmd)
 	defer cancel()
 	return fn(c, ctx)
 }
 
 // cmdContext is cancelled by Ctrl-C and by --timeout.
-func cmdContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+func (g *options) cmdContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	return ctx, func() { cancel(); stop() }
@@ -88,7 +92,7 @@ func fmtTime(t *time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05")
 }
 
-func printSandboxes(w io.Writer, sbs []api.Sandbox) error {
+func (g *options) printSandboxes(w io.Writer, sbs []api.Sandbox) error {
 	if g.json {
 		return printJSON(w, api.SandboxList{Sandboxes: sbs})
 	}
@@ -100,10 +104,10 @@ func printSandboxes(w io.Writer, sbs []api.Sandbox) error {
 		}
 		rows = append(rows, []string{s.Name, vmid, string(s.State), dash(s.IP), s.Profile, fmtTime(s.LeaseExpiresAt), dash(s.Error)})
 	}
-	return table(w, "NAME\tVMID\tSTATE\tIP\tPROFILE\tLEASE EXPIRES\tERROR", rows)
+	return g.table(w, "NAME\tVMID\tSTATE\tIP\tPROFILE\tLEASE EXPIRES\tERROR", rows)
 }
 
-func printSandbox(w io.Writer, s *api.Sandbox) error {
+func (g *options) printSandbox(w io.Writer, s *api.Sandbox) error {
 	if g.json {
 		return printJSON(w, s)
 	}

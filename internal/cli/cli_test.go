@@ -117,7 +117,7 @@ func TestHelpIsComplete(t *testing.T) {
 			walk(sub)
 		}
 	}
-	root := newRootCmd()
+	root := new(options).newRootCmd()
 	walk(root)
 	for _, path := range [][]string{{"sandbox", "destroy"}, {"sandbox", "list"}, {"sandbox", "create"}, {"dev"}, {"serve"}} {
 		c, _, err := root.Find(path)
@@ -127,7 +127,7 @@ func TestHelpIsComplete(t *testing.T) {
 	}
 	// Completion scripts are generated for the usual shells.
 	for _, sh := range []string{"bash", "zsh", "fish"} {
-		r := newRootCmd()
+		r := new(options).newRootCmd()
 		var b strings.Builder
 		r.SetOut(&b)
 		r.SetArgs([]string{"completion", sh})
@@ -152,7 +152,7 @@ func TestGuideCommandsExist(t *testing.T) {
 			for _, cmdline := range extractAgentd(line) {
 				n++
 				args := shellFields(cmdline)[1:]
-				root := newRootCmd()
+				root := new(options).newRootCmd()
 				c, rest, err := root.Find(args)
 				if err != nil || c == root {
 					t.Errorf("%s: %q: unknown command", filepath.Base(f), cmdline)
@@ -217,7 +217,7 @@ func TestVMTemplateExample(t *testing.T) {
 	if len(args) < 3 || filepath.Base(args[0]) != "agentd" {
 		t.Fatalf("ExecStart=%s", exec)
 	}
-	root := newRootCmd()
+	root := new(options).newRootCmd()
 	c, rest, err := root.Find(args[1:])
 	if err != nil || c.CommandPath() != "agentd guest run" {
 		t.Fatalf("ExecStart runs %v: %v", c.CommandPath(), err)

@@ -82,10 +82,10 @@ func forkWorkspaceFlag(cmd *cobra.Command, fr *api.ForkSessionRequest) {
 
 // completion of names from the running agent.
 
-func completeNames(list func(c *client.Client, ctx contextT) ([]string, error)) cobra.CompletionFunc {
+func (g *options) completeNames(list func(c *client.Client, ctx contextT) ([]string, error)) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
 		var out []string
-		_ = withClient(cmd, func(c *client.Client, ctx contextT) error {
+		_ = g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 			var err error
 			out, err = list(c, ctx)
 			return err
@@ -122,19 +122,14 @@ func firstArg(f cobra.CompletionFunc) cobra.CompletionFunc {
 	}
 }
 
-var (
-	completeSessions = firstArg(completeNames(listSessions))
-	completeProfiles = completeNames(listProfiles)
-)
-
 // completeWorkspaceSnapshot completes WORKSPACE, then that workspace's
 // snapshot names.
-func completeWorkspaceSnapshot(cmd *cobra.Command, a []string, s string) ([]string, cobra.ShellCompDirective) {
+func (g *options) completeWorkspaceSnapshot(cmd *cobra.Command, a []string, s string) ([]string, cobra.ShellCompDirective) {
 	switch len(a) {
 	case 0:
-		return completeWorkspaces(cmd, a, s)
+		return g.completeWorkspaces(cmd, a, s)
 	case 1:
-		return completeNames(func(c *client.Client, ctx contextT) ([]string, error) {
+		return g.completeNames(func(c *client.Client, ctx contextT) ([]string, error) {
 			return snapshotNames(c, ctx, a[0])
 		})(cmd, a, s)
 	}
@@ -152,7 +147,9 @@ func snapshotNames(c *client.Client, ctx contextT, ws string) ([]string, error) 
 
 // addCompletions wires the name completions into the tree (by command path,
 // so the commands themselves stay as they are).
-func addCompletions(root *cobra.Command) {
+func (g *options) addCompletions(root *cobra.Command) {
+	completeSessions := firstArg(g.completeNames(listSessions))
+	completeProfiles := g.completeNames(listProfiles)
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		p := strings.TrimPrefix(c.CommandPath(), "agentd ")
@@ -164,10 +161,10 @@ func addCompletions(root *cobra.Command) {
 		case p == "profile show":
 			c.ValidArgsFunction = firstArg(completeProfiles)
 		case p == "workspace snapshot restore" || p == "workspace snapshot delete":
-			c.ValidArgsFunction = completeWorkspaceSnapshot
+			c.ValidArgsFunction = g.completeWorkspaceSnapshot
 		case p == "workspace snapshot list" || p == "workspace snapshot create":
 			if c.ValidArgsFunction == nil {
-				c.ValidArgsFunction = firstArg(completeWorkspaces)
+				c.ValidArgsFunction = firstArg(g.completeWorkspaces)
 			}
 		}
 		if c.Flags().Lookup("profile") != nil {
@@ -179,7 +176,7 @@ func addCompletions(root *cobra.Command) {
 				if len(a) == 0 {
 					return nil, cobra.ShellCompDirectiveNoFileComp
 				}
-				return completeNames(func(c *client.Client, ctx contextT) ([]string, error) {
+				return g.completeNames(func(c *client.Client, ctx contextT) ([]string, error) {
 					ws := a[0]
 					if session {
 						s, err := c.Session(ctx, a[0])

@@ -51,16 +51,14 @@ func TestCompatFilters(t *testing.T) {
 // completion, token errors and progress against agentd dev.
 func TestCompatWithDev(t *testing.T) {
 	startDevConfig(t)
-	forceProgress = true
-	t.Cleanup(func() { forceProgress = false })
-	code, out := cli("sandbox", "create", "--name", "demo", "--profile", "yolo-ephemeral")
+	code, out := cliWith(&options{forceProgress: true}, "sandbox", "create", "--name", "demo", "--profile", "yolo-ephemeral")
 	if code != 0 || !strings.Contains(out, "State:          RUNNING") || !strings.Contains(out, "[  0.") || !strings.Contains(out, "→ RUNNING") {
 		t.Fatalf("create with progress: exit %d\n%s", code, out)
 	}
-	if code, out := cli("sandbox", "create", "--name", "demo2", "--profile", "yolo-ephemeral", "--json"); code != 0 || strings.Contains(out, "s] ") {
+	if code, out := cliWith(&options{forceProgress: true}, "sandbox", "create", "--name", "demo2", "--profile", "yolo-ephemeral", "--json"); code != 0 || strings.Contains(out, "s] ") {
 		t.Errorf("create --json printed progress: %s", out)
 	}
-	if code, out := cli("sandbox", "create", "--name", "demo3", "--profile", "yolo-ephemeral", "--quiet"); code != 0 || strings.Contains(out, "s] ") {
+	if code, out := cliWith(&options{forceProgress: true}, "sandbox", "create", "--name", "demo3", "--profile", "yolo-ephemeral", "--quiet"); code != 0 || strings.Contains(out, "s] ") {
 		t.Errorf("create --quiet printed progress: %s", out)
 	}
 	code, out = cli("sandbox", "lease", "renew", "demo", "--ttl", "120", "--json")

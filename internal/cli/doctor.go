@@ -11,7 +11,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/doctor"
 )
 
-func newDoctorCmd() *cobra.Command {
+func (g *options) newDoctorCmd() *cobra.Command {
 	var out, cfgPath string
 	cmd := &cobra.Command{
 		Use:   "doctor --out FILE",
@@ -24,7 +24,7 @@ from every file. Safe to run at any time; it changes nothing.`,
 		Example: `  agentd doctor --out /tmp/agentd-doctor.tar.gz --config /etc/agentd/config.yaml`,
 		Args:    args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				var secrets []string
 				for _, s := range []string{g.token, os.Getenv(client.EnvToken)} {
 					if s != "" {

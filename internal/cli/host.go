@@ -32,7 +32,7 @@ func loadHost(cfgPath string) (*config.Config, profile.Set, *pve.Client, error) 
 	return cfg, profiles, pc, err
 }
 
-func newHostCmd() *cobra.Command {
+func (g *options) newHostCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Check and set up the Proxmox host (preflight, bridge, nftables, security groups)"}
 	var cfgPath string
 	check := &cobra.Command{
@@ -51,7 +51,7 @@ link-clone). Exits 1 if anything fails.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd)
+			ctx, cancel := g.cmdContext(cmd)
 			defer cancel()
 			res := hostcheck.Run(ctx, cfg, profiles, pc, hostcheck.Host{})
 			failed := 0
@@ -79,13 +79,13 @@ link-clone). Exits 1 if anything fails.`,
 		},
 	}
 	configFlag(check.Flags(), &cfgPath)
-	cmd.AddCommand(check, newNetworkCmd())
+	cmd.AddCommand(check, g.newNetworkCmd())
 	return cmd
 }
 
 // policy builds the ruleset inputs; members come from the running agent when
 // it answers (its sandboxes' addresses by mode), else the sets start empty.
-func policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*netpolicy.Policy, error) {
+func (g *options) policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*netpolicy.Policy, error) {
 	subnet, err := netip.ParsePrefix(cfg.AgentSubnet)
 	if err != nil {
 		return nil, err
@@ -97,7 +97,7 @@ func policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*net
 	p := &netpolicy.Policy{Bridge: cfg.AgentBridge, Subnet: subnet, HostAddr: host, Uplink: cfg.Uplink, GuestPort: cfg.GuestPort,
 		IsolateSandboxes: cfg.IsolateSandboxes, Allowlists: netpolicy.Allowlists(profiles),
 		NoBridgeMeta: !netpolicy.HasBridgeMeta(ctx)}
-	if c, err := newClientFor(cfg); err == nil {
+	if c, err := g.newClientFor(cfg); err == nil {
 		// The states in which agentd keeps a binding live (see syncAddress).
 		states := []string{string(api.StateBooting), string(api.StateReady), string(api.StateRunning)}
 		if sbs, err := c.Sandboxes(ctx, url.Values{"state": states}); err == nil {
@@ -130,7 +130,7 @@ func policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*net
 
 // newClientFor reaches the agent this config describes: --endpoint or
 // AGENTLAB_ENDPOINT when given, else the config's socket.
-func newClientFor(cfg *config.Config) (*client.Client, error) {
+func (g *options) newClientFor(cfg *config.Config) (*client.Client, error) {
 	cc := client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure}
 	if cc.Endpoint == "" && os.Getenv(client.EnvEndpoint) == "" {
 		cc.Endpoint = "unix://" + cfg.SocketPath
@@ -138,7 +138,7 @@ func newClientFor(cfg *config.Config) (*client.Client, error) {
 	return client.New(client.FromEnv(cc))
 }
 
-func newNetworkCmd() *cobra.Command {
+func (g *options) newNetworkCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Render or apply the sandbox network policy"}
 	var cfgPath string
 	var interfaces bool
@@ -151,9 +151,9 @@ func newNetworkCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd)
+			ctx, cancel := g.cmdContext(cmd)
 			defer cancel()
-			p, err := policy(ctx, cfg, profiles)
+			p, err := g.policy(ctx, cfg, profiles)
 			if err != nil {
 				return err
 			}
@@ -187,9 +187,9 @@ profile). The bridge itself is not touched: add the stanza from
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd)
+			ctx, cancel := g.cmdContext(cmd)
 			defer cancel()
-			p, err := policy(ctx, cfg, profiles)
+			p, err := g.policy(ctx, cfg, profiles)
 			if err != nil {
 				return err
 			}

@@ -15,7 +15,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
-func printJob(w io.Writer, j *api.Job) error {
+func (g *options) printJob(w io.Writer, j *api.Job) error {
 	if g.json {
 		return printJSON(w, j)
 	}
@@ -28,7 +28,7 @@ func printJob(w io.Writer, j *api.Job) error {
 	return nil
 }
 
-func newJobCmd() *cobra.Command {
+func (g *options) newJobCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "job",
 		Short: "Run a task on a fresh sandbox and collect its artifacts",
@@ -47,7 +47,7 @@ its sandbox died). Without --keepalive the sandbox is destroyed when the job end
 			if cmd.Flags().Changed("keepalive") {
 				req.Keepalive = &keep
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				j, err := c.RunJob(ctx, req)
 				if err != nil {
 					return err
@@ -62,7 +62,7 @@ its sandbox died). Without --keepalive the sandbox is destroyed when the job end
 						return err
 					}
 				}
-				return printJob(cmd.OutOrStdout(), j)
+				return g.printJob(cmd.OutOrStdout(), j)
 			})
 		},
 	}
@@ -80,7 +80,7 @@ its sandbox died). Without --keepalive the sandbox is destroyed when the job end
 	list := &cobra.Command{
 		Use: "list", Short: "List jobs", Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				js, err := c.Jobs(ctx)
 				if err != nil {
 					return err
@@ -96,44 +96,44 @@ its sandbox died). Without --keepalive the sandbox is destroyed when the job end
 					}
 					rows = append(rows, []string{j.ID, j.Status, code, j.Profile, dash(j.Sandbox), fmtTime(&j.CreatedAt)})
 				}
-				return table(cmd.OutOrStdout(), "JOB\tSTATUS\tEXIT\tPROFILE\tSANDBOX\tCREATED", rows)
+				return g.table(cmd.OutOrStdout(), "JOB\tSTATUS\tEXIT\tPROFILE\tSANDBOX\tCREATED", rows)
 			})
 		},
 	}
 	show := &cobra.Command{
 		Use: "show JOB", Short: "Show a job", Args: args("JOB"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				j, err := c.Job(ctx, a[0])
 				if err != nil {
 					return err
 				}
-				return printJob(cmd.OutOrStdout(), j)
+				return g.printJob(cmd.OutOrStdout(), j)
 			})
 		},
 	}
 	cancel := &cobra.Command{
 		Use: "cancel JOB", Short: "End a job as FAILED and destroy its sandbox", Args: args("JOB"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				j, err := c.CancelJob(ctx, a[0])
 				if err != nil {
 					return err
 				}
-				return printJob(cmd.OutOrStdout(), j)
+				return g.printJob(cmd.OutOrStdout(), j)
 			})
 		},
 	}
 	arts := &cobra.Command{
 		Use: "artifacts JOB", Short: "List a job's artifacts", Args: args("JOB"),
-		RunE: func(cmd *cobra.Command, a []string) error { return listArtifacts(cmd, a[0]) },
+		RunE: func(cmd *cobra.Command, a []string) error { return g.listArtifacts(cmd, a[0]) },
 	}
 	cmd.AddCommand(run, list, show, cancel, arts)
 	return cmd
 }
 
-func listArtifacts(cmd *cobra.Command, ref string) error {
-	return withClient(cmd, func(c *client.Client, ctx contextT) error {
+func (g *options) listArtifacts(cmd *cobra.Command, ref string) error {
+	return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 		as, err := c.Artifacts(ctx, ref)
 		if err != nil {
 			return err
@@ -145,15 +145,15 @@ func listArtifacts(cmd *cobra.Command, ref string) error {
 		for _, a := range as {
 			rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Name, strconv.FormatInt(a.Size, 10), a.SHA256[:16], fmtTime(&a.CreatedAt)})
 		}
-		return table(cmd.OutOrStdout(), "ID\tNAME\tBYTES\tSHA256\tCREATED", rows)
+		return g.table(cmd.OutOrStdout(), "ID\tNAME\tBYTES\tSHA256\tCREATED", rows)
 	})
 }
 
-func newArtifactsCmd() *cobra.Command {
+func (g *options) newArtifactsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "artifacts", Short: "List and download artifacts guests uploaded"}
 	cmd.AddCommand(&cobra.Command{
 		Use: "list JOB|SANDBOX", Short: "List artifacts of a job or a sandbox", Args: args("JOB|SANDBOX"),
-		RunE: func(cmd *cobra.Command, a []string) error { return listArtifacts(cmd, a[0]) },
+		RunE: func(cmd *cobra.Command, a []string) error { return g.listArtifacts(cmd, a[0]) },
 	})
 	var out string
 	dl := &cobra.Command{
@@ -165,7 +165,7 @@ func newArtifactsCmd() *cobra.Command {
 			if err != nil {
 				return usagef("artifact id %q is not a number (see agentd artifacts list)", a[0])
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				f, err := os.Create(out)
 				if err != nil {
 					return err

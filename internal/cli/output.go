@@ -61,7 +61,7 @@ func unsafeRune(r rune) bool {
 
 // cell is a cleaned table cell, cut to maxCell runes with an ellipsis
 // unless --wide.
-func cell(s string) string {
+func (g *options) cell(s string) string {
 	s = clean(s)
 	if g.wide || utf8.RuneCountInString(s) <= maxCell {
 		return s
@@ -83,13 +83,13 @@ func printf(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, format, args...)
 }
 
-func table(w io.Writer, header string, rows [][]string) error {
+func (g *options) table(w io.Writer, header string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, header)
 	for _, r := range rows {
 		cells := make([]string, len(r))
 		for i, c := range r {
-			cells[i] = cell(c)
+			cells[i] = g.cell(c)
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}

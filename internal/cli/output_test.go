@@ -47,8 +47,7 @@ func apiOnSocket(t *testing.T) (*store.Store, string) {
 // run runs the CLI in-process and returns its standard output.
 func run(t *testing.T, args ...string) string {
 	t.Helper()
-	g = globals{}
-	root := newRootCmd()
+	root := new(options).newRootCmd()
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)

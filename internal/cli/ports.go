@@ -20,7 +20,7 @@ func parsePort(flag, s string) (int, error) {
 	return p, nil
 }
 
-func sandboxExposeCmd() *cobra.Command {
+func (g *options) sandboxExposeCmd() *cobra.Command {
 	var req api.ExposeRequest
 	cmd := &cobra.Command{
 		Use:   "expose NAME|VMID|ID PORT [--host-port P] [--source CIDR…] [--ttl D] [--public]",
@@ -38,7 +38,7 @@ sandbox stops, hibernates or is destroyed (expose it again after a start).`,
   agentd sandbox expose demo 8080 --host-port 20080 --source 192.168.1.0/24 --ttl 2h
   agentd sandbox expose demo 3000 --public --ttl 30m --json`,
 		Args:              args("NAME|VMID|ID", "PORT"),
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			p, err := parsePort("PORT", a[1])
 			if err != nil {
@@ -53,12 +53,12 @@ sandbox stops, hibernates or is destroyed (expose it again after a start).`,
 					return usagef("--source %s opens the port to every address: add --public to mean it", s)
 				}
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				ep, err := c.Expose(ctx, a[0], req)
 				if err != nil {
 					return err
 				}
-				return printPorts(cmd.OutOrStdout(), []api.ExposedPort{*ep}, true)
+				return g.printPorts(cmd.OutOrStdout(), []api.ExposedPort{*ep}, true)
 			})
 		},
 	}
@@ -70,20 +70,20 @@ sandbox stops, hibernates or is destroyed (expose it again after a start).`,
 	return cmd
 }
 
-func sandboxUnexposeCmd() *cobra.Command {
+func (g *options) sandboxUnexposeCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:               "unexpose NAME|VMID|ID PORT",
 		Short:             "Withdraw an exposed port",
 		Long:              `Remove the DNAT of a sandbox's exposed PORT (the sandbox's port, not the host port).`,
 		Example:           `  agentd sandbox unexpose demo 8080`,
 		Args:              args("NAME|VMID|ID", "PORT"),
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			p, err := parsePort("PORT", a[1])
 			if err != nil {
 				return err
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				if err := c.Unexpose(ctx, a[0], p); err != nil {
 					return err
 				}
@@ -97,7 +97,7 @@ func sandboxUnexposeCmd() *cobra.Command {
 	}
 }
 
-func sandboxExposedCmd() *cobra.Command {
+func (g *options) sandboxExposedCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "exposed [NAME|VMID|ID]",
 		Short: "List exposed ports, of one sandbox or of all",
@@ -109,24 +109,24 @@ func sandboxExposedCmd() *cobra.Command {
 			}
 			return nil
 		},
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ref := ""
 			if len(a) == 1 {
 				ref = a[0]
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				ports, err := c.ExposedPorts(ctx, ref)
 				if err != nil {
 					return err
 				}
-				return printPorts(cmd.OutOrStdout(), ports, false)
+				return g.printPorts(cmd.OutOrStdout(), ports, false)
 			})
 		},
 	}
 }
 
-func printPorts(w io.Writer, ports []api.ExposedPort, one bool) error {
+func (g *options) printPorts(w io.Writer, ports []api.ExposedPort, one bool) error {
 	if g.json {
 		if one {
 			return printJSON(w, ports[0])
@@ -142,5 +142,5 @@ func printPorts(w io.Writer, ports []api.ExposedPort, one bool) error {
 		rows = append(rows, []string{p.Sandbox, strconv.Itoa(p.Port), fmt.Sprintf("%s:%d", host, p.HostPort),
 			strings.Join(p.Sources, ","), fmtTime(p.ExpiresAt)})
 	}
-	return table(w, "SANDBOX\tPORT\tHOST\tSOURCES\tEXPIRES", rows)
+	return g.table(w, "SANDBOX\tPORT\tHOST\tSOURCES\tEXPIRES", rows)
 }

@@ -14,24 +14,18 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
-// quiet is --quiet: no progress lines on long waits.
-var quiet bool
-
-// forceProgress prints progress whatever stderr is (tests).
-var forceProgress bool
-
-func addProgressFlags(root *cobra.Command) {
-	root.PersistentFlags().BoolVarP(&quiet, "quiet", "q", false, "no progress lines while waiting (progress is printed only to a terminal, never with --json)")
+func (g *options) addProgressFlags(root *cobra.Command) {
+	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress lines while waiting (progress is printed only to a terminal, never with --json)")
 }
 
 // progressOut is where progress goes, or nil for none: stderr when it is a
 // terminal, not with --json or --quiet.
-func progressOut(cmd *cobra.Command) io.Writer {
-	if g.json || quiet {
+func (g *options) progressOut(cmd *cobra.Command) io.Writer {
+	if g.json || g.quiet {
 		return nil
 	}
 	w := cmd.ErrOrStderr()
-	if forceProgress {
+	if g.forceProgress {
 		return w
 	}
 	if f, ok := w.(*os.File); ok {
@@ -55,8 +49,8 @@ func lastEventID(c *client.Client, ctx contextT, ref string) int64 {
 // waitSandbox waits until the sandbox settles, printing each of its events
 // after `after` with the time elapsed since start when progress is on. A
 // --timeout says that the agent carries on.
-func waitSandbox(cmd *cobra.Command, c *client.Client, ctx contextT, name string, after int64, start time.Time) (*api.Sandbox, error) {
-	w := progressOut(cmd)
+func (g *options) waitSandbox(cmd *cobra.Command, c *client.Client, ctx contextT, name string, after int64, start time.Time) (*api.Sandbox, error) {
+	w := g.progressOut(cmd)
 	var sb *api.Sandbox
 	var err error
 	if w == nil {

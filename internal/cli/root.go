@@ -8,7 +8,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/version"
 )
 
-func newRootCmd() *cobra.Command {
+func (g *options) newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "agentd",
 		Short: "AgentLab host agent: disposable, isolated VMs for AI coding agents on Proxmox VE",
@@ -31,20 +31,20 @@ a bearer token.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
-	addClientFlags(root)
+	g.addClientFlags(root)
 	root.AddGroup(&cobra.Group{ID: "agent", Title: "Run the agent:"}, &cobra.Group{ID: "ops", Title: "Operate sandboxes:"})
-	for _, c := range []*cobra.Command{newServeCmd(), newDevCmd(), newSimCmd(), newConfigCmd(), newBackupCmd(), newRestoreCmd(), newHostCmd(), newSecretsCmd(), newGuestCmd()} {
+	for _, c := range []*cobra.Command{newServeCmd(), newDevCmd(), newSimCmd(), g.newConfigCmd(), g.newBackupCmd(), g.newRestoreCmd(), g.newHostCmd(), g.newSecretsCmd(), newGuestCmd()} {
 		c.GroupID = "agent"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newStatusCmd(), newProfileCmd(), newSandboxCmd(), newWorkspaceCmd(), newSessionCmd(), newEventsCmd(), newReconcileCmd(), newDoctorCmd(), newJobCmd(), newArtifactsCmd()} {
+	for _, c := range []*cobra.Command{g.newStatusCmd(), g.newProfileCmd(), g.newSandboxCmd(), g.newWorkspaceCmd(), g.newSessionCmd(), g.newEventsCmd(), g.newReconcileCmd(), g.newDoctorCmd(), g.newJobCmd(), g.newArtifactsCmd()} {
 		c.GroupID = "ops"
 		root.AddCommand(c)
 	}
-	root.AddCommand(newVersionCmd())
-	addProgressFlags(root)
-	addCompletions(root)
-	finishTree(root)
+	root.AddCommand(g.newVersionCmd())
+	g.addProgressFlags(root)
+	g.addCompletions(root)
+	g.finishTree(root)
 	return root
 }
 
@@ -61,7 +61,7 @@ func args(names ...string) cobra.PositionalArgs {
 	}
 }
 
-func newVersionCmd() *cobra.Command {
+func (g *options) newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the agentd version",

@@ -17,11 +17,11 @@ import (
 // commands that wait (serve, dev, sim, watch, every API call) add their own
 // Ctrl-C handling to it, the others keep the default (Ctrl-C ends agentd).
 func Run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
-	return runCLI(ctx, argv, stdout, stderr)
+	return new(options).runCLI(ctx, argv, stdout, stderr)
 }
 
-func runCLI(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
-	root := newRootCmd()
+func (g *options) runCLI(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
+	root := g.newRootCmd()
 	root.SetArgs(argv)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

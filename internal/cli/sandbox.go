@@ -11,7 +11,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
-func newSandboxCmd() *cobra.Command {
+func (g *options) newSandboxCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "sandbox",
 		Aliases: []string{"sandboxes", "sb"},
@@ -22,14 +22,14 @@ REQUESTED → PROVISIONING → BOOTING → READY → RUNNING, then STOPPED,
 SUSPENDED (hibernated), FAILED (see its error), TIMEOUT (lease expired) and
 DESTROYED.`,
 	}
-	cmd.AddCommand(sandboxCreateCmd(), sandboxListCmd(), sandboxShowCmd(), sandboxStartCmd(), sandboxStopCmd(),
-		sandboxDestroyCmd(), sandboxPruneCmd(), sandboxOrphansCmd(), sandboxLeaseCmd(), sandboxEventsCmd(), sandboxTouchCmd(),
-		sandboxExecCmd(), sandboxSnapshotCmd(), sandboxHibernateCmd(), sandboxResizeCmd(),
-		sandboxExposeCmd(), sandboxUnexposeCmd(), sandboxExposedCmd(), sandboxSSHCmd(), sandboxHostKeyCmd())
+	cmd.AddCommand(g.sandboxCreateCmd(), g.sandboxListCmd(), g.sandboxShowCmd(), g.sandboxStartCmd(), g.sandboxStopCmd(),
+		g.sandboxDestroyCmd(), g.sandboxPruneCmd(), g.sandboxOrphansCmd(), g.sandboxLeaseCmd(), g.sandboxEventsCmd(), g.sandboxTouchCmd(),
+		g.sandboxExecCmd(), g.sandboxSnapshotCmd(), g.sandboxHibernateCmd(), g.sandboxResizeCmd(),
+		g.sandboxExposeCmd(), g.sandboxUnexposeCmd(), g.sandboxExposedCmd(), g.sandboxSSHCmd(), g.sandboxHostKeyCmd())
 	return cmd
 }
 
-func sandboxCreateCmd() *cobra.Command {
+func (g *options) sandboxCreateCmd() *cobra.Command {
 	var req api.CreateSandboxRequest
 	var keepalive bool
 	var noWait bool
@@ -47,18 +47,18 @@ sandbox; different settings are refused (409).`,
 			if cmd.Flags().Changed("keepalive") {
 				req.Keepalive = &keepalive
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				start := time.Now()
 				sb, err := c.CreateSandbox(ctx, req)
 				if err != nil {
 					return err
 				}
 				if !noWait {
-					if sb, err = waitSandbox(cmd, c, ctx, sb.Name, 0, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, 0, start); err != nil {
 						return err
 					}
 				}
-				if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
+				if err := g.printSandbox(cmd.OutOrStdout(), sb); err != nil {
 					return err
 				}
 				if sb.State == api.StateFailed {
@@ -81,7 +81,7 @@ sandbox; different settings are refused (409).`,
 	return cmd
 }
 
-func sandboxListCmd() *cobra.Command {
+func (g *options) sandboxListCmd() *cobra.Command {
 	var filters []string
 	var all bool
 	cmd := &cobra.Command{
@@ -103,12 +103,12 @@ comma-joined filters are ANDed too (profile=P,state=RUNNING).`,
 			if all {
 				q.Set("all", "true")
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				sbs, err := c.Sandboxes(ctx, q)
 				if err != nil {
 					return err
 				}
-				return printSandboxes(cmd.OutOrStdout(), sbs)
+				return g.printSandboxes(cmd.OutOrStdout(), sbs)
 			})
 		},
 	}
@@ -125,12 +125,12 @@ comma-joined filters are ANDed too (profile=P,state=RUNNING).`,
 }
 
 // completeSandboxes offers sandbox names from the running agent.
-func completeSandboxes(cmd *cobra.Command, a []string, _ string) ([]string, cobra.ShellCompDirective) {
+func (g *options) completeSandboxes(cmd *cobra.Command, a []string, _ string) ([]string, cobra.ShellCompDirective) {
 	if len(a) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	var out []string
-	_ = withClient(cmd, func(c *client.Client, ctx contextT) error {
+	_ = g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 		sbs, err := c.Sandboxes(ctx, nil)
 		for _, s := range sbs {
 			out = append(out, s.Name+"\t"+string(s.State))
@@ -140,47 +140,47 @@ func completeSandboxes(cmd *cobra.Command, a []string, _ string) ([]string, cobr
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-func sandboxShowCmd() *cobra.Command {
-	return sandboxOp(&cobra.Command{Use: "show NAME|VMID|ID", Short: "Show one sandbox"},
+func (g *options) sandboxShowCmd() *cobra.Command {
+	return g.sandboxOp(&cobra.Command{Use: "show NAME|VMID|ID", Short: "Show one sandbox"},
 		func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Sandbox(ctx, ref) })
 }
 
 // sandboxOp completes a command that applies op to one sandbox and prints it.
-func sandboxOp(cmd *cobra.Command, op func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error)) *cobra.Command {
+func (g *options) sandboxOp(cmd *cobra.Command, op func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error)) *cobra.Command {
 	cmd.Args = args("NAME|VMID|ID")
-	cmd.ValidArgsFunction = completeSandboxes
+	cmd.ValidArgsFunction = g.completeSandboxes
 	cmd.RunE = func(cmd *cobra.Command, a []string) error {
-		return withClient(cmd, func(c *client.Client, ctx contextT) error {
+		return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 			sb, err := op(c, ctx, a[0])
 			if err != nil {
 				return err
 			}
-			return printSandbox(cmd.OutOrStdout(), sb)
+			return g.printSandbox(cmd.OutOrStdout(), sb)
 		})
 	}
 	return cmd
 }
 
-func sandboxStartCmd() *cobra.Command {
+func (g *options) sandboxStartCmd() *cobra.Command {
 	var noWait bool
 	cmd := &cobra.Command{
 		Use:               "start NAME|VMID|ID",
 		Short:             "Start a STOPPED sandbox, or resume a hibernated one, and wait until it runs",
 		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				start, after := time.Now(), lastEventID(c, ctx, a[0])
 				sb, err := c.Start(ctx, a[0])
 				if err != nil {
 					return err
 				}
 				if !noWait {
-					if sb, err = waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
 						return err
 					}
 				}
-				if err := printSandbox(cmd.OutOrStdout(), sb); err != nil {
+				if err := g.printSandbox(cmd.OutOrStdout(), sb); err != nil {
 					return err
 				}
 				if sb.State != api.StateRunning && !noWait {
@@ -194,8 +194,8 @@ func sandboxStartCmd() *cobra.Command {
 	return cmd
 }
 
-func sandboxStopCmd() *cobra.Command {
-	return sandboxOp(&cobra.Command{
+func (g *options) sandboxStopCmd() *cobra.Command {
+	return g.sandboxOp(&cobra.Command{
 		Use:   "stop NAME|VMID|ID",
 		Short: "Shut a sandbox down (guest shutdown, then hard stop after shutdown_timeout)",
 		Long: `Stop a sandbox and keep its VM: the guest is asked to shut down and is
@@ -203,9 +203,9 @@ powered off after shutdown_timeout. "agentd sandbox start" boots it again.`,
 	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Stop(ctx, ref) })
 }
 
-func sandboxDestroyCmd() *cobra.Command {
+func (g *options) sandboxDestroyCmd() *cobra.Command {
 	var force, yes bool
-	cmd := sandboxOp(&cobra.Command{
+	cmd := g.sandboxOp(&cobra.Command{
 		Use:     "destroy NAME|VMID|ID",
 		Aliases: []string{"rm"},
 		Short:   "Destroy a sandbox's VM (its workspace, if any, is kept)",
@@ -257,7 +257,7 @@ func sessionOf(c *client.Client, ctx contextT, ref string) (*api.Session, error)
 	return nil, nil
 }
 
-func sandboxPruneCmd() *cobra.Command {
+func (g *options) sandboxPruneCmd() *cobra.Command {
 	var req api.PruneRequest
 	var yes bool
 	cmd := &cobra.Command{
@@ -281,7 +281,7 @@ never acknowledged a write. --orphans first shows what it would destroy and only
   agentd sandbox prune --orphans --node pve2 --yes`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				if req.Node != "" && !req.Orphans {
 					return usagef("--node applies to --orphans")
 				}
@@ -334,13 +334,13 @@ func printPrune(out io.Writer, res *api.PruneResult) {
 	}
 }
 
-func sandboxOrphansCmd() *cobra.Command {
+func (g *options) sandboxOrphansCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "orphans",
 		Short: "List VMs tagged by AgentLab that no live sandbox or workspace accounts for",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				os, err := c.Orphans(ctx)
 				if err != nil {
 					return err
@@ -352,13 +352,13 @@ func sandboxOrphansCmd() *cobra.Command {
 				for _, o := range os {
 					rows = append(rows, []string{fmt.Sprint(o.VMID), o.Name, o.Kind, o.Owner, o.Status, o.Note})
 				}
-				return table(cmd.OutOrStdout(), "VMID\tNAME\tKIND\tOWNER\tSTATUS\tNOTE", rows)
+				return g.table(cmd.OutOrStdout(), "VMID\tNAME\tKIND\tOWNER\tSTATUS\tNOTE", rows)
 			})
 		},
 	}
 }
 
-func newReconcileCmd() *cobra.Command {
+func (g *options) newReconcileCmd() *cobra.Command {
 	var dry bool
 	cmd := &cobra.Command{
 		Use:   "reconcile [--dry-run]",
@@ -371,7 +371,7 @@ without a row are listed as orphans and never touched. --dry-run only reports.`,
   agentd reconcile --json`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				rep, err := c.Reconcile(ctx, dry)
 				if err != nil {
 					return err
@@ -399,10 +399,10 @@ without a row are listed as orphans and never touched. --dry-run only reports.`,
 	return cmd
 }
 
-func sandboxLeaseCmd() *cobra.Command {
+func (g *options) sandboxLeaseCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "lease", Short: "Manage sandbox leases"}
 	var ttl string
-	renew := sandboxOp(&cobra.Command{
+	renew := g.sandboxOp(&cobra.Command{
 		Use:   "renew NAME|VMID|ID --ttl DURATION",
 		Short: "Set a RUNNING sandbox's lease to now + TTL",
 		Example: `  agentd sandbox lease renew fix-123 --ttl 2h
@@ -416,22 +416,22 @@ func sandboxLeaseCmd() *cobra.Command {
 	return cmd
 }
 
-func sandboxTouchCmd() *cobra.Command {
-	return sandboxOp(&cobra.Command{Use: "touch NAME|VMID|ID", Short: "Record activity on a sandbox (postpones idle stop)"},
+func (g *options) sandboxTouchCmd() *cobra.Command {
+	return g.sandboxOp(&cobra.Command{Use: "touch NAME|VMID|ID", Short: "Record activity on a sandbox (postpones idle stop)"},
 		func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Touch(ctx, ref) })
 }
 
-func sandboxEventsCmd() *cobra.Command {
-	cmd := eventsCmd("events NAME|VMID|ID", "Show a sandbox's events (every transition and action)", true)
-	cmd.ValidArgsFunction = completeSandboxes
+func (g *options) sandboxEventsCmd() *cobra.Command {
+	cmd := g.eventsCmd("events NAME|VMID|ID", "Show a sandbox's events (every transition and action)", true)
+	cmd.ValidArgsFunction = g.completeSandboxes
 	return cmd
 }
 
-func newEventsCmd() *cobra.Command {
-	return eventsCmd("events", "Show recent events of every sandbox", false)
+func (g *options) newEventsCmd() *cobra.Command {
+	return g.eventsCmd("events", "Show recent events of every sandbox", false)
 }
 
-func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
+func (g *options) eventsCmd(use, short string, perSandbox bool) *cobra.Command {
 	var tail int
 	var follow bool
 	cmd := &cobra.Command{
@@ -442,11 +442,11 @@ func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
 			if perSandbox {
 				ref = a[0]
 			}
-			c, err := newClient()
+			c, err := g.newClient()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := cmdContext(cmd)
+			ctx, cancel := g.cmdContext(cmd)
 			if follow {
 				cancel()
 				ctx, cancel = signalContext(cmd)
@@ -461,7 +461,7 @@ func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
 				return printJSON(out, l)
 			}
 			for _, e := range l.Events {
-				printEvent(out, e)
+				g.printEvent(out, e)
 			}
 			if !follow {
 				return nil
@@ -476,7 +476,7 @@ func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
 			}
 			err = followEvents(ctx, l.Last, func(after int64) (*api.EventList, error) {
 				return c.EventsAfter(ctx, ref, after, 1000)
-			}, func(e api.Event) { printEvent(out, e) }, wait)
+			}, func(e api.Event) { g.printEvent(out, e) }, wait)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -493,7 +493,7 @@ func eventsCmd(use, short string, perSandbox bool) *cobra.Command {
 	return cmd
 }
 
-func printEvent(w io.Writer, e api.Event) {
+func (g *options) printEvent(w io.Writer, e api.Event) {
 	if g.json {
 		_ = printJSON(w, e)
 		return

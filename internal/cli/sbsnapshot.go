@@ -11,7 +11,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
-func sandboxSnapshotCmd() *cobra.Command {
+func (g *options) sandboxSnapshotCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot",
 		Short: "Create, list, restore and delete sandbox snapshots (Proxmox VM snapshots)",
@@ -36,14 +36,14 @@ only to its most recent snapshot.`,
 	var withMemory bool
 	create := &cobra.Command{
 		Use: "create NAME|VMID|ID SNAPSHOT", Aliases: []string{"save"}, Short: "Snapshot a sandbox (no workspace attached)",
-		Args: args("NAME|VMID|ID", "SNAPSHOT"), ValidArgsFunction: completeSandboxes,
+		Args: args("NAME|VMID|ID", "SNAPSHOT"), ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				s, err := c.CreateSandboxSnapshot(ctx, a[0], api.CreateSandboxSnapshotRequest{Name: a[1], Description: desc, WithMemory: withMemory})
 				if err != nil {
 					return err
 				}
-				return printSandboxSnapshots(cmd.OutOrStdout(), []api.SandboxSnapshot{*s})
+				return g.printSandboxSnapshots(cmd.OutOrStdout(), []api.SandboxSnapshot{*s})
 			})
 		},
 	}
@@ -51,14 +51,14 @@ only to its most recent snapshot.`,
 	create.Flags().BoolVar(&withMemory, "with-memory", false, "also save the RAM of the running sandbox (restore resumes it)")
 	list := &cobra.Command{
 		Use: "list NAME|VMID|ID", Aliases: []string{"ls"}, Short: "List a sandbox's snapshots, oldest first",
-		Args: args("NAME|VMID|ID"), ValidArgsFunction: completeSandboxes,
+		Args: args("NAME|VMID|ID"), ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				snaps, err := c.SandboxSnapshots(ctx, a[0])
 				if err != nil {
 					return err
 				}
-				return printSandboxSnapshots(cmd.OutOrStdout(), snaps)
+				return g.printSandboxSnapshots(cmd.OutOrStdout(), snaps)
 			})
 		},
 	}
@@ -66,12 +66,12 @@ only to its most recent snapshot.`,
 	restore := &cobra.Command{
 		Use:   "restore NAME|VMID|ID SNAPSHOT --yes",
 		Short: "Roll a sandbox back to a snapshot (destroys later changes)",
-		Args:  args("NAME|VMID|ID", "SNAPSHOT"), ValidArgsFunction: completeSnapshotArgs,
+		Args:  args("NAME|VMID|ID", "SNAPSHOT"), ValidArgsFunction: g.completeSnapshotArgs,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if !yes {
 				return usagef("restoring sandbox %s to %s discards everything written since that snapshot; repeat with --yes", a[0], a[1])
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				sb, err := c.RestoreSandboxSnapshot(ctx, a[0], a[1])
 				if err != nil {
 					return err
@@ -87,7 +87,7 @@ only to its most recent snapshot.`,
 						return err
 					}
 				}
-				return printSandbox(cmd.OutOrStdout(), sb)
+				return g.printSandbox(cmd.OutOrStdout(), sb)
 			})
 		},
 	}
@@ -95,9 +95,9 @@ only to its most recent snapshot.`,
 	restore.Flags().BoolVar(&start, "start", false, "start the sandbox after restoring a disk-only snapshot")
 	del := &cobra.Command{
 		Use: "delete NAME|VMID|ID SNAPSHOT", Aliases: []string{"rm"}, Short: "Delete a sandbox snapshot",
-		Args: args("NAME|VMID|ID", "SNAPSHOT"), ValidArgsFunction: completeSnapshotArgs,
+		Args: args("NAME|VMID|ID", "SNAPSHOT"), ValidArgsFunction: g.completeSnapshotArgs,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				if err := c.DeleteSandboxSnapshot(ctx, a[0], a[1]); err != nil {
 					return err
 				}
@@ -114,13 +114,13 @@ only to its most recent snapshot.`,
 }
 
 // completeSnapshotArgs completes the sandbox, then its snapshots.
-func completeSnapshotArgs(cmd *cobra.Command, a []string, s string) ([]string, cobra.ShellCompDirective) {
+func (g *options) completeSnapshotArgs(cmd *cobra.Command, a []string, s string) ([]string, cobra.ShellCompDirective) {
 	if len(a) == 0 {
-		return completeSandboxes(cmd, a, s)
+		return g.completeSandboxes(cmd, a, s)
 	}
 	var out []string
 	if len(a) == 1 {
-		_ = withClient(cmd, func(c *client.Client, ctx contextT) error {
+		_ = g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 			snaps, err := c.SandboxSnapshots(ctx, a[0])
 			for _, sn := range snaps {
 				out = append(out, sn.Name+"\t"+sn.Description)
@@ -131,7 +131,7 @@ func completeSnapshotArgs(cmd *cobra.Command, a []string, s string) ([]string, c
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-func printSandboxSnapshots(w io.Writer, snaps []api.SandboxSnapshot) error {
+func (g *options) printSandboxSnapshots(w io.Writer, snaps []api.SandboxSnapshot) error {
 	if g.json {
 		return printJSON(w, api.SandboxSnapshotList{Snapshots: snaps})
 	}
@@ -140,5 +140,5 @@ func printSandboxSnapshots(w io.Writer, snaps []api.SandboxSnapshot) error {
 		t := s.CreatedAt
 		rows = append(rows, []string{s.Name, fmt.Sprint(s.WithMemory), dash(s.Parent), fmtTime(&t), dash(s.Description)})
 	}
-	return table(w, "NAME\tMEMORY\tPARENT\tCREATED\tDESCRIPTION", rows)
+	return g.table(w, "NAME\tMEMORY\tPARENT\tCREATED\tDESCRIPTION", rows)
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
 )
 
-func newSecretsCmd() *cobra.Command {
+func (g *options) newSecretsCmd() *cobra.Command {
 	var cfgPath, bundle string
 	var local bool
 	cmd := &cobra.Command{
@@ -82,7 +82,7 @@ show --reveal always use the key file (the API never returns values).`,
 		viaKey func(b *secrets.Bundle) error, done string) error {
 		var sum *api.SecretsBundle
 		if !local {
-			err := withClient(cmd, func(c *client.Client, ctx contextT) error {
+			err := g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				var err error
 				sum, err = viaAPI(c, ctx)
 				if client.IsUnreachable(err) {
@@ -250,7 +250,7 @@ show --reveal always use the key file (the API never returns values).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !local && !reveal {
 				var sum *api.SecretsBundle
-				err := withClient(cmd, func(c *client.Client, ctx contextT) error {
+				err := g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 					var err error
 					sum, err = c.SecretsBundle(ctx, bundle)
 					if client.IsUnreachable(err) {

@@ -61,7 +61,7 @@ API on socket_path and, when listen is set, on TLS with a bearer token.`,
 	return cmd
 }
 
-func newConfigCmd() *cobra.Command {
+func (g *options) newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Show or check agentd's configuration"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "default",

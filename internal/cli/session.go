@@ -12,7 +12,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
-func printSession(w io.Writer, s *api.Session) error {
+func (g *options) printSession(w io.Writer, s *api.Session) error {
 	if g.json {
 		return printJSON(w, s)
 	}
@@ -24,22 +24,22 @@ func printSession(w io.Writer, s *api.Session) error {
 		{"Sandbox", dash(s.Sandbox)}, {"VMID", vmid}, {"IP", dash(s.IP)}, {"Created", fmtTime(&s.CreatedAt)}, {"Error", dash(s.Error)}})
 }
 
-func sessionArgsCmd(use, short string, run func(c *client.Client, ctx contextT, ref string) (*api.Session, error)) *cobra.Command {
+func (g *options) sessionArgsCmd(use, short string, run func(c *client.Client, ctx contextT, ref string) (*api.Session, error)) *cobra.Command {
 	return &cobra.Command{
 		Use: use, Short: short, Args: args("SESSION"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				s, err := run(c, ctx, a[0])
 				if err != nil {
 					return err
 				}
-				return printSession(cmd.OutOrStdout(), s)
+				return g.printSession(cmd.OutOrStdout(), s)
 			})
 		},
 	}
 }
 
-func newSessionCmd() *cobra.Command {
+func (g *options) newSessionCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "session",
 		Aliases: []string{"sessions"},
@@ -58,12 +58,12 @@ workspace.`,
   agentd session resume alice`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				s, err := c.CreateSession(ctx, req)
 				if err != nil {
 					return err
 				}
-				return printSession(cmd.OutOrStdout(), s)
+				return g.printSession(cmd.OutOrStdout(), s)
 			})
 		},
 	}
@@ -79,7 +79,7 @@ workspace.`,
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List sessions", Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				ss, err := c.Sessions(ctx)
 				if err != nil {
 					return err
@@ -91,24 +91,24 @@ workspace.`,
 				for _, s := range ss {
 					rows = append(rows, []string{s.Name, s.State, s.Profile, s.Workspace, dash(s.Sandbox), dash(s.IP)})
 				}
-				return table(cmd.OutOrStdout(), "NAME\tSTATE\tPROFILE\tWORKSPACE\tSANDBOX\tIP", rows)
+				return g.table(cmd.OutOrStdout(), "NAME\tSTATE\tPROFILE\tWORKSPACE\tSANDBOX\tIP", rows)
 			})
 		},
 	}
-	show := sessionArgsCmd("show SESSION", "Show a session", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+	show := g.sessionArgsCmd("show SESSION", "Show a session", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
 		return c.Session(ctx, ref)
 	})
 	var noWait bool
 	var resume *cobra.Command
-	resume = sessionArgsCmd("resume SESSION", "Provision a fresh sandbox for the session and wait until it runs", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+	resume = g.sessionArgsCmd("resume SESSION", "Provision a fresh sandbox for the session and wait until it runs", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
 		start := time.Now()
 		s, err := c.ResumeSession(ctx, ref)
 		if err != nil || noWait {
 			return s, err
 		}
-		if s.Sandbox != "" && progressOut(resume) != nil {
+		if s.Sandbox != "" && g.progressOut(resume) != nil {
 			// A fresh sandbox: every one of its events is this resume's progress.
-			if _, err := waitSandbox(resume, c, ctx, s.Sandbox, 0, start); err != nil {
+			if _, err := g.waitSandbox(resume, c, ctx, s.Sandbox, 0, start); err != nil {
 				return s, err
 			}
 		}
@@ -122,14 +122,14 @@ workspace.`,
 		return s, nil
 	})
 	resume.Flags().BoolVar(&noWait, "no-wait", false, "return once provisioning started")
-	stop := sessionArgsCmd("stop SESSION", "Destroy the session's sandbox; keep its workspace", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+	stop := g.sessionArgsCmd("stop SESSION", "Destroy the session's sandbox; keep its workspace", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
 		return c.StopSession(ctx, ref)
 	})
-	del := sessionArgsCmd("delete SESSION", "Stop a session and release its workspace (the workspace is kept)", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+	del := g.sessionArgsCmd("delete SESSION", "Stop a session and release its workspace (the workspace is kept)", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
 		return c.DeleteSession(ctx, ref)
 	})
 	var fr api.ForkSessionRequest
-	fork := sessionArgsCmd("fork SESSION --name NEW", "Start a new session on a copy of this session's workspace", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
+	fork := g.sessionArgsCmd("fork SESSION --name NEW", "Start a new session on a copy of this session's workspace", func(c *client.Client, ctx contextT, ref string) (*api.Session, error) {
 		return c.ForkSession(ctx, ref, fr)
 	})
 	fork.Example = `  agentd session fork alice --name alice-try --from-snapshot before-refactor`

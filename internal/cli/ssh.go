@@ -29,7 +29,7 @@ type SSHCommand struct {
 	Insecure       bool     `json:"insecure_host_key,omitempty"`
 }
 
-func sandboxSSHCmd() *cobra.Command {
+func (g *options) sandboxSSHCmd() *cobra.Command {
 	var printOnly, noStart, insecureKey bool
 	var jump string
 	cmd := &cobra.Command{
@@ -61,7 +61,7 @@ one the simulated guest creates at its first boot (deterministic per VM), so
   agentd sandbox ssh demo --jump root@pve1.lan
   agentd sandbox ssh demo --print --no-start
   agentd sandbox ssh demo --print --json`,
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		Args: func(cmd *cobra.Command, a []string) error {
 			n := len(a)
 			if d := cmd.ArgsLenAtDash(); d >= 0 {
@@ -82,8 +82,8 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 			if jump != "" && !jumpRE.MatchString(jump) {
 				return usagef("--jump %q: want USER@HOST or HOST (optionally :PORT), e.g. root@pve1.lan", jump)
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
-				sb, err := sshReady(cmd, c, ctx, a[0], noStart)
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
+				sb, err := g.sshReady(cmd, c, ctx, a[0], noStart)
 				if err != nil {
 					return err
 				}
@@ -157,7 +157,7 @@ func cmdAfterDash(cmd *cobra.Command, a []string) []string {
 
 // sshReady returns the sandbox RUNNING with an address, starting it first
 // unless noStart.
-func sshReady(cmd *cobra.Command, c *client.Client, ctx contextT, ref string, noStart bool) (*api.Sandbox, error) {
+func (g *options) sshReady(cmd *cobra.Command, c *client.Client, ctx contextT, ref string, noStart bool) (*api.Sandbox, error) {
 	sb, err := c.Sandbox(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func sshReady(cmd *cobra.Command, c *client.Client, ctx contextT, ref string, no
 		if _, err := c.Start(ctx, sb.Name); err != nil {
 			return nil, err
 		}
-		if sb, err = waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
+		if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
 			return nil, err
 		}
 	}
@@ -241,7 +241,7 @@ func shellJoin(argv []string) string {
 	return strings.Join(q, " ")
 }
 
-func sandboxHostKeyCmd() *cobra.Command {
+func (g *options) sandboxHostKeyCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "hostkey NAME|VMID|ID",
 		Short: "Show a sandbox's pinned SSH host key (pinned on first use)",
@@ -254,9 +254,9 @@ refused (host_key_changed). A pin is never replaced.`,
 		Example: `  agentd sandbox hostkey demo
   agentd sandbox hostkey demo --json`,
 		Args:              args("NAME|VMID|ID"),
-		ValidArgsFunction: completeSandboxes,
+		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				hk, err := c.HostKey(ctx, a[0])
 				if err != nil {
 					return err

@@ -20,13 +20,13 @@ func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 }
 
-func newStatusCmd() *cobra.Command {
+func (g *options) newStatusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the agent: version, Proxmox reachability, sandboxes by state",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				st, err := c.Status(ctx)
 				if err != nil {
 					return err
@@ -69,7 +69,7 @@ func newStatusCmd() *cobra.Command {
 						rows = append(rows, []string{n, l.Every, fmtTime(l.LastRun), fmt.Sprintf("%.1f ms", l.DurationMS), fmt.Sprint(l.Runs), fmt.Sprint(l.Errors), dash(l.LastError)})
 					}
 					fmt.Fprintln(out)
-					return table(out, "LOOP\tEVERY\tLAST RUN\tDURATION\tRUNS\tERRORS\tLAST ERROR", rows)
+					return g.table(out, "LOOP\tEVERY\tLAST RUN\tDURATION\tRUNS\tERRORS\tLAST ERROR", rows)
 				}
 				return nil
 			})
@@ -77,14 +77,14 @@ func newStatusCmd() *cobra.Command {
 	}
 }
 
-func newProfileCmd() *cobra.Command {
+func (g *options) newProfileCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "profile", Aliases: []string{"profiles"}, Short: "List, show and validate profiles"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List the agent's profiles",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				ps, err := c.Profiles(ctx)
 				if err != nil {
 					return err
@@ -97,7 +97,7 @@ func newProfileCmd() *cobra.Command {
 					rows = append(rows, []string{p.Name, fmt.Sprint(p.TemplateVMID), fmt.Sprint(p.Cores), fmt.Sprint(p.MemoryMB),
 						fmt.Sprint(p.RootSizeGB), p.NetworkMode, p.TTLDefault, fmt.Sprint(p.WorkspaceRequired)})
 				}
-				return table(cmd.OutOrStdout(), "NAME\tTEMPLATE\tCORES\tMEMORY MB\tROOT GB\tNETWORK\tTTL\tWORKSPACE", rows)
+				return g.table(cmd.OutOrStdout(), "NAME\tTEMPLATE\tCORES\tMEMORY MB\tROOT GB\tNETWORK\tTTL\tWORKSPACE", rows)
 			})
 		},
 	})
@@ -106,7 +106,7 @@ func newProfileCmd() *cobra.Command {
 		Short: "Show one profile",
 		Args:  args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				p, err := c.Profile(ctx, a[0])
 				if err != nil {
 					return err

@@ -58,7 +58,7 @@ var noJSON = map[string]bool{
 //     succeeding; alone it prints its help;
 //   - positional-argument errors of every command are usageErrors;
 //   - missing required flags and violated flag groups are usageErrors.
-func finishTree(c *cobra.Command) {
+func (g *options) finishTree(c *cobra.Command) {
 	if c.HasSubCommands() && !c.Runnable() {
 		c.Args = unknownSubcommand
 		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
@@ -104,7 +104,7 @@ func finishTree(c *cobra.Command) {
 		}
 	}
 	for _, sub := range c.Commands() {
-		finishTree(sub)
+		g.finishTree(sub)
 	}
 }
 

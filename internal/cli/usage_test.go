@@ -12,7 +12,14 @@ import (
 // cli runs the CLI in process and returns its exit code and output.
 func cli(args ...string) (int, string) {
 	var out bytes.Buffer
-	code := runCLI(context.Background(), args, &out, &out)
+	code := Run(context.Background(), args, &out, &out)
+	return code, out.String()
+}
+
+// cliWith is cli with a Run's state that no flag sets (forceProgress).
+func cliWith(o *options, args ...string) (int, string) {
+	var out bytes.Buffer
+	code := o.runCLI(context.Background(), args, &out, &out)
 	return code, out.String()
 }
 
@@ -29,7 +36,7 @@ func groups() [][]string {
 			walk(sub, append(append([]string{}, path...), sub.Name()))
 		}
 	}
-	walk(newRootCmd(), nil)
+	walk(new(options).newRootCmd(), nil)
 	return out
 }
 
@@ -44,7 +51,7 @@ func TestUsageUnknownSubcommand(t *testing.T) {
 	for _, path := range gs {
 		name := strings.TrimSpace("agentd " + strings.Join(path, " "))
 		t.Run(name, func(t *testing.T) {
-			root := newRootCmd()
+			root := new(options).newRootCmd()
 			grp, _, _ := root.Find(path)
 			var first string
 			for _, s := range grp.Commands() {
@@ -94,7 +101,7 @@ func TestUsageErrorsAreTyped(t *testing.T) {
 			t.Errorf("agentd %v: exit %d, %q; want exit 2 with %q", tc.args, code, out, tc.want)
 		}
 	}
-	root := newRootCmd()
+	root := new(options).newRootCmd()
 	root.SetArgs([]string{"sandbox", "create", "--name", "x"})
 	root.SetOut(&bytes.Buffer{})
 	if err := root.Execute(); exitCode(err) != exitUsage {

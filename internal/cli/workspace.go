@@ -12,7 +12,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
-func printWorkspace(w io.Writer, ws *api.Workspace) error {
+func (g *options) printWorkspace(w io.Writer, ws *api.Workspace) error {
 	if g.json {
 		return printJSON(w, ws)
 	}
@@ -27,24 +27,24 @@ func printWorkspace(w io.Writer, ws *api.Workspace) error {
 }
 
 // workspaceRun is a RunE that applies op and prints the workspace.
-func workspaceRun(op func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error)) func(*cobra.Command, []string) error {
+func (g *options) workspaceRun(op func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error)) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, a []string) error {
-		return withClient(cmd, func(c *client.Client, ctx contextT) error {
+		return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 			ws, err := op(c, ctx, a)
 			if err != nil {
 				return err
 			}
-			return printWorkspace(cmd.OutOrStdout(), ws)
+			return g.printWorkspace(cmd.OutOrStdout(), ws)
 		})
 	}
 }
 
-func completeWorkspaces(cmd *cobra.Command, a []string, _ string) ([]string, cobra.ShellCompDirective) {
+func (g *options) completeWorkspaces(cmd *cobra.Command, a []string, _ string) ([]string, cobra.ShellCompDirective) {
 	if len(a) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	var out []string
-	_ = withClient(cmd, func(c *client.Client, ctx contextT) error {
+	_ = g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 		ws, err := c.Workspaces(ctx)
 		for _, w := range ws {
 			out = append(out, w.Name)
@@ -54,7 +54,7 @@ func completeWorkspaces(cmd *cobra.Command, a []string, _ string) ([]string, cob
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-func newWorkspaceCmd() *cobra.Command {
+func (g *options) newWorkspaceCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "workspace",
 		Aliases: []string{"workspaces", "ws"},
@@ -70,7 +70,7 @@ on the holder and need the workspace detached.`,
 		Short:   "Create a workspace",
 		Example: `  agentd workspace create --name team-a --size 80G --storage local-zfs`,
 		Args:    args(),
-		RunE: workspaceRun(func(c *client.Client, ctx contextT, _ []string) (*api.Workspace, error) {
+		RunE: g.workspaceRun(func(c *client.Client, ctx contextT, _ []string) (*api.Workspace, error) {
 			return c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: name, Size: size, Storage: storage})
 		}),
 	}
@@ -83,7 +83,7 @@ on the holder and need the workspace detached.`,
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List workspaces", Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				ws, err := c.Workspaces(ctx)
 				if err != nil {
 					return err
@@ -95,32 +95,32 @@ on the holder and need the workspace detached.`,
 				for _, w := range ws {
 					rows = append(rows, []string{w.Name, fmt.Sprintf("%dG", w.SizeGB), w.Storage, strconv.Itoa(w.HolderVMID), dash(w.AttachedSandbox), dash(w.Session), w.State})
 				}
-				return table(cmd.OutOrStdout(), "NAME\tSIZE\tSTORAGE\tHOLDER\tATTACHED TO\tSESSION\tSTATE", rows)
+				return g.table(cmd.OutOrStdout(), "NAME\tSIZE\tSTORAGE\tHOLDER\tATTACHED TO\tSESSION\tSTATE", rows)
 			})
 		},
 	}
 	show := &cobra.Command{
-		Use: "show WORKSPACE", Short: "Show a workspace (with its current volume id)", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+		Use: "show WORKSPACE", Short: "Show a workspace (with its current volume id)", Args: args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
+		RunE: g.workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
 			return c.Workspace(ctx, a[0])
 		}),
 	}
 	attach := &cobra.Command{
 		Use: "attach WORKSPACE SANDBOX", Short: "Attach a workspace to a STOPPED or RUNNING sandbox (as scsi1)", Args: args("WORKSPACE", "SANDBOX"),
-		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+		RunE: g.workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
 			return c.AttachWorkspace(ctx, a[0], a[1])
 		}),
 	}
 	detach := &cobra.Command{
-		Use: "detach WORKSPACE", Short: "Detach a workspace from its sandbox", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+		Use: "detach WORKSPACE", Short: "Detach a workspace from its sandbox", Args: args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
+		RunE: g.workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
 			return c.DetachWorkspace(ctx, a[0])
 		}),
 	}
 	var newSize string
 	resize := &cobra.Command{
-		Use: "resize WORKSPACE --size SIZE", Short: "Grow a workspace (never shrinks)", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+		Use: "resize WORKSPACE --size SIZE", Short: "Grow a workspace (never shrinks)", Args: args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
+		RunE: g.workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
 			return c.ResizeWorkspace(ctx, a[0], api.ResizeWorkspaceRequest{Size: newSize})
 		}),
 	}
@@ -131,8 +131,8 @@ on the holder and need the workspace detached.`,
 		Use:     "fork WORKSPACE --name NEW [--from-snapshot SNAP]",
 		Short:   "Copy a workspace (now, or at a snapshot) into a new one",
 		Example: `  agentd workspace fork team-a --name team-a-experiment --from-snapshot before-refactor`,
-		Args:    args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
-		RunE: workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+		Args:    args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
+		RunE: g.workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
 			return c.ForkWorkspace(ctx, a[0], api.ForkRequest{Name: forkName, FromSnapshot: fromSnap})
 		}),
 	}
@@ -140,9 +140,9 @@ on the holder and need the workspace detached.`,
 	fork.Flags().StringVar(&fromSnap, "from-snapshot", "", "copy the workspace as it was at this snapshot")
 	_ = fork.MarkFlagRequired("name")
 	check := &cobra.Command{
-		Use: "check WORKSPACE", Short: "Report every mismatch between the database and Proxmox", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
+		Use: "check WORKSPACE", Short: "Report every mismatch between the database and Proxmox", Args: args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				res, err := c.CheckWorkspace(ctx, a[0])
 				if err != nil {
 					return err
@@ -163,22 +163,22 @@ on the holder and need the workspace detached.`,
 	}
 	var yes bool
 	del := &cobra.Command{
-		Use: "delete WORKSPACE --yes", Short: "Delete a workspace and its data (refused while attached or reserved)", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
+		Use: "delete WORKSPACE --yes", Short: "Delete a workspace and its data (refused while attached or reserved)", Args: args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if !yes {
 				return usagef("deleting workspace %s destroys its data and snapshots; repeat with --yes", a[0])
 			}
-			return workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+			return g.workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
 				return c.DeleteWorkspace(ctx, a[0])
 			})(cmd, a)
 		},
 	}
 	del.Flags().BoolVar(&yes, "yes", false, "confirm that the data is to be destroyed")
-	cmd.AddCommand(create, list, show, attach, detach, resize, fork, check, del, snapshotCmd())
+	cmd.AddCommand(create, list, show, attach, detach, resize, fork, check, del, g.snapshotCmd())
 	return cmd
 }
 
-func printSnapshots(w io.Writer, snaps []api.Snapshot) error {
+func (g *options) printSnapshots(w io.Writer, snaps []api.Snapshot) error {
 	if g.json {
 		return printJSON(w, api.SnapshotList{Snapshots: snaps})
 	}
@@ -186,10 +186,10 @@ func printSnapshots(w io.Writer, snaps []api.Snapshot) error {
 	for _, s := range snaps {
 		rows = append(rows, []string{s.Name, s.CreatedAt.Local().Format(time.DateTime), dash(s.Description)})
 	}
-	return table(w, "NAME\tCREATED\tDESCRIPTION", rows)
+	return g.table(w, "NAME\tCREATED\tDESCRIPTION", rows)
 }
 
-func snapshotCmd() *cobra.Command {
+func (g *options) snapshotCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot",
 		Short: "Create, list, restore and delete workspace snapshots (workspace detached)",
@@ -201,25 +201,25 @@ snapshotted, and ZFS rolls back only to its most recent snapshot.`,
 	create := &cobra.Command{
 		Use: "create WORKSPACE NAME", Short: "Snapshot a detached workspace", Args: args("WORKSPACE", "NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				s, err := c.CreateSnapshot(ctx, a[0], api.CreateSnapshotRequest{Name: a[1], Description: desc})
 				if err != nil {
 					return err
 				}
-				return printSnapshots(cmd.OutOrStdout(), []api.Snapshot{*s})
+				return g.printSnapshots(cmd.OutOrStdout(), []api.Snapshot{*s})
 			})
 		},
 	}
 	create.Flags().StringVar(&desc, "description", "", "free text kept with the snapshot")
 	list := &cobra.Command{
-		Use: "list WORKSPACE", Short: "List a workspace's snapshots, oldest first", Args: args("WORKSPACE"), ValidArgsFunction: completeWorkspaces,
+		Use: "list WORKSPACE", Short: "List a workspace's snapshots, oldest first", Args: args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				snaps, err := c.Snapshots(ctx, a[0])
 				if err != nil {
 					return err
 				}
-				return printSnapshots(cmd.OutOrStdout(), snaps)
+				return g.printSnapshots(cmd.OutOrStdout(), snaps)
 			})
 		},
 	}
@@ -232,13 +232,13 @@ snapshotted, and ZFS rolls back only to its most recent snapshot.`,
 			if !yes {
 				return usagef("restoring %s to %s discards everything written since that snapshot; repeat with --yes", a[0], a[1])
 			}
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				s, err := c.RestoreSnapshot(ctx, a[0], a[1])
 				if err != nil {
 					return err
 				}
 				printf(cmd.ErrOrStderr(), "workspace %s restored to %s; later changes were discarded\n", a[0], a[1])
-				return printSnapshots(cmd.OutOrStdout(), []api.Snapshot{*s})
+				return g.printSnapshots(cmd.OutOrStdout(), []api.Snapshot{*s})
 			})
 		},
 	}
@@ -246,7 +246,7 @@ snapshotted, and ZFS rolls back only to its most recent snapshot.`,
 	del := &cobra.Command{
 		Use: "delete WORKSPACE NAME", Short: "Delete a snapshot", Args: args("WORKSPACE", "NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			return withClient(cmd, func(c *client.Client, ctx contextT) error {
+			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				if err := c.DeleteSnapshot(ctx, a[0], a[1]); err != nil {
 					return err
 				}
