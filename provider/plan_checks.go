@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -16,11 +17,9 @@ import (
 // Plan-time checks that need the agent. They run in ModifyPlan when the
 // provider is configured (c is nil when its settings are known only after
 // apply), and only for a value the plan sets: a profile removed from agentd
-// after its sandboxes were created must not make their plans fail.
-//
-// Storage ids are not checked against agentd's workspace_storages: the API
-// does not expose them, so a storage that is well-formed but not allowed is
-// still reported by the apply.
+// after its sandboxes were created, or a storage taken off its
+// workspace_storages after a workspace was created there, must not make their
+// plans fail.
 
 // checkProfile reports, on the profile attribute, a profile agentd does not
 // have, and, on the workspace attribute when workspace is not nil, a profile
@@ -55,4 +54,25 @@ func profileNames(ctx context.Context, c *client.Client) string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
+}
+
+// checkStorage reports, on the attribute at p, a storage agentd does not allow
+// workspaces on (its workspace_storage and workspace_storages), naming the
+// allowed ones. An agent without GET /v1/storages (older) or unreachable is
+// left to the apply.
+func checkStorage(ctx context.Context, c *client.Client, diags *diag.Diagnostics, p path.Path, storage types.String) {
+	if c == nil || storage.IsNull() || storage.IsUnknown() {
+		return
+	}
+	sl, err := c.Storages(ctx)
+	if err != nil {
+		return
+	}
+	if slices.Contains(sl.Storages, storage.ValueString()) {
+		return
+	}
+	diags.AddAttributeError(p, "Invalid Storage",
+		fmt.Sprintf("storage %q is not one agentd allows workspaces on; it allows %s (the default is %s). "+
+			"Use one of them, leave storage unset for the default, or add the storage to workspace_storages in agentd's config.",
+			storage.ValueString(), strings.Join(sl.Storages, ", "), sl.Default))
 }

@@ -4,15 +4,18 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
@@ -75,7 +78,8 @@ func (p *AgentlabProvider) Configure(ctx context.Context, req provider.Configure
 		return // known only after apply; resources will be configured then
 	}
 	cfg := client.FromEnv(client.Config{Endpoint: m.Endpoint.ValueString(), Token: m.Token.ValueString(),
-		CACert: m.CACert.ValueString(), Insecure: m.Insecure.ValueBool(), Timeout: 5 * time.Minute})
+		CACert: m.CACert.ValueString(), Insecure: m.Insecure.ValueBool(), Timeout: 5 * time.Minute,
+		TokenSetting: "the provider's token attribute (or " + client.EnvToken + ")"})
 	c, err := client.New(cfg)
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid agentd Endpoint", err.Error()+
@@ -85,8 +89,19 @@ func (p *AgentlabProvider) Configure(ctx context.Context, req provider.Configure
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := c.Status(sctx); err != nil {
-		resp.Diagnostics.AddError("Unable to Reach agentd", fmt.Sprintf("%v.\n\nIs agentd running? On the host: systemctl status agentd; "+
-			"locally: agentd dev, then export the AGENTLAB_ENDPOINT, AGENTLAB_TOKEN and AGENTLAB_CA_CERT it prints.", err))
+		var answered *api.Error
+		switch {
+		case client.IsUnauthorized(err):
+			resp.Diagnostics.AddAttributeError(path.Root("token"), "Invalid agentd Token", err.Error()+".")
+		case errors.As(err, &answered):
+			resp.Diagnostics.AddError("agentd Status Failed", fmt.Sprintf("agentd at %s answered its status request with an error: %v.", cfg.Endpoint, err))
+		case client.IsUnreachable(err):
+			resp.Diagnostics.AddError("Unable to Reach agentd", fmt.Sprintf("%v.\n\nIs agentd running? On the host: systemctl status agentd; "+
+				"locally: agentd dev, then export the AGENTLAB_ENDPOINT, AGENTLAB_TOKEN and AGENTLAB_CA_CERT it prints.", err))
+		default:
+			resp.Diagnostics.AddError("Unable to Reach agentd", fmt.Sprintf("%v.\n\nCheck the provider's endpoint, ca_cert and insecure "+
+				"settings (AGENTLAB_ENDPOINT, AGENTLAB_CA_CERT, AGENTLAB_INSECURE) against agentd's TLS listener.", err))
+		}
 		return
 	}
 	resp.ResourceData = c

@@ -88,3 +88,17 @@ func TestAccProviderConfigErrors(t *testing.T) {
 		},
 	})
 }
+
+// TestAccProviderWrongToken: a refused token fails the plan with the token
+// error, on both CLIs.
+func TestAccProviderWrongToken(t *testing.T) {
+	startAgent(t)
+	t.Setenv("AGENTLAB_TOKEN", strings.Repeat("x", 40))
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		Steps: []resource.TestStep{{
+			Config:      providerBlock + `data "agentlab_host" "h" {}`,
+			ExpectError: regexp.MustCompile(`(?s)Invalid agentd Token.*invalid\s+token.*token\s+attribute.*AGENTLAB_TOKEN.*token_file`),
+		}},
+	})
+}

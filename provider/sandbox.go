@@ -9,17 +9,21 @@ import (
 // sandboxAttrs are the attributes of a sandbox that the agentlab_sandbox
 // resource and data source share.
 var sandboxAttrs = objectAttrs{
-	"id": {desc: "Sandbox id assigned by agentd (`sbx-…`).", dataDesc: "Sandbox id."},
-	"name": {desc: "Sandbox name, also the VM's host name: 1-63 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the sandbox.",
-		dataDesc: "Sandbox name, VMID or id."},
-	"profile":          {desc: "Profile to build from (see the `agentlab_profiles` data source). Changing it replaces the sandbox.", dataDesc: "Profile."},
-	"workspace":        {desc: "Name of an `agentlab_workspace` to attach as the sandbox's second disk. Changed in place (detach, attach).", dataDesc: "Attached workspace; null when none."},
-	"vmid":             {int64: true, desc: "Proxmox VMID."},
+	"id": {desc: "Sandbox id assigned by agentd (`sbx-…`)."},
+	"name": {desc: "Sandbox name, also the VM's host name: 1-63 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`).",
+		set: "Changing it replaces the sandbox."},
+	"profile": {desc: "Profile the sandbox is built from (see the `agentlab_profiles` data source).", set: "Changing it replaces the sandbox."},
+	"workspace": {desc: "Name of the `agentlab_workspace` attached as the sandbox's second disk; null when none.",
+		set: "Changed in place (detach, attach)."},
+	"vmid":             {kind: kindInt64, desc: "Proxmox VMID."},
 	"node":             {desc: "Proxmox node."},
-	"state":            {desc: "Lifecycle state (`RUNNING`, `STOPPED`, …).", dataDesc: "Lifecycle state."},
-	"ip":               {desc: "IPv4 address reported by the guest agent while running.", dataDesc: "IPv4 address."},
-	"lease_expires_at": {desc: "When the lease ends (RFC 3339), if the sandbox has one.", dataDesc: "Lease end (RFC 3339)."},
+	"state":            {desc: "Lifecycle state (`RUNNING`, `STOPPED`, …)."},
+	"ip":               {desc: "IPv4 address reported by the guest agent while running."},
+	"lease_expires_at": {desc: "When the lease ends (RFC 3339); null when the sandbox has none."},
 }
+
+// sandboxLookup is what else the data source's name may be.
+const sandboxLookup = "The data source also finds a sandbox by its VMID or id."
 
 // sandboxObject holds sandboxAttrs; the resource's and the data source's
 // models embed it.

@@ -19,7 +19,7 @@ func (d *sandboxDS) Metadata(_ context.Context, req datasource.MetadataRequest, 
 }
 
 func (d *sandboxDS) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
-	resp.Schema = schema.Schema{MarkdownDescription: "An existing sandbox, by name, VMID or id (for example one created with the CLI).", Attributes: sandboxAttrs.dataSource("name")}
+	resp.Schema = schema.Schema{MarkdownDescription: "An existing sandbox, by name, VMID or id (for example one created with the CLI).", Attributes: sandboxAttrs.dataSource("name", sandboxLookup)}
 }
 
 func (d *sandboxDS) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

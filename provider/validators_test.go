@@ -73,6 +73,11 @@ func TestAccPlanTimeValidation(t *testing.T) {
 }`, `(?s)Invalid Profile.*profile\s+= "nope"`},
 		{`resource "agentlab_workspace" "w" {
   name    = "w"
+  size_gb = 5
+  storage = "nope"
+}`, `(?s)Invalid Storage.*storage\s+= "nope".*storage "nope" is not one agentd allows workspaces on; it allows local-lvm, local-zfs, local, local-raw \(the default is local-lvm\)`},
+		{`resource "agentlab_workspace" "w" {
+  name    = "w"
   size_gb = 1.5
 }`, `(?s)Invalid Size.*size_gb\s+= 1.5.*size_gb must be a whole number of GiB, got 1.5`},
 		{`resource "agentlab_sandbox" "x" {

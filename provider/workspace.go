@@ -7,18 +7,22 @@ import (
 )
 
 // workspaceAttrs are the attributes of a workspace that the
-// agentlab_workspace resource and data source share. size_gb is not among
-// them: the resource's is a Number (so that 1.5 is an attribute error), the
-// data source's an Int64.
+// agentlab_workspace resource and data source share. size_gb is defined here
+// but held by each model (a Number in the resource, an Int64 in the data
+// source; see kindGiB).
 var workspaceAttrs = objectAttrs{
-	"id": {desc: "Workspace id (`ws-…`).", dataDesc: "Workspace id."},
-	"name": {desc: "Workspace name: 1-52 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`). Changing it replaces the workspace (and its data).",
-		dataDesc: "Workspace name or id."},
-	"storage": {desc: "Proxmox storage id of the volume: agentd's `workspace_storage` (the default) or one of its `workspace_storages`. Changing it replaces the workspace.",
-		dataDesc: "Proxmox storage."},
-	"holder_vmid":      {int64: true, desc: "VMID of the holder VM that owns the volume.", dataDesc: "Holder VMID."},
-	"attached_sandbox": {desc: "Name of the sandbox the workspace is attached to; null when detached.", dataDesc: "Sandbox it is attached to; null when detached."},
+	"id": {desc: "Workspace id (`ws-…`)."},
+	"name": {desc: "Workspace name: 1-52 lowercase letters, digits or dashes, not all digits and not starting with an id prefix (`sbx-`, `ws-`, `ses-`, `job-`).",
+		set: "Changing it replaces the workspace (and its data)."},
+	"storage": {desc: "Proxmox storage id of the volume: agentd's `workspace_storage` (the default) or one of its `workspace_storages`.",
+		set: "Checked against the agent's list at plan time. Changing it replaces the workspace."},
+	"holder_vmid":      {kind: kindInt64, desc: "VMID of the holder VM that owns the volume."},
+	"attached_sandbox": {desc: "Name of the sandbox the workspace is attached to; null when detached."},
+	"size_gb":          {kind: kindGiB, desc: "Size in whole GiB (1-65536).", set: "It can grow in place; shrinking is refused at plan time."},
 }
+
+// workspaceLookup is what else the data source's name may be.
+const workspaceLookup = "The data source also finds a workspace by its id or its holder's VMID."
 
 // workspaceObject holds workspaceAttrs; the resource's and the data
 // source's models embed it.

@@ -25,11 +25,10 @@ func (d *workspaceDS) Metadata(_ context.Context, req datasource.MetadataRequest
 }
 
 func (d *workspaceDS) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
-	attrs := workspaceAttrs.dataSource("name")
-	attrs["size_gb"] = schema.Int64Attribute{Computed: true, MarkdownDescription: "Size in GiB."}
+	attrs := workspaceAttrs.dataSource("name", workspaceLookup)
 	attrs["volume"] = schema.StringAttribute{Computed: true, MarkdownDescription: "Current Proxmox volume id (read live; Proxmox may rename volumes)."}
 	attrs["session"] = schema.StringAttribute{Computed: true, MarkdownDescription: "Session that reserves it; null when none."}
-	resp.Schema = schema.Schema{MarkdownDescription: "An existing workspace by name.", Attributes: attrs}
+	resp.Schema = schema.Schema{MarkdownDescription: "An existing workspace, by name, id or holder VMID (for example one created with the CLI).", Attributes: attrs}
 }
 
 func (d *workspaceDS) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

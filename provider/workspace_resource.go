@@ -67,10 +67,10 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 	setString(attrs, "attached_sandbox", func(a *schema.StringAttribute) {
 		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
 	})
-	// A number, not an integer, so that 1.5 is an error on the attribute
-	// (an Int64 attribute fails converting it, as a provider error).
-	attrs["size_gb"] = schema.NumberAttribute{Required: true, MarkdownDescription: "Size in whole GiB (1-65536). It can grow in place; shrinking is refused at plan time.",
-		Validators: []validator.Number{sizeRule{}}}
+	setNumber(attrs, "size_gb", func(a *schema.NumberAttribute) {
+		a.Computed, a.Required = false, true
+		a.Validators = []validator.Number{sizeRule{}}
+	})
 	attrs["deletion_protection"] = schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
 		MarkdownDescription: "Refuse to delete the workspace (default `true`). To destroy or replace it, set `false` and apply first; the setting lives in the state, so it must be applied before the destroy."}
 	attrs["force_destroy"] = schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
@@ -89,12 +89,24 @@ func (r *workspaceResource) Configure(_ context.Context, req resource.ConfigureR
 	r.c = clientFrom(req.ProviderData, &resp.Diagnostics)
 }
 
-// ModifyPlan checks a new workspace's name with agentd's whole rule, refuses
-// to shrink (a replacement would destroy the data), and warns when the plan
-// replaces the workspace.
+// ModifyPlan checks a new workspace's name with agentd's whole rule and a new
+// storage against the storages agentd allows, refuses to shrink (a
+// replacement would destroy the data), and warns when the plan replaces the
+// workspace.
 func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	checkNewName(ctx, req, resp, validate.WorkspaceName)
-	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var planned, current types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("storage"), &planned)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("storage"), &current)...)
+	}
+	if !resp.Diagnostics.HasError() && !planned.Equal(current) {
+		checkStorage(ctx, r.c, &resp.Diagnostics, path.Root("storage"), planned)
+	}
+	if req.State.Raw.IsNull() {
 		return
 	}
 	var plan, state workspaceModel

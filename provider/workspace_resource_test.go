@@ -101,3 +101,40 @@ resource "agentlab_workspace" "w" {
 		},
 	})
 }
+
+// TestAccWorkspaceStorage: a storage agentd allows is used; one it does not
+// allow fails the plan on storage, naming the allowed ones, before the
+// existing workspace is touched.
+func TestAccWorkspaceStorage(t *testing.T) {
+	d, c := startAgent(t)
+	cfg := func(storage string) string {
+		return hcl(fmt.Sprintf(`
+resource "agentlab_workspace" "w" {
+  name                = "st"
+  size_gb             = 5
+  storage             = %q
+  deletion_protection = false
+}`, storage))
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             noVMsLeft(d),
+		Steps: []resource.TestStep{
+			{Config: cfg("local-zfs"), Check: resource.TestCheckResourceAttr("agentlab_workspace.w", "storage", "local-zfs")},
+			{
+				Config: cfg("tank"),
+				ExpectError: regexp.MustCompile(`(?s)Invalid Storage.*storage\s+= "tank".*storage\s+"tank"\s+is\s+not\s+one\s+agentd\s+allows\s+workspaces\s+on;` +
+					`\s+it\s+allows\s+local-lvm,\s+local-zfs,\s+local,\s+local-raw`),
+			},
+			{
+				PreConfig: func() {
+					if w, err := c.Workspace(context.Background(), "st"); err != nil || w.Storage != "local-zfs" {
+						t.Fatalf("workspace after the refused plan: %+v %v", w, err)
+					}
+				},
+				Config:   cfg("local-zfs"),
+				PlanOnly: true,
+			},
+		},
+	})
+}

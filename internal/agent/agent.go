@@ -139,7 +139,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	alloc := vmid.New(st, pc)
 	wsm := workspace.New(st, pc, guard, alloc, cfg.WorkspaceStorage, cfg.WorkspaceStorages...)
 	mgr := sandbox.New(st, pc, guard, alloc, wsm, profiles, sandbox.Options{Node: cfg.ProxmoxNode, SnippetsDir: cfg.SnippetsDir,
-		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys,
+		SnippetsStorage: cfg.SnippetsStorage, SSHPublicKeys: cfg.SSHPublicKeys, SSHJumpHost: cfg.SSHJumpHost,
 		ProvisioningTimeout: cfg.ProvisioningTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Now: h.Now,
 		LeaseCountsWhilePaused: cfg.LeaseCountsWhilePaused,
 		IdleStopEnabled:        cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
@@ -457,6 +457,9 @@ func (a *Agent) Err() <-chan error { return a.errc }
 func (a *Agent) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if a.Manager != nil {
+		a.Manager.EndWaits()
+	}
 	// Idle keep-alive connections close at once; a connection that never sent
 	// a request counts as busy for 5 s in net/http, so do not wait for it.
 	sctx, scancel := context.WithTimeout(ctx, time.Second)

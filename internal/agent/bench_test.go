@@ -168,3 +168,43 @@ func BenchmarkReconcile(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCreateSeenByClient measures create → RUNNING as a client sees it
+// at zero task time: with the long-poll the CLI and the provider use
+// (client.WaitSandbox), and with a plain poll at the CLI's former 200 ms.
+func BenchmarkCreateSeenByClient(b *testing.B) {
+	for _, mode := range []string{"long-poll", "poll-200ms"} {
+		b.Run(mode, func(b *testing.B) {
+			_, c := startDev(b, agent.DevOptions{})
+			ctx := context.Background()
+			lat := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				name := fmt.Sprintf("s%d", i)
+				start := time.Now()
+				if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-ephemeral"}); err != nil {
+					b.Fatal(err)
+				}
+				var sb *api.Sandbox
+				var err error
+				if mode == "long-poll" {
+					sb, err = c.WaitSandbox(ctx, name, 200*time.Millisecond)
+				} else {
+					for sb, err = c.Sandbox(ctx, name); err == nil && sb.State.Settling(); sb, err = c.Sandbox(ctx, name) {
+						time.Sleep(200 * time.Millisecond)
+					}
+				}
+				if err != nil || sb.State != api.StateRunning {
+					b.Fatalf("%s: %v %+v", name, err, sb)
+				}
+				lat = append(lat, time.Since(start))
+				b.StopTimer()
+				if _, err := c.Destroy(ctx, name, false); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
+		})
+	}
+}

@@ -221,7 +221,20 @@ type Status struct {
 	StartedAt  time.Time             `json:"started_at"`
 	Loops      map[string]LoopStatus `json:"loops,omitempty"`
 	// IdleStop says why idle auto-stop is not acting, when it is not.
-	IdleStop string `json:"idle_stop,omitempty"`
+	IdleStop string  `json:"idle_stop,omitempty"`
+	SSH      SSHInfo `json:"ssh"`
+}
+
+// SSHInfo tells an ssh client how to reach this agent's sandboxes.
+type SSHInfo struct {
+	// User is the guest user that holds the authorized keys.
+	User string `json:"user"`
+	// JumpHost (ssh_jump_host) is the USER@HOST a CLI that reaches the agent
+	// over TCP hops through; "" when none is configured.
+	JumpHost string `json:"jump_host,omitempty"`
+	// AuthorizedKeys are the SHA256 fingerprints of ssh_public_keys, the keys
+	// the guest user accepts.
+	AuthorizedKeys []string `json:"authorized_keys"`
 }
 
 // ProxmoxStatus says whether Proxmox answered.
@@ -356,6 +369,15 @@ type CreateWorkspaceRequest struct {
 	Size    string `json:"size,omitempty"`
 	SizeGB  int    `json:"size_gb,omitempty"`
 	Storage string `json:"storage,omitempty"`
+}
+
+// StorageList answers GET /v1/storages: the Proxmox storages a workspace
+// volume may be created on (a workspace's, a fork's or a new session
+// workspace's storage). Default is used when a request names none; it is
+// also the first of Storages.
+type StorageList struct {
+	Default  string   `json:"default"`
+	Storages []string `json:"storages"`
 }
 
 // ResizeWorkspaceRequest grows a workspace.

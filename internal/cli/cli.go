@@ -51,7 +51,7 @@ func (g *options) newClient() (*client.Client, error) {
 	// The HTTP timeout only backs up --timeout, which bounds every command
 	// through its context (an exec may legitimately wait for minutes).
 	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure,
-		Timeout: g.timeout + 30*time.Second}))
+		Timeout: g.timeout + 30*time.Second, TokenSetting: "--token or " + client.EnvToken}))
 }
 
 // withClient runs fn with a client and a context bounded by --timeout.

@@ -48,7 +48,7 @@ func TestCompatFilters(t *testing.T) {
 }
 
 // TestCompatWithDev runs the FAQ's older spellings, filters, --json rules,
-// completion, token errors and progress against agentd dev.
+// completion and progress against agentd dev.
 func TestCompatWithDev(t *testing.T) {
 	startDevConfig(t)
 	code, out := cliWith(&options{forceProgress: true}, "sandbox", "create", "--name", "demo", "--profile", "yolo-ephemeral")
@@ -83,9 +83,6 @@ func TestCompatWithDev(t *testing.T) {
 	if code, out := cli("session", "fork", "nosuch", "--name", "n", "--workspace", "new:w"); code != exitError || !strings.Contains(out, "nosuch") {
 		t.Errorf("session fork --workspace new:w: exit %d %s", code, out)
 	}
-	if code, out := cli("--token", strings.Repeat("x", 40), "status"); code != exitError || !strings.Contains(out, "invalid bearer token") || strings.Contains(out, "running?") {
-		t.Errorf("wrong token: exit %d %s", code, out)
-	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -97,5 +94,40 @@ func TestCompatWithDev(t *testing.T) {
 		if _, out := cli(tc.args...); !strings.Contains(out, tc.want) {
 			t.Errorf("%v: %q lacks %q", tc.args, out, tc.want)
 		}
+	}
+}
+
+// TestTokenErrorsWithDev: a refused or missing token on the TLS listener says
+// so, names the flag and variable to set and where the agent keeps its
+// token, and is not mistaken for an agent that does not answer.
+func TestTokenErrorsWithDev(t *testing.T) {
+	d := startDevConfig(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"wrong", []string{"--token", strings.Repeat("x", 40), "status"},
+			[]string{"invalid token", "refused the token", d.Info.Endpoint, "--token or AGENTLAB_TOKEN", "token_file", "(unauthorized)"}},
+		{"missing", []string{"status"}, []string{"missing token", "--token or AGENTLAB_TOKEN", "token_file"}},
+		{"json", []string{"--token", strings.Repeat("x", 40), "status", "--json"}, []string{`"code": "unauthorized"`, "invalid token"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "missing" {
+				t.Setenv("AGENTLAB_TOKEN", "")
+			}
+			code, out := cli(tc.args...)
+			if code != exitError {
+				t.Errorf("exit %d, want %d", code, exitError)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q: %s", w, out)
+				}
+			}
+			if strings.Contains(out, "running?") || strings.Contains(out, "cannot reach") {
+				t.Errorf("a refused token reads as an unreachable agent: %s", out)
+			}
+		})
 	}
 }

@@ -131,7 +131,7 @@ func (g *options) policy(ctx context.Context, cfg *config.Config, profiles profi
 // newClientFor reaches the agent this config describes: --endpoint or
 // AGENTLAB_ENDPOINT when given, else the config's socket.
 func (g *options) newClientFor(cfg *config.Config) (*client.Client, error) {
-	cc := client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure}
+	cc := client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure, TokenSetting: "--token or " + client.EnvToken}
 	if cc.Endpoint == "" && os.Getenv(client.EnvEndpoint) == "" {
 		cc.Endpoint = "unix://" + cfg.SocketPath
 	}

@@ -62,6 +62,7 @@ func (g *options) waitSandbox(cmd *cobra.Command, c *client.Client, ctx contextT
 }
 
 func waitWithProgress(ctx contextT, c *client.Client, w io.Writer, name string, after int64, start time.Time) (*api.Sandbox, error) {
+	var last *api.Sandbox
 	for {
 		if l, err := c.EventsAfter(ctx, name, after, 1000); err == nil {
 			for _, e := range l.Events {
@@ -71,10 +72,17 @@ func waitWithProgress(ctx contextT, c *client.Client, w io.Writer, name string, 
 				}
 			}
 		}
-		sb, err := c.Sandbox(ctx, name)
+		// A short long-poll: the settled state comes at once, the events of
+		// the steps in between at most 250 ms late.
+		asked := time.Now()
+		sb, err := c.SandboxSettled(ctx, name, 250*time.Millisecond)
 		if err != nil {
+			if ctx.Err() != nil && last != nil {
+				return last, fmt.Errorf("sandbox %s still %s (step %s): %w", last.Name, last.State, last.Step, ctx.Err())
+			}
 			return nil, err
 		}
+		name, last = sb.ID, sb
 		if !sb.State.Settling() {
 			// The events of the last step, written before the state settled.
 			if l, err := c.EventsAfter(ctx, name, after, 1000); err == nil {
@@ -87,10 +95,15 @@ func waitWithProgress(ctx contextT, c *client.Client, w io.Writer, name string, 
 			}
 			return sb, nil
 		}
-		select {
-		case <-ctx.Done():
+		if d := 250*time.Millisecond - time.Since(asked); d > 0 {
+			// Woken by a step, or an agent without long-polls: pace the loop.
+			select {
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+		}
+		if ctx.Err() != nil {
 			return sb, fmt.Errorf("sandbox %s still %s (step %s): %w", sb.Name, sb.State, sb.Step, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,10 +15,9 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/config"
+	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 )
-
-// sshUser is the sandbox user the guest bootstrap creates.
-const sshUser = "agent"
 
 // SSHCommand is sandbox ssh --print --json: the command and its known_hosts.
 type SSHCommand struct {
@@ -27,13 +27,15 @@ type SSHCommand struct {
 	KnownHosts     string   `json:"known_hosts,omitempty"`
 	Fingerprint    string   `json:"fingerprint,omitempty"`
 	Insecure       bool     `json:"insecure_host_key,omitempty"`
+	JumpHost       string   `json:"jump_host,omitempty"`
+	Identity       string   `json:"identity,omitempty"`
 }
 
 func (g *options) sandboxSSHCmd() *cobra.Command {
-	var printOnly, noStart, insecureKey bool
-	var jump string
+	var printOnly, noStart, insecureKey, noJump bool
+	var jump, identity string
 	cmd := &cobra.Command{
-		Use:   "ssh NAME|VMID|ID [--print] [--no-start] [--jump USER@HOST] [-- CMD…]",
+		Use:   "ssh NAME|VMID|ID [--print] [--no-start] [-i KEYFILE] [--jump USER@HOST | --no-jump] [-- CMD…]",
 		Short: "Open an SSH session to a sandbox as user agent, its host key pinned",
 		Long: `Run the system ssh as user "agent" at the sandbox's address. A STOPPED or
 SUSPENDED (hibernated) sandbox is started first and awaited until RUNNING,
@@ -48,8 +50,16 @@ key is refused by ssh, and a guest whose key file changed is refused by agentd.
 A guest without that file cannot be pinned: the command fails unless
 --insecure-host-key, which skips host key checking altogether.
 
+The guest user "agent" accepts the keys in the agent's ssh_public_keys; -i
+KEYFILE (or AGENTLAB_SSH_IDENTITY) makes ssh offer only that private key, and
+a KEYFILE.pub that is not among ssh_public_keys is warned about before ssh
+runs.
+
 --jump USER@HOST hops through a host that reaches the agent subnet (ssh -J),
-typically the Proxmox host. --print prints the ssh command (shell-quoted)
+typically the Proxmox host. Without it the jump host is AGENTLAB_SSH_JUMP, or,
+when the CLI reaches the agent over https:// (so it is probably not on the
+host), the agent's ssh_jump_host; over the Unix socket the CLI runs on the host
+and connects directly. --no-jump connects directly in any case. --print prints the ssh command (shell-quoted)
 instead of running it, and keeps its known_hosts file; with --json it prints
 the argv, the file and the key. CMD after -- runs instead of a login shell.
 
@@ -59,6 +69,7 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 		Example: `  agentd sandbox ssh demo
   agentd sandbox ssh demo -- uname -a
   agentd sandbox ssh demo --jump root@pve1.lan
+  agentd sandbox ssh demo -i ~/.ssh/agentlab_ed25519
   agentd sandbox ssh demo --print --no-start
   agentd sandbox ssh demo --print --json`,
 		ValidArgsFunction: g.completeSandboxes,
@@ -79,8 +90,19 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 			if g.json && !printOnly {
 				return usagef("--json needs --print: an ssh session has no JSON form")
 			}
-			if jump != "" && !jumpRE.MatchString(jump) {
+			if jump != "" && !config.JumpHostRE.MatchString(jump) {
 				return usagef("--jump %q: want USER@HOST or HOST (optionally :PORT), e.g. root@pve1.lan", jump)
+			}
+			if jump != "" && noJump {
+				return usagef("--jump and --no-jump contradict each other: give one")
+			}
+			if identity == "" {
+				identity = os.Getenv(envSSHIdentity)
+			}
+			if identity != "" {
+				if fi, err := os.Stat(identity); err != nil || fi.IsDir() {
+					return usagef("-i %q: not a readable private key file (ssh -i takes the private key, e.g. ~/.ssh/id_ed25519)", identity)
+				}
 			}
 			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				sb, err := g.sshReady(cmd, c, ctx, a[0], noStart)
@@ -90,7 +112,17 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 				if _, err := c.Touch(ctx, sb.Name); err != nil {
 					return err
 				}
-				out := SSHCommand{}
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				out := SSHCommand{Identity: identity}
+				if out.JumpHost, err = sshJump(jump, noJump, c.Endpoint(), st.SSH.JumpHost); err != nil {
+					return err
+				}
+				if w := identityWarning(identity, st.SSH, !printOnly); w != "" {
+					printf(cmd.ErrOrStderr(), "agentd: warning: %s\n", w)
+				}
 				hk, err := c.HostKey(ctx, sb.Name)
 				switch {
 				case err == nil:
@@ -122,7 +154,7 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 						return fmt.Errorf("write known_hosts: %w", err)
 					}
 				}
-				out.Argv = sshArgv(sb.IP, out.KnownHostsFile, jump, cmdAfterDash(cmd, a))
+				out.Argv = sshArgv(sb.IP, out.KnownHostsFile, out.JumpHost, identity, cmdAfterDash(cmd, a))
 				out.Command = shellJoin(out.Argv)
 				if printOnly {
 					if g.json {
@@ -141,12 +173,66 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 	f := cmd.Flags()
 	f.BoolVar(&printOnly, "print", false, "print the ssh command instead of running it (its known_hosts file is kept)")
 	f.BoolVar(&noStart, "no-start", false, "fail instead of starting a STOPPED or SUSPENDED sandbox")
-	f.StringVar(&jump, "jump", "", "reach the sandbox through this host (ssh -J USER@HOST)")
+	f.StringVar(&jump, "jump", "", "reach the sandbox through this host (ssh -J USER@HOST; default: AGENTLAB_SSH_JUMP, or the agent's ssh_jump_host over https)")
+	f.BoolVar(&noJump, "no-jump", false, "connect directly even when a default jump host is configured")
+	f.StringVarP(&identity, "identity", "i", "", "private key for ssh -i, offered alone (env AGENTLAB_SSH_IDENTITY)")
 	f.BoolVar(&insecureKey, "insecure-host-key", false, "connect without host key checking when the guest has no host key to pin")
 	return cmd
 }
 
-var jumpRE = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?[A-Za-z0-9.:_\[\]-]+$`)
+// Environment defaults of sandbox ssh's -i and --jump.
+const (
+	envSSHIdentity = "AGENTLAB_SSH_IDENTITY"
+	envSSHJump     = "AGENTLAB_SSH_JUMP"
+)
+
+// sshJump picks the jump host: the flag, then AGENTLAB_SSH_JUMP, then the
+// agent's ssh_jump_host, but that one only over https: a CLI on the Unix
+// socket is on the Proxmox host, which routes to the agent subnet itself.
+func sshJump(flag string, none bool, endpoint, agentDefault string) (string, error) {
+	switch {
+	case none:
+		return "", nil
+	case flag != "":
+		return flag, nil
+	}
+	if env := os.Getenv(envSSHJump); env != "" {
+		if !config.JumpHostRE.MatchString(env) {
+			return "", usagef("%s=%q: want USER@HOST or HOST (optionally :PORT), e.g. root@pve1.lan", envSSHJump, env)
+		}
+		return env, nil
+	}
+	if strings.HasPrefix(endpoint, "https://") {
+		return agentDefault, nil
+	}
+	return "", nil
+}
+
+// identityWarning says why ssh will probably be refused with this identity:
+// its public half is not among the keys the guest user accepts. "" when it is,
+// or when that cannot be told (no KEYFILE.pub, no identity given). An agent
+// without any key is worth a warning only when ssh is about to run (--print
+// is also used for the known_hosts entry alone).
+func identityWarning(identity string, info api.SSHInfo, running bool) string {
+	if len(info.AuthorizedKeys) == 0 && (running || identity != "") {
+		return "the agent has no ssh_public_keys, so the guest user " + info.User + " accepts no key: add yours to ssh_public_keys in the agent's config.yaml (new sandboxes get it)"
+	}
+	if identity == "" {
+		return ""
+	}
+	pub, err := os.ReadFile(identity + ".pub")
+	if err != nil {
+		return ""
+	}
+	fp, err := sandbox.KeyFingerprint(string(pub))
+	if err != nil {
+		return identity + ".pub: " + err.Error()
+	}
+	if !slices.Contains(info.AuthorizedKeys, fp) {
+		return fmt.Sprintf("%s.pub (%s) is not among the agent's ssh_public_keys (%s): the guest will refuse it", identity, fp, strings.Join(info.AuthorizedKeys, ", "))
+	}
+	return ""
+}
 
 func cmdAfterDash(cmd *cobra.Command, a []string) []string {
 	if d := cmd.ArgsLenAtDash(); d >= 0 {
@@ -194,9 +280,9 @@ func (g *options) sshReady(cmd *cobra.Command, c *client.Client, ctx contextT, r
 }
 
 // sshArgv is the ssh command line: the pinned known_hosts file (or no
-// checking when knownHosts is ""), the jump host, then -- so that nothing
+// checking when knownHosts is ""), the identity, the jump host, then -- so that nothing
 // after the destination is taken for an option.
-func sshArgv(ip, knownHosts, jump string, command []string) []string {
+func sshArgv(ip, knownHosts, jump, identity string, command []string) []string {
 	argv := []string{"ssh"}
 	if knownHosts != "" {
 		argv = append(argv, "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile="+knownHosts)
@@ -204,10 +290,13 @@ func sshArgv(ip, knownHosts, jump string, command []string) []string {
 		argv = append(argv, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null")
 	}
 	argv = append(argv, "-o", "GlobalKnownHostsFile=/dev/null")
+	if identity != "" {
+		argv = append(argv, "-i", identity, "-o", "IdentitiesOnly=yes")
+	}
 	if jump != "" {
 		argv = append(argv, "-J", jump)
 	}
-	argv = append(argv, "--", sshUser+"@"+ip)
+	argv = append(argv, "--", sandbox.SSHUser+"@"+ip)
 	return append(argv, command...)
 }
 

@@ -42,7 +42,15 @@ type Config struct {
 	CACert   string
 	Insecure bool
 	Timeout  time.Duration // per request; default 60s
+	// TokenSetting names where the caller's user sets the token (the CLI's
+	// flag, the provider's attribute), so that a refused token's error says
+	// what to change. Defaults to EnvToken.
+	TokenSetting string
 }
+
+// DefaultTokenFile is where agentd serve keeps its API token unless the
+// config's token_file says otherwise.
+const DefaultTokenFile = "/var/lib/agentd/api-token"
 
 // FromEnv fills empty fields of c from AGENTLAB_* variables, then defaults to
 // the local socket.
@@ -67,10 +75,11 @@ func FromEnv(c Config) Config {
 
 // Client talks to one agentd.
 type Client struct {
-	base  string
-	token string
-	hc    *http.Client
-	where string
+	base    string
+	token   string
+	hc      *http.Client
+	where   string
+	setting string
 }
 
 // New validates the endpoint and builds a client; it makes no request.
@@ -83,7 +92,10 @@ func New(c Config) (*Client, error) {
 		return nil, fmt.Errorf("endpoint %q: %w", c.Endpoint, err)
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 60 * time.Second, ForceAttemptHTTP2: false}
-	cl := &Client{token: c.Token, hc: &http.Client{Transport: tr, Timeout: c.Timeout}, where: c.Endpoint}
+	if c.TokenSetting == "" {
+		c.TokenSetting = EnvToken
+	}
+	cl := &Client{token: c.Token, hc: &http.Client{Transport: tr, Timeout: c.Timeout}, where: c.Endpoint, setting: c.TokenSetting}
 	switch u.Scheme {
 	case "unix":
 		path := u.Path
@@ -158,13 +170,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("read answer of agentd: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		var eb api.ErrorBody
-		if json.Unmarshal(data, &eb) == nil && eb.Error != nil {
-			eb.Error.Status = resp.StatusCode
-			return eb.Error
-		}
-		return &api.Error{Status: resp.StatusCode, Code: api.CodeInternal,
-			Message: fmt.Sprintf("agentd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))}
+		return c.answerError(resp, data)
 	}
 	if out == nil {
 		return nil
@@ -173,6 +179,36 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("decode answer of agentd: %w", err)
 	}
 	return nil
+}
+
+// answerError turns agentd's error answer into an *api.Error. A refused
+// token gets a message of its own: the agent answered, so the fix is the
+// token, and the caller's user needs to know which setting holds it.
+func (c *Client) answerError(resp *http.Response, data []byte) error {
+	var eb api.ErrorBody
+	if json.Unmarshal(data, &eb) != nil || eb.Error == nil {
+		eb.Error = &api.Error{Code: api.CodeInternal,
+			Message: fmt.Sprintf("agentd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))}
+	}
+	eb.Error.Status = resp.StatusCode
+	if resp.StatusCode == http.StatusUnauthorized {
+		what := "invalid token: agentd at %s refused the token it was given (401)"
+		if c.token == "" {
+			what = "missing token: agentd at %s requires a token and none was given (401)"
+		}
+		eb.Error.Code = api.CodeUnauthorized
+		eb.Error.Message = fmt.Sprintf(what+". Set %s to the agent's API token: the content of its token_file "+
+			"(%s unless the agent's config.yaml sets token_file); with agentd dev, the AGENTLAB_TOKEN its env file exports",
+			c.where, c.setting, DefaultTokenFile)
+	}
+	return eb.Error
+}
+
+// IsUnauthorized reports whether agentd refused the client's token (or the
+// lack of one).
+func IsUnauthorized(err error) bool {
+	var e *api.Error
+	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
 }
 
 // IsNotFound reports whether err is a 404 from agentd.
@@ -394,31 +430,59 @@ func (c *Client) EventsAfter(ctx context.Context, ref string, after int64, limit
 	return &l, c.Do(ctx, "GET", eventsPath(ref, q), nil, &l)
 }
 
-// WaitSandbox polls until agentd stops working on the sandbox (provisioning,
-// start or destroy; or ctx ends) and returns its last view.
+// WaitSandbox waits until agentd stops working on the sandbox (provisioning,
+// start or destroy; or ctx ends) and returns its last view. It long-polls
+// (GET ?wait=settled), so it returns as the change commits; every is the pause
+// between requests only when an agent answers without waiting (an older one).
 func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duration) (*api.Sandbox, error) {
 	if every <= 0 {
 		every = 200 * time.Millisecond
 	}
+	var last *api.Sandbox
 	for {
-		sb, err := c.Sandbox(ctx, ref)
+		asked := time.Now()
+		sb, err := c.SandboxSettled(ctx, ref, 25*time.Second)
+		if err == nil && !sb.State.Settling() {
+			return sb, nil
+		}
+		if err == nil {
+			last, ref = sb, sb.ID
+			if time.Since(asked) < every {
+				select {
+				case <-ctx.Done():
+				case <-time.After(every):
+				}
+			}
+		}
+		if ctx.Err() != nil && last != nil {
+			return last, fmt.Errorf("sandbox %s still %s (step %s): %w", last.Name, last.State, last.Step, ctx.Err())
+		}
 		if err != nil {
 			return nil, err
 		}
-		if !sb.State.Settling() {
-			return sb, nil
-		}
-		select {
-		case <-ctx.Done():
-			return sb, fmt.Errorf("sandbox %s still %s (step %s): %w", sb.Name, sb.State, sb.Step, ctx.Err())
-		case <-time.After(every):
-		}
 	}
+}
+
+// SandboxSettled is one long-poll: the sandbox once it settled, or its view
+// after at most timeout (the agent caps it at 30s).
+func (c *Client) SandboxSettled(ctx context.Context, ref string, timeout time.Duration) (*api.Sandbox, error) {
+	q := url.Values{"wait": {"settled"}, "timeout": {timeout.String()}}
+	var sb api.Sandbox
+	if err := c.Do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(ref)+"?"+q.Encode(), nil, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
 }
 
 // Workspaces lists workspaces.
 func (c *Client) Workspaces(ctx context.Context) ([]api.Workspace, error) {
 	return all(ctx, c, "/v1/workspaces", nil, func(l *api.WorkspaceList) ([]api.Workspace, string) { return l.Workspaces, l.Next })
+}
+
+// Storages lists the storages a workspace may be created on.
+func (c *Client) Storages(ctx context.Context) (*api.StorageList, error) {
+	var out api.StorageList
+	return &out, c.Do(ctx, "GET", "/v1/storages", nil, &out)
 }
 
 func wsPath(ref string) string { return "/v1/workspaces/" + url.PathEscape(ref) }
@@ -634,13 +698,8 @@ func (c *Client) Download(ctx context.Context, id int64, w io.Writer) (string, e
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		var eb api.ErrorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
-			eb.Error.Status = resp.StatusCode
-			return "", eb.Error
-		}
-		return "", fmt.Errorf("download artifact %d: %s", id, resp.Status)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return "", fmt.Errorf("download artifact %d: %w", id, c.answerError(resp, b))
 	}
 	_, err = io.Copy(w, resp.Body)
 	return resp.Header.Get("X-Artifact-SHA256"), err

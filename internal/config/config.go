@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +78,7 @@ type Config struct {
 	SecretsDir         string        `yaml:"secrets_dir"`
 	SecretsKeyFile     string        `yaml:"secrets_key_file"`
 	SSHPublicKeys      []string      `yaml:"ssh_public_keys"`
+	SSHJumpHost        string        `yaml:"ssh_jump_host"`
 
 	ProvisioningTimeout time.Duration `yaml:"provisioning_timeout"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout"`
@@ -342,6 +344,9 @@ func (c *Config) Validate() error {
 			return c.fieldErr(kv[0], "%s", err.(*validate.Error).Reason)
 		}
 	}
+	if h := c.SSHJumpHost; h != "" && !JumpHostRE.MatchString(h) {
+		return c.fieldErr("ssh_jump_host", "want USER@HOST or HOST (optionally :PORT), e.g. root@pve1.lan, got %q", h)
+	}
 	for i, k := range c.SSHPublicKeys {
 		if f := strings.Fields(k); len(f) < 2 || !strings.HasPrefix(f[0], "ssh-") && !strings.HasPrefix(f[0], "ecdsa-") {
 			return c.fieldErr(fmt.Sprintf("ssh_public_keys[%d]", i), "not an OpenSSH public key (want \"ssh-ed25519 AAAA… comment\")")
@@ -395,3 +400,7 @@ func (c *Config) ExposePorts() (lo, hi int, err error) {
 	}
 	return lo, hi, nil
 }
+
+// JumpHostRE is what ssh -J takes here: [USER@]HOST[:PORT], nothing that ssh
+// could read as an option or a second destination.
+var JumpHostRE = regexp.MustCompile(`^([A-Za-z0-9_][A-Za-z0-9._-]*@)?([A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$`)

@@ -43,6 +43,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		{"state_dir: relative\n", "c.yaml: state_dir: must be an absolute path"},
 		{"listen: 8845\n", "c.yaml: listen: want host:port"},
 		{"ssh_public_keys: [hello]\n", "c.yaml: ssh_public_keys[0]: not an OpenSSH public key"},
+		{"ssh_jump_host: \"-oProxyCommand=x\"\n", "c.yaml: ssh_jump_host: want USER@HOST or HOST"},
+		{"ssh_jump_host: \"root@a b\"\n", "c.yaml: ssh_jump_host: want USER@HOST or HOST"},
 		{"tls_cert: /x.pem\n", "c.yaml: tls_cert: tls_cert and tls_key must be set together"},
 		{"reconcile_interval: 1m\nreconcile_interval: 2m\n", "c.yaml:2: reconcile_interval: key appears twice"},
 		{"- a\n", "want a mapping of key: value at the top level"},

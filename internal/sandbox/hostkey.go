@@ -128,6 +128,38 @@ func ParseHostKey(line []byte) (*store.HostKey, error) {
 	return &store.HostKey{Key: f[0] + " " + f[1], Fingerprint: "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])}, nil
 }
 
+// SSHUser is the guest user the bootstrap creates with ssh_public_keys.
+const SSHUser = "agent"
+
+// KeyFingerprint is the SHA256 fingerprint (as ssh-keygen -l prints it) of
+// an OpenSSH public key line of any type.
+func KeyFingerprint(line string) (string, error) {
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return "", fmt.Errorf("not an OpenSSH public key line")
+	}
+	blob, err := base64.StdEncoding.DecodeString(f[1])
+	if err != nil {
+		return "", fmt.Errorf("key is not base64: %v", err)
+	}
+	if typ, _, ok := sshString(blob); !ok || string(typ) != f[0] {
+		return "", fmt.Errorf("key blob is not of type %s", f[0])
+	}
+	sum := sha256.Sum256(blob)
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:]), nil
+}
+
+// SSHInfo is what an ssh client needs to know of this agent.
+func (m *Manager) SSHInfo() api.SSHInfo {
+	info := api.SSHInfo{User: SSHUser, JumpHost: m.opts.SSHJumpHost, AuthorizedKeys: []string{}}
+	for _, k := range m.opts.SSHPublicKeys {
+		if fp, err := KeyFingerprint(k); err == nil {
+			info.AuthorizedKeys = append(info.AuthorizedKeys, fp)
+		}
+	}
+	return info
+}
+
 func sshString(b []byte) ([]byte, []byte, bool) {
 	if len(b) < 4 {
 		return nil, nil, false

@@ -38,10 +38,12 @@ const OwnerTag = "agentlab"
 
 // Options configures a Manager.
 type Options struct {
-	Node                string
-	SnippetsDir         string
-	SnippetsStorage     string
-	SSHPublicKeys       []string
+	Node            string
+	SnippetsDir     string
+	SnippetsStorage string
+	SSHPublicKeys   []string
+	// SSHJumpHost is the USER@HOST remote CLIs hop through (ssh -J).
+	SSHJumpHost         string
 	ProvisioningTimeout time.Duration
 	ShutdownTimeout     time.Duration
 	// IPPoll is how often the guest agent is asked for an address.
@@ -99,6 +101,10 @@ type Manager struct {
 	ctx    context.Context // lifecycle: cancelled on shutdown
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// waitsEnd is closed when the agent shuts down: long-polls answer at once
+	// instead of holding the server's graceful shutdown.
+	waitsEnd     chan struct{}
+	waitsEndOnce sync.Once
 
 	mu      sync.Mutex
 	locks   keylock.Set        // one per sandbox id
@@ -149,7 +155,7 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 		o.ProvisioningTimeout = 10 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel,
+	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel, waitsEnd: make(chan struct{}),
 		workers: map[string]*worker{}, alloc: alloc, ws: ws, guard: guard,
 		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]netpolicy.Binding{}, addrFailed: map[string]bool{}}
 }

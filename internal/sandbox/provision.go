@@ -536,7 +536,7 @@ type cloudConfig struct {
 // (cicustom user=…), atomically, readable only by root.
 func (m *Manager) writeSnippet(sb *store.Sandbox) error {
 	cc := cloudConfig{Hostname: sb.Name, ManageEtcHosts: true, ResizeRootfs: true,
-		Users: []cloudUser{{Name: "agent", Sudo: "ALL=(ALL) NOPASSWD:ALL", Shell: "/bin/bash", LockPasswd: true, SSHKeys: m.opts.SSHPublicKeys}}}
+		Users: []cloudUser{{Name: SSHUser, Sudo: "ALL=(ALL) NOPASSWD:ALL", Shell: "/bin/bash", LockPasswd: true, SSHKeys: m.opts.SSHPublicKeys}}}
 	cc.Growpart.Mode, cc.Growpart.Devices = "auto", []string{"/"}
 	if m.opts.GuestURL != "" {
 		// The directory the bootstrap file is delivered into later, through

@@ -228,7 +228,7 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 		return 0, nil, err
 	}
 	st := api.Status{Version: version.Version, Node: s.node, InstanceID: s.mgr.Instance(), Sandboxes: map[api.State]int{}, StartedAt: s.started,
-		Profiles: s.mgr.Profiles().Names(), IdleStop: s.mgr.IdleStatus()}
+		Profiles: s.mgr.Profiles().Names(), IdleStop: s.mgr.IdleStatus(), SSH: s.mgr.SSHInfo()}
 	if s.loops != nil {
 		st.Loops = s.loops.Status()
 	}
@@ -324,8 +324,30 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) (int, any
 	return http.StatusOK, sb.Sandbox, nil
 }
 
+// getSandbox answers one sandbox; with ?wait=settled it is a long-poll that
+// answers once agentd stops working on it (or after timeout, default and at
+// most 30s, with the current view: the client asks again).
 func (s *Server) getSandbox(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	sb, err := s.mgr.Get(r.Context(), r.PathValue("ref"))
+	q := r.URL.Query()
+	var timeout time.Duration
+	switch w := q.Get("wait"); w {
+	case "":
+		if q.Has("timeout") {
+			return 0, nil, api.FieldError("timeout", "is only for a long-poll: add wait=settled")
+		}
+	case "settled":
+		timeout = sandbox.MaxWait
+		if t := q.Get("timeout"); t != "" {
+			d, err := time.ParseDuration(t)
+			if err != nil || d < 0 {
+				return 0, nil, api.FieldError("timeout", "want a Go duration such as 10s (at most %s), got %q", sandbox.MaxWait, t)
+			}
+			timeout = min(d, sandbox.MaxWait)
+		}
+	default:
+		return 0, nil, api.FieldError("wait", "the only wait condition is \"settled\", got %q", w)
+	}
+	sb, err := s.mgr.WaitSettled(r.Context(), r.PathValue("ref"), timeout)
 	if err != nil {
 		return 0, nil, err
 	}

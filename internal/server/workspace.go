@@ -10,6 +10,7 @@ import (
 )
 
 func (s *Server) workspaceRoutes(add func(method, path string, h handler)) {
+	add("GET", "/v1/storages", s.listStorages)
 	add("GET", "/v1/workspaces", s.listWorkspaces)
 	add("POST", "/v1/workspaces", s.createWorkspace)
 	add("GET", "/v1/workspaces/{ws}", s.getWorkspace)
@@ -38,6 +39,10 @@ func (s *Server) workspaceRoutes(add func(method, path string, h handler)) {
 
 func (s *Server) wsView(r *http.Request, w *store.Workspace) api.Workspace {
 	return s.mgr.Workspaces().API(r.Context(), w, true)
+}
+
+func (s *Server) listStorages(_ http.ResponseWriter, _ *http.Request) (int, any, error) {
+	return 200, s.mgr.Workspaces().Storages(), nil
 }
 
 func (s *Server) listWorkspaces(_ http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -227,8 +227,9 @@ func SchemaVersion() int { return migrations[len(migrations)-1].version }
 
 // Store is the database.
 type Store struct {
-	db  *sql.DB
-	now func() time.Time
+	db    *sql.DB
+	now   func() time.Time
+	watch watchers
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
@@ -447,6 +448,7 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 		sb.Tags = []string{}
 	}
 	tags, _ := json.Marshal(sb.Tags)
+	defer s.changed(sb.ID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			sb.ID, sb.Name, sb.Profile, string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace,
@@ -496,6 +498,7 @@ func (s *Store) Save(ctx context.Context, sb *Sandbox, expect api.State, ev Even
 	}
 	now := s.now().UTC().Truncate(time.Millisecond)
 	tags, _ := json.Marshal(sb.Tags)
+	defer s.changed(sb.ID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET state=?, step=?, vmid=?, node=?, ip=?, workspace=?,
 			keepalive=?, ttl_seconds=?, tags=?, error=?, lease_expires_at=?, last_used_at=?, updated_at=?, paused_at=?

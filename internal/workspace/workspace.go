@@ -65,6 +65,11 @@ func (m *Manager) Storage(field, s string) error {
 	return api.Invalid(validate.Storage(field, s, m.storages))
 }
 
+// Storages lists the storages Storage accepts, the default first.
+func (m *Manager) Storages() api.StorageList {
+	return api.StorageList{Default: m.defaultStorage, Storages: slices.Clone(m.storages)}
+}
+
 // Lock serialises operations on one workspace in this process (the sandbox
 // manager takes it too, always after the sandbox's own lock).
 func (m *Manager) Lock(id string) func() { return m.locks.Lock(id) }
