@@ -14,8 +14,8 @@ import (
 
 // Run executes one command line (without the program name) and returns its
 // exit code (see exitCode). ctx is every command's parent context: the
-// commands that wait (serve, dev, sim, watch, every API call) add their own
-// Ctrl-C handling to it, the others keep the default (Ctrl-C ends agentd).
+// commands that wait (serve, dev, sim, --follow, every API call) add their
+// own Ctrl-C handling to it, the others keep the default (Ctrl-C ends agentd).
 func Run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	return new(options).runCLI(ctx, argv, stdout, stderr)
 }

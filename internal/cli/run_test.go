@@ -122,3 +122,15 @@ func TestRunsShareNoFlags(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestRunHonoursContext: the context given to Run bounds the command (an
+// embedding program's cancellation reaches the API calls).
+func TestRunHonoursContext(t *testing.T) {
+	ep := apiWithSandbox(t, "alpha")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errOut bytes.Buffer
+	if code := Run(ctx, []string{"--endpoint", ep, "sandbox", "show", "alpha"}, &out, &errOut); code != exitError || !strings.Contains(errOut.String(), "context canceled") {
+		t.Errorf("sandbox show with a cancelled context: exit %d, stdout %q, stderr %q; want exit 1 naming the cancellation", code, out.String(), errOut.String())
+	}
+}
