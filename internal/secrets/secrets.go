@@ -109,6 +109,17 @@ func checkName(name string) error {
 // file; its content decides the format (sniff).
 var bundleSuffixes = []string{".age", ".sops.yaml", ".sops.yml", ".sops.json", ".yaml", ".yml", ".json"}
 
+// IsBundleFile says whether a file name in the secrets directory is a bundle
+// of either format (what backups must carry).
+func IsBundleFile(name string) bool {
+	for _, suf := range bundleSuffixes {
+		if n, ok := strings.CutSuffix(name, suf); ok {
+			return bundleRE.MatchString(n)
+		}
+	}
+	return false
+}
+
 // file finds the one file of a bundle; "" when there is none.
 func (s Store) file(name string) (string, error) {
 	if err := checkName(name); err != nil {
