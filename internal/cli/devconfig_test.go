@@ -60,7 +60,7 @@ func TestLocalFileCommandsWithDev(t *testing.T) {
 		{[]string{"secrets", "set-env", "FOO", "--value-file", val}, 0, "set FOO in bundle default"},
 		{[]string{"secrets", "add-ssh-key", "dev", "--key-file", pub}, 0, ""},
 		{[]string{"secrets", "show"}, 0, `"FOO"`},
-		{[]string{"secrets", "validate"}, 0, "bundle default: ok (1 env, 1 ssh keys"},
+		{[]string{"secrets", "validate"}, 0, "bundle default: ok (age, 1 env, 1 ssh keys"},
 		{[]string{"backup", "--out", filepath.Join(dir, "b.tar.gz")}, 0, "wrote " + filepath.Join(dir, "b.tar.gz")},
 		{[]string{"restore", filepath.Join(dir, "b.tar.gz")}, 1, "agentd is running: stop it first"},
 		{[]string{"host", "network", "render"}, 0, "table inet agentlab"},
