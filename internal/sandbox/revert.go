@@ -142,11 +142,11 @@ func (m *Manager) Revert(ctx context.Context, ref string, req api.RevertRequest)
 	boot, err := m.revertLocked(wctx, sb, w, req)
 	unlockWS()
 	unlockSB()
-	if err != nil {
-		return nil, err
-	}
 	if boot {
 		m.startWorker(sb.ID)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return sb, nil
 }
@@ -219,10 +219,12 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 		}
 	}
 	if rbErr != nil {
+		err := proxmoxError(op, sb, rbErr)
 		if errors.Is(rbErr, pve.ErrSnapshotNotRecent) {
-			return false, newerError(sb, newer)
+			err = newerError(sb, newer)
 		}
-		return false, proxmoxError(op, sb, rbErr)
+		// Nothing was rolled back: a sandbox shut down for it runs again.
+		return wasRunning && m.restartAfter(ctx, sb, "the revert failed: "+rbErr.Error()), err
 	}
 	st, err := m.pve.Status(ctx, sb.VMID)
 	if err != nil {
@@ -244,6 +246,16 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 	}
 	sb.Step = stepRevertBoot // the next start delivers the bootstrap
 	return false, conflict(sb, m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.reverted", Message: msg}))
+}
+
+// restartAfter moves a sandbox stopped for a revert that did not happen back
+// to BOOTING; it reports whether a worker must now start it.
+func (m *Manager) restartAfter(ctx context.Context, sb *store.Sandbox, why string) bool {
+	if a, err := m.store.Address(ctx, sb.ID); err == nil {
+		sb.IP = a.String()
+	}
+	sb.Step = stepRestart
+	return m.save(ctx, sb, api.StateBooting, "sandbox.start", why+"; starting it again") == nil
 }
 
 // replug plugs w into sb's VM again after a rollback and settles the claim.
