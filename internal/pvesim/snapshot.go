@@ -250,7 +250,7 @@ func (s *Sim) rollback(req *request) (any, error) {
 		v.conf = rollbackConfig(v, v.conf, sn.conf)
 		v.parent = name
 		if req.boolv("start") || sn.vmstate {
-			v.running, v.started = true, s.now()
+			v.running, v.started, v.awake = true, s.now(), sn.vmstate
 		}
 		return nil
 	}), nil
