@@ -130,8 +130,8 @@ func (g *options) sandboxHibernateCmd() *cobra.Command {
 		Short:   "Suspend a running sandbox to disk (SUSPENDED); start resumes it",
 		Long: `Hibernate writes the sandbox's RAM to a vmstate volume on its root disk's
 storage and stops QEMU (Proxmox suspend with todisk): the host's memory is
-freed, the guest's processes and files are kept. "agentd sandbox start NAME"
-resumes it where it was, at the same address.
+freed, the guest's processes and files are kept. "agentd sandbox resume NAME"
+(or start) resumes it where it was, at the same address.
 
 While hibernated the lease clock stands still (the agent's
 lease_counts_while_paused: false, the default): on resume the lease moves on
