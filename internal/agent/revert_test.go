@@ -21,11 +21,11 @@ func withWorkspace(t *testing.T, c *client.Client, name string) *api.Sandbox {
 	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "ws", Size: "5G"}); err != nil {
 		t.Fatal(err)
 	}
-	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-workspace", Workspace: "ws"})
-	if err != nil {
+	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-workspace", Workspace: "ws"}); err != nil {
 		t.Fatal(err)
 	}
-	if sb, err = c.WaitSandbox(ctx, name, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+	sb, err := c.WaitSandbox(ctx, name, 10*time.Millisecond)
+	if err != nil || sb.State != api.StateRunning {
 		t.Fatalf("create: %+v %v", sb, err)
 	}
 	return sb
@@ -200,11 +200,10 @@ func TestRevertStorages(t *testing.T) {
 					t.Fatalf("a refused revert changed the sandbox: %+v", cur)
 				}
 			}
-			got, err := c.Revert(ctx, name, api.RevertRequest{DeleteNewer: st == "local-zfs"})
-			if err != nil {
+			if _, err := c.Revert(ctx, name, api.RevertRequest{DeleteNewer: st == "local-zfs"}); err != nil {
 				t.Fatal(err)
 			}
-			if got, err = c.WaitSandbox(ctx, name, 10*time.Millisecond); err != nil || got.State != api.StateRunning {
+			if got, err := c.WaitSandbox(ctx, name, 10*time.Millisecond); err != nil || got.State != api.StateRunning {
 				t.Fatalf("after revert: %+v %v", got, err)
 			}
 			if read(t, d, root, "/etc/dirty") != "<missing>" {
