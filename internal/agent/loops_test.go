@@ -145,12 +145,14 @@ func TestLeaseGC(t *testing.T) {
 	// A sandbox with keepalive but no session expires like any other.
 	kp, _ := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "kp", Profile: "yolo-ephemeral", TTL: "1h", Keepalive: ptr(true)})
 	c.WaitSandbox(ctx, "kp", 10*time.Millisecond)
+	// RUNNING is committed before the provisioning worker is gone, and lease
+	// GC skips a sandbox whose worker still runs.
+	m.Wait(kp.ID)
 	clk.Add(2 * time.Hour)
 	m.LeaseGC(ctx)
 	if state(t, c, "kp") != api.StateDestroyed || state(t, c, "long") != api.StateDestroyed {
 		t.Fatalf("kp %s long %s", state(t, c, "kp"), state(t, c, "long"))
 	}
-	_ = kp
 	if read(t, d, vol, "x") != "<missing>" || !volumeExists(d, vol) {
 		t.Fatal("workspace volume touched by lease GC")
 	}
