@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 )
 
@@ -75,6 +76,10 @@ func TestCleanSnapshotAndRevert(t *testing.T) {
 	write(t, d, root, "/etc/dirty", "yes")
 	write(t, d, wsVol, "/work/result.txt", "keep me")
 
+	pinned, err := c.HostKey(ctx, "rev")
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := c.Revert(ctx, "rev", api.RevertRequest{})
 	if err != nil || got.State != api.StateBooting {
 		t.Fatalf("revert: %+v %v", got, err)
@@ -105,6 +110,17 @@ func TestCleanSnapshotAndRevert(t *testing.T) {
 	}
 	if n := countKind(t, c, "rev", "bootstrap.written"); n != 2 || !hasKind(t, c, "rev", "sandbox.reverted") {
 		t.Fatalf("after a revert: %d bootstraps, reverted event %v", n, hasKind(t, c, "rev", "sandbox.reverted"))
+	}
+	// A real guest reverted to before its first boot makes new SSH host keys:
+	// the old pin is gone and the new key is pinned, not refused.
+	regenerated := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEbYDuLO4ZG1lE8Vf0vRxcC5e3RTZ0p2WSaeH1oV0wy3 root@rev\n"
+	d.Sim.SetGuestFile(sb.VMID, pvesim.HostKeyPath, []byte(regenerated))
+	hk, err := c.HostKey(ctx, "rev")
+	if err != nil || hk.Fingerprint == pinned.Fingerprint || !hk.Verified || hk.Key != strings.Join(strings.Fields(regenerated)[:2], " ") {
+		t.Fatalf("host key after revert: %+v %v (pinned before: %s)", hk, err, pinned.Fingerprint)
+	}
+	if !hasKind(t, c, "rev", "sandbox.host_key_forgotten") {
+		t.Fatal("no sandbox.host_key_forgotten event")
 	}
 	// The clean snapshot is still there: revert again, from STOPPED.
 	if _, err := c.Stop(ctx, "rev"); err != nil {

@@ -226,6 +226,13 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 		// Nothing was rolled back: a sandbox shut down for it runs again.
 		return wasRunning && m.restartAfter(ctx, sb, "the revert failed: "+rbErr.Error()), err
 	}
+	// The guest's disks are from before its first boot, which creates the SSH
+	// host keys: the guest makes new ones, and the old pin would refuse them
+	// for good. The next hostkey/ssh pins again through the guest agent.
+	if err := m.store.ForgetHostKey(ctx, sb, store.Event{Kind: "sandbox.host_key_forgotten",
+		Message: "the revert discards the guest's SSH host keys (created at its first boot); the next agentd sandbox hostkey or ssh pins the new key, read through the guest agent"}); err != nil {
+		return false, err
+	}
 	st, err := m.pve.Status(ctx, sb.VMID)
 	if err != nil {
 		return false, proxmoxError(op, sb, err)
