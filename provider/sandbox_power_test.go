@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
 // vmHas checks the Proxmox VM behind a sandbox: running or not, and its
@@ -204,8 +206,57 @@ resource "agentlab_sandbox" "a" {
 			{
 				Config:           cfg("running"),
 				ConfigPlanChecks: emptyAfterApply,
-				Check:            resource.ComposeAggregateTestCheckFunc(resource.TestCheckResourceAttr(sb, "state", "RUNNING"), vmHas(d, sb, true, 4, 2048)),
+				Check: resource.ComposeAggregateTestCheckFunc(resource.TestCheckResourceAttr(sb, "state", "RUNNING"), vmHas(d, sb, true, 4, 2048),
+					noEvent(d, "acc-cpaused", "sandbox.resized")),
+			},
+			{
+				// Resized in Proxmox behind Terraform's back: reconcile reads
+				// it, the plan shows the drift and the apply sets it back.
+				PreConfig: func() {
+					ctx := context.Background()
+					s, err := d.Manager.Get(ctx, "acc-cpaused")
+					if err != nil {
+						t.Fatal(err)
+					}
+					id, secret := d.Sim.Token()
+					pc, err := pve.New(pve.Config{URL: d.Sim.URL(), TokenID: id, Secret: secret, Node: d.Sim.Node(), CAPEM: d.Sim.CAPEM()})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := pc.Configure(ctx, s.VMID, pve.Option{Name: "cores", Value: 6}); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+						t.Fatal(err)
+					}
+				},
+				Config: cfg("running"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(sb, plancheck.ResourceActionUpdate)},
+					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(resource.TestCheckResourceAttr(sb, "cores", "4"), vmHas(d, sb, true, 4, 2048)),
 			},
 		},
 	})
+}
+
+// noEvent checks that the sandbox has no event of this kind.
+func noEvent(d *agent.Dev, name, kind string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		s, err := d.Manager.Get(context.Background(), name)
+		if err != nil {
+			return err
+		}
+		evs, err := d.Agent.Store.Events(context.Background(), store.EventFilter{SandboxID: s.ID}, 0, 1000)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if e.Kind == kind {
+				return fmt.Errorf("sandbox %s has a %s event: %s", name, kind, e.Message)
+			}
+		}
+		return nil
+	}
 }

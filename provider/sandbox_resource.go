@@ -96,10 +96,10 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	// compares equal.
 	keepInt := []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	attrs["cores"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
-		MarkdownDescription: fmt.Sprintf("vCPUs (1-%d). Defaults to the profile's; a new sandbox with other cores or memory is stopped and started once, "+
-			"so that it boots with them. Changed in place; a running sandbox takes new cores only at its next start (Proxmox changes them only then), "+
+		MarkdownDescription: fmt.Sprintf("vCPUs (1-%d). Defaults to the profile's; a new sandbox is created with it (its VM is configured before the first boot). "+
+			"Changed in place; a running sandbox takes new cores only at its next start (Proxmox changes them only then), "+
 			"which the apply reports in a warning. Removing it from the configuration keeps the current value. "+
-			"agentd reports no resources when read, so a resize outside Terraform is not seen as drift.", validate.MaxCores),
+			"Read back from Proxmox's configuration (pending values included), so a resize outside Terraform shows as drift once agentd's reconcile has read it.", validate.MaxCores),
 		Validators: []validator.Int64{int64validator.Between(1, validate.MaxCores)}}
 	attrs["memory_mb"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
 		MarkdownDescription: fmt.Sprintf("Memory in MiB (%d-%d). Defaults to the profile's. Changed in place; a running sandbox takes it at its next start "+
@@ -213,6 +213,14 @@ func (r *sandboxResource) Configure(_ context.Context, req resource.ConfigureReq
 // seconds; the framework keeps the configured spelling of an equal duration.
 func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagnostics {
 	m.sandboxObject.fromAPI(sb)
+	// What Proxmox has configured (pending values included), so a resize
+	// outside Terraform shows as drift; 0 until the VM was configured.
+	if sb.Cores != 0 {
+		m.Cores = types.Int64Value(int64(sb.Cores))
+	}
+	if sb.MemoryMB != 0 {
+		m.MemoryMB = types.Int64Value(int64(sb.MemoryMB))
+	}
 	m.TTL = timetypes.NewGoDurationValue(time.Duration(sb.TTLSeconds) * time.Second)
 	m.Keepalive = types.BoolValue(sb.Keepalive)
 	switch sb.State {
@@ -253,6 +261,14 @@ func (r *sandboxResource) Create(ctx context.Context, req resource.CreateRequest
 	if !plan.Tags.IsNull() {
 		resp.Diagnostics.Append(plan.Tags.ElementsAs(ctx, &creq.Tags, false)...)
 	}
+	// Overrides go into the create: the VM is configured with them before
+	// its first boot.
+	if !plan.Cores.IsNull() && !plan.Cores.IsUnknown() {
+		creq.Cores = int(plan.Cores.ValueInt64())
+	}
+	if !plan.MemoryMB.IsNull() && !plan.MemoryMB.IsUnknown() {
+		creq.MemoryMB = int(plan.MemoryMB.ValueInt64())
+	}
 	sb, err := r.create(ctx, creq)
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Create Sandbox", err.Error())
@@ -281,19 +297,22 @@ func (r *sandboxResource) Create(ctx context.Context, req resource.CreateRequest
 }
 
 // settle brings a sandbox that has just become RUNNING to the configured
-// resources and power state. Resources other than the profile's are set
-// while it is stopped, so that it boots with them instead of reporting them
-// pending: nothing of the user's runs in it yet. into receives the cores and
-// memory read back.
+// power state. into receives the cores and memory agentd reports; should
+// they differ from want (an agent that ignored the create's overrides), they
+// are set while it is stopped, so that it boots with them: nothing of the
+// user's runs in it yet.
 func (r *sandboxResource) settle(ctx context.Context, sb *api.Sandbox, want, into *sandboxModel, diags *diag.Diagnostics) (*api.Sandbox, error) {
-	p, err := r.c.Profile(ctx, sb.Profile)
-	if err != nil {
-		// Null, not unknown, in the state: Read fills them in later.
-		into.Cores, into.MemoryMB = types.Int64Null(), types.Int64Null()
-		return sb, fmt.Errorf("reading its profile %s for the default cores and memory failed: %w", sb.Profile, err)
+	var err error
+	into.Cores, into.MemoryMB = types.Int64Value(int64(sb.Cores)), types.Int64Value(int64(sb.MemoryMB))
+	if sb.Cores == 0 || sb.MemoryMB == 0 {
+		p, err := r.c.Profile(ctx, sb.Profile)
+		if err != nil {
+			// Null, not unknown, in the state: Read fills them in later.
+			into.Cores, into.MemoryMB = types.Int64Null(), types.Int64Null()
+			return sb, fmt.Errorf("reading its profile %s for the default cores and memory failed: %w", sb.Profile, err)
+		}
+		into.Cores, into.MemoryMB = types.Int64Value(int64(p.Cores)), types.Int64Value(int64(p.MemoryMB))
 	}
-	cores, mem := int64(p.Cores), int64(p.MemoryMB)
-	into.Cores, into.MemoryMB = types.Int64Value(cores), types.Int64Value(mem)
 	if changedInt(want.Cores, into.Cores) || changedInt(want.MemoryMB, into.MemoryMB) {
 		if sb, err = r.c.Stop(ctx, sb.ID); err != nil {
 			return nil, fmt.Errorf("stopping it to resize it failed: %w", err)
@@ -417,7 +436,7 @@ func (r *sandboxResource) Read(ctx context.Context, req resource.ReadRequest, re
 	}
 	resp.Diagnostics.Append(state.fromAPI(ctx, sb)...)
 	if state.Cores.IsNull() || state.MemoryMB.IsNull() {
-		// Imported: agentd's sandbox view has no resources, and the VM got
+		// Imported from an agent that does not report resources: the VM got
 		// its profile's when it was provisioned.
 		p, err := r.c.Profile(ctx, sb.Profile)
 		if err != nil {

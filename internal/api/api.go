@@ -109,9 +109,15 @@ type Sandbox struct {
 	// PausedAt is when the sandbox was hibernated (SUSPENDED); its lease
 	// clock stands still from then until the resume, unless the agent's
 	// lease_counts_while_paused says otherwise.
-	PausedAt  *time.Time `json:"paused_at,omitempty"`
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	PausedAt *time.Time `json:"paused_at,omitempty"`
+	// Cores and MemoryMB are the VM's as Proxmox has them configured (a
+	// change pending until the next start included): set at create, read
+	// back by resize, and by reconcile after a change made outside agentd.
+	// 0 for a sandbox whose VM has not been configured or read yet.
+	Cores     int       `json:"cores,omitempty"`
+	MemoryMB  int       `json:"memory_mb,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // CreateSandboxRequest asks for a sandbox. TTL is a Go duration ("2h"); empty
@@ -123,6 +129,9 @@ type CreateSandboxRequest struct {
 	Keepalive *bool    `json:"keepalive,omitempty"`
 	Workspace string   `json:"workspace,omitempty"`
 	Tags      []string `json:"tags,omitempty"`
+	// Cores and MemoryMB override the profile's resources (0: the profile's).
+	Cores    int `json:"cores,omitempty"`
+	MemoryMB int `json:"memory_mb,omitempty"`
 }
 
 // DestroyRequest destroys a sandbox; Force also handles sandboxes that are
@@ -497,8 +506,11 @@ type LoopStatus struct {
 type ReconcileAction struct {
 	Sandbox string `json:"sandbox"`
 	VMID    int    `json:"vmid"`
-	Action  string `json:"action"` // destroyed, stopped, started, lost, workspace_attached, workspace_detached, holder_missing
+	Action  string `json:"action"` // destroyed, stopped, started, resized, lost, workspace_attached, workspace_detached, holder_missing
 	Reason  string `json:"reason"`
+	// Cores and MemoryMB are what a "resized" action read from Proxmox.
+	Cores    int `json:"cores,omitempty"`
+	MemoryMB int `json:"memory_mb,omitempty"`
 }
 
 // Orphan is a VM tagged by AgentLab that no live row accounts for.

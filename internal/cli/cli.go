@@ -117,10 +117,17 @@ func (g *options) printSandbox(w io.Writer, s *api.Sandbox) error {
 	}
 	lines := [][2]string{{"Name", s.Name}, {"ID", s.ID}, {"State", string(s.State)}, {"Step", dash(s.Step)},
 		{"VMID", vmid}, {"Node", dash(s.Node)}, {"IP", dash(s.IP)}, {"Profile", s.Profile}, {"Workspace", dash(s.Workspace)},
-		{"Keepalive", fmt.Sprint(s.Keepalive)}, {"TTL", ttlString(s.TTLSeconds)}, {"Lease expires", fmtTime(s.LeaseExpiresAt)},
+		{"Resources", resourcesString(s)}, {"Keepalive", fmt.Sprint(s.Keepalive)}, {"TTL", ttlString(s.TTLSeconds)}, {"Lease expires", fmtTime(s.LeaseExpiresAt)},
 		{"Last used", fmtTime(s.LastUsedAt)}, {"Hibernated", fmtTime(s.PausedAt)}, {"Tags", dash(strings.Join(s.Tags, ", "))},
 		{"Created", fmtTime(&s.CreatedAt)}, {"Updated", fmtTime(&s.UpdatedAt)}, {"Error", dash(s.Error)}}
 	return kv(w, lines)
+}
+
+func resourcesString(s *api.Sandbox) string {
+	if s.Cores == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d cores, %d MiB", s.Cores, s.MemoryMB)
 }
 
 func ttlString(secs int64) string {

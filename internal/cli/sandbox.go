@@ -42,7 +42,8 @@ command waits until it is RUNNING (or failed) unless --no-wait is given.
 Creating the same name again with the same settings returns the existing
 sandbox; different settings are refused (409).`,
 		Example: `  agentd sandbox create --name fix-123 --profile yolo-ephemeral --ttl 2h
-  agentd sandbox create --name review --profile interactive-dev --tag team-a --no-wait --json`,
+  agentd sandbox create --name review --profile interactive-dev --tag team-a --no-wait --json
+  agentd sandbox create --name build --profile yolo-ephemeral --cores 8 --memory-mb 16384`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cmd.Flags().Changed("keepalive") {
@@ -76,6 +77,8 @@ sandbox; different settings are refused (409).`,
 	f.BoolVar(&keepalive, "keepalive", false, "keep the sandbox after its job ends (default: the profile's)")
 	f.StringVar(&req.Workspace, "workspace", "", "workspace to attach")
 	f.StringSliceVar(&req.Tags, "tag", nil, "Proxmox tag to add to the VM (repeatable)")
+	f.IntVar(&req.Cores, "cores", 0, "vCPUs instead of the profile's (the VM boots with them)")
+	f.IntVar(&req.MemoryMB, "memory-mb", 0, "memory in MiB instead of the profile's")
 	f.BoolVar(&noWait, "no-wait", false, "return as soon as the request is accepted")
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("profile")

@@ -4,6 +4,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -201,6 +202,9 @@ type canonical struct {
 	Keepalive  bool     `json:"keepalive"`
 	Workspace  string   `json:"workspace"`
 	Tags       []string `json:"tags"`
+	// Overrides only: a request without them stores what it stored before.
+	Cores    int `json:"cores,omitempty"`
+	MemoryMB int `json:"memory_mb,omitempty"`
 }
 
 // canonicalize checks and normalises a create request. jobID is set only for
@@ -245,6 +249,16 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest, jobID string) (cano
 	sort.Strings(c.Tags)
 	if p.Behavior.RequireWorkspace && c.Workspace == "" {
 		return c, nil, api.FieldError("workspace", "profile %s requires a workspace", p.Name)
+	}
+	if err := checkResources(req.Cores, req.MemoryMB); err != nil {
+		return c, nil, err
+	}
+	// A value equal to the profile's is no override: the same sandbox either way.
+	if req.Cores != p.Resources.Cores {
+		c.Cores = req.Cores
+	}
+	if req.MemoryMB != p.Resources.MemoryMB {
+		c.MemoryMB = req.MemoryMB
 	}
 	return c, p, nil
 }
@@ -298,9 +312,11 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 		claims = append(claims, store.Claim{WorkspaceID: w.ID, SessionID: sessionID, Key: workspace.AttachKey})
 	}
 	reqJSON, _ := json.Marshal(c)
+	p := m.profiles[c.Profile]
 	sb = &store.Sandbox{Sandbox: api.Sandbox{ID: newID(), Name: c.Name, Profile: c.Profile, State: api.StateRequested,
 		Node: m.opts.Node, Keepalive: c.Keepalive, TTLSeconds: c.TTLSeconds, Tags: c.Tags, Workspace: c.Workspace,
-		Step: stepAllocate}, Request: string(reqJSON)}
+		Step: stepAllocate, Cores: cmp.Or(c.Cores, p.Resources.Cores), MemoryMB: cmp.Or(c.MemoryMB, p.Resources.MemoryMB)},
+		Request: string(reqJSON)}
 	msg := fmt.Sprintf("requested with profile %s", c.Profile)
 	if w != nil {
 		msg += ", workspace " + w.Name
@@ -346,6 +362,9 @@ func diff(stored string, c canonical) string {
 	}
 	if old.Workspace != c.Workspace {
 		d = append(d, fmt.Sprintf("workspace %q, not %q", old.Workspace, c.Workspace))
+	}
+	if old.Cores != c.Cores || old.MemoryMB != c.MemoryMB {
+		d = append(d, fmt.Sprintf("cores/memory_mb overrides %d/%d, not %d/%d (0: the profile's)", old.Cores, old.MemoryMB, c.Cores, c.MemoryMB))
 	}
 	if strings.Join(old.Tags, ",") != strings.Join(c.Tags, ",") {
 		d = append(d, fmt.Sprintf("tags [%s], not [%s]", strings.Join(old.Tags, " "), strings.Join(c.Tags, " ")))

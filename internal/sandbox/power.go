@@ -12,6 +12,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 // Hibernate suspends a RUNNING sandbox to disk (Proxmox status/suspend with
@@ -88,14 +89,22 @@ func dash(s string) string {
 	return s
 }
 
-// Resource bounds of a resize (Proxmox's own: cores 1..1024 per socket,
-// memory at least 16 MiB; ours are the sane subset).
-const (
-	maxCores    = 128
-	minMemoryMB = 512
-	maxMemoryMB = 1 << 20
-	maxDiskGB   = 64 << 10
-)
+// maxDiskGB bounds a resize's root disk; the cores and memory bounds are
+// validate's (Proxmox's own: cores 1..1024 per socket, memory at least
+// 16 MiB; ours are the sane subset), shared with the provider.
+const maxDiskGB = 64 << 10
+
+// checkResources checks cores and memory_mb of a create or resize (0: not
+// given).
+func checkResources(cores, memoryMB int) error {
+	switch {
+	case cores < 0 || cores > validate.MaxCores:
+		return api.FieldError("cores", "must be between 1 and %d", validate.MaxCores)
+	case memoryMB != 0 && (memoryMB < validate.MinMemoryMB || memoryMB > validate.MaxMemoryMB):
+		return api.FieldError("memory_mb", "must be between %d and %d", validate.MinMemoryMB, validate.MaxMemoryMB)
+	}
+	return nil
+}
 
 // Resize changes a RUNNING or STOPPED sandbox's cores and memory and grows
 // its root disk, then reads the VM's configuration back. On a running VM
@@ -106,10 +115,8 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeRequest)
 	switch {
 	case req.Cores == 0 && req.MemoryMB == 0 && req.DiskGB == 0:
 		return nil, api.FieldError("cores", "nothing to change: give cores, memory_mb or disk_gb")
-	case req.Cores < 0 || req.Cores > maxCores:
-		return nil, api.FieldError("cores", "must be between 1 and %d", maxCores)
-	case req.MemoryMB != 0 && (req.MemoryMB < minMemoryMB || req.MemoryMB > maxMemoryMB):
-		return nil, api.FieldError("memory_mb", "must be between %d and %d", minMemoryMB, maxMemoryMB)
+	case checkResources(req.Cores, req.MemoryMB) != nil:
+		return nil, checkResources(req.Cores, req.MemoryMB)
 	case req.DiskGB < 0 || req.DiskGB > maxDiskGB:
 		return nil, api.FieldError("disk_gb", "must be between 1 and %d", maxDiskGB)
 	}
@@ -176,8 +183,13 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeRequest)
 	if req.Cores != 0 && after.Cores != req.Cores || req.MemoryMB != 0 && after.MemoryMB != req.MemoryMB || req.DiskGB != 0 && after.DiskGB < req.DiskGB {
 		return nil, proxmoxError("resize", sb, fmt.Errorf("read back cores %d, memory %d MiB, disk %d GiB: not what was set", after.Cores, after.MemoryMB, after.DiskGB))
 	}
-	if len(changed) > 0 {
+	known := sb.Cores == after.Cores && sb.MemoryMB == after.MemoryMB
+	sb.Cores, sb.MemoryMB = after.Cores, after.MemoryMB
+	if len(changed) > 0 || !known {
 		msg := "resized: " + strings.Join(changed, ", ")
+		if len(changed) == 0 {
+			msg = fmt.Sprintf("cores %d, memory %d MiB as read from Proxmox", after.Cores, after.MemoryMB)
+		}
 		if len(pending) > 0 {
 			msg += " (" + strings.Join(pending, ", ") + " pending until the next start)"
 		}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -107,6 +108,11 @@ func (m *Manager) commit(ctx context.Context, sb *store.Sandbox, to api.State, k
 	}
 	cur.Step, cur.VMID, cur.IP, cur.Error, cur.LeaseExpiresAt = sb.Step, sb.VMID, sb.IP, sb.Error, sb.LeaseExpiresAt
 	cur.PausedAt = sb.PausedAt
+	if cur.Cores == 0 {
+		// Learned by configure for a row older than the columns; a resize
+		// (which needs a settled sandbox) owns them otherwise.
+		cur.Cores, cur.MemoryMB = sb.Cores, sb.MemoryMB
+	}
 	if cur.State == to {
 		err = m.store.Save(ctx, cur, cur.State, store.Event{Kind: kind, Message: msg})
 	} else {
@@ -621,8 +627,8 @@ func (m *Manager) wantConfig(ctx context.Context, sb *store.Sandbox, p *profile.
 	tags := append([]string{OwnerTag}, sb.Tags...)
 	opts := []pve.Option{
 		{Name: "tags", Value: strings.Join(tags, ";")},
-		{Name: "cores", Value: p.Resources.Cores},
-		{Name: "memory", Value: strconv.Itoa(p.Resources.MemoryMB)},
+		{Name: "cores", Value: cmp.Or(sb.Cores, p.Resources.Cores)},
+		{Name: "memory", Value: strconv.Itoa(cmp.Or(sb.MemoryMB, p.Resources.MemoryMB))},
 		{Name: "net0", Value: fmt.Sprintf("%s,bridge=%s,firewall=1", p.Network.Model, p.Network.Bridge)},
 		{Name: "ipconfig0", Value: "ip=dhcp"},
 		{Name: "cicustom", Value: fmt.Sprintf("user=%s:snippets/%s", m.opts.SnippetsStorage, m.snippetName(sb))},
@@ -713,8 +719,10 @@ func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.P
 		}
 		names = append(names, "firewall group "+m.opts.FirewallGroup(p))
 	}
+	// A row from before cores/memory were kept learns them here.
+	sb.Cores, sb.MemoryMB = cmp.Or(sb.Cores, p.Resources.Cores), cmp.Or(sb.MemoryMB, p.Resources.MemoryMB)
 	return names, m.progress(ctx, sb, stepResize, fmt.Sprintf("configured VM %d: %d cores, %d MiB, %s on %s", sb.VMID,
-		p.Resources.Cores, p.Resources.MemoryMB, p.Network.Model, p.Network.Bridge))
+		sb.Cores, sb.MemoryMB, p.Network.Model, p.Network.Bridge))
 }
 
 // hasOption reports whether cfg already holds o as PVE stores it. net0 is

@@ -160,9 +160,14 @@ func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve
 	if !exists {
 		return &api.ReconcileAction{Action: "destroyed", Reason: fmt.Sprintf("VM %d no longer exists in Proxmox", sb.VMID)}
 	}
+	var cfg map[string]any
 	if prove {
-		if _, err := m.vm(ctx, sb); errors.Is(err, owner.ErrNotOwned) {
+		v, err := m.vm(ctx, sb)
+		if errors.Is(err, owner.ErrNotOwned) {
 			return &api.ReconcileAction{Action: "lost", Reason: err.Error()}
+		}
+		if err == nil && v != nil {
+			cfg = v.Config
 		}
 	}
 	switch {
@@ -170,6 +175,15 @@ func (m *Manager) drift(ctx context.Context, sb *store.Sandbox, byID map[int]pve
 		return &api.ReconcileAction{Action: "stopped", Reason: fmt.Sprintf("VM %d was stopped outside agentd", sb.VMID)}
 	case r.Status == "running" && sb.State == api.StateStopped:
 		return &api.ReconcileAction{Action: "started", Reason: fmt.Sprintf("VM %d was started outside agentd", sb.VMID)}
+	}
+	// The proof's config read (pending values included, as resize reads
+	// them) shows a change of cores or memory made outside agentd.
+	if cfg != nil {
+		if got := readResources(cfg); got.Cores != sb.Cores || got.MemoryMB != sb.MemoryMB {
+			return &api.ReconcileAction{Action: "resized", Cores: got.Cores, MemoryMB: got.MemoryMB,
+				Reason: fmt.Sprintf("VM %d has %d cores, %d MiB in Proxmox (agentd knew %d, %d; changed outside agentd or not read yet)",
+					sb.VMID, got.Cores, got.MemoryMB, sb.Cores, sb.MemoryMB)}
+		}
 	}
 	return nil
 }
@@ -206,6 +220,9 @@ func (m *Manager) applyDrift(ctx context.Context, sb *store.Sandbox, act *api.Re
 		cur.Step, cur.Error = stepRestart, ""
 		err = m.save(ctx, cur, api.StateBooting, "sandbox.reconciled", act.Reason+"; waiting for its address")
 		start = err == nil
+	case "resized":
+		cur.Cores, cur.MemoryMB = act.Cores, act.MemoryMB
+		err = m.store.Save(ctx, cur, cur.State, store.Event{Kind: "sandbox.reconciled", Message: act.Reason})
 	case "lost":
 		cur.Error = act.Reason
 		err = m.save(ctx, cur, api.StateLost, "sandbox.not_owned", act.Reason+"; agentd will not touch this VM (destroy --force retires the row)")

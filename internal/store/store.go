@@ -220,6 +220,10 @@ CREATE TABLE host_keys (
 	pinned_at   INTEGER NOT NULL
 );
 `},
+	{10, "sandboxes remember their cores and memory (0: not read yet)", `
+ALTER TABLE sandboxes ADD COLUMN cores INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sandboxes ADD COLUMN memory_mb INTEGER NOT NULL DEFAULT 0;
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
@@ -357,7 +361,7 @@ type Sandbox struct {
 }
 
 const sandboxCols = `id, name, profile, state, step, vmid, node, ip, workspace, keepalive, ttl_seconds, tags,
-	error, request, lease_expires_at, last_used_at, created_at, updated_at, paused_at`
+	error, request, lease_expires_at, last_used_at, created_at, updated_at, paused_at, cores, memory_mb`
 
 func ms(t *time.Time) any {
 	if t == nil || t.IsZero() {
@@ -383,7 +387,7 @@ func scanSandbox(r scanner) (*Sandbox, error) {
 	var tags string
 	var keep int
 	err := r.Scan(&sb.ID, &sb.Name, &sb.Profile, &sb.State, &sb.Step, &vmid, &sb.Node, &sb.IP, &sb.Workspace,
-		&keep, &sb.TTLSeconds, &tags, &sb.Error, &sb.Request, &lease, &used, &created, &updated, &paused)
+		&keep, &sb.TTLSeconds, &tags, &sb.Error, &sb.Request, &lease, &used, &created, &updated, &paused, &sb.Cores, &sb.MemoryMB)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -450,10 +454,10 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 	tags, _ := json.Marshal(sb.Tags)
 	defer s.changed(sb.ID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			sb.ID, sb.Name, sb.Profile, string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace,
 			boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Error, sb.Request, ms(sb.LeaseExpiresAt),
-			ms(sb.LastUsedAt), now.UnixMilli(), now.UnixMilli(), ms(sb.PausedAt))
+			ms(sb.LastUsedAt), now.UnixMilli(), now.UnixMilli(), ms(sb.PausedAt), sb.Cores, sb.MemoryMB)
 		if isUnique(err) {
 			return ErrConflict
 		}
@@ -501,11 +505,12 @@ func (s *Store) Save(ctx context.Context, sb *Sandbox, expect api.State, ev Even
 	defer s.changed(sb.ID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET state=?, step=?, vmid=?, node=?, ip=?, workspace=?,
-			keepalive=?, ttl_seconds=?, tags=?, error=?, lease_expires_at=?, last_used_at=?, updated_at=?, paused_at=?
+			keepalive=?, ttl_seconds=?, tags=?, error=?, lease_expires_at=?, last_used_at=?, updated_at=?, paused_at=?,
+			cores=?, memory_mb=?
 			WHERE id=? AND state=?`,
 			string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace, boolInt(sb.Keepalive),
 			sb.TTLSeconds, string(tags), sb.Error, ms(sb.LeaseExpiresAt), ms(sb.LastUsedAt), now.UnixMilli(),
-			ms(sb.PausedAt), sb.ID, string(expect))
+			ms(sb.PausedAt), sb.Cores, sb.MemoryMB, sb.ID, string(expect))
 		if isUnique(err) {
 			return ErrConflict
 		}
