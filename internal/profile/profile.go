@@ -40,6 +40,8 @@ type Profile struct {
 	Network      Network   `yaml:"network"`
 	Behavior     Behavior  `yaml:"behavior"`
 	Secrets      Secrets   `yaml:"secrets"`
+	// Pool keeps booted, unassigned VMs of this profile ready (nil: none).
+	Pool *Pool `yaml:"pool"`
 
 	Source string `yaml:"-"` // file it came from
 }
@@ -199,7 +201,7 @@ func (p *Profile) validate(bridge string) error {
 	if m := p.Behavior.IdleStopMinutes; m != nil && *m < 0 {
 		return fmt.Errorf("behavior.idle_stop_minutes_default: must be 0 (off) or more, got %d", *m)
 	}
-	return nil
+	return p.Pool.validate()
 }
 
 // API converts to the wire type.

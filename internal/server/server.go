@@ -88,6 +88,7 @@ func (s *Server) routes() {
 	add("GET", "/v1/events", s.events)
 	s.workspaceRoutes(add)
 	s.accessRoutes(add)
+	s.poolRoutes(add)
 }
 
 // ServeHTTP serves trusted clients (the Unix socket). Unmatched requests get
