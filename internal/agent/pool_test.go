@@ -1,8 +1,9 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
@@ -200,4 +203,192 @@ func TestPoolConcurrentClaims(t *testing.T) {
 	}
 }
 
-var _ = context.Background
+
+// TestPoolClaimRefusesPlantedVM: a VM put at a pooled member's VMID behind
+// agentd's back (every kind of plant the ownership tests know) is never
+// renamed, configured or destroyed by a claim: the create goes cold on a
+// VM of its own and reports RUNNING.
+func TestPoolClaimRefusesPlantedVM(t *testing.T) {
+	for _, p := range allPlants {
+		t.Run(string(p), func(t *testing.T) {
+			o := newRig(t)
+			ctx := tctx(t)
+			setPool(t, o.c, 1, 1)
+			m := pooledRows(t, o.d)[0]
+			o.plantAt(p, owner.Sandbox, m.ID, m.Name, m.VMID)
+			before := vms(o.d)[m.VMID]
+			sb, err := o.c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "claimer", Profile: poolProfile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sb, err = o.c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+			if err != nil || sb.State != api.StateRunning {
+				t.Fatalf("create: %+v %v", sb, err)
+			}
+			if sb.VMID == m.VMID {
+				t.Fatalf("the sandbox runs on the planted VM %d", m.VMID)
+			}
+			after, ok := vms(o.d)[m.VMID]
+			if !ok || fmt.Sprint(after.Config) != fmt.Sprint(before.Config) || after.Running != before.Running {
+				t.Fatalf("planted VM %d changed:\nbefore %v\nafter  %v (exists %v)", m.VMID, before.Config, after.Config, ok)
+			}
+			if !o.hasEvent(store.EventFilter{SandboxID: sb.ID}, 0, "sandbox.claim_failed") {
+				t.Fatalf("no sandbox.claim_failed event")
+			}
+		})
+	}
+}
+
+// TestPoolReplacesOutdatedMembers: members built from an older version of
+// the profile are destroyed and rebuilt with the new one; members whose
+// guest agent stops answering are replaced too.
+func TestPoolReplacesOutdatedMembers(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	setPool(t, c, 2, 2)
+	old := map[string]bool{}
+	for _, sb := range pooledRows(t, d) {
+		old[sb.ID] = true
+	}
+	file := filepath.Join(d.Config.ProfilesDir, poolProfile+".yaml")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(strings.Replace(string(b), "memory_mb: 6144", "memory_mb: 4096", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	if err := d.Loops.RunNow(ctx, "pool"); err != nil {
+		t.Logf("pool loop: %v", err)
+	}
+	waitReady(t, c, 2)
+	// VMIDs are reused (nextid is the lowest free): members are told apart
+	// by their ids, and the old ones must be DESTROYED rows.
+	for _, sb := range pooledRows(t, d) {
+		if old[sb.ID] {
+			t.Errorf("member %s of the old profile version is still pooled", sb.ID)
+		}
+		if mem := vms(d)[sb.VMID].Config["memory"]; mem != "4096" {
+			t.Errorf("member VM %d has memory %s, want the new profile's 4096", sb.VMID, mem)
+		}
+	}
+	for id := range old {
+		if row, err := d.Store.Sandbox(ctx, id); err != nil || row.State != api.StateDestroyed {
+			t.Errorf("old member %s: %+v %v, want DESTROYED", id, row, err)
+		}
+	}
+	// Unhealthy: the guest agent of one member stops answering.
+	sick := pooledRows(t, d)[0]
+	if err := d.Sim.SetAgent(sick.VMID, pvesim.AgentNotRunning); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Loops.RunNow(ctx, "pool"); err != nil {
+		t.Logf("pool loop: %v", err)
+	}
+	waitReady(t, c, 2)
+	if row, err := d.Store.Sandbox(ctx, sick.ID); err != nil || row.State != api.StateDestroyed {
+		t.Errorf("member %s with a silent guest agent was not replaced: %+v %v", sick.ID, row, err)
+	}
+}
+
+// TestPoolClaimFailureGoesCold: a claim that fails part-way (the guest
+// agent refuses the hostname) destroys the member's VM, never returns it to
+// the pool, and the create ends RUNNING on a cold clone.
+func TestPoolClaimFailureGoesCold(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	// VMIDs are reused: a guest file tells the member's VM from a new one.
+	if !d.Sim.SetGuestFile(m.VMID, "/member", []byte(m.ID)) {
+		t.Fatal("no guest file")
+	}
+	if err := d.Sim.FailEndpointTimes("POST", `/agent/exec$`, 500, "guest agent exploded", 1); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "cold-after-all", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+	if err != nil || sb.State != api.StateRunning {
+		t.Fatalf("create: %+v %v", sb, err)
+	}
+	for id := range vms(d) {
+		if b, ok := d.Sim.GuestFile(id, "/member"); ok {
+			t.Fatalf("the failed member's VM survives as VM %d (%s)", id, b)
+		}
+	}
+	for _, p := range pooledRows(t, d) {
+		if p.VMID == m.VMID || p.ID == sb.ID {
+			t.Fatalf("the failed member went back to the pool: %+v", p)
+		}
+	}
+}
+
+// TestPoolKillMidClaim: agentd dies while a claim is half done (the hostname
+// written, its answer lost); on restart the resume finishes the claim. No VM
+// is both pooled and claimed, none is lost or leaked.
+func TestPoolKillMidClaim(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 2, 2)
+	if err := d.Sim.LoseReply("POST", `/agent/exec$`, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "interrupted", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStep(t, c, sb.ID, func(s *api.Sandbox) bool {
+		h, _ := d.Sim.GuestFile(s.VMID, "/etc/hostname")
+		return s.Step == "claim" && strings.TrimSpace(string(h)) == "interrupted"
+	})
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	got, err := c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+	if err != nil || got.State != api.StateRunning || got.VMID != sb.VMID {
+		t.Fatalf("after restart: %+v %v (claimed VM %d)", got, err, sb.VMID)
+	}
+	poolInvariants(t, d)
+}
+
+// poolInvariants: every VM is one row's; no pooled row shares its VM with
+// another row; pooled rows hold no token and no lease.
+func poolInvariants(t *testing.T, d *agent.Dev) {
+	t.Helper()
+	rows, err := d.Store.Sandboxes(tctx(t), store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[int][]string{}
+	for _, sb := range rows {
+		if sb.VMID != 0 {
+			owners[sb.VMID] = append(owners[sb.VMID], sb.ID+"/"+string(sb.State))
+		}
+		if sb.State == api.StatePooled && (sb.LeaseExpiresAt != nil || sb.Name != sb.ID) {
+			t.Errorf("pooled row %s has a lease or a user name: %+v", sb.ID, sb)
+		}
+	}
+	for id, o := range owners {
+		if len(o) > 1 {
+			t.Errorf("VM %d belongs to %v", id, o)
+		}
+	}
+	for id := range vms(d) {
+		if len(owners[id]) == 0 {
+			t.Errorf("VM %d belongs to no row (leaked)", id)
+		}
+	}
+	for id, o := range owners {
+		if _, ok := vms(d)[id]; !ok {
+			t.Errorf("row %v has no VM %d (lost)", o, id)
+		}
+	}
+}
