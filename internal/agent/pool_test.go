@@ -203,7 +203,6 @@ func TestPoolConcurrentClaims(t *testing.T) {
 	}
 }
 
-
 // TestPoolClaimRefusesPlantedVM: a VM put at a pooled member's VMID behind
 // agentd's back (every kind of plant the ownership tests know) is never
 // renamed, configured or destroyed by a claim: the create goes cold on a
