@@ -37,7 +37,7 @@ a bearer token.`,
 		c.GroupID = "agent"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newStatusCmd(), newProfileCmd(), newSandboxCmd(), newWorkspaceCmd(), newSessionCmd(), newEventsCmd(), newReconcileCmd(), newDoctorCmd(), newJobCmd(), newArtifactsCmd()} {
+	for _, c := range []*cobra.Command{newStatusCmd(), newProfileCmd(), newSandboxCmd(), newWorkspaceCmd(), newSessionCmd(), newEventsCmd(), newReconcileCmd(), newDoctorCmd(), newJobCmd(), newArtifactsCmd(), newPoolCmd()} {
 		c.GroupID = "ops"
 		root.AddCommand(c)
 	}
