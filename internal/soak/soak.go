@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"time"
 
@@ -147,7 +148,7 @@ func waitQuiet(ctx context.Context, env *Env, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		busy := false
-		if sbs, err := env.Client.Sandboxes(ctx, nil); err != nil {
+		if sbs, err := env.Client.Sandboxes(ctx, url.Values{"pooled": {"true"}}); err != nil {
 			busy = true
 		} else {
 			for _, sb := range sbs {
