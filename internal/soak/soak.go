@@ -46,6 +46,8 @@ type Report struct {
 	Faults        map[string]int
 	FaultsSkipped map[string]int
 	Kills         []time.Duration
+	// PoolClaims is how many creates took a warm-pool member (pool.set ops).
+	PoolClaims    int64
 	Violations    []Violation
 	HarnessErrors []string
 }
@@ -112,6 +114,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Settle: time.Since(quiet), HarnessErrors: r.errs}
 	rep.Faults, rep.FaultsSkipped = r.inj.Counts()
 	rep.Kills = r.kills
+	if pools, err := env.Client.Pools(ctx); err == nil {
+		for _, p := range pools {
+			rep.PoolClaims += p.Claimed
+		}
+	}
 	rep.Wall = time.Since(start)
 	return rep, nil
 }
