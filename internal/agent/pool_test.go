@@ -99,6 +99,12 @@ func TestPoolFillsAndClaims(t *testing.T) {
 	if l, err := c.Sandboxes(ctx, nil); err != nil || len(l) != 0 {
 		t.Fatalf("list shows pool members: %v %v", l, err)
 	}
+	if st, err := c.Status(ctx); err != nil || st.Sandboxes[api.StatePooled] != 3 {
+		t.Fatalf("status counts %v pooled (%v), want 3", st.Sandboxes, err)
+	}
+	if body := scrape(t, d.Info.Metrics); !strings.Contains(body, `agentd_sandboxes{state="POOLED"} 3`) {
+		t.Fatalf("metrics do not count the pool: %s", body)
+	}
 
 	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "warm-one", Profile: poolProfile, Tags: []string{"team-a"}})
 	if err != nil {
@@ -156,6 +162,20 @@ func TestPoolConcurrentClaims(t *testing.T) {
 	var wg sync.WaitGroup
 	got := make([]*api.Sandbox, n)
 	errs := make([]error, n)
+	// The pool loop runs on and on meanwhile: refills race the claims.
+	stop := make(chan struct{})
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = d.Loops.RunNow(ctx, "pool")
+			}
+		}
+	}()
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -168,6 +188,8 @@ func TestPoolConcurrentClaims(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
+	close(stop)
+	<-loopDone
 	vmids := map[int]string{}
 	for i, sb := range got {
 		if errs[i] != nil {
@@ -201,6 +223,85 @@ func TestPoolConcurrentClaims(t *testing.T) {
 	if len(vms(d)) != n+4 {
 		t.Errorf("%d VMs, want %d", len(vms(d)), n+4)
 	}
+	poolInvariants(t, d)
+}
+
+// TestPoolClaimRacesShrink: creates race the pool loop destroying the
+// members an override just made surplus (max 0): every member ends either
+// claimed (its sandbox RUNNING on it) or destroyed, never both.
+func TestPoolClaimRacesShrink(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 6, 6)
+	members := pooledRows(t, d)
+	var wg sync.WaitGroup
+	const n = 6
+	got := make([]*api.Sandbox, n)
+	errs := make([]error, n)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := c.SetPool(ctx, poolProfile, api.SetPoolRequest{MinReady: intp(0), Max: intp(0)}); err != nil {
+			t.Error(err)
+		}
+		_ = d.Loops.RunNow(ctx, "pool")
+	}()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("shrink-%d", i), Profile: poolProfile})
+			if err == nil {
+				sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+			}
+			got[i], errs[i] = sb, err
+		}(i)
+	}
+	wg.Wait()
+	// Members a refill started before the override still build; the pool
+	// loop retires them once they are ready.
+	for len(liveMembers(t, d)) > 0 {
+		_ = d.Loops.RunNow(ctx, "pool")
+		if ctx.Err() != nil {
+			t.Fatalf("members left in a pool of max 0: %v", liveMembers(t, d))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	claimed := map[string]bool{}
+	for i, sb := range got {
+		if errs[i] != nil || sb.State != api.StateRunning {
+			t.Fatalf("create %d: %+v %v", i, sb, errs[i])
+		}
+		claimed[sb.ID] = true
+	}
+	for _, m := range members {
+		row, err := d.Store.Sandbox(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case claimed[m.ID] && row.State != api.StateRunning:
+			t.Errorf("member %s claimed but %s", m.ID, row.State)
+		case !claimed[m.ID] && row.State != api.StateDestroyed:
+			t.Errorf("member %s neither claimed nor destroyed: %s", m.ID, row.State)
+		}
+	}
+	poolInvariants(t, d)
+}
+
+// liveMembers are the unclaimed members not DESTROYED, in any state.
+func liveMembers(t testing.TB, d *agent.Dev) []string {
+	rows, err := d.Store.Sandboxes(tctx(t), store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, sb := range rows {
+		if sandbox.IsPoolMember(sb) {
+			out = append(out, sb.ID+"/"+string(sb.State))
+		}
+	}
+	return out
 }
 
 // TestPoolClaimRefusesPlantedVM: a VM put at a pooled member's VMID behind
@@ -389,5 +490,45 @@ func poolInvariants(t *testing.T, d *agent.Dev) {
 		if _, ok := vms(d)[id]; !ok {
 			t.Errorf("row %v has no VM %d (lost)", o, id)
 		}
+	}
+}
+
+// TestPoolClaimHotplugsWorkspace: a create with a workspace takes a member
+// and plugs the workspace into the running VM; the sandbox ends with the
+// full configuration a cold create gives.
+func TestPoolClaimHotplugsWorkspace(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	if _, err := c.SetPool(ctx, "yolo-workspace", api.SetPoolRequest{MinReady: intp(1), Max: intp(1)}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := c.Pool(ctx, "yolo-workspace")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Ready == 1 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	member := pooledRows(t, d)[0]
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "data", Size: "2G"}); err != nil {
+		t.Fatal(err)
+	}
+	vol := holderVol(t, d, c, "data")
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "warm-ws", Profile: "yolo-workspace", Workspace: "data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("create: %+v %v", sb, err)
+	}
+	if sb.ID != member.ID {
+		t.Fatalf("create did not claim member %s (got %s)", member.ID, sb.ID)
+	}
+	fullConfig(t, d, sb, 30, vol)
+	if w, err := c.Workspace(ctx, "data"); err != nil || w.AttachedSandbox != sb.Name && w.AttachedSandbox != sb.ID {
+		t.Fatalf("workspace: %+v %v", w, err)
 	}
 }

@@ -24,9 +24,9 @@ const stepClaim = "claim"
 
 // poolState is the Manager's warm-pool bookkeeping.
 type poolState struct {
-	fill  sync.Mutex // one fill at a time (loop runs and post-claim kicks)
-	again sync.Mutex // guards rerun
-	rerun bool       // a kick arrived while a fill ran
+	fill   sync.Mutex // one fill at a time (loop runs and kicks)
+	again  sync.Mutex // guards kicked
+	kicked bool       // a kick's fill is scheduled and has not started
 
 	slotsMu sync.Mutex
 	slots   map[string]chan struct{} // node → pool clone slots
@@ -169,11 +169,28 @@ func (m *Manager) SetPool(ctx context.Context, name string, req api.SetPoolReque
 
 // KickPool runs a fill in the background now (after a claim, an override):
 // a pool refills as soon as it is drawn on, not at the next loop tick.
+// Kicks arriving while one waits coalesce into it.
 func (m *Manager) KickPool() {
+	m.pool.again.Lock()
+	if m.pool.kicked {
+		m.pool.again.Unlock()
+		return
+	}
+	m.pool.kicked = true
+	m.pool.again.Unlock()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		_ = m.PoolFill(m.ctx)
+		m.pool.fill.Lock()
+		defer m.pool.fill.Unlock()
+		// From here on a new kick schedules another fill: this one may have
+		// read the rows before the change that kick is about.
+		m.pool.again.Lock()
+		m.pool.kicked = false
+		m.pool.again.Unlock()
+		if err := m.poolFillOnce(m.ctx); err != nil && m.ctx.Err() == nil {
+			m.opts.Log.Warn("pool fill", "err", err)
+		}
 	}()
 }
 
@@ -182,25 +199,11 @@ func (m *Manager) KickPool() {
 // template) or failed, trims a pool above max, and starts new members until
 // min_ready are ready or building. Building is bounded per node by
 // pool_clone_concurrency at the clone step, so a large deficit queues
-// instead of piling clones onto the template's lock.
+// instead of piling clones onto the template's lock. Fills are serial.
 func (m *Manager) PoolFill(ctx context.Context) error {
-	if !m.pool.fill.TryLock() {
-		m.pool.again.Lock()
-		m.pool.rerun = true
-		m.pool.again.Unlock()
-		return nil
-	}
+	m.pool.fill.Lock()
 	defer m.pool.fill.Unlock()
-	for {
-		err := m.poolFillOnce(ctx)
-		m.pool.again.Lock()
-		rerun := m.pool.rerun
-		m.pool.rerun = false
-		m.pool.again.Unlock()
-		if !rerun || ctx.Err() != nil {
-			return err
-		}
-	}
+	return m.poolFillOnce(ctx)
 }
 
 func (m *Manager) poolFillOnce(ctx context.Context) error {
