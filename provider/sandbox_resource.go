@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-timetypes/timetypes"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -44,6 +46,8 @@ type sandboxModel struct {
 	TTL        timetypes.GoDuration `tfsdk:"ttl"`
 	Keepalive  types.Bool           `tfsdk:"keepalive"`
 	PowerState types.String         `tfsdk:"power_state"`
+	Cores      types.Int64          `tfsdk:"cores"`
+	MemoryMB   types.Int64          `tfsdk:"memory_mb"`
 	Tags       types.Set            `tfsdk:"tags"`
 	Timeouts   timeouts.Value       `tfsdk:"timeouts"`
 }
@@ -82,8 +86,25 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	attrs["keepalive"] = schema.BoolAttribute{Optional: true, Computed: true, MarkdownDescription: "Keep the sandbox when its job ends. Defaults to the profile's. Changing it replaces the sandbox.",
 		PlanModifiers: []planmodifier.Bool{boolplanmodifier.RequiresReplaceIfConfigured(), boolplanmodifier.UseStateForUnknown()}}
 	attrs["power_state"] = schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString("running"),
-		MarkdownDescription: "`running` (default) or `stopped`. Changed in place; a sandbox stopped by idle auto-stop shows up as drift and the next apply starts it.",
-		Validators:          []validator.String{stringvalidator.OneOf("running", "stopped")}}
+		MarkdownDescription: "`running` (default), `stopped` or `paused`. Changed in place. `paused` hibernates the sandbox: its RAM is written to disk and freed, " +
+			"its state kept (`SUSPENDED`), and its lease clock stands still unless the agent's `lease_counts_while_paused` says otherwise; `running` resumes it. " +
+			"A sandbox stopped or hibernated by idle auto-stop shows up as drift and the next apply starts or resumes it.",
+		Validators: []validator.String{stringvalidator.OneOf(powerRunning, powerStopped, powerPaused)}}
+	// Optional+Computed: the profile's value unless configured. agentd's
+	// sandbox view carries no resources, so the state keeps what the resize
+	// read back (Proxmox's config with pending values), which a second plan
+	// compares equal.
+	keepInt := []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
+	attrs["cores"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
+		MarkdownDescription: fmt.Sprintf("vCPUs (1-%d). Defaults to the profile's; a new sandbox with other cores or memory is stopped and started once, "+
+			"so that it boots with them. Changed in place; a running sandbox takes new cores only at its next start (Proxmox changes them only then), "+
+			"which the apply reports in a warning. Removing it from the configuration keeps the current value. "+
+			"agentd reports no resources when read, so a resize outside Terraform is not seen as drift.", validate.MaxCores),
+		Validators: []validator.Int64{int64validator.Between(1, validate.MaxCores)}}
+	attrs["memory_mb"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
+		MarkdownDescription: fmt.Sprintf("Memory in MiB (%d-%d). Defaults to the profile's. Changed in place; a running sandbox takes it at its next start "+
+			"unless its VM has memory hotplug, and the apply says so in a warning. Removing it from the configuration keeps the current value.", validate.MinMemoryMB, validate.MaxMemoryMB),
+		Validators: []validator.Int64{int64validator.Between(validate.MinMemoryMB, validate.MaxMemoryMB)}}
 	attrs["tags"] = schema.SetAttribute{Optional: true, ElementType: types.StringType, MarkdownDescription: "Extra Proxmox tags for the VM: lowercase letters, digits, `_ + . -`, up to 64 characters (agentd always adds `agentlab`, which is reserved, as is `agentlab-workspace`). Changing them replaces the sandbox.",
 		PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplace()},
 		Validators:    []validator.Set{setvalidator.ValueStringsAre(tagRule())}}
@@ -126,11 +147,17 @@ func (r *sandboxResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 			resp.Diagnostics.AddAttributeError(path.Root("ttl"), "Invalid Lease Change",
 				fmt.Sprintf("sandbox %s has a lease of %s; a lease cannot be removed in place. Set a duration, or replace the sandbox.",
 					state.Name.ValueString(), state.TTL.ValueString()))
-		case plan.PowerState.ValueString() == "stopped" && state.State.ValueString() != string(api.StateRunning):
+		case plan.PowerState.ValueString() != powerRunning && state.State.ValueString() != string(api.StateRunning):
 			resp.Diagnostics.AddAttributeError(path.Root("ttl"), "Invalid Lease Change",
-				fmt.Sprintf("sandbox %s is %s and stays stopped; a lease is renewed only while the sandbox runs. "+
-					"Apply with power_state = \"running\" to renew it, then stop it.", state.Name.ValueString(), state.State.ValueString()))
+				fmt.Sprintf("sandbox %s is %s and stays %s; a lease is renewed only while the sandbox runs. "+
+					"Apply with power_state = \"running\" to renew it, then set power_state = %q.",
+					state.Name.ValueString(), state.State.ValueString(), plan.PowerState.ValueString(), plan.PowerState.ValueString()))
 		}
+	}
+	if resizes(plan, state) && plan.PowerState.ValueString() == powerPaused && state.State.ValueString() == string(api.StateSuspended) {
+		resp.Diagnostics.AddAttributeError(path.Root("cores"), "Invalid Resize",
+			fmt.Sprintf("sandbox %s is hibernated and stays paused; agentd resizes only a running or stopped sandbox. "+
+				"Apply with power_state = \"stopped\" or \"running\" to resize it.", state.Name.ValueString()))
 	}
 	if powerChanges(plan, state) || !plan.Workspace.Equal(state.Workspace) {
 		return // start, stop, attach and detach move the state and the address
@@ -142,12 +169,30 @@ func (r *sandboxResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	}
 }
 
-// powerChanges reports whether the update starts or stops the sandbox: the
-// wanted power state differs, or it should run and does not (idle-stopped, or
-// still booting).
+// The values of power_state.
+const (
+	powerRunning = "running"
+	powerStopped = "stopped"
+	powerPaused  = "paused"
+)
+
+// powerChanges reports whether the update starts, stops, hibernates or
+// resumes the sandbox: the wanted power state differs, or it should run and
+// does not (idle-stopped, or still booting), or it should be hibernated and
+// is not yet.
 func powerChanges(plan, state sandboxModel) bool {
-	want := plan.PowerState.ValueString()
-	return want != state.PowerState.ValueString() || want == "running" && state.State.ValueString() != string(api.StateRunning)
+	want, now := plan.PowerState.ValueString(), api.State(state.State.ValueString())
+	return want != state.PowerState.ValueString() || want == powerRunning && now != api.StateRunning ||
+		want == powerPaused && now != api.StateSuspended
+}
+
+// resizes reports whether the update changes cores or memory.
+func resizes(plan, state sandboxModel) bool {
+	return changedInt(plan.Cores, state.Cores) || changedInt(plan.MemoryMB, state.MemoryMB)
+}
+
+func changedInt(plan, state types.Int64) bool {
+	return !plan.IsUnknown() && !plan.IsNull() && !plan.Equal(state)
 }
 
 // ttlChanges reports whether the update renews the lease: a new duration,
@@ -172,9 +217,11 @@ func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagno
 	m.Keepalive = types.BoolValue(sb.Keepalive)
 	switch sb.State {
 	case api.StateStopped:
-		m.PowerState = types.StringValue("stopped")
+		m.PowerState = types.StringValue(powerStopped)
+	case api.StateSuspended:
+		m.PowerState = types.StringValue(powerPaused)
 	default:
-		m.PowerState = types.StringValue("running")
+		m.PowerState = types.StringValue(powerRunning)
 	}
 	var diags diag.Diagnostics
 	if len(sb.Tags) == 0 && (m.Tags.IsNull() || m.Tags.IsUnknown()) {
@@ -211,17 +258,124 @@ func (r *sandboxResource) Create(ctx context.Context, req resource.CreateRequest
 		resp.Diagnostics.AddError("Unable to Create Sandbox", err.Error())
 		return
 	}
-	if sb.State == api.StateRunning && plan.PowerState.ValueString() == "stopped" {
-		if sb, err = r.c.Stop(ctx, sb.ID); err != nil {
-			resp.Diagnostics.AddError("Unable to Create Sandbox", "created, but stopping it failed: "+err.Error())
-			return
+	if sb.State != api.StateRunning {
+		resp.Diagnostics.Append(plan.fromAPI(ctx, sb)...)
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		resp.Diagnostics.AddError("Unable to Create Sandbox", fmt.Sprintf("sandbox %s is %s: %s", sb.Name, sb.State, sb.Error))
+		return
+	}
+	want, id := plan, sb.ID
+	settled, err := r.settle(ctx, sb, &want, &plan, &resp.Diagnostics)
+	if settled == nil {
+		// The state must still hold the sandbox, so that the next apply
+		// replaces it (tainted) instead of losing it.
+		if settled, _ = r.c.Sandbox(ctx, id); settled == nil || settled.ID == "" {
+			settled = sb
 		}
 	}
-	resp.Diagnostics.Append(plan.fromAPI(ctx, sb)...)
+	resp.Diagnostics.Append(plan.fromAPI(ctx, settled)...)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-	if sb.State != api.StateRunning && sb.State != api.StateStopped {
-		resp.Diagnostics.AddError("Unable to Create Sandbox", fmt.Sprintf("sandbox %s is %s: %s", sb.Name, sb.State, sb.Error))
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Create Sandbox", fmt.Sprintf("sandbox %s was created, but %v", creq.Name, err))
 	}
+}
+
+// settle brings a sandbox that has just become RUNNING to the configured
+// resources and power state. Resources other than the profile's are set
+// while it is stopped, so that it boots with them instead of reporting them
+// pending: nothing of the user's runs in it yet. into receives the cores and
+// memory read back.
+func (r *sandboxResource) settle(ctx context.Context, sb *api.Sandbox, want, into *sandboxModel, diags *diag.Diagnostics) (*api.Sandbox, error) {
+	p, err := r.c.Profile(ctx, sb.Profile)
+	if err != nil {
+		// Null, not unknown, in the state: Read fills them in later.
+		into.Cores, into.MemoryMB = types.Int64Null(), types.Int64Null()
+		return sb, fmt.Errorf("reading its profile %s for the default cores and memory failed: %w", sb.Profile, err)
+	}
+	cores, mem := int64(p.Cores), int64(p.MemoryMB)
+	into.Cores, into.MemoryMB = types.Int64Value(cores), types.Int64Value(mem)
+	if changedInt(want.Cores, into.Cores) || changedInt(want.MemoryMB, into.MemoryMB) {
+		if sb, err = r.c.Stop(ctx, sb.ID); err != nil {
+			return nil, fmt.Errorf("stopping it to resize it failed: %w", err)
+		}
+		if sb, err = r.resize(ctx, sb.ID, *want, into, diags); err != nil {
+			return sb, err
+		}
+	}
+	switch want.PowerState.ValueString() {
+	case powerStopped:
+		if sb.State != api.StateStopped {
+			if sb, err = r.c.Stop(ctx, sb.ID); err != nil {
+				return nil, fmt.Errorf("stopping it failed: %w", err)
+			}
+		}
+	case powerPaused:
+		if sb.State != api.StateRunning {
+			if sb, err = r.start(ctx, sb.ID); err != nil {
+				return sb, err
+			}
+		}
+		return r.hibernate(ctx, sb.ID)
+	default:
+		if sb.State != api.StateRunning {
+			return r.start(ctx, sb.ID)
+		}
+	}
+	return sb, nil
+}
+
+// start starts or resumes a sandbox and waits until it runs.
+func (r *sandboxResource) start(ctx context.Context, id string) (*api.Sandbox, error) {
+	if _, err := r.c.Start(ctx, id); err != nil {
+		return nil, fmt.Errorf("starting it failed: %w", err)
+	}
+	sb, err := r.c.WaitSandbox(ctx, id, 500*time.Millisecond)
+	if err != nil {
+		return nil, fmt.Errorf("waiting for it to run failed: %w", err)
+	}
+	if sb.State != api.StateRunning {
+		return sb, fmt.Errorf("it did not start: %s %s", sb.State, sb.Error)
+	}
+	return sb, nil
+}
+
+// hibernate suspends a running sandbox to disk.
+func (r *sandboxResource) hibernate(ctx context.Context, id string) (*api.Sandbox, error) {
+	sb, err := r.c.Hibernate(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("hibernating it failed: %w", err)
+	}
+	if sb.State != api.StateSuspended {
+		return sb, fmt.Errorf("hibernating it left it %s %s, not SUSPENDED", sb.State, sb.Error)
+	}
+	return sb, nil
+}
+
+// resize sets the cores and memory that want configures and differ from
+// into's, and stores what Proxmox read back in into. A change a running VM
+// takes only at its next start is reported as a warning: the value in the
+// state is already the new one (Proxmox's config shows pending values), so
+// the next plan is empty and the sandbox gets it when it is next started.
+func (r *sandboxResource) resize(ctx context.Context, id string, want sandboxModel, into *sandboxModel, diags *diag.Diagnostics) (*api.Sandbox, error) {
+	var req api.ResizeRequest
+	if changedInt(want.Cores, into.Cores) {
+		req.Cores = int(want.Cores.ValueInt64())
+	}
+	if changedInt(want.MemoryMB, into.MemoryMB) {
+		req.MemoryMB = int(want.MemoryMB.ValueInt64())
+	}
+	res, err := r.c.Resize(ctx, id, req)
+	if err != nil {
+		return nil, fmt.Errorf("resizing it failed: %w", err)
+	}
+	into.Cores, into.MemoryMB = types.Int64Value(int64(res.Cores)), types.Int64Value(int64(res.MemoryMB))
+	if len(res.Pending) > 0 {
+		diags.AddAttributeWarning(path.Root(res.Pending[0]), "Sandbox Resize Pending",
+			fmt.Sprintf("Sandbox %s is running: Proxmox applies %s at its next start. To apply it now, stop and start it "+
+				"(power_state = \"stopped\", apply, then \"running\"; or `agentd sandbox stop %s` and `agentd sandbox start %s`).",
+				res.Sandbox.Name, strings.Join(res.Pending, " and "), res.Sandbox.Name, res.Sandbox.Name))
+	}
+	return &res.Sandbox, nil
 }
 
 // create posts the request and waits. A FAILED or TIMEOUT sandbox of the same
@@ -262,6 +416,16 @@ func (r *sandboxResource) Read(ctx context.Context, req resource.ReadRequest, re
 		return
 	}
 	resp.Diagnostics.Append(state.fromAPI(ctx, sb)...)
+	if state.Cores.IsNull() || state.MemoryMB.IsNull() {
+		// Imported: agentd's sandbox view has no resources, and the VM got
+		// its profile's when it was provisioned.
+		p, err := r.c.Profile(ctx, sb.Profile)
+		if err != nil {
+			resp.Diagnostics.AddError("Unable to Read Sandbox", fmt.Sprintf("sandbox %s: reading its profile %s for its cores and memory: %v", sb.Name, sb.Profile, err))
+			return
+		}
+		state.Cores, state.MemoryMB = types.Int64Value(int64(p.Cores)), types.Int64Value(int64(p.MemoryMB))
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
@@ -313,23 +477,38 @@ func (r *sandboxResource) Update(ctx context.Context, req resource.UpdateRequest
 		if !powerChanges(plan, state) {
 			return nil
 		}
-		if plan.PowerState.ValueString() != "running" {
+		switch plan.PowerState.ValueString() {
+		case powerStopped:
 			_, err := r.c.Stop(ctx, id)
 			return err
-		}
-		if _, err := r.c.Start(ctx, id); err != nil {
+		case powerPaused:
+			sb, err := r.c.Sandbox(ctx, id)
+			if err != nil {
+				return err
+			}
+			if sb.State != api.StateRunning {
+				if _, err := r.start(ctx, id); err != nil {
+					return err
+				}
+			}
+			_, err = r.hibernate(ctx, id)
+			return err
+		default:
+			_, err := r.start(ctx, id)
 			return err
 		}
-		sb, err := r.c.WaitSandbox(ctx, id, 500*time.Millisecond)
-		if err == nil && sb.State != api.StateRunning {
-			err = fmt.Errorf("sandbox %s did not start: %s %s", sb.Name, sb.State, sb.Error)
+	}
+	// plan receives what the resize reads back; want keeps the configuration.
+	want := plan
+	plan.Cores, plan.MemoryMB = state.Cores, state.MemoryMB
+	resize := func() error {
+		if !resizes(want, state) {
+			return nil
 		}
+		_, err := r.resize(ctx, id, want, &plan, &resp.Diagnostics)
 		return err
 	}
-	steps := []func() error{renew, power}
-	if state.State.ValueString() != string(api.StateRunning) {
-		steps = []func() error{power, renew}
-	}
+	steps := updateOrder(api.State(state.State.ValueString()), plan.PowerState.ValueString(), renew, power, resize)
 	for _, step := range steps {
 		if err := step(); err != nil {
 			fail(err)
@@ -343,6 +522,27 @@ func (r *sandboxResource) Update(ctx context.Context, req resource.UpdateRequest
 	}
 	resp.Diagnostics.Append(plan.fromAPI(ctx, sb)...)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// updateOrder orders an update's steps. A lease is renewed only while the
+// sandbox runs: renew before a stop or a hibernation, after a start
+// (ModifyPlan refuses a renewal of a sandbox that does not run afterwards),
+// so a valid plan always applies. Cores and memory are changed while the
+// sandbox is stopped when the apply stops it or it is stopped, so that its
+// next start takes them instead of leaving them pending.
+func updateOrder(now api.State, want string, renew, power, resize func() error) []func() error {
+	switch {
+	case now == api.StateRunning && want == powerStopped:
+		return []func() error{renew, power, resize}
+	case now == api.StateRunning:
+		return []func() error{renew, resize, power}
+	case now == api.StateStopped:
+		return []func() error{resize, power, renew}
+	case want == powerStopped:
+		return []func() error{power, resize, renew}
+	default:
+		return []func() error{power, renew, resize}
+	}
 }
 
 func (r *sandboxResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {

@@ -245,7 +245,7 @@ func TestAccSandboxErrors(t *testing.T) {
 				ExpectError: regexp.MustCompile(`(?s)Invalid Profile.*profile "nope" does not exist`),
 			},
 			{
-				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n" + `power_state = "paused"` + "\n}",
+				Config:      providerBlock + `resource "agentlab_sandbox" "x" {` + "\n" + `name = "x"` + "\n" + `profile = "yolo-ephemeral"` + "\n" + `power_state = "hibernated"` + "\n}",
 				ExpectError: regexp.MustCompile(`power_state`),
 			},
 			{

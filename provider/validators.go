@@ -147,3 +147,53 @@ func importedMatches(diags *diag.Diagnostics, kind, ref, id string, vmid int, na
 	}
 	return ok
 }
+
+// int64Rule checks an Int64 attribute with one rule.
+type int64Rule struct {
+	summary string
+	desc    string
+	check   func(field string, n int64) error
+}
+
+var _ validator.Int64 = int64Rule{}
+
+func (r int64Rule) Description(context.Context) string         { return r.desc }
+func (r int64Rule) MarkdownDescription(context.Context) string { return r.desc }
+
+func (r int64Rule) ValidateInt64(_ context.Context, req validator.Int64Request, resp *validator.Int64Response) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	if err := r.check(req.Path.String(), req.ConfigValue.ValueInt64()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, r.summary, reason(err))
+	}
+}
+
+// exposeSourceRule checks a source of an exposed port, and that it is
+// spelled as agentd stores it (the network, masked, with its prefix length),
+// so that the read-back never differs from the configuration.
+type exposeSourceRule struct{}
+
+var _ validator.String = exposeSourceRule{}
+
+func (exposeSourceRule) Description(context.Context) string {
+	return "an IPv4 network in CIDR notation with the host bits zero, such as 192.168.1.0/24"
+}
+func (r exposeSourceRule) MarkdownDescription(ctx context.Context) string { return r.Description(ctx) }
+
+func (exposeSourceRule) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	s := req.ConfigValue.ValueString()
+	// public is checked with the whole configuration (ValidateConfig).
+	p, err := validate.ExposeSource(req.Path.String(), s, true)
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Port Source", reason(err))
+		return
+	}
+	if p.String() != s {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Port Source",
+			fmt.Sprintf("write %q as %q: agentd stores the network with its prefix length and the host bits zero", s, p.String()))
+	}
+}

@@ -2,7 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -238,5 +242,56 @@ func TestUnboundSandboxDoesNotStart(t *testing.T) {
 	pc, _ := agent.ProxmoxClient(d.Config, nil)
 	if st, err := pc.Status(ctx, got.VMID); err == nil && st.Status == "running" {
 		t.Fatalf("VM %d runs unbound", got.VMID)
+	}
+}
+
+// TestMissingSecurityGroupFailsTheCreate: a security group removed out of band
+// (the VM rule would reference nothing) fails the create at the firewall step
+// with an error naming the group and the command that recreates it, and the
+// VM is not started.
+func TestMissingSecurityGroupFailsTheCreate(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(d.Sim.CAPEM()))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	id, secret := d.Sim.Token()
+	pveDo := func(method, path string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, method, d.Sim.URL()+path, nil)
+		req.Header.Set("Authorization", "PVEAPIToken="+id+"="+secret)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// Empty the group (rules are addressed by position), then delete it.
+	for {
+		code, body := pveDo("GET", "/cluster/firewall/groups/agentlab-nat")
+		if code != 200 {
+			t.Fatalf("group: %d %s", code, body)
+		}
+		if !strings.Contains(body, `"pos"`) {
+			break
+		}
+		if code, body := pveDo("DELETE", "/cluster/firewall/groups/agentlab-nat/0"); code != 200 {
+			t.Fatalf("delete rule: %d %s", code, body)
+		}
+	}
+	if code, body := pveDo("DELETE", "/cluster/firewall/groups/agentlab-nat"); code != 200 {
+		t.Fatalf("delete group: %d %s", code, body)
+	}
+	c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "nogroup", Profile: "yolo-ephemeral"})
+	sb, err := c.WaitSandbox(ctx, "nogroup", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.State != api.StateFailed || !strings.Contains(sb.Error, "security group agentlab-nat does not exist (run agentd host network apply") {
+		t.Fatalf("create without its security group: %s %q", sb.State, sb.Error)
+	}
+	if vm, ok := vms(d)[sb.VMID]; ok && vm.Running {
+		t.Fatalf("the VM was started without its firewall rule")
 	}
 }

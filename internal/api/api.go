@@ -797,6 +797,10 @@ type SecretsBundle struct {
 	Env     []string    `json:"env"`      // variable names, sorted
 	SSHKeys []string    `json:"ssh_keys"` // key names, sorted
 	Git     *SecretsGit `json:"git,omitempty"`
+	// Format is "age" (agentd writes it) or "sops" (read-only here: edit
+	// the file with sops).
+	Format   string `json:"format"`
+	ReadOnly bool   `json:"read_only,omitempty"`
 }
 
 // SecretsGit says whom the git credentials are for, and whether a token is set.
@@ -835,6 +839,11 @@ const SecretValueMax = 1 << 20
 const (
 	CodeSecretNotFound Code = "secret_not_found"
 	CodeNoSecretsKey   Code = "no_secrets_key"
+	// CodeSecretsUnreadable: the bundle's file exists but does not open with
+	// the agent's key (wrong recipient, tampered, not a bundle).
+	CodeSecretsUnreadable Code = "secrets_unreadable"
+	// CodeSecretsReadOnly: a sops bundle; change it with sops.
+	CodeSecretsReadOnly Code = "secrets_read_only"
 )
 
 // MaxPoolSize bounds a pool's max: every member is a running VM.

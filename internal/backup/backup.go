@@ -25,6 +25,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
+	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
 	"github.com/agentlab/terraform-provider-agentlab/internal/version"
 )
 
@@ -81,7 +82,7 @@ func Backup(ctx context.Context, cfg *config.Config, out string, o Options) (*Ma
 	// Bundles are encrypted: safe to include. The key that opens them only on request.
 	if ents, err := os.ReadDir(cfg.SecretsDir); err == nil {
 		for _, e := range ents {
-			if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".age") {
+			if e.Type().IsRegular() && secrets.IsBundleFile(e.Name()) {
 				files["secrets/"+e.Name()] = filepath.Join(cfg.SecretsDir, e.Name())
 			}
 		}

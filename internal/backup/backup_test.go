@@ -17,6 +17,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/backup"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
+	"github.com/agentlab/terraform-provider-agentlab/internal/secrets/sopstest"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -114,6 +115,34 @@ func TestBackupWhileCreating(t *testing.T) {
 		if !strings.Contains(files, "secrets/default.age") || strings.Contains(files, "keys/") != withKey {
 			t.Fatalf("include key %v: %v", withKey, m.Files)
 		}
+	}
+	// A sops bundle (the team's own file, read-only to agentd) is carried
+	// and restored byte for byte: it exists nowhere else on the host.
+	rcpt, err := sec.Recipient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := sopstest.Encrypt([]byte("env:\n  TEAM_TOKEN: t-secret\n"), false, rcpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(d.Config.SecretsDir, "team.sops.yaml"), doc, 0o600)
+	os.WriteFile(filepath.Join(d.Config.SecretsDir, "notes.txt"), []byte("not a bundle"), 0o600)
+	withSops := filepath.Join(t.TempDir(), "sops.tar.gz")
+	m, err := backup.Backup(ctx, d.Config, withSops, backup.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := strings.Join(m.Files, " "); !strings.Contains(files, "secrets/team.sops.yaml") || strings.Contains(files, "notes.txt") {
+		t.Fatalf("backup with a sops bundle: %v", m.Files)
+	}
+	rcfg := *d.Config
+	rcfg.StateDir, rcfg.SocketPath, rcfg.SecretsDir = t.TempDir(), filepath.Join(t.TempDir(), "none.sock"), t.TempDir()
+	if _, err := backup.Restore(ctx, &rcfg, withSops, store.SchemaVersion()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(rcfg.SecretsDir, "team.sops.yaml")); err != nil || string(got) != string(doc) {
+		t.Fatalf("restored sops bundle differs: %v", err)
 	}
 	// A damaged archive is refused before anything is replaced.
 	bad := filepath.Join(t.TempDir(), "bad.tar.gz")

@@ -145,14 +145,13 @@ func (c *Client) VMFirewall(ctx context.Context, vmid int, group string, addr ne
 		if len(rules) > 0 {
 			return &Error{Op: op, Msg: fmt.Sprintf("VM already has firewall rules (%s); agentd manages only VMs it created", describe(rules))}
 		}
+		// No read-back: PVE's create_rule validates the rule (verify_rule:
+		// "no such security group" for a missing group) before it writes it.
 		if err := c.api.Post(ctx, c.vmPath(vmid, "/firewall/rules"), want[0].body(), nil); err != nil {
+			if strings.Contains(err.Error(), "no such security group") {
+				return &Error{Op: op, Msg: fmt.Sprintf("security group %s does not exist (run agentd host network apply to create the security groups): %v", group, err)}
+			}
 			return wrap(op, err)
-		}
-		if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/rules"), &rules); err != nil {
-			return wrap(op, err)
-		}
-		if !same(want, rules) {
-			return &Error{Op: op, Msg: fmt.Sprintf("rule not usable: %s (run agentd host network apply to create the security groups)", describe(rules))}
 		}
 	}
 	opts := map[string]any{"enable": 1, "policy_in": "ACCEPT", "policy_out": "ACCEPT"}
@@ -186,16 +185,16 @@ func (c *Client) ensureIPFilter(ctx context.Context, vmid int, addr netip.Addr) 
 	for _, s := range sets {
 		exists = exists || s.Name == IPFilterSet
 	}
+	var entries []struct {
+		CIDR string `json:"cidr"`
+	}
 	if !exists {
 		if err := c.api.Post(ctx, c.vmPath(vmid, "/firewall/ipset"), map[string]any{"name": IPFilterSet,
 			"comment": "agentlab: the sandbox's assigned address"}, nil); err != nil {
 			return fmt.Errorf("create IP set %s: %w", IPFilterSet, err)
 		}
-	}
-	var entries []struct {
-		CIDR string `json:"cidr"`
-	}
-	if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/ipset/"+IPFilterSet), &entries); err != nil {
+		// Just created: empty, nothing to read.
+	} else if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/ipset/"+IPFilterSet), &entries); err != nil {
 		return fmt.Errorf("list IP set %s: %w", IPFilterSet, err)
 	}
 	have := false

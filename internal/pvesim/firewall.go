@@ -122,29 +122,21 @@ func rulesDigest(rules []fwRule) string {
 
 // rulesOut renders a rule list as the index does: pos as a number, each rule
 // with the list's digest.
-func rulesOut(rules []fwRule) []map[string]any {
+func (s *Sim) rulesOut(rules []fwRule, allowGroups bool) []map[string]any {
 	out := []map[string]any{}
 	digest := rulesDigest(rules)
 	for i, r := range rules {
 		m := map[string]any{"pos": i, "digest": digest}
 		for k, v := range r {
-			switch k {
-			case "enable", "log":
+			if k == "enable" || k == "log" {
 				if n, err := strconv.Atoi(v); err == nil {
 					m[k] = n
 					continue
 				}
-			case "errors":
-				continue
 			}
 			m[k] = v
 		}
-		if e := r["errors"]; e != "" {
-			errs := map[string]string{}
-			for _, kv := range strings.Split(e, "\n") {
-				k, v, _ := strings.Cut(kv, "=")
-				errs[k] = v
-			}
+		if errs := verifyRule(s, r, allowGroups); len(errs) > 0 {
 			m["errors"] = errs
 		}
 		out = append(out, m)
@@ -159,18 +151,21 @@ func (s *Sim) listFwGroupRules(req *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rulesOut(g.rules), nil
+	return s.rulesOut(g.rules, false), nil
 }
 
-// newRule copies the rule properties and verifies them the way verify_rule
-// does, recording (not raising) errors.
-func (s *Sim) newRule(req *request, allowGroups bool) fwRule {
+// newRule copies the rule properties and verifies them as create_rule does:
+// verify_rule without noerr, so the first problem is a 400 parameter error
+// and nothing is written.
+func (s *Sim) newRule(req *request, allowGroups bool) (fwRule, error) {
 	r := copyRuleData(fwRule{}, req)
+	if errs := verifyRule(s, r, allowGroups); len(errs) > 0 {
+		return nil, paramErr(errs)
+	}
 	if !req.has("enable") {
 		r["enable"] = "0"
 	}
-	verifyRule(s, r, allowGroups)
-	return r
+	return r, nil
 }
 
 // copyRuleData is copy_rule_data: a property sent empty (or "-") is deleted,
@@ -189,11 +184,16 @@ func copyRuleData(r fwRule, req *request) fwRule {
 	return r
 }
 
-// verifyRule is verify_rule: errors are recorded on the rule, not raised.
-func verifyRule(s *Sim, r fwRule, allowGroups bool) {
-	delete(r, "errors")
-	var errs []string
-	add := func(k, msg string) { errs = append(errs, k+"="+msg) }
+// verifyRule is verify_rule: the API's writes raise its errors (the first
+// one per property), reading a config records them on the rule (noerr: a
+// rule whose security group was deleted since is listed with "errors").
+func verifyRule(s *Sim, r fwRule, allowGroups bool) map[string]string {
+	errs := map[string]string{}
+	add := func(k, msg string) {
+		if _, ok := errs[k]; !ok {
+			errs[k] = msg
+		}
+	}
 	typ, action := r["type"], r["action"]
 	switch typ {
 	case "in", "out":
@@ -218,9 +218,7 @@ func verifyRule(s *Sim, r fwRule, allowGroups bool) {
 			add("dport", fmt.Sprintf("protocol '%s' does not support ports", r["proto"]))
 		}
 	}
-	if len(errs) > 0 {
-		r["errors"] = strings.Join(errs, "\n")
-	}
+	return errs
 }
 
 func insertRule(rules []fwRule, r fwRule, req *request) ([]fwRule, error) {
@@ -241,7 +239,11 @@ func (s *Sim) createFwGroupRule(req *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.rules, _ = insertRule(g.rules, s.newRule(req, false), req)
+	r, err := s.newRule(req, false)
+	if err != nil {
+		return nil, err
+	}
+	g.rules, _ = insertRule(g.rules, r, req)
 	return nil, nil
 }
 
@@ -305,7 +307,7 @@ func (s *Sim) listVMFwRules(req *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rulesOut(v.fw.rules), nil
+	return s.rulesOut(v.fw.rules, true), nil
 }
 
 func (s *Sim) createVMFwRule(req *request) (any, error) {
@@ -315,7 +317,11 @@ func (s *Sim) createVMFwRule(req *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v.fw.rules, _ = insertRule(v.fw.rules, s.newRule(req, true), req)
+	r, err := s.newRule(req, true)
+	if err != nil {
+		return nil, err
+	}
+	v.fw.rules, _ = insertRule(v.fw.rules, r, req)
 	return nil, nil
 }
 

@@ -1,6 +1,7 @@
 package pvesim
 
 import (
+	"maps"
 	"strconv"
 )
 
@@ -45,7 +46,7 @@ func checkDigest(req *request, digest string) error {
 func (s *Sim) getFwRule(req *request) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rules, _, err := s.ruleList(req)
+	rules, allowGroups, err := s.ruleList(req)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +54,7 @@ func (s *Sim) getFwRule(req *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := rulesOut(*rules)[pos]
+	out := s.rulesOut(*rules, allowGroups)[pos]
 	out["pos"] = req.vars["pos"] // $rule->{pos} = $param->{pos}: the string from the path
 	return out, nil
 }
@@ -92,6 +93,9 @@ func (s *Sim) updateFwRule(req *request) (any, error) {
 		*rules = out
 		return nil, nil
 	}
+	// On a copy: a refused update writes nothing (update_rule dies before
+	// save_rules).
+	r = maps.Clone(r)
 	copyRuleData(r, req)
 	for _, k := range splitConfigList(req.str("delete")) {
 		known := false
@@ -106,7 +110,10 @@ func (s *Sim) updateFwRule(req *request) (any, error) {
 		}
 		delete(r, k)
 	}
-	verifyRule(s, r, allowGroups)
+	if errs := verifyRule(s, r, allowGroups); len(errs) > 0 {
+		return nil, paramErr(errs)
+	}
+	(*rules)[pos] = r
 	return nil, nil
 }
 

@@ -83,3 +83,46 @@ func TestFirewallRulesLikePVE(t *testing.T) {
 		t.Errorf("delete vm rule: %s", status)
 	}
 }
+
+// TestFirewallRuleVerification follows verify_rule: the API's create and
+// update raise its errors (400 "Parameter verification failed." naming the
+// property, nothing written), while a listed rule whose security group was
+// deleted since carries them in "errors" (the config is read with noerr).
+func TestFirewallRuleVerification(t *testing.T) {
+	sim := newSim(t)
+	must := func(method, path, body string) string {
+		t.Helper()
+		status, resp := raw(t, sim, method, path, body, true)
+		if status != "200 OK" {
+			t.Fatalf("%s %s %s: %s %s", method, path, body, status, resp)
+		}
+		return resp
+	}
+	const vmRules = "/nodes/pve/qemu/9000/firewall/rules"
+	status, body := raw(t, sim, "POST", vmRules, `{"type":"group","action":"nope","enable":1}`, true)
+	if status != "400 Parameter verification failed." || !strings.Contains(body, `"action":"no such security group 'nope'"`) {
+		t.Fatalf("rule with a missing group: %s %s", status, body)
+	}
+	if got := must("GET", vmRules, ""); strings.Contains(got, "nope") {
+		t.Fatalf("a refused rule was written: %s", got)
+	}
+	must("POST", "/cluster/firewall/groups", `{"group":"web"}`)
+	status, body = raw(t, sim, "POST", "/cluster/firewall/groups/web", `{"type":"group","action":"web"}`, true)
+	if status != "400 Parameter verification failed." || !strings.Contains(body, `"type":"security groups not allowed"`) {
+		t.Fatalf("group rule inside a group: %s %s", status, body)
+	}
+	must("POST", vmRules, `{"type":"group","action":"web","enable":1}`)
+	// A bad update is refused whole: the comment is not written either.
+	status, body = raw(t, sim, "PUT", vmRules+"/0", `{"action":"gone","comment":"x"}`, true)
+	if status != "400 Parameter verification failed." || !strings.Contains(body, `"action":"no such security group 'gone'"`) {
+		t.Fatalf("update to a missing group: %s %s", status, body)
+	}
+	if got := must("GET", vmRules+"/0", ""); !strings.Contains(got, `"action":"web"`) || strings.Contains(got, `"comment"`) || strings.Contains(got, `"errors"`) {
+		t.Fatalf("after a refused update: %s", got)
+	}
+	// The group goes; the VM's rule stays and is listed with the error.
+	must("DELETE", "/cluster/firewall/groups/web", "")
+	if got := must("GET", vmRules, ""); !strings.Contains(got, `"errors":{"action":"no such security group 'web'"}`) {
+		t.Fatalf("rule of a deleted group: %s", got)
+	}
+}

@@ -25,6 +25,8 @@ type Bundle struct {
 	Env     map[string]string `json:"env,omitempty"`
 	SSHKeys map[string]string `json:"ssh_keys,omitempty"` // name → public key (authorized in the guest)
 	Git     *Git              `json:"git,omitempty"`
+	// Format is where it was read from (FormatAge, FormatSops); not stored.
+	Format string `json:"-"`
 }
 
 // Git holds git credentials.
@@ -43,8 +45,6 @@ type Store struct {
 var (
 	bundleRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	envRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	// ErrNoKey means `agentd secrets init` has not run.
-	ErrNoKey = errors.New("no secrets key")
 )
 
 // Init creates the identity (refusing to overwrite one: that would orphan
@@ -97,25 +97,70 @@ func (s Store) identity() (*age.X25519Identity, error) {
 	return id, nil
 }
 
-func (s Store) path(name string) (string, error) {
+func checkName(name string) error {
 	if !bundleRE.MatchString(name) {
-		return "", fmt.Errorf("bundle name %q: lowercase letters, digits, - and _", name)
+		return errorf(ErrInvalidName, "bundle name %q: lowercase letters, digits, - and _", name)
 	}
-	return filepath.Join(s.Dir, name+".age"), nil
+	return nil
 }
 
-// Load decrypts a bundle; a bundle that does not exist is empty.
+// bundleSuffixes are the file names a bundle may have: <name>.age (what
+// agentd writes) or a sops document's usual names. The name only finds the
+// file; its content decides the format (sniff).
+var bundleSuffixes = []string{".age", ".sops.yaml", ".sops.yml", ".sops.json", ".yaml", ".yml", ".json"}
+
+// IsBundleFile says whether a file name in the secrets directory is a bundle
+// of either format (what backups must carry).
+func IsBundleFile(name string) bool {
+	for _, suf := range bundleSuffixes {
+		if n, ok := strings.CutSuffix(name, suf); ok {
+			return bundleRE.MatchString(n)
+		}
+	}
+	return false
+}
+
+// file finds the one file of a bundle; "" when there is none.
+func (s Store) file(name string) (string, error) {
+	if err := checkName(name); err != nil {
+		return "", err
+	}
+	var found []string
+	for _, suf := range bundleSuffixes {
+		p := filepath.Join(s.Dir, name+suf)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			found = append(found, p)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", nil
+	case 1:
+		return found[0], nil
+	}
+	return "", errorf(ErrDecrypt, "bundle %s has several files (%s): keep one", name, strings.Join(found, ", "))
+}
+
+// Load decrypts a bundle (age, or sops with the same key); a bundle that
+// does not exist is empty.
 func (s Store) Load(name string) (*Bundle, error) {
-	p, err := s.path(name)
+	p, err := s.file(name)
 	if err != nil {
 		return nil, err
+	}
+	if p == "" {
+		return &Bundle{Format: FormatAge}, nil
 	}
 	enc, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return &Bundle{}, nil
-	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bundle %s: %w", name, err)
+	}
+	format, store := sniff(enc)
+	switch format {
+	case FormatSops:
+		return s.loadSops(name, p, enc, store)
+	case "":
+		return nil, errorf(ErrDecrypt, "bundle %s: %s is neither age-encrypted nor a sops document (no top-level sops key); encrypt it with sops or write it with agentd secrets", name, p)
 	}
 	id, err := s.identity()
 	if err != nil {
@@ -123,25 +168,40 @@ func (s Store) Load(name string) (*Bundle, error) {
 	}
 	r, err := age.Decrypt(bytes.NewReader(enc), id)
 	if err != nil {
-		return nil, fmt.Errorf("decrypt bundle %s: %w", name, err)
+		return nil, errorf(ErrDecrypt, "bundle %s: %s is not encrypted to this agent's key %s: %v", name, p, s.KeyFile, err)
 	}
-	var b Bundle
+	b := Bundle{Format: FormatAge}
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", name, err)
+		return nil, errorf(ErrDecrypt, "bundle %s: %s: %v", name, p, err)
 	}
 	return &b, nil
 }
 
-// Save encrypts a bundle to the key's recipient, atomically, mode 0600.
+// Save encrypts a bundle to the key's recipient, atomically, mode 0600. A
+// sops bundle is not written: its source of truth is the sops file the team
+// edits (usually in their repository), which a rewrite here would fork.
 func (s Store) Save(name string, b *Bundle) error {
 	if err := b.Validate(); err != nil {
 		return err
 	}
-	p, err := s.path(name)
+	cur, err := s.file(name)
 	if err != nil {
 		return err
+	}
+	p := filepath.Join(s.Dir, name+".age")
+	if cur != "" {
+		enc, err := os.ReadFile(cur)
+		if err != nil {
+			return fmt.Errorf("bundle %s: %w", name, err)
+		}
+		switch f, _ := sniff(enc); {
+		case f == FormatSops:
+			return errorf(ErrReadOnly, "bundle %s is a sops file (%s): agentd reads it but does not change it; edit it with sops (sops edit %s)", name, cur, cur)
+		case f != FormatAge || cur != p:
+			return errorf(ErrDecrypt, "bundle %s: %s is not an age bundle agentd wrote; move it away to store the bundle here", name, cur)
+		}
 	}
 	id, err := s.identity()
 	if err != nil {
@@ -181,16 +241,36 @@ func (s Store) Save(name string, b *Bundle) error {
 	return os.Rename(tmp.Name(), p)
 }
 
-// Names lists the bundles.
+// Recipient is the age public key bundles are encrypted to (give it to sops
+// with --age).
+func (s Store) Recipient() (string, error) {
+	id, err := s.identity()
+	if err != nil {
+		return "", err
+	}
+	return id.Recipient().String(), nil
+}
+
+// Names lists the bundles, of either format.
 func (s Store) Names() ([]string, error) {
 	ents, err := os.ReadDir(s.Dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	seen := map[string]bool{}
 	var out []string
 	for _, e := range ents {
-		if n, ok := strings.CutSuffix(e.Name(), ".age"); ok && e.Type().IsRegular() {
-			out = append(out, n)
+		if !e.Type().IsRegular() {
+			continue
+		}
+		for _, suf := range bundleSuffixes {
+			if n, ok := strings.CutSuffix(e.Name(), suf); ok {
+				if bundleRE.MatchString(n) && !seen[n] {
+					seen[n] = true
+					out = append(out, n)
+				}
+				break
+			}
 		}
 	}
 	sort.Strings(out)
@@ -201,12 +281,12 @@ func (s Store) Names() ([]string, error) {
 func (b *Bundle) Validate() error {
 	for k := range b.Env {
 		if !envRE.MatchString(k) {
-			return fmt.Errorf("env %q: not a variable name", k)
+			return errorf(ErrInvalidName, "env %q: not a variable name", k)
 		}
 	}
 	for k, v := range b.SSHKeys {
 		if f := strings.Fields(v); len(f) < 2 || !strings.HasPrefix(f[0], "ssh-") && !strings.HasPrefix(f[0], "ecdsa-") {
-			return fmt.Errorf("ssh key %q: not an OpenSSH public key", k)
+			return errorf(ErrInvalidName, "ssh key %q: not an OpenSSH public key", k)
 		}
 	}
 	return nil
@@ -242,7 +322,10 @@ func (b *Bundle) Values() []string {
 
 // Summary describes the bundle by its names only (what the API returns).
 func (b *Bundle) Summary(name string) api.SecretsBundle {
-	out := api.SecretsBundle{Name: name, Env: []string{}, SSHKeys: []string{}}
+	out := api.SecretsBundle{Name: name, Env: []string{}, SSHKeys: []string{}, Format: b.Format, ReadOnly: b.Format == FormatSops}
+	if out.Format == "" {
+		out.Format = FormatAge
+	}
 	for k := range b.Env {
 		out.Env = append(out.Env, k)
 	}
@@ -255,4 +338,24 @@ func (b *Bundle) Summary(name string) api.SecretsBundle {
 		out.Git = &api.SecretsGit{Username: b.Git.Username, Host: b.Git.Host, TokenSet: b.Git.Token != ""}
 	}
 	return out
+}
+
+// UnsetEnv removes a variable; ErrNotFound when the bundle (named bundle)
+// has none.
+func (b *Bundle) UnsetEnv(bundle, name string) error {
+	if _, ok := b.Env[name]; !ok {
+		return errorf(ErrNotFound, "bundle %s has no env %s", bundle, name)
+	}
+	delete(b.Env, name)
+	return nil
+}
+
+// RemoveSSHKey removes a key; ErrNotFound when the bundle has none by that
+// name.
+func (b *Bundle) RemoveSSHKey(bundle, name string) error {
+	if _, ok := b.SSHKeys[name]; !ok {
+		return errorf(ErrNotFound, "bundle %s has no ssh key %s", bundle, name)
+	}
+	delete(b.SSHKeys, name)
+	return nil
 }

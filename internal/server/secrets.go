@@ -2,12 +2,15 @@ package server
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/secrets"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
 // secretsAPI manages the age-encrypted bundles for admin clients (the Unix
@@ -15,13 +18,15 @@ import (
 // answers name what a bundle holds, never a value; request bodies are not
 // logged, and no event is written with a value.
 type secretsAPI struct {
-	mu sync.Mutex // one read-modify-write of a bundle at a time
-	st secrets.Store
+	mu  sync.Mutex // one read-modify-write of a bundle at a time
+	st  secrets.Store
+	db  *store.Store
+	log *slog.Logger
 }
 
 // SetSecrets enables the secrets endpoints on this store.
 func (s *Server) SetSecrets(st secrets.Store) {
-	x := &secretsAPI{st: st}
+	x := &secretsAPI{st: st, db: s.mgr.Store(), log: s.log}
 	add := func(pattern string, h handler) { s.mux.HandleFunc(pattern, s.wrap(h)) }
 	add("GET /v1/secrets", x.list)
 	add("GET /v1/secrets/{bundle}", x.get)
@@ -32,14 +37,28 @@ func (s *Server) SetSecrets(st secrets.Store) {
 	add("PUT /v1/secrets/{bundle}/git", x.setGit)
 }
 
-// secretsErr maps store errors to API errors; their messages carry names
-// and paths, never a value.
+// secretsKinds is the one place where the secrets package's kinds of
+// failure become API errors.
+var secretsKinds = []struct {
+	is     error
+	status int
+	code   api.Code
+	suffix string
+}{
+	{secrets.ErrNoKey, http.StatusConflict, api.CodeNoSecretsKey, " (on the agent's host)"},
+	{secrets.ErrInvalidName, http.StatusBadRequest, api.CodeInvalidField, ""},
+	{secrets.ErrNotFound, http.StatusNotFound, api.CodeSecretNotFound, ""},
+	{secrets.ErrReadOnly, http.StatusConflict, api.CodeSecretsReadOnly, ""},
+	{secrets.ErrDecrypt, http.StatusUnprocessableEntity, api.CodeSecretsUnreadable, " (on the agent's host)"},
+}
+
+// secretsErr maps an error of the secrets package by its kind; the messages
+// carry names and paths, never a value.
 func secretsErr(err error) error {
-	if errors.Is(err, secrets.ErrNoKey) {
-		return api.Errorf(http.StatusConflict, api.CodeNoSecretsKey, "%v (on the agent's host)", err)
-	}
-	if err != nil && (strings.HasPrefix(err.Error(), "bundle name ") || strings.HasPrefix(err.Error(), "env ") || strings.HasPrefix(err.Error(), "ssh key ")) {
-		return api.Errorf(http.StatusBadRequest, api.CodeInvalidField, "%v", err)
+	for _, k := range secretsKinds {
+		if errors.Is(err, k.is) {
+			return api.Errorf(k.status, k.code, "%v%s", err, k.suffix)
+		}
 	}
 	return err
 }
@@ -71,7 +90,10 @@ func (x *secretsAPI) get(_ http.ResponseWriter, r *http.Request) (int, any, erro
 
 // edit loads, changes and saves one bundle under the lock and answers with
 // its summary.
-func (x *secretsAPI) edit(r *http.Request, fn func(b *secrets.Bundle) error) (int, any, error) {
+// its summary. The change is recorded as an event naming the bundle and the
+// key changed (what, never a value) once it is saved: an audit of who
+// changed which secret, in `agentd events`.
+func (x *secretsAPI) edit(r *http.Request, kind, what string, fn func(b *secrets.Bundle) error) (int, any, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	name := r.PathValue("bundle")
@@ -80,10 +102,16 @@ func (x *secretsAPI) edit(r *http.Request, fn func(b *secrets.Bundle) error) (in
 		return 0, nil, secretsErr(err)
 	}
 	if err := fn(b); err != nil {
-		return 0, nil, err
+		return 0, nil, secretsErr(err)
 	}
 	if err := x.st.Save(name, b); err != nil {
 		return 0, nil, secretsErr(err)
+	}
+	msg := fmt.Sprintf("bundle %s: %s", name, what)
+	if err := x.db.AddEvent(r.Context(), nil, store.Event{Kind: kind, Message: msg}); err != nil {
+		// The bundle is saved: answering an error would report a change
+		// that did not happen as failed. The log keeps the audit line.
+		x.log.Error("secrets change saved but its event was not recorded", "kind", kind, "change", msg, "err", err)
 	}
 	return 200, b.Summary(name), nil
 }
@@ -106,11 +134,12 @@ func (x *secretsAPI) setEnv(w http.ResponseWriter, r *http.Request) (int, any, e
 	if err := checkValue("value", req.Value); err != nil {
 		return 0, nil, err
 	}
-	return x.edit(r, func(b *secrets.Bundle) error {
+	n := r.PathValue("name")
+	return x.edit(r, "secrets.env_set", "set env "+n, func(b *secrets.Bundle) error {
 		if b.Env == nil {
 			b.Env = map[string]string{}
 		}
-		b.Env[r.PathValue("name")] = req.Value
+		b.Env[n] = req.Value
 		return nil
 	})
 }
@@ -120,13 +149,9 @@ func (x *secretsAPI) unsetEnv(w http.ResponseWriter, r *http.Request) (int, any,
 	if err := decode(w, r, &empty, true); err != nil {
 		return 0, nil, err
 	}
-	return x.edit(r, func(b *secrets.Bundle) error {
-		n := r.PathValue("name")
-		if _, ok := b.Env[n]; !ok {
-			return api.Errorf(http.StatusNotFound, api.CodeSecretNotFound, "bundle %s has no %s", r.PathValue("bundle"), n)
-		}
-		delete(b.Env, n)
-		return nil
+	n := r.PathValue("name")
+	return x.edit(r, "secrets.env_unset", "removed env "+n, func(b *secrets.Bundle) error {
+		return b.UnsetEnv(r.PathValue("bundle"), n)
 	})
 }
 
@@ -139,11 +164,12 @@ func (x *secretsAPI) addKey(w http.ResponseWriter, r *http.Request) (int, any, e
 	if err := checkValue("public_key", req.PublicKey); err != nil {
 		return 0, nil, err
 	}
-	return x.edit(r, func(b *secrets.Bundle) error {
+	n := r.PathValue("name")
+	return x.edit(r, "secrets.ssh_key_added", "added ssh key "+n, func(b *secrets.Bundle) error {
 		if b.SSHKeys == nil {
 			b.SSHKeys = map[string]string{}
 		}
-		b.SSHKeys[r.PathValue("name")] = req.PublicKey
+		b.SSHKeys[n] = req.PublicKey
 		return nil
 	})
 }
@@ -153,13 +179,9 @@ func (x *secretsAPI) removeKey(w http.ResponseWriter, r *http.Request) (int, any
 	if err := decode(w, r, &empty, true); err != nil {
 		return 0, nil, err
 	}
-	return x.edit(r, func(b *secrets.Bundle) error {
-		n := r.PathValue("name")
-		if _, ok := b.SSHKeys[n]; !ok {
-			return api.Errorf(http.StatusNotFound, api.CodeSecretNotFound, "bundle %s has no ssh key %s", r.PathValue("bundle"), n)
-		}
-		delete(b.SSHKeys, n)
-		return nil
+	n := r.PathValue("name")
+	return x.edit(r, "secrets.ssh_key_removed", "removed ssh key "+n, func(b *secrets.Bundle) error {
+		return b.RemoveSSHKey(r.PathValue("bundle"), n)
 	})
 }
 
@@ -177,7 +199,7 @@ func (x *secretsAPI) setGit(w http.ResponseWriter, r *http.Request) (int, any, e
 	if req.Host == "" {
 		req.Host = "github.com"
 	}
-	return x.edit(r, func(b *secrets.Bundle) error {
+	return x.edit(r, "secrets.git_set", "set git credentials for "+req.Username+"@"+req.Host, func(b *secrets.Bundle) error {
 		b.Git = &secrets.Git{Username: req.Username, Host: req.Host, Token: req.Token}
 		return nil
 	})
