@@ -314,8 +314,8 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			if err = m.assignAddress(ctx, sb); err != nil {
 				return &stepError{step: stepAllocate, err: err}
 			}
-			release, err := m.poolCloneSlot(ctx, sb)
-			if err != nil {
+			var release func()
+			if release, err = m.poolCloneSlot(ctx, sb); err != nil {
 				return &stepError{step: stepClone, err: err}
 			}
 			err = m.timed(stepClone, func() error { return m.clone(ctx, sb, p) })
