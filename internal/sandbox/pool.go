@@ -487,10 +487,9 @@ func (m *Manager) claimFallback(ctx context.Context, sb *store.Sandbox, cause er
 			return fmt.Errorf("%s: destroy: %w", msg, err)
 		}
 	}
-	if errors.Is(err, owner.ErrNotOwned) || v != nil || err == nil {
-		if gerr := m.store.VMGone(ctx, sb.ID, sb.VMID); gerr != nil {
-			return gerr
-		}
+	// Destroyed, never there, or not ours: no VM of this row is at the VMID.
+	if gerr := m.store.VMGone(ctx, sb.ID, sb.VMID); gerr != nil {
+		return gerr
 	}
 	m.opts.Log.Warn("pool claim failed", "sandbox_id", sb.ID, "sandbox", sb.Name, "vmid", sb.VMID, "err", cause)
 	_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.claim_failed", Message: msg})
