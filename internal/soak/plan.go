@@ -181,12 +181,6 @@ func NewPlan(o PlanOptions) *Plan {
 		}
 		p.Workers[i%o.Workers] = append(p.Workers[i%o.Workers], st)
 	}
-	if o.Ops > 0 {
-		// The run starts with a pool, so that creates claim members from the
-		// first operations on while the pool refills (later pool.set ops
-		// resize or empty it).
-		p.Workers[0][0].Op = Op{Seq: 0, Kind: OpPoolSet, Profile: "yolo-ephemeral", Target: "3:4"}
-	}
 	for k := 0; k < o.Kills && o.Ops > 0; k++ {
 		// Spread over the run, away from its very end so the restart is exercised under load.
 		at := (k*o.Ops)/o.Kills + r.IntN(max(1, o.Ops/(o.Kills*2)))

@@ -89,6 +89,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := preparePool(ctx, env); err != nil {
+		return nil, err
+	}
 	plan := NewPlan(PlanOptions{Seed: cfg.Seed, Ops: cfg.Ops, Workers: cfg.Workers, Kills: kills, FaultRate: cfg.FaultRate})
 	if kills == 0 {
 		plan.Kills = nil
@@ -174,4 +177,22 @@ func waitQuiet(ctx context.Context, env *Env, limit time.Duration) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// preparePool gives yolo-ephemeral a ready pool before the first operation,
+// so the warm-up's creates claim members while the pool refills (pool.set
+// operations resize or empty it later).
+func preparePool(ctx context.Context, env *Env) error {
+	minReady, max := 3, 4
+	if _, err := env.Client.SetPool(ctx, "yolo-ephemeral", api.SetPoolRequest{MinReady: &minReady, Max: &max}); err != nil {
+		return fmt.Errorf("set up the warm pool: %w", err)
+	}
+	deadline := time.Now().Add(env.ProvTime)
+	for time.Now().Before(deadline) {
+		if p, err := env.Client.Pool(ctx, "yolo-ephemeral"); err == nil && p.Ready >= minReady {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("the warm pool of yolo-ephemeral was not ready within %s", env.ProvTime)
 }
