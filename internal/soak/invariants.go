@@ -12,7 +12,7 @@ import (
 
 // Violation is one broken invariant, naming the objects at fault.
 type Violation struct {
-	Inv    string // I1..I8
+	Inv    string // I1..I9
 	Object string
 	Detail string
 }

@@ -2,7 +2,7 @@
 // as separate processes, random operations from several workers over a small
 // pool of sandboxes, workspaces, sessions and snapshots, Proxmox faults
 // injected through the simulator's hooks, kill -9 of agentd at random points,
-// and afterwards a check of invariants I1..I8 (issue #13) against the
+// and afterwards a check of invariants I1..I9 (issues #13, #19) against the
 // simulator's ground truth. The seed fixes the whole plan: operations, their
 // arguments, faults and kill points (not the interleaving of the workers).
 package soak
