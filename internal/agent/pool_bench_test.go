@@ -180,3 +180,40 @@ func BenchmarkPoolRefill(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPoolClaimRequests counts the Proxmox requests of one claim at
+// zero task time (the pool is set so that the claim triggers no refill:
+// min_ready 0, max 1, with one member ready).
+func BenchmarkPoolClaimRequests(b *testing.B) {
+	d, c := startDev(b, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := context.Background()
+	var reqs int64
+	for i := 0; i < b.N; i++ {
+		benchPool(b, c, 1, 1, 1)
+		if _, err := c.SetPool(ctx, poolProfile, api.SetPoolRequest{MinReady: intp(0), Max: intp(1)}); err != nil {
+			b.Fatal(err)
+		}
+		// SetPool's fill runs in the background: let it finish first.
+		if err := d.Loops.RunNow(ctx, "pool"); err != nil {
+			b.Fatal(err)
+		}
+		before, _ := d.Sim.RequestCount()
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("r%d", i), Profile: poolProfile})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 200*time.Millisecond); err != nil || sb.State != api.StateRunning {
+			b.Fatalf("%v %+v", err, sb)
+		}
+		// The claim's kick: a fill that finds nothing to do but ping.
+		if err := d.Loops.RunNow(ctx, "pool"); err != nil {
+			b.Fatal(err)
+		}
+		after, _ := d.Sim.RequestCount()
+		reqs += int64(after - before)
+		if _, err := c.Destroy(ctx, sb.ID, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(reqs)/float64(b.N), "pve-req/claim")
+}
