@@ -27,6 +27,9 @@ run sandbox snapshot create demo clean-state --description "before the agent ran
 run sandbox snapshot list demo
 run sandbox snapshot restore demo clean-state --yes --start
 run sandbox snapshot delete demo clean-state
+# Revert goes back to "clean", taken before the first boot (behavior.clean_snapshot).
+run sandbox revert demo --yes
+"$AGENTD" sandbox events demo --tail 40 | grep -o 'reverted to snapshot clean' | head -1
 # Exposed ports: host:PORT on the uplink address reaches the guest's port,
 # from the given sources (default: expose_default_sources, the host's LAN).
 run sandbox expose demo 8080 --source 192.168.1.0/24 --ttl 2h
@@ -35,14 +38,20 @@ run sandbox exposed
 run sandbox unexpose demo 3000
 echo "\$ agentd sandbox expose demo 9000 --source 0.0.0.0/0"
 "$AGENTD" sandbox expose demo 9000 --source 0.0.0.0/0 || echo "exit status $?"
-# Hibernate frees the RAM and stops the lease clock; start resumes it.
-run sandbox hibernate demo
-run sandbox start demo
+# Pause (hibernate) frees the RAM and stops the lease clock; resume brings it back.
+run sandbox pause demo
+run sandbox resume demo
+echo "\$ agentd sandbox resume demo"
+"$AGENTD" sandbox resume demo || echo "exit status $?"
 run sandbox exposed demo   # withdrawn when the sandbox hibernated
-run sandbox resize demo --cores 8 --memory-mb 8192 --disk-gb 60
+run sandbox update demo --cores 8 --memory-mb 8192 --disk-gb 60
+run sandbox resize demo --cores 8   # the older name of update
 run sandbox stop demo
 run sandbox start demo
 run sandbox list --json
+echo "\$ agentd sandbox stop --all"
+"$AGENTD" sandbox stop --all || echo "exit status $?"
+run sandbox stop --all --profile yolo-ephemeral --filter name=demo --yes --json
 id=$("$AGENTD" sandbox show demo --json | sed -n 's/^  "id": "\(.*\)",$/\1/p')
 run sandbox destroy demo
 run sandbox events "$id" --tail 4   # a destroyed sandbox answers to its id only

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -143,12 +145,14 @@ func TestLeaseGC(t *testing.T) {
 	// A sandbox with keepalive but no session expires like any other.
 	kp, _ := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "kp", Profile: "yolo-ephemeral", TTL: "1h", Keepalive: ptr(true)})
 	c.WaitSandbox(ctx, "kp", 10*time.Millisecond)
+	// RUNNING is committed before the provisioning worker is gone, and lease
+	// GC skips a sandbox whose worker still runs.
+	m.Wait(kp.ID)
 	clk.Add(2 * time.Hour)
 	m.LeaseGC(ctx)
 	if state(t, c, "kp") != api.StateDestroyed || state(t, c, "long") != api.StateDestroyed {
 		t.Fatalf("kp %s long %s", state(t, c, "kp"), state(t, c, "long"))
 	}
-	_ = kp
 	if read(t, d, vol, "x") != "<missing>" || !volumeExists(d, vol) {
 		t.Fatal("workspace volume touched by lease GC")
 	}
@@ -434,5 +438,79 @@ func TestStatusReportsLoops(t *testing.T) {
 			t.Fatalf("loops never ran: %+v", st.Loops)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestIdleHibernate: a profile with behavior.idle_action: hibernate has its
+// idle sandboxes hibernated instead of stopped (RAM written to vmstate, the
+// VM not running), the event names the action, and the lease stands still
+// while it sleeps; the other profile's idle sandbox is stopped as before. A
+// resume brings it back at its address; resume of a stopped one is refused.
+func TestIdleHibernate(t *testing.T) {
+	d, _, clk, _ := startLoopsDev(t)
+	ctx := tctx(t)
+	prof := "name: sleepy\ntemplate_vmid: 9000\nbehavior:\n  idle_stop_minutes_default: 30\n  idle_action: hibernate\n"
+	if err := os.WriteFile(filepath.Join(d.Config.ProfilesDir, "sleepy.yaml"), []byte(prof), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := tcpClient(t, d, d.Info.Token)
+	for n, p := range map[string]string{"nap": "sleepy", "off": "yolo-ephemeral"} {
+		if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: n, Profile: p, TTL: "2h"}); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := c.WaitSandbox(ctx, n, 10*time.Millisecond)
+		if err != nil || sb.State != api.StateRunning {
+			t.Fatalf("%s: %+v %v", n, sb, err)
+		}
+		d.Sim.SetCPU(sb.VMID, 0.01)
+	}
+	nap, _ := c.Sandbox(ctx, "nap")
+	leaseBefore := *nap.LeaseExpiresAt
+	clk.Add(31 * time.Minute)
+	if err := d.Manager.IdleStop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if state(t, c, "nap") != api.StateSuspended || state(t, c, "off") != api.StateStopped {
+		t.Fatalf("nap %s off %s", state(t, c, "nap"), state(t, c, "off"))
+	}
+	vm := vms(d)[nap.VMID]
+	if vm.Running || vm.Config["vmstate"] == "" || vm.Config["lock"] != "suspended" {
+		t.Fatalf("hibernated VM: running %v, config %v", vm.Running, vm.Config)
+	}
+	e := lastEvent(t, c, "nap")
+	if e.Kind != "sandbox.idle_hibernate" || !strings.HasPrefix(e.Message, "idle hibernate after 30m0s") || !strings.Contains(e.Message, "lease clock stops") {
+		t.Fatalf("idle hibernate event %+v", e)
+	}
+	if e := lastEvent(t, c, "off"); e.Kind != "sandbox.idle_stop" || !strings.HasPrefix(e.Message, "idle stop after 30m0s") {
+		t.Fatalf("idle stop event %+v", e)
+	}
+	// Asleep for an hour: nothing acts on it, and its lease moves on by that.
+	clk.Add(time.Hour)
+	if err := d.Manager.IdleStop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Manager.LeaseGC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if state(t, c, "nap") != api.StateSuspended {
+		t.Fatalf("a hibernated sandbox became %s", state(t, c, "nap"))
+	}
+	if _, err := c.Resume(ctx, "nap"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.WaitSandbox(ctx, "nap", 10*time.Millisecond)
+	if err != nil || got.State != api.StateRunning || got.IP != nap.IP || got.PausedAt != nil {
+		t.Fatalf("resumed: %+v %v", got, err)
+	}
+	if want := leaseBefore.Add(time.Hour); !got.LeaseExpiresAt.Equal(want) {
+		t.Fatalf("lease after an hour hibernated: %s, want %s (before: %s)", got.LeaseExpiresAt, want, leaseBefore)
+	}
+	_, err = c.Resume(ctx, "off")
+	wantCode(t, err, 409, api.CodeInvalidState)
+	if !strings.Contains(err.Error(), "agentd sandbox start off") {
+		t.Fatalf("resume of a stopped sandbox: %v", err)
 	}
 }

@@ -79,8 +79,20 @@ func (o *rig) plantAt(p plant, kind owner.Kind, id, name string, vmid int) {
 		t.Fatalf("no VM %d to plant over", vmid)
 	}
 	if p == plantTagRemoved {
+		// A hibernated VM is locked: its tag goes as root's skiplock would.
+		lock := cur.Config["lock"]
+		if lock != "" {
+			if err := o.d.Sim.SetLock(vmid, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := o.pc.Configure(ctx, vmid, pve.Option{Name: "tags", Value: "prod"}); err != nil {
 			t.Fatal(err)
+		}
+		if lock != "" {
+			if err := o.d.Sim.SetLock(vmid, lock); err != nil {
+				t.Fatal(err)
+			}
 		}
 		return
 	}
@@ -331,6 +343,30 @@ func sandboxCases() []sbCase {
 				_, err := o.c.Resize(tctx(o.t), sb.Name, api.ResizeRequest{Cores: 8, DiskGB: 100})
 				return err
 			}},
+		// Revert proves the VM before it reads its snapshots, shuts it down,
+		// unplugs the workspace or rolls anything back.
+		{name: "revert", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.Revert(tctx(o.t), sb.Name, api.RevertRequest{})
+				return err
+			}},
+		{name: "revert-stopped", stopped: true, answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.Revert(tctx(o.t), sb.Name, api.RevertRequest{DeleteNewer: true})
+				return err
+			}},
+		{name: "revert-workspace", ws: "attached", answer: "not_owned", want: api.StateLost,
+			op: func(o *rig, sb *api.Sandbox) error {
+				_, err := o.c.Revert(tctx(o.t), sb.Name, api.RevertRequest{})
+				return err
+			}},
+		{name: "resume", answer: "not_owned", want: api.StateLost,
+			before: func(o *rig, sb *api.Sandbox) {
+				if _, err := o.c.Hibernate(tctx(o.t), sb.Name); err != nil {
+					o.t.Fatal(err)
+				}
+			},
+			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Resume(tctx(o.t), sb.Name); return err }},
 		// Database only: they must keep working, and touch nothing.
 		{name: "renew", ttl: "1h", answer: "ok", want: api.StateRunning,
 			op: func(o *rig, sb *api.Sandbox) error { _, err := o.c.Renew(tctx(o.t), sb.Name, "2h"); return err }},

@@ -32,7 +32,8 @@ func TestSandboxSnapshots(t *testing.T) {
 	}
 	write(t, d, root, "/etc/state", "v3")
 	snaps, err := c.SandboxSnapshots(ctx, "snappy")
-	if err != nil || len(snaps) != 2 || snaps[0].Name != "disk1" || snaps[0].WithMemory || snaps[0].Description != "first" || !snaps[1].WithMemory {
+	// clean is the one provisioning took before the first boot.
+	if err != nil || len(snaps) != 3 || snaps[0].Name != "clean" || snaps[1].Name != "disk1" || snaps[1].WithMemory || snaps[1].Description != "first" || !snaps[2].WithMemory {
 		t.Fatalf("list: %+v %v", snaps, err)
 	}
 

@@ -206,9 +206,13 @@ type Profile struct {
 	IdleStopMinutes   int    `json:"idle_stop_minutes"`
 	WorkspaceRequired bool   `json:"workspace_required"`
 	// The profile's own limits; 0 means the agent's configuration applies.
-	MaxTTLSeconds int64  `json:"max_ttl_seconds,omitempty"`
-	MaxSandboxes  int    `json:"max_sandboxes,omitempty"`
-	Source        string `json:"source"`
+	MaxTTLSeconds int64 `json:"max_ttl_seconds,omitempty"`
+	MaxSandboxes  int   `json:"max_sandboxes,omitempty"`
+	// CleanSnapshot: sandboxes get the "clean" snapshot sandbox revert uses.
+	CleanSnapshot bool `json:"clean_snapshot"`
+	// IdleAction is what idle stop does to an idle sandbox: stop or hibernate.
+	IdleAction string `json:"idle_action"`
+	Source     string `json:"source"`
 }
 
 // ProfileList is the profiles response.
@@ -711,6 +715,13 @@ type CreateSandboxSnapshotRequest struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	WithMemory  bool   `json:"with_memory,omitempty"`
+}
+
+// RevertRequest rolls a sandbox back to its "clean" snapshot. DeleteNewer
+// deletes the snapshots taken after it first where the storage (ZFS) rolls
+// back only to the most recent one; without it such a revert is refused.
+type RevertRequest struct {
+	DeleteNewer bool `json:"delete_newer,omitempty"`
 }
 
 // ResizeRequest changes a sandbox's resources; zero leaves one as it is.

@@ -130,15 +130,15 @@ func (g *options) sandboxHibernateCmd() *cobra.Command {
 		Short:   "Suspend a running sandbox to disk (SUSPENDED); start resumes it",
 		Long: `Hibernate writes the sandbox's RAM to a vmstate volume on its root disk's
 storage and stops QEMU (Proxmox suspend with todisk): the host's memory is
-freed, the guest's processes and files are kept. "agentd sandbox start NAME"
-resumes it where it was, at the same address.
+freed, the guest's processes and files are kept. "agentd sandbox resume NAME"
+(or start) resumes it where it was, at the same address.
 
 While hibernated the lease clock stands still (the agent's
 lease_counts_while_paused: false, the default): on resume the lease moves on
 by the time it slept. Idle stop does not apply, exec and snapshots are
 refused; stop (resumes, then shuts down) and destroy still work.`,
-		Example: `  agentd sandbox hibernate demo
-  agentd sandbox start demo     # resume`,
+		Example: `  agentd sandbox pause demo
+  agentd sandbox resume demo`,
 	}, func(c *client.Client, ctx contextT, ref string) (*api.Sandbox, error) { return c.Hibernate(ctx, ref) })
 	return cmd
 }
@@ -146,13 +146,14 @@ refused; stop (resumes, then shuts down) and destroy still work.`,
 func (g *options) sandboxResizeCmd() *cobra.Command {
 	var req api.ResizeRequest
 	cmd := &cobra.Command{
-		Use:   "resize NAME|VMID|ID [--cores N] [--memory-mb M] [--disk-gb G]",
-		Short: "Change a sandbox's cores and memory, grow its root disk",
-		Long: `Resize a RUNNING or STOPPED sandbox and print its configuration as read back
+		Use:     "update NAME|VMID|ID [--cores N] [--memory-mb M] [--disk-gb G]",
+		Aliases: []string{"resize"},
+		Short:   "Change a sandbox's cores and memory, grow its root disk",
+		Long: `Update (resize) a RUNNING or STOPPED sandbox and print its configuration as read back
 from Proxmox. The root disk only grows, at once. On a running sandbox Proxmox
 applies cores (and memory, unless the VM has memory hotplug) at the next start:
 they are listed as pending; stop and start the sandbox to apply them.`,
-		Example: `  agentd sandbox resize demo --cores 8 --memory-mb 16384
+		Example: `  agentd sandbox update demo --cores 8 --memory-mb 16384
   agentd sandbox resize demo --disk-gb 80 --json`,
 		Args:              args("NAME|VMID|ID"),
 		ValidArgsFunction: g.completeSandboxes,

@@ -22,10 +22,11 @@ REQUESTED → PROVISIONING → BOOTING → READY → RUNNING, then STOPPED,
 SUSPENDED (hibernated), FAILED (see its error), TIMEOUT (lease expired) and
 DESTROYED.`,
 	}
-	cmd.AddCommand(g.sandboxCreateCmd(), g.sandboxListCmd(), g.sandboxShowCmd(), g.sandboxStartCmd(), g.sandboxStopCmd(),
+	cmd.AddCommand(g.sandboxCreateCmd(), g.sandboxListCmd(), g.sandboxShowCmd(), g.sandboxStartCmd(), g.withStopAll(g.sandboxStopCmd()),
 		g.sandboxDestroyCmd(), g.sandboxPruneCmd(), g.sandboxOrphansCmd(), g.sandboxLeaseCmd(), g.sandboxEventsCmd(), g.sandboxTouchCmd(),
 		g.sandboxExecCmd(), g.sandboxSnapshotCmd(), g.sandboxHibernateCmd(), g.sandboxResizeCmd(),
-		g.sandboxExposeCmd(), g.sandboxUnexposeCmd(), g.sandboxExposedCmd(), g.sandboxSSHCmd(), g.sandboxHostKeyCmd())
+		g.sandboxExposeCmd(), g.sandboxUnexposeCmd(), g.sandboxExposedCmd(), g.sandboxSSHCmd(), g.sandboxHostKeyCmd(),
+		g.sandboxRevertCmd(), g.sandboxResumeCmd())
 	return cmd
 }
 

@@ -202,7 +202,12 @@ func sshJump(flag string, none bool, endpoint, agentDefault string) (string, err
 		}
 		return env, nil
 	}
-	if strings.HasPrefix(endpoint, "https://") {
+	if strings.HasPrefix(endpoint, "https://") && agentDefault != "" {
+		// What an agent answers reaches ssh's argv on this machine: checked
+		// like the flag, so that no agent can hand the CLI an ssh option.
+		if !config.JumpHostRE.MatchString(agentDefault) {
+			return "", fmt.Errorf("the agent's ssh_jump_host %q is not USER@HOST or HOST[:PORT]: refused (give --jump or --no-jump)", agentDefault)
+		}
 		return agentDefault, nil
 	}
 	return "", nil

@@ -106,3 +106,21 @@ func TestSandboxSSHIdentityAndJump(t *testing.T) {
 		}
 	}
 }
+
+// TestSSHJumpFromAgentIsChecked: the jump host an agent answers goes into
+// ssh's argv on the operator's machine, so a hostile or broken agent's value
+// is refused like a bad --jump; over the Unix socket it is not used at all.
+func TestSSHJumpFromAgentIsChecked(t *testing.T) {
+	t.Setenv(envSSHJump, "")
+	for _, bad := range []string{"-oProxyCommand=touch /tmp/pwn", "-J", "a@b -oX", "root@host\n-oX"} {
+		if got, err := sshJump("", false, "https://agent:8443", bad); err == nil {
+			t.Errorf("agent jump host %q accepted as %q", bad, got)
+		}
+	}
+	if got, err := sshJump("", false, "unix:///run/agentd/agentd.sock", "-oProxyCommand=x"); err != nil || got != "" {
+		t.Errorf("over the socket: %q %v, want no jump host", got, err)
+	}
+	if got, err := sshJump("", false, "https://agent:8443", "root@pve1.lan"); err != nil || got != "root@pve1.lan" {
+		t.Errorf("good agent jump host: %q %v", got, err)
+	}
+}

@@ -333,6 +333,17 @@ func (c *Client) Hibernate(ctx context.Context, ref string) (*api.Sandbox, error
 	return c.sandboxOp(ctx, ref, "hibernate", nil)
 }
 
+// Resume resumes a hibernated (SUSPENDED) sandbox; anything else is refused.
+func (c *Client) Resume(ctx context.Context, ref string) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "resume", nil)
+}
+
+// Revert rolls a sandbox back to its clean snapshot, keeping its workspace
+// (asynchronous for a running one: returns BOOTING).
+func (c *Client) Revert(ctx context.Context, ref string, req api.RevertRequest) (*api.Sandbox, error) {
+	return c.sandboxOp(ctx, ref, "revert", req)
+}
+
 // Resize changes a sandbox's cores and memory and grows its root disk.
 func (c *Client) Resize(ctx context.Context, ref string, req api.ResizeRequest) (*api.ResizeResult, error) {
 	var out api.ResizeResult

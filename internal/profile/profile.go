@@ -112,7 +112,21 @@ type Behavior struct {
 	MaxTTL time.Duration `yaml:"max_ttl"`
 	// MaxSandboxes replaces max_sandboxes_per_profile (0 inherits).
 	MaxSandboxes int `yaml:"max_sandboxes"`
+	// CleanSnapshot (nil: true) takes the disk-only snapshot "clean" before
+	// the first boot, which sandbox revert rolls back to.
+	CleanSnapshot *bool `yaml:"clean_snapshot"`
+	// IdleAction is what idle stop does: stop (default) or hibernate.
+	IdleAction string `yaml:"idle_action"`
 }
+
+// Idle actions of behavior.idle_action.
+const (
+	IdleStop      = "stop"
+	IdleHibernate = "hibernate"
+)
+
+// TakesCleanSnapshot reports behavior.clean_snapshot (default on).
+func (b Behavior) TakesCleanSnapshot() bool { return b.CleanSnapshot == nil || *b.CleanSnapshot }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
@@ -201,6 +215,13 @@ func (p *Profile) validate(bridge string) error {
 	if m := p.Behavior.IdleStopMinutes; m != nil && *m < 0 {
 		return fmt.Errorf("behavior.idle_stop_minutes_default: must be 0 (off) or more, got %d", *m)
 	}
+	switch p.Behavior.IdleAction {
+	case "":
+		p.Behavior.IdleAction = IdleStop
+	case IdleStop, IdleHibernate:
+	default:
+		return fmt.Errorf("behavior.idle_action: must be %s or %s, got %q", IdleStop, IdleHibernate, p.Behavior.IdleAction)
+	}
 	return p.Pool.validate()
 }
 
@@ -215,7 +236,8 @@ func (p *Profile) API() api.Profile {
 		RootSizeGB: p.Storage.RootSizeGB, Storage: p.Storage.Storage, Clone: p.Storage.Clone,
 		Bridge: p.Network.Bridge, NetworkMode: p.Network.Mode, TTLDefault: p.Behavior.TTLDefault.String(),
 		Keepalive: p.Behavior.Keepalive, IdleStopMinutes: idle, WorkspaceRequired: p.Behavior.RequireWorkspace,
-		MaxTTLSeconds: int64(p.Behavior.MaxTTL / time.Second), MaxSandboxes: p.Behavior.MaxSandboxes, Source: p.Source}
+		MaxTTLSeconds: int64(p.Behavior.MaxTTL / time.Second), MaxSandboxes: p.Behavior.MaxSandboxes,
+		CleanSnapshot: p.Behavior.TakesCleanSnapshot(), IdleAction: p.Behavior.IdleAction, Source: p.Source}
 }
 
 // Set is the loaded profiles by name.

@@ -41,6 +41,8 @@ func TestInvalidProfilesAreRejectedWithFileLineAndKey(t *testing.T) {
 		{"name: a\ntemplate_vmid: 9000\nnetwork:\n  allowlist: [1.2.3.4]\n", "network.allowlist: only used with network.mode: allowlist"},
 		{"name: a\ntemplate_vmid: 9000\nnetwork:\n  mode: allowlist\n  allowlist: [\"1.2.3.0/24:99999\"]\n", "network.allowlist[0]: \"1.2.3.0/24:99999\": port must be 1-65535"},
 		{"name: a\ntemplate_vmid: 9000\nnetwork:\n  mode: allowlist\n  allowlist: [example.com]\n", "is not an IPv4 address or CIDR"},
+		{"name: a\ntemplate_vmid: 9000\nbehavior:\n  idle_action: pause\n", "behavior.idle_action: must be stop or hibernate, got \"pause\""},
+		{"name: a\ntemplate_vmid: 9000\nbehavior:\n  clean_snapshot: maybe\n", "p.yaml:4: behavior.clean_snapshot"},
 	}
 	for _, tc := range cases {
 		dir := t.TempDir()
@@ -68,5 +70,22 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	set, err := LoadDir(dir, "vmbr9")
 	if err != nil || len(set) != 2 || set["y"].Network.Bridge != "vmbr9" || set["y"].Source != filepath.Join(dir, "a.yaml") {
 		t.Fatalf("set=%v err=%v", set, err)
+	}
+}
+
+// behavior.clean_snapshot defaults to on and behavior.idle_action to stop;
+// both are read as written and shown in the API.
+func TestCleanSnapshotAndIdleActionKeys(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "p.yaml"), []byte("name: plain\ntemplate_vmid: 9000\n---\nname: custom\ntemplate_vmid: 9000\nbehavior:\n  clean_snapshot: false\n  idle_action: hibernate\n"), 0o644)
+	set, err := LoadDir(dir, "vmbr1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := set["plain"].API(); !a.CleanSnapshot || a.IdleAction != IdleStop || !set["plain"].Behavior.TakesCleanSnapshot() {
+		t.Fatalf("defaults: %+v", a)
+	}
+	if a := set["custom"].API(); a.CleanSnapshot || a.IdleAction != IdleHibernate || set["custom"].Behavior.TakesCleanSnapshot() {
+		t.Fatalf("set: %+v", a)
 	}
 }

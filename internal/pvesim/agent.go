@@ -29,7 +29,7 @@ func (s *Sim) agentCheck(req *request) (*vm, error) {
 	case AgentHung:
 		return nil, errf("VM %d qmp command 'guest-ping' failed - got timeout", v.id)
 	}
-	if s.now().Sub(v.started) < s.opts.AgentBootDelay {
+	if !v.awake && s.now().Sub(v.started) < s.opts.AgentBootDelay {
 		return nil, errf("QEMU guest agent is not running")
 	}
 	return v, nil
@@ -82,7 +82,7 @@ func (s *Sim) agentInterfaces(req *request) (any, error) {
 			mac = strings.ToLower(m)
 		}
 		addrs := []map[string]any{{"ip-address-type": "ipv6", "ip-address": "fe80::be24:11ff:fe00:" + strconv.Itoa(v.id%9999), "prefix": 64}}
-		if idx == 0 && s.now().Sub(v.started) >= s.opts.AgentBootDelay+s.opts.DHCPDelay {
+		if idx == 0 && (v.awake || s.now().Sub(v.started) >= s.opts.AgentBootDelay+s.opts.DHCPDelay) {
 			addrs = append([]map[string]any{{"ip-address-type": "ipv4", "ip-address": guestIPv4(v), "prefix": guestPrefix(v)}}, addrs...)
 		}
 		ifaces = append(ifaces, map[string]any{"name": fmt.Sprintf("eth%d", idx), "hardware-address": mac,

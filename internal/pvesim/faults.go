@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"time"
 )
 
 // Fault bookkeeping. A fault with left > 0 fires that many times and then
@@ -23,6 +24,7 @@ type taskFault struct {
 	typ, id  string
 	msg      string
 	hang     bool
+	delay    time.Duration // the task does its work, but takes this long
 	warnings int
 	left     int
 }
@@ -135,6 +137,12 @@ func (s *Sim) FailTaskTimes(typ, id, msg string, n int) {
 // HangTaskTimes is HangTask for the next n matching tasks only.
 func (s *Sim) HangTaskTimes(typ, id string, n int) {
 	s.addTaskFault(taskFault{typ: typ, id: id, hang: true, left: n})
+}
+
+// SlowTask makes the next task of typ (id "" for any) do its work taking d,
+// whatever the configured durations: a crash can then land while it runs.
+func (s *Sim) SlowTask(typ, id string, d time.Duration) {
+	s.addTaskFault(taskFault{typ: typ, id: id, delay: d, left: 1})
 }
 
 // LoseReply makes the next n requests matching method and pathRE (n = 0: all

@@ -93,3 +93,36 @@ func TestSnapshotLockAndDuplicateNames(t *testing.T) {
 		t.Errorf("lock left: %v", c["lock"])
 	}
 }
+
+// snapshot_rollback (AbstractConfig.pm) writes the snapshot's config but
+// keeps the current description and unusedN (__snapshot_apply_config), and a
+// volume plugged after the snapshot, owned by another VM or not, becomes an
+// unusedN entry (QemuConfig __snapshot_rollback_get_unused) instead of
+// staying attached: why agentd unplugs a workspace around a revert.
+func TestRollbackKeepsDescriptionAndUnusesLaterDisks(t *testing.T) {
+	sim := newSim(t)
+	createVM(t, sim, `{"vmid":300,"scsi0":"local-lvm:1","description":"before"}`)
+	createVM(t, sim, `{"vmid":301,"scsi0":"local-lvm:1"}`)
+	_, snap := raw(t, sim, "POST", "/nodes/pve/qemu/300/snapshot", `{"snapname":"s1"}`, true)
+	if st := waitTask(t, sim, snap); st != "OK" {
+		t.Fatalf("snapshot: %s", st)
+	}
+	_, cfg := raw(t, sim, "POST", "/nodes/pve/qemu/300/config", `{"scsi1":"local-lvm:vm-301-disk-0","description":"after","cores":4}`, true)
+	if st := waitTask(t, sim, cfg); st != "OK" {
+		t.Fatalf("config: %s", st)
+	}
+	_, rb := raw(t, sim, "POST", "/nodes/pve/qemu/300/snapshot/s1/rollback", ``, true)
+	if st := waitTask(t, sim, rb); st != "OK" {
+		t.Fatalf("rollback: %s", st)
+	}
+	c := getConfig(t, sim, "300")
+	if c["scsi1"] != nil || c["unused0"] != "local-lvm:vm-301-disk-0" {
+		t.Errorf("the later disk after the rollback: scsi1 %v, unused0 %v", c["scsi1"], c["unused0"])
+	}
+	if c["description"] != "after" {
+		t.Errorf("description %v, want the current one kept", c["description"])
+	}
+	if c["cores"] != nil && c["cores"] != float64(1) && c["cores"] != "1" {
+		t.Errorf("cores %v: the snapshot's config was not restored", c["cores"])
+	}
+}

@@ -127,6 +127,7 @@ type pVM struct {
 	PID        int               `json:"pid,omitempty"`
 	Agent      string            `json:"agent"`
 	CPUBusy    float64           `json:"cpu_busy,omitempty"`
+	Awake      bool              `json:"awake,omitempty"`
 	NetIn      int64             `json:"netin,omitempty"`
 	NoACPI     bool              `json:"no_acpi,omitempty"`
 	FwOptions  map[string]string `json:"fw_options,omitempty"`
@@ -222,7 +223,7 @@ func (s *Sim) snapshotState() *pState {
 	for _, id := range ids {
 		v := s.vms[id]
 		pv := pVM{ID: id, Node: v.node, Conf: toPConfig(v.conf), Parent: v.parent, Running: v.running,
-			Paused: v.paused, Started: v.started, PID: v.pid, Agent: v.agent, CPUBusy: v.cpuBusy, NetIn: v.netin,
+			Paused: v.paused, Started: v.started, PID: v.pid, Agent: v.agent, CPUBusy: v.cpuBusy, Awake: v.awake, NetIn: v.netin,
 			NoACPI: v.noACPI, FwOptions: v.fw.options, FwRules: v.fw.rules, GuestFiles: v.guestFiles}
 		for _, name := range v.snapOrder {
 			sn := v.snapshots[name]
@@ -420,7 +421,7 @@ func (s *Sim) loadState() (bool, error) {
 			return false, fmt.Errorf("pvesim: the state in %s has VM %d on node %q, which is not configured", dir, pv.ID, pv.Node)
 		}
 		v := &vm{id: pv.ID, node: pv.Node, conf: pv.Conf.config(), snapshots: map[string]*snapshot{}, parent: pv.Parent,
-			running: pv.Running, paused: pv.Paused, started: pv.Started, pid: pv.PID, agent: pv.Agent, cpuBusy: pv.CPUBusy,
+			running: pv.Running, paused: pv.Paused, started: pv.Started, pid: pv.PID, agent: pv.Agent, cpuBusy: pv.CPUBusy, awake: pv.Awake,
 			netin: pv.NetIn, noACPI: pv.NoACPI, guestFiles: pv.GuestFiles,
 			fw: vmFirewall{options: pv.FwOptions, rules: pv.FwRules}}
 		for _, sn := range pv.Snapshots {

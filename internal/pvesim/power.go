@@ -48,7 +48,7 @@ func (s *Sim) startVM(req *request) (any, error) {
 		s.nextPID += 7
 		v.running, v.started, v.pid = true, s.now(), s.nextPID
 		v.paused = false
-		s.restoreVMState(v, w)
+		v.awake = s.restoreVMState(v, w)
 		s.guestBoot(v)
 		if _, ok := v.conf.get("efidisk0"); !ok && strings.Contains(v.conf.vals["bios"], "ovmf") {
 			w.warn("no efidisk configured! Using temporary efivars disk.")
@@ -165,7 +165,7 @@ func (s *Sim) rebootVM(req *request) (any, error) {
 		if err := w.wait(); err != nil {
 			return err
 		}
-		v.started = s.now()
+		v.started, v.awake = s.now(), false
 		return nil
 	}), nil
 }

@@ -247,14 +247,65 @@ func (s *Sim) rollback(req *request) (any, error) {
 		for _, vol := range s.snapshotVolumes(v, sn.conf) {
 			vol.files = copyFiles(vol.snapData[name])
 		}
-		nc := sn.conf.clone()
-		v.conf = nc
+		v.conf = rollbackConfig(v, v.conf, sn.conf)
 		v.parent = name
 		if req.boolv("start") || sn.vmstate {
-			v.running, v.started = true, s.now()
+			v.running, v.started, v.awake = true, s.now(), sn.vmstate
 		}
 		return nil
 	}), nil
+}
+
+// rollbackConfig is the config a rollback writes (AbstractConfig
+// snapshot_rollback): the snapshot's, but with the current description and
+// unusedN kept (__snapshot_apply_config), and every volume the current
+// config references that the snapshot does not added as unusedN
+// (QemuConfig __snapshot_rollback_get_unused, add_unused_volume), whoever
+// owns it: a disk plugged after the snapshot is no longer attached.
+func rollbackConfig(v *vm, cur, snap *config) *config {
+	nc := snap.clone()
+	for _, k := range append([]string(nil), nc.keys...) {
+		if k == "description" || strings.HasPrefix(k, "unused") {
+			nc.del(k)
+		}
+	}
+	for _, k := range cur.keys {
+		if k == "description" || strings.HasPrefix(k, "unused") {
+			nc.set(k, cur.vals[k])
+		}
+	}
+	volids := func(c *config) map[string]bool {
+		out := map[string]bool{}
+		v.disks(c, func(k, sid, vn string) {
+			if strings.HasPrefix(k, "unused") || strings.Contains(c.vals[k], "media=cdrom") || strings.Contains(vn, "cloudinit") {
+				return
+			}
+			out[sid+":"+vn] = true
+		})
+		return out
+	}
+	inSnap := volids(snap)
+	unused := map[string]bool{}
+	for _, k := range nc.keys {
+		if strings.HasPrefix(k, "unused") {
+			unused[nc.vals[k]] = true
+		}
+	}
+	for _, k := range cur.keys {
+		sid, vn, ok := driveVolume(cur.vals[k])
+		volid := sid + ":" + vn
+		if !ok || !isDiskKey(k) || strings.HasPrefix(k, "unused") || strings.Contains(cur.vals[k], "media=cdrom") || strings.Contains(vn, "cloudinit") || inSnap[volid] || unused[volid] {
+			continue
+		}
+		for i := 0; i < 256; i++ {
+			if _, used := nc.get(fmt.Sprintf("unused%d", i)); !used {
+				nc.set(fmt.Sprintf("unused%d", i), volid)
+				unused[volid] = true
+				break
+			}
+		}
+	}
+	return nc
 }
 
 func (s *Sim) deleteSnapshot(req *request) (any, error) {

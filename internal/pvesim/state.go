@@ -262,14 +262,18 @@ type vm struct {
 	running   bool
 	paused    bool // suspended in RAM (qmpstatus "paused")
 	started   time.Time
-	pid       int
-	agent     string
-	cpuBusy   float64 // scripted CPU fraction while running
-	netin     int64
-	flock     *task          // holder of the config flock
-	shared    map[*task]bool // holders of the flock in shared mode
-	noACPI    bool           // guest ignores shutdown requests
-	fw        vmFirewall     // /etc/pve/firewall/<vmid>.fw
+	// awake: this run began by loading saved RAM (a hibernated VM started, a
+	// memory snapshot rolled back), so the guest did not boot: its agent and
+	// its address answer at once instead of after the boot delays.
+	awake   bool
+	pid     int
+	agent   string
+	cpuBusy float64 // scripted CPU fraction while running
+	netin   int64
+	flock   *task          // holder of the config flock
+	shared  map[*task]bool // holders of the flock in shared mode
+	noACPI  bool           // guest ignores shutdown requests
+	fw      vmFirewall     // /etc/pve/firewall/<vmid>.fw
 	// guestFiles are the files written into the guest (agentfile.go).
 	guestFiles map[string][]byte
 }

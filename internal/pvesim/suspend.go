@@ -127,17 +127,17 @@ func (s *Sim) resumeVM(req *request) (any, error) {
 		s.nextPID += 7
 		v.running, v.started, v.pid = true, s.now(), s.nextPID
 		v.paused = false
-		s.restoreVMState(v, w)
+		v.awake = s.restoreVMState(v, w)
 		return nil
 	}), nil
 }
 
 // restoreVMState is vm_start's resume path: the vmstate volume is freed and the
 // hibernation keys and lock removed.
-func (s *Sim) restoreVMState(v *vm, w *worker) {
+func (s *Sim) restoreVMState(v *vm, w *worker) bool {
 	volid, ok := v.conf.get("vmstate")
 	if !ok || v.lock() != "suspended" {
-		return
+		return false
 	}
 	if sid, vn, ok := strings.Cut(volid, ":"); ok {
 		if st, err := s.storageOn(v.node, sid); err == nil {
@@ -148,4 +148,5 @@ func (s *Sim) restoreVMState(v *vm, w *worker) {
 		v.conf.del(k)
 	}
 	w.logf("resuming VM from %s", volid)
+	return true
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
 
 // vm_suspend/vm_resume (API2/Qemu.pm, QemuServer/RunState.pm): a pause keeps
@@ -72,5 +74,41 @@ func TestStorageContentCopy(t *testing.T) {
 	}
 	if v, ok := sim.Dump().Volumes["local-lvm:vm-300-disk-5"]; !ok || v.Size != 1<<30 || v.Owner != 300 {
 		t.Fatalf("copied volume %+v %v", v, ok)
+	}
+}
+
+// A VM started from its vmstate did not boot: the guest agent that was
+// running when it hibernated answers at once, where a cold start waits for
+// the boot delay; a reboot is a boot again.
+func TestResumedGuestAnswersWithoutBooting(t *testing.T) {
+	sim, err := pvesim.New(pvesim.Options{Fixtures: true, AgentBootDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	createVM(t, sim, `{"vmid":300,"scsi0":"local-lvm:1","agent":"1"}`)
+	do := func(path, body string) {
+		t.Helper()
+		_, resp := raw(t, sim, "POST", "/nodes/pve/qemu/300/"+path, body, true)
+		if st := waitTask(t, sim, resp); st != "OK" {
+			t.Fatalf("%s task: %s", path, st)
+		}
+	}
+	ping := func() string {
+		status, _ := raw(t, sim, "POST", "/nodes/pve/qemu/300/agent/ping", ``, true)
+		return status
+	}
+	do("status/start", ``)
+	if st := ping(); st != "500 QEMU guest agent is not running" {
+		t.Fatalf("ping while booting: %s", st)
+	}
+	do("status/suspend", `{"todisk":1}`)
+	do("status/start", ``)
+	if st := ping(); st != "200 OK" {
+		t.Fatalf("ping after a resume from disk: %s", st)
+	}
+	do("status/reboot", ``)
+	if st := ping(); st != "500 QEMU guest agent is not running" {
+		t.Fatalf("ping after a reboot: %s", st)
 	}
 }

@@ -186,6 +186,9 @@ func (s *Sim) startTask(req *request, nodeName, typ, id string, fn func(w *worke
 		case f != nil && f.hang:
 			w.dur = 100 * 365 * 24 * time.Hour
 			err = w.wait()
+		case f != nil && f.delay > 0:
+			w.dur = f.delay
+			err = fn(w)
 		case f != nil && f.msg != "":
 			err = w.wait()
 			if err == nil {
@@ -201,7 +204,7 @@ func (s *Sim) startTask(req *request, nodeName, typ, id string, fn func(w *worke
 		}
 		s.finishTask(t, err)
 	}
-	if dur <= 0 && (f == nil || !f.hang) {
+	if dur <= 0 && (f == nil || !f.hang && f.delay <= 0) {
 		run()
 		return t.upid
 	}

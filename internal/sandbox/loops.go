@@ -10,6 +10,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -234,21 +235,35 @@ func (m *Manager) IdleStop(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		why := fmt.Sprintf("idle stop after %s without activity: no SSH flow to %s:22, CPU %.1f%% below %.1f%%, no touch since %s",
-			window, sb.IP, c*100, m.opts.IdleStopCPUThreshold*100, last.UTC().Format(time.RFC3339))
-		_, err := m.stopLocked(cur, "sandbox.idle_stop", why)
+		action := m.idleAction(sb)
+		why := fmt.Sprintf("idle %s after %s without activity: no SSH flow to %s:22, CPU %.1f%% below %.1f%%, no touch since %s",
+			action, window, sb.IP, c*100, m.opts.IdleStopCPUThreshold*100, last.UTC().Format(time.RFC3339))
+		if action == profile.IdleHibernate {
+			_, err = m.hibernateLocked(cur, "sandbox.idle_hibernate", why)
+		} else {
+			_, err = m.stopLocked(cur, "sandbox.idle_stop", why)
+		}
 		unlock()
 		if err == nil {
 			m.opts.Metrics.IdleStop()
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("idle stop %s: %w", sb.Name, err))
+			errs = append(errs, fmt.Errorf("idle %s %s: %w", action, sb.Name, err))
 		}
 		m.idleMu.Lock()
 		delete(m.lastActive, sb.ID)
 		m.idleMu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// idleAction is the profile's behavior.idle_action (stop unless it says
+// hibernate): hibernation keeps the guest's state and, by default, its lease.
+func (m *Manager) idleAction(sb *store.Sandbox) string {
+	if p := m.profiles[sb.Profile]; p != nil && p.Behavior.IdleAction == profile.IdleHibernate {
+		return profile.IdleHibernate
+	}
+	return profile.IdleStop
 }
 
 func (m *Manager) idleWindow(sb *store.Sandbox) time.Duration {

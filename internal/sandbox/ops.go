@@ -184,7 +184,10 @@ func (m *Manager) markStarting(ctx context.Context, sb *store.Sandbox) (start bo
 	if v == nil {
 		return false, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot start sandbox %s: its VM %d no longer exists (reconcile retires the row)", sb.Name, sb.VMID)
 	}
-	sb.Step, sb.Error = stepRestart, ""
+	if sb.Step != stepRevertBoot {
+		sb.Step = stepRestart
+	}
+	sb.Error = ""
 	msg := "start requested"
 	if sb.State == api.StateSuspended {
 		// PVE's start of a hibernated VM loads its RAM from the vmstate
@@ -208,7 +211,7 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*store.Sandbox, error) 
 	if err != nil {
 		return nil, err
 	}
-	starting := (sb.State == api.StateBooting || sb.State == api.StateReady) && sb.Step == stepRestart
+	starting := (sb.State == api.StateBooting || sb.State == api.StateReady) && restarting(sb.Step)
 	if starting && m.busy(sb.ID) {
 		unlock()
 		m.cancelWorker(sb.ID, errStopRequested)
@@ -216,7 +219,7 @@ func (m *Manager) Stop(ctx context.Context, ref string) (*store.Sandbox, error) 
 		if sb, unlock, err = m.getLocked(ctx, sb.ID); err != nil {
 			return nil, err
 		}
-		starting = (sb.State == api.StateBooting || sb.State == api.StateReady) && sb.Step == stepRestart
+		starting = (sb.State == api.StateBooting || sb.State == api.StateReady) && restarting(sb.Step)
 	}
 	defer unlock()
 	switch {

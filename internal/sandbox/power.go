@@ -34,6 +34,12 @@ func (m *Manager) Hibernate(ctx context.Context, ref string) (*store.Sandbox, er
 	default:
 		return nil, invalidState(sb, "hibernate", api.StateRunning)
 	}
+	return m.hibernateLocked(sb, "sandbox.hibernated", "")
+}
+
+// hibernateLocked suspends a RUNNING sandbox to disk; the caller holds its
+// lock. why, when set, leads the event's message (idle stop says why).
+func (m *Manager) hibernateLocked(sb *store.Sandbox, kind, why string) (*store.Sandbox, error) {
 	wctx, cancel := context.WithTimeout(m.ctx, 30*time.Minute)
 	defer cancel()
 	v, err := m.vm(wctx, sb)
@@ -66,7 +72,10 @@ func (m *Manager) Hibernate(ctx context.Context, ref string) (*store.Sandbox, er
 		lease = "the lease runs on (lease_counts_while_paused)"
 	}
 	msg := fmt.Sprintf("hibernated in %s: RAM written to %s, memory freed; %s", now.Sub(start).Round(time.Millisecond), dash(statestorage), lease)
-	if err := m.save(wctx, sb, api.StateSuspended, "sandbox.hibernated", msg); err != nil {
+	if why != "" {
+		msg = why + "; " + msg
+	}
+	if err := m.save(wctx, sb, api.StateSuspended, kind, msg); err != nil {
 		return nil, conflict(sb, err)
 	}
 	return sb, nil

@@ -31,6 +31,8 @@ const (
 	stepClone    = "clone"
 	stepConfig   = "configure"
 	stepResize   = "resize_disk"
+	stepClean    = "clean_snapshot"
+	stepAttachWS = "attach_workspace"
 	stepStart    = "start"
 	stepWaitIP   = "wait_for_ip"
 	// stepRestart marks the start of an existing (STOPPED) sandbox: a failure
@@ -342,6 +344,14 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err := m.timed(stepResize, func() (err error) { grown, err = m.resize(ctx, sb, p); return err }); err != nil {
 			return &stepError{step: stepResize, err: err}
 		}
+		if p.Behavior.TakesCleanSnapshot() {
+			if err := m.timed(stepClean, func() error { return m.cleanSnapshot(ctx, sb) }); err != nil {
+				return &stepError{step: stepClean, err: err}
+			}
+			if err := m.timed(stepAttachWS, func() error { return m.attachAtCreate(ctx, sb, p) }); err != nil {
+				return &stepError{step: stepAttachWS, err: err}
+			}
+		}
 		msg := fmt.Sprintf("VM %d configured (%s)", sb.VMID, strings.Join(changed, ", "))
 		if len(changed) == 0 {
 			msg = fmt.Sprintf("VM %d already had its configuration", sb.VMID)
@@ -358,7 +368,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if a, err := m.store.Address(ctx, sb.ID); err == nil {
 			sb.IP = a.String() // known (and bound) before the VM boots
 		}
-		sb.Step = stepRestart
+		if sb.Step != stepRevertBoot {
+			sb.Step = stepRestart
+		}
 		if err := m.commit(ctx, sb, api.StateBooting, "sandbox.state", "starting"); err != nil {
 			return &stepError{step: stepRestart, err: err}
 		}
@@ -382,8 +394,8 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			}
 		}
 		step := stepWaitIP
-		if sb.Step == stepRestart {
-			step = stepRestart
+		if restarting(sb.Step) {
+			step = sb.Step
 		}
 		if err := m.progress(ctx, sb, step, fmt.Sprintf("VM %d started; waiting for the guest agent to report an address", sb.VMID)); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
@@ -651,17 +663,34 @@ func (m *Manager) wantConfig(ctx context.Context, sb *store.Sandbox, p *profile.
 	if p.Resources.Balloon > 0 {
 		opts = append(opts, pve.Option{Name: "balloon", Value: p.Resources.Balloon})
 	}
-	if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
-		// Referenced, not owned: the holder keeps the volume whatever happens here.
-		vol, err := m.ws.AttachableVolume(ctx, w)
-		if err != nil {
-			return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
-		}
-		opts = append(opts, pve.Option{Name: w.AttachKey, Value: vol})
-	} else if !errors.Is(err, store.ErrNotFound) {
+	if p.Behavior.TakesCleanSnapshot() {
+		// The workspace waits for the clean snapshot (attachAtCreate): a VM
+		// snapshot would cover it too.
+		return opts, nil
+	}
+	ws, err := m.workspaceOption(ctx, sb)
+	if err != nil || ws == nil {
+		return opts, err
+	}
+	return append(opts, *ws), nil
+}
+
+// workspaceOption is the drive option that references the workspace claimed
+// for sb (nil: none claimed).
+func (m *Manager) workspaceOption(ctx context.Context, sb *store.Sandbox) (*pve.Option, error) {
+	w, err := m.store.WorkspaceBySandbox(ctx, sb.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, err
 	}
-	return opts, nil
+	// Referenced, not owned: the holder keeps the volume whatever happens here.
+	vol, err := m.ws.AttachableVolume(ctx, w)
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", w.Name, err)
+	}
+	return &pve.Option{Name: w.AttachKey, Value: vol}, nil
 }
 
 // configure applies the options the VM does not have yet and returns their
@@ -820,8 +849,12 @@ func sizeGB(drive string) int {
 // resize grows the root disk to the profile's size if it is smaller and
 // says what it did ("" when nothing).
 func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Profile) (string, error) {
+	next := stepStart
+	if p.Behavior.TakesCleanSnapshot() {
+		next = stepClean
+	}
 	if p.Storage.RootSizeGB <= 0 {
-		return "", m.progress(ctx, sb, stepStart, "")
+		return "", m.progress(ctx, sb, next, "")
 	}
 	v, err := m.guard.Must(ctx, m.proof(sb), true)
 	if err != nil {
@@ -842,7 +875,7 @@ func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Prof
 		}
 		msg = fmt.Sprintf("grew %s to %d GiB", disk, p.Storage.RootSizeGB)
 	}
-	return msg, m.progress(ctx, sb, stepStart, msg)
+	return msg, m.progress(ctx, sb, next, msg)
 }
 
 var macRE = regexp.MustCompile(`(?i)=([0-9a-f]{2}(?::[0-9a-f]{2}){5})`)
@@ -886,7 +919,7 @@ func (m *Manager) fail(sb *store.Sandbox, cause error) {
 		return
 	}
 	msg := cause.Error()
-	if cur.Step == stepRestart {
+	if restarting(cur.Step) {
 		// The sandbox existed before this start: keep its VM, power it off.
 		kind := "sandbox.start_failed"
 		if errors.Is(cause, errStopRequested) {

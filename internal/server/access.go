@@ -16,6 +16,8 @@ func (s *Server) accessRoutes(add func(method, path string, h handler)) {
 	add("DELETE", "/v1/sandboxes/{ref}/snapshots/{name}", s.deleteSandboxSnapshot)
 	add("POST", "/v1/sandboxes/{ref}/snapshots/{name}/restore", s.restoreSandboxSnapshot)
 	add("POST", "/v1/sandboxes/{ref}/hibernate", s.op(s.mgr.Hibernate))
+	add("POST", "/v1/sandboxes/{ref}/resume", s.op(s.mgr.ResumeHibernated))
+	add("POST", "/v1/sandboxes/{ref}/revert", s.revert)
 	add("POST", "/v1/sandboxes/{ref}/resize", s.resize)
 	add("GET", "/v1/sandboxes/{ref}/ports", s.listPorts)
 	add("POST", "/v1/sandboxes/{ref}/ports", s.expose)
@@ -61,6 +63,18 @@ func (s *Server) unexpose(_ http.ResponseWriter, r *http.Request) (int, any, err
 		return 0, nil, err
 	}
 	return 200, map[string]int{"unexposed": port}, nil
+}
+
+func (s *Server) revert(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.RevertRequest
+	if err := decode(w, r, &req, true); err != nil {
+		return 0, nil, err
+	}
+	sb, err := s.mgr.Revert(r.Context(), r.PathValue("ref"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, sb.Sandbox, nil
 }
 
 func (s *Server) resize(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -54,3 +54,23 @@ func (s *Store) PinHostKey(ctx context.Context, sb *Sandbox, k *HostKey, ev Even
 	}
 	return s.HostKey(ctx, sb.ID)
 }
+
+// ForgetHostKey drops sb's pin with an event, in one transaction; the next
+// read through the guest agent pins again. Only for a guest whose disks were
+// rolled back to before its first boot, which creates new host keys.
+func (s *Store) ForgetHostKey(ctx context.Context, sb *Sandbox, ev Event) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM host_keys WHERE sandbox_id=?`, sb.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		return s.insertEvent(ctx, tx, sb, "", "", ev)
+	})
+	if err != nil {
+		return fmt.Errorf("forget host key of %s: %w", sb.Name, err)
+	}
+	return nil
+}
