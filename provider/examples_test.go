@@ -65,7 +65,7 @@ func TestAccExamples(t *testing.T) {
 					continue
 				}
 				steps = append(steps, resource.TestStep{Config: cfg, ResourceName: addr, ImportState: true, ImportStateId: id,
-					ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection", "ttl"}})
+					ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts", "attached_sandbox", "deletion_protection", "ttl", "ready", "building", "claimed"}})
 			}
 			_ = c
 			resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: factories, CheckDestroy: noVMsLeft(d), Steps: steps})

@@ -109,7 +109,7 @@ func (p *AgentlabProvider) Configure(ctx context.Context, req provider.Configure
 }
 
 func (p *AgentlabProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewSandboxResource, NewSandboxPortResource, NewWorkspaceResource, NewWorkspaceSnapshotResource, NewSessionResource}
+	return []func() resource.Resource{NewSandboxResource, NewSandboxPortResource, NewWorkspaceResource, NewWorkspaceSnapshotResource, NewSessionResource, NewPoolResource}
 }
 
 func (p *AgentlabProvider) DataSources(context.Context) []func() datasource.DataSource {

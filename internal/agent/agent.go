@@ -145,7 +145,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		IdleStopEnabled:        cfg.IdleStopEnabled, IdleStopMinutesDefault: cfg.IdleStopMinutesDefault,
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, IdleStopOff: h.IdleStopOff, Metrics: met, Log: log,
 		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs,
-		Subnet: subnet, HostAddr: hostAddr, Expose: exposeOptions(cfg),
+		Subnet: subnet, HostAddr: hostAddr, Expose: exposeOptions(cfg), PoolCloneConcurrency: cfg.PoolCloneConcurrency,
 		Limits: sandbox.Limits{MaxTTL: cfg.MaxTTL, MaxSandboxes: cfg.MaxSandboxes, MaxSandboxesPerProfile: cfg.MaxSandboxesPerProfile}})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop
@@ -433,6 +433,7 @@ func (a *Agent) addLoops(cfg *config.Config) {
 	}})
 	a.Loops.Add(loops.Loop{Name: "port_expiry", Every: cfg.LeaseGCInterval, Run: m.PortGC})
 	a.Loops.Add(loops.Loop{Name: "idle_stop", Every: cfg.IdleStopInterval, Run: m.IdleStop})
+	a.Loops.Add(loops.Loop{Name: "pool", Every: cfg.PoolInterval, Run: m.PoolFill})
 	a.Loops.Add(loops.Loop{Name: "job_finalize", Every: cfg.LeaseGCInterval, Run: a.Jobs.Finalize})
 	a.Loops.Add(loops.Loop{Name: "prune_state", Every: time.Hour, Run: func(ctx context.Context) error {
 		ev, sb, err := a.Store.Prune(ctx, cfg.EventRetention, cfg.DestroyedRetention)

@@ -424,8 +424,8 @@ func TestStatusReportsLoops(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ok := len(st.Loops) == 7
-		for _, name := range []string{"lease_gc", "provisioning_timeout", "reconcile", "idle_stop", "prune_state", "port_expiry"} {
+		ok := len(st.Loops) == 8
+		for _, name := range []string{"lease_gc", "provisioning_timeout", "reconcile", "idle_stop", "prune_state", "port_expiry", "pool"} {
 			ok = ok && st.Loops[name].Runs >= 1 && st.Loops[name].LastRun != nil
 		}
 		if ok {

@@ -34,27 +34,34 @@ const (
 	// (deleted and reused, or changed out of band). agentd touches it no more;
 	// destroy --force retires the row.
 	StateLost State = "LOST"
+	// StatePooled: a warm-pool member, booted with its guest agent answering
+	// on an address agentd assigned, holding no secret, token or lease; a
+	// create of its profile claims it (POOLED → PROVISIONING, step claim).
+	StatePooled State = "POOLED"
 )
 
 // States lists every state in lifecycle order.
 var States = []State{StateRequested, StateProvisioning, StateBooting, StateReady, StateRunning,
-	StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed}
+	StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateLost, StatePooled, StateDestroying, StateDestroyed}
 
 // transitions is the one table of allowed state changes; error messages and
 // the store's compare-and-set both read it.
 var transitions = map[State][]State{
 	StateRequested:    {StateProvisioning, StateFailed, StateTimeout, StateDestroying, StateDestroyed},
 	StateProvisioning: {StateBooting, StateFailed, StateTimeout, StateDestroying, StateDestroyed},
-	StateBooting:      {StateReady, StateFailed, StateTimeout, StateStopped, StateLost, StateDestroying, StateDestroyed},
+	StateBooting:      {StateReady, StatePooled, StateFailed, StateTimeout, StateStopped, StateLost, StateDestroying, StateDestroyed},
 	StateReady:        {StateRunning, StateFailed, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
 	StateRunning:      {StateStopped, StateSuspended, StateCompleted, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
 	StateStopped:      {StateBooting, StateFailed, StateTimeout, StateLost, StateDestroying, StateDestroyed},
 	// A hibernated sandbox resumes through the start path (BOOTING).
-	StateSuspended:  {StateBooting, StateRunning, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
-	StateCompleted:  {StateStopped, StateLost, StateDestroying, StateDestroyed},
-	StateFailed:     {StateLost, StateDestroying, StateDestroyed},
-	StateTimeout:    {StateLost, StateDestroying, StateDestroyed},
-	StateLost:       {StateDestroying, StateDestroyed},
+	StateSuspended: {StateBooting, StateRunning, StateStopped, StateTimeout, StateLost, StateDestroying, StateDestroyed},
+	StateCompleted: {StateStopped, StateLost, StateDestroying, StateDestroyed},
+	StateFailed:    {StateLost, StateDestroying, StateDestroyed},
+	StateTimeout:   {StateLost, StateDestroying, StateDestroyed},
+	StateLost:      {StateDestroying, StateDestroyed},
+	// A claim takes the pooled VM back into provisioning (its claim step);
+	// a replaced or unhealthy member is destroyed.
+	StatePooled:     {StateProvisioning, StateFailed, StateLost, StateDestroying, StateDestroyed},
 	StateDestroying: {StateLost, StateDestroyed},
 	StateDestroyed:  nil,
 }
@@ -861,3 +868,56 @@ const (
 	// CodeSecretsReadOnly: a sops bundle; change it with sops.
 	CodeSecretsReadOnly Code = "secrets_read_only"
 )
+
+// MaxPoolSize bounds a pool's max: every member is a running VM.
+const MaxPoolSize = 100
+
+// Pool is one profile's warm pool as the API reports it.
+type Pool struct {
+	Profile  string `json:"profile"`
+	MinReady int    `json:"min_ready"`
+	Max      int    `json:"max"`
+	// Source says where min_ready and max come from: "profile" (the
+	// profile's pool key) or "override" (PUT /v1/pools/{profile}, kept in the
+	// state database until cleared).
+	Source string `json:"source"`
+	// Ready members are POOLED: a create of the profile claims one.
+	Ready int `json:"ready"`
+	// Building members are still being cloned or booted.
+	Building int `json:"building"`
+	// Claimed counts creates this pool has served since it was defined.
+	Claimed int64 `json:"claimed"`
+	// ProfileHash is the profile version members are built from; members of
+	// another version are replaced.
+	ProfileHash string `json:"profile_hash"`
+	// LastError is the last failure of the pool loop for this profile.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// PoolList is the pools response: every profile, pooled or not.
+type PoolList struct {
+	Pools []Pool `json:"pools"`
+}
+
+// SetPoolRequest overrides a profile's pool at runtime. Clear drops the
+// override (the profile's own pool key applies again); otherwise both
+// numbers are required.
+type SetPoolRequest struct {
+	MinReady *int `json:"min_ready,omitempty"`
+	Max      *int `json:"max,omitempty"`
+	Clear    bool `json:"clear,omitempty"`
+}
+
+// ValidatePool checks a pool size pair; field prefixes the keys named in
+// the error ("pool." for a profile, "" for the API).
+func ValidatePool(field string, minReady, max int) *Error {
+	switch {
+	case minReady < 0:
+		return FieldError(field+"min_ready", "must be 0 or more, got %d", minReady)
+	case max < 0 || max > MaxPoolSize:
+		return FieldError(field+"max", "must be between 0 and %d, got %d", MaxPoolSize, max)
+	case minReady > max:
+		return FieldError(field+"min_ready", "%d is more than max %d: raise max or lower min_ready", minReady, max)
+	}
+	return nil
+}

@@ -107,7 +107,12 @@ type Config struct {
 	IdleStopCPUThreshold   float64       `yaml:"idle_stop_cpu_threshold"`
 
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
-	LeaseGCInterval   time.Duration `yaml:"lease_gc_interval"`
+	// Warm pools: how often the pool loop refills and checks members, and
+	// how many pool clones may run at once on a node (more hit PVE's
+	// per-template lock timeouts).
+	PoolInterval         time.Duration `yaml:"pool_interval"`
+	PoolCloneConcurrency int           `yaml:"pool_clone_concurrency"`
+	LeaseGCInterval      time.Duration `yaml:"lease_gc_interval"`
 	// LeaseCountsWhilePaused: a hibernated (SUSPENDED) sandbox's lease runs
 	// on; false (the default) stops the clock until it is resumed.
 	LeaseCountsWhilePaused bool          `yaml:"lease_counts_while_paused"`
@@ -173,6 +178,8 @@ func Default() *Config {
 		IdleStopMinutesDefault:    30,
 		IdleStopCPUThreshold:      0.05,
 		ReconcileInterval:         30 * time.Second,
+		PoolInterval:              10 * time.Second,
+		PoolCloneConcurrency:      2,
 		LeaseGCInterval:           30 * time.Second,
 		EventRetention:            720 * time.Hour,
 		DestroyedRetention:        720 * time.Hour,
@@ -260,7 +267,7 @@ func (c *Config) Validate() error {
 		d   time.Duration
 	}{{"proxmox_command_timeout", c.ProxmoxCommandTimeout}, {"proxmox_task_timeout", c.ProxmoxTaskTimeout}, {"provisioning_timeout", c.ProvisioningTimeout},
 		{"shutdown_timeout", c.ShutdownTimeout}, {"idle_stop_interval", c.IdleStopInterval},
-		{"reconcile_interval", c.ReconcileInterval}, {"lease_gc_interval", c.LeaseGCInterval},
+		{"reconcile_interval", c.ReconcileInterval}, {"lease_gc_interval", c.LeaseGCInterval}, {"pool_interval", c.PoolInterval},
 		{"event_retention", c.EventRetention}, {"destroyed_retention", c.DestroyedRetention},
 		{"bootstrap_ttl", c.BootstrapTTL}, {"artifact_token_ttl", c.ArtifactTokenTTL}, {"artifact_retention", c.ArtifactRetention},
 		{"guest_refusal_interval", c.GuestRefusalInterval}, {"guest_header_timeout", c.GuestHeaderTimeout},
@@ -278,6 +285,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSandboxes < 1 {
 		return c.fieldErr("max_sandboxes", "must be at least 1, got %d", c.MaxSandboxes)
+	}
+	if c.PoolCloneConcurrency < 1 || c.PoolCloneConcurrency > 16 {
+		return c.fieldErr("pool_clone_concurrency", "must be between 1 and 16 clones at a time per node, got %d", c.PoolCloneConcurrency)
 	}
 	if c.MaxSandboxesPerProfile < 0 {
 		return c.fieldErr("max_sandboxes_per_profile", "must be 0 (only max_sandboxes) or more, got %d", c.MaxSandboxesPerProfile)

@@ -43,6 +43,15 @@ func (k Kind) nameKey() string { return "agentlab-" + string(k) + "-name" }
 // instanceKey names the installation that created the VM.
 const instanceKey = "agentlab-instance"
 
+// poolKey marks a warm-pool member with its profile. A claim rewrites the
+// description without it, so a VM that still carries it was never handed
+// to a user.
+const poolKey = "agentlab-pool"
+
+// PoolTag is the extra Proxmox tag of a warm-pool member (operators filter
+// on it; the proof reads the description).
+const PoolTag = "agentlab-pool"
+
 // ErrNotOwned: the VM at the VMID is not provably the object's.
 var ErrNotOwned = errors.New("not owned")
 
@@ -53,6 +62,10 @@ type Proof struct {
 	Name     string // written into the description for operators; not checked
 	Instance string
 	VMID     int
+	// Pool is the profile of a warm-pool member ("" for a sandbox handed to
+	// a user). A proof with Pool set requires the marker, so a VM planted
+	// at a pooled VMID without it is refused.
+	Pool string
 }
 
 // Description is the VM description that carries the proof. It is written by
@@ -63,7 +76,11 @@ func (p Proof) Description() string {
 	if p.Kind == Holder {
 		head = "AgentLab workspace holder: owns the volume of workspace " + p.Name + ". Never start or delete it by hand."
 	}
-	return fmt.Sprintf("%s\n%s: %s\n%s: %s\n%s: %s\n", head, p.Kind.idKey(), p.ID, p.Kind.nameKey(), p.Name, instanceKey, p.Instance)
+	d := fmt.Sprintf("%s\n%s: %s\n%s: %s\n%s: %s\n", head, p.Kind.idKey(), p.ID, p.Kind.nameKey(), p.Name, instanceKey, p.Instance)
+	if p.Pool != "" {
+		d += fmt.Sprintf("%s: %s\n", poolKey, p.Pool)
+	}
+	return d
 }
 
 // Marker is what a description says about its VM.
@@ -72,6 +89,7 @@ type Marker struct {
 	ID       string
 	Name     string
 	Instance string // "" for VMs written before instance ids existed
+	Pool     string // profile of a warm-pool member
 }
 
 // Parse reads the proof lines of a description; ok is false when it names no
@@ -92,6 +110,8 @@ func Parse(desc string) (m Marker, ok bool) {
 			m.Name = v
 		case instanceKey:
 			m.Instance = v
+		case poolKey:
+			m.Pool = v
 		}
 	}
 	return m, found == 1 && m.ID != ""
@@ -139,6 +159,8 @@ func (p Proof) Verify(cfg map[string]any, withTag bool) error {
 		return fail("it was created by another agentd installation (instance %s, this is %s)", m.Instance, p.Instance)
 	case withTag && !HasTag(cfg, p.Kind.Tag()):
 		return fail("it lacks the %q tag", p.Kind.Tag())
+	case p.Pool != "" && m.Pool != p.Pool:
+		return fail("it is not a warm-pool member of profile %s (its description lacks %q)", p.Pool, poolKey+": "+p.Pool)
 	}
 	return nil
 }

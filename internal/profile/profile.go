@@ -40,6 +40,8 @@ type Profile struct {
 	Network      Network   `yaml:"network"`
 	Behavior     Behavior  `yaml:"behavior"`
 	Secrets      Secrets   `yaml:"secrets"`
+	// Pool keeps booted, unassigned VMs of this profile ready (nil: none).
+	Pool *Pool `yaml:"pool"`
 
 	Source string `yaml:"-"` // file it came from
 }
@@ -220,7 +222,7 @@ func (p *Profile) validate(bridge string) error {
 	default:
 		return fmt.Errorf("behavior.idle_action: must be %s or %s, got %q", IdleStop, IdleHibernate, p.Behavior.IdleAction)
 	}
-	return nil
+	return p.Pool.validate()
 }
 
 // API converts to the wire type.

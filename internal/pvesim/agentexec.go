@@ -226,7 +226,27 @@ func init() {
 			}
 			return 0
 		},
-		"hostname": func(g *devGuest, _ []string) int { g.out.WriteString(g.v.name() + "\n"); return 0 },
+		"hostname": func(g *devGuest, _ []string) int {
+			if b, ok := g.file("/etc/hostname"); ok {
+				g.out.Write(b)
+				return 0
+			}
+			g.out.WriteString(g.v.name() + "\n")
+			return 0
+		},
+		// hostnamectl set-hostname NAME, as systemd's: the transient and
+		// static name at once (/etc/hostname), which hostname then prints.
+		"hostnamectl": func(g *devGuest, args []string) int {
+			if len(args) != 2 || args[0] != "set-hostname" || args[1] == "" {
+				g.errb.WriteString("hostnamectl: the simulated guest supports only `hostnamectl set-hostname NAME`\n")
+				return 1
+			}
+			if g.v.guestFiles == nil {
+				g.v.guestFiles = map[string][]byte{}
+			}
+			g.v.guestFiles["/etc/hostname"] = []byte(args[1] + "\n")
+			return 0
+		},
 		"uname": func(g *devGuest, args []string) int {
 			if len(args) > 0 && args[0] == "-a" {
 				g.out.WriteString("Linux " + g.v.name() + " 6.8.0-85-generic #85-Ubuntu SMP PREEMPT_DYNAMIC x86_64 GNU/Linux\n")

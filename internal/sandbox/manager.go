@@ -83,6 +83,9 @@ type Options struct {
 	BootstrapTTL time.Duration
 	Limits       Limits
 	Expose       ExposeOptions
+	// PoolCloneConcurrency bounds the warm-pool clones running at once on
+	// a node (0: 2).
+	PoolCloneConcurrency int
 }
 
 // AddressSets keeps the host's binding and mode sets (netpolicy.Sets).
@@ -125,6 +128,8 @@ type Manager struct {
 	idleMu     sync.Mutex
 	lastActive map[string]time.Time
 	idleErr    string // why idle stop is not acting (conntrack missing, …)
+
+	pool poolState
 }
 
 type worker struct {
@@ -321,7 +326,7 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	if w != nil {
 		msg += ", workspace " + w.Name
 	}
-	err = m.store.CreateSandbox(ctx, sb, store.Event{Kind: "sandbox.requested", Message: msg}, claims...)
+	claimed, err := m.insert(ctx, sb, c, store.Event{Kind: "sandbox.requested", Message: msg}, claims)
 	if errors.Is(err, store.ErrWorkspaceBusy) {
 		if cerr := m.ws.Busy(ctx, w, "", sessionID); cerr != nil {
 			return nil, false, cerr
@@ -342,6 +347,12 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	}
 	if err != nil {
 		return nil, false, err
+	}
+	if claimed {
+		// The member's own worker may still be exiting after it saved POOLED.
+		m.afterWorker(sb.ID)
+		m.KickPool()
+		return sb, true, nil
 	}
 	m.startWorker(sb.ID)
 	return sb, true, nil
@@ -457,7 +468,7 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 	// is idempotent), so one that RUNs across a restart is still unbound
 	// when it stops or is destroyed. Left behind, (tap<vmid>i0, MAC,
 	// address) would let the next VM given that VMID send as the old address.
-	live, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateBooting, api.StateReady, api.StateRunning}})
+	live, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateBooting, api.StateReady, api.StateRunning, api.StatePooled}})
 	if err != nil {
 		return 0, err
 	}
@@ -497,9 +508,20 @@ func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
 	return sb, err
 }
 
-// List lists sandboxes.
+// List lists sandboxes; warm-pool members are not sandboxes of anyone's
+// yet (GET /v1/pools counts them).
 func (m *Manager) List(ctx context.Context, f store.Filter) ([]*store.Sandbox, error) {
-	return m.store.Sandboxes(ctx, f)
+	rows, err := m.store.Sandboxes(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := rows[:0]
+	for _, sb := range rows {
+		if !IsPoolMember(sb) {
+			out = append(out, sb)
+		}
+	}
+	return out, nil
 }
 
 func invalidState(sb *store.Sandbox, op string, allowed ...api.State) error {

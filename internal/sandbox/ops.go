@@ -16,7 +16,11 @@ import (
 
 // proof is what the VM at sb.VMID must show to be acted on as sb's.
 func (m *Manager) proof(sb *store.Sandbox) owner.Proof {
-	return m.guard.Proof(owner.Sandbox, sb.ID, sb.Name, sb.VMID)
+	p := m.guard.Proof(owner.Sandbox, sb.ID, sb.Name, sb.VMID)
+	if IsPoolMember(sb) {
+		p.Pool = sb.Profile
+	}
+	return p
 }
 
 // untagged reports whether sb's VM may not carry the tag yet: the clone

@@ -158,7 +158,7 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 		return
 	}
 	var want netpolicy.Binding
-	if sb.VMID != 0 && (sb.State == api.StateBooting || sb.State == api.StateReady || sb.State == api.StateRunning) {
+	if sb.VMID != 0 && (sb.State == api.StateBooting || sb.State == api.StateReady || sb.State == api.StateRunning || sb.State == api.StatePooled) {
 		if a, err := m.store.Address(context.Background(), sb.ID); err == nil {
 			want = netpolicy.Binding{Addr: a, MAC: netpolicy.MAC(a), Ports: netpolicy.Ports(sb.VMID), Mode: netpolicy.Mode(m.profiles[sb.Profile])}
 		} else if sb.IP != "" {
@@ -306,6 +306,11 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepAllocate, err: err}
 		}
 	}
+	if sb.State == api.StateProvisioning && sb.Step == stepClaim {
+		if err := m.claimVM(ctx, sb, p); err != nil {
+			return &stepError{step: stepClaim, err: err}
+		}
+	}
 	if sb.State == api.StateProvisioning {
 		var err error
 		for attempt := 1; ; attempt++ {
@@ -317,7 +322,12 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			if err = m.assignAddress(ctx, sb); err != nil {
 				return &stepError{step: stepAllocate, err: err}
 			}
+			var release func()
+			if release, err = m.poolCloneSlot(ctx, sb); err != nil {
+				return &stepError{step: stepClone, err: err}
+			}
 			err = m.timed(stepClone, func() error { return m.clone(ctx, sb, p) })
+			release()
 			if !errors.Is(err, pve.ErrExists) || attempt == maxAllocAttempts {
 				break
 			}
@@ -405,6 +415,14 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepWaitIP, err: fmt.Errorf("the guest of VM %d reports %s, not its assigned address %s: the template must apply cloud-init's ipconfig0 (network config v1/v2), and nothing else may configure net0; every layer drops what it sends from another address", sb.VMID, ip, a)}
 		}
 		sb.IP = ip
+		if IsPoolMember(sb) {
+			// Ready for a claim: no bootstrap token, no lease until then.
+			sb.Step = ""
+			if err := m.commit(ctx, sb, api.StatePooled, "pool.member_ready", fmt.Sprintf("warm-pool member ready: guest agent answered on %s", ip)); err != nil {
+				return &stepError{step: stepWaitIP, err: err}
+			}
+			return nil
+		}
 		if sb.Step != stepRestart {
 			if err := m.deliverBootstrap(ctx, sb); err != nil {
 				return &stepError{step: stepWaitIP, err: err}

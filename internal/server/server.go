@@ -88,6 +88,7 @@ func (s *Server) routes() {
 	add("GET", "/v1/events", s.events)
 	s.workspaceRoutes(add)
 	s.accessRoutes(add)
+	s.poolRoutes(add)
 }
 
 // ServeHTTP serves trusted clients (the Unix socket). Unmatched requests get
@@ -269,9 +270,9 @@ func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any
 	f := store.Filter{Profile: q.Get("profile"), Name: q.Get("name")}
 	for k := range q {
 		switch k {
-		case "state", "profile", "name", "all", "limit", "after":
+		case "state", "profile", "name", "all", "pooled", "limit", "after":
 		default:
-			return 0, nil, api.FieldError(k, "unknown filter (known: state, profile, name, all; paging: limit, after)")
+			return 0, nil, api.FieldError(k, "unknown filter (known: state, profile, name, all, pooled; paging: limit, after)")
 		}
 	}
 	for _, v := range q["state"] {
@@ -288,7 +289,13 @@ func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any
 	if err != nil {
 		return 0, nil, err
 	}
-	rows, err := s.mgr.List(r.Context(), f)
+	list := s.mgr.List
+	if q.Get("pooled") == "true" {
+		// Warm-pool members too (they are no one's sandbox, so hidden by
+		// default): what a soak or an operator auditing VMs needs.
+		list = s.mgr.Store().Sandboxes
+	}
+	rows, err := list(r.Context(), f)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -210,6 +210,7 @@ provisioning_timeout: %[5]s
 shutdown_timeout: 1s
 reconcile_interval: 3s
 lease_gc_interval: 2s
+pool_interval: 2s
 idle_stop_enabled: false
 guest_listen: 127.0.0.1:0
 guest_check_source_ip: false

@@ -12,7 +12,7 @@ import (
 
 // Violation is one broken invariant, naming the objects at fault.
 type Violation struct {
-	Inv    string // I1..I8
+	Inv    string // I1..I9
 	Object string
 	Detail string
 }
@@ -29,6 +29,7 @@ var Invariants = []struct{ ID, Title string }{
 	{"I6", "VMs agentd did not create untouched"},
 	{"I7", "failures answered 4xx/5xx with a cause, none hung"},
 	{"I8", "live sandbox VMs carry agentd's full configuration"},
+	{"I9", "warm pool: no VM both pooled and claimed, members hold no lease"},
 }
 
 // Check runs every invariant on w; the model supplies I4.
@@ -44,6 +45,46 @@ func Check(w *World, m *Model) []Violation {
 	out = append(out, CheckI6(w)...)
 	out = append(out, CheckI7(w.Records, w.OpTimeout)...)
 	out = append(out, CheckI8(w)...)
+	out = append(out, CheckI9(w)...)
+	return out
+}
+
+// poolMarker is the description line of an unclaimed warm-pool member.
+const poolMarker = "agentlab-pool: "
+
+// CheckI9: a POOLED row is an unclaimed member (named after its id, no
+// lease) whose running VM carries the pool marker and belongs to no other
+// live row; a claimed sandbox's VM no longer carries the marker.
+func CheckI9(w *World) []Violation {
+	var out []Violation
+	byVM := map[int][]string{}
+	for _, sb := range w.Sandboxes {
+		if sb.State != api.StateDestroyed && sb.VMID != 0 {
+			byVM[sb.VMID] = append(byVM[sb.VMID], sb.Name+"/"+string(sb.State))
+		}
+	}
+	for _, sb := range w.Sandboxes {
+		obj := fmt.Sprintf("sandbox %s (%s, %s, VM %d)", sb.Name, sb.ID, sb.State, sb.VMID)
+		v, ok := w.Sim.VMs[sb.VMID]
+		switch {
+		case sb.State == api.StatePooled:
+			switch {
+			case sb.Name != sb.ID || sb.LeaseExpiresAt != nil:
+				out = append(out, Violation{"I9", obj, "a pooled row with a user's name or a lease"})
+			case len(byVM[sb.VMID]) > 1:
+				out = append(out, Violation{"I9", obj, "its VM also belongs to " + strings.Join(byVM[sb.VMID], ", ")})
+			case !ok:
+				out = append(out, Violation{"I9", obj, "its VM does not exist"})
+			case !strings.Contains(v.Config["description"], poolMarker+sb.Profile):
+				out = append(out, Violation{"I9", obj, "its VM lacks the pool marker: a claimed VM went back to the pool"})
+			case !v.Running:
+				out = append(out, Violation{"I9", obj, "its VM is not running"})
+			}
+		case (sb.State == api.StateRunning || sb.State == api.StateStopped) && ok &&
+			markerID(v.Config["description"], "agentlab-sandbox-id: ") == sb.ID && strings.Contains(v.Config["description"], poolMarker):
+			out = append(out, Violation{"I9", obj, "a claimed sandbox's VM still carries the pool marker"})
+		}
+	}
 	return out
 }
 

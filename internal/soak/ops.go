@@ -48,6 +48,12 @@ func (r *runner) exec(ctx context.Context, op Op) Record {
 		_, err = c.StopSession(ctx, op.Target)
 	case OpSesDelete:
 		_, err = c.DeleteSession(ctx, op.Target)
+	case OpPoolSet:
+		var minReady, max int
+		if _, serr := fmt.Sscanf(op.Target, "%d:%d", &minReady, &max); serr != nil {
+			return skip("pool size " + op.Target + ": " + serr.Error())
+		}
+		_, err = c.SetPool(ctx, op.Profile, api.SetPoolRequest{MinReady: &minReady, Max: &max})
 
 	case OpWsWrite:
 		defer r.model.Lock(op.Workspace)()

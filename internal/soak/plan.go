@@ -29,6 +29,9 @@ const (
 	OpSesStop        = "session.stop"
 	OpSesFork        = "session.fork"
 	OpSesDelete      = "session.delete"
+	// OpPoolSet resizes the warm pool of yolo-ephemeral (Target "MIN:MAX"),
+	// so creates of that profile claim members while the pool refills.
+	OpPoolSet = "pool.set"
 )
 
 // The pools are small on purpose: operations collide on the same objects.
@@ -114,10 +117,12 @@ var endpoints = map[string]struct{ method, path string }{
 	"create":   {"POST", `^/nodes/[^/]+/qemu$`},
 	"snapshot": {"POST", `^/nodes/[^/]+/qemu/\d+/snapshot$`},
 	"rollback": {"POST", `^/nodes/[^/]+/qemu/\d+/snapshot/[^/]+/rollback$`},
+	// The claim of a pool member renames its guest through the agent.
+	"exec": {"POST", `^/nodes/[^/]+/qemu/\d+/agent/exec$`},
 }
 
 var (
-	httpTargets = []string{"clone", "config", "start", "delete", "create", "snapshot", "rollback", "stop"}
+	httpTargets = []string{"clone", "config", "start", "delete", "create", "snapshot", "rollback", "stop", "exec"}
 	taskTypes   = []string{"qmclone", "qmconfig", "qmstart", "qmdestroy", "qmsnapshot", "qmrollback", "qmshutdown", "qmstop", "resize"}
 )
 
@@ -195,10 +200,13 @@ var opWeights = []struct {
 	{OpSandboxCreate, 9}, {OpSandboxStop, 4}, {OpSandboxStart, 4}, {OpSandboxDestroy, 3}, {OpSandboxForce, 3},
 	{OpSandboxRenew, 3}, {OpWsCreate, 6}, {OpWsAttach, 5}, {OpWsDetach, 5}, {OpWsDelete, 2}, {OpWsFork, 3},
 	{OpWsWrite, 12}, {OpSnapCreate, 5}, {OpSnapRestore, 4}, {OpSnapDelete, 2}, {OpSesCreate, 5},
-	{OpSesResume, 6}, {OpSesStop, 4}, {OpSesFork, 2}, {OpSesDelete, 3},
+	{OpSesResume, 6}, {OpSesStop, 4}, {OpSesFork, 2}, {OpSesDelete, 3}, {OpPoolSet, 3},
 }
 
-var creates = map[string]bool{OpSandboxCreate: true, OpWsCreate: true, OpSesCreate: true}
+// poolSizes are the pool sizes pool.set draws from (min_ready:max).
+var poolSizes = []string{"0:0", "1:2", "2:2", "2:4", "3:3"}
+
+var creates = map[string]bool{OpSandboxCreate: true, OpWsCreate: true, OpSesCreate: true, OpPoolSet: true}
 
 func drawOp(r *rand.Rand, seq int, warmup bool) Op {
 	weight := func(kind string, w int) int {
@@ -249,6 +257,8 @@ func drawOp(r *rand.Rand, seq int, warmup bool) Op {
 		}
 	case OpSesResume, OpSesStop, OpSesDelete:
 		op.Target = pick(r, sessionNames)
+	case OpPoolSet:
+		op.Profile, op.Target = "yolo-ephemeral", pick(r, poolSizes)
 	case OpSesFork:
 		// Target is the new session; Workspace the name of its forked workspace.
 		op.Source, op.Target, op.Workspace = pick(r, sessionNames), pick(r, sessionNames), pick(r, workspaceNames)

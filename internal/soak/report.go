@@ -74,6 +74,7 @@ func (r *Report) Print(out io.Writer) {
 		fmt.Fprintf(out, " (back in %s)", d.Round(time.Millisecond))
 	}
 	fmt.Fprintln(out)
+	fmt.Fprintf(out, "warm-pool claims: %d\n", r.PoolClaims)
 	for _, e := range r.HarnessErrors {
 		fmt.Fprintf(out, "harness: %s\n", e)
 	}

@@ -2,7 +2,7 @@
 // as separate processes, random operations from several workers over a small
 // pool of sandboxes, workspaces, sessions and snapshots, Proxmox faults
 // injected through the simulator's hooks, kill -9 of agentd at random points,
-// and afterwards a check of invariants I1..I8 (issue #13) against the
+// and afterwards a check of invariants I1..I9 (issues #13, #19) against the
 // simulator's ground truth. The seed fixes the whole plan: operations, their
 // arguments, faults and kill points (not the interleaving of the workers).
 package soak
@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"time"
 
@@ -45,6 +46,8 @@ type Report struct {
 	Faults        map[string]int
 	FaultsSkipped map[string]int
 	Kills         []time.Duration
+	// PoolClaims is how many creates took a warm-pool member (pool.set ops).
+	PoolClaims    int64
 	Violations    []Violation
 	HarnessErrors []string
 }
@@ -86,6 +89,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := preparePool(ctx, env); err != nil {
+		return nil, err
+	}
 	plan := NewPlan(PlanOptions{Seed: cfg.Seed, Ops: cfg.Ops, Workers: cfg.Workers, Kills: kills, FaultRate: cfg.FaultRate})
 	if kills == 0 {
 		plan.Kills = nil
@@ -111,6 +117,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Settle: time.Since(quiet), HarnessErrors: r.errs}
 	rep.Faults, rep.FaultsSkipped = r.inj.Counts()
 	rep.Kills = r.kills
+	if pools, err := env.Client.Pools(ctx); err == nil {
+		for _, p := range pools {
+			rep.PoolClaims += p.Claimed
+		}
+	}
 	rep.Wall = time.Since(start)
 	return rep, nil
 }
@@ -147,7 +158,7 @@ func waitQuiet(ctx context.Context, env *Env, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		busy := false
-		if sbs, err := env.Client.Sandboxes(ctx, nil); err != nil {
+		if sbs, err := env.Client.Sandboxes(ctx, url.Values{"pooled": {"true"}}); err != nil {
 			busy = true
 		} else {
 			for _, sb := range sbs {
@@ -166,4 +177,22 @@ func waitQuiet(ctx context.Context, env *Env, limit time.Duration) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// preparePool gives yolo-ephemeral a ready pool before the first operation,
+// so the warm-up's creates claim members while the pool refills (pool.set
+// operations resize or empty it later).
+func preparePool(ctx context.Context, env *Env) error {
+	minReady, max := 3, 4
+	if _, err := env.Client.SetPool(ctx, "yolo-ephemeral", api.SetPoolRequest{MinReady: &minReady, Max: &max}); err != nil {
+		return fmt.Errorf("set up the warm pool: %w", err)
+	}
+	deadline := time.Now().Add(env.ProvTime)
+	for time.Now().Before(deadline) {
+		if p, err := env.Client.Pool(ctx, "yolo-ephemeral"); err == nil && p.Ready >= minReady {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("the warm pool of yolo-ephemeral was not ready within %s", env.ProvTime)
 }

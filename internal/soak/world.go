@@ -51,7 +51,7 @@ func Gather(ctx context.Context, e *Env, foreign map[int]pvesim.VMState) (*World
 	w := &World{Foreign: foreign, Firewall: map[int]Firewall{}, Snippets: map[string]bool{},
 		Files: map[string]WorkspaceFiles{}, Profiles: map[string]api.Profile{}, Now: time.Now(), ProvTimeout: e.ProvTime}
 	var err error
-	if w.Sandboxes, err = e.Client.Sandboxes(ctx, url.Values{"all": {"true"}}); err != nil {
+	if w.Sandboxes, err = e.Client.Sandboxes(ctx, url.Values{"all": {"true"}, "pooled": {"true"}}); err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
 	}
 	if w.Workspaces, err = e.Client.Workspaces(ctx); err != nil {

@@ -8,7 +8,9 @@ import (
 // LiveSandboxes counts sandboxes that are not DESTROYED (of one profile when
 // profile is set): each holds, or may still hold, a VM.
 func (s *Store) LiveSandboxes(ctx context.Context, profile string) (int, error) {
-	q, args := `SELECT COUNT(*) FROM sandboxes WHERE state <> 'DESTROYED'`, []any{}
+	// Warm-pool members (named after their id, a name only agentd can
+	// choose) are no one's sandbox yet: pool.max bounds them.
+	q, args := `SELECT COUNT(*) FROM sandboxes WHERE state <> 'DESTROYED' AND name <> id`, []any{}
 	if profile != "" {
 		q += ` AND profile = ?`
 		args = append(args, profile)

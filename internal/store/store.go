@@ -465,18 +465,26 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 			return fmt.Errorf("insert sandbox %s: %w", sb.Name, err)
 		}
 		for _, c := range claim {
-			res, err := tx.ExecContext(ctx, `UPDATE workspaces SET attached_sandbox=?, attach_key=?, updated_at=?
-				WHERE id=? AND state='READY' AND attached_sandbox IS NULL AND (reserved_by IS NULL OR reserved_by=?)`,
-				sb.ID, c.Key, now.UnixMilli(), c.WorkspaceID, c.SessionID)
-			if err != nil {
+			if err := claimWorkspace(ctx, tx, sb.ID, c, now); err != nil {
 				return err
-			}
-			if n, _ := res.RowsAffected(); n != 1 {
-				return ErrWorkspaceBusy
 			}
 		}
 		return s.insertEvent(ctx, tx, sb, "", sb.State, ev)
 	})
+}
+
+// claimWorkspace marks the workspace attached to sandbox id inside tx.
+func claimWorkspace(ctx context.Context, tx *sql.Tx, id string, c Claim, now time.Time) error {
+	res, err := tx.ExecContext(ctx, `UPDATE workspaces SET attached_sandbox=?, attach_key=?, updated_at=?
+		WHERE id=? AND state='READY' AND attached_sandbox IS NULL AND (reserved_by IS NULL OR reserved_by=?)`,
+		id, c.Key, now.UnixMilli(), c.WorkspaceID, c.SessionID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ErrWorkspaceBusy
+	}
+	return nil
 }
 
 func nullInt(v int) any {

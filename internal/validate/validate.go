@@ -106,7 +106,7 @@ var jobIDRE = regexp.MustCompile(`^job-[0-9a-f]+$`)
 
 // ReservedTags are the tags agentd uses to prove a VM is its own; a client
 // cannot add them, or a VM could be made to look like agentd's.
-var ReservedTags = []string{"agentlab", "agentlab-workspace"}
+var ReservedTags = []string{"agentlab", "agentlab-workspace", "agentlab-pool"}
 
 // MaxTag bounds a tag's length (Proxmox itself sets none).
 const MaxTag = 64
