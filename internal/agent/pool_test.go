@@ -532,3 +532,31 @@ func TestPoolClaimHotplugsWorkspace(t *testing.T) {
 		t.Fatalf("workspace: %+v %v", w, err)
 	}
 }
+
+// TestPoolNotForOtherResources: a create that overrides the profile's cores
+// or memory is never served by a pool member (which booted with the
+// profile's): it is a cold create with its own resources, and the pool
+// keeps its members.
+func TestPoolNotForOtherResources(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	setPool(t, c, 2, 2)
+	before := map[int]bool{}
+	for _, sb := range pooledRows(t, d) {
+		before[sb.VMID] = true
+	}
+	c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "bigger", Profile: poolProfile, Cores: 7, MemoryMB: 4096})
+	sb, err := c.WaitSandbox(ctx, "bigger", time.Millisecond)
+	if err != nil || sb.State != api.StateRunning || sb.Cores != 7 || sb.MemoryMB != 4096 {
+		t.Fatalf("create with overrides: %+v %v", sb, err)
+	}
+	if before[sb.VMID] || hasKind(t, c, "bigger", "sandbox.claimed") {
+		t.Fatalf("a create with its own cores took pool member VM %d", sb.VMID)
+	}
+	if cfg := vms(d)[sb.VMID].Config; cfg["cores"] != "7" || cfg["memory"] != "4096" {
+		t.Fatalf("VM config %v", cfg)
+	}
+	if n := len(pooledRows(t, d)); n != 2 {
+		t.Fatalf("%d pool members left, want 2", n)
+	}
+}

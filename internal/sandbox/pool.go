@@ -344,12 +344,13 @@ func (m *Manager) retireMember(ctx context.Context, sb *store.Sandbox, why strin
 }
 
 // poolable reports whether a create may take a pool member: the profile
-// has a pool. Everything else a create asks for (name, tags, lease,
-// keepalive, a workspace, which a running VM takes by hotplug) is given at
-// the claim.
+// has a pool and the create keeps the profile's cores and memory (a member
+// booted with them; changing them would be pending until a restart).
+// Everything else a create asks for (name, tags, lease, keepalive, a
+// workspace, which a running VM takes by hotplug) is given at the claim.
 func (m *Manager) poolable(ctx context.Context, c canonical) bool {
 	p := m.profiles[c.Profile]
-	if p == nil {
+	if p == nil || c.Cores != 0 || c.MemoryMB != 0 {
 		return false
 	}
 	size, _, err := m.poolSize(ctx, p)
