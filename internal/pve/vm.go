@@ -82,6 +82,27 @@ func (c *Client) Configure(ctx context.Context, vmid int, opts ...Option) error 
 	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).Config(ctx, opts...) })
 }
 
+// ConfigureIfUnchanged sets config keys with the synchronous PUT (PVE's
+// update_vm: the same options as the POST, written before it answers, so no
+// task to poll) and only if the config still has digest, the one read with
+// it: update_vm_api refuses the write when the file changed since, so the
+// write lands on exactly the config the caller proved. An empty digest makes
+// the write unconditional. PUT is meant for changes without storage
+// allocation or hotplug; callers pass options that reference, never allocate.
+func (c *Client) ConfigureIfUnchanged(ctx context.Context, vmid int, digest string, opts ...Option) error {
+	body := make(map[string]any, len(opts)+1)
+	for _, o := range opts {
+		body[o.Name] = o.Value
+	}
+	if digest != "" {
+		body["digest"] = digest
+	}
+	if err := c.api.Put(ctx, c.vmPath(vmid, "/config"), body, nil); err != nil {
+		return wrap(fmt.Sprintf("configure VM %d", vmid), err)
+	}
+	return nil
+}
+
 // Config reads a VM's current config.
 func (c *Client) Config(ctx context.Context, vmid int) (map[string]any, error) {
 	var cfg map[string]any

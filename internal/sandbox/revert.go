@@ -35,21 +35,30 @@ func restarting(step string) bool { return step == stepRestart || step == stepRe
 // version's configure is unplugged first, so the snapshot covers only what
 // the sandbox owns. A storage that cannot snapshot skips it with an event:
 // revert then says why it has nothing to go back to.
-func (m *Manager) cleanSnapshot(ctx context.Context, sb *store.Sandbox) error {
-	if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
-		return err
+//
+// fresh: this run cloned the VM, so no clone lock can remain (its task ended)
+// and it has no snapshot yet (a clone copies none): the checks a resumed run
+// needs for an earlier attempt's snapshot are skipped. The ownership proof
+// is read either way (a task, the resize, ran since configure's).
+func (m *Manager) cleanSnapshot(ctx context.Context, sb *store.Sandbox, fresh bool) error {
+	if !fresh {
+		if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
+			return err
+		}
 	}
 	v, err := m.guard.Must(ctx, m.proof(sb), true)
 	if err != nil {
 		return err
 	}
-	snaps, err := m.pve.Snapshots(ctx, sb.VMID)
-	if err != nil {
-		return err
-	}
-	for _, s := range snaps {
-		if s.Name == CleanSnapshot {
-			return m.progress(ctx, sb, stepAttachWS, "")
+	if !fresh {
+		snaps, err := m.pve.Snapshots(ctx, sb.VMID)
+		if err != nil {
+			return err
+		}
+		for _, s := range snaps {
+			if s.Name == CleanSnapshot {
+				return m.progress(ctx, sb, stepAttachWS, "")
+			}
 		}
 	}
 	if f := foreignDisks(v.Config, sb.VMID); len(f) > 0 {
