@@ -165,6 +165,10 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 	if i < 0 {
 		return false, m.noClean(ctx, sb)
 	}
+	// Before anything changes (newer snapshots deleted, the guest shut down).
+	if err := m.rollbackReachesForeign(ctx, sb, op, CleanSnapshot); err != nil {
+		return false, err
+	}
 	var newer []string
 	for _, s := range snaps[i+1:] {
 		newer = append(newer, s.Name)
