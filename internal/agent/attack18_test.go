@@ -82,3 +82,45 @@ func TestAttack18RestoreSnapshotHoldingWorkspace(t *testing.T) {
 		t.Fatalf("workspace after the refused restore: %+v %v", w, err)
 	}
 }
+
+// TestAttack18StopOfHibernatedKeepsLeaseCredit: the lease stands still while
+// a sandbox is hibernated. Stopping a hibernated sandbox (to free its vmstate
+// volume) must not hand it back its pre-hibernation deadline: hibernated
+// with 1h left, stopped after 5h asleep, it still has that hour, and lease
+// GC must not destroy it at once.
+func TestAttack18StopOfHibernatedKeepsLeaseCredit(t *testing.T) {
+	d, c, clk, _ := startLoopsDev(t)
+	ctx := tctx(t)
+	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "sleeper", Profile: "yolo-ephemeral", TTL: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	if sb, err := c.WaitSandbox(ctx, "sleeper", 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("%+v %v", sb, err)
+	}
+	if _, err := c.Hibernate(ctx, "sleeper"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(5 * time.Hour)
+	if err := d.Manager.LeaseGC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := state(t, c, "sleeper"); st != api.StateSuspended {
+		t.Fatalf("hibernated sandbox reaped while its lease stood still: %s", st)
+	}
+	if _, err := c.Stop(ctx, "sleeper"); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.WaitSandbox(ctx, "sleeper", 10*time.Millisecond)
+	if err != nil || sb.State != api.StateStopped {
+		t.Fatalf("stop of the hibernated sandbox: %+v %v", sb, err)
+	}
+	if sb.LeaseExpiresAt == nil || sb.LeaseExpiresAt.Sub(clk.Now()) < 59*time.Minute {
+		t.Fatalf("stopped after 5h hibernated with 1h left, the lease ends at %v (now %v)", sb.LeaseExpiresAt, clk.Now())
+	}
+	if err := d.Manager.LeaseGC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := state(t, c, "sleeper"); st != api.StateStopped {
+		t.Fatalf("lease GC right after the stop: %s", st)
+	}
+}
