@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
 
 // TestAttack18RevertToSnapshotHoldingWorkspace: an operator re-takes "clean"
@@ -122,5 +123,61 @@ func TestAttack18StopOfHibernatedKeepsLeaseCredit(t *testing.T) {
 	}
 	if st := state(t, c, "sleeper"); st != api.StateStopped {
 		t.Fatalf("lease GC right after the stop: %s", st)
+	}
+}
+
+// TestAttack18RevertWhoseAnswerIsLost: Proxmox performs the rollback but its
+// answer never arrives (a dropped connection; the same as agentd dying right
+// after the task ran). The disks are from before the first boot, so the
+// guest needs its bootstrap again and makes new SSH host keys: the next
+// start must deliver the bootstrap, and the old pin must not lock ssh out
+// for good (a pin is never replaced, so host_key_changed would be final).
+func TestAttack18RevertWhoseAnswerIsLost(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	sb := withWorkspace(t, c, "lost")
+	vm := vms(d)[sb.VMID]
+	root, wsVol := volOf(vm.Config["scsi0"]), holderVol(t, d, c, "ws")
+	write(t, d, root, "/etc/dirty", "yes")
+	write(t, d, wsVol, "/work/result.txt", "keep me")
+	if _, err := c.HostKey(ctx, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sim.LoseReply("POST", `/snapshot/clean/rollback$`, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Revert(ctx, "lost", api.RevertRequest{}); err == nil {
+		t.Fatal("revert reported success without Proxmox's answer")
+	}
+	if read(t, d, root, "/etc/dirty") != "<missing>" {
+		t.Fatal("the simulator did not roll back: the attack did not happen")
+	}
+	// Whatever the revert left, reconcile and a start bring it back.
+	if _, err := c.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.WaitSandbox(ctx, "lost", 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State == api.StateStopped {
+		if _, err := c.Start(ctx, "lost"); err != nil {
+			t.Fatal(err)
+		}
+		got, err = c.WaitSandbox(ctx, "lost", 10*time.Millisecond)
+	}
+	if err != nil || got.State != api.StateRunning {
+		t.Fatalf("after the lost revert answer: %+v %v", got, err)
+	}
+	if read(t, d, wsVol, "/work/result.txt") != "keep me" || volOf(vms(d)[sb.VMID].Config["scsi1"]) != wsVol {
+		t.Fatalf("workspace after the lost revert answer: %v", vms(d)[sb.VMID].Config)
+	}
+	if n := countKind(t, c, "lost", "bootstrap.written"); n != 2 {
+		t.Fatalf("the reverted guest got %d bootstraps in all, want 2 (one at create, one after the rollback)", n)
+	}
+	regenerated := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEbYDuLO4ZG1lE8Vf0vRxcC5e3RTZ0p2WSaeH1oV0wy3 root@lost\n"
+	d.Sim.SetGuestFile(sb.VMID, pvesim.HostKeyPath, []byte(regenerated))
+	if hk, err := c.HostKey(ctx, "lost"); err != nil || !hk.Verified {
+		t.Fatalf("host key of the reverted guest: %+v %v", hk, err)
 	}
 }
