@@ -1,7 +1,10 @@
 package agent_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +182,70 @@ func TestAttack18RevertWhoseAnswerIsLost(t *testing.T) {
 	d.Sim.SetGuestFile(sb.VMID, pvesim.HostKeyPath, []byte(regenerated))
 	if hk, err := c.HostKey(ctx, "lost"); err != nil || !hk.Verified {
 		t.Fatalf("host key of the reverted guest: %+v %v", hk, err)
+	}
+}
+
+// deleteVolume removes a volume through the Proxmox API, as an operator's
+// pvesm free would, behind agentd's back.
+func deleteVolume(t *testing.T, d *agent.Dev, volid string) {
+	t.Helper()
+	sid, _, _ := strings.Cut(volid, ":")
+	id, secret := d.Sim.Token()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(d.Sim.CAPEM()))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequest("DELETE", d.Sim.URL()+"/nodes/pve/storage/"+sid+"/content/"+url.PathEscape(volid), nil)
+	req.Header.Set("Authorization", "PVEAPIToken="+id+"="+secret)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for i := 0; i < 200 && volumeExists(d, volid); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if resp.StatusCode != 200 || volumeExists(d, volid) {
+		t.Fatalf("delete %s: %s", volid, resp.Status)
+	}
+}
+
+// TestAttack18ResumeWithoutVMState: the vmstate volume of a hibernated
+// sandbox is removed out of band, so Proxmox cannot resume it. The resume
+// must fail saying so, and the sandbox must not be stuck: destroy still
+// works, leaves no VM, and keeps the workspace and its data.
+func TestAttack18ResumeWithoutVMState(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	sb := withWorkspace(t, c, "nostate")
+	wsVol := holderVol(t, d, c, "ws")
+	write(t, d, wsVol, "/work/result.txt", "keep me")
+	if _, err := c.Hibernate(ctx, "nostate"); err != nil {
+		t.Fatal(err)
+	}
+	vmstate := vms(d)[sb.VMID].Config["vmstate"]
+	deleteVolume(t, d, vmstate)
+
+	if _, err := c.Resume(ctx, "nostate"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.WaitSandbox(ctx, "nostate", 10*time.Millisecond)
+	if err != nil || got.State == api.StateRunning || !strings.Contains(got.Error, vmstate) {
+		t.Fatalf("after a resume without its vmstate: %+v %v (want an error naming %s)", got, err, vmstate)
+	}
+	got, err = c.Destroy(ctx, "nostate", false)
+	if err == nil && got.State != api.StateDestroyed {
+		got, err = c.WaitSandbox(ctx, got.ID, 10*time.Millisecond)
+	}
+	if err != nil || got.State != api.StateDestroyed {
+		t.Fatalf("destroy after the failed resume: %+v %v", got, err)
+	}
+	if _, left := vms(d)[sb.VMID]; left {
+		t.Fatal("VM left after destroy")
+	}
+	if read(t, d, wsVol, "/work/result.txt") != "keep me" {
+		t.Fatal("workspace data lost")
+	}
+	if w, err := c.Workspace(ctx, "ws"); err != nil || w.AttachedSandbox != "" {
+		t.Fatalf("workspace after destroy: %+v %v", w, err)
 	}
 }
