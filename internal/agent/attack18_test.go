@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
 // TestAttack18RevertToSnapshotHoldingWorkspace: an operator re-takes "clean"
@@ -247,5 +249,52 @@ func TestAttack18ResumeWithoutVMState(t *testing.T) {
 	}
 	if w, err := c.Workspace(ctx, "ws"); err != nil || w.AttachedSandbox != "" {
 		t.Fatalf("workspace after destroy: %+v %v", w, err)
+	}
+}
+
+// TestAttack18LeaseRenewedWhileGCWaits: lease GC lists an expired sandbox,
+// then waits for its lock (a snapshot holds it); meanwhile the lease is
+// renewed. Once GC gets the lock it must judge the row it now holds, not the
+// listing: a renewed sandbox is not destroyed.
+func TestAttack18LeaseRenewedWhileGCWaits(t *testing.T) {
+	d, c, clk, _ := startLoopsDev(t)
+	ctx := tctx(t)
+	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "renewed", Profile: "yolo-ephemeral", TTL: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.WaitSandbox(ctx, "renewed", 10*time.Millisecond)
+	if err != nil || sb.State != api.StateRunning {
+		t.Fatalf("%+v %v", sb, err)
+	}
+	clk.Add(61 * time.Minute)
+	d.Sim.HangTaskTimes("qmsnapshot", strconv.Itoa(sb.VMID), 1)
+	snapDone := make(chan error, 1)
+	go func() {
+		_, err := c.CreateSandboxSnapshot(ctx, "renewed", api.CreateSandboxSnapshotRequest{Name: "held"})
+		snapDone <- err
+	}()
+	// The snapshot request now holds the sandbox's lock, its task hung.
+	time.Sleep(200 * time.Millisecond)
+	gcDone := make(chan error, 1)
+	go func() { gcDone <- d.Manager.LeaseGC(ctx) }()
+	// Give GC the time to list the row and queue for its lock (if it has not
+	// yet, it reads the renewed row and the test passes for that reason).
+	time.Sleep(200 * time.Millisecond)
+	row, err := d.Agent.Store.Sandbox(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := clk.Now().Add(time.Hour).UTC()
+	row.LeaseExpiresAt = &exp
+	if err := d.Agent.Store.Save(ctx, row, row.State, store.Event{Kind: "sandbox.lease_renewed", Message: "renewed while GC waited"}); err != nil {
+		t.Fatal(err)
+	}
+	d.Sim.ReleaseHungTasks()
+	<-snapDone
+	if err := <-gcDone; err != nil {
+		t.Fatal(err)
+	}
+	if st := state(t, c, "renewed"); st != api.StateRunning {
+		t.Fatalf("a sandbox renewed while lease GC waited for its lock is %s", st)
 	}
 }
