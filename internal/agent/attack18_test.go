@@ -298,3 +298,47 @@ func TestAttack18LeaseRenewedWhileGCWaits(t *testing.T) {
 		t.Fatalf("a sandbox renewed while lease GC waited for its lock is %s", st)
 	}
 }
+
+// TestAttack18TouchWhileIdleStopWaits: the same race for idle stop: a touch
+// (agentd sandbox ssh records one) that commits while idle stop waits for
+// the sandbox's lock keeps it running.
+func TestAttack18TouchWhileIdleStopWaits(t *testing.T) {
+	d, c, clk, _ := startLoopsDev(t)
+	ctx := tctx(t)
+	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "touched", Profile: "yolo-ephemeral", TTL: "4h"}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.WaitSandbox(ctx, "touched", 10*time.Millisecond)
+	if err != nil || sb.State != api.StateRunning {
+		t.Fatalf("%+v %v", sb, err)
+	}
+	d.Sim.SetCPU(sb.VMID, 0.01)
+	clk.Add(31 * time.Minute)
+	d.Sim.HangTaskTimes("qmsnapshot", strconv.Itoa(sb.VMID), 1)
+	snapDone := make(chan error, 1)
+	go func() {
+		_, err := c.CreateSandboxSnapshot(ctx, "touched", api.CreateSandboxSnapshotRequest{Name: "held"})
+		snapDone <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	idleDone := make(chan error, 1)
+	go func() { idleDone <- d.Manager.IdleStop(ctx) }()
+	time.Sleep(200 * time.Millisecond)
+	row, err := d.Agent.Store.Sandbox(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := clk.Now().UTC()
+	row.LastUsedAt = &now
+	if err := d.Agent.Store.Save(ctx, row, row.State, store.Event{Kind: "sandbox.touched", Message: "touched while idle stop waited"}); err != nil {
+		t.Fatal(err)
+	}
+	d.Sim.ReleaseHungTasks()
+	<-snapDone
+	if err := <-idleDone; err != nil {
+		t.Fatal(err)
+	}
+	if st := state(t, c, "touched"); st != api.StateRunning {
+		t.Fatalf("a sandbox touched while idle stop waited for its lock is %s", st)
+	}
+}

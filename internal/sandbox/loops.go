@@ -242,6 +242,11 @@ func (m *Manager) IdleStop(ctx context.Context) error {
 		if !ok {
 			continue
 		}
+		// A touch may have committed while the lock was awaited.
+		if cur.LastUsedAt != nil && now.Sub(*cur.LastUsedAt) < window {
+			unlock()
+			continue
+		}
 		action := m.idleAction(sb)
 		why := fmt.Sprintf("idle %s after %s without activity: no SSH flow to %s:22, CPU %.1f%% below %.1f%%, no touch since %s",
 			action, window, sb.IP, c*100, m.opts.IdleStopCPUThreshold*100, last.UTC().Format(time.RFC3339))
