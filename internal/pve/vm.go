@@ -369,6 +369,16 @@ func (c *Client) Snapshots(ctx context.Context, vmid int) ([]Snapshot, error) {
 	return out, nil
 }
 
+// SnapshotConfig is the VM config a snapshot recorded: the disks a rollback
+// to it restores and plugs in again.
+func (c *Client) SnapshotConfig(ctx context.Context, vmid int, name string) (map[string]any, error) {
+	var cfg map[string]any
+	if err := c.api.Get(ctx, c.vmPath(vmid, "/snapshot/"+name+"/config"), &cfg); err != nil {
+		return nil, wrap(fmt.Sprintf("get config of snapshot %s of VM %d", name, vmid), err)
+	}
+	return cfg, nil
+}
+
 // Rollback restores vmid to a snapshot (destructive for the disks' current data).
 func (c *Client) Rollback(ctx context.Context, vmid int, name string) error {
 	op := fmt.Sprintf("roll back VM %d to %s", vmid, name)

@@ -146,12 +146,19 @@ func (m *Manager) commit(ctx context.Context, sb *store.Sandbox, to api.State, k
 func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kind, msg string) error {
 	from := sb.State
 	sb.State = to
-	paused := sb.PausedAt
+	paused, lease := sb.PausedAt, sb.LeaseExpiresAt
 	if to == api.StateStopped || to.Terminal() {
+		if to == api.StateStopped && paused != nil && lease != nil && !m.opts.LeaseCountsWhilePaused {
+			// The clock stood still while it slept: a hibernated sandbox
+			// stopped keeps the time it had left, as a resume would, instead
+			// of being handed its old deadline (long past) for lease GC.
+			exp := lease.Add(m.now().Sub(*paused)).UTC()
+			sb.LeaseExpiresAt = &exp
+		}
 		sb.PausedAt = nil // the hibernation state is gone with the VM's run
 	}
 	if err := m.store.Save(ctx, sb, from, store.Event{Kind: kind, Message: msg}); err != nil {
-		sb.State, sb.PausedAt = from, paused
+		sb.State, sb.PausedAt, sb.LeaseExpiresAt = from, paused, lease
 		return err
 	}
 	m.opts.Metrics.Transition(string(from), string(to))
