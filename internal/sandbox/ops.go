@@ -310,7 +310,7 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 	case sb.State == api.StateDestroying:
 		wctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
 		defer cancel()
-		if err := m.awaitLockFree(wctx, sb); err != nil {
+		if err := m.awaitLockFree(wctx, sb, "?"); err != nil {
 			return nil, proxmoxError("destroy", sb, err)
 		}
 		if err := m.finishDestroy(wctx, sb, apiLockWait); err != nil {
@@ -335,8 +335,9 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 		m.afterWorker(sb.ID)
 		return sb, nil
 	}
+	lock := ""
 	if sb.VMID != 0 && sb.State != api.StateLost {
-		if _, err := m.vm(wctx, sb); errors.Is(err, owner.ErrNotOwned) {
+		if v, err := m.vm(wctx, sb); errors.Is(err, owner.ErrNotOwned) {
 			if !force {
 				return nil, m.lost(wctx, sb, "destroy", err)
 			}
@@ -345,6 +346,8 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 			sb.State, sb.Error = api.StateLost, err.Error()
 		} else if err != nil {
 			return nil, proxmoxError("destroy", sb, err)
+		} else if v != nil {
+			lock, _ = v.Config["lock"].(string)
 		}
 	}
 	if sb.State == api.StateLost {
@@ -356,7 +359,7 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 	// Refused before the destroy is journaled, so a 409 busy leaves the
 	// sandbox as it was; the journaled destroy's own wait is bounded too, for
 	// a lock taken in between (the cleanup loop then finishes it).
-	if err := m.awaitLockFree(wctx, sb); err != nil {
+	if err := m.awaitLockFree(wctx, sb, lock); err != nil {
 		return nil, proxmoxError("destroy", sb, err)
 	}
 	if err := m.save(wctx, sb, api.StateDestroying, "sandbox.destroy_requested", "destroy "+by); err != nil {
@@ -430,14 +433,17 @@ func (m *Manager) stillPlugged(ctx context.Context, sb *store.Sandbox, w *store.
 // awaitLockFree waits at most apiLockWait while a Proxmox task holds the
 // lock of the sandbox's VM (Proxmox refuses to stop or destroy it meanwhile:
 // "VM is locked (backup)"). A hibernated VM's lock=suspended is no task's and
-// does not block a destroy; a VM already gone is no obstacle either.
-func (m *Manager) awaitLockFree(ctx context.Context, sb *store.Sandbox) error {
-	if sb.VMID == 0 {
+// does not block a destroy; a VM already gone is no obstacle either. lock is
+// the lock of the config just read ("?" when none was read): a free one
+// spares the status request.
+func (m *Manager) awaitLockFree(ctx context.Context, sb *store.Sandbox, lock string) error {
+	free := func(lock string) bool { return lock == "" || lock == "suspended" }
+	if sb.VMID == 0 || free(lock) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiLockWait)
 	defer cancel()
-	err := m.waitLock(ctx, sb.VMID, func(lock string) bool { return lock == "" || lock == "suspended" })
+	err := m.waitLock(ctx, sb.VMID, free)
 	if errors.Is(err, pve.ErrNotFound) {
 		return nil
 	}
