@@ -481,6 +481,11 @@ func TestOwnershipSandboxOps(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
+				// RUNNING is committed before the provisioning worker is gone,
+				// and the loops skip a sandbox whose worker still runs (lease
+				// GC would leave it RUNNING): on a loaded machine the worker
+				// can outlive WaitSandbox's answer.
+				o.d.Manager.Wait(sb.ID)
 				if tc.before != nil {
 					tc.before(o, sb)
 				}

@@ -91,7 +91,7 @@ func (m *Manager) expire(ctx context.Context, sb *store.Sandbox, why string) err
 	}
 	wctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
 	defer cancel()
-	if err := m.removeVM(wctx, sb); err != nil {
+	if err := m.removeVM(wctx, sb, 0); err != nil {
 		if errors.Is(err, owner.ErrNotOwned) {
 			return m.lost(ctx, sb, "destroy the expired", err)
 		}
@@ -134,7 +134,7 @@ func (m *Manager) ProvisioningTimeouts(ctx context.Context) error {
 		cur.Error = why
 		err := m.save(ctx, cur, api.StateTimeout, "sandbox.timeout", why)
 		if err == nil {
-			if rerr := m.removeVM(ctx, cur); rerr != nil {
+			if rerr := m.removeVM(ctx, cur, 0); rerr != nil {
 				_ = m.store.AddEvent(ctx, cur, store.Event{Kind: "sandbox.cleanup_failed", Message: rerr.Error() + " (the row stays TIMEOUT; prune retries)"})
 			} else if cur.VMID != 0 {
 				cur.VMID, cur.Error = 0, why+fmt.Sprintf(" (VM %d removed)", sb.VMID)

@@ -54,8 +54,10 @@ func (m *Manager) lost(ctx context.Context, sb *store.Sandbox, op string, cause 
 // confirms it is gone, releases the workspace claim and the snippet. The
 // workspace stays attached until then: Proxmox's destroy frees only volumes
 // the VM owns, and the holder owns the workspace, so a failed destroy leaves
-// sandbox and workspace exactly as they were.
-func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox) error {
+// sandbox and workspace exactly as they were. lockWait bounds the wait for a
+// Proxmox lock on the VM (0: as long as ctx lasts); a request passes
+// apiLockWait, since a backup's or migration's lock can last for hours.
+func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, lockWait time.Duration) error {
 	w, err := m.store.WorkspaceBySandbox(ctx, sb.ID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -69,7 +71,13 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox) error {
 		// need not be: it is not running, and destroy purges its vmstate.
 		if v != nil && v.Config["vmstate"] == nil {
 			// A clone interrupted by a cancel or a crash may still hold lock=clone.
-			if err := m.waitUnlocked(ctx, sb.VMID); err != nil && !errors.Is(err, pve.ErrNotFound) {
+			lctx, cancel := ctx, context.CancelFunc(func() {})
+			if lockWait > 0 {
+				lctx, cancel = context.WithTimeout(ctx, lockWait)
+			}
+			err := m.waitUnlocked(lctx, sb.VMID)
+			cancel()
+			if err != nil && !errors.Is(err, pve.ErrNotFound) {
 				return err
 			}
 			if err := v.Stop(ctx); err != nil && !errors.Is(err, pve.ErrNotFound) {
@@ -109,6 +117,13 @@ func proxmoxError(op string, sb *store.Sandbox, err error) error {
 	}
 	if errors.Is(err, owner.ErrNotOwned) {
 		return api.Errorf(http.StatusConflict, api.CodeNotOwned, "refusing to %s sandbox %s: %v", op, sb.Name, err)
+	}
+	// Before the deadline check: the lock, not Proxmox, made the wait end.
+	var lw *lockWaitError
+	if errors.As(err, &lw) {
+		return api.Errorf(http.StatusConflict, api.CodeBusy,
+			"cannot %s sandbox %s: its VM %d is locked (%s) by a Proxmox task still running (qm unlock %d only if no task runs); retry when it has ended",
+			op, sb.Name, lw.VMID, lw.Lock, lw.VMID)
 	}
 	if errors.Is(err, pve.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		return api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "%s sandbox %s: Proxmox is unreachable: %v", op, sb.Name, err)
@@ -295,7 +310,10 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 	case sb.State == api.StateDestroying:
 		wctx, cancel := context.WithTimeout(m.ctx, 5*time.Minute)
 		defer cancel()
-		if err := m.finishDestroy(wctx, sb); err != nil {
+		if err := m.awaitLockFree(wctx, sb, "?"); err != nil {
+			return nil, proxmoxError("destroy", sb, err)
+		}
+		if err := m.finishDestroy(wctx, sb, apiLockWait); err != nil {
 			return nil, proxmoxError("destroy", sb, err)
 		}
 		return sb, nil
@@ -317,8 +335,9 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 		m.afterWorker(sb.ID)
 		return sb, nil
 	}
+	lock := ""
 	if sb.VMID != 0 && sb.State != api.StateLost {
-		if _, err := m.vm(wctx, sb); errors.Is(err, owner.ErrNotOwned) {
+		if v, err := m.vm(wctx, sb); errors.Is(err, owner.ErrNotOwned) {
 			if !force {
 				return nil, m.lost(wctx, sb, "destroy", err)
 			}
@@ -327,6 +346,8 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 			sb.State, sb.Error = api.StateLost, err.Error()
 		} else if err != nil {
 			return nil, proxmoxError("destroy", sb, err)
+		} else if v != nil {
+			lock, _ = v.Config["lock"].(string)
 		}
 	}
 	if sb.State == api.StateLost {
@@ -335,10 +356,16 @@ func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string
 		}
 		return m.retire(wctx, sb)
 	}
+	// Refused before the destroy is journaled, so a 409 busy leaves the
+	// sandbox as it was; the journaled destroy's own wait is bounded too, for
+	// a lock taken in between (the cleanup loop then finishes it).
+	if err := m.awaitLockFree(wctx, sb, lock); err != nil {
+		return nil, proxmoxError("destroy", sb, err)
+	}
 	if err := m.save(wctx, sb, api.StateDestroying, "sandbox.destroy_requested", "destroy "+by); err != nil {
 		return nil, conflict(sb, err)
 	}
-	if err := m.finishDestroy(wctx, sb); err != nil {
+	if err := m.finishDestroy(wctx, sb, apiLockWait); err != nil {
 		return nil, proxmoxError("destroy", sb, err)
 	}
 	return sb, nil
@@ -403,11 +430,31 @@ func (m *Manager) stillPlugged(ctx context.Context, sb *store.Sandbox, w *store.
 	return false, nil
 }
 
+// awaitLockFree waits at most apiLockWait while a Proxmox task holds the
+// lock of the sandbox's VM (Proxmox refuses to stop or destroy it meanwhile:
+// "VM is locked (backup)"). A hibernated VM's lock=suspended is no task's and
+// does not block a destroy; a VM already gone is no obstacle either. lock is
+// the lock of the config just read ("?" when none was read): a free one
+// spares the status request.
+func (m *Manager) awaitLockFree(ctx context.Context, sb *store.Sandbox, lock string) error {
+	free := func(lock string) bool { return lock == "" || lock == "suspended" }
+	if sb.VMID == 0 || free(lock) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiLockWait)
+	defer cancel()
+	err := m.waitLock(ctx, sb.VMID, free)
+	if errors.Is(err, pve.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
 // finishDestroy removes the VM of a DESTROYING row and marks it DESTROYED;
 // the caller holds the lock. On failure the row stays DESTROYING (the
 // workspace still attached, in the DB and in Proxmox alike) for a retry.
-func (m *Manager) finishDestroy(ctx context.Context, sb *store.Sandbox) error {
-	if err := m.removeVM(ctx, sb); err != nil {
+func (m *Manager) finishDestroy(ctx context.Context, sb *store.Sandbox, lockWait time.Duration) error {
+	if err := m.removeVM(ctx, sb, lockWait); err != nil {
 		if errors.Is(err, owner.ErrNotOwned) {
 			// The destroy was journaled while the VM was ours: a VM that fails
 			// the proof now is another one at the reused VMID (ours went in a

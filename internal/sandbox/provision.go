@@ -86,7 +86,7 @@ func (m *Manager) run(ctx context.Context, id string) {
 		if sb, err = m.store.Sandbox(ctx, id); err != nil || sb.State != api.StateDestroying {
 			return
 		}
-		_ = m.finishDestroy(ctx, sb)
+		_ = m.finishDestroy(ctx, sb, 0)
 		return
 	}
 	if !sb.State.InFlight() && sb.State != api.StateStopped {
@@ -552,17 +552,35 @@ func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 
 // waitUnlocked waits for a clone still in progress (lock=clone) to finish.
 func (m *Manager) waitUnlocked(ctx context.Context, vmid int) error {
+	return m.waitLock(ctx, vmid, func(lock string) bool { return lock == "" })
+}
+
+// lockWaitError: a VM's lock outlived the wait for it.
+type lockWaitError struct {
+	VMID int
+	Lock string
+	Err  error // the context's error
+}
+
+func (e *lockWaitError) Error() string {
+	return fmt.Sprintf("VM %d still locked (%s): %v", e.VMID, e.Lock, e.Err)
+}
+
+func (e *lockWaitError) Unwrap() error { return e.Err }
+
+// waitLock polls the VM's lock until free accepts it or ctx ends.
+func (m *Manager) waitLock(ctx context.Context, vmid int, free func(lock string) bool) error {
 	for {
 		st, err := m.pve.Status(ctx, vmid)
 		if err != nil {
 			return err
 		}
-		if st.Lock == "" {
+		if free(st.Lock) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("VM %d still locked (%s): %w", vmid, st.Lock, ctx.Err())
+			return &lockWaitError{VMID: vmid, Lock: st.Lock, Err: ctx.Err()}
 		case <-time.After(m.opts.IPPoll):
 		}
 	}
@@ -1015,7 +1033,7 @@ func (m *Manager) fail(sb *store.Sandbox, cause error) {
 		}
 		return
 	}
-	if cerr := m.removeVM(ctx, cur); cerr != nil {
+	if cerr := m.removeVM(ctx, cur, 0); cerr != nil {
 		msg += fmt.Sprintf("; cleanup of VM %d failed (prune retries it): %v", cur.VMID, cerr)
 	} else if cur.VMID != 0 {
 		msg += fmt.Sprintf(" (VM %d removed)", cur.VMID)

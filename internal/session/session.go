@@ -50,15 +50,21 @@ func (m *Manager) Get(ctx context.Context, ref string) (*store.Session, error) {
 	return x, err
 }
 
+// apiLockWait bounds a request's wait for a session another request holds
+// (the sandbox and workspace managers bound theirs the same).
+const apiLockWait = 10 * time.Second
+
 // getLocked finds a session, takes its lock and re-reads it under the lock.
 func (m *Manager) getLocked(ctx context.Context, ref string) (*store.Session, func(), error) {
 	x, err := m.Get(ctx, ref)
 	if err != nil {
 		return nil, nil, err
 	}
-	// A resume may wait for a destroy to release the workspace: bound the
-	// wait of the requests behind it (409 busy, nothing done).
-	unlock, err := m.locks.LockWithin(ctx, x.ID, "a request on session "+x.Name, 30*time.Second)
+	// A resume may wait for a destroy to release the workspace: the requests
+	// behind it wait no longer than for any object another operation holds
+	// (409 busy, nothing done). A longer wait here adds to the waits for the
+	// sandbox and its VM that the request itself may meet next.
+	unlock, err := m.locks.LockWithin(ctx, x.ID, "a request on session "+x.Name, apiLockWait)
 	if err != nil {
 		return nil, nil, api.Errorf(http.StatusConflict, api.CodeBusy, "session %s is busy (%v); retry", x.Name, err)
 	}
