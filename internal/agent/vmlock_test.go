@@ -57,6 +57,10 @@ func TestForeignVMLockAnswersBusy(t *testing.T) {
 	}
 	_, err = c.Destroy(ctx, sb.Name, true)
 	busy("destroy --force", err)
+	// Proxmox itself refuses a stop on the locked VM (check_lock): the same
+	// 409 busy, not a 502.
+	_, err = c.Stop(ctx, sb.Name)
+	busy("sandbox stop", err)
 
 	if err := d.Sim.SetLock(sb.VMID, ""); err != nil {
 		t.Fatal(err)

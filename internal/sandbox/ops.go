@@ -128,6 +128,11 @@ func proxmoxError(op string, sb *store.Sandbox, err error) error {
 	if errors.Is(err, pve.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		return api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "%s sandbox %s: Proxmox is unreachable: %v", op, sb.Name, err)
 	}
+	// qemu-server's check_lock refuses at once ("VM is locked (backup)"):
+	// the same answer as agentd's own bounded wait, so clients retry alike.
+	if errors.Is(err, pve.ErrLocked) {
+		return api.Errorf(http.StatusConflict, api.CodeBusy, "cannot %s sandbox %s now: %v; retry when the Proxmox task holding the lock has ended", op, sb.Name, err)
+	}
 	return api.Errorf(http.StatusBadGateway, api.CodeProxmox, "%s sandbox %s: %v", op, sb.Name, err)
 }
 
