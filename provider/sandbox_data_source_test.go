@@ -25,6 +25,9 @@ data "agentlab_sandbox" "s" { name = agentlab_sandbox.s.vmid }
 				resource.TestCheckResourceAttr("data.agentlab_sandbox.s", "name", "ds"),
 				resource.TestCheckResourceAttr("data.agentlab_sandbox.s", "profile", "yolo-ephemeral"),
 				resource.TestCheckResourceAttrPair("data.agentlab_sandbox.s", "ip", "agentlab_sandbox.s", "ip"),
+				resource.TestCheckResourceAttrPair("data.agentlab_sandbox.s", "cores", "agentlab_sandbox.s", "cores"),
+				resource.TestCheckResourceAttrPair("data.agentlab_sandbox.s", "memory_mb", "agentlab_sandbox.s", "memory_mb"),
+				resource.TestCheckResourceAttrSet("data.agentlab_sandbox.s", "cores"),
 				// None is null, as in the resource.
 				resource.TestCheckNoResourceAttr("data.agentlab_sandbox.s", "workspace"),
 				resource.TestCheckNoResourceAttr("agentlab_sandbox.s", "workspace"),

@@ -39,8 +39,8 @@ func TestResizeWarnsPending(t *testing.T) {
 		t.Fatalf("sandbox: %+v %v", sb, err)
 	}
 	r := &sandboxResource{c: c}
-	want := sandboxModel{Cores: types.Int64Value(3), MemoryMB: types.Int64Value(3072)}
-	into := sandboxModel{Cores: types.Int64Value(2), MemoryMB: types.Int64Value(2048)}
+	want := sandboxModel{sandboxObject: sandboxObject{Cores: types.Int64Value(3), MemoryMB: types.Int64Value(3072)}}
+	into := sandboxModel{sandboxObject: sandboxObject{Cores: types.Int64Value(2), MemoryMB: types.Int64Value(2048)}}
 	var diags diag.Diagnostics
 	if _, err := r.resize(ctx, sb.ID, want, &into, &diags); err != nil {
 		t.Fatal(err)

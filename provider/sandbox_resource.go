@@ -46,8 +46,6 @@ type sandboxModel struct {
 	TTL        timetypes.GoDuration `tfsdk:"ttl"`
 	Keepalive  types.Bool           `tfsdk:"keepalive"`
 	PowerState types.String         `tfsdk:"power_state"`
-	Cores      types.Int64          `tfsdk:"cores"`
-	MemoryMB   types.Int64          `tfsdk:"memory_mb"`
 	Tags       types.Set            `tfsdk:"tags"`
 	Timeouts   timeouts.Value       `tfsdk:"timeouts"`
 }
@@ -95,16 +93,15 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	// read back (Proxmox's config with pending values), which a second plan
 	// compares equal.
 	keepInt := []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
-	attrs["cores"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
-		MarkdownDescription: fmt.Sprintf("vCPUs (1-%d). Defaults to the profile's; a new sandbox is created with it (its VM is configured before the first boot). "+
-			"Changed in place; a running sandbox takes new cores only at its next start (Proxmox changes them only then), "+
-			"which the apply reports in a warning. Removing it from the configuration keeps the current value. "+
-			"Read back from Proxmox's configuration (pending values included), so a resize outside Terraform shows as drift once agentd's reconcile has read it.", validate.MaxCores),
-		Validators: []validator.Int64{int64validator.Between(1, validate.MaxCores)}}
-	attrs["memory_mb"] = schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt,
-		MarkdownDescription: fmt.Sprintf("Memory in MiB (%d-%d). Defaults to the profile's. Changed in place; a running sandbox takes it at its next start "+
-			"unless its VM has memory hotplug, and the apply says so in a warning. Removing it from the configuration keeps the current value.", validate.MinMemoryMB, validate.MaxMemoryMB),
-		Validators: []validator.Int64{int64validator.Between(validate.MinMemoryMB, validate.MaxMemoryMB)}}
+	for _, name := range []string{"cores", "memory_mb"} {
+		setInt64(attrs, name, func(a *schema.Int64Attribute) { a.Optional, a.PlanModifiers = true, keepInt })
+	}
+	setInt64(attrs, "cores", func(a *schema.Int64Attribute) {
+		a.Validators = []validator.Int64{int64validator.Between(1, validate.MaxCores)}
+	})
+	setInt64(attrs, "memory_mb", func(a *schema.Int64Attribute) {
+		a.Validators = []validator.Int64{int64validator.Between(validate.MinMemoryMB, validate.MaxMemoryMB)}
+	})
 	attrs["tags"] = schema.SetAttribute{Optional: true, ElementType: types.StringType, MarkdownDescription: "Extra Proxmox tags for the VM: lowercase letters, digits, `_ + . -`, up to 64 characters (agentd always adds `agentlab`, which is reserved, as is `agentlab-workspace`). Changing them replaces the sandbox.",
 		PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplace()},
 		Validators:    []validator.Set{setvalidator.ValueStringsAre(tagRule())}}
@@ -213,14 +210,6 @@ func (r *sandboxResource) Configure(_ context.Context, req resource.ConfigureReq
 // seconds; the framework keeps the configured spelling of an equal duration.
 func (m *sandboxModel) fromAPI(ctx context.Context, sb *api.Sandbox) diag.Diagnostics {
 	m.sandboxObject.fromAPI(sb)
-	// What Proxmox has configured (pending values included), so a resize
-	// outside Terraform shows as drift; 0 until the VM was configured.
-	if sb.Cores != 0 {
-		m.Cores = types.Int64Value(int64(sb.Cores))
-	}
-	if sb.MemoryMB != 0 {
-		m.MemoryMB = types.Int64Value(int64(sb.MemoryMB))
-	}
 	m.TTL = timetypes.NewGoDurationValue(time.Duration(sb.TTLSeconds) * time.Second)
 	m.Keepalive = types.BoolValue(sb.Keepalive)
 	switch sb.State {
