@@ -328,13 +328,16 @@ func (m *Manager) addMember(ctx context.Context, p *profile.Profile, hash string
 	return nil
 }
 
-// retireMember destroys an unclaimed member. A claim racing it wins or
-// loses on the row's compare-and-set: a member already claimed is left to
-// its new owner.
+// retireMember destroys an unclaimed member. The loop decided from rows it
+// read before its health checks and earlier retirements, during which a
+// create may have claimed the member and even brought it to RUNNING: the
+// row is checked again under its lock, and a claim landing after that
+// check loses the state compare-and-set (POOLED is gone). Either way a
+// member already claimed is left to its new owner.
 func (m *Manager) retireMember(ctx context.Context, sb *store.Sandbox, why string) error {
-	_, err := m.destroy(ctx, sb.ID, false, "by the pool loop: "+why)
+	_, err := m.destroyIf(ctx, sb.ID, false, "by the pool loop: "+why, IsPoolMember)
 	var ae *api.Error
-	if errors.As(err, &ae) && ae.Code == api.CodeInvalidState || errors.Is(err, store.ErrStale) {
+	if errors.Is(err, errKept) || errors.As(err, &ae) && (ae.Code == api.CodeInvalidState || ae.Code == api.CodeConflict) || errors.Is(err, store.ErrStale) {
 		return nil
 	}
 	if err != nil {

@@ -1,0 +1,90 @@
+package agent_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+)
+
+// Attacks on the warm pools by an engineer who did not write them. Each test
+// is a regression test of a claim the pools make.
+
+// waitRow waits (bounded by the test context) until the store row id
+// satisfies ok.
+func waitRow(t *testing.T, d *agent.Dev, id string, ok func(*store.Sandbox) bool) *store.Sandbox {
+	t.Helper()
+	ctx := tctx(t)
+	for {
+		sb, err := d.Store.Sandbox(ctx, id)
+		if err == nil && ok(sb) {
+			return sb
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("row %s never reached the wanted point (last %+v, %v)", id, sb, err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// TestAttackPoolTrimSparesClaimed: the pool loop reads the members, then
+// trims the surplus one by one. A member claimed (and RUNNING already)
+// while the loop is busy destroying an earlier surplus member must be left
+// to its new owner, not destroyed as surplus.
+func TestAttackPoolTrimSparesClaimed(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 3, 3)
+	members := pooledRows(t, d)
+	if len(members) != 3 {
+		t.Fatalf("%d members, want 3", len(members))
+	}
+	// The first surplus member's stop hangs: the loop is stuck on it with
+	// the rows it read before the claims.
+	d.Sim.HangTask("qmstop", "")
+	if _, err := c.SetPool(ctx, poolProfile, api.SetPoolRequest{MinReady: intp(1), Max: intp(1)}); err != nil {
+		t.Fatal(err)
+	}
+	for trimming := false; !trimming; {
+		for _, m := range members {
+			if row, err := d.Store.Sandbox(ctx, m.ID); err == nil && row.State == api.StateDestroying {
+				trimming = true
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the trim never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var got []*api.Sandbox
+	for i := 0; i < 2; i++ {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("trimmed-%d", i), Profile: poolProfile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+			t.Fatalf("create %d: %+v %v", i, sb, err)
+		}
+		got = append(got, sb)
+	}
+	d.Sim.ClearFaults()
+	d.Sim.ReleaseHungTasks()
+	// Waits for the trim that was stuck (fills are serial), then one more.
+	_ = d.Manager.PoolFill(ctx)
+	for _, sb := range got {
+		row, err := d.Store.Sandbox(ctx, sb.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.State != api.StateRunning {
+			t.Errorf("sandbox %s (a claimed member, VM %d) is %s after the trim: %s", sb.Name, sb.VMID, row.State, row.Error)
+		}
+		if _, ok := vms(d)[sb.VMID]; !ok {
+			t.Errorf("VM %d of sandbox %s was destroyed by the trim", sb.VMID, sb.Name)
+		}
+	}
+}
