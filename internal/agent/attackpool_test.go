@@ -88,3 +88,60 @@ func TestAttackPoolTrimSparesClaimed(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackPoolMemberNotOperable: a member's id is a sandbox ref the API
+// resolves, but nothing may act on an unclaimed member: whatever is done
+// to it would be handed to the create that claims it (a workspace of
+// someone else attached, a port forwarded, a snapshot to restore, other
+// resources, a lease). Every sandbox operation is refused and the member
+// stays exactly as the pool built it.
+func TestAttackPoolMemberNotOperable(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	before := vms(d)[m.VMID]
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "someone-elses", Size: "1G"}); err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]func() error{
+		"stop":      func() error { _, err := c.Stop(ctx, m.ID); return err },
+		"start":     func() error { _, err := c.Start(ctx, m.ID); return err },
+		"touch":     func() error { _, err := c.Touch(ctx, m.ID); return err },
+		"renew":     func() error { _, err := c.Renew(ctx, m.ID, "1h"); return err },
+		"exec":      func() error { _, err := c.Exec(ctx, m.ID, api.ExecRequest{Command: []string{"touch", "/backdoor"}}); return err },
+		"hibernate": func() error { _, err := c.Hibernate(ctx, m.ID); return err },
+		"resume":    func() error { _, err := c.Resume(ctx, m.ID); return err },
+		"revert":    func() error { _, err := c.Revert(ctx, m.ID, api.RevertRequest{}); return err },
+		"resize":    func() error { _, err := c.Resize(ctx, m.ID, api.ResizeRequest{Cores: 1}); return err },
+		"expose":    func() error { _, err := c.Expose(ctx, m.ID, api.ExposeRequest{Port: 22}); return err },
+		"snapshot": func() error {
+			_, err := c.CreateSandboxSnapshot(ctx, m.ID, api.CreateSandboxSnapshotRequest{Name: "before-claim"})
+			return err
+		},
+		"attach":  func() error { _, err := c.AttachWorkspace(ctx, "someone-elses", m.ID); return err },
+		"hostkey": func() error { _, err := c.HostKey(ctx, m.ID); return err },
+	}
+	for name, op := range ops {
+		if err := op(); err == nil {
+			t.Errorf("%s on pooled member %s succeeded", name, m.ID)
+		}
+	}
+	row, err := d.Store.Sandbox(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row.State != api.StatePooled || row.LeaseExpiresAt != nil || row.LastUsedAt != nil || row.Workspace != "" {
+		t.Errorf("member after the attempts: %+v", row)
+	}
+	after := vms(d)[m.VMID]
+	if fmt.Sprint(after.Config) != fmt.Sprint(before.Config) || !after.Running {
+		t.Errorf("member VM %d changed:\nbefore %v\nafter  %v", m.VMID, before.Config, after.Config)
+	}
+	if _, ok := d.Sim.GuestFile(m.VMID, "/backdoor"); ok {
+		t.Errorf("exec ran in the pooled member")
+	}
+	if w, err := c.Workspace(ctx, "someone-elses"); err != nil || w.AttachedSandbox != "" {
+		t.Errorf("workspace: %+v %v", w, err)
+	}
+}

@@ -490,6 +490,12 @@ func (m *Manager) Touch(ctx context.Context, ref string) (*store.Sandbox, error)
 	if sb.State == api.StateDestroyed || sb.State == api.StateDestroying {
 		return nil, invalidState(sb, "touch", api.StateRunning, api.StateStopped)
 	}
+	if IsPoolMember(sb) {
+		// Activity recorded on a member would be the claimer's from its
+		// first second (and reorder the pool): members have no user yet.
+		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState,
+			"sandbox %s is an unclaimed warm-pool member of profile %s; create a sandbox of that profile to claim one", sb.ID, sb.Profile)
+	}
 	now := m.now().UTC()
 	sb.LastUsedAt = &now
 	if err := m.store.Save(ctx, sb, sb.State, store.Event{}); err != nil {
