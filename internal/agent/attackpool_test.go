@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +144,139 @@ func TestAttackPoolMemberNotOperable(t *testing.T) {
 	}
 	if w, err := c.Workspace(ctx, "someone-elses"); err != nil || w.AttachedSandbox != "" {
 		t.Errorf("workspace: %+v %v", w, err)
+	}
+}
+
+// TestAttackPoolClaimWorkspaceHotplugFails: the hotplug of the workspace
+// into a claimed member fails (refused, or done with its answer lost, so
+// the member's VM references the volume when the claim gives it up). The
+// claim falls back to a cold create: the workspace is neither lost (the
+// member's destroy must not take the volume it references) nor attached
+// twice, and the sandbox ends RUNNING with it.
+func TestAttackPoolClaimWorkspaceHotplugFails(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		arm  func(d *agent.Dev, path string) error
+	}{
+		{"refused", func(d *agent.Dev, path string) error { return d.Sim.FailEndpointTimes("POST", path, 500, "hotplug failed", 1) }},
+		{"answer-lost", func(d *agent.Dev, path string) error { return d.Sim.LoseReply("POST", path, 1, false) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+			ctx := tctx(t)
+			const prof = "yolo-workspace"
+			if _, err := c.SetPool(ctx, prof, api.SetPoolRequest{MinReady: intp(1), Max: intp(1)}); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				p, err := c.Pool(ctx, prof)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Ready == 1 && p.Building == 0 {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("pool never filled: %+v", p)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			member := pooledRows(t, d)[0]
+			if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "data", Size: "2G"}); err != nil {
+				t.Fatal(err)
+			}
+			vol := holderVol(t, d, c, "data")
+			write(t, d, vol, "/keep", "precious")
+			// The claim renames the member and sets its hostname; that answer
+			// is lost and agentd restarts, so the resumed claim has only the
+			// hotplug left to do, which then fails.
+			if err := d.Sim.LoseReply("POST", `/agent/exec$`, 1, true); err != nil {
+				t.Fatal(err)
+			}
+			sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "warm-ws", Profile: prof, Workspace: "data"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sb.ID != member.ID {
+				t.Fatalf("create did not claim member %s (got %s)", member.ID, sb.ID)
+			}
+			waitStep(t, c, sb.ID, func(s *api.Sandbox) bool {
+				h, _ := d.Sim.GuestFile(s.VMID, "/etc/hostname")
+				return s.Step == "claim" && strings.TrimSpace(string(h)) == "warm-ws"
+			})
+			if err := tc.arm(d, fmt.Sprintf(`/qemu/%d/config$`, member.VMID)); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Restart(ctx); err != nil {
+				t.Fatal(err)
+			}
+			c = tcpClient(t, d, d.Info.Token)
+			got, err := c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+			if err != nil || got.State != api.StateRunning {
+				t.Fatalf("after the failed hotplug: %+v %v", got, err)
+			}
+			if read(t, d, vol, "/keep") != "precious" {
+				t.Fatalf("workspace volume %s lost its data", vol)
+			}
+			fullConfig(t, d, got, 30, vol)
+			w, err := c.Workspace(ctx, "data")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refs []int
+			for id, v := range vms(d) {
+				for k, val := range v.Config {
+					if id != w.HolderVMID && strings.HasPrefix(k, "scsi") && volOf(val) == vol {
+						refs = append(refs, id)
+					}
+				}
+			}
+			if len(refs) != 1 || refs[0] != got.VMID {
+				t.Fatalf("workspace volume %s referenced by VMs %v, want only the sandbox's %d", vol, refs, got.VMID)
+			}
+			if !hasKind(t, c, got.ID, "sandbox.claim_failed") {
+				t.Fatalf("the claim did not fail over to a cold create; events %v", kinds(t, c, got.ID))
+			}
+			if w.AttachedSandbox != got.Name && w.AttachedSandbox != got.ID {
+				t.Fatalf("workspace: %+v", w)
+			}
+			invariantsBut(t, d, w.HolderVMID)
+		})
+	}
+}
+
+// invariantsBut is poolInvariants for a simulator that also holds the
+// given VMs of other objects (workspace holders).
+func invariantsBut(t *testing.T, d *agent.Dev, others ...int) {
+	t.Helper()
+	rows, err := d.Store.Sandboxes(tctx(t), store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[int][]string{}
+	for _, id := range others {
+		owners[id] = append(owners[id], "other")
+	}
+	for _, sb := range rows {
+		if sb.VMID != 0 && sb.State != api.StateDestroyed {
+			owners[sb.VMID] = append(owners[sb.VMID], sb.ID+"/"+string(sb.State))
+		}
+		if sb.State == api.StatePooled && (sb.LeaseExpiresAt != nil || sb.Name != sb.ID) {
+			t.Errorf("pooled row %s has a lease or a user name: %+v", sb.ID, sb)
+		}
+	}
+	live := vms(d)
+	for id, o := range owners {
+		if len(o) > 1 {
+			t.Errorf("VM %d belongs to %v", id, o)
+		}
+		if _, ok := live[id]; !ok {
+			t.Errorf("row %v has no VM %d (lost)", o, id)
+		}
+	}
+	for id := range live {
+		if len(owners[id]) == 0 {
+			t.Errorf("VM %d belongs to no row (leaked)", id)
+		}
 	}
 }
