@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -279,4 +280,65 @@ func invariantsBut(t *testing.T, d *agent.Dev, others ...int) {
 			t.Errorf("VM %d belongs to no row (leaked)", id)
 		}
 	}
+}
+
+// fillPool sets the pool of profile and waits until it is full.
+func fillPool(t *testing.T, c *client.Client, profile string, minReady, max int) {
+	t.Helper()
+	ctx := tctx(t)
+	if _, err := c.SetPool(ctx, profile, api.SetPoolRequest{MinReady: intp(minReady), Max: intp(max)}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := c.Pool(ctx, profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Ready >= minReady && p.Building == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("pool of %s never filled: %+v", profile, p)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestAttackPoolClaimedRevert: the clean snapshot of a claimed sandbox was
+// taken while it was a pool member (named after its id, described and
+// tagged as a member). A revert rolls the config back with the disks: the
+// sandbox must still be the claimer's afterwards (its name, its tags, no
+// pool marker), not a VM that looks like an unclaimed member.
+func TestAttackPoolClaimedRevert(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	const prof = "yolo-workspace"
+	fillPool(t, c, prof, 1, 1)
+	member := pooledRows(t, d)[0]
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "kept", Size: "1G"}); err != nil {
+		t.Fatal(err)
+	}
+	vol := holderVol(t, d, c, "kept")
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "reverted", Profile: prof, Tags: []string{"team-b"}, Workspace: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning || sb.ID != member.ID {
+		t.Fatalf("claim: %+v %v (member %s)", sb, err, member.ID)
+	}
+	if _, err := c.Revert(ctx, sb.ID, api.RevertRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("after the revert: %+v %v", sb, err)
+	}
+	cfg := vms(d)[sb.VMID].Config
+	if cfg["name"] != "reverted" || strings.Contains(cfg["description"], "agentlab-pool") ||
+		!strings.Contains(cfg["tags"], "team-b") || strings.Contains(cfg["tags"], "agentlab-pool") {
+		t.Errorf("reverted VM %d looks like a pool member: name %q tags %q description %q", sb.VMID, cfg["name"], cfg["tags"], cfg["description"])
+	}
+	if h, _ := d.Sim.GuestFile(sb.VMID, "/etc/hostname"); strings.TrimSpace(string(h)) != "reverted" {
+		t.Errorf("guest hostname %q after the revert, want reverted", h)
+	}
+	fullConfig(t, d, sb, 30, vol)
 }

@@ -226,6 +226,9 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 		// Nothing was rolled back: a sandbox shut down for it runs again.
 		return wasRunning && m.restartAfter(ctx, sb, "the revert failed: "+rbErr.Error()), err
 	}
+	if err := m.reapplyIdentity(ctx, sb); err != nil {
+		return false, proxmoxError(op, sb, fmt.Errorf("rolled back, but writing the sandbox's name and tags again failed (revert again): %w", err))
+	}
 	// The guest's disks are from before its first boot, which creates the SSH
 	// host keys: the guest makes new ones, and the old pin would refuse them
 	// for good. The next hostkey/ssh pins again through the guest agent.
@@ -364,4 +367,29 @@ func (m *Manager) ResumeHibernated(ctx context.Context, ref string) (*store.Sand
 		m.startWorker(sb.ID)
 	}
 	return sb, nil
+}
+
+// reapplyIdentity writes the sandbox's name and tags again after a
+// rollback. PVE's snapshot_apply_config restores every config key of the
+// snapshot but the description: a sandbox that was a warm-pool member when
+// its clean snapshot was taken would get the member's name (its id) and
+// the pool tag back, without its own tags.
+func (m *Manager) reapplyIdentity(ctx context.Context, sb *store.Sandbox) error {
+	v, err := m.vm(ctx, sb)
+	if err == nil && v == nil {
+		err = fmt.Errorf("VM %d does not exist", sb.VMID)
+	}
+	if err != nil {
+		return err
+	}
+	var diff []pve.Option
+	for _, o := range []pve.Option{{Name: "name", Value: sb.Name}, {Name: "tags", Value: strings.Join(append([]string{OwnerTag}, sb.Tags...), ";")}} {
+		if !hasOption(v.Config, o) {
+			diff = append(diff, o)
+		}
+	}
+	if len(diff) == 0 {
+		return nil
+	}
+	return v.Configure(ctx, diff...)
 }
