@@ -107,11 +107,14 @@ func TestAttackPoolMemberNotOperable(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops := map[string]func() error{
-		"stop":      func() error { _, err := c.Stop(ctx, m.ID); return err },
-		"start":     func() error { _, err := c.Start(ctx, m.ID); return err },
-		"touch":     func() error { _, err := c.Touch(ctx, m.ID); return err },
-		"renew":     func() error { _, err := c.Renew(ctx, m.ID, "1h"); return err },
-		"exec":      func() error { _, err := c.Exec(ctx, m.ID, api.ExecRequest{Command: []string{"touch", "/backdoor"}}); return err },
+		"stop":  func() error { _, err := c.Stop(ctx, m.ID); return err },
+		"start": func() error { _, err := c.Start(ctx, m.ID); return err },
+		"touch": func() error { _, err := c.Touch(ctx, m.ID); return err },
+		"renew": func() error { _, err := c.Renew(ctx, m.ID, "1h"); return err },
+		"exec": func() error {
+			_, err := c.Exec(ctx, m.ID, api.ExecRequest{Command: []string{"touch", "/backdoor"}})
+			return err
+		},
 		"hibernate": func() error { _, err := c.Hibernate(ctx, m.ID); return err },
 		"resume":    func() error { _, err := c.Resume(ctx, m.ID); return err },
 		"revert":    func() error { _, err := c.Revert(ctx, m.ID, api.RevertRequest{}); return err },
@@ -159,7 +162,9 @@ func TestAttackPoolClaimWorkspaceHotplugFails(t *testing.T) {
 		name string
 		arm  func(d *agent.Dev, path string) error
 	}{
-		{"refused", func(d *agent.Dev, path string) error { return d.Sim.FailEndpointTimes("POST", path, 500, "hotplug failed", 1) }},
+		{"refused", func(d *agent.Dev, path string) error {
+			return d.Sim.FailEndpointTimes("POST", path, 500, "hotplug failed", 1)
+		}},
 		{"answer-lost", func(d *agent.Dev, path string) error { return d.Sim.LoseReply("POST", path, 1, false) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
