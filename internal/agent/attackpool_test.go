@@ -2,12 +2,14 @@ package agent_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/backup"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
@@ -346,4 +348,60 @@ func TestAttackPoolClaimedRevert(t *testing.T) {
 		t.Errorf("guest hostname %q after the revert, want reverted", h)
 	}
 	fullConfig(t, d, sb, 30, vol)
+}
+
+// TestAttackPoolRestoredBackupMember: a backup taken while a member was
+// POOLED, then a create claims it (the VM is a user's now, with their
+// data), then the backup is restored. The restored row says POOLED again;
+// its VM was handed out already. The next create must not be given that
+// VM (the first user's disk, hostname, bootstrap), and the claim must not
+// destroy it either: it is left alone, as a VM agentd can no longer prove
+// is the member.
+func TestAttackPoolRestoredBackupMember(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	member := pooledRows(t, d)[0]
+	archive := filepath.Join(t.TempDir(), "state.tar.gz")
+	if _, err := backup.Backup(ctx, d.Config, archive, backup.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "first-user", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err = c.WaitSandbox(ctx, first.ID, 10*time.Millisecond); err != nil || first.State != api.StateRunning || first.ID != member.ID {
+		t.Fatalf("first claim: %+v %v", first, err)
+	}
+	if !d.Sim.SetGuestFile(first.VMID, "/home/agent/secret", []byte("first user's")) {
+		t.Fatal("no guest file")
+	}
+	d.Stop()
+	if _, err := backup.Restore(ctx, d.Config, archive, store.SchemaVersion()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	if rows := pooledRows(t, d); len(rows) != 1 || rows[0].ID != member.ID {
+		t.Fatalf("restored pool: %v", rows)
+	}
+	second, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "second-user", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second, err = c.WaitSandbox(ctx, second.ID, 10*time.Millisecond); err != nil || second.State != api.StateRunning {
+		t.Fatalf("second create: %+v %v", second, err)
+	}
+	if b, ok := d.Sim.GuestFile(second.VMID, "/home/agent/secret"); ok {
+		t.Fatalf("the second user got the first user's VM %d (%s)", second.VMID, b)
+	}
+	v, ok := vms(d)[first.VMID]
+	if !ok || !v.Running || v.Config["name"] != "first-user" {
+		t.Fatalf("the first user's VM %d was touched: exists %v %+v", first.VMID, ok, v)
+	}
+	if b, _ := d.Sim.GuestFile(first.VMID, "/home/agent/secret"); string(b) != "first user's" {
+		t.Fatalf("the first user's data: %q", b)
+	}
 }

@@ -404,6 +404,9 @@ func (m *Manager) claimSteps(ctx context.Context, sb *store.Sandbox, p *profile.
 	if err != nil {
 		return err
 	}
+	if err := stillMember(v, sb); err != nil {
+		return err
+	}
 	want, err := m.wantConfig(ctx, sb, p)
 	if err != nil {
 		return err
@@ -439,6 +442,26 @@ func (m *Manager) claimSteps(ctx context.Context, sb *store.Sandbox, p *profile.
 		}
 	}
 	return nil
+}
+
+// stillMember checks that the VM taken over was never handed to a user: it
+// carries the pool marker, or this claim (resumed after a crash) already
+// replaced the marker with its own name. The row alone is not enough: a
+// restored backup says POOLED for a member claimed after the backup, whose
+// VM is that user's sandbox now (their disk, hostname, bootstrap), with the
+// same id. A create with that user's very name is the one case the VM
+// cannot tell apart.
+func stillMember(v *owner.VM, sb *store.Sandbox) error {
+	desc, _ := v.Config["description"].(string)
+	mk, _ := owner.Parse(desc)
+	if mk.Pool == sb.Profile || mk.Pool == "" && mk.Name == sb.Name {
+		return nil
+	}
+	why := fmt.Sprintf("it is no longer a warm-pool member of profile %s (its description lacks %q): it was handed to sandbox %q already", sb.Profile, "agentlab-pool: "+sb.Profile, mk.Name)
+	if mk.Pool != "" {
+		why = fmt.Sprintf("it is a warm-pool member of profile %s, not %s", mk.Pool, sb.Profile)
+	}
+	return &owner.NotOwnedError{VMID: v.VMID(), Reason: why}
 }
 
 // setHostname renames the running guest (its cloud-init ran with the
@@ -477,6 +500,11 @@ func (m *Manager) setHostname(ctx context.Context, v *owner.VM, name string) err
 func (m *Manager) claimFallback(ctx context.Context, sb *store.Sandbox, cause error) error {
 	msg := fmt.Sprintf("claim of pooled VM %d failed (%v); destroying it and creating the sandbox cold", sb.VMID, cause)
 	v, err := m.vm(ctx, sb)
+	if err == nil && errors.Is(cause, owner.ErrNotOwned) {
+		// Refused by the claim's own checks (stillMember): the VM passes the
+		// sandbox proof but is not the member, so it is not ours to destroy.
+		err = cause
+	}
 	switch {
 	case errors.Is(err, owner.ErrNotOwned):
 		// Not ours (any more): left alone, and the row no longer points at it.
