@@ -1,9 +1,11 @@
 package agent_test
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -404,4 +406,132 @@ func TestAttackPoolRestoredBackupMember(t *testing.T) {
 	if b, _ := d.Sim.GuestFile(first.VMID, "/home/agent/secret"); string(b) != "first user's" {
 		t.Fatalf("the first user's data: %q", b)
 	}
+}
+
+// TestAttackPoolRaceShrinkRestart: many creates race pool overrides that
+// shrink the pool to 0 and grow it again, the pool loop, and restarts of
+// agentd in the middle of it all. Every create ends RUNNING on a VM of its
+// own, no VM is both pooled and claimed, none is leaked or lost, and a
+// pool of max 0 ends with no member.
+func TestAttackPoolRaceShrinkRestart(t *testing.T) {
+	d, c0 := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c0, 3, 4)
+	var mu sync.RWMutex
+	cur := c0
+	clientNow := func() *client.Client { mu.RLock(); defer mu.RUnlock(); return cur }
+	// retry repeats a call that a restart interrupted (creates are
+	// idempotent on the name).
+	retry := func(fn func(c *client.Client) error) error {
+		for {
+			err := fn(clientNow())
+			var ae *api.Error
+			if err == nil || errors.As(err, &ae) && ae.Status != 503 || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	const n = 24
+	got := make([]*api.Sandbox, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	restarts := 0
+	bg.Add(1)
+	go func() { // the operator: shrink to 0, grow again, restart agentd
+		defer bg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(15 * time.Millisecond):
+			}
+			size := 0
+			if i%2 == 1 {
+				size = 3
+			}
+			_ = retry(func(c *client.Client) error {
+				_, err := c.SetPool(ctx, poolProfile, api.SetPoolRequest{MinReady: intp(size), Max: intp(size)})
+				return err
+			})
+			mu.RLock()
+			_ = d.Loops.RunNow(ctx, "pool")
+			mu.RUnlock()
+			if i%3 == 2 {
+				mu.Lock()
+				if err := d.Restart(ctx); err != nil {
+					mu.Unlock()
+					t.Error(err)
+					return
+				}
+				cur = tcpClient(t, d, d.Info.Token)
+				restarts++
+				mu.Unlock()
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 10 * time.Millisecond)
+			name := fmt.Sprintf("racer-%d", i)
+			errs[i] = retry(func(c *client.Client) error {
+				_, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: poolProfile})
+				return err
+			})
+			if errs[i] != nil {
+				return
+			}
+			errs[i] = retry(func(c *client.Client) (err error) {
+				got[i], err = c.WaitSandbox(ctx, name, 10*time.Millisecond)
+				return err
+			})
+		}(i)
+	}
+	wg.Wait()
+	close(stop)
+	bg.Wait()
+	c := clientNow()
+	if _, err := c.SetPool(ctx, poolProfile, api.SetPoolRequest{MinReady: intp(0), Max: intp(0)}); err != nil {
+		t.Fatal(err)
+	}
+	for len(liveMembers(t, d)) > 0 {
+		_ = d.Loops.RunNow(ctx, "pool")
+		_ = d.Loops.RunNow(ctx, "provisioning_timeout")
+		if ctx.Err() != nil {
+			t.Fatalf("members left in a pool of max 0: %v", liveMembers(t, d))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	vmOf := map[int]string{}
+	for i := range got {
+		if errs[i] != nil {
+			t.Fatalf("create %d: %v", i, errs[i])
+		}
+		sb, err := c.Sandbox(ctx, got[i].ID)
+		if err != nil || sb.State != api.StateRunning {
+			t.Fatalf("create %d: %+v %v", i, sb, err)
+		}
+		if other, dup := vmOf[sb.VMID]; dup {
+			t.Fatalf("VM %d handed to %s and %s", sb.VMID, other, sb.Name)
+		}
+		vmOf[sb.VMID] = sb.Name
+		if res, err := c.Exec(ctx, sb.Name, api.ExecRequest{Command: []string{"hostname"}}); err != nil || strings.TrimSpace(res.Stdout) != sb.Name {
+			t.Errorf("sandbox %s: guest hostname %+v %v", sb.Name, res, err)
+		}
+	}
+	claimed := 0
+	for _, sb := range got {
+		if hasKind(t, c, sb.ID, "sandbox.claimed") {
+			claimed++
+		}
+	}
+	t.Logf("%d of %d creates claimed a member, %d restarts", claimed, n, restarts)
+	if len(vms(d)) != n {
+		t.Errorf("%d VMs for %d sandboxes and an empty pool", len(vms(d)), n)
+	}
+	invariantsBut(t, d)
 }
