@@ -3,6 +3,7 @@ package agent_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/backup"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -534,4 +536,118 @@ func TestAttackPoolRaceShrinkRestart(t *testing.T) {
 		t.Errorf("%d VMs for %d sandboxes and an empty pool", len(vms(d)), n)
 	}
 	invariantsBut(t, d)
+}
+
+// TestAttackPoolProfileChangeMidClaim: the profile's memory changes (and
+// agentd restarts) while a claim is half done. The member booted with the
+// old memory; on a real Proxmox host a running VM takes a new memory size
+// only at its next boot (it stays pending), so the resumed claim must not
+// write it: the sandbox finishes on the member with the memory it booted
+// with (as a cold create past its configure step keeps its own), and
+// reports exactly what Proxmox has.
+func TestAttackPoolProfileChangeMidClaim(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	if !d.Sim.SetGuestFile(m.VMID, "/member", []byte(m.ID)) {
+		t.Fatal("no guest file")
+	}
+	if err := d.Sim.LoseReply("POST", `/agent/exec$`, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "mid-change", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStep(t, c, sb.ID, func(s *api.Sandbox) bool {
+		h, _ := d.Sim.GuestFile(s.VMID, "/etc/hostname")
+		return s.Step == "claim" && strings.TrimSpace(string(h)) == "mid-change"
+	})
+	file := filepath.Join(d.Config.ProfilesDir, poolProfile+".yaml")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "memory_mb: 6144") {
+		t.Fatalf("profile %s has no memory_mb: 6144 to change", file)
+	}
+	if err := os.WriteFile(file, []byte(strings.Replace(string(b), "memory_mb: 6144", "memory_mb: 4096", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	got, err := c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+	if err != nil || got.State != api.StateRunning || got.VMID != m.VMID {
+		t.Fatalf("after the profile change: %+v %v", got, err)
+	}
+	if mem := vms(d)[got.VMID].Config["memory"]; mem != "6144" || got.MemoryMB != 6144 {
+		t.Fatalf("claimed member: VM memory %s, sandbox reports %d; want the 6144 it booted with", mem, got.MemoryMB)
+	}
+	if b, _ := d.Sim.GuestFile(got.VMID, "/member"); string(b) != m.ID {
+		t.Fatalf("sandbox does not run on member %s's VM", m.ID)
+	}
+	invariantsBut(t, d)
+}
+
+// TestAttackPoolMemberOfAnotherProfile: the VM at a member's VMID names the
+// member's id and this instance, but is marked as a member of another
+// profile (edited behind agentd's back, or a plant copying a real member).
+// The claim passes the sandbox proof on id and instance alone; it must
+// still refuse the VM, leave it untouched and create the sandbox cold.
+func TestAttackPoolMemberOfAnotherProfile(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	desc := vms(d)[m.VMID].Config["description"]
+	forged := strings.Replace(desc, "agentlab-pool: "+poolProfile, "agentlab-pool: yolo-workspace", 1)
+	if forged == desc {
+		t.Fatalf("member description has no pool marker: %q", desc)
+	}
+	if err := pveClient(t, d).Configure(ctx, m.VMID, pve.Option{Name: "description", Value: forged}); err != nil {
+		t.Fatal(err)
+	}
+	before := vms(d)[m.VMID]
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "not-that-one", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("create: %+v %v", sb, err)
+	}
+	if sb.VMID == m.VMID {
+		t.Fatalf("the sandbox runs on VM %d, marked as another profile's member", m.VMID)
+	}
+	after, ok := vms(d)[m.VMID]
+	if !ok || fmt.Sprint(after.Config) != fmt.Sprint(before.Config) || after.Running != before.Running {
+		t.Fatalf("VM %d changed:\nbefore %v\nafter  %v (exists %v)", m.VMID, before.Config, after.Config, ok)
+	}
+}
+
+// TestAttackPoolHostnameInjection: the claim runs hostnamectl with the
+// sandbox's name through the guest agent. The name is an argv element (no
+// shell), and a name that a shell or hostnamectl would read as more than a
+// hostname never reaches it: the create is refused and the pool keeps
+// its member.
+func TestAttackPoolHostnameInjection(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	for _, name := range []string{"x;reboot", "$(reboot)", "`id`", "--static", "-h", "a b", "a\nb", "a|b", "x&&y", "../etc", strings.Repeat("a", 300)} {
+		_, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: poolProfile})
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != 400 {
+			t.Errorf("create named %q: %v, want 400", name, err)
+		}
+	}
+	if rows := pooledRows(t, d); len(rows) != 1 || rows[0].ID != m.ID {
+		t.Fatalf("pool after the refused creates: %v", rows)
+	}
+	if h, ok := d.Sim.GuestFile(m.VMID, "/etc/hostname"); ok && strings.TrimSpace(string(h)) != m.Name {
+		t.Fatalf("member hostname changed to %q", h)
+	}
 }
