@@ -15,6 +15,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/backup"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -649,5 +650,61 @@ func TestAttackPoolHostnameInjection(t *testing.T) {
 	}
 	if h, ok := d.Sim.GuestFile(m.VMID, "/etc/hostname"); ok && strings.TrimSpace(string(h)) != m.Name {
 		t.Fatalf("member hostname changed to %q", h)
+	}
+}
+
+// TestAttackPoolMaintenanceLeavesMembers: reconcile, prune (with orphans),
+// the lease GC, idle stop and the provisioning timeout see POOLED rows and
+// their running VMs; none of them may stop, destroy, lease or report a
+// member, and a create still claims one afterwards.
+func TestAttackPoolMaintenanceLeavesMembers(t *testing.T) {
+	o := newRig(t)
+	d, c := o.d, o.c
+	ctx := tctx(t)
+	setPool(t, c, 2, 2)
+	before := map[string]pvesim.VMState{}
+	for _, m := range pooledRows(t, d) {
+		before[m.ID] = vms(d)[m.VMID]
+	}
+	// Far beyond every lease, idle window and provisioning timeout.
+	o.clk.Add(72 * time.Hour)
+	rep, err := c.Reconcile(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Actions) != 0 || len(rep.Orphans) != 0 {
+		t.Errorf("reconcile acted on the pool: actions %+v orphans %+v", rep.Actions, rep.Orphans)
+	}
+	pr, err := c.PruneWith(ctx, api.PruneRequest{Orphans: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pr.Destroyed) != 0 || len(pr.Orphans) != 0 {
+		t.Errorf("prune destroyed %+v, orphans %+v", pr.Destroyed, pr.Orphans)
+	}
+	for _, loop := range []string{"lease_gc", "idle_stop", "provisioning_timeout", "reconcile"} {
+		if err := d.Loops.RunNow(ctx, loop); err != nil {
+			t.Logf("loop %s: %v", loop, err)
+		}
+	}
+	rows := pooledRows(t, d)
+	if len(rows) != 2 {
+		t.Fatalf("%d members left after maintenance, want 2", len(rows))
+	}
+	for _, m := range rows {
+		v := vms(d)[m.VMID]
+		if !v.Running || fmt.Sprint(v.Config) != fmt.Sprint(before[m.ID].Config) || m.LeaseExpiresAt != nil {
+			t.Errorf("member %s after maintenance: running %v lease %v config %v", m.ID, v.Running, m.LeaseExpiresAt, v.Config)
+		}
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "after-maintenance", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("create: %+v %v", sb, err)
+	}
+	if _, ok := before[sb.ID]; !ok {
+		t.Fatalf("create did not claim a member (%s)", sb.ID)
 	}
 }
