@@ -708,3 +708,45 @@ func TestAttackPoolMaintenanceLeavesMembers(t *testing.T) {
 		t.Fatalf("create did not claim a member (%s)", sb.ID)
 	}
 }
+
+// TestAttackPoolKillInClaimFallback: a claim fails, its fallback destroys
+// the member's VM and agentd dies before it hears back (the destroy took
+// effect). The restart resumes the claim, finds no VM, and creates the
+// sandbox cold: nothing leaked, nothing lost, nothing pooled twice.
+func TestAttackPoolKillInClaimFallback(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	if err := d.Sim.FailEndpointTimes("POST", `/agent/exec$`, 500, "guest agent exploded", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sim.LoseReply("DELETE", fmt.Sprintf(`/qemu/%d$`, m.VMID), 1, true); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "fell-back", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, ok := vms(d)[m.VMID]; !ok {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the fallback never destroyed the member's VM")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	got, err := c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+	if err != nil || got.State != api.StateRunning {
+		t.Fatalf("after the restart: %+v %v", got, err)
+	}
+	if res, err := c.Exec(ctx, got.Name, api.ExecRequest{Command: []string{"hostname"}}); err != nil || strings.TrimSpace(res.Stdout) != "fell-back" {
+		t.Fatalf("hostname: %+v %v", res, err)
+	}
+	invariantsBut(t, d)
+}
