@@ -542,10 +542,10 @@ func TestAttackPoolRaceShrinkRestart(t *testing.T) {
 // TestAttackPoolProfileChangeMidClaim: the profile's memory changes (and
 // agentd restarts) while a claim is half done. The member booted with the
 // old memory; on a real Proxmox host a running VM takes a new memory size
-// only at its next boot (it stays pending), so the resumed claim must not
-// write it: the sandbox finishes on the member with the memory it booted
-// with (as a cold create past its configure step keeps its own), and
-// reports exactly what Proxmox has.
+// only at its next boot (it stays pending), so the resumed claim cannot
+// make the member the sandbox the create is owed: it gives the member up
+// and creates the sandbox cold with the new profile, which it reports
+// exactly as Proxmox has it.
 func TestAttackPoolProfileChangeMidClaim(t *testing.T) {
 	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
 	ctx := tctx(t)
@@ -581,14 +581,18 @@ func TestAttackPoolProfileChangeMidClaim(t *testing.T) {
 	}
 	c = tcpClient(t, d, d.Info.Token)
 	got, err := c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
-	if err != nil || got.State != api.StateRunning || got.VMID != m.VMID {
+	if err != nil || got.State != api.StateRunning {
 		t.Fatalf("after the profile change: %+v %v", got, err)
 	}
-	if mem := vms(d)[got.VMID].Config["memory"]; mem != "6144" || got.MemoryMB != 6144 {
-		t.Fatalf("claimed member: VM memory %s, sandbox reports %d; want the 6144 it booted with", mem, got.MemoryMB)
+	if mem := vms(d)[got.VMID].Config["memory"]; mem != "4096" || got.MemoryMB != 4096 {
+		evs, _ := d.Store.Events(ctx, store.EventFilter{SandboxID: got.ID}, 0, 0)
+		for _, e := range evs {
+			t.Logf("%s %s", e.Kind, e.Message)
+		}
+		t.Fatalf("VM memory %s, sandbox reports %d; want the new profile's 4096", mem, got.MemoryMB)
 	}
-	if b, _ := d.Sim.GuestFile(got.VMID, "/member"); string(b) != m.ID {
-		t.Fatalf("sandbox does not run on member %s's VM", m.ID)
+	if b, ok := d.Sim.GuestFile(got.VMID, "/member"); ok {
+		t.Fatalf("sandbox runs on member %s's VM %d, booted with the old profile's memory", b, got.VMID)
 	}
 	invariantsBut(t, d)
 }
@@ -749,4 +753,33 @@ func TestAttackPoolKillInClaimFallback(t *testing.T) {
 		t.Fatalf("hostname: %+v %v", res, err)
 	}
 	invariantsBut(t, d)
+}
+
+// TestAttackPoolMemberResizedBehindBack: a member's memory is changed
+// outside agentd (qm set). A create of the profile is owed the profile's
+// resources: it must not be handed that member (reconcile records the new
+// size on the row, and a claim keeps the row's resources).
+func TestAttackPoolMemberResizedBehindBack(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	if err := pveClient(t, d).Configure(ctx, m.VMID, pve.Option{Name: "memory", Value: "1024"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Loops.RunNow(ctx, "pool")
+	waitReady(t, c, 1)
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "owed-6144", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("create: %+v %v", sb, err)
+	}
+	if mem := vms(d)[sb.VMID].Config["memory"]; sb.MemoryMB != 6144 || mem != "6144" {
+		t.Fatalf("sandbox has %d MiB (VM %d: %s), want the profile's 6144", sb.MemoryMB, sb.VMID, mem)
+	}
 }

@@ -260,6 +260,9 @@ func (m *Manager) fillProfile(ctx context.Context, p *profile.Profile, members [
 			why := ""
 			if req.ProfileHash != hash || req.TemplateVMID != p.TemplateVMID {
 				why = fmt.Sprintf("built from profile version %s (template %d); the profile is now %s (template %d)", req.ProfileHash, req.TemplateVMID, hash, p.TemplateVMID)
+			} else if sb.Cores != 0 && (sb.Cores != p.Resources.Cores || sb.MemoryMB != p.Resources.MemoryMB) {
+				// Recorded by reconcile: resized outside agentd.
+				why = fmt.Sprintf("it has %d cores and %d MiB, not the profile's %d and %d", sb.Cores, sb.MemoryMB, p.Resources.Cores, p.Resources.MemoryMB)
 			} else if perr := m.pve.AgentPing(ctx, sb.VMID); perr != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -407,6 +410,14 @@ func (m *Manager) claimSteps(ctx context.Context, sb *store.Sandbox, p *profile.
 	if err := stillMember(v, sb); err != nil {
 		return err
 	}
+	// A claim serves only creates of the profile's own resources, which a
+	// running VM would take only at its next boot: a member resized outside
+	// agentd, or built before the profile changed (a claim resumed after a
+	// restart with new profiles), cannot be that sandbox.
+	if got := readResources(v.Config); got.Cores != p.Resources.Cores || got.MemoryMB != p.Resources.MemoryMB {
+		return fmt.Errorf("member VM %d has %d cores and %d MiB, profile %s asks for %d and %d (resized outside agentd, or the profile changed since the member was built)",
+			v.VMID(), got.Cores, got.MemoryMB, p.Name, p.Resources.Cores, p.Resources.MemoryMB)
+	}
 	want, err := m.wantConfig(ctx, sb, p)
 	if err != nil {
 		return err
@@ -527,7 +538,31 @@ func (m *Manager) claimFallback(ctx context.Context, sb *store.Sandbox, cause er
 	_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.claim_failed", Message: msg})
 	sb.VMID, sb.IP = 0, ""
 	m.syncAddress(sb)
+	if err := m.forgetResources(ctx, sb); err != nil {
+		return err
+	}
 	return m.progress(ctx, sb, stepAllocate, "")
+}
+
+// forgetResources clears the row's cores and memory, which are the member
+// VM's (configure records what Proxmox has, and commit keeps a row's once
+// set): the cold VM must get the profile's current ones, as the create
+// asked (a claim serves no overrides), not the member's older profile's.
+func (m *Manager) forgetResources(ctx context.Context, sb *store.Sandbox) error {
+	defer m.locks.Lock(sb.ID)()
+	cur, err := m.store.Sandbox(ctx, sb.ID)
+	if err != nil {
+		return err
+	}
+	if cur.State != sb.State {
+		return fmt.Errorf("sandbox %s is %s now: %w", sb.Name, cur.State, store.ErrStale)
+	}
+	cur.Cores, cur.MemoryMB = 0, 0
+	if err := m.store.Save(ctx, cur, cur.State, store.Event{}); err != nil {
+		return err
+	}
+	sb.Cores, sb.MemoryMB = 0, 0
+	return nil
 }
 
 // poolCloneSlot bounds the pool clones running at once on the node; a
