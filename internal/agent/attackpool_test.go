@@ -22,24 +22,6 @@ import (
 // Attacks on the warm pools by an engineer who did not write them. Each test
 // is a regression test of a claim the pools make.
 
-// waitRow waits (bounded by the test context) until the store row id
-// satisfies ok.
-func waitRow(t *testing.T, d *agent.Dev, id string, ok func(*store.Sandbox) bool) *store.Sandbox {
-	t.Helper()
-	ctx := tctx(t)
-	for {
-		sb, err := d.Store.Sandbox(ctx, id)
-		if err == nil && ok(sb) {
-			return sb
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("row %s never reached the wanted point (last %+v, %v)", id, sb, err)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
 // TestAttackPoolTrimSparesClaimed: the pool loop reads the members, then
 // trims the surplus one by one. A member claimed (and RUNNING already)
 // while the loop is busy destroying an earlier surplus member must be left
@@ -782,4 +764,56 @@ func TestAttackPoolMemberResizedBehindBack(t *testing.T) {
 	if mem := vms(d)[sb.VMID].Config["memory"]; sb.MemoryMB != 6144 || mem != "6144" {
 		t.Fatalf("sandbox has %d MiB (VM %d: %s), want the profile's 6144", sb.MemoryMB, sb.VMID, mem)
 	}
+}
+
+// TestAttackPoolSameNameRace: identical creates of one name race for the
+// pool (a client retrying while its first request is in flight): all get
+// the same sandbox, exactly one member is consumed, the others stay POOLED.
+func TestAttackPoolSameNameRace(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 4, 4)
+	before := pooledRows(t, d)
+	const n = 8
+	ids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "only-one", Profile: poolProfile})
+			if err == nil {
+				ids[i] = sb.ID
+			}
+			errs[i] = err
+		}(i)
+	}
+	wg.Wait()
+	for i := range ids {
+		if errs[i] != nil || ids[i] != ids[0] {
+			t.Fatalf("create %d: %s %v (first got %s)", i, ids[i], errs[i], ids[0])
+		}
+	}
+	if sb, err := c.WaitSandbox(ctx, ids[0], 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("sandbox: %+v %v", sb, err)
+	}
+	left := 0
+	for _, m := range before {
+		row, err := d.Store.Sandbox(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case m.ID == ids[0]:
+		case row.State != api.StatePooled:
+			t.Errorf("member %s is %s (%s), want it still POOLED", m.ID, row.State, row.Name)
+		default:
+			left++
+		}
+	}
+	if left != 3 {
+		t.Fatalf("%d of the 4 members left, want 3 (the sandbox is %s)", left, ids[0])
+	}
+	invariantsBut(t, d)
 }
