@@ -817,3 +817,101 @@ func TestAttackPoolSameNameRace(t *testing.T) {
 	}
 	invariantsBut(t, d)
 }
+
+// TestAttackPoolClaimKeepsBinding: a member's VM runs throughout its claim.
+// Its binding (address, MAC, ports) must stay in the host's sets while the
+// claim is in progress, as it does for every state in which a VM may run:
+// on a kernel without nft bridge meta a port the sets do not know sends
+// unfiltered, as any address.
+func TestAttackPoolClaimKeepsBinding(t *testing.T) {
+	log := &setLog{}
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true, Addresses: log}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	bound := func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		in := false
+		for _, op := range log.ops {
+			if f := strings.Fields(op); len(f) > 1 && f[1] == m.IP {
+				in = f[0] == "add"
+			}
+		}
+		return in
+	}
+	if !bound() {
+		t.Fatalf("pooled member %s (%s) is not bound: %v", m.ID, m.IP, log.ops)
+	}
+	if err := d.Sim.LoseReply("POST", `/agent/exec$`, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "still-bound", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStep(t, c, sb.ID, func(s *api.Sandbox) bool {
+		h, _ := d.Sim.GuestFile(s.VMID, "/etc/hostname")
+		return s.Step == "claim" && strings.TrimSpace(string(h)) == "still-bound"
+	})
+	if !vms(d)[m.VMID].Running {
+		t.Fatalf("member VM %d is not running mid-claim", m.VMID)
+	}
+	if !bound() {
+		t.Fatalf("the running VM %d lost its binding during the claim: %v", m.VMID, log.ops)
+	}
+}
+
+// TestAttackPoolClaimRestartUnbinds: agentd restarts mid-claim and the
+// resumed claim fails, destroying the member's VM. The member's binding
+// (its address on tap<vmid>i0) was put in the host's sets before the
+// restart; it must be taken out with the VM, or the next VM given that
+// VMID could send as that address.
+func TestAttackPoolClaimRestartUnbinds(t *testing.T) {
+	log := &setLog{}
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true, Addresses: log}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	state := func() string {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		last := ""
+		for _, op := range log.ops {
+			if f := strings.Fields(op); len(f) > 1 && f[1] == m.IP {
+				last = f[0]
+			}
+		}
+		return last
+	}
+	if err := d.Sim.LoseReply("POST", `/agent/exec$`, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "unbound-after", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStep(t, c, sb.ID, func(s *api.Sandbox) bool {
+		h, _ := d.Sim.GuestFile(s.VMID, "/etc/hostname")
+		return s.Step == "claim" && strings.TrimSpace(string(h)) == "unbound-after"
+	})
+	if err := d.Sim.FailEndpointTimes("POST", `/agent/exec$`, 500, "guest agent exploded", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	got, err := c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+	if err != nil || got.State != api.StateRunning {
+		t.Fatalf("after the restart: %+v %v", got, err)
+	}
+	if !hasKind(t, c, got.ID, "sandbox.claim_failed") {
+		t.Fatalf("the resumed claim did not fail: %v", kinds(t, c, got.ID))
+	}
+	if got.IP != m.IP {
+		if s := state(); s != "remove" {
+			t.Fatalf("the destroyed member's binding %s stays in the sets (last op %q): %v", m.IP, s, log.ops)
+		}
+	}
+}
