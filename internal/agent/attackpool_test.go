@@ -915,3 +915,28 @@ func TestAttackPoolClaimRestartUnbinds(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackPoolClaimHungGuestAgent: the member's guest agent hangs after
+// its last health check. The claim cannot set the hostname; the create
+// must still end RUNNING (cold), not wait for the provisioning timeout.
+func TestAttackPoolClaimHungGuestAgent(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	setPool(t, c, 1, 1)
+	m := pooledRows(t, d)[0]
+	if err := d.Sim.SetAgent(m.VMID, pvesim.AgentHung); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "not-hung", Profile: poolProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond)
+	if err != nil || got.State != api.StateRunning {
+		t.Fatalf("create: %+v %v", got, err)
+	}
+	if !hasKind(t, c, got.ID, "sandbox.claim_failed") {
+		t.Fatalf("no fallback: %v", kinds(t, c, got.ID))
+	}
+	invariantsBut(t, d)
+}
