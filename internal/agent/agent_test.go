@@ -440,7 +440,7 @@ func TestProvisioningFailuresLeaveNothing(t *testing.T) {
 	}{
 		{"clone task fails", func(s *pvesim.Sim) { s.FailTask("qmclone", "", "storage migration exploded") }, "clone: clone VM 9000 to 100: task UPID:"},
 		{"config rejected", func(s *pvesim.Sim) {
-			_ = s.FailEndpoint("POST", `/qemu/\d+/config$`, 500, "unable to parse value of 'net0'")
+			_ = s.FailEndpoint("PUT", `/qemu/\d+/config$`, 500, "unable to parse value of 'net0'")
 		}, "configure: configure VM 100: 500 unable to parse value of 'net0'"},
 		{"resize fails", func(s *pvesim.Sim) { s.FailTask("resize", "", "lvresize failed") }, "resize_disk: resize scsi0 of VM 100"},
 		{"start fails", func(s *pvesim.Sim) { s.FailTask("qmstart", "", "kvm: failed to allocate memory") }, "start: start VM 100: task UPID:"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -127,7 +128,9 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 				switch {
 				case err == nil:
 					out.Fingerprint = hk.Fingerprint
-					out.KnownHosts = sb.IP + " " + hk.Key + "\n"
+					if out.KnownHosts, err = knownHostsLine(sb.IP, hk.Key); err != nil {
+						return err
+					}
 				case insecureKey && api.IsCode(err, api.CodeHostKeyUnavailable):
 					printf(cmd.ErrOrStderr(), "agentd: WARNING: host key not checked (--insecure-host-key): %s\n", err)
 					out.Insecure = true
@@ -143,7 +146,7 @@ one the simulated guest creates at its first boot (deterministic per VM), so
 					return err
 				}
 				if !out.Insecure {
-					f, err := os.CreateTemp("", "agentd-known-hosts-"+sb.Name+"-*")
+					f, err := os.CreateTemp("", "agentd-known-hosts-"+fileSafe.ReplaceAllString(sb.Name, "_")+"-*")
 					if err != nil {
 						return err
 					}
@@ -281,7 +284,33 @@ func (g *options) sshReady(cmd *cobra.Command, c *client.Client, ctx contextT, r
 	if sb.IP == "" {
 		return nil, fmt.Errorf("sandbox %s is RUNNING but has no address yet", sb.Name)
 	}
+	// The address the agent answers becomes ssh's destination on this
+	// machine: only an IP address, so that no agent can make it a host
+	// name elsewhere, a second known_hosts line or anything ssh parses.
+	if a, err := netip.ParseAddr(sb.IP); err != nil || a.Zone() != "" || a.String() != sb.IP {
+		return nil, fmt.Errorf("the agent answers %q as the address of sandbox %s, which is not an IP address: refused (is the agent at this endpoint the one you meant?)", sb.IP, sb.Name)
+	}
 	return sb, nil
+}
+
+// fileSafe is what a sandbox name may keep in a temporary file's name: the
+// file's path goes into ssh's UserKnownHostsFile, which splits on spaces
+// and expands %-tokens and ~.
+var fileSafe = regexp.MustCompile(`[^A-Za-z0-9._-]`)
+
+// knownHostsLine is the pinned known_hosts entry. Address and key come from
+// the agent and go into a file ssh trusts: a key with a line break could add
+// an entry for any host, or a @cert-authority line, so the key must be one
+// well-formed "TYPE BASE64" public key.
+func knownHostsLine(ip, key string) (string, error) {
+	f := strings.Fields(key)
+	if len(f) != 2 || key != f[0]+" "+f[1] {
+		return "", fmt.Errorf("the agent's host key for %s is not one \"TYPE BASE64\" public key: refused", ip)
+	}
+	if _, err := sandbox.KeyFingerprint(key); err != nil {
+		return "", fmt.Errorf("the agent's host key for %s: %w: refused", ip, err)
+	}
+	return ip + " " + key + "\n", nil
 }
 
 // sshArgv is the ssh command line: the pinned known_hosts file (or no

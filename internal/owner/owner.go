@@ -250,6 +250,31 @@ func (v *VM) Configure(ctx context.Context, opts ...pve.Option) error {
 	return v.pve.Configure(ctx, v.proof.VMID, opts...)
 }
 
+// ConfigureProven sets config keys only on the config read for the proof:
+// the write carries that read's digest, so Proxmox refuses it if anything
+// changed the VM in between (a VM replaced at the VMID has another digest).
+// It is synchronous (no task). On success Config holds what was written
+// and no digest (the file's new digest is not known without a read).
+func (v *VM) ConfigureProven(ctx context.Context, opts ...pve.Option) error {
+	digest, _ := v.Config["digest"].(string)
+	if digest == "" {
+		return fmt.Errorf("configure VM %d: its config was read without a digest, so the write cannot be made conditional on it", v.proof.VMID)
+	}
+	if err := v.pve.ConfigureIfUnchanged(ctx, v.proof.VMID, digest, opts...); err != nil {
+		return err
+	}
+	cfg := make(map[string]any, len(v.Config)+len(opts))
+	for k, val := range v.Config {
+		cfg[k] = val
+	}
+	delete(cfg, "digest")
+	for _, o := range opts {
+		cfg[o.Name] = fmt.Sprint(o.Value)
+	}
+	v.Config = cfg
+	return nil
+}
+
 // Resize grows a disk.
 func (v *VM) Resize(ctx context.Context, disk, size string) error {
 	return v.pve.Resize(ctx, v.proof.VMID, disk, size)

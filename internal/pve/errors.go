@@ -28,6 +28,9 @@ var (
 	ErrNotImplemented     = errors.New("not implemented by proxmox")
 	ErrSnapshotNotRecent  = errors.New("snapshot is not the most recent")
 	ErrShrinkNotSupported = errors.New("disk cannot shrink")
+	// ErrModified: a write carrying a digest found the config changed since
+	// that digest was read; nothing was written.
+	ErrModified = errors.New("config changed since it was read")
 	// ErrExecFailed: the guest agent could not spawn the program (missing,
 	// not executable); the command never ran.
 	ErrExecFailed          = errors.New("guest could not run the program")
@@ -56,6 +59,10 @@ var rules = []struct {
 	frag string
 	kind error
 }{
+	// update_vm_api's digest check ("checksum missmatch", sic) and
+	// PVE::Tools::assert_if_modified's wording.
+	{"file change by other user", ErrModified},
+	{"file changed by other user", ErrModified},
 	{"VM is locked (", ErrLocked},
 	{"can't lock file", ErrLocked},
 	{"No QEMU guest agent configured", ErrAgentNotConfigured},

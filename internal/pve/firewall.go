@@ -2,6 +2,7 @@ package pve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -174,28 +175,25 @@ func (c *Client) VMFirewall(ctx context.Context, vmid int, group string, addr ne
 const IPFilterSet = "ipfilter-net0"
 
 // ensureIPFilter makes the VM's ipfilter-net0 IP set hold exactly addr.
+// It creates the set without listing the sets first: create_ipset refuses
+// a name that exists ("IPSet '…' already exists"), and only then are its
+// entries read, so a fresh VM costs no read and a resumed one still ends
+// with exactly addr.
 func (c *Client) ensureIPFilter(ctx context.Context, vmid int, addr netip.Addr) error {
-	var sets []struct {
-		Name string `json:"name"`
-	}
-	if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/ipset"), &sets); err != nil {
-		return fmt.Errorf("list IP sets: %w", err)
-	}
-	exists := false
-	for _, s := range sets {
-		exists = exists || s.Name == IPFilterSet
-	}
 	var entries []struct {
 		CIDR string `json:"cidr"`
 	}
-	if !exists {
-		if err := c.api.Post(ctx, c.vmPath(vmid, "/firewall/ipset"), map[string]any{"name": IPFilterSet,
-			"comment": "agentlab: the sandbox's assigned address"}, nil); err != nil {
-			return fmt.Errorf("create IP set %s: %w", IPFilterSet, err)
-		}
+	err := wrap("create IP set "+IPFilterSet, c.api.Post(ctx, c.vmPath(vmid, "/firewall/ipset"),
+		map[string]any{"name": IPFilterSet, "comment": "agentlab: the sandbox's assigned address"}, nil))
+	switch {
+	case err == nil:
 		// Just created: empty, nothing to read.
-	} else if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/ipset/"+IPFilterSet), &entries); err != nil {
-		return fmt.Errorf("list IP set %s: %w", IPFilterSet, err)
+	case errors.Is(err, ErrExists):
+		if err := c.api.Get(ctx, c.vmPath(vmid, "/firewall/ipset/"+IPFilterSet), &entries); err != nil {
+			return fmt.Errorf("list IP set %s: %w", IPFilterSet, err)
+		}
+	default:
+		return err
 	}
 	have := false
 	for _, e := range entries {

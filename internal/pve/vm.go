@@ -82,6 +82,27 @@ func (c *Client) Configure(ctx context.Context, vmid int, opts ...Option) error 
 	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).Config(ctx, opts...) })
 }
 
+// ConfigureIfUnchanged sets config keys with the synchronous PUT (PVE's
+// update_vm: the same options as the POST, written before it answers, so no
+// task to poll) and only if the config still has digest, the one read with
+// it: update_vm_api refuses the write when the file changed since, so the
+// write lands on exactly the config the caller proved. An empty digest makes
+// the write unconditional. PUT is meant for changes without storage
+// allocation or hotplug; callers pass options that reference, never allocate.
+func (c *Client) ConfigureIfUnchanged(ctx context.Context, vmid int, digest string, opts ...Option) error {
+	body := make(map[string]any, len(opts)+1)
+	for _, o := range opts {
+		body[o.Name] = o.Value
+	}
+	if digest != "" {
+		body["digest"] = digest
+	}
+	if err := c.api.Put(ctx, c.vmPath(vmid, "/config"), body, nil); err != nil {
+		return wrap(fmt.Sprintf("configure VM %d", vmid), err)
+	}
+	return nil
+}
+
 // Config reads a VM's current config.
 func (c *Client) Config(ctx context.Context, vmid int) (map[string]any, error) {
 	var cfg map[string]any
@@ -346,6 +367,16 @@ func (c *Client) Snapshots(ctx context.Context, vmid int) ([]Snapshot, error) {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out, nil
+}
+
+// SnapshotConfig is the VM config a snapshot recorded: the disks a rollback
+// to it restores and plugs in again.
+func (c *Client) SnapshotConfig(ctx context.Context, vmid int, name string) (map[string]any, error) {
+	var cfg map[string]any
+	if err := c.api.Get(ctx, c.vmPath(vmid, "/snapshot/"+name+"/config"), &cfg); err != nil {
+		return nil, wrap(fmt.Sprintf("get config of snapshot %s of VM %d", name, vmid), err)
+	}
+	return cfg, nil
 }
 
 // Rollback restores vmid to a snapshot (destructive for the disks' current data).

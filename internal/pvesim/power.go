@@ -30,6 +30,8 @@ func (s *Sim) startVM(req *request) (any, error) {
 			if err := checkLock(v); err != nil {
 				return err
 			}
+		} else if err := s.checkVMState(v); err != nil {
+			return err
 		}
 		if v.running {
 			return fmt.Errorf("VM %d already running", v.id)

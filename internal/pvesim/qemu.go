@@ -149,7 +149,7 @@ func (s *Sim) resize(req *request) (any, error) {
 			return err
 		}
 		if d := req.str("digest"); d != "" && d != v.conf.digest() {
-			return fmt.Errorf("checksum mismatch (file change by other user?)")
+			return fmt.Errorf("checksum missmatch (file change by other user?)")
 		}
 		if err := checkLock(v); err != nil {
 			return err

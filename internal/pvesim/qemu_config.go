@@ -101,8 +101,9 @@ func (s *Sim) configPrecheck(req *request, v *vm) error {
 	if n == 0 && req.str("delete") == "" && req.str("revert") == "" {
 		return errf("no options specified")
 	}
+	// update_vm_api's own wording, typo included (qemu-server API2/Qemu.pm).
 	if d := req.str("digest"); d != "" && d != v.conf.digest() {
-		return errf("checksum mismatch (file change by other user?)")
+		return errf("checksum missmatch (file change by other user?)")
 	}
 	if !req.has("skiplock") {
 		if err := checkLock(v); err != nil {
@@ -123,7 +124,7 @@ func splitConfigList(s string) []string {
 
 func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
 	if d := req.str("digest"); d != "" && d != v.conf.digest() {
-		return fmt.Errorf("checksum mismatch (file change by other user?)")
+		return fmt.Errorf("checksum missmatch (file change by other user?)")
 	}
 	for _, k := range splitConfigList(req.str("delete")) {
 		val, ok := v.conf.get(k)

@@ -132,6 +132,22 @@ func (s *Sim) resumeVM(req *request) (any, error) {
 	}), nil
 }
 
+// checkVMState fails the resume of a hibernated VM whose vmstate volume is
+// gone (removed behind PVE's back): vm_start_nolock activates it
+// (PVE::Storage::activate_volumes) before QEMU loads it, and that fails; the
+// VM stays stopped with its lock and vmstate key.
+func (s *Sim) checkVMState(v *vm) error {
+	volid, ok := v.conf.get("vmstate")
+	if !ok {
+		return nil
+	}
+	sid, vn, _ := strings.Cut(volid, ":")
+	if st, err := s.storageOn(v.node, sid); err == nil && st.volumes[vn] != nil {
+		return nil
+	}
+	return fmt.Errorf("volume '%s' does not exist", volid)
+}
+
 // restoreVMState is vm_start's resume path: the vmstate volume is freed and the
 // hibernation keys and lock removed.
 func (s *Sim) restoreVMState(v *vm, w *worker) bool {

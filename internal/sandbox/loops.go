@@ -54,6 +54,13 @@ func (m *Manager) LeaseGC(ctx context.Context) error {
 		if !ok {
 			continue
 		}
+		// The listing is from before the lock: a renew (or a hibernate and
+		// resume, which moves the lease) may have committed in between, and
+		// the row held now is the one to judge.
+		if cur.LeaseExpiresAt == nil || cur.LeaseExpiresAt.After(now) || cur.State == api.StateSuspended && !m.opts.LeaseCountsWhilePaused {
+			unlock()
+			continue
+		}
 		if cur.Keepalive && cur.TTLSeconds > 0 {
 			if ses, err := m.store.SessionOfSandbox(ctx, cur.ID); err == nil {
 				exp := now.Add(time.Duration(cur.TTLSeconds) * time.Second).UTC()
@@ -233,6 +240,11 @@ func (m *Manager) IdleStop(ctx context.Context) error {
 		}
 		cur, unlock, ok := m.relock(ctx, sb)
 		if !ok {
+			continue
+		}
+		// A touch may have committed while the lock was awaited.
+		if cur.LastUsedAt != nil && now.Sub(*cur.LastUsedAt) < window {
+			unlock()
 			continue
 		}
 		action := m.idleAction(sb)

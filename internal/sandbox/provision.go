@@ -44,6 +44,24 @@ const (
 // maxAllocAttempts bounds retries when another client takes our VMID.
 const maxAllocAttempts = 5
 
+// createRun is what one worker run learned while it created the VM, so a
+// later step of the same run need not ask Proxmox again. It lives only in
+// memory: a run resumed after a crash starts empty and every step reads
+// what Proxmox has, as before.
+type createRun struct {
+	// allocated: this run reserved the VMID (nextid), so no earlier attempt
+	// of this sandbox can have cloned to it and the clone needs no check
+	// for one. A VM someone else put there fails the clone itself (PVE's
+	// clone_vm refuses an existing VMID: "config file already exists").
+	allocated bool
+	// cloned: this run's clone task made the VM; it has no snapshot (a
+	// clone copies none) and nothing of ours has started it.
+	cloned bool
+	// vm: the handle configure proved and wrote through with the proof's
+	// digest, its Config updated with what was written (see resize).
+	vm *owner.VM
+}
+
 // stepError is a failure of one step.
 type stepError struct {
 	step string
@@ -128,12 +146,19 @@ func (m *Manager) commit(ctx context.Context, sb *store.Sandbox, to api.State, k
 func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kind, msg string) error {
 	from := sb.State
 	sb.State = to
-	paused := sb.PausedAt
+	paused, lease := sb.PausedAt, sb.LeaseExpiresAt
 	if to == api.StateStopped || to.Terminal() {
+		if to == api.StateStopped && paused != nil && lease != nil && !m.opts.LeaseCountsWhilePaused {
+			// The clock stood still while it slept: a hibernated sandbox
+			// stopped keeps the time it had left, as a resume would, instead
+			// of being handed its old deadline (long past) for lease GC.
+			exp := lease.Add(m.now().Sub(*paused)).UTC()
+			sb.LeaseExpiresAt = &exp
+		}
 		sb.PausedAt = nil // the hibernation state is gone with the VM's run
 	}
 	if err := m.store.Save(ctx, sb, from, store.Event{Kind: kind, Message: msg}); err != nil {
-		sb.State, sb.PausedAt = from, paused
+		sb.State, sb.PausedAt, sb.LeaseExpiresAt = from, paused, lease
 		return err
 	}
 	m.opts.Metrics.Transition(string(from), string(to))
@@ -323,6 +348,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepClaim, err: err}
 		}
 	}
+	var run createRun
 	if sb.State == api.StateProvisioning {
 		var err error
 		for attempt := 1; ; attempt++ {
@@ -330,6 +356,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 				if err = m.allocate(ctx, sb); err != nil {
 					return &stepError{step: stepAllocate, err: err}
 				}
+				run.allocated = true
 			}
 			if err = m.assignAddress(ctx, sb); err != nil {
 				return &stepError{step: stepAllocate, err: err}
@@ -338,7 +365,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			if release, err = m.poolCloneSlot(ctx, sb); err != nil {
 				return &stepError{step: stepClone, err: err}
 			}
-			err = m.timed(stepClone, func() error { return m.clone(ctx, sb, p) })
+			err = m.timed(stepClone, func() (err error) { run.cloned, err = m.clone(ctx, sb, p, run.allocated); return err })
 			release()
 			if !errors.Is(err, pve.ErrExists) || attempt == maxAllocAttempts {
 				break
@@ -346,7 +373,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			// Someone else created a VM with our VMID between nextid and clone.
 			_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.vmid_taken",
 				Message: fmt.Sprintf("VMID %d was taken by another client; allocating another", sb.VMID)})
-			sb.VMID = 0
+			sb.VMID, run.allocated = 0, false
 			if err := m.progress(ctx, sb, stepAllocate, ""); err != nil {
 				return &stepError{step: stepAllocate, err: err}
 			}
@@ -355,15 +382,15 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepClone, err: err}
 		}
 		var changed []string
-		if err := m.timed(stepConfig, func() (err error) { changed, err = m.configure(ctx, sb, p); return err }); err != nil {
+		if err := m.timed(stepConfig, func() (err error) { changed, err = m.configure(ctx, sb, p, &run); return err }); err != nil {
 			return &stepError{step: stepConfig, err: err}
 		}
 		grown := ""
-		if err := m.timed(stepResize, func() (err error) { grown, err = m.resize(ctx, sb, p); return err }); err != nil {
+		if err := m.timed(stepResize, func() (err error) { grown, err = m.resize(ctx, sb, p, &run); return err }); err != nil {
 			return &stepError{step: stepResize, err: err}
 		}
 		if p.Behavior.TakesCleanSnapshot() {
-			if err := m.timed(stepClean, func() error { return m.cleanSnapshot(ctx, sb) }); err != nil {
+			if err := m.timed(stepClean, func() error { return m.cleanSnapshot(ctx, sb, run.cloned) }); err != nil {
 				return &stepError{step: stepClean, err: err}
 			}
 			if err := m.timed(stepAttachWS, func() error { return m.attachAtCreate(ctx, sb, p) }); err != nil {
@@ -398,14 +425,21 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepStart, err: err}
 		}
-		st, err := m.pve.Status(ctx, sb.VMID)
-		if err != nil {
-			return &stepError{step: stepStart, err: err}
+		// A VM this run cloned is stopped: nothing of ours started it, and
+		// should anyone else have, the start answers "already running",
+		// which counts as started. Otherwise ask (a resumed or restart run).
+		running := false
+		if !run.cloned {
+			st, err := m.pve.Status(ctx, sb.VMID)
+			if err != nil {
+				return &stepError{step: stepStart, err: err}
+			}
+			running = st.Status == "running"
 		}
 		if err := m.ensureBound(ctx, sb); err != nil {
 			return &stepError{step: stepStart, err: err}
 		}
-		if st.Status != "running" {
+		if !running {
 			err := m.timed(stepStart, func() error { return v.Start(ctx) })
 			if err != nil && !errors.Is(err, pve.ErrRunning) {
 				return &stepError{step: stepStart, err: err}
@@ -493,31 +527,39 @@ func (m *Manager) allocate(ctx context.Context, sb *store.Sandbox) error {
 // it waits for that clone to finish. The clone request itself carries the
 // proof (description), so an interrupted create always leaves a VM agentd can
 // recognise, find and remove.
-func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
-	v, err := m.guard.Prove(ctx, m.proof(sb), false)
-	if errors.Is(err, owner.ErrNotOwned) {
-		return &pve.Error{Op: fmt.Sprintf("clone to VM %d", sb.VMID), Msg: "VM already exists and is not this sandbox's: " + err.Error(), Kind: pve.ErrExists}
-	}
-	if err != nil {
-		return err
-	}
-	if v != nil {
-		if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
-			return err
+//
+// fresh says this run reserved the VMID: there was no earlier attempt, so
+// the check for its clone is skipped and a VM found at the VMID can only be
+// someone else's, which the clone request itself refuses (ErrExists, and the
+// caller allocates another VMID). cloned reports that this call's clone made
+// the VM.
+func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profile, fresh bool) (cloned bool, err error) {
+	if !fresh {
+		v, err := m.guard.Prove(ctx, m.proof(sb), false)
+		if errors.Is(err, owner.ErrNotOwned) {
+			return false, &pve.Error{Op: fmt.Sprintf("clone to VM %d", sb.VMID), Msg: "VM already exists and is not this sandbox's: " + err.Error(), Kind: pve.ErrExists}
 		}
-		return m.progress(ctx, sb, stepConfig, fmt.Sprintf("found VM %d cloned by an earlier run", sb.VMID))
+		if err != nil {
+			return false, err
+		}
+		if v != nil {
+			if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
+				return false, err
+			}
+			return false, m.progress(ctx, sb, stepConfig, fmt.Sprintf("found VM %d cloned by an earlier run", sb.VMID))
+		}
 	}
 	err = m.guard.Clone(ctx, p.TemplateVMID, m.proof(sb), pve.CloneOptions{Full: p.Storage.Clone == "full", Storage: p.Storage.Storage})
 	if errors.Is(err, pve.ErrUnsupported) && p.Storage.Clone != "full" {
-		return fmt.Errorf("%w (a linked clone needs a template (qm template %d) on lvmthin, zfspool or dir storage; or set storage.clone: full in profile %s)", err, p.TemplateVMID, p.Name)
+		return false, fmt.Errorf("%w (a linked clone needs a template (qm template %d) on lvmthin, zfspool or dir storage; or set storage.clone: full in profile %s)", err, p.TemplateVMID, p.Name)
 	}
 	if errors.Is(err, pve.ErrNotFound) {
-		return fmt.Errorf("%w (template VM %d of profile %s does not exist on node %s)", err, p.TemplateVMID, p.Name, m.opts.Node)
+		return false, fmt.Errorf("%w (template VM %d of profile %s does not exist on node %s)", err, p.TemplateVMID, p.Name, m.opts.Node)
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	return m.progress(ctx, sb, stepConfig, fmt.Sprintf("cloned template %d to VM %d (%s clone)", p.TemplateVMID, sb.VMID, p.Storage.Clone))
+	return true, m.progress(ctx, sb, stepConfig, fmt.Sprintf("cloned template %d to VM %d (%s clone)", p.TemplateVMID, sb.VMID, p.Storage.Clone))
 }
 
 // waitUnlocked waits for a clone still in progress (lock=clone) to finish.
@@ -714,7 +756,11 @@ func (m *Manager) workspaceOption(ctx context.Context, sb *store.Sandbox) (*pve.
 // configure applies the options the VM does not have yet and returns their
 // names. It compares with the VM's current config rather than trusting the
 // stored step: after a crash it may run on a VM configured halfway.
-func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.Profile) ([]string, error) {
+//
+// The write is conditional on the config the proof read (its digest), so it
+// can only land on the VM that proved to be ours; run keeps the handle for
+// the resize that follows.
+func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.Profile, run *createRun) ([]string, error) {
 	v, err := m.guard.Must(ctx, m.proof(sb), false)
 	if err != nil {
 		return nil, err
@@ -735,10 +781,14 @@ func (m *Manager) configure(ctx context.Context, sb *store.Sandbox, p *profile.P
 		}
 	}
 	if len(diff) > 0 {
-		if err := v.Configure(ctx, diff...); err != nil {
+		if err := v.ConfigureProven(ctx, diff...); err != nil {
+			if errors.Is(err, pve.ErrModified) {
+				return nil, fmt.Errorf("VM %d changed between agentd's ownership check and its config write (someone else edits it; agentd writes only the config it proved): %w", sb.VMID, err)
+			}
 			return nil, err
 		}
 	}
+	run.vm = v
 	if m.opts.FirewallGroup != nil {
 		addr, err := m.store.Address(ctx, sb.ID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -868,7 +918,7 @@ func sizeGB(drive string) int {
 
 // resize grows the root disk to the profile's size if it is smaller and
 // says what it did ("" when nothing).
-func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Profile) (string, error) {
+func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Profile, run *createRun) (string, error) {
 	next := stepStart
 	if p.Behavior.TakesCleanSnapshot() {
 		next = stepClean
@@ -876,9 +926,17 @@ func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Prof
 	if p.Storage.RootSizeGB <= 0 {
 		return "", m.progress(ctx, sb, next, "")
 	}
-	v, err := m.guard.Must(ctx, m.proof(sb), true)
-	if err != nil {
-		return "", err
+	// Configure, a moment ago in this run, proved the VM and wrote the tag
+	// with the proof's digest; between that synchronous write and this
+	// request there is no task to wait for, only our own journal commit, so
+	// reading the config again would prove what the digest-checked write
+	// just did. (The disk keys are not among what configure writes.)
+	v := run.vm
+	if v == nil {
+		var err error
+		if v, err = m.guard.Must(ctx, m.proof(sb), true); err != nil {
+			return "", err
+		}
 	}
 	disk := bootDisk(v.Config)
 	if disk == "" {
@@ -901,14 +959,22 @@ func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Prof
 var macRE = regexp.MustCompile(`(?i)=([0-9a-f]{2}(?::[0-9a-f]{2}){5})`)
 
 func (m *Manager) waitIP(ctx context.Context, sb *store.Sandbox) (string, error) {
-	cfg, err := m.pve.Config(ctx, sb.VMID)
-	if err != nil {
-		return "", err
-	}
 	mac := ""
-	if net0, _ := cfg["net0"].(string); net0 != "" {
-		if mm := macRE.FindStringSubmatch(net0); mm != nil {
-			mac = mm[1]
+	if a, err := m.store.Address(ctx, sb.ID); err == nil {
+		// agentd chose the MAC with the address and configure wrote it
+		// (hasOption compares it), so net0 need not be read for it.
+		mac = netpolicy.MAC(a).String()
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return "", err
+	} else {
+		cfg, err := m.pve.Config(ctx, sb.VMID)
+		if err != nil {
+			return "", err
+		}
+		if net0, _ := cfg["net0"].(string); net0 != "" {
+			if mm := macRE.FindStringSubmatch(net0); mm != nil {
+				mac = mm[1]
+			}
 		}
 	}
 	ip, err := m.pve.WaitGuestIP(ctx, sb.VMID, mac, m.opts.IPPoll)

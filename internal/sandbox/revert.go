@@ -35,21 +35,30 @@ func restarting(step string) bool { return step == stepRestart || step == stepRe
 // version's configure is unplugged first, so the snapshot covers only what
 // the sandbox owns. A storage that cannot snapshot skips it with an event:
 // revert then says why it has nothing to go back to.
-func (m *Manager) cleanSnapshot(ctx context.Context, sb *store.Sandbox) error {
-	if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
-		return err
+//
+// fresh: this run cloned the VM, so no clone lock can remain (its task ended)
+// and it has no snapshot yet (a clone copies none): the checks a resumed run
+// needs for an earlier attempt's snapshot are skipped. The ownership proof
+// is read either way (a task, the resize, ran since configure's).
+func (m *Manager) cleanSnapshot(ctx context.Context, sb *store.Sandbox, fresh bool) error {
+	if !fresh {
+		if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
+			return err
+		}
 	}
 	v, err := m.guard.Must(ctx, m.proof(sb), true)
 	if err != nil {
 		return err
 	}
-	snaps, err := m.pve.Snapshots(ctx, sb.VMID)
-	if err != nil {
-		return err
-	}
-	for _, s := range snaps {
-		if s.Name == CleanSnapshot {
-			return m.progress(ctx, sb, stepAttachWS, "")
+	if !fresh {
+		snaps, err := m.pve.Snapshots(ctx, sb.VMID)
+		if err != nil {
+			return err
+		}
+		for _, s := range snaps {
+			if s.Name == CleanSnapshot {
+				return m.progress(ctx, sb, stepAttachWS, "")
+			}
 		}
 	}
 	if f := foreignDisks(v.Config, sb.VMID); len(f) > 0 {
@@ -165,6 +174,10 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 	if i < 0 {
 		return false, m.noClean(ctx, sb)
 	}
+	// Before anything changes (newer snapshots deleted, the guest shut down).
+	if err := m.rollbackReachesForeign(ctx, sb, op, CleanSnapshot); err != nil {
+		return false, err
+	}
 	var newer []string
 	for _, s := range snaps[i+1:] {
 		newer = append(newer, s.Name)
@@ -209,6 +222,21 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 			return false, proxmoxError(op, sb, err)
 		}
 	}
+	// Journaled before Proxmox is asked: once the rollback task runs, the
+	// guest's disks are from before its first boot whether or not agentd
+	// hears back (a lost answer, a crash), and the guest makes new SSH host
+	// keys at that boot. So the next boot delivers the bootstrap again and
+	// the pin goes now; had it stayed, host_key_changed would lock ssh out
+	// for good (a pin is never replaced). A rollback that did not happen
+	// costs a fresh bootstrap file and a re-read of the same key.
+	sb.Step = stepRevertBoot
+	if err := m.store.ForgetHostKey(ctx, sb, store.Event{Kind: "sandbox.host_key_forgotten",
+		Message: "the revert discards the guest's SSH host keys (created at its first boot); the next agentd sandbox hostkey or ssh pins the new key, read through the guest agent"}); err != nil {
+		return false, err
+	}
+	if err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.revert_started", Message: "rolling back to snapshot " + CleanSnapshot}); err != nil {
+		return false, conflict(sb, err)
+	}
 	rbErr := v.Rollback(ctx, CleanSnapshot)
 	if w != nil {
 		if err := m.replug(ctx, sb, w); err != nil {
@@ -228,13 +256,6 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 	}
 	if err := m.reapplyIdentity(ctx, sb); err != nil {
 		return false, proxmoxError(op, sb, fmt.Errorf("rolled back, but writing the sandbox's name and tags again failed (revert again): %w", err))
-	}
-	// The guest's disks are from before its first boot, which creates the SSH
-	// host keys: the guest makes new ones, and the old pin would refuse them
-	// for good. The next hostkey/ssh pins again through the guest agent.
-	if err := m.store.ForgetHostKey(ctx, sb, store.Event{Kind: "sandbox.host_key_forgotten",
-		Message: "the revert discards the guest's SSH host keys (created at its first boot); the next agentd sandbox hostkey or ssh pins the new key, read through the guest agent"}); err != nil {
-		return false, err
 	}
 	st, err := m.pve.Status(ctx, sb.VMID)
 	if err != nil {
@@ -264,7 +285,9 @@ func (m *Manager) restartAfter(ctx context.Context, sb *store.Sandbox, why strin
 	if a, err := m.store.Address(ctx, sb.ID); err == nil {
 		sb.IP = a.String()
 	}
-	sb.Step = stepRestart
+	// Not stepRestart: a failed rollback may still have run (its answer
+	// lost), so the boot delivers the bootstrap as after a revert.
+	sb.Step = stepRevertBoot
 	return m.save(ctx, sb, api.StateBooting, "sandbox.start", why+"; starting it again") == nil
 }
 

@@ -97,6 +97,27 @@ func (m *Manager) snapshotVM(ctx context.Context, sb *store.Sandbox, op string, 
 	return v, nil
 }
 
+// rollbackReachesForeign refuses a rollback to a snapshot whose recorded
+// config holds a volume the sandbox does not own. agentd never takes one
+// (snapshots are refused while a workspace is attached, clean is taken before
+// it is plugged), but a snapshot taken in Proxmox by hand can: PVE's
+// snapshot_rollback rolls back every volume of the snapshot's config and
+// plugs them in again, which would roll a workspace back and attach it
+// behind its claim. Checking the current config is not enough for that.
+func (m *Manager) rollbackReachesForeign(ctx context.Context, sb *store.Sandbox, op, snap string) error {
+	cfg, err := m.pve.SnapshotConfig(ctx, sb.VMID, snap)
+	if err != nil {
+		return proxmoxError(op, sb, err)
+	}
+	f := foreignDisks(cfg, sb.VMID)
+	if len(f) == 0 {
+		return nil
+	}
+	return api.Errorf(http.StatusConflict, api.CodeAttached,
+		"cannot %s sandbox %s to snapshot %s: it was taken (outside agentd) with a volume the sandbox does not own (%s), and a rollback would roll that volume back too and plug it in again; delete the snapshot (agentd sandbox snapshot delete %s %s) and use another one",
+		op, sb.Name, snap, strings.Join(f, ", "), sb.Name, snap)
+}
+
 func (m *Manager) apiSnapshots(ctx context.Context, sb *store.Sandbox) ([]api.SandboxSnapshot, error) {
 	snaps, err := m.pve.Snapshots(ctx, sb.VMID)
 	if err != nil {
@@ -234,6 +255,9 @@ func (m *Manager) restoreLocked(ctx context.Context, sb *store.Sandbox, name str
 	i := findSnap(snaps, name)
 	if i < 0 {
 		return false, snapNotFound(sb, name)
+	}
+	if err := m.rollbackReachesForeign(ctx, sb, "restore", name); err != nil {
+		return false, err
 	}
 	if err := v.Rollback(ctx, name); err != nil {
 		if errors.Is(err, pve.ErrSnapshotNotRecent) {

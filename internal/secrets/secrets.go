@@ -151,7 +151,7 @@ func (s Store) Load(name string) (*Bundle, error) {
 	if p == "" {
 		return &Bundle{Format: FormatAge}, nil
 	}
-	enc, err := os.ReadFile(p)
+	enc, err := readBundle(p)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", name, err)
 	}
@@ -179,6 +179,28 @@ func (s Store) Load(name string) (*Bundle, error) {
 	return &b, nil
 }
 
+// MaxBundleBytes bounds a bundle file: a bundle holds environment
+// variables, an SSH key list and a git token, and every sandbox's bootstrap
+// carries it; a larger file (planted, or a mistake) is refused before it is
+// parsed or decrypted.
+const MaxBundleBytes = 1 << 20
+
+func readBundle(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxBundleBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxBundleBytes {
+		return nil, errorf(ErrDecrypt, "%s is larger than %d bytes, the most a bundle may be; not read", p, MaxBundleBytes)
+	}
+	return b, nil
+}
+
 // Save encrypts a bundle to the key's recipient, atomically, mode 0600. A
 // sops bundle is not written: its source of truth is the sops file the team
 // edits (usually in their repository), which a rewrite here would fork.
@@ -192,7 +214,7 @@ func (s Store) Save(name string, b *Bundle) error {
 	}
 	p := filepath.Join(s.Dir, name+".age")
 	if cur != "" {
-		enc, err := os.ReadFile(cur)
+		enc, err := readBundle(cur)
 		if err != nil {
 			return fmt.Errorf("bundle %s: %w", name, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -72,7 +73,14 @@ func (s Store) loadSops(name, path string, doc []byte, store sops.Store) (*Bundl
 	cipher := sopsaes.NewCipher()
 	mac, err := tree.Decrypt(key, cipher)
 	if err != nil {
-		return nil, errorf(ErrDecrypt, "bundle %s: %s: a value does not decrypt (was the file edited outside sops?): %v", name, path, err)
+		// Not sops's error: for a value that is not in ENC[…] form it
+		// quotes the value, which is then a secret in an API answer, an
+		// event and the log. Name the keys instead.
+		what := "a value does not decrypt"
+		if keys := notEncrypted(tree.Branches, tree.Metadata); len(keys) > 0 {
+			what = "these values are not sops-encrypted (ENC[…]): " + strings.Join(keys, ", ")
+		}
+		return nil, errorf(ErrDecrypt, "bundle %s: %s: %s (was the file edited outside sops? restore it, or set the values with sops %s)", name, path, what, path)
 	}
 	want, err := cipher.Decrypt(tree.Metadata.MessageAuthenticationCode, key, tree.Metadata.LastModified.Format(time.RFC3339))
 	if err != nil || want != mac {
@@ -96,6 +104,64 @@ func (s Store) loadSops(name, path string, doc []byte, store sops.Store) (*Bundl
 	}
 	b.Format = FormatSops
 	return &b, nil
+}
+
+// notEncrypted lists the dotted key paths of scalar values that sops would
+// decrypt but that are not in its ENC[…] form, honouring the file's
+// (un)encrypted suffix and regex as sops does (a matching key's whole
+// subtree is plain).
+func notEncrypted(branches sops.TreeBranches, m sops.Metadata) []string {
+	plainRE, encRE := compileOrNil(m.UnencryptedRegex), compileOrNil(m.EncryptedRegex)
+	var out []string
+	var walk func(prefix string, v any, plain bool)
+	walk = func(prefix string, v any, plain bool) {
+		switch v := v.(type) {
+		case sops.TreeBranch:
+			for _, it := range v {
+				k, ok := it.Key.(string)
+				if !ok {
+					continue // a comment
+				}
+				p := plain
+				switch {
+				case m.UnencryptedSuffix != "" && strings.HasSuffix(k, m.UnencryptedSuffix),
+					m.EncryptedSuffix != "" && !strings.HasSuffix(k, m.EncryptedSuffix),
+					plainRE != nil && plainRE.MatchString(k),
+					encRE != nil && !encRE.MatchString(k):
+					p = true
+				}
+				walk(strings.TrimPrefix(prefix+"."+k, "."), it.Value, p)
+			}
+		case []any:
+			for i, e := range v {
+				walk(fmt.Sprintf("%s[%d]", prefix, i), e, plain)
+			}
+		case nil, sops.Comment:
+		case string:
+			if !plain && v != "" && !(strings.HasPrefix(v, "ENC[AES256_GCM,") && strings.HasSuffix(v, "]")) {
+				out = append(out, prefix)
+			}
+		default:
+			if !plain {
+				out = append(out, prefix)
+			}
+		}
+	}
+	for _, b := range branches {
+		walk("", b, false)
+	}
+	return out
+}
+
+func compileOrNil(expr string) *regexp.Regexp {
+	if expr == "" {
+		return nil
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil
+	}
+	return re
 }
 
 // noDataKey explains why the data key did not open: sops's own error says

@@ -219,3 +219,22 @@ func TestErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestOversizedBundleRefused: a bundle file beyond MaxBundleBytes (planted or
+// a mistake) is refused before it is parsed or decrypted, naming the file.
+func TestOversizedBundleRefused(t *testing.T) {
+	st := secrets.Store{Dir: t.TempDir()}
+	st.KeyFile = filepath.Join(st.Dir, "age.key")
+	if _, err := st.Init(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(st.Dir, "huge.sops.yaml")
+	big := append([]byte("sops:\n  x: "), make([]byte, secrets.MaxBundleBytes)...)
+	if err := os.WriteFile(p, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := st.Load("huge")
+	if !errors.Is(err, secrets.ErrDecrypt) || !strings.Contains(err.Error(), p+" is larger than") {
+		t.Fatalf("oversized bundle: %v", err)
+	}
+}

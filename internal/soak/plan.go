@@ -109,20 +109,22 @@ func (f Fault) String() string {
 
 // endpoints are the Proxmox calls request faults aim at (decoded paths).
 var endpoints = map[string]struct{ method, path string }{
-	"clone":    {"POST", `^/nodes/[^/]+/qemu/\d+/clone$`},
-	"config":   {"POST", `^/nodes/[^/]+/qemu/\d+/config$`},
-	"start":    {"POST", `^/nodes/[^/]+/qemu/\d+/status/start$`},
-	"stop":     {"POST", `^/nodes/[^/]+/qemu/\d+/status/(stop|shutdown)$`},
-	"delete":   {"DELETE", `^/nodes/[^/]+/qemu/\d+$`},
-	"create":   {"POST", `^/nodes/[^/]+/qemu$`},
-	"snapshot": {"POST", `^/nodes/[^/]+/qemu/\d+/snapshot$`},
-	"rollback": {"POST", `^/nodes/[^/]+/qemu/\d+/snapshot/[^/]+/rollback$`},
+	"clone":  {"POST", `^/nodes/[^/]+/qemu/\d+/clone$`},
+	"config": {"POST", `^/nodes/[^/]+/qemu/\d+/config$`},
+	// Provisioning's configure writes synchronously (PUT, with the digest).
+	"config-sync": {"PUT", `^/nodes/[^/]+/qemu/\d+/config$`},
+	"start":       {"POST", `^/nodes/[^/]+/qemu/\d+/status/start$`},
+	"stop":        {"POST", `^/nodes/[^/]+/qemu/\d+/status/(stop|shutdown)$`},
+	"delete":      {"DELETE", `^/nodes/[^/]+/qemu/\d+$`},
+	"create":      {"POST", `^/nodes/[^/]+/qemu$`},
+	"snapshot":    {"POST", `^/nodes/[^/]+/qemu/\d+/snapshot$`},
+	"rollback":    {"POST", `^/nodes/[^/]+/qemu/\d+/snapshot/[^/]+/rollback$`},
 	// The claim of a pool member renames its guest through the agent.
 	"exec": {"POST", `^/nodes/[^/]+/qemu/\d+/agent/exec$`},
 }
 
 var (
-	httpTargets = []string{"clone", "config", "start", "delete", "create", "snapshot", "rollback", "stop", "exec"}
+	httpTargets = []string{"clone", "config", "config-sync", "start", "delete", "create", "snapshot", "rollback", "stop", "exec"}
 	taskTypes   = []string{"qmclone", "qmconfig", "qmstart", "qmdestroy", "qmsnapshot", "qmrollback", "qmshutdown", "qmstop", "resize"}
 )
 
