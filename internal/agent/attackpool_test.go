@@ -940,3 +940,43 @@ func TestAttackPoolClaimHungGuestAgent(t *testing.T) {
 	}
 	invariantsBut(t, d)
 }
+
+// TestAttackPoolClaimedRevertAnswerLost: the rollback of a claimed
+// sandbox happens but its answer is lost, so agentd takes the revert for
+// failed and starts the sandbox again. The VM's config is the pool
+// member's now (the rollback restored it): the boot must give it the
+// claimer's name and tags back.
+func TestAttackPoolClaimedRevertAnswerLost(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	const prof = "yolo-workspace"
+	fillPool(t, c, prof, 1, 1)
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "kept", Size: "1G"}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "lost-revert", Profile: prof, Tags: []string{"team-c"}, Workspace: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning || !hasKind(t, c, sb.ID, "sandbox.claimed") {
+		t.Fatalf("claim: %+v %v", sb, err)
+	}
+	if err := d.Sim.LoseReply("POST", `/snapshot/clean/rollback$`, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Revert(ctx, sb.ID, api.RevertRequest{}); err == nil {
+		t.Log("revert reported success despite the lost answer")
+	}
+	if cur, err := c.Sandbox(ctx, sb.ID); err == nil && cur.State == api.StateStopped {
+		if _, err := c.Start(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("after the revert: %+v %v", sb, err)
+	}
+	cfg := vms(d)[sb.VMID].Config
+	if cfg["name"] != "lost-revert" || !strings.Contains(cfg["tags"], "team-c") || strings.Contains(cfg["tags"], "agentlab-pool") {
+		t.Fatalf("VM %d after the revert whose answer was lost: name %q tags %q", sb.VMID, cfg["name"], cfg["tags"])
+	}
+}

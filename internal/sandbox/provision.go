@@ -425,6 +425,15 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepStart, err: err}
 		}
+		if name, _ := v.Config["name"].(string); restarting(sb.Step) && !IsPoolMember(sb) && (name == sb.ID || owner.HasTag(v.Config, owner.PoolTag)) {
+			// A rollback ran (reported or not) and restored the name and
+			// tags of a clean snapshot taken while the claimed sandbox was
+			// a pool member. Only that identity is undone: tags an operator
+			// set by hand on a sandbox stay.
+			if err := m.restoreIdentity(ctx, v, sb); err != nil {
+				return &stepError{step: stepStart, err: err}
+			}
+		}
 		// A VM this run cloned is stopped: nothing of ours started it, and
 		// should anyone else have, the start answers "already running",
 		// which counts as started. Otherwise ask (a resumed or restart run).

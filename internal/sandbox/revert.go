@@ -405,6 +405,13 @@ func (m *Manager) reapplyIdentity(ctx context.Context, sb *store.Sandbox) error 
 	if err != nil {
 		return err
 	}
+	return m.restoreIdentity(ctx, v, sb)
+}
+
+// restoreIdentity writes whichever of name and tags v's config (as proven)
+// lacks. The boot after a revert runs it too: a rollback whose answer was
+// lost (or a crash) happened without reapplyIdentity.
+func (m *Manager) restoreIdentity(ctx context.Context, v *owner.VM, sb *store.Sandbox) error {
 	var diff []pve.Option
 	for _, o := range []pve.Option{{Name: "name", Value: sb.Name}, {Name: "tags", Value: strings.Join(append([]string{OwnerTag}, sb.Tags...), ";")}} {
 		if !hasOption(v.Config, o) {
