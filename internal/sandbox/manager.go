@@ -468,12 +468,15 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 	// is idempotent), so one that RUNs across a restart is still unbound
 	// when it stops or is destroyed. Left behind, (tap<vmid>i0, MAC,
 	// address) would let the next VM given that VMID send as the old address.
-	live, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateBooting, api.StateReady, api.StateRunning, api.StatePooled}})
+	// A claim in progress (PROVISIONING, step claim) runs its member's VM.
+	live, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateBooting, api.StateReady, api.StateRunning, api.StatePooled, api.StateProvisioning}})
 	if err != nil {
 		return 0, err
 	}
 	for _, sb := range live {
-		m.syncAddress(sb)
+		if vmMayRun(sb) {
+			m.syncAddress(sb)
+		}
 	}
 	// Exposed ports: republished for live sandboxes, withdrawn for others.
 	if ports, err := m.store.Ports(ctx, ""); err == nil {

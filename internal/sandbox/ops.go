@@ -304,11 +304,25 @@ func (m *Manager) DestroyFor(ctx context.Context, ref string, force bool, by str
 }
 
 func (m *Manager) destroy(ctx context.Context, ref string, force bool, by string) (*store.Sandbox, error) {
+	return m.destroyIf(ctx, ref, force, by, nil)
+}
+
+// errKept: destroyIf found the row no longer what the caller meant to
+// destroy and left it alone.
+var errKept = errors.New("left alone: the sandbox changed since it was read")
+
+// destroyIf is destroy of a row that still satisfies only (nil: any) when
+// read under its lock. A caller deciding from rows it read earlier (the
+// pool loop) must not act on a row that became something else meanwhile.
+func (m *Manager) destroyIf(ctx context.Context, ref string, force bool, by string, only func(*store.Sandbox) bool) (*store.Sandbox, error) {
 	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	if only != nil && !only(sb) {
+		return sb, errKept
+	}
 	switch {
 	case sb.State == api.StateDestroyed || sb.State == api.StateDestroying && m.busy(sb.ID):
 		return sb, nil
@@ -527,6 +541,12 @@ func (m *Manager) Touch(ctx context.Context, ref string) (*store.Sandbox, error)
 	defer unlock()
 	if sb.State == api.StateDestroyed || sb.State == api.StateDestroying {
 		return nil, invalidState(sb, "touch", api.StateRunning, api.StateStopped)
+	}
+	if IsPoolMember(sb) {
+		// Activity recorded on a member would be the claimer's from its
+		// first second (and reorder the pool): members have no user yet.
+		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState,
+			"sandbox %s is an unclaimed warm-pool member of profile %s; create a sandbox of that profile to claim one", sb.ID, sb.Profile)
 	}
 	now := m.now().UTC()
 	sb.LastUsedAt = &now

@@ -260,6 +260,9 @@ func (m *Manager) fillProfile(ctx context.Context, p *profile.Profile, members [
 			why := ""
 			if req.ProfileHash != hash || req.TemplateVMID != p.TemplateVMID {
 				why = fmt.Sprintf("built from profile version %s (template %d); the profile is now %s (template %d)", req.ProfileHash, req.TemplateVMID, hash, p.TemplateVMID)
+			} else if sb.Cores != 0 && (sb.Cores != p.Resources.Cores || sb.MemoryMB != p.Resources.MemoryMB) {
+				// Recorded by reconcile: resized outside agentd.
+				why = fmt.Sprintf("it has %d cores and %d MiB, not the profile's %d and %d", sb.Cores, sb.MemoryMB, p.Resources.Cores, p.Resources.MemoryMB)
 			} else if perr := m.pve.AgentPing(ctx, sb.VMID); perr != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -328,13 +331,16 @@ func (m *Manager) addMember(ctx context.Context, p *profile.Profile, hash string
 	return nil
 }
 
-// retireMember destroys an unclaimed member. A claim racing it wins or
-// loses on the row's compare-and-set: a member already claimed is left to
-// its new owner.
+// retireMember destroys an unclaimed member. The loop decided from rows it
+// read before its health checks and earlier retirements, during which a
+// create may have claimed the member and even brought it to RUNNING: the
+// row is checked again under its lock, and a claim landing after that
+// check loses the state compare-and-set (POOLED is gone). Either way a
+// member already claimed is left to its new owner.
 func (m *Manager) retireMember(ctx context.Context, sb *store.Sandbox, why string) error {
-	_, err := m.destroy(ctx, sb.ID, false, "by the pool loop: "+why)
+	_, err := m.destroyIf(ctx, sb.ID, false, "by the pool loop: "+why, IsPoolMember)
 	var ae *api.Error
-	if errors.As(err, &ae) && ae.Code == api.CodeInvalidState || errors.Is(err, store.ErrStale) {
+	if errors.Is(err, errKept) || errors.As(err, &ae) && (ae.Code == api.CodeInvalidState || ae.Code == api.CodeConflict) || errors.Is(err, store.ErrStale) {
 		return nil
 	}
 	if err != nil {
@@ -401,6 +407,17 @@ func (m *Manager) claimSteps(ctx context.Context, sb *store.Sandbox, p *profile.
 	if err != nil {
 		return err
 	}
+	if err := stillMember(v, sb); err != nil {
+		return err
+	}
+	// A claim serves only creates of the profile's own resources, which a
+	// running VM would take only at its next boot: a member resized outside
+	// agentd, or built before the profile changed (a claim resumed after a
+	// restart with new profiles), cannot be that sandbox.
+	if got := readResources(v.Config); got.Cores != p.Resources.Cores || got.MemoryMB != p.Resources.MemoryMB {
+		return fmt.Errorf("member VM %d has %d cores and %d MiB, profile %s asks for %d and %d (resized outside agentd, or the profile changed since the member was built)",
+			v.VMID(), got.Cores, got.MemoryMB, p.Name, p.Resources.Cores, p.Resources.MemoryMB)
+	}
 	want, err := m.wantConfig(ctx, sb, p)
 	if err != nil {
 		return err
@@ -436,6 +453,26 @@ func (m *Manager) claimSteps(ctx context.Context, sb *store.Sandbox, p *profile.
 		}
 	}
 	return nil
+}
+
+// stillMember checks that the VM taken over was never handed to a user: it
+// carries the pool marker, or this claim (resumed after a crash) already
+// replaced the marker with its own name. The row alone is not enough: a
+// restored backup says POOLED for a member claimed after the backup, whose
+// VM is that user's sandbox now (their disk, hostname, bootstrap), with the
+// same id. A create with that user's very name is the one case the VM
+// cannot tell apart.
+func stillMember(v *owner.VM, sb *store.Sandbox) error {
+	desc, _ := v.Config["description"].(string)
+	mk, _ := owner.Parse(desc)
+	if mk.Pool == sb.Profile || mk.Pool == "" && mk.Name == sb.Name {
+		return nil
+	}
+	why := fmt.Sprintf("it is no longer a warm-pool member of profile %s (its description lacks %q): it was handed to sandbox %q already", sb.Profile, "agentlab-pool: "+sb.Profile, mk.Name)
+	if mk.Pool != "" {
+		why = fmt.Sprintf("it is a warm-pool member of profile %s, not %s", mk.Pool, sb.Profile)
+	}
+	return &owner.NotOwnedError{VMID: v.VMID(), Reason: why}
 }
 
 // setHostname renames the running guest (its cloud-init ran with the
@@ -474,6 +511,11 @@ func (m *Manager) setHostname(ctx context.Context, v *owner.VM, name string) err
 func (m *Manager) claimFallback(ctx context.Context, sb *store.Sandbox, cause error) error {
 	msg := fmt.Sprintf("claim of pooled VM %d failed (%v); destroying it and creating the sandbox cold", sb.VMID, cause)
 	v, err := m.vm(ctx, sb)
+	if err == nil && errors.Is(cause, owner.ErrNotOwned) {
+		// Refused by the claim's own checks (stillMember): the VM passes the
+		// sandbox proof but is not the member, so it is not ours to destroy.
+		err = cause
+	}
 	switch {
 	case errors.Is(err, owner.ErrNotOwned):
 		// Not ours (any more): left alone, and the row no longer points at it.
@@ -496,7 +538,31 @@ func (m *Manager) claimFallback(ctx context.Context, sb *store.Sandbox, cause er
 	_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.claim_failed", Message: msg})
 	sb.VMID, sb.IP = 0, ""
 	m.syncAddress(sb)
+	if err := m.forgetResources(ctx, sb); err != nil {
+		return err
+	}
 	return m.progress(ctx, sb, stepAllocate, "")
+}
+
+// forgetResources clears the row's cores and memory, which are the member
+// VM's (configure records what Proxmox has, and commit keeps a row's once
+// set): the cold VM must get the profile's current ones, as the create
+// asked (a claim serves no overrides), not the member's older profile's.
+func (m *Manager) forgetResources(ctx context.Context, sb *store.Sandbox) error {
+	defer m.locks.Lock(sb.ID)()
+	cur, err := m.store.Sandbox(ctx, sb.ID)
+	if err != nil {
+		return err
+	}
+	if cur.State != sb.State {
+		return fmt.Errorf("sandbox %s is %s now: %w", sb.Name, cur.State, store.ErrStale)
+	}
+	cur.Cores, cur.MemoryMB = 0, 0
+	if err := m.store.Save(ctx, cur, cur.State, store.Event{}); err != nil {
+		return err
+	}
+	sb.Cores, sb.MemoryMB = 0, 0
+	return nil
 }
 
 // poolCloneSlot bounds the pool clones running at once on the node; a

@@ -175,7 +175,7 @@ func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kin
 }
 
 // syncAddress keeps the host's sets in step with the sandbox: its binding
-// (assigned address, MAC, bridge ports, mode) is live from BOOTING to RUNNING,
+// (assigned address, MAC, bridge ports, mode) is live while vmMayRun,
 // the states in which its VM may run and must be able to send as itself,
 // and out otherwise, so nothing the host does not know can send at all.
 func (m *Manager) syncAddress(sb *store.Sandbox) {
@@ -183,7 +183,7 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 		return
 	}
 	var want netpolicy.Binding
-	if sb.VMID != 0 && (sb.State == api.StateBooting || sb.State == api.StateReady || sb.State == api.StateRunning || sb.State == api.StatePooled) {
+	if sb.VMID != 0 && vmMayRun(sb) {
 		if a, err := m.store.Address(context.Background(), sb.ID); err == nil {
 			want = netpolicy.Binding{Addr: a, MAC: netpolicy.MAC(a), Ports: netpolicy.Ports(sb.VMID), Mode: netpolicy.Mode(m.profiles[sb.Profile])}
 		} else if sb.IP != "" {
@@ -228,6 +228,18 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 		}
 		m.addrMu.Unlock()
 	}
+}
+
+// vmMayRun reports whether sb's VM may be running: from BOOTING to RUNNING,
+// a pool member, and a claim in progress (the member's VM runs throughout).
+func vmMayRun(sb *store.Sandbox) bool {
+	switch sb.State {
+	case api.StateBooting, api.StateReady, api.StateRunning, api.StatePooled:
+		return true
+	case api.StateProvisioning:
+		return sb.Step == stepClaim
+	}
+	return false
 }
 
 // ensureBound adds the sandbox's binding again before its VM starts and
@@ -412,6 +424,15 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		v, err := m.guard.Must(ctx, m.proof(sb), true)
 		if err != nil {
 			return &stepError{step: stepStart, err: err}
+		}
+		if name, _ := v.Config["name"].(string); restarting(sb.Step) && !IsPoolMember(sb) && (name == sb.ID || owner.HasTag(v.Config, owner.PoolTag)) {
+			// A rollback ran (reported or not) and restored the name and
+			// tags of a clean snapshot taken while the claimed sandbox was
+			// a pool member. Only that identity is undone: tags an operator
+			// set by hand on a sandbox stay.
+			if err := m.restoreIdentity(ctx, v, sb); err != nil {
+				return &stepError{step: stepStart, err: err}
+			}
 		}
 		// A VM this run cloned is stopped: nothing of ours started it, and
 		// should anyone else have, the start answers "already running",

@@ -254,6 +254,9 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 		// Nothing was rolled back: a sandbox shut down for it runs again.
 		return wasRunning && m.restartAfter(ctx, sb, "the revert failed: "+rbErr.Error()), err
 	}
+	if err := m.reapplyIdentity(ctx, sb); err != nil {
+		return false, proxmoxError(op, sb, fmt.Errorf("rolled back, but writing the sandbox's name and tags again failed (revert again): %w", err))
+	}
 	st, err := m.pve.Status(ctx, sb.VMID)
 	if err != nil {
 		return false, proxmoxError(op, sb, err)
@@ -387,4 +390,36 @@ func (m *Manager) ResumeHibernated(ctx context.Context, ref string) (*store.Sand
 		m.startWorker(sb.ID)
 	}
 	return sb, nil
+}
+
+// reapplyIdentity writes the sandbox's name and tags again after a
+// rollback. PVE's snapshot_apply_config restores every config key of the
+// snapshot but the description: a sandbox that was a warm-pool member when
+// its clean snapshot was taken would get the member's name (its id) and
+// the pool tag back, without its own tags.
+func (m *Manager) reapplyIdentity(ctx context.Context, sb *store.Sandbox) error {
+	v, err := m.vm(ctx, sb)
+	if err == nil && v == nil {
+		err = fmt.Errorf("VM %d does not exist", sb.VMID)
+	}
+	if err != nil {
+		return err
+	}
+	return m.restoreIdentity(ctx, v, sb)
+}
+
+// restoreIdentity writes whichever of name and tags v's config (as proven)
+// lacks. The boot after a revert runs it too: a rollback whose answer was
+// lost (or a crash) happened without reapplyIdentity.
+func (m *Manager) restoreIdentity(ctx context.Context, v *owner.VM, sb *store.Sandbox) error {
+	var diff []pve.Option
+	for _, o := range []pve.Option{{Name: "name", Value: sb.Name}, {Name: "tags", Value: strings.Join(append([]string{OwnerTag}, sb.Tags...), ";")}} {
+		if !hasOption(v.Config, o) {
+			diff = append(diff, o)
+		}
+	}
+	if len(diff) == 0 {
+		return nil
+	}
+	return v.Configure(ctx, diff...)
 }

@@ -83,9 +83,23 @@ func CheckI9(w *World) []Violation {
 		case (sb.State == api.StateRunning || sb.State == api.StateStopped) && ok &&
 			markerID(v.Config["description"], "agentlab-sandbox-id: ") == sb.ID && strings.Contains(v.Config["description"], poolMarker):
 			out = append(out, Violation{"I9", obj, "a claimed sandbox's VM still carries the pool marker"})
+		case (sb.State == api.StateRunning || sb.State == api.StateStopped) && ok &&
+			markerID(v.Config["description"], "agentlab-sandbox-id: ") == sb.ID && hasPoolTag(v.Config["tags"]):
+			// A rollback to a clean snapshot taken while the VM was a member
+			// restores the member's tags (PVE keeps only the description).
+			out = append(out, Violation{"I9", obj, "a claimed sandbox's VM still carries the pool tag"})
 		}
 	}
 	return out
+}
+
+func hasPoolTag(tags string) bool {
+	for _, t := range strings.FieldsFunc(tags, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
+		if t == "agentlab-pool" {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *World) vmIDs() []int {
