@@ -379,6 +379,12 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 			return
 		}
 	}
+	s.mu.Lock()
+	before := s.faults.beforeHook(r.Method, path)
+	s.mu.Unlock()
+	if before != nil {
+		before()
+	}
 	if f != nil {
 		if f.hang {
 			select {

@@ -1,0 +1,211 @@
+package agent_test
+
+// Attacks on the request cuts of "reqcut" (cold create 28 → 20 Proxmox
+// requests): provisioning skips reads only a resumed run needs, writes the
+// config with a digest-checked synchronous PUT and reuses configure's proven
+// handle for the resize. The claim: no write, snapshot, start or file write
+// ever lands on a VM agentd did not create, and a run resumed at any step
+// boundary still ends fully configured with one VM and one clean snapshot.
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
+)
+
+// onNth runs fn just before the n-th request (from now) matching method and
+// pathRE is served.
+func onNth(t *testing.T, d *agent.Dev, method, pathRE string, n int, fn func()) {
+	t.Helper()
+	err := d.Sim.BeforeRequest(method, pathRE, func() {
+		if n > 1 {
+			onNth(t, d, method, pathRE, n-1, fn)
+			return
+		}
+		fn()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onceCloned runs arm with the sandbox's VMID when its clone is requested
+// (the VMID is in the row by then), so later hooks can aim at that VM only.
+func onceCloned(t *testing.T, d *agent.Dev, c *client.Client, name string, arm func(vmid int)) {
+	t.Helper()
+	err := d.Sim.BeforeRequest("POST", `/qemu/\d+/clone$`, func() {
+		sb, err := c.Sandbox(tctx(t), name)
+		if err != nil || sb.VMID == 0 {
+			t.Errorf("sandbox %s at its clone: %+v %v", name, sb, err)
+			return
+		}
+		arm(sb.VMID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// intruder replaces the VM at vmid with one agentd did not create. With
+// copyNet it copies net0 and ipconfig0 (a restore of someone's backup, or an
+// operator reusing the settings), so its guest reports the sandbox's address
+// on the sandbox's MAC; with running it is started. It returns the
+// intruder's state right after planting.
+func intruder(t *testing.T, d *agent.Dev, vmid int, copyNet, running bool) pvesim.VMState {
+	t.Helper()
+	ctx := tctx(t)
+	pc := pveClient(t, d)
+	cur, ok := d.Sim.Dump().VMs[vmid]
+	if !ok {
+		t.Errorf("no VM %d to plant over", vmid)
+		return pvesim.VMState{}
+	}
+	if cur.Running {
+		if err := pc.Stop(ctx, vmid); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := pc.Destroy(ctx, vmid); err != nil {
+		t.Errorf("destroy VM %d to plant over it: %v", vmid, err)
+		return pvesim.VMState{}
+	}
+	cfg := map[string]string{"name": "intruder", "memory": "512", "scsi0": "local-lvm:4", "agent": "1",
+		"description": "someone else's VM", "tags": "prod"}
+	if copyNet {
+		cfg["net0"], cfg["ipconfig0"] = cur.Config["net0"], cur.Config["ipconfig0"]
+	}
+	if err := d.Sim.AddVM("pve", vmid, cfg, false); err != nil {
+		t.Error(err)
+		return pvesim.VMState{}
+	}
+	if running {
+		if err := pc.Start(ctx, vmid); err != nil {
+			t.Error(err)
+		}
+	}
+	return d.Sim.Dump().VMs[vmid]
+}
+
+// settled waits until the sandbox leaves provisioning (any state but
+// REQUESTED, PROVISIONING and BOOTING), or is gone.
+func settled(t *testing.T, c *client.Client, name string) *api.Sandbox {
+	t.Helper()
+	ctx := tctx(t)
+	for {
+		sb, err := c.Sandbox(ctx, name)
+		if err != nil {
+			return nil
+		}
+		switch sb.State {
+		case api.StateRequested, api.StateProvisioning, api.StateBooting:
+		default:
+			return sb
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("sandbox %s never settled (last %+v)", name, sb)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// TestAttackReqForeignVMAtEveryStep plants a foreign VM at the sandbox's
+// VMID at each moment between two provisioning requests of a fresh cold
+// create and requires that agentd never changes it: its config, power
+// state, snapshots and guest files stay what the intruder made, and the
+// create fails (or, had nothing been written, it would have; it must not
+// end RUNNING on someone else's VM).
+func TestAttackReqForeignVMAtEveryStep(t *testing.T) {
+	cfgRE := func(vmid int) string { return fmt.Sprintf(`/qemu/%d/config$`, vmid) }
+	cases := []struct {
+		name             string
+		copyNet, running bool
+		// arm registers, once the VMID is known, the hook that plants.
+		arm func(t *testing.T, d *agent.Dev, vmid int, plant func())
+	}{
+		{name: "after clone returns", arm: func(t *testing.T, d *agent.Dev, vmid int, plant func()) {
+			onNth(t, d, "GET", cfgRE(vmid), 1, plant)
+		}},
+		{name: "between config read and PUT", arm: func(t *testing.T, d *agent.Dev, vmid int, plant func()) {
+			onNth(t, d, "PUT", cfgRE(vmid), 1, plant)
+		}},
+		{name: "between PUT and resize", arm: func(t *testing.T, d *agent.Dev, vmid int, plant func()) {
+			onNth(t, d, "PUT", fmt.Sprintf(`/qemu/%d/resize$`, vmid), 1, plant)
+		}},
+		{name: "between firewall and resize", arm: func(t *testing.T, d *agent.Dev, vmid int, plant func()) {
+			// The last firewall write of configure, then the resize.
+			onNth(t, d, "PUT", fmt.Sprintf(`/qemu/%d/firewall/options$`, vmid), 1, func() {
+				onNth(t, d, "", fmt.Sprintf(`/qemu/%d/`, vmid), 1, plant)
+			})
+		}},
+		{name: "between resize and snapshot", arm: func(t *testing.T, d *agent.Dev, vmid int, plant func()) {
+			onNth(t, d, "PUT", fmt.Sprintf(`/qemu/%d/resize$`, vmid), 1, func() {
+				onNth(t, d, "", fmt.Sprintf(`/qemu/%d/(config|snapshot)$`, vmid), 1, plant)
+			})
+		}},
+		{name: "between snapshot and start", arm: func(t *testing.T, d *agent.Dev, vmid int, plant func()) {
+			onNth(t, d, "POST", fmt.Sprintf(`/qemu/%d/snapshot$`, vmid), 1, func() {
+				onNth(t, d, "", fmt.Sprintf(`/qemu/%d/(config|status/current|status/start)$`, vmid), 1, plant)
+			})
+		}},
+		{name: "during the wait for the address", copyNet: true, running: true, arm: func(t *testing.T, d *agent.Dev, vmid int, plant func()) {
+			onNth(t, d, "GET", fmt.Sprintf(`/qemu/%d/agent/network-get-interfaces$`, vmid), 1, plant)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+			ctx := tctx(t)
+			name := "victim"
+			var mu sync.Mutex
+			var planted *pvesim.VMState
+			vmid := 0
+			onceCloned(t, d, c, name, func(id int) {
+				vmid = id
+				tc.arm(t, d, id, func() {
+					st := intruder(t, d, id, tc.copyNet, tc.running)
+					mu.Lock()
+					planted = &st
+					mu.Unlock()
+				})
+			})
+			if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-ephemeral"}); err != nil {
+				t.Fatal(err)
+			}
+			sb := settled(t, c, name)
+			mu.Lock()
+			defer mu.Unlock()
+			if planted == nil {
+				t.Fatalf("the intruder was never planted (the hook's request did not happen); sandbox %+v", sb)
+			}
+			now, ok := d.Sim.Dump().VMs[vmid]
+			if !ok {
+				t.Fatalf("agentd destroyed the intruder at VM %d; sandbox %+v", vmid, sb)
+			}
+			if !reflect.DeepEqual(now.Config, planted.Config) {
+				t.Errorf("agentd changed the intruder's config:\nplanted %v\nnow     %v", planted.Config, now.Config)
+			}
+			if now.Running != planted.Running {
+				t.Errorf("agentd changed the intruder's power state: running %v, planted %v", now.Running, planted.Running)
+			}
+			if !reflect.DeepEqual(now.Snapshots, planted.Snapshots) {
+				t.Errorf("agentd snapshotted the intruder: %v", now.Snapshots)
+			}
+			if _, ok := d.Sim.GuestFile(vmid, sandbox.BootstrapPath); ok {
+				t.Errorf("agentd wrote its bootstrap file (a token) into the intruder's guest")
+			}
+			if sb != nil && sb.State == api.StateRunning {
+				t.Errorf("sandbox RUNNING on someone else's VM: %+v", sb)
+			}
+		})
+	}
+}
+
