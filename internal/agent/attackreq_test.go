@@ -8,6 +8,7 @@ package agent_test
 // boundary still ends fully configured with one VM and one clean snapshot.
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 )
@@ -209,3 +211,56 @@ func TestAttackReqForeignVMAtEveryStep(t *testing.T) {
 	}
 }
 
+// TestAttackReqDigestCoversSnapshots: PVE's digest is the SHA-1 of the whole
+// config file (parse_vm_config), snapshot sections and the current parent
+// included, and update_vm_api refuses a PUT whose digest is not the file's.
+// A snapshot taken or deleted after the read therefore makes the write fail;
+// the simulator used to hash only the current section, so agentd's
+// digest-checked writes were tested against a weaker check than PVE's.
+func TestAttackReqDigestCoversSnapshots(t *testing.T) {
+	d, _ := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	pc := pveClient(t, d)
+	const vmid = 700
+	if err := pc.Clone(ctx, pvesim.FixtureTemplateID, vmid, pve.CloneOptions{Name: "digest", Description: "digest attack"}); err != nil {
+		t.Fatal(err)
+	}
+	digest := func() string {
+		t.Helper()
+		cfg, err := pc.Config(ctx, vmid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := cfg["digest"].(string)
+		return s
+	}
+	for _, change := range []struct {
+		name string
+		do   func() error
+	}{
+		{"snapshot taken", func() error { return pc.CreateSnapshot(ctx, vmid, "s1", "") }},
+		{"snapshot deleted", func() error { return pc.DeleteSnapshot(ctx, vmid, "s1") }},
+	} {
+		read := digest()
+		if err := change.do(); err != nil {
+			t.Fatalf("%s: %v", change.name, err)
+		}
+		if digest() == read {
+			t.Errorf("%s: the config digest did not change (PVE's covers the whole file)", change.name)
+		}
+		err := pc.ConfigureIfUnchanged(ctx, vmid, read, pve.Option{Name: "cores", Value: 3})
+		if !errors.Is(err, pve.ErrModified) {
+			t.Errorf("%s after the read: the PUT with the stale digest answered %v, want ErrModified", change.name, err)
+		}
+	}
+	cfg, err := pc.Config(ctx, vmid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(cfg["cores"]) == "3" {
+		t.Fatalf("a refused write changed the VM: %v", cfg)
+	}
+	if err := pc.ConfigureIfUnchanged(ctx, vmid, digest(), pve.Option{Name: "cores", Value: 3}); err != nil {
+		t.Fatalf("write with the current digest: %v", err)
+	}
+}
