@@ -264,3 +264,101 @@ func TestAttackReqDigestCoversSnapshots(t *testing.T) {
 		t.Fatalf("write with the current digest: %v", err)
 	}
 }
+
+// boundary is one Proxmox request of a fresh cold create of yolo-ephemeral
+// (TestColdCreateRequests lists them); nth counts matches of method and path.
+type boundary struct {
+	name, method, path string
+	nth                int
+}
+
+var coldCreateBoundaries = []boundary{
+	{"clone", "POST", `/qemu/9000/clone$`, 1},
+	{"clone poll", "GET", `/tasks/[^/]*:qmclone:`, 1},
+	{"configure proof", "GET", `/qemu/1\d\d/config$`, 1},
+	{"config PUT", "PUT", `/qemu/1\d\d/config$`, 1},
+	{"firewall rules read", "GET", `/qemu/1\d\d/firewall/rules$`, 1},
+	{"firewall group rule", "POST", `/qemu/1\d\d/firewall/rules$`, 1},
+	{"IP set create", "POST", `/qemu/1\d\d/firewall/ipset$`, 1},
+	{"IP set address", "POST", `/qemu/1\d\d/firewall/ipset/ipfilter-net0$`, 1},
+	{"firewall options", "PUT", `/qemu/1\d\d/firewall/options$`, 1},
+	{"resize proof", "GET", `/qemu/1\d\d/config$`, 2},
+	{"resize", "PUT", `/qemu/1\d\d/resize$`, 1},
+	{"resize poll", "GET", `/tasks/[^/]*:resize:`, 1},
+	{"snapshot proof", "GET", `/qemu/1\d\d/config$`, 3},
+	{"snapshot", "POST", `/qemu/1\d\d/snapshot$`, 1},
+	{"snapshot poll", "GET", `/tasks/[^/]*:qmsnapshot:`, 1},
+	{"start proof", "GET", `/qemu/1\d\d/config$`, 4},
+	{"start", "POST", `/qemu/1\d\d/status/start$`, 1},
+	{"start poll", "GET", `/tasks/[^/]*:qmstart:`, 1},
+	{"guest address", "GET", `/qemu/1\d\d/agent/network-get-interfaces$`, 1},
+	{"bootstrap proof", "GET", `/qemu/1\d\d/config$`, 5},
+	{"bootstrap file", "POST", `/qemu/1\d\d/agent/file-write$`, 1},
+}
+
+// TestAttackReqRestartAtEveryBoundary stops agentd at each request of a
+// fresh cold create, deterministically (the soak does it at random): once
+// with the request never served (a crash just before it) and once with it
+// performed and its answer lost (a crash just after it). The run the
+// restarted agentd resumes, with none of the first run's in-memory
+// knowledge, must end RUNNING with the full configuration, one VM, one clean
+// snapshot, the IP set holding exactly the sandbox's address and a
+// bootstrap file.
+func TestAttackReqRestartAtEveryBoundary(t *testing.T) {
+	for _, b := range coldCreateBoundaries {
+		for _, performed := range []bool{false, true} {
+			mode := "before"
+			if performed {
+				mode = "after"
+			}
+			t.Run(b.name+" "+mode, func(t *testing.T) {
+				d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+				ctx := tctx(t)
+				hit := make(chan struct{})
+				onNth(t, d, b.method, b.path, b.nth, func() {
+					var err error
+					if performed {
+						err = d.Sim.LoseReply(b.method, b.path, 1, true)
+					} else {
+						err = d.Sim.HangEndpoint(b.method, b.path)
+					}
+					if err != nil {
+						t.Error(err)
+					}
+					close(hit)
+				})
+				if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "crash", Profile: "yolo-ephemeral"}); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-hit:
+				case <-ctx.Done():
+					t.Fatalf("the create never made the %s request", b.name)
+				}
+				d.Sim.ClearFaults()
+				if err := d.Restart(ctx); err != nil {
+					t.Fatal(err)
+				}
+				c = tcpClient(t, d, d.Info.Token)
+				sb, err := c.WaitSandbox(ctx, "crash", 10*time.Millisecond)
+				if err != nil || sb.State != api.StateRunning {
+					t.Fatalf("after a restart at %s (%s): %+v %v", b.name, mode, sb, err)
+				}
+				all := vms(d)
+				if len(all) != 1 {
+					t.Fatalf("%d VMs for one sandbox: %v", len(all), all)
+				}
+				fullConfig(t, d, sb, 40, "")
+				if snaps := all[sb.VMID].Snapshots; !reflect.DeepEqual(snaps, []string{sandbox.CleanSnapshot}) {
+					t.Errorf("snapshots %v, want exactly [%s]", snaps, sandbox.CleanSnapshot)
+				}
+				if set, ok := d.Sim.IPSet(sb.VMID, "ipfilter-net0"); !ok || !reflect.DeepEqual(set, []string{sb.IP}) {
+					t.Errorf("IP set ipfilter-net0 %v (exists %v), want exactly [%s]", set, ok, sb.IP)
+				}
+				if _, ok := d.Sim.GuestFile(sb.VMID, sandbox.BootstrapPath); !ok {
+					t.Errorf("no bootstrap file in the guest")
+				}
+			})
+		}
+	}
+}

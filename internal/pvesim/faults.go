@@ -40,9 +40,9 @@ type replyFault struct {
 }
 
 // beforeHook runs fn just before the next request matching method and re is
-// served (after authentication), outside the simulator's lock, so fn may
-// itself call the API: a test lands a change exactly between two of a
-// client's requests.
+// served (before its faults are looked up), outside the simulator's lock, so
+// fn may itself call the API or aim a fault at that request: a test lands a
+// change exactly between two of a client's requests.
 type beforeHook struct {
 	method string
 	re     *regexp.Regexp
@@ -159,7 +159,8 @@ func (s *Sim) SlowTask(typ, id string, d time.Duration) {
 
 // BeforeRequest runs fn once, just before the next request matching method
 // and pathRE is served; fn runs outside the simulator's lock (it may use the
-// API) and the request waits for it. Go-only: there is no HTTP hook, since a
+// API, or add a fault that then applies to this request) and the request
+// waits for it. Go-only: there is no HTTP hook, since a
 // function cannot travel over one.
 func (s *Sim) BeforeRequest(method, pathRE string, fn func()) error {
 	re, err := regexp.Compile(pathRE)
