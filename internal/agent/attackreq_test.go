@@ -10,8 +10,11 @@ package agent_test
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -361,4 +364,68 @@ func TestAttackReqRestartAtEveryBoundary(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestAttackReqIPSetFromTemplate: clone_vm copies the template's firewall
+// config (clone_vmfw_conf), so a template whose ipfilter-net0 set holds
+// someone's addresses makes create_ipset answer "already exists" on the
+// clone. The create-first path must then read the set and leave exactly the
+// sandbox's address (anything else stays bindable to the guest). An answer
+// other than "already exists" must fail the create naming the set, and leave
+// no VM.
+func TestAttackReqIPSetFromTemplate(t *testing.T) {
+	t.Run("foreign entries copied from the template", func(t *testing.T) {
+		d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+		ctx := tctx(t)
+		pc := pveClient(t, d)
+		// The template's own .fw carries the set with a foreign address.
+		if err := pc.VMFirewall(ctx, pvesim.FixtureTemplateID, "agentlab-nat", netip.MustParseAddr("192.0.2.7")); err != nil {
+			t.Fatal(err)
+		}
+		var copied atomic.Bool
+		if err := d.Sim.BeforeRequest("POST", `/qemu/1\d\d/firewall/ipset$`, func() {
+			sb, err := c.Sandbox(ctx, "ipset")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			set, _ := d.Sim.IPSet(sb.VMID, pve.IPFilterSet)
+			copied.Store(reflect.DeepEqual(set, []string{"192.0.2.7"}))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "ipset", Profile: "yolo-ephemeral"}); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := waitRunning(ctx, c, "ipset")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !copied.Load() {
+			t.Fatalf("the clone did not carry the template's IP set when agentd created its own")
+		}
+		if set, ok := d.Sim.IPSet(sb.VMID, pve.IPFilterSet); !ok || !reflect.DeepEqual(set, []string{sb.IP}) {
+			t.Fatalf("VM %d's %s holds %v (exists %v), want exactly [%s]", sb.VMID, pve.IPFilterSet, set, ok, sb.IP)
+		}
+	})
+	t.Run("create refused for another reason", func(t *testing.T) {
+		d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+		ctx := tctx(t)
+		if err := d.Sim.FailEndpointTimes("POST", `/qemu/1\d\d/firewall/ipset$`, 500, "can't lock file '/var/lock/pve-manager/pve-firewall-101.lck' - got timeout", 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "ipset", Profile: "yolo-ephemeral"}); err != nil {
+			t.Fatal(err)
+		}
+		sb := settled(t, c, "ipset")
+		if sb == nil || sb.State != api.StateFailed {
+			t.Fatalf("sandbox %+v, want FAILED", sb)
+		}
+		if !strings.Contains(sb.Error, "create IP set "+pve.IPFilterSet) || !strings.Contains(sb.Error, "got timeout") {
+			t.Errorf("error %q does not name the IP set and Proxmox's answer", sb.Error)
+		}
+		if left := vms(d); len(left) != 0 {
+			t.Errorf("VMs left after the failed create: %v", left)
+		}
+	})
 }
