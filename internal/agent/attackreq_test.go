@@ -429,3 +429,49 @@ func TestAttackReqIPSetFromTemplate(t *testing.T) {
 		}
 	})
 }
+
+// TestAttackReqFreshFlagNeverOnRetry: a run skips the look for an earlier
+// clone only when it reserved the VMID itself. A create retried while the
+// first clone runs, and an agentd restarted in the middle of that clone,
+// must neither start a second worker that reserves another VMID nor clone
+// twice: one sandbox, one VM, RUNNING with the full config.
+func TestAttackReqFreshFlagNeverOnRetry(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	req := api.CreateSandboxRequest{Name: "retry", Profile: "yolo-ephemeral"}
+	first, err := c.CreateSandbox(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit := make(chan struct{})
+	// Aim at the clone poll: the clone task exists and holds lock=clone.
+	if err := d.Sim.BeforeRequest("GET", `/tasks/[^/]*:qmclone:`, func() {
+		again, err := c.CreateSandbox(ctx, req)
+		if err != nil || again.ID != first.ID {
+			t.Errorf("create retried during the clone: %+v %v, want sandbox %s again", again, err, first.ID)
+		}
+		if err := d.Sim.HangEndpoint("GET", `/tasks/[^/]*:qmclone:`); err != nil {
+			t.Error(err)
+		}
+		close(hit)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-hit
+	d.Sim.ClearFaults()
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	if again, err := c.CreateSandbox(ctx, req); err != nil || again.ID != first.ID {
+		t.Fatalf("create retried after the restart: %+v %v, want sandbox %s again", again, err, first.ID)
+	}
+	sb, err := c.WaitSandbox(ctx, "retry", 10*time.Millisecond)
+	if err != nil || sb.State != api.StateRunning {
+		t.Fatalf("%+v %v", sb, err)
+	}
+	if all := vms(d); len(all) != 1 {
+		t.Fatalf("%d VMs for one sandbox: %v", len(all), all)
+	}
+	fullConfig(t, d, sb, 40, "")
+}
