@@ -457,7 +457,11 @@ func TestAttackReqFreshFlagNeverOnRetry(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	<-hit
+	select {
+	case <-hit:
+	case <-ctx.Done():
+		t.Fatal("the clone task was never polled")
+	}
 	d.Sim.ClearFaults()
 	if err := d.Restart(ctx); err != nil {
 		t.Fatal(err)
