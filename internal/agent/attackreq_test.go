@@ -439,26 +439,33 @@ func TestAttackReqFreshFlagNeverOnRetry(t *testing.T) {
 	d, c := startDev(t, agent.DevOptions{Hooks: agent.Hooks{NoLoops: true}})
 	ctx := tctx(t)
 	req := api.CreateSandboxRequest{Name: "retry", Profile: "yolo-ephemeral"}
-	first, err := c.CreateSandbox(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hit := make(chan struct{})
+	hit := make(chan string, 1)
 	// Aim at the clone poll: the clone task exists and holds lock=clone.
 	if err := d.Sim.BeforeRequest("GET", `/tasks/[^/]*:qmclone:`, func() {
 		again, err := c.CreateSandbox(ctx, req)
-		if err != nil || again.ID != first.ID {
-			t.Errorf("create retried during the clone: %+v %v, want sandbox %s again", again, err, first.ID)
+		if err != nil {
+			t.Errorf("create retried during the clone: %v", err)
 		}
 		if err := d.Sim.HangEndpoint("GET", `/tasks/[^/]*:qmclone:`); err != nil {
 			t.Error(err)
 		}
-		close(hit)
+		id := ""
+		if again != nil {
+			id = again.ID
+		}
+		hit <- id
 	}); err != nil {
 		t.Fatal(err)
 	}
+	first, err := c.CreateSandbox(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	select {
-	case <-hit:
+	case id := <-hit:
+		if id != first.ID {
+			t.Fatalf("create retried during the clone answered sandbox %q, want %s again", id, first.ID)
+		}
 	case <-ctx.Done():
 		t.Fatal("the clone task was never polled")
 	}
