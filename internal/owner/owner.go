@@ -280,6 +280,18 @@ func (v *VM) Resize(ctx context.Context, disk, size string) error {
 	return v.pve.Resize(ctx, v.proof.VMID, disk, size)
 }
 
+// ResizeProven grows a disk only on the config read for the proof (its
+// digest), so a VM put at the VMID since that read is refused (ErrModified)
+// instead of grown. A handle whose Config has no digest (ConfigureProven
+// wrote through it) must be proven again first.
+func (v *VM) ResizeProven(ctx context.Context, disk, size string) error {
+	digest, _ := v.Config["digest"].(string)
+	if digest == "" {
+		return fmt.Errorf("resize %s of VM %d: its config was not read since the last write, so the resize cannot be made conditional on it (prove the VM again)", disk, v.proof.VMID)
+	}
+	return v.pve.ResizeIfUnchanged(ctx, v.proof.VMID, disk, size, digest)
+}
+
 // Start starts the VM.
 func (v *VM) Start(ctx context.Context) error { return v.pve.Start(ctx, v.proof.VMID) }
 
@@ -345,6 +357,11 @@ func (v *VM) Exec(ctx context.Context, argv []string, stdin string) (int, error)
 // ExecStatus reads a process Exec started.
 func (v *VM) ExecStatus(ctx context.Context, pid int) (*pve.ExecStatus, error) {
 	return v.pve.AgentExecStatus(ctx, v.proof.VMID, pid)
+}
+
+// WriteFile writes content to file in the guest through its agent.
+func (v *VM) WriteFile(ctx context.Context, file string, content []byte) error {
+	return v.pve.AgentFileWrite(ctx, v.proof.VMID, file, content)
 }
 
 // ReadFile reads a file in the guest through the QEMU guest agent (at most

@@ -118,6 +118,26 @@ func (c *Client) Resize(ctx context.Context, vmid int, disk, size string) error 
 	return c.run(ctx, op, func() (*proxmox.Task, error) { return c.vm(vmid).ResizeDisk(ctx, disk, size) })
 }
 
+// ResizeIfUnchanged grows a disk only if the VM's config still has digest,
+// the one the caller read: resize_vm checks it under the config lock inside
+// its task (PVE 8), so the resize lands on exactly the VM the caller proved.
+// go-proxmox's ResizeDisk has no digest, hence the raw PUT.
+func (c *Client) ResizeIfUnchanged(ctx context.Context, vmid int, disk, size, digest string) error {
+	op := fmt.Sprintf("resize %s of VM %d to %s", disk, vmid, size)
+	body := map[string]any{"disk": disk, "size": size}
+	if digest != "" {
+		body["digest"] = digest
+	}
+	var upid proxmox.UPID
+	if err := c.api.Put(ctx, c.vmPath(vmid, "/resize"), body, &upid); err != nil {
+		return wrap(op, err)
+	}
+	if upid == "" {
+		return nil // a PVE before 8.0 resizes synchronously
+	}
+	return c.wait(ctx, op, proxmox.NewTask(upid, c.api))
+}
+
 // Start starts a VM and waits until QEMU runs (not until the guest booted).
 func (c *Client) Start(ctx context.Context, vmid int) error {
 	op := fmt.Sprintf("start VM %d", vmid)

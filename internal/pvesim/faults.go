@@ -39,7 +39,19 @@ type replyFault struct {
 	left   int
 }
 
+// beforeHook runs fn just before the next request matching method and re is
+// served (before its faults are looked up), outside the simulator's lock, so
+// fn may itself call the API or aim a fault at that request: a test lands a
+// change exactly between two of a client's requests.
+type beforeHook struct {
+	method string
+	re     *regexp.Regexp
+	fn     func()
+	left   int
+}
+
 type faults struct {
+	before    []beforeHook
 	endpoints []endpointFault
 	tasks     []taskFault
 	replies   []replyFault
@@ -143,6 +155,32 @@ func (s *Sim) HangTaskTimes(typ, id string, n int) {
 // whatever the configured durations: a crash can then land while it runs.
 func (s *Sim) SlowTask(typ, id string, d time.Duration) {
 	s.addTaskFault(taskFault{typ: typ, id: id, delay: d, left: 1})
+}
+
+// BeforeRequest runs fn once, just before the next request matching method
+// and pathRE is served; fn runs outside the simulator's lock (it may use the
+// API, or add a fault that then applies to this request) and the request
+// waits for it. Go-only: there is no HTTP hook, since a
+// function cannot travel over one.
+func (s *Sim) BeforeRequest(method, pathRE string, fn func()) error {
+	re, err := regexp.Compile(pathRE)
+	if err != nil {
+		return fmt.Errorf("pvesim: before-request path: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.before = append(s.faults.before, beforeHook{method: method, re: re, fn: fn, left: 1})
+	return nil
+}
+
+func (f *faults) beforeHook(method, path string) func() {
+	h, ok := take(&f.before, func(h *beforeHook) bool {
+		return (h.method == "" || h.method == method) && h.re.MatchString(path)
+	}, func(h *beforeHook) *int { return &h.left })
+	if !ok {
+		return nil
+	}
+	return h.fn
 }
 
 // LoseReply makes the next n requests matching method and pathRE (n = 0: all

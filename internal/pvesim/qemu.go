@@ -148,7 +148,7 @@ func (s *Sim) resize(req *request) (any, error) {
 		if err := w.lockVM(v, configLockTimeout); err != nil {
 			return err
 		}
-		if d := req.str("digest"); d != "" && d != v.conf.digest() {
+		if d := req.str("digest"); d != "" && d != v.digest() {
 			return fmt.Errorf("checksum missmatch (file change by other user?)")
 		}
 		if err := checkLock(v); err != nil {

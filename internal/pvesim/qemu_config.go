@@ -61,7 +61,7 @@ func (s *Sim) getConfig(req *request) (any, error) {
 	if v.parent != "" && c == v.conf {
 		out["parent"] = v.parent
 	}
-	out["digest"] = v.conf.digest()
+	out["digest"] = v.digest()
 	return out, nil
 }
 
@@ -102,7 +102,7 @@ func (s *Sim) configPrecheck(req *request, v *vm) error {
 		return errf("no options specified")
 	}
 	// update_vm_api's own wording, typo included (qemu-server API2/Qemu.pm).
-	if d := req.str("digest"); d != "" && d != v.conf.digest() {
+	if d := req.str("digest"); d != "" && d != v.digest() {
 		return errf("checksum missmatch (file change by other user?)")
 	}
 	if !req.has("skiplock") {
@@ -123,7 +123,7 @@ func splitConfigList(s string) []string {
 }
 
 func (s *Sim) applyConfig(req *request, v *vm, w *worker) error {
-	if d := req.str("digest"); d != "" && d != v.conf.digest() {
+	if d := req.str("digest"); d != "" && d != v.digest() {
 		return fmt.Errorf("checksum missmatch (file change by other user?)")
 	}
 	for _, k := range splitConfigList(req.str("delete")) {

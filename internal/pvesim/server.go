@@ -359,6 +359,14 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	s.mu.Lock()
+	before := s.faults.beforeHook(r.Method, path)
+	s.mu.Unlock()
+	if before != nil {
+		// Before the faults are looked up: the hook may aim one at this
+		// very request.
+		before()
+	}
+	s.mu.Lock()
 	s.stats.ByPath[r.Method+" "+rt.pattern]++
 	f := s.faults.endpointFault(r.Method, path)
 	s.mu.Unlock()

@@ -29,7 +29,7 @@ func (s *Sim) listSnapshots(req *request) (any, error) {
 		}
 		out = append(out, m)
 	}
-	cur := map[string]any{"name": "current", "digest": v.conf.digest(), "description": "You are here!", "running": 0}
+	cur := map[string]any{"name": "current", "digest": v.digest(), "description": "You are here!", "running": 0}
 	if v.running {
 		cur["running"] = 1
 	}

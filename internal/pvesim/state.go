@@ -241,6 +241,61 @@ func (c *config) digest() string {
 	return fmt.Sprintf("%x", sha1.Sum([]byte(b.String())))
 }
 
+// digest is the SHA-1 of the whole config file, as parse_vm_config takes it
+// over the raw text: the current section with its parent, then every
+// snapshot section (write_vm_config sorts them by name). A snapshot taken,
+// changed or deleted therefore changes the digest as on PVE, and a write
+// carrying the digest read before it is refused. (pvesim has no pending
+// section: changes on a stopped VM apply at once, as they do there.)
+func (v *vm) digest() string {
+	var b strings.Builder
+	section := func(c *config, extra map[string]string) {
+		keys := append([]string(nil), c.keys...)
+		for k := range extra {
+			if _, ok := c.vals[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			val, ok := extra[k]
+			if !ok {
+				val = c.vals[k]
+			}
+			fmt.Fprintf(&b, "%s: %s\n", k, val)
+		}
+	}
+	cur := map[string]string{}
+	if v.parent != "" {
+		cur["parent"] = v.parent
+	}
+	section(v.conf, cur)
+	names := make([]string, 0, len(v.snapshots))
+	for n := range v.snapshots {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sn := v.snapshots[n]
+		extra := map[string]string{"snaptime": strconv.FormatInt(sn.snaptime, 10)}
+		if sn.parent != "" {
+			extra["parent"] = sn.parent
+		}
+		if sn.description != "" {
+			extra["description"] = sn.description
+		}
+		if sn.snapstate != "" {
+			extra["snapstate"] = sn.snapstate
+		}
+		if sn.vmstate {
+			extra["vmstate"] = "1"
+		}
+		fmt.Fprintf(&b, "\n[%s]\n", n)
+		section(sn.conf, extra)
+	}
+	return fmt.Sprintf("%x", sha1.Sum([]byte(b.String())))
+}
+
 var diskKeyRE = regexp.MustCompile(`^(ide|sata|scsi|virtio|efidisk|tpmstate|unused)\d+$`)
 
 func isDiskKey(k string) bool { return diskKeyRE.MatchString(k) }

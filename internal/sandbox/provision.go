@@ -702,6 +702,14 @@ func (m *Manager) deliverBootstrap(ctx context.Context, sb *store.Sandbox) error
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	// The file carries a token that lets its reader act as the sandbox:
+	// the VM is proven again first, since the wait for the guest gives
+	// anyone time to put another VM (even one answering with the sandbox's
+	// address, such as a restored copy of its settings) at the VMID.
+	v, err := m.guard.Must(ctx, m.proof(sb), true)
+	if err != nil {
+		return err
+	}
 	raw, hash := token.New()
 	if err := m.store.DeleteTokens(ctx, sb.ID, store.TokenBootstrap); err != nil {
 		return err
@@ -711,7 +719,7 @@ func (m *Manager) deliverBootstrap(ctx context.Context, sb *store.Sandbox) error
 		return fmt.Errorf("issue bootstrap token: %w", err)
 	}
 	bj, _ := json.Marshal(Bootstrap{URL: m.opts.GuestURL, Token: raw, SandboxID: sb.ID})
-	if err := m.pve.AgentFileWrite(ctx, sb.VMID, BootstrapPath, bj); err != nil {
+	if err := v.WriteFile(ctx, BootstrapPath, bj); err != nil {
 		return fmt.Errorf("deliver the bootstrap file: %w", err)
 	}
 	return m.store.AddEvent(ctx, sb, store.Event{Kind: "bootstrap.written", Message: fmt.Sprintf("bootstrap file written to %s through the guest agent; token bound to %s", BootstrapPath, bound)})
@@ -953,11 +961,11 @@ func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Prof
 	if p.Storage.RootSizeGB <= 0 {
 		return "", m.progress(ctx, sb, next, "")
 	}
-	// Configure, a moment ago in this run, proved the VM and wrote the tag
-	// with the proof's digest; between that synchronous write and this
-	// request there is no task to wait for, only our own journal commit, so
-	// reading the config again would prove what the digest-checked write
-	// just did. (The disk keys are not among what configure writes.)
+	// Configure's proven handle tells the boot disk and its size without a
+	// read (configure writes no disk key). The resize itself is another
+	// matter: it must carry the digest of a read made after configure's
+	// write, or a VM put at the VMID since that write would be grown (the
+	// PUT leaves no digest to make the resize conditional on).
 	v := run.vm
 	if v == nil {
 		var err error
@@ -965,22 +973,46 @@ func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Prof
 			return "", err
 		}
 	}
-	disk := bootDisk(v.Config)
-	if disk == "" {
-		return "", fmt.Errorf("VM %d has no boot disk to grow (template %d needs scsi0, virtio0, sata0 or ide0)", sb.VMID, p.TemplateVMID)
-	}
-	cur := sizeGB(v.Config[disk].(string))
-	if cur > p.Storage.RootSizeGB {
-		return "", fmt.Errorf("template disk %s is %d GiB, larger than root_size_gb %d of profile %s (disks cannot shrink)", disk, cur, p.Storage.RootSizeGB, p.Name)
+	disk, cur, err := rootDisk(v.Config, sb, p)
+	if err != nil {
+		return "", err
 	}
 	msg := ""
 	if cur < p.Storage.RootSizeGB {
-		if err := v.Resize(ctx, disk, fmt.Sprintf("%dG", p.Storage.RootSizeGB)); err != nil {
+		if _, ok := v.Config["digest"].(string); !ok {
+			if v, err = m.guard.Must(ctx, m.proof(sb), true); err != nil {
+				return "", err
+			}
+			if disk, cur, err = rootDisk(v.Config, sb, p); err != nil {
+				return "", err
+			}
+		}
+	}
+	if cur < p.Storage.RootSizeGB {
+		if err := v.ResizeProven(ctx, disk, fmt.Sprintf("%dG", p.Storage.RootSizeGB)); err != nil {
+			if errors.Is(err, pve.ErrModified) {
+				return "", fmt.Errorf("VM %d changed between agentd's ownership check and its disk resize (someone else edits it; agentd grows only the VM it proved): %w", sb.VMID, err)
+			}
 			return "", err
 		}
 		msg = fmt.Sprintf("grew %s to %d GiB", disk, p.Storage.RootSizeGB)
 	}
 	return msg, m.progress(ctx, sb, next, msg)
+}
+
+// rootDisk is the boot disk of cfg and its size in GiB; a disk larger than
+// the profile's is an error (disks cannot shrink).
+func rootDisk(cfg map[string]any, sb *store.Sandbox, p *profile.Profile) (string, int, error) {
+	disk := bootDisk(cfg)
+	if disk == "" {
+		return "", 0, fmt.Errorf("VM %d has no boot disk to grow (template %d needs scsi0, virtio0, sata0 or ide0)", sb.VMID, p.TemplateVMID)
+	}
+	drive, _ := cfg[disk].(string)
+	cur := sizeGB(drive)
+	if cur > p.Storage.RootSizeGB {
+		return "", 0, fmt.Errorf("template disk %s is %d GiB, larger than root_size_gb %d of profile %s (disks cannot shrink)", disk, cur, p.Storage.RootSizeGB, p.Name)
+	}
+	return disk, cur, nil
 }
 
 var macRE = regexp.MustCompile(`(?i)=([0-9a-f]{2}(?::[0-9a-f]{2}){5})`)
