@@ -96,3 +96,42 @@ func placeholderReads(t *testing.T, file string, vmid int) int {
 	}
 	return n
 }
+
+// Soak seed 46 (with the placeholder simulated): the clone request's answer
+// is lost, provisioning fails while PVE's clone still runs, and the cleanup
+// and the later destroy read the placeholder, call the VM foreign and mark
+// the sandbox LOST with the workspace still claimed by it (I5: attached to a
+// LOST sandbox whose VM has no scsi1). Both must wait for the real config,
+// find the VM ours and remove it, releasing the workspace.
+func TestLostCloneAnswerDuringSlowCloneIsCleanedUp(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Speed: 4})
+	ctx := tctx(t)
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "w", Size: "1G"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sim.LoseReply("POST", `^/nodes/[^/]+/qemu/\d+/clone$`, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	d.Sim.SlowTask("qmclone", "", 3*time.Second)
+	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "sb", Profile: "yolo-workspace", Workspace: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	sb := waitStep(t, c, "sb", func(sb *api.Sandbox) bool { return !sb.State.InFlight() })
+	if sb.State == api.StateLost {
+		t.Fatalf("sandbox LOST on its own clone: %s", sb.Error)
+	}
+	if sb, err := c.Destroy(ctx, "sb", false); err != nil || sb.State != api.StateDestroyed {
+		t.Fatalf("destroy: %+v %v", sb, err)
+	}
+	if w, err := c.Workspace(ctx, "w"); err != nil || w.AttachedSandbox != "" || w.State != "READY" {
+		t.Fatalf("workspace after destroy: %+v %v", w, err)
+	}
+	for id, vm := range d.Sim.Dump().VMs {
+		if strings.Contains(vm.Config["description"], sb.ID) || strings.Contains(vm.Config["description"], "qmclone") {
+			t.Fatalf("VM %d of the failed sandbox is still there: %v", id, vm.Config)
+		}
+	}
+	if rep, err := c.Reconcile(ctx, true); err != nil || len(rep.Orphans) != 0 {
+		t.Fatalf("reconcile: %+v %v", rep, err)
+	}
+}
