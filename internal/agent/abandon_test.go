@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +107,73 @@ func destroying(d *agent.Dev) bool {
 		}
 	}
 	return false
+}
+
+// Soak seed 84: the destroy of a failed sandbox's VM took effect but its
+// answer timed out, and another client's VM took the freed VMID. The next
+// destroy rightly refused that VM and marked the sandbox LOST, but kept the
+// workspace claimed by it: the workspace, data intact, could not be attached
+// anywhere until an operator retired the row (I5: attached to a LOST
+// sandbox whose VM has no scsi1). The claim goes once the VM at the VMID
+// does not reference the volume; one that does keeps it.
+func TestLostSandboxReleasesAnUnpluggedWorkspace(t *testing.T) {
+	for _, plugged := range []bool{false, true} {
+		t.Run(map[bool]string{false: "foreign VM without the volume", true: "foreign VM with the volume"}[plugged], func(t *testing.T) {
+			d, c := startDev(t, agent.DevOptions{})
+			ctx := tctx(t)
+			if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "w", Size: "1G"}); err != nil {
+				t.Fatal(err)
+			}
+			vol := holderVol(t, d, c, "w")
+			sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "sb", Profile: "yolo-workspace", Workspace: "w"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+				t.Fatalf("%+v %v", sb, err)
+			}
+			pc := pveClient(t, d)
+			if err := pc.Stop(ctx, sb.VMID); err != nil {
+				t.Fatal(err)
+			}
+			if err := pc.Destroy(ctx, sb.VMID); err != nil {
+				t.Fatal(err)
+			}
+			cfg := map[string]string{"name": "racer", "memory": "512"}
+			if plugged {
+				cfg["scsi1"] = vol
+			}
+			if err := d.Sim.AddVM("pve", sb.VMID, cfg, false); err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Destroy(ctx, "sb", false)
+			wantCode(t, err, http.StatusConflict, api.CodeNotOwned)
+			if got, err := c.Sandbox(ctx, "sb"); err != nil || got.State != api.StateLost {
+				t.Fatalf("sandbox after the refused destroy: %+v %v", got, err)
+			}
+			w, err := c.Workspace(ctx, "w")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plugged {
+				if w.AttachedSandbox == "" {
+					t.Fatal("released the workspace a foreign VM still references")
+				}
+				return
+			}
+			if w.AttachedSandbox != "" {
+				t.Fatalf("workspace still claimed by the LOST sandbox: %+v", w)
+			}
+			next, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "next", Profile: "yolo-workspace", Workspace: "w"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if next, err = c.WaitSandbox(ctx, next.ID, 10*time.Millisecond); err != nil || next.State != api.StateRunning {
+				t.Fatalf("the released workspace could not be used: %+v %v", next, err)
+			}
+			if vm := d.Sim.Dump().VMs[sb.VMID]; vm.Config["name"] != "racer" {
+				t.Fatalf("the foreign VM %d was touched: %v", sb.VMID, vm.Config)
+			}
+		})
+	}
 }

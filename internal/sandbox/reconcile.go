@@ -226,6 +226,9 @@ func (m *Manager) applyDrift(ctx context.Context, sb *store.Sandbox, act *api.Re
 	case "lost":
 		cur.Error = act.Reason
 		err = m.save(ctx, cur, api.StateLost, "sandbox.not_owned", act.Reason+"; agentd will not touch this VM (destroy --force retires the row)")
+		if err == nil {
+			m.releaseUnplugged(ctx, cur)
+		}
 	}
 	unlock()
 	if start {
