@@ -170,7 +170,11 @@ func waitQuiet(ctx context.Context, env *Env, limit time.Duration) {
 			busy = true
 		} else {
 			for _, sb := range sbs {
-				busy = busy || sb.State.InFlight()
+				// DESTROYING too: a destroy resumed by the last restart
+				// is still finishing, and a check then reads its claim on
+				// a workspace that the VM it is removing never got (seed
+				// 103 -kills 6 reported that as I5).
+				busy = busy || sb.State.Settling()
 			}
 		}
 		if wss, err := env.Client.Workspaces(ctx); err != nil {
