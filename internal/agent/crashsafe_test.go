@@ -85,7 +85,7 @@ func TestRestartDuringCloneStillConfigures(t *testing.T) {
 	if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "mid-clone", Profile: "yolo-workspace", Workspace: "data"}); err != nil {
 		t.Fatal(err)
 	}
-	waitStep(t, c, "mid-clone", func(sb *api.Sandbox) bool { return cloning(d, sb) })
+	mid := waitStep(t, c, "mid-clone", func(sb *api.Sandbox) bool { return cloning(d, sb) })
 	if err := d.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +93,15 @@ func TestRestartDuringCloneStillConfigures(t *testing.T) {
 	sb, err := c.WaitSandbox(ctx, "mid-clone", 10*time.Millisecond)
 	if err != nil || sb.State != api.StateRunning {
 		t.Fatalf("after restart: %+v %v", sb, err)
+	}
+	// The resume adopts its own clone (read mid-clone it shows only PVE's
+	// placeholder config): taking it for another client's VM moved the
+	// sandbox to a new VMID and left the clone behind (soak seed 47, I1).
+	if sb.VMID != mid.VMID {
+		t.Fatalf("resumed on VM %d, not on its own clone %d", sb.VMID, mid.VMID)
+	}
+	if rep, err := c.Reconcile(ctx, true); err != nil || len(rep.Orphans) != 0 {
+		t.Fatalf("orphans after the resume: %+v %v", rep, err)
 	}
 	fullConfig(t, d, sb, 30, vol)
 	// And it can be stopped and destroyed (it used to be not_owned forever).

@@ -150,6 +150,9 @@ func (p Proof) Verify(cfg map[string]any, withTag bool) error {
 	fail := func(format string, args ...any) error {
 		return &NotOwnedError{VMID: p.VMID, Reason: fmt.Sprintf(format, args...)}
 	}
+	if lock, busy := placeholder(cfg, ok); busy {
+		return &CreatingError{VMID: p.VMID, Lock: lock}
+	}
 	switch {
 	case !ok:
 		return fail("its description names no AgentLab object")
@@ -164,6 +167,35 @@ func (p Proof) Verify(cfg map[string]any, withTag bool) error {
 	}
 	return nil
 }
+
+// placeholder reports whether cfg is the stand-in config Proxmox writes
+// before a clone's or create's real one (clone_vm writes "# qmclone
+// temporary file" with lock clone and the real config only after the first
+// disk is copied; create_and_lock_config writes lock create): a VM that
+// names no object yet but is still being made says nothing about its owner.
+func placeholder(cfg map[string]any, marked bool) (string, bool) {
+	lock, _ := cfg["lock"].(string)
+	return lock, !marked && (lock == "clone" || lock == "create")
+}
+
+// CreatingError: the VM's config is still Proxmox's placeholder, so whose
+// it is cannot be told yet. It is a lock, never a failed proof: marking a
+// row LOST (or retiring it) on it would disown our own clone in progress.
+type CreatingError struct {
+	VMID int
+	Lock string
+}
+
+func (e *CreatingError) Error() string {
+	return fmt.Sprintf("VM %d is still being created (lock %s): its config does not name its owner yet; retry once the task ends", e.VMID, e.Lock)
+}
+
+// Unwrap makes errors.Is(err, pve.ErrLocked) hold.
+func (e *CreatingError) Unwrap() error { return pve.ErrLocked }
+
+// placeholderWait bounds how long Prove waits for a placeholder config to
+// become the real one (a fork's full clone copies a whole volume).
+const placeholderWait = 2 * time.Minute
 
 // Guard hands out proven VM handles.
 type Guard struct {
@@ -199,17 +231,35 @@ func (g *Guard) Prove(ctx context.Context, p Proof, withTag bool) (*VM, error) {
 	if p.VMID == 0 {
 		return nil, nil
 	}
-	cfg, err := g.pve.Config(ctx, p.VMID)
-	if errors.Is(err, pve.ErrNotFound) {
-		return nil, nil
+	wctx, cancel := context.WithTimeout(ctx, placeholderWait)
+	defer cancel()
+	for {
+		cfg, err := g.pve.Config(ctx, p.VMID)
+		if errors.Is(err, pve.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = p.Verify(cfg, withTag)
+		var ce *CreatingError
+		if !errors.As(err, &ce) {
+			if err != nil {
+				return nil, err
+			}
+			return &VM{pve: g.pve, proof: p, Config: cfg}, nil
+		}
+		// The task that writes the real config is running: the answer is
+		// whatever that config says, so wait for it rather than guess.
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("prove VM %d: %w: %w", p.VMID, err, ctx.Err())
+			}
+			return nil, fmt.Errorf("prove VM %d: %w (waited %s)", p.VMID, err, placeholderWait)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := p.Verify(cfg, withTag); err != nil {
-		return nil, err
-	}
-	return &VM{pve: g.pve, proof: p, Config: cfg}, nil
 }
 
 // Must is Prove for operations that need the VM to exist.

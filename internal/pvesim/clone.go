@@ -111,7 +111,14 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		}
 		nc := newConfig()
 		nc.set("lock", "clone")
-		dst := &vm{id: newid, node: src.node, conf: nc, snapshots: map[string]*snapshot{}, agent: AgentRunning}
+		// clone_vm first writes a placeholder config ("# qmclone temporary
+		// file\nlock: clone\n", whose comment reads back as the description)
+		// and writes the real one only once the disks are copied. Readers
+		// during the copy see no name, tags or description of the request.
+		tmp := newConfig()
+		tmp.set("lock", "clone")
+		tmp.set("description", " qmclone temporary file\n")
+		dst := &vm{id: newid, node: src.node, conf: tmp, snapshots: map[string]*snapshot{}, agent: AgentRunning}
 		// clone_vm copies the source's firewall config (clone_vmfw_conf).
 		for k, v := range src.fw.options {
 			if dst.fw.options == nil {
@@ -193,6 +200,7 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		if err := w.wait(); err != nil {
 			return fail(err)
 		}
+		dst.conf = nc
 		if p := s.pools[req.str("pool")]; p != nil {
 			p.vms[newid] = true // clone_vm: add_vm_to_pool
 		}

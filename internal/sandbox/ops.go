@@ -43,11 +43,35 @@ func (m *Manager) lost(ctx context.Context, sb *store.Sandbox, op string, cause 
 		sb.Error = cause.Error()
 		if err := m.save(ctx, sb, api.StateLost, "sandbox.not_owned", fmt.Sprintf("refused to %s: %v; agentd will not touch VM %d (destroy --force retires the row)", op, cause, sb.VMID)); err != nil {
 			m.opts.Log.Warn("could not mark sandbox LOST", "sandbox_id", sb.ID, "err", err)
+		} else {
+			m.releaseUnplugged(ctx, sb)
 		}
 	} else {
 		_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.not_owned", Message: fmt.Sprintf("refused to %s: %v", op, cause)})
 	}
 	return api.Errorf(http.StatusConflict, api.CodeNotOwned, "refusing to %s sandbox %s: %v", op, sb.Name, cause)
+}
+
+// releaseUnplugged frees the workspace claim of a row just marked LOST when
+// the VM at its VMID does not reference the workspace's volume (ours
+// destroyed by a request whose answer was lost, and the VMID taken by
+// another VM, say): the claim then guards nothing, and kept it locked the
+// workspace, data intact, until an operator retired the row. A VM that
+// still references the volume, or one that cannot be read, keeps it.
+func (m *Manager) releaseUnplugged(ctx context.Context, sb *store.Sandbox) {
+	w, err := m.store.WorkspaceBySandbox(ctx, sb.ID)
+	if err != nil {
+		return
+	}
+	if plugged, err := m.stillPlugged(ctx, sb, w); plugged || err != nil {
+		return
+	}
+	if err := m.ws.Release(ctx, w, sb.ID); err != nil {
+		m.opts.Log.Warn("could not release the workspace of a LOST sandbox", "sandbox_id", sb.ID, "workspace", w.Name, "err", err)
+		return
+	}
+	_ = m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.workspace_released",
+		Message: fmt.Sprintf("workspace %s released: VM %d is not this sandbox's and does not reference its volume", w.Name, sb.VMID)})
 }
 
 // removeVM destroys the sandbox's VM after the proof and, once Proxmox

@@ -226,6 +226,9 @@ func (m *Manager) applyDrift(ctx context.Context, sb *store.Sandbox, act *api.Re
 	case "lost":
 		cur.Error = act.Reason
 		err = m.save(ctx, cur, api.StateLost, "sandbox.not_owned", act.Reason+"; agentd will not touch this VM (destroy --force retires the row)")
+		if err == nil {
+			m.releaseUnplugged(ctx, cur)
+		}
 	}
 	unlock()
 	if start {
@@ -254,7 +257,9 @@ func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[
 		if err != nil {
 			return nil
 		}
-		if err := m.guard.Proof(owner.Holder, w.ID, w.Name, w.HolderVMID).Verify(cfg, true); err != nil {
+		// A placeholder config (a task still creating the VM) proves
+		// nothing either way: LOST would be a guess.
+		if err := m.guard.Proof(owner.Holder, w.ID, w.Name, w.HolderVMID).Verify(cfg, true); err != nil && !errors.Is(err, pve.ErrLocked) {
 			act.Action, act.Reason = "lost", err.Error()
 			return act
 		}
@@ -394,6 +399,10 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, r
 	read = true
 	desc, _ := cfg["description"].(string)
 	mk, ok := owner.Parse(desc)
+	if err := (owner.Proof{VMID: r.VMID}).Verify(cfg, false); !ok && errors.Is(err, pve.ErrLocked) {
+		o.Note = err.Error() + "; left alone"
+		return o, false
+	}
 	if !ok {
 		o.Note = "its description names no AgentLab object: not provably ours; left alone"
 		return o, true

@@ -125,7 +125,10 @@ func StartEnv(ctx context.Context, dir string, o EnvOptions) (*Env, error) {
 
 func (e *Env) startSim(speed float64) error {
 	cmd := exec.Command(e.Bin, "sim", "--addr", "127.0.0.1:0", "--realistic", "--speed", fmt.Sprint(speed),
-		"--ca-file", filepath.Join(e.Dir, "pve.pem"), "--local-dir", filepath.Join(e.Dir, "pve-local"))
+		"--ca-file", filepath.Join(e.Dir, "pve.pem"), "--local-dir", filepath.Join(e.Dir, "pve-local"),
+		// What Proxmox was asked and answered, for tracing a violation to
+		// its requests (kept with -keep, like the logs).
+		"--log-requests", filepath.Join(e.Dir, "requests.jsonl"))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return fmt.Errorf("agentd sim: %w", err)

@@ -22,11 +22,36 @@ type Injector struct {
 	skipped map[string]int // could not be injected (no VM to aim at)
 	undo    map[int]func(context.Context) error
 	next    int
+	lockAt  map[string]bool // description keys a locked VM must carry; empty: any
 }
 
 // NewInjector starts with the VMs that exist before agentd does anything.
-func NewInjector(sim *SimClient, foreign map[int]pvesim.VMState) *Injector {
-	return &Injector{sim: sim, foreign: foreign, counts: map[string]int{}, skipped: map[string]int{}, undo: map[int]func(context.Context) error{}}
+// lockAt is Config.LockAt.
+func NewInjector(sim *SimClient, foreign map[int]pvesim.VMState, lockAt string) *Injector {
+	in := &Injector{sim: sim, foreign: foreign, counts: map[string]int{}, skipped: map[string]int{}, undo: map[int]func(context.Context) error{},
+		lockAt: map[string]bool{}}
+	for _, k := range strings.Split(lockAt, ",") {
+		switch strings.TrimSpace(k) {
+		case "sandbox":
+			in.lockAt["agentlab-sandbox-id:"] = true
+		case "holder":
+			in.lockAt["agentlab-workspace-id:"] = true
+		}
+	}
+	return in
+}
+
+// lockable reports whether a vm-lock fault may aim at a VM with desc.
+func (in *Injector) lockable(desc string) bool {
+	if len(in.lockAt) == 0 {
+		return true
+	}
+	for k := range in.lockAt {
+		if strings.Contains(desc, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // Foreign returns a copy of the foreign VM set.
@@ -137,6 +162,9 @@ func (in *Injector) aimAtVM(ctx context.Context, f Fault) (func(context.Context)
 			continue
 		}
 		if f.Kind != FaultLock && !strings.Contains(v.Config["description"], "agentlab-sandbox-id:") {
+			continue
+		}
+		if f.Kind == FaultLock && !in.lockable(v.Config["description"]) {
 			continue
 		}
 		ids = append(ids, id)

@@ -321,6 +321,13 @@ func CheckI5(w *World) []Violation {
 		if sb.State == api.StateDestroyed || sb.Workspace == "" {
 			continue
 		}
+		// A LOST row gives up its claim when the VM at its VMID (not ours)
+		// does not reference the volume: agentd promises only to leave that
+		// VM alone, and a claim guarding nothing would lock the workspace.
+		// The checks above still catch a claim the VM contradicts.
+		if sb.State == api.StateLost {
+			continue
+		}
 		if ws := w.workspaceByName(sb.Workspace); ws == nil || ws.AttachedSandbox != sb.Name {
 			att := "(workspace not live)"
 			if ws != nil {

@@ -157,6 +157,9 @@ type PlanOptions struct {
 	Workers   int
 	Kills     int     // kill -9 count; default 3 per 1000 operations, at least 1
 	FaultRate float64 // share of operations preceded by a fault; default 0.1
+	// LockShare, when > 0, is the share of faults that are vm-lock (drawn
+	// before the usual mix, so 0 keeps every existing seed's plan).
+	LockShare float64
 }
 
 // NewPlan draws the operations, faults and kills from the seed alone: the
@@ -178,7 +181,7 @@ func NewPlan(o PlanOptions) *Plan {
 	for i := 0; i < o.Ops; i++ {
 		st := Step{Op: drawOp(r, i, i < warm), Pause: time.Duration(r.IntN(60)) * time.Millisecond}
 		if r.Float64() < o.FaultRate {
-			f := drawFault(r)
+			f := drawFault(r, o.LockShare)
 			st.Fault = &f
 		}
 		p.Workers[i%o.Workers] = append(p.Workers[i%o.Workers], st)
@@ -268,8 +271,12 @@ func drawOp(r *rand.Rand, seq int, warmup bool) Op {
 	return op
 }
 
-func drawFault(r *rand.Rand) Fault {
+func drawFault(r *rand.Rand, lockShare float64) Fault {
 	f := Fault{Pick: r.Uint64(), RevertAfter: 1 + r.IntN(4)}
+	if lockShare > 0 && r.Float64() < lockShare {
+		f.Kind = FaultLock
+		return f
+	}
 	switch n := r.IntN(20); {
 	case n < 3:
 		f.Kind, f.Endpoint = FaultHTTP500, pick(r, httpTargets)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -253,11 +254,27 @@ func (m *Manager) build(ctx context.Context, w *store.Workspace) error {
 		Message: fmt.Sprintf("holder VM %d owns a %d GiB volume on %s", w.HolderVMID, w.SizeGB, w.Storage)})
 }
 
-// abandon removes what a failed create made and retires the row.
+// abandonPrefix marks the error of a CREATING row whose create was given
+// up: the row is kept until its holder is gone.
+const abandonPrefix = "abandoning: "
+
+// abandon removes what a failed create made and retires the row. The intent
+// is saved before the holder's destroy: a crash between the two used to
+// leave the row CREATING, and the resume rebuilt it on the holder whose
+// destroy was still running, a READY workspace without a holder (its VMID
+// then went to another VM, and the workspace read as LOST).
 func (m *Manager) abandon(w *store.Workspace, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	msg := cause.Error()
+	msg := strings.TrimPrefix(cause.Error(), abandonPrefix)
+	if w.HolderVMID != 0 && !strings.HasPrefix(w.Error, abandonPrefix) {
+		prev := *w
+		w.Error = abandonPrefix + msg
+		if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.abandoning",
+			Message: fmt.Sprintf("create failed (%s); removing holder VM %d", msg, w.HolderVMID)}); err != nil {
+			*w = prev // unjournaled, as before: the destroy is still worth trying
+		}
+	}
 	if w.HolderVMID != 0 {
 		if err := m.destroyHolder(ctx, w); err != nil {
 			msg += fmt.Sprintf("; removing holder VM %d failed: %v", w.HolderVMID, err)
@@ -596,7 +613,9 @@ func (m *Manager) Resume(ctx context.Context) error {
 	for _, w := range ws {
 		unlock := m.Lock(w.ID)
 		if w.State == store.WorkspaceCreating {
-			if err := m.build(ctx, w); err != nil {
+			if strings.HasPrefix(w.Error, abandonPrefix) {
+				m.abandon(w, errors.New(w.Error))
+			} else if err := m.build(ctx, w); err != nil {
 				m.abandon(w, err)
 			}
 		} else {

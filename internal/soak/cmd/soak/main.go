@@ -29,8 +29,15 @@ func main() {
 		opTO    = flag.Duration("op-timeout", 45*time.Second, "an answer later than this is a hang (I7)")
 		keep    = flag.Bool("keep", false, "keep each run's directory (agentd.log, database)")
 		verbose = flag.Bool("v", false, "log every operation")
+		lockSh  = flag.Float64("lock-share", 0, "share of faults that are vm-lock (0: the usual mix, 1 in 10)")
+		lockAt  = flag.String("lock-at", "", "VMs vm-lock faults aim at: sandbox, holder or sandbox,holder (default: any of agentd's)")
 	)
 	flag.Parse()
+	for _, k := range strings.Split(*lockAt, ",") {
+		if k := strings.TrimSpace(k); k != "" && k != "sandbox" && k != "holder" {
+			fatal(fmt.Errorf("-lock-at %q: %q is not a VM kind; use sandbox, holder or sandbox,holder", *lockAt, k))
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *bin == "" {
@@ -52,7 +59,7 @@ func main() {
 			fatal(fmt.Errorf("-seed %q: %w", s, err))
 		}
 		cfg := soak.Config{Seed: seed, Ops: *ops, Workers: *workers, Kills: *kills, FaultRate: *rate, Bin: *bin,
-			Speed: *speed, ProvisioningTimeout: *prov, OpTimeout: *opTO, Keep: *keep}
+			Speed: *speed, ProvisioningTimeout: *prov, OpTimeout: *opTO, Keep: *keep, LockShare: *lockSh, LockAt: *lockAt}
 		if *verbose {
 			cfg.OpLog = os.Stderr
 		}
