@@ -8,16 +8,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netns"
 )
 
 // TestIdleStopSeesOpenSSHSession drives idle stop with real TCP sessions to
@@ -157,27 +155,9 @@ func TestIdleStopSeesOpenSSHSession(t *testing.T) {
 // sockets it opens and processes it starts live there.
 func inNS(t *testing.T, ns string, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-	if err != nil {
+	if err := netns.Do(ns, fn); err != nil {
 		t.Fatal(err)
 	}
-	defer orig.Close()
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic(err)
-		}
-	}()
-	fn()
 }
 
 func mustAddr(t *testing.T, s string) netip.Addr {

@@ -1,16 +1,13 @@
 package netpolicy
 
 import (
-	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netns"
 )
 
 // lab is a set of network namespaces this test creates and removes: no packet
@@ -55,27 +52,9 @@ func (l *lab) close() {
 // created there stay in that namespace.
 func in(t *testing.T, ns string, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
-	if err != nil {
+	if err := netns.Do(ns, fn); err != nil {
 		t.Fatal(err)
 	}
-	defer orig.Close()
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic(err)
-		}
-	}()
-	fn()
 }
 
 // serve accepts and closes connections on addr inside ns.
