@@ -26,12 +26,7 @@ restarts) until pool set --clear.`,
 		Short: "Ready, building and claimed members of every pool (or of one)",
 		Example: `  agentd pool status
   agentd pool status yolo-ephemeral --json`,
-		Args: func(cmd *cobra.Command, a []string) error {
-			if len(a) > 1 {
-				return usagef("%s takes at most one profile, got %d arguments", cmd.CommandPath(), len(a))
-			}
-			return nil
-		},
+		Args:              optionalArg("profile"),
 		ValidArgsFunction: firstArg(g.completeNames(listProfiles)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {

@@ -103,12 +103,7 @@ func (g *options) sandboxExposedCmd() *cobra.Command {
 		Short: "List exposed ports, of one sandbox or of all",
 		Example: `  agentd sandbox exposed
   agentd sandbox exposed demo --json`,
-		Args: func(cmd *cobra.Command, a []string) error {
-			if len(a) > 1 {
-				return usagef("%s takes at most one sandbox, got %d arguments", cmd.CommandPath(), len(a))
-			}
-			return nil
-		},
+		Args:              optionalArg("sandbox"),
 		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ref := ""

@@ -61,6 +61,16 @@ func args(names ...string) cobra.PositionalArgs {
 	}
 }
 
+// optionalArg accepts no argument or one, what names it in the error.
+func optionalArg(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) > 1 {
+			return usagef("%s takes at most one %s, got %d arguments", cmd.CommandPath(), what, len(a))
+		}
+		return nil
+	}
+}
+
 func (g *options) newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",

@@ -170,10 +170,7 @@ show --reveal always use the key file (the API never returns values).`,
 			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
 				return c.SetSecretEnv(ctx, bundle, a[0], v)
 			}, func(b *secrets.Bundle) error {
-				if b.Env == nil {
-					b.Env = map[string]string{}
-				}
-				b.Env[a[0]] = v
+				b.SetEnv(a[0], v)
 				return nil
 			}, fmt.Sprintf("set %s in bundle %s", a[0], bundle))
 		},
@@ -201,10 +198,7 @@ show --reveal always use the key file (the API never returns values).`,
 			return run(cmd, func(c *client.Client, ctx contextT) (*api.SecretsBundle, error) {
 				return c.AddSSHKey(ctx, bundle, a[0], k)
 			}, func(b *secrets.Bundle) error {
-				if b.SSHKeys == nil {
-					b.SSHKeys = map[string]string{}
-				}
-				b.SSHKeys[a[0]] = k
+				b.AddSSHKey(a[0], k)
 				return nil
 			}, fmt.Sprintf("added ssh key %s to bundle %s", a[0], bundle))
 		},

@@ -362,6 +362,22 @@ func (b *Bundle) Summary(name string) api.SecretsBundle {
 	return out
 }
 
+// SetEnv sets a variable, creating the bundle's env on first use.
+func (b *Bundle) SetEnv(name, value string) {
+	if b.Env == nil {
+		b.Env = map[string]string{}
+	}
+	b.Env[name] = value
+}
+
+// AddSSHKey authorizes a public key under name, replacing one of that name.
+func (b *Bundle) AddSSHKey(name, publicKey string) {
+	if b.SSHKeys == nil {
+		b.SSHKeys = map[string]string{}
+	}
+	b.SSHKeys[name] = publicKey
+}
+
 // UnsetEnv removes a variable; ErrNotFound when the bundle (named bundle)
 // has none.
 func (b *Bundle) UnsetEnv(bundle, name string) error {

@@ -89,7 +89,6 @@ func (x *secretsAPI) get(_ http.ResponseWriter, r *http.Request) (int, any, erro
 }
 
 // edit loads, changes and saves one bundle under the lock and answers with
-// its summary.
 // its summary. The change is recorded as an event naming the bundle and the
 // key changed (what, never a value) once it is saved: an audit of who
 // changed which secret, in `agentd events`.
@@ -136,10 +135,7 @@ func (x *secretsAPI) setEnv(w http.ResponseWriter, r *http.Request) (int, any, e
 	}
 	n := r.PathValue("name")
 	return x.edit(r, "secrets.env_set", "set env "+n, func(b *secrets.Bundle) error {
-		if b.Env == nil {
-			b.Env = map[string]string{}
-		}
-		b.Env[n] = req.Value
+		b.SetEnv(n, req.Value)
 		return nil
 	})
 }
@@ -166,10 +162,7 @@ func (x *secretsAPI) addKey(w http.ResponseWriter, r *http.Request) (int, any, e
 	}
 	n := r.PathValue("name")
 	return x.edit(r, "secrets.ssh_key_added", "added ssh key "+n, func(b *secrets.Bundle) error {
-		if b.SSHKeys == nil {
-			b.SSHKeys = map[string]string{}
-		}
-		b.SSHKeys[n] = req.PublicKey
+		b.AddSSHKey(n, req.PublicKey)
 		return nil
 	})
 }
