@@ -78,7 +78,7 @@ func waitWithProgress(ctx contextT, c *client.Client, w io.Writer, name string, 
 		sb, err := c.SandboxSettled(ctx, name, 250*time.Millisecond)
 		if err != nil {
 			if ctx.Err() != nil && last != nil {
-				return last, fmt.Errorf("sandbox %s still %s (step %s): %w", last.Name, last.State, last.Step, ctx.Err())
+				return last, client.StillSettling(last, ctx.Err())
 			}
 			return nil, err
 		}
@@ -103,7 +103,7 @@ func waitWithProgress(ctx contextT, c *client.Client, w io.Writer, name string, 
 			}
 		}
 		if ctx.Err() != nil {
-			return sb, fmt.Errorf("sandbox %s still %s (step %s): %w", sb.Name, sb.State, sb.Step, ctx.Err())
+			return sb, client.StillSettling(sb, ctx.Err())
 		}
 	}
 }

@@ -453,25 +453,32 @@ func (c *Client) WaitSandbox(ctx context.Context, ref string, every time.Duratio
 	for {
 		asked := time.Now()
 		sb, err := c.SandboxSettled(ctx, ref, 25*time.Second)
-		if err == nil && !sb.State.Settling() {
+		switch {
+		case err != nil && ctx.Err() != nil && last != nil:
+			return last, StillSettling(last, ctx.Err())
+		case err != nil:
+			return nil, err
+		case !sb.State.Settling():
 			return sb, nil
 		}
-		if err == nil {
-			last, ref = sb, sb.ID
-			if time.Since(asked) < every {
-				select {
-				case <-ctx.Done():
-				case <-time.After(every):
-				}
+		last, ref = sb, sb.ID
+		if time.Since(asked) < every {
+			// An agent that answered at once (without long-polls): pace.
+			select {
+			case <-ctx.Done():
+			case <-time.After(every):
 			}
 		}
-		if ctx.Err() != nil && last != nil {
-			return last, fmt.Errorf("sandbox %s still %s (step %s): %w", last.Name, last.State, last.Step, ctx.Err())
-		}
-		if err != nil {
-			return nil, err
+		if ctx.Err() != nil {
+			return last, StillSettling(last, ctx.Err())
 		}
 	}
+}
+
+// StillSettling is the error of a wait that ended (cause) while agentd was
+// still working on sb.
+func StillSettling(sb *api.Sandbox, cause error) error {
+	return fmt.Errorf("sandbox %s still %s (step %s): %w", sb.Name, sb.State, sb.Step, cause)
 }
 
 // SandboxSettled is one long-poll: the sandbox once it settled, or its view
