@@ -178,6 +178,17 @@ func placeholder(cfg map[string]any, marked bool) (string, bool) {
 	return lock, !marked && (lock == "clone" || lock == "create")
 }
 
+// Creating reports a config that is still Proxmox's placeholder (names no
+// object, lock clone or create) as a *CreatingError; nil otherwise.
+func Creating(cfg map[string]any, vmid int) error {
+	desc, _ := cfg["description"].(string)
+	_, marked := Parse(desc)
+	if lock, busy := placeholder(cfg, marked); busy {
+		return &CreatingError{VMID: vmid, Lock: lock}
+	}
+	return nil
+}
+
 // CreatingError: the VM's config is still Proxmox's placeholder, so whose
 // it is cannot be told yet. It is a lock, never a failed proof: marking a
 // row LOST (or retiring it) on it would disown our own clone in progress.

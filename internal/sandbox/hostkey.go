@@ -124,8 +124,7 @@ func ParseHostKey(line []byte) (*store.HostKey, error) {
 	if !ok || len(pub) != 32 || len(rest) != 0 {
 		return nil, fmt.Errorf("key blob is not a 32-byte ed25519 key")
 	}
-	sum := sha256.Sum256(blob)
-	return &store.HostKey{Key: f[0] + " " + f[1], Fingerprint: "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])}, nil
+	return &store.HostKey{Key: f[0] + " " + f[1], Fingerprint: blobFingerprint(blob)}, nil
 }
 
 // SSHUser is the guest user the bootstrap creates with ssh_public_keys.
@@ -145,8 +144,13 @@ func KeyFingerprint(line string) (string, error) {
 	if typ, _, ok := sshString(blob); !ok || string(typ) != f[0] {
 		return "", fmt.Errorf("key blob is not of type %s", f[0])
 	}
+	return blobFingerprint(blob), nil
+}
+
+// blobFingerprint is ssh-keygen -l's SHA256 fingerprint of a key blob.
+func blobFingerprint(blob []byte) string {
 	sum := sha256.Sum256(blob)
-	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:]), nil
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
 // SSHInfo is what an ssh client needs to know of this agent.

@@ -112,12 +112,13 @@ func checkResources(cores, memoryMB int) error {
 // with memory hotplug); the answer names them as pending. The disk grows at
 // once, running or not, and never shrinks.
 func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeRequest) (*api.ResizeResult, error) {
-	switch {
-	case req.Cores == 0 && req.MemoryMB == 0 && req.DiskGB == 0:
+	if req.Cores == 0 && req.MemoryMB == 0 && req.DiskGB == 0 {
 		return nil, api.FieldError("cores", "nothing to change: give cores, memory_mb or disk_gb")
-	case checkResources(req.Cores, req.MemoryMB) != nil:
-		return nil, checkResources(req.Cores, req.MemoryMB)
-	case req.DiskGB < 0 || req.DiskGB > maxDiskGB:
+	}
+	if err := checkResources(req.Cores, req.MemoryMB); err != nil {
+		return nil, err
+	}
+	if req.DiskGB < 0 || req.DiskGB > maxDiskGB {
 		return nil, api.FieldError("disk_gb", "must be between 1 and %d", maxDiskGB)
 	}
 	sb, unlock, err := m.getLocked(ctx, ref)

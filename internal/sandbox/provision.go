@@ -977,17 +977,18 @@ func (m *Manager) resize(ctx context.Context, sb *store.Sandbox, p *profile.Prof
 	if err != nil {
 		return "", err
 	}
-	msg := ""
-	if cur < p.Storage.RootSizeGB {
-		if _, ok := v.Config["digest"].(string); !ok {
-			if v, err = m.guard.Must(ctx, m.proof(sb), true); err != nil {
-				return "", err
-			}
-			if disk, cur, err = rootDisk(v.Config, sb, p); err != nil {
-				return "", err
-			}
+	if cur == p.Storage.RootSizeGB {
+		return "", m.progress(ctx, sb, next, "")
+	}
+	if _, ok := v.Config["digest"].(string); !ok {
+		if v, err = m.guard.Must(ctx, m.proof(sb), true); err != nil {
+			return "", err
+		}
+		if disk, cur, err = rootDisk(v.Config, sb, p); err != nil {
+			return "", err
 		}
 	}
+	msg := ""
 	if cur < p.Storage.RootSizeGB {
 		if err := v.ResizeProven(ctx, disk, fmt.Sprintf("%dG", p.Storage.RootSizeGB)); err != nil {
 			if errors.Is(err, pve.ErrModified) {

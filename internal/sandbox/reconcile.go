@@ -399,7 +399,7 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, r
 	read = true
 	desc, _ := cfg["description"].(string)
 	mk, ok := owner.Parse(desc)
-	if err := (owner.Proof{VMID: r.VMID}).Verify(cfg, false); !ok && errors.Is(err, pve.ErrLocked) {
+	if err := owner.Creating(cfg, r.VMID); err != nil {
 		o.Note = err.Error() + "; left alone"
 		return o, false
 	}

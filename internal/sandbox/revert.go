@@ -61,12 +61,10 @@ func (m *Manager) cleanSnapshot(ctx context.Context, sb *store.Sandbox, fresh bo
 			}
 		}
 	}
-	if f := foreignDisks(v.Config, sb.VMID); len(f) > 0 {
-		for _, d := range f {
-			key, _, _ := strings.Cut(d, " = ")
-			if err := v.DetachVolume(ctx, key); err != nil {
-				return fmt.Errorf("unplug %s before the clean snapshot: %w", d, err)
-			}
+	for _, d := range foreignDisks(v.Config, sb.VMID) {
+		key, _, _ := strings.Cut(d, " = ")
+		if err := v.DetachVolume(ctx, key); err != nil {
+			return fmt.Errorf("unplug %s before the clean snapshot: %w", d, err)
 		}
 	}
 	err = v.SnapshotVM(ctx, CleanSnapshot, "taken by agentd before the first boot; agentd sandbox revert rolls back to it", false)

@@ -74,13 +74,12 @@ func poolOverrideKey(profile string) string { return "pool_override:" + profile 
 
 // PoolClaims is how many creates the pool of profile has served.
 func (s *Store) PoolClaims(ctx context.Context, profile string) (int64, error) {
-	var v string
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key=?`, poolClaimsKey(profile)).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
+	v, ok, err := s.metaValue(ctx, poolClaimsKey(profile))
 	if err != nil {
 		return 0, fmt.Errorf("read pool claims of %s: %w", profile, err)
+	}
+	if !ok {
+		return 0, nil
 	}
 	return strconv.ParseInt(v, 10, 64)
 }
@@ -93,13 +92,12 @@ type PoolSize struct {
 
 // PoolOverride returns the override of profile's pool (nil when none).
 func (s *Store) PoolOverride(ctx context.Context, profile string) (*PoolSize, error) {
-	var v string
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key=?`, poolOverrideKey(profile)).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
+	v, ok, err := s.metaValue(ctx, poolOverrideKey(profile))
 	if err != nil {
 		return nil, fmt.Errorf("read pool override of %s: %w", profile, err)
+	}
+	if !ok {
+		return nil, nil
 	}
 	var p PoolSize
 	if err := json.Unmarshal([]byte(v), &p); err != nil {
@@ -122,4 +120,13 @@ func (s *Store) SetPoolOverride(ctx context.Context, profile string, p *PoolSize
 			poolOverrideKey(profile), string(b))
 		return err
 	})
+}
+
+// metaValue reads one key of the meta table; ok is false when it is unset.
+func (s *Store) metaValue(ctx context.Context, key string) (v string, ok bool, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key=?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return v, err == nil, err
 }
