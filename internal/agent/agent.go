@@ -279,8 +279,31 @@ func (a *Agent) listenUnix(path string, h http.Handler) error {
 		return fmt.Errorf("socket_path: %w", err)
 	}
 	a.Info.Socket = path
-	a.serve(a.newServer(h), ln)
+	srv := a.newServer(h)
+	srv.ConnContext = socketPeer
+	a.serve(srv, ln)
 	return nil
+}
+
+// socketPeer names the socket's caller (events record "socket:<uid>"): the
+// kernel's SO_PEERCRED, which the peer cannot forge.
+func socketPeer(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *syscall.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, _ = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if cred == nil {
+		return ctx
+	}
+	return server.WithSocketPeer(ctx, int(cred.Uid))
 }
 
 func (a *Agent) listenTCP(cfg *config.Config, s *server.Server, ready <-chan struct{}) error {

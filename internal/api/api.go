@@ -100,6 +100,7 @@ func (s State) Terminal() bool {
 type Sandbox struct {
 	ID             string     `json:"id"`
 	Name           string     `json:"name"`
+	Team           string     `json:"team,omitempty"`
 	Profile        string     `json:"profile"`
 	State          State      `json:"state"`
 	VMID           int        `json:"vmid,omitempty"`
@@ -187,6 +188,11 @@ type Event struct {
 	Message   string    `json:"message"`
 	From      State     `json:"from,omitempty"`
 	To        State     `json:"to,omitempty"`
+	// Team owns the object the event is about ("" for host-wide events);
+	// Actor is who caused it: "token:<team>/<name>", "socket:<uid>", or
+	// "agentd" for the agent's own work.
+	Team  string `json:"team,omitempty"`
+	Actor string `json:"actor,omitempty"`
 }
 
 // EventList is the events response; Last is the id to pass as after= next,
@@ -222,6 +228,8 @@ type Profile struct {
 	// IdleAction is what idle stop does to an idle sandbox: stop or hibernate.
 	IdleAction string `json:"idle_action"`
 	Source     string `json:"source"`
+	// Teams may use the profile; empty: every team.
+	Teams []string `json:"teams,omitempty"`
 }
 
 // ProfileList is the profiles response.
@@ -243,6 +251,18 @@ type Status struct {
 	// IdleStop says why idle auto-stop is not acting, when it is not.
 	IdleStop string  `json:"idle_stop,omitempty"`
 	SSH      SSHInfo `json:"ssh"`
+	// Caller is who asked: what the token (or the socket) is and may do.
+	Caller Caller `json:"caller"`
+}
+
+// Caller describes the principal of a request. Sandboxes counts only its
+// team's when Team is set.
+type Caller struct {
+	Actor string `json:"actor"`
+	Team  string `json:"team,omitempty"` // "" for a global principal
+	Role  string `json:"role"`
+	// ActingIn is the team a global principal selected (Agentlab-Team).
+	ActingIn string `json:"acting_in,omitempty"`
 }
 
 // SSHInfo tells an ssh client how to reach this agent's sandboxes.
@@ -365,6 +385,7 @@ func IsCode(err error, c Code) bool {
 type Workspace struct {
 	ID              string    `json:"id"`
 	Name            string    `json:"name"`
+	Team            string    `json:"team,omitempty"`
 	State           string    `json:"state"` // CREATING, READY, DELETING
 	Storage         string    `json:"storage"`
 	SizeGB          int       `json:"size_gb"`
@@ -454,6 +475,7 @@ type CheckResult struct {
 type Session struct {
 	ID          string    `json:"id"`
 	Name        string    `json:"name"`
+	Team        string    `json:"team,omitempty"`
 	Profile     string    `json:"profile"`
 	Workspace   string    `json:"workspace"`
 	State       string    `json:"state"` // RUNNING, STOPPED, or the current sandbox's in-flight/failed state
@@ -619,6 +641,7 @@ type RunJobRequest struct {
 // Job is a job as the API shows it.
 type Job struct {
 	ID        string    `json:"id"`
+	Team      string    `json:"team,omitempty"`
 	Sandbox   string    `json:"sandbox,omitempty"`
 	SandboxID string    `json:"sandbox_id,omitempty"`
 	Profile   string    `json:"profile"`

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
@@ -50,7 +51,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*store.Job, error) {
 
 // API renders a job.
 func (m *Manager) API(ctx context.Context, j *store.Job) api.Job {
-	out := api.Job{ID: j.ID, SandboxID: j.SandboxID, Profile: j.Profile, Repo: j.Repo, Ref: j.Ref, Task: j.Task, Status: j.Status,
+	out := api.Job{ID: j.ID, Team: j.Team, SandboxID: j.SandboxID, Profile: j.Profile, Repo: j.Repo, Ref: j.Ref, Task: j.Task, Status: j.Status,
 		ExitCode: j.ExitCode, Error: j.Error, Keepalive: j.Keepalive, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
 	if sb, err := m.store.Sandbox(ctx, j.SandboxID); err == nil {
 		out.Sandbox = sb.Name
@@ -73,7 +74,9 @@ func (m *Manager) Run(ctx context.Context, req api.RunJobRequest) (*store.Job, e
 	if req.Keepalive != nil {
 		keep = *req.Keepalive
 	}
-	j := &store.Job{ID: newID(), Profile: req.Profile, Repo: req.Repo, Ref: req.Ref, Task: req.Task, Status: store.JobQueued, Keepalive: keep}
+	team := auth.Team(ctx)
+	ctx = auth.For(ctx, team)
+	j := &store.Job{ID: newID(), Team: team, Profile: req.Profile, Repo: req.Repo, Ref: req.Ref, Task: req.Task, Status: store.JobQueued, Keepalive: keep}
 	if err := m.store.CreateJob(ctx, j); err != nil {
 		return nil, err
 	}

@@ -60,6 +60,10 @@ type Proof struct {
 	Kind     Kind
 	ID       string // sbx-… or ws-…
 	Name     string // written into the description for operators; not checked
+	// Team owns the object; like Name it is for operators (the Proxmox UI
+	// tells teams apart by it), not checked. "" and "default" write nothing,
+	// so VMs made before teams keep their names and descriptions.
+	Team     string
 	Instance string
 	VMID     int
 	// Pool is the profile of a warm-pool member ("" for a sandbox handed to
@@ -77,10 +81,23 @@ func (p Proof) Description() string {
 		head = "AgentLab workspace holder: owns the volume of workspace " + p.Name + ". Never start or delete it by hand."
 	}
 	d := fmt.Sprintf("%s\n%s: %s\n%s: %s\n%s: %s\n", head, p.Kind.idKey(), p.ID, p.Kind.nameKey(), p.Name, instanceKey, p.Instance)
+	if p.shownTeam() != "" {
+		d += fmt.Sprintf("%s: %s\n", teamKey, p.Team)
+	}
 	if p.Pool != "" {
 		d += fmt.Sprintf("%s: %s\n", poolKey, p.Pool)
 	}
 	return d
+}
+
+// teamKey names the owning team in the description.
+const teamKey = "agentlab-team"
+
+func (p Proof) shownTeam() string {
+	if p.Team == "default" {
+		return ""
+	}
+	return p.Team
 }
 
 // Marker is what a description says about its VM.
@@ -298,10 +315,14 @@ func (g *Guard) CreateHolder(ctx context.Context, p Proof, storage string, sizeG
 }
 
 func vmName(p Proof) string {
-	if p.Kind == Holder {
-		return "ws-" + p.Name
+	name := p.Name
+	if t := p.shownTeam(); t != "" {
+		name = t + "-" + name
 	}
-	return p.Name
+	if p.Kind == Holder {
+		return "ws-" + name
+	}
+	return name
 }
 
 // Writes on a proven VM. Each forwards to internal/pve with the proven VMID.

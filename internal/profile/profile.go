@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/strictyaml"
 )
 
@@ -42,6 +44,8 @@ type Profile struct {
 	Secrets      Secrets   `yaml:"secrets"`
 	// Pool keeps booted, unassigned VMs of this profile ready (nil: none).
 	Pool *Pool `yaml:"pool"`
+	// Teams may use the profile; empty: every team.
+	Teams []string `yaml:"teams"`
 
 	Source string `yaml:"-"` // file it came from
 }
@@ -134,6 +138,11 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 func (p *Profile) validate(bridge string) error {
 	if !nameRE.MatchString(p.Name) {
 		return fmt.Errorf("name: %q must be lowercase letters, digits and dashes (1-63, not starting with a dash)", p.Name)
+	}
+	for i, t := range p.Teams {
+		if err := auth.ValidTeam(t); err != nil {
+			return fmt.Errorf("teams[%d]: %v", i, err)
+		}
 	}
 	if p.TemplateVMID < 100 || p.TemplateVMID > 999999999 {
 		return fmt.Errorf("template_vmid: must be a VMID between 100 and 999999999, got %d", p.TemplateVMID)
@@ -237,7 +246,12 @@ func (p *Profile) API() api.Profile {
 		Bridge: p.Network.Bridge, NetworkMode: p.Network.Mode, TTLDefault: p.Behavior.TTLDefault.String(),
 		Keepalive: p.Behavior.Keepalive, IdleStopMinutes: idle, WorkspaceRequired: p.Behavior.RequireWorkspace,
 		MaxTTLSeconds: int64(p.Behavior.MaxTTL / time.Second), MaxSandboxes: p.Behavior.MaxSandboxes,
-		CleanSnapshot: p.Behavior.TakesCleanSnapshot(), IdleAction: p.Behavior.IdleAction, Source: p.Source}
+		CleanSnapshot: p.Behavior.TakesCleanSnapshot(), IdleAction: p.Behavior.IdleAction, Source: p.Source, Teams: p.Teams}
+}
+
+// Allows reports whether team may use the profile.
+func (p *Profile) Allows(team string) bool {
+	return len(p.Teams) == 0 || slices.Contains(p.Teams, team)
 }
 
 // Set is the loaded profiles by name.

@@ -1,12 +1,15 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -47,7 +50,8 @@ func (m *Manager) admit(ctx context.Context, c canonical, errp *error) (release 
 }
 
 func (m *Manager) checkLimits(ctx context.Context, c canonical) error {
-	if err := m.checkTTL(c.Profile, time.Duration(c.TTLSeconds)*time.Second); err != nil {
+	team := auth.Team(ctx)
+	if err := m.checkTTL(ctx, c.Profile, team, time.Duration(c.TTLSeconds)*time.Second); err != nil {
 		return err
 	}
 	// A retry of a create that succeeded takes no new slot: let it reach the
@@ -82,15 +86,62 @@ func (m *Manager) checkLimits(ctx context.Context, c canonical) error {
 				"profile %s has %d sandboxes (not destroyed) and %s is %d: destroy one first", c.Profile, n, key, max)
 		}
 	}
+	return m.checkTeamQuota(ctx, team, c)
+}
+
+// checkTeamQuota refuses a sandbox its team's quota has no room for. It
+// runs under the admission lock, which serializes every create, so two
+// concurrent creates cannot both take the team's last slot.
+func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical) error {
+	t, err := m.store.Team(ctx, team)
+	if err != nil {
+		return teamErr(team, err)
+	}
+	q := t.Quota
+	if q.Sandboxes == 0 && q.Cores == 0 && q.MemoryMB == 0 {
+		return nil
+	}
+	use, err := m.store.TeamUsage(ctx, team)
+	if err != nil {
+		return err
+	}
+	p := m.profiles[c.Profile]
+	cores, mem := int64(cmp.Or(c.Cores, p.Resources.Cores)), int64(cmp.Or(c.MemoryMB, p.Resources.MemoryMB))
+	for _, l := range []struct {
+		key             string
+		limit, used, ask int64
+		unit            string
+	}{{"sandboxes", q.Sandboxes, use.Sandboxes, 1, "sandboxes"}, {"cores", q.Cores, use.Cores, cores, "cores"},
+		{"memory_mb", q.MemoryMB, use.MemoryMB, mem, "MiB of memory"}} {
+		if l.limit > 0 && l.used+l.ask > l.limit {
+			return api.QuotaError(team, l.key, l.limit, l.used, "this sandbox needs %d more %s", l.ask, l.unit)
+		}
+	}
 	return nil
 }
 
-// checkTTL refuses a lease longer than the profile's maximum (0 is no lease,
-// which no maximum allows).
-func (m *Manager) checkTTL(profileName string, ttl time.Duration) error {
+// teamErr turns a missing team into its 404.
+func teamErr(team string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return api.TeamNotFound(team)
+	}
+	return err
+}
+
+// checkTTL refuses a lease longer than the profile's maximum or the team's
+// quota ttl_seconds, whichever is shorter (0 is no lease, which no maximum
+// allows).
+func (m *Manager) checkTTL(ctx context.Context, profileName, team string, ttl time.Duration) error {
 	key, max := "max_ttl", m.opts.Limits.MaxTTL
 	if p := m.profiles[profileName]; p != nil && p.Behavior.MaxTTL > 0 {
 		key, max = "profile "+profileName+" behavior.max_ttl", p.Behavior.MaxTTL
+	}
+	t, err := m.store.Team(ctx, team)
+	if err != nil {
+		return teamErr(team, err)
+	}
+	if q := time.Duration(t.Quota.TTLSeconds) * time.Second; q > 0 && (max <= 0 || q < max) {
+		key, max = "team "+team+" quota ttl_seconds", q
 	}
 	if max <= 0 || ttl > 0 && ttl <= max {
 		return nil

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
@@ -299,7 +300,16 @@ func (m *Manager) CreateFor(ctx context.Context, req api.CreateSandboxRequest, s
 }
 
 func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sessionID, jobID string) (sb *store.Sandbox, created bool, err error) {
+	// Everything a create finds (an earlier row of its name, its workspace)
+	// and makes belongs to one team: the caller's, or default for a global
+	// caller that named none.
+	team := auth.Team(ctx)
+	ctx = auth.For(ctx, team)
 	c, _, err := m.canonicalize(req, jobID)
+	if p := m.profiles[c.Profile]; err == nil && p != nil && !p.Allows(team) {
+		err = api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
+			c.Profile, strings.Join(p.Teams, ", "), team)
+	}
 	defer m.admit(ctx, c, &err)()
 	if err != nil {
 		return nil, false, err
@@ -318,7 +328,7 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	}
 	reqJSON, _ := json.Marshal(c)
 	p := m.profiles[c.Profile]
-	sb = &store.Sandbox{Sandbox: api.Sandbox{ID: newID(), Name: c.Name, Profile: c.Profile, State: api.StateRequested,
+	sb = &store.Sandbox{Sandbox: api.Sandbox{ID: newID(), Name: c.Name, Team: team, Profile: c.Profile, State: api.StateRequested,
 		Node: m.opts.Node, Keepalive: c.Keepalive, TTLSeconds: c.TTLSeconds, Tags: c.Tags, Workspace: c.Workspace,
 		Step: stepAllocate, Cores: cmp.Or(c.Cores, p.Resources.Cores), MemoryMB: cmp.Or(c.MemoryMB, p.Resources.MemoryMB)},
 		Request: string(reqJSON)}

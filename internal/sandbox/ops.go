@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -17,6 +18,7 @@ import (
 // proof is what the VM at sb.VMID must show to be acted on as sb's.
 func (m *Manager) proof(sb *store.Sandbox) owner.Proof {
 	p := m.guard.Proof(owner.Sandbox, sb.ID, sb.Name, sb.VMID)
+	p.Team = sb.Team
 	if IsPoolMember(sb) {
 		p.Pool = sb.Profile
 	}
@@ -543,7 +545,7 @@ func (m *Manager) Renew(ctx context.Context, ref, ttl string) (*store.Sandbox, e
 	if sb.State != api.StateRunning {
 		return nil, invalidState(sb, "renew the lease of", api.StateRunning)
 	}
-	if err := m.checkTTL(sb.Profile, d); err != nil {
+	if err := m.checkTTL(ctx, sb.Profile, sb.Team, d); err != nil {
 		return nil, err
 	}
 	exp := m.now().Add(d).UTC()
@@ -618,7 +620,8 @@ func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*st
 	if err != nil {
 		return nil, err
 	}
-	w, err := m.ws.Get(ctx, wsRef)
+	// Only a workspace of the sandbox's own team can be attached to it.
+	w, err := m.ws.Get(auth.For(ctx, sb.Team), wsRef)
 	if err != nil {
 		return nil, err
 	}

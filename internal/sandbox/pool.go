@@ -369,7 +369,7 @@ func (m *Manager) insert(ctx context.Context, sb *store.Sandbox, c canonical, ev
 	if m.poolable(ctx, c) {
 		want := *sb
 		got, err := m.store.ClaimPooled(ctx, c.Profile, m.profiles[c.Profile].Hash(), func(row *store.Sandbox) {
-			row.Name, row.Request, row.Keepalive, row.TTLSeconds = want.Name, want.Request, want.Keepalive, want.TTLSeconds
+			row.Name, row.Team, row.Request, row.Keepalive, row.TTLSeconds = want.Name, want.Team, want.Request, want.Keepalive, want.TTLSeconds
 			row.Tags, row.Workspace, row.Step = want.Tags, want.Workspace, stepClaim
 			row.CreatedAt = m.now().UTC()
 		}, store.Event{Kind: "sandbox.claimed", Message: ev.Message + "; claimed a warm-pool member"}, claims...)

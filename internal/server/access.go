@@ -8,22 +8,22 @@ import (
 )
 
 // Routes for working inside a sandbox: exec, snapshots, hibernate, resize.
-func (s *Server) accessRoutes(add func(method, path string, h handler)) {
-	add("POST", "/v1/sandboxes/{ref}/exec", s.exec)
-	add("GET", "/v1/sandboxes/{ref}/snapshots", s.listSandboxSnapshots)
-	add("POST", "/v1/sandboxes/{ref}/snapshots", s.createSandboxSnapshot)
-	add("GET", "/v1/sandboxes/{ref}/snapshots/{name}", s.getSandboxSnapshot)
-	add("DELETE", "/v1/sandboxes/{ref}/snapshots/{name}", s.deleteSandboxSnapshot)
-	add("POST", "/v1/sandboxes/{ref}/snapshots/{name}/restore", s.restoreSandboxSnapshot)
-	add("POST", "/v1/sandboxes/{ref}/hibernate", s.op(s.mgr.Hibernate))
-	add("POST", "/v1/sandboxes/{ref}/resume", s.op(s.mgr.ResumeHibernated))
-	add("POST", "/v1/sandboxes/{ref}/revert", s.revert)
-	add("POST", "/v1/sandboxes/{ref}/resize", s.resize)
-	add("GET", "/v1/sandboxes/{ref}/ports", s.listPorts)
-	add("POST", "/v1/sandboxes/{ref}/ports", s.expose)
-	add("DELETE", "/v1/sandboxes/{ref}/ports/{port}", s.unexpose)
-	add("GET", "/v1/ports", s.listPorts)
-	add("GET", "/v1/sandboxes/{ref}/hostkey", s.hostKey)
+func (s *Server) accessRoutes(add func(method, path string, p perm, h handler)) {
+	add("POST", "/v1/sandboxes/{ref}/exec", teamWrite, s.exec)
+	add("GET", "/v1/sandboxes/{ref}/snapshots", teamRead, s.listSandboxSnapshots)
+	add("POST", "/v1/sandboxes/{ref}/snapshots", teamWrite, s.createSandboxSnapshot)
+	add("GET", "/v1/sandboxes/{ref}/snapshots/{name}", teamRead, s.getSandboxSnapshot)
+	add("DELETE", "/v1/sandboxes/{ref}/snapshots/{name}", teamWrite, s.deleteSandboxSnapshot)
+	add("POST", "/v1/sandboxes/{ref}/snapshots/{name}/restore", teamWrite, s.restoreSandboxSnapshot)
+	add("POST", "/v1/sandboxes/{ref}/hibernate", teamWrite, s.op(s.mgr.Hibernate))
+	add("POST", "/v1/sandboxes/{ref}/resume", teamWrite, s.op(s.mgr.ResumeHibernated))
+	add("POST", "/v1/sandboxes/{ref}/revert", teamWrite, s.revert)
+	add("POST", "/v1/sandboxes/{ref}/resize", teamWrite, s.resize)
+	add("GET", "/v1/sandboxes/{ref}/ports", teamRead, s.listPorts)
+	add("POST", "/v1/sandboxes/{ref}/ports", teamWrite, s.expose)
+	add("DELETE", "/v1/sandboxes/{ref}/ports/{port}", teamWrite, s.unexpose)
+	add("GET", "/v1/ports", hostRead, s.listPorts)
+	add("GET", "/v1/sandboxes/{ref}/hostkey", teamRead, s.hostKey)
 }
 
 func (s *Server) hostKey(_ http.ResponseWriter, r *http.Request) (int, any, error) {

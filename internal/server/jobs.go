@@ -15,13 +15,13 @@ import (
 // SetJobs enables the job and artifact endpoints.
 func (s *Server) SetJobs(j *jobs.Manager) {
 	s.jobs = j
-	s.mux.HandleFunc("POST /v1/jobs", s.wrap(s.runJob))
-	s.mux.HandleFunc("GET /v1/jobs", s.wrap(s.listJobs))
-	s.mux.HandleFunc("GET /v1/jobs/{id}", s.wrap(s.getJob))
-	s.mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.wrap(s.cancelJob))
-	s.mux.HandleFunc("GET /v1/jobs/{id}/artifacts", s.wrap(s.jobArtifacts))
-	s.mux.HandleFunc("GET /v1/sandboxes/{ref}/artifacts", s.wrap(s.sandboxArtifacts))
-	s.mux.HandleFunc("GET /v1/artifacts/{id}", s.download)
+	s.handle("POST /v1/jobs", teamWrite, s.wrap(s.runJob))
+	s.handle("GET /v1/jobs", teamRead, s.wrap(s.listJobs))
+	s.handle("GET /v1/jobs/{id}", teamRead, s.wrap(s.getJob))
+	s.handle("POST /v1/jobs/{id}/cancel", teamWrite, s.wrap(s.cancelJob))
+	s.handle("GET /v1/jobs/{id}/artifacts", teamRead, s.wrap(s.jobArtifacts))
+	s.handle("GET /v1/sandboxes/{ref}/artifacts", teamRead, s.wrap(s.sandboxArtifacts))
+	s.handle("GET /v1/artifacts/{id}", teamRead, http.HandlerFunc(s.download))
 }
 
 func (s *Server) runJob(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -27,7 +27,13 @@ type secretsAPI struct {
 // SetSecrets enables the secrets endpoints on this store.
 func (s *Server) SetSecrets(st secrets.Store) {
 	x := &secretsAPI{st: st, db: s.mgr.Store(), log: s.log}
-	add := func(pattern string, h handler) { s.mux.HandleFunc(pattern, s.wrap(h)) }
+	add := func(pattern string, h handler) {
+		p := hostWrite
+		if strings.HasPrefix(pattern, "GET ") {
+			p = hostRead
+		}
+		s.handle(pattern, p, s.wrap(h))
+	}
 	add("GET /v1/secrets", x.list)
 	add("GET /v1/secrets/{bundle}", x.get)
 	add("PUT /v1/secrets/{bundle}/env/{name}", x.setEnv)

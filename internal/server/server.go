@@ -6,11 +6,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/jobs"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/session"
@@ -38,6 +37,7 @@ type Server struct {
 	started  time.Time
 	node     string
 	mux      *http.ServeMux
+	policy   map[string]perm
 	jobs     *jobs.Manager
 	loops    interface {
 		Status() map[string]api.LoopStatus
@@ -64,52 +64,32 @@ func New(mgr *sandbox.Manager, sessions *session.Manager, node string, log *slog
 type handler func(w http.ResponseWriter, r *http.Request) (status int, body any, err error)
 
 func (s *Server) routes() {
-	add := func(method, path string, h handler) {
-		s.mux.HandleFunc(method+" "+path, s.wrap(h))
+	add := func(method, path string, p perm, h handler) {
+		s.handle(method+" "+path, p, s.wrap(h))
 	}
-	add("GET", "/healthz", func(http.ResponseWriter, *http.Request) (int, any, error) {
+	add("GET", "/healthz", public, func(http.ResponseWriter, *http.Request) (int, any, error) {
 		return 200, map[string]string{"status": "ok"}, nil
 	})
-	add("GET", "/v1/status", s.status)
-	add("GET", "/v1/profiles", s.listProfiles)
-	add("GET", "/v1/profiles/{name}", s.getProfile)
-	add("GET", "/v1/sandboxes", s.listSandboxes)
-	add("POST", "/v1/sandboxes", s.createSandbox)
-	add("POST", "/v1/sandboxes/prune", s.prune)
-	add("POST", "/v1/reconcile", s.reconcile)
-	add("GET", "/v1/orphans", s.orphans)
-	add("GET", "/v1/sandboxes/{ref}", s.getSandbox)
-	add("POST", "/v1/sandboxes/{ref}/start", s.op(s.mgr.Start))
-	add("POST", "/v1/sandboxes/{ref}/stop", s.op(s.mgr.Stop))
-	add("POST", "/v1/sandboxes/{ref}/touch", s.op(s.mgr.Touch))
-	add("POST", "/v1/sandboxes/{ref}/destroy", s.destroy)
-	add("POST", "/v1/sandboxes/{ref}/lease/renew", s.renew)
-	add("GET", "/v1/sandboxes/{ref}/events", s.sandboxEvents)
-	add("GET", "/v1/events", s.events)
+	add("GET", "/v1/status", teamRead, s.status)
+	add("GET", "/v1/profiles", teamRead, s.listProfiles)
+	add("GET", "/v1/profiles/{name}", teamRead, s.getProfile)
+	add("GET", "/v1/sandboxes", teamRead, s.listSandboxes)
+	add("POST", "/v1/sandboxes", teamWrite, s.createSandbox)
+	add("POST", "/v1/sandboxes/prune", hostWrite, s.prune)
+	add("POST", "/v1/reconcile", hostWrite, s.reconcile)
+	add("GET", "/v1/orphans", hostRead, s.orphans)
+	add("GET", "/v1/sandboxes/{ref}", teamRead, s.getSandbox)
+	add("POST", "/v1/sandboxes/{ref}/start", teamWrite, s.op(s.mgr.Start))
+	add("POST", "/v1/sandboxes/{ref}/stop", teamWrite, s.op(s.mgr.Stop))
+	add("POST", "/v1/sandboxes/{ref}/touch", teamWrite, s.op(s.mgr.Touch))
+	add("POST", "/v1/sandboxes/{ref}/destroy", teamWrite, s.destroy)
+	add("POST", "/v1/sandboxes/{ref}/lease/renew", teamWrite, s.renew)
+	add("GET", "/v1/sandboxes/{ref}/events", teamRead, s.sandboxEvents)
+	add("GET", "/v1/events", teamRead, s.events)
 	s.workspaceRoutes(add)
 	s.accessRoutes(add)
 	s.poolRoutes(add)
-}
-
-// ServeHTTP serves trusted clients (the Unix socket). Unmatched requests get
-// the JSON error body too: the mux's own 404/405 answers are plain text.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h, pattern := s.mux.Handler(r)
-	if pattern != "" {
-		s.mux.ServeHTTP(w, r) // sets the path values Handler does not
-		return
-	}
-	rec := &statusRecorder{header: http.Header{}}
-	h.ServeHTTP(rec, r)
-	if rec.status == http.StatusMethodNotAllowed {
-		allow := rec.header.Get("Allow")
-		w.Header().Set("Allow", allow)
-		writeJSON(w, rec.status, api.ErrorBody{Error: &api.Error{Code: api.CodeMethodNotAllowed,
-			Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow)}})
-		return
-	}
-	writeJSON(w, http.StatusNotFound, api.ErrorBody{Error: &api.Error{Code: api.CodeNotFound,
-		Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)}})
+	s.teamRoutes(add)
 }
 
 type statusRecorder struct {
@@ -120,27 +100,6 @@ type statusRecorder struct {
 func (r *statusRecorder) Header() http.Header         { return r.header }
 func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *statusRecorder) WriteHeader(code int)        { r.status = code }
-
-// WithToken guards the API with a bearer token (the TCP listener). /healthz
-// stays open so load balancers can probe it; it reveals nothing.
-func (s *Server) WithToken(token string) http.Handler {
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" {
-			got := []byte(r.Header.Get("Authorization"))
-			if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="agentd"`)
-				msg := "missing bearer token: set AGENTLAB_TOKEN (or --token) to the agent's API token"
-				if len(got) > 0 {
-					msg = "invalid bearer token"
-				}
-				writeJSON(w, http.StatusUnauthorized, api.ErrorBody{Error: &api.Error{Code: api.CodeUnauthorized, Message: msg}})
-				return
-			}
-		}
-		s.ServeHTTP(w, r)
-	})
-}
 
 func (s *Server) wrap(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -158,6 +117,10 @@ func (s *Server) wrap(h handler) http.HandlerFunc {
 			switch {
 			case errors.As(api.Invalid(err), &ae):
 				// A validation failure is the client's mistake wherever it surfaced.
+			case errors.Is(err, store.ErrAmbiguous):
+				ae = &api.Error{Status: http.StatusConflict, Code: api.CodeAmbiguous, Message: err.Error()}
+			case errors.Is(err, store.ErrTeamInUse):
+				ae = &api.Error{Status: http.StatusConflict, Code: api.CodeTeamInUse, Message: err.Error()}
 			case errors.Is(err, store.ErrStale), errors.Is(err, store.ErrConflict):
 				// A compare-and-set lost to a concurrent request: the caller
 				// may retry; never a 500.
@@ -229,7 +192,10 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 		return 0, nil, err
 	}
 	st := api.Status{Version: version.Version, Node: s.node, InstanceID: s.mgr.Instance(), Sandboxes: map[api.State]int{}, StartedAt: s.started,
-		Profiles: s.mgr.Profiles().Names(), IdleStop: s.mgr.IdleStatus(), SSH: s.mgr.SSHInfo()}
+		Profiles: s.profileNames(r.Context()), IdleStop: s.mgr.IdleStatus(), SSH: s.mgr.SSHInfo()}
+	if p, ok := auth.From(r.Context()); ok {
+		st.Caller = api.Caller{Actor: p.Actor, Team: p.Team, Role: string(p.Role), ActingIn: p.Selected}
+	}
 	if s.loops != nil {
 		st.Loops = s.loops.Status()
 	}
@@ -246,13 +212,26 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 	return 200, st, nil
 }
 
-func (s *Server) listProfiles(http.ResponseWriter, *http.Request) (int, any, error) {
+func (s *Server) listProfiles(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 	out := api.ProfileList{Profiles: []api.Profile{}}
 	set := s.mgr.Profiles()
-	for _, n := range set.Names() {
+	for _, n := range s.profileNames(r.Context()) {
 		out.Profiles = append(out.Profiles, set[n].API())
 	}
 	return 200, out, nil
+}
+
+// profileNames lists the profiles the caller's team may use (all of them
+// for a global caller acting across teams).
+func (s *Server) profileNames(ctx context.Context) []string {
+	set, team := s.mgr.Profiles(), auth.Scope(ctx)
+	var out []string
+	for _, n := range set.Names() {
+		if team == "" || set[n].Allows(team) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (s *Server) getProfile(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -491,7 +470,7 @@ func (s *Server) sandboxEvents(_ http.ResponseWriter, r *http.Request) (int, any
 }
 
 func (s *Server) events(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	return s.eventList(r, store.EventFilter{})
+	return s.eventList(r, store.EventFilter{Team: r.URL.Query().Get("team")})
 }
 
 func (s *Server) eventList(r *http.Request, f store.EventFilter) (int, any, error) {

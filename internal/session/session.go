@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -80,7 +81,7 @@ func (m *Manager) List(ctx context.Context) ([]*store.Session, error) { return m
 
 // API renders a session with its current sandbox.
 func (m *Manager) API(ctx context.Context, x *store.Session) api.Session {
-	out := api.Session{ID: x.ID, Name: x.Name, Profile: x.Profile, State: "STOPPED", CreatedAt: x.CreatedAt, UpdatedAt: x.UpdatedAt}
+	out := api.Session{ID: x.ID, Name: x.Name, Team: x.Team, Profile: x.Profile, State: "STOPPED", CreatedAt: x.CreatedAt, UpdatedAt: x.UpdatedAt}
 	if w, err := m.store.Workspace(ctx, x.WorkspaceID); err == nil {
 		out.Workspace = w.Name
 	}
@@ -98,9 +99,16 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 	if err := validate.SessionName("name", req.Name); err != nil {
 		return nil, api.Invalid(err)
 	}
-	if _, ok := m.sb.Profiles()[req.Profile]; !ok {
+	team := auth.Team(ctx)
+	ctx = auth.For(ctx, team)
+	p, ok := m.sb.Profiles()[req.Profile]
+	if !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
 			req.Profile, strings.Join(m.sb.Profiles().Names(), ", "))
+	}
+	if !p.Allows(team) {
+		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
+			req.Profile, strings.Join(p.Teams, ", "), team)
 	}
 	if req.Workspace == "" {
 		return nil, api.FieldError("workspace", "is required: an existing workspace, or new:NAME with workspace_size")
@@ -142,7 +150,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 	} else if w, err = m.ws.Get(ctx, req.Workspace); err != nil {
 		return nil, err
 	}
-	x := &store.Session{ID: newID(), Name: req.Name, Profile: req.Profile, WorkspaceID: w.ID, State: store.SessionActive}
+	x := &store.Session{ID: newID(), Name: req.Name, Team: team, Profile: req.Profile, WorkspaceID: w.ID, State: store.SessionActive}
 	err = m.store.CreateSession(ctx, x, store.Event{Kind: "session.created", Message: fmt.Sprintf("profile %s, workspace %s", req.Profile, w.Name)})
 	switch {
 	case errors.Is(err, store.ErrConflict):
@@ -168,6 +176,7 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 	if err := live(x, "resume"); err != nil {
 		return nil, err
 	}
+	ctx = auth.For(ctx, x.Team) // its sandbox is the session's team's
 	prevSandbox := x.SandboxID
 	if x.SandboxID != "" {
 		sb, err := m.store.Sandbox(ctx, x.SandboxID)
@@ -229,7 +238,7 @@ func (m *Manager) Recover(ctx context.Context) ([]string, error) {
 		if x.SandboxID != "" || x.Generation == 0 {
 			continue
 		}
-		rows, err := m.store.Sandboxes(ctx, store.Filter{Name: sandboxName(x)})
+		rows, err := m.store.Sandboxes(ctx, store.Filter{Name: sandboxName(x), Team: x.Team})
 		if err != nil || len(rows) == 0 {
 			continue
 		}
@@ -348,6 +357,7 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	if err != nil {
 		return nil, err
 	}
+	ctx = auth.For(ctx, src.Team) // the fork is the source's team's
 	w, err := m.store.Workspace(ctx, src.WorkspaceID)
 	if err != nil {
 		return nil, err

@@ -10,16 +10,16 @@ import (
 )
 
 // eventQuery selects the events after id `after` that match f.
-func eventQuery(f EventFilter, after int64) (string, []any) {
-	q := `SELECT id, ts, sandbox_id, sandbox_name, workspace, session, kind, message, from_state, to_state FROM events WHERE id > ?`
+func eventQuery(ctx context.Context, f EventFilter, after int64) (string, []any) {
+	q := `SELECT id, ts, sandbox_id, sandbox_name, workspace, session, kind, message, from_state, to_state, team, actor FROM events WHERE id > ?`
 	args := []any{after}
-	for _, c := range [][2]string{{"sandbox_id", f.SandboxID}, {"workspace", f.Workspace}, {"session", f.Session}} {
+	for _, c := range [][2]string{{"sandbox_id", f.SandboxID}, {"workspace", f.Workspace}, {"session", f.Session}, {"team", f.Team}} {
 		if c[1] != "" {
 			q += ` AND ` + c[0] + ` = ?`
 			args = append(args, c[1])
 		}
 	}
-	return q, args
+	return scoped(ctx, q, args...)
 }
 
 func scanEvents(rows *sql.Rows) ([]api.Event, error) {
@@ -29,7 +29,7 @@ func scanEvents(rows *sql.Rows) ([]api.Event, error) {
 		var e api.Event
 		var ts int64
 		var from, to string
-		if err := rows.Scan(&e.ID, &ts, &e.SandboxID, &e.Sandbox, &e.Workspace, &e.Session, &e.Kind, &e.Message, &from, &to); err != nil {
+		if err := rows.Scan(&e.ID, &ts, &e.SandboxID, &e.Sandbox, &e.Workspace, &e.Session, &e.Kind, &e.Message, &from, &to, &e.Team, &e.Actor); err != nil {
 			return nil, err
 		}
 		e.Time, e.From, e.To = time.UnixMilli(ts).UTC(), api.State(from), api.State(to)
@@ -44,7 +44,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter, after int64, tail int
 	if tail <= 0 || tail > 1000 {
 		tail = 1000
 	}
-	q, args := eventQuery(f, after)
+	q, args := eventQuery(ctx, f, after)
 	rows, err := s.db.QueryContext(ctx, `SELECT * FROM (`+q+` ORDER BY id DESC LIMIT ?) ORDER BY id`, append(args, tail)...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
@@ -58,7 +58,7 @@ func (s *Store) EventsAfter(ctx context.Context, f EventFilter, after int64, lim
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
 	}
-	q, args := eventQuery(f, after)
+	q, args := eventQuery(ctx, f, after)
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id LIMIT ?`, append(args, limit+1)...)
 	if err != nil {
 		return nil, false, fmt.Errorf("page events: %w", err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 )
 
 // Token kinds.
@@ -111,9 +113,11 @@ func (s *Store) AddArtifact(ctx context.Context, a *Artifact, ev Event) error {
 			return err
 		}
 		a.ID, _ = res.LastInsertId()
-		_, err = tx.ExecContext(ctx, `INSERT INTO events(ts, sandbox_id, job, kind, message) VALUES (?,?,?,?,?)`,
-			now.UnixMilli(), a.SandboxID, a.JobID, ev.Kind, ev.Message)
-		return err
+		var team string
+		if err := tx.QueryRowContext(ctx, `SELECT team FROM sandboxes WHERE id=?`, a.SandboxID).Scan(&team); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		return s.writeEvent(ctx, tx, eventRow{sandboxID: a.SandboxID, job: a.JobID, team: team}, ev)
 	})
 }
 
@@ -145,7 +149,11 @@ func (s *Store) Artifacts(ctx context.Context, sandboxID, jobID string) ([]*Arti
 func (s *Store) ArtifactByID(ctx context.Context, id int64) (*Artifact, error) {
 	var a Artifact
 	var ts int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, sandbox_id, job_id, name, size, sha256, path, created_at FROM artifacts WHERE id=?`, id).
+	q, args := `SELECT id, sandbox_id, job_id, name, size, sha256, path, created_at FROM artifacts WHERE id=?`, []any{id}
+	if team := auth.Scope(ctx); team != "" { // artifacts are their sandbox's team's
+		q, args = q+` AND sandbox_id IN (SELECT id FROM sandboxes WHERE team = ?)`, append(args, team)
+	}
+	err := s.db.QueryRowContext(ctx, q, args...).
 		Scan(&a.ID, &a.SandboxID, &a.JobID, &a.Name, &a.Size, &a.SHA256, &a.Path, &ts)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -201,6 +209,7 @@ type Job struct {
 	ExitCode  *int      `json:"exit_code,omitempty"`
 	Error     string    `json:"error,omitempty"`
 	Keepalive bool      `json:"keepalive"`
+	Team      string    `json:"team"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -210,14 +219,14 @@ func JobFinal(status string) bool {
 	return status == JobCompleted || status == JobFailed || status == JobTimeout
 }
 
-const jobCols = `id, sandbox_id, profile, repo, ref, task, status, exit_code, error, keepalive, created_at, updated_at`
+const jobCols = `id, sandbox_id, profile, repo, ref, task, status, exit_code, error, keepalive, created_at, updated_at, team`
 
 func scanJob(r scanner) (*Job, error) {
 	var j Job
 	var code sql.NullInt64
 	var keep int
 	var c, u int64
-	err := r.Scan(&j.ID, &j.SandboxID, &j.Profile, &j.Repo, &j.Ref, &j.Task, &j.Status, &code, &j.Error, &keep, &c, &u)
+	err := r.Scan(&j.ID, &j.SandboxID, &j.Profile, &j.Repo, &j.Ref, &j.Task, &j.Status, &code, &j.Error, &keep, &c, &u, &j.Team)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -238,13 +247,12 @@ func (s *Store) CreateJob(ctx context.Context, j *Job) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j.CreatedAt, j.UpdatedAt = now, now
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO jobs(`+jobCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`, j.ID, j.SandboxID, j.Profile, j.Repo, j.Ref,
-			j.Task, j.Status, nil, j.Error, boolInt(j.Keepalive), now.UnixMilli(), now.UnixMilli())
+		_, err := tx.ExecContext(ctx, `INSERT INTO jobs(`+jobCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`, j.ID, j.SandboxID, j.Profile, j.Repo, j.Ref,
+			j.Task, j.Status, nil, j.Error, boolInt(j.Keepalive), now.UnixMilli(), now.UnixMilli(), j.Team)
 		if err != nil {
 			return fmt.Errorf("insert job: %w", err)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO events(ts, job, kind, message) VALUES (?,?,?,?)`, now.UnixMilli(), j.ID, "job.created", "profile "+j.Profile)
-		return err
+		return s.writeEvent(ctx, tx, eventRow{job: j.ID, team: j.Team}, Event{Kind: "job.created", Message: "profile " + j.Profile})
 	})
 }
 
@@ -265,17 +273,14 @@ func (s *Store) SaveJob(ctx context.Context, j *Job, expect string, ev Event) er
 			return ErrStale
 		}
 		j.UpdatedAt = now
-		if ev.Kind == "" {
-			return nil
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO events(ts, sandbox_id, job, kind, message) VALUES (?,?,?,?,?)`, now.UnixMilli(), j.SandboxID, j.ID, ev.Kind, ev.Message)
-		return err
+		return s.writeEvent(ctx, tx, eventRow{sandboxID: j.SandboxID, job: j.ID, team: j.Team}, ev)
 	})
 }
 
 // Job returns a job by id.
 func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
-	return scanJob(s.db.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id=?`, id))
+	q, args := scoped(ctx, `SELECT `+jobCols+` FROM jobs WHERE id=?`, id)
+	return scanJob(s.db.QueryRowContext(ctx, q, args...))
 }
 
 // JobOfSandbox returns the job a sandbox runs.
@@ -285,11 +290,12 @@ func (s *Store) JobOfSandbox(ctx context.Context, sandboxID string) (*Job, error
 
 // Jobs lists jobs newest first (only unfinished when active).
 func (s *Store) Jobs(ctx context.Context, active bool) ([]*Job, error) {
-	q := `SELECT ` + jobCols + ` FROM jobs`
+	q := `SELECT ` + jobCols + ` FROM jobs WHERE 1=1`
 	if active {
-		q += ` WHERE status IN ('QUEUED','RUNNING')`
+		q += ` AND status IN ('QUEUED','RUNNING')`
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id`)
+	q, args := scoped(ctx, q)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
-	"fmt"
+		"fmt"
 	"strings"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
@@ -43,20 +42,42 @@ type tier struct {
 	arg     any
 }
 
-// first returns the row of the first tier that matches.
+// first returns the row of the first tier that matches, among the objects
+// of ctx's team scope (auth.Scope). Names are unique per team only, so a
+// name looked up across teams can match two rows: that is ErrAmbiguous,
+// never a guess.
 func first[T any](ctx context.Context, s *Store, cols, table string, scan func(scanner) (*T, error), tiers ...tier) (*T, error) {
 	for _, t := range tiers {
 		if !t.applies {
 			continue
 		}
-		v, err := scan(s.db.QueryRowContext(ctx, `SELECT `+cols+` FROM `+table+` WHERE `+t.where, t.arg))
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
+		q, args := scoped(ctx, `SELECT `+cols+` FROM `+table+` WHERE (`+t.where+`)`, t.arg)
+		rows, err := s.db.QueryContext(ctx, q+` LIMIT 2`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("look up %s (%s): %w", table, t.where, err)
 		}
-		return v, nil
+		var found []*T
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("look up %s (%s): %w", table, t.where, err)
+			}
+			found = append(found, v)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("look up %s (%s): %w", table, t.where, err)
+		}
+		switch len(found) {
+		case 0:
+			continue
+		case 1:
+			return found[0], nil
+		}
+		return nil, fmt.Errorf("%w: %q names a %s in more than one team; name the team (--team, the Agentlab-Team header) or use the id",
+			ErrAmbiguous, t.arg, strings.TrimSuffix(table, "s"))
 	}
 	return nil, ErrNotFound
 }

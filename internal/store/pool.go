@@ -36,9 +36,9 @@ func (s *Store) ClaimPooled(ctx context.Context, profile, hash string, apply fun
 		// (a lease, activity) is its own.
 		sb.State, sb.Error, sb.LeaseExpiresAt, sb.LastUsedAt = api.StateProvisioning, "", nil, nil
 		tags, _ := json.Marshal(sb.Tags)
-		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET name=?, request=?, state=?, step=?, keepalive=?, ttl_seconds=?,
+		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET name=?, team=?, request=?, state=?, step=?, keepalive=?, ttl_seconds=?,
 			tags=?, workspace=?, error='', lease_expires_at=NULL, last_used_at=NULL, created_at=?, updated_at=? WHERE id=? AND state='POOLED'`,
-			sb.Name, sb.Request, string(sb.State), sb.Step, boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Workspace,
+			sb.Name, sb.Team, sb.Request, string(sb.State), sb.Step, boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Workspace,
 			now.UnixMilli(), now.UnixMilli(), sb.ID)
 		if isUnique(err) {
 			return ErrConflict

@@ -24,17 +24,18 @@ type Session struct {
 	SandboxID   string // current sandbox, "" when stopped
 	Generation  int    // number of sandboxes this session has had
 	State       string
+	Team        string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 }
 
-const sessionCols = `id, name, profile, workspace, sandbox_id, generation, state, created_at, updated_at`
+const sessionCols = `id, name, profile, workspace, sandbox_id, generation, state, created_at, updated_at, team`
 
 func scanSession(r scanner) (*Session, error) {
 	var x Session
 	var sb sql.NullString
 	var created, updated int64
-	err := r.Scan(&x.ID, &x.Name, &x.Profile, &x.WorkspaceID, &sb, &x.Generation, &x.State, &created, &updated)
+	err := r.Scan(&x.ID, &x.Name, &x.Profile, &x.WorkspaceID, &sb, &x.Generation, &x.State, &created, &updated, &x.Team)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -47,12 +48,7 @@ func scanSession(r scanner) (*Session, error) {
 }
 
 func (s *Store) insertSessionEvent(ctx context.Context, tx *sql.Tx, x *Session, ev Event) error {
-	if ev.Kind == "" {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO events(ts, session, kind, message) VALUES (?, ?, ?, ?)`,
-		s.now().UnixMilli(), x.Name, ev.Kind, ev.Message)
-	return err
+	return s.writeEvent(ctx, tx, eventRow{session: x.Name, team: x.Team}, ev)
 }
 
 // CreateSession inserts a session and reserves its workspace for it in one
@@ -62,16 +58,16 @@ func (s *Store) CreateSession(ctx context.Context, x *Session, ev Event) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	x.CreatedAt, x.UpdatedAt = now, now
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions(`+sessionCols+`) VALUES (?,?,?,?,?,?,?,?,?)`,
-			x.ID, x.Name, x.Profile, x.WorkspaceID, nullStr(x.SandboxID), x.Generation, x.State, now.UnixMilli(), now.UnixMilli())
+		_, err := tx.ExecContext(ctx, `INSERT INTO sessions(`+sessionCols+`) VALUES (?,?,?,?,?,?,?,?,?,?)`,
+			x.ID, x.Name, x.Profile, x.WorkspaceID, nullStr(x.SandboxID), x.Generation, x.State, now.UnixMilli(), now.UnixMilli(), x.Team)
 		if isUnique(err) {
 			return ErrConflict
 		}
 		if err != nil {
 			return fmt.Errorf("insert session %s: %w", x.Name, err)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE workspaces SET reserved_by=?, updated_at=? WHERE id=? AND state='READY' AND reserved_by IS NULL`,
-			x.ID, now.UnixMilli(), x.WorkspaceID)
+		res, err := tx.ExecContext(ctx, `UPDATE workspaces SET reserved_by=?, updated_at=? WHERE id=? AND state='READY' AND reserved_by IS NULL AND team=?`,
+			x.ID, now.UnixMilli(), x.WorkspaceID, x.Team)
 		if err != nil {
 			return err
 		}
@@ -112,12 +108,14 @@ func (s *Store) SaveSession(ctx context.Context, x *Session, expectSandbox strin
 
 // Session returns a session by id.
 func (s *Store) Session(ctx context.Context, id string) (*Session, error) {
-	return scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id=?`, id))
+	q, args := scoped(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id=?`, id)
+	return scanSession(s.db.QueryRowContext(ctx, q, args...))
 }
 
 // Sessions lists live sessions by name.
 func (s *Store) Sessions(ctx context.Context) ([]*Session, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE state <> 'DELETED' ORDER BY name`)
+	q, args := scoped(ctx, `SELECT `+sessionCols+` FROM sessions WHERE state <> 'DELETED'`)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY name`, args...)
 	if err != nil {
 		return nil, err
 	}

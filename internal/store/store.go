@@ -17,6 +17,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 )
 
 // Errors callers branch on.
@@ -224,6 +225,48 @@ CREATE TABLE host_keys (
 ALTER TABLE sandboxes ADD COLUMN cores INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sandboxes ADD COLUMN memory_mb INTEGER NOT NULL DEFAULT 0;
 `},
+	{11, "teams, team tokens, and a team on every object", `
+CREATE TABLE teams (
+	name               TEXT PRIMARY KEY,
+	description        TEXT NOT NULL DEFAULT '',
+	max_sandboxes      INTEGER NOT NULL DEFAULT 0,
+	max_cores          INTEGER NOT NULL DEFAULT 0,
+	max_memory_mb      INTEGER NOT NULL DEFAULT 0,
+	max_workspace_gb   INTEGER NOT NULL DEFAULT 0,
+	max_ttl_seconds    INTEGER NOT NULL DEFAULT 0,
+	max_artifact_bytes INTEGER NOT NULL DEFAULT 0,
+	created_at         INTEGER NOT NULL,
+	updated_at         INTEGER NOT NULL
+);
+INSERT INTO teams(name, created_at, updated_at) VALUES ('default', CAST(strftime('%s','now') AS INTEGER) * 1000, CAST(strftime('%s','now') AS INTEGER) * 1000);
+CREATE TABLE api_tokens (
+	id           TEXT PRIMARY KEY,
+	name         TEXT NOT NULL,
+	team         TEXT NOT NULL DEFAULT '',
+	role         TEXT NOT NULL,
+	hash         TEXT NOT NULL UNIQUE,
+	expires_at   INTEGER,
+	revoked_at   INTEGER,
+	last_used_at INTEGER,
+	created_by   TEXT NOT NULL DEFAULT '',
+	created_at   INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens(team, name) WHERE revoked_at IS NULL;
+ALTER TABLE sandboxes ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE workspaces ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE sessions ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE events ADD COLUMN team TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+UPDATE events SET team = 'default' WHERE sandbox_id <> '' OR workspace <> '' OR session <> '' OR job <> '';
+DROP INDEX sandboxes_live_name;
+CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes(team, name) WHERE state <> 'DESTROYED';
+DROP INDEX workspaces_live_name;
+CREATE UNIQUE INDEX workspaces_live_name ON workspaces(team, name) WHERE state <> 'DELETED';
+DROP INDEX sessions_live_name;
+CREATE UNIQUE INDEX sessions_live_name ON sessions(team, name) WHERE state <> 'DELETED';
+CREATE INDEX events_team ON events(team, id);
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.
@@ -361,7 +404,7 @@ type Sandbox struct {
 }
 
 const sandboxCols = `id, name, profile, state, step, vmid, node, ip, workspace, keepalive, ttl_seconds, tags,
-	error, request, lease_expires_at, last_used_at, created_at, updated_at, paused_at, cores, memory_mb`
+	error, request, lease_expires_at, last_used_at, created_at, updated_at, paused_at, cores, memory_mb, team`
 
 func ms(t *time.Time) any {
 	if t == nil || t.IsZero() {
@@ -387,7 +430,7 @@ func scanSandbox(r scanner) (*Sandbox, error) {
 	var tags string
 	var keep int
 	err := r.Scan(&sb.ID, &sb.Name, &sb.Profile, &sb.State, &sb.Step, &vmid, &sb.Node, &sb.IP, &sb.Workspace,
-		&keep, &sb.TTLSeconds, &tags, &sb.Error, &sb.Request, &lease, &used, &created, &updated, &paused, &sb.Cores, &sb.MemoryMB)
+		&keep, &sb.TTLSeconds, &tags, &sb.Error, &sb.Request, &lease, &used, &created, &updated, &paused, &sb.Cores, &sb.MemoryMB, &sb.Team)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -418,15 +461,29 @@ type Event struct {
 }
 
 func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, sb *Sandbox, from, to api.State, ev Event) error {
+	r := eventRow{from: from, to: to}
+	if sb != nil {
+		r.sandboxID, r.sandboxName, r.team = sb.ID, sb.Name, sb.Team
+	}
+	return s.writeEvent(ctx, tx, r, ev)
+}
+
+// eventRow is what an event is about.
+type eventRow struct {
+	sandboxID, sandboxName, workspace, session, job string
+	team                                            string // the object's
+	from, to                                        api.State
+}
+
+// writeEvent is the one INSERT of an event: every event names its team and
+// who caused it (auth.Actor of ctx).
+func (s *Store) writeEvent(ctx context.Context, tx *sql.Tx, r eventRow, ev Event) error {
 	if ev.Kind == "" {
 		return nil
 	}
-	id, name := "", ""
-	if sb != nil {
-		id, name = sb.ID, sb.Name
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO events(ts, sandbox_id, sandbox_name, kind, message, from_state, to_state)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, s.now().UnixMilli(), id, name, ev.Kind, ev.Message, string(from), string(to))
+	_, err := tx.ExecContext(ctx, `INSERT INTO events(ts, sandbox_id, sandbox_name, workspace, session, job, kind, message,
+		from_state, to_state, team, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, s.now().UnixMilli(), r.sandboxID,
+		r.sandboxName, r.workspace, r.session, r.job, ev.Kind, ev.Message, string(r.from), string(r.to), r.team, auth.Actor(ctx))
 	return err
 }
 
@@ -454,10 +511,10 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 	tags, _ := json.Marshal(sb.Tags)
 	defer s.changed(sb.ID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			sb.ID, sb.Name, sb.Profile, string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace,
 			boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Error, sb.Request, ms(sb.LeaseExpiresAt),
-			ms(sb.LastUsedAt), now.UnixMilli(), now.UnixMilli(), ms(sb.PausedAt), sb.Cores, sb.MemoryMB)
+			ms(sb.LastUsedAt), now.UnixMilli(), now.UnixMilli(), ms(sb.PausedAt), sb.Cores, sb.MemoryMB, sb.Team)
 		if isUnique(err) {
 			return ErrConflict
 		}
@@ -476,8 +533,9 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 // claimWorkspace marks the workspace attached to sandbox id inside tx.
 func claimWorkspace(ctx context.Context, tx *sql.Tx, id string, c Claim, now time.Time) error {
 	res, err := tx.ExecContext(ctx, `UPDATE workspaces SET attached_sandbox=?, attach_key=?, updated_at=?
-		WHERE id=? AND state='READY' AND attached_sandbox IS NULL AND (reserved_by IS NULL OR reserved_by=?)`,
-		id, c.Key, now.UnixMilli(), c.WorkspaceID, c.SessionID)
+		WHERE id=? AND state='READY' AND attached_sandbox IS NULL AND (reserved_by IS NULL OR reserved_by=?)
+		AND team = (SELECT team FROM sandboxes WHERE id=?)`,
+		id, c.Key, now.UnixMilli(), c.WorkspaceID, c.SessionID, id)
 	if err != nil {
 		return err
 	}
@@ -546,7 +604,8 @@ func (s *Store) Save(ctx context.Context, sb *Sandbox, expect api.State, ev Even
 
 // Sandbox returns a row by id.
 func (s *Store) Sandbox(ctx context.Context, id string) (*Sandbox, error) {
-	return scanSandbox(s.db.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id=?`, id))
+	q, args := scoped(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id=?`, id)
+	return scanSandbox(s.db.QueryRowContext(ctx, q, args...))
 }
 
 // Filter selects sandboxes; empty fields match everything.
@@ -554,6 +613,7 @@ type Filter struct {
 	States  []api.State
 	Profile string
 	Name    string
+	Team    string
 	// IncludeDestroyed lists DESTROYED rows too (when no state is given).
 	IncludeDestroyed bool
 }
@@ -578,6 +638,11 @@ func (s *Store) Sandboxes(ctx context.Context, f Filter) ([]*Sandbox, error) {
 		q += ` AND name = ?`
 		args = append(args, f.Name)
 	}
+	if f.Team != "" {
+		q += ` AND team = ?`
+		args = append(args, f.Team)
+	}
+	q, args = scoped(ctx, q, args...)
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
@@ -596,7 +661,8 @@ func (s *Store) Sandboxes(ctx context.Context, f Filter) ([]*Sandbox, error) {
 
 // Counts returns the number of sandboxes per state.
 func (s *Store) Counts(ctx context.Context) (map[api.State]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM sandboxes GROUP BY state`)
+	q, args := scoped(ctx, `SELECT state, COUNT(*) FROM sandboxes WHERE 1=1`)
+	rows, err := s.db.QueryContext(ctx, q+` GROUP BY state`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -621,6 +687,7 @@ func (s *Store) AddEvent(ctx context.Context, sb *Sandbox, ev Event) error {
 
 // EventFilter selects events; empty fields match everything.
 type EventFilter struct {
+	Team      string
 	SandboxID string
 	Workspace string // name
 	Session   string // name

@@ -34,13 +34,14 @@ type Workspace struct {
 	AttachedSandbox string // sandbox id, "" when detached
 	AttachKey       string // drive key on the sandbox, e.g. scsi1
 	ReservedBy      string // session id, "" when free
+	Team            string
 	Error           string
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 }
 
 const workspaceCols = `id, name, state, step, storage, size_gb, holder_vmid, disk_key, attached_sandbox, attach_key,
-	reserved_by, error, created_at, updated_at`
+	reserved_by, error, created_at, updated_at, team`
 
 func scanWorkspace(r scanner) (*Workspace, error) {
 	var w Workspace
@@ -48,7 +49,7 @@ func scanWorkspace(r scanner) (*Workspace, error) {
 	var att, res sql.NullString
 	var created, updated int64
 	err := r.Scan(&w.ID, &w.Name, &w.State, &w.Step, &w.Storage, &w.SizeGB, &holder, &w.DiskKey, &att, &w.AttachKey,
-		&res, &w.Error, &created, &updated)
+		&res, &w.Error, &created, &updated, &w.Team)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -69,12 +70,7 @@ func nullStr(s string) any {
 
 // WorkspaceEvent records an event about a workspace (and optionally a sandbox).
 func (s *Store) insertWorkspaceEvent(ctx context.Context, tx *sql.Tx, w *Workspace, ev Event) error {
-	if ev.Kind == "" {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO events(ts, workspace, kind, message) VALUES (?, ?, ?, ?)`,
-		s.now().UnixMilli(), w.Name, ev.Kind, ev.Message)
-	return err
+	return s.writeEvent(ctx, tx, eventRow{workspace: w.Name, team: w.Team}, ev)
 }
 
 // CreateWorkspace inserts a workspace row; ErrConflict if the name is taken.
@@ -82,9 +78,9 @@ func (s *Store) CreateWorkspace(ctx context.Context, w *Workspace, ev Event) err
 	now := s.now().UTC().Truncate(time.Millisecond)
 	w.CreatedAt, w.UpdatedAt = now, now
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO workspaces(`+workspaceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO workspaces(`+workspaceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			w.ID, w.Name, w.State, w.Step, w.Storage, w.SizeGB, nullInt(w.HolderVMID), w.DiskKey, nullStr(w.AttachedSandbox),
-			w.AttachKey, nullStr(w.ReservedBy), w.Error, now.UnixMilli(), now.UnixMilli())
+			w.AttachKey, nullStr(w.ReservedBy), w.Error, now.UnixMilli(), now.UnixMilli(), w.Team)
 		if isUnique(err) {
 			return ErrConflict
 		}
@@ -122,7 +118,8 @@ func (s *Store) SaveWorkspace(ctx context.Context, w *Workspace, expect Workspac
 
 // Workspace returns a workspace by id.
 func (s *Store) Workspace(ctx context.Context, id string) (*Workspace, error) {
-	return scanWorkspace(s.db.QueryRowContext(ctx, `SELECT `+workspaceCols+` FROM workspaces WHERE id=?`, id))
+	q, args := scoped(ctx, `SELECT `+workspaceCols+` FROM workspaces WHERE id=?`, id)
+	return scanWorkspace(s.db.QueryRowContext(ctx, q, args...))
 }
 
 // WorkspaceBySandbox returns the workspace attached to a sandbox, if any.
@@ -140,6 +137,7 @@ func (s *Store) Workspaces(ctx context.Context, states ...string) ([]*Workspace,
 			args = append(args, st)
 		}
 	}
+	q, args = scoped(ctx, q, args...)
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY name`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list workspaces: %w", err)

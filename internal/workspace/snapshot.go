@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
@@ -199,13 +200,20 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 	if storage == "" {
 		storage = src.Storage
 	}
-	w := &store.Workspace{ID: newID(), Name: req.Name, State: store.WorkspaceCreating, Step: "allocate_vmid",
+	// A fork belongs to its source's team, whoever asks.
+	ctx = auth.For(ctx, src.Team)
+	release, err := m.admitGB(ctx, src.Team, src.SizeGB, "the fork "+req.Name)
+	if err != nil {
+		return nil, err
+	}
+	w := &store.Workspace{ID: newID(), Name: req.Name, Team: src.Team, State: store.WorkspaceCreating, Step: "allocate_vmid",
 		Storage: storage, SizeGB: src.SizeGB, DiskKey: src.DiskKey}
 	msg := "fork of " + src.Name
 	if req.FromSnapshot != "" {
 		msg += " at snapshot " + req.FromSnapshot
 	}
 	err = m.store.CreateWorkspace(ctx, w, store.Event{Kind: "workspace.requested", Message: msg})
+	release()
 	if errors.Is(err, store.ErrConflict) {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "workspace %q already exists", req.Name)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/keylock"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
@@ -109,7 +110,9 @@ func newID() string {
 
 // proof is what the VM at the holder's VMID must show.
 func (m *Manager) proof(w *store.Workspace) owner.Proof {
-	return m.guard.Proof(owner.Holder, w.ID, w.Name, w.HolderVMID)
+	p := m.guard.Proof(owner.Holder, w.ID, w.Name, w.HolderVMID)
+	p.Team = w.Team
+	return p
 }
 
 // holder proves the holder VM is w's and returns it for writes. Every
@@ -157,6 +160,28 @@ func NotFound(ref string) error {
 	return api.Errorf(http.StatusNotFound, api.CodeWorkspaceNotFound, "workspace %q not found", ref)
 }
 
+// admitGB checks that team's quota has room for add more GiB of workspace.
+// The returned release must be called once the new size is written: until
+// then no other create, fork or resize of the team can count the same room.
+func (m *Manager) admitGB(ctx context.Context, team string, add int, what string) (release func(), err error) {
+	unlock := m.locks.Lock("quota:" + team)
+	t, err := m.store.Team(ctx, team)
+	if errors.Is(err, store.ErrNotFound) {
+		err = api.TeamNotFound(team)
+	}
+	if err == nil && t.Quota.WorkspaceGB > 0 {
+		var use api.TeamQuota
+		if use, err = m.store.TeamUsage(ctx, team); err == nil && use.WorkspaceGB+int64(add) > t.Quota.WorkspaceGB {
+			err = api.QuotaError(team, "workspace_gb", t.Quota.WorkspaceGB, use.WorkspaceGB, "%s needs %d GiB more", what, add)
+		}
+	}
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
+
 // Get finds a live workspace by name or id.
 func (m *Manager) Get(ctx context.Context, ref string) (*store.Workspace, error) {
 	w, err := m.store.LookupWorkspace(ctx, ref)
@@ -196,9 +221,16 @@ func (m *Manager) Create(ctx context.Context, req api.CreateWorkspaceRequest) (*
 	} else if err := m.Storage("storage", storage); err != nil {
 		return nil, err
 	}
-	w := &store.Workspace{ID: newID(), Name: req.Name, State: store.WorkspaceCreating, Step: "allocate_vmid",
+	team := auth.Team(ctx)
+	ctx = auth.For(ctx, team)
+	release, err := m.admitGB(ctx, team, size, "this workspace")
+	if err != nil {
+		return nil, err
+	}
+	w := &store.Workspace{ID: newID(), Name: req.Name, Team: team, State: store.WorkspaceCreating, Step: "allocate_vmid",
 		Storage: storage, SizeGB: size, DiskKey: "scsi0"}
 	err = m.store.CreateWorkspace(ctx, w, store.Event{Kind: "workspace.requested", Message: fmt.Sprintf("%d GiB on %s", size, storage)})
+	release()
 	if errors.Is(err, store.ErrConflict) {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "workspace %q already exists", req.Name)
 	}
@@ -480,7 +512,7 @@ func (m *Manager) sessionName(ctx context.Context, id string) string {
 
 // API renders a workspace; withVolume reads the current volume id.
 func (m *Manager) API(ctx context.Context, w *store.Workspace, withVolume bool) api.Workspace {
-	out := api.Workspace{ID: w.ID, Name: w.Name, State: w.State, Storage: w.Storage, SizeGB: w.SizeGB,
+	out := api.Workspace{ID: w.ID, Name: w.Name, Team: w.Team, State: w.State, Storage: w.Storage, SizeGB: w.SizeGB,
 		HolderVMID: w.HolderVMID, Error: w.Error, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt}
 	if w.AttachedSandbox != "" {
 		out.AttachedSandbox = m.sandboxName(ctx, w.AttachedSandbox)
@@ -531,6 +563,11 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeWorkspac
 	if size == w.SizeGB {
 		return w, nil
 	}
+	release, err := m.admitGB(ctx, w.Team, size-w.SizeGB, "growing "+w.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	v, err := m.holder(ctx, w, "resize")
 	if err != nil {
 		return nil, err
