@@ -31,6 +31,7 @@ const (
 	EnvToken    = "AGENTLAB_TOKEN"
 	EnvCACert   = "AGENTLAB_CA_CERT"
 	EnvInsecure = "AGENTLAB_INSECURE"
+	EnvTeam     = "AGENTLAB_TEAM"
 )
 
 // Config says how to reach agentd.
@@ -42,6 +43,9 @@ type Config struct {
 	CACert   string
 	Insecure bool
 	Timeout  time.Duration // per request; default 60s
+	// Team is the team a global token (or the socket) acts in: sent as the
+	// Agentlab-Team header. A team token may only name its own team.
+	Team string
 	// TokenSetting names where the caller's user sets the token (the CLI's
 	// flag, the provider's attribute), so that a refused token's error says
 	// what to change. Defaults to EnvToken.
@@ -64,6 +68,9 @@ func FromEnv(c Config) Config {
 	if c.CACert == "" {
 		c.CACert = os.Getenv(EnvCACert)
 	}
+	if c.Team == "" {
+		c.Team = os.Getenv(EnvTeam)
+	}
 	if !c.Insecure {
 		c.Insecure = os.Getenv(EnvInsecure) == "1" || strings.EqualFold(os.Getenv(EnvInsecure), "true")
 	}
@@ -77,6 +84,7 @@ func FromEnv(c Config) Config {
 type Client struct {
 	base    string
 	token   string
+	team    string
 	hc      *http.Client
 	where   string
 	setting string
@@ -95,7 +103,7 @@ func New(c Config) (*Client, error) {
 	if c.TokenSetting == "" {
 		c.TokenSetting = EnvToken
 	}
-	cl := &Client{token: c.Token, hc: &http.Client{Transport: tr, Timeout: c.Timeout}, where: c.Endpoint, setting: c.TokenSetting}
+	cl := &Client{token: c.Token, team: c.Team, hc: &http.Client{Transport: tr, Timeout: c.Timeout}, where: c.Endpoint, setting: c.TokenSetting}
 	switch u.Scheme {
 	case "unix":
 		path := u.Path
@@ -157,9 +165,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
+	c.authorize(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach agentd at %s: %w", c.where, err)
@@ -191,7 +197,11 @@ func (c *Client) answerError(resp *http.Response, data []byte) error {
 			Message: fmt.Sprintf("agentd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))}
 	}
 	eb.Error.Status = resp.StatusCode
-	if resp.StatusCode == http.StatusUnauthorized {
+	if resp.StatusCode == http.StatusUnauthorized && (eb.Error.Code == api.CodeTokenExpired || eb.Error.Code == api.CodeTokenRevoked) {
+		// The token was good once: say which one, and how to get another.
+		eb.Error.Message = fmt.Sprintf("%s (agentd at %s). Set %s to a live token: ask a team admin for a new one (agentd token create or rotate)",
+			eb.Error.Message, c.where, c.setting)
+	} else if resp.StatusCode == http.StatusUnauthorized {
 		what := "invalid token: agentd at %s refused the token it was given (401)"
 		if c.token == "" {
 			what = "missing token: agentd at %s requires a token and none was given (401)"
@@ -707,9 +717,7 @@ func (c *Client) Download(ctx context.Context, id int64, w io.Writer) (string, e
 	if err != nil {
 		return "", err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
+	c.authorize(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("cannot reach agentd at %s: %w", c.where, err)
