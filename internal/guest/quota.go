@@ -2,6 +2,7 @@ package guest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -10,8 +11,9 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
-// quotas enforce artifact bytes per sandbox and per job and the artifact
-// count per sandbox across concurrent uploads. An owner's usage is read from
+// quotas enforce artifact bytes per sandbox, per job and per team (its
+// quota artifact_bytes) and the artifact count per sandbox across
+// concurrent uploads. An owner's usage is read from
 // the store when its first upload starts and then kept here, counting every
 // byte as it arrives, until its last upload in flight ends: two uploads can
 // never both take the last bytes, and retention's deletions are seen by the
@@ -23,7 +25,7 @@ type quotas struct {
 	maxCount int64 // artifacts per sandbox (0: none)
 
 	mu    sync.Mutex
-	usage map[string]*usage // "sandbox:<id>" / "job:<id>"
+	usage map[string]*usage // "sandbox:<id>" / "job:<id>" / "team:<name>"
 }
 
 type usage struct {
@@ -45,18 +47,33 @@ type quotaKey struct {
 	limit int64 // bytes
 	name  string
 	what  string
+	// read loads the owner's usage from the store (count, bytes).
+	read func(context.Context) (int64, int64, error)
 }
 
 func newQuotas(st *store.Store, perSB, perJob int64, maxCount int) *quotas {
 	return &quotas{store: st, perSB: perSB, perJob: perJob, maxCount: int64(maxCount), usage: map[string]*usage{}}
 }
 
-// begin reserves one artifact of sandboxID (and jobID) or refuses with 429
-// when the sandbox has maxCount already.
-func (q *quotas) begin(ctx context.Context, sandboxID, jobID string) (*reservation, error) {
-	keys := []quotaKey{{key: "sandbox:" + sandboxID, limit: q.perSB, name: "artifact_quota_sandbox_bytes", what: "sandbox"}}
+// begin reserves one artifact of sandboxID (and jobID, of team) or refuses
+// with 429 when the sandbox has maxCount already.
+func (q *quotas) begin(ctx context.Context, sandboxID, jobID, team string) (*reservation, error) {
+	keys := []quotaKey{{key: "sandbox:" + sandboxID, limit: q.perSB, name: "artifact_quota_sandbox_bytes", what: "sandbox",
+		read: func(ctx context.Context) (int64, int64, error) { return q.store.ArtifactUsage(ctx, sandboxID, "") }}}
 	if jobID != "" {
-		keys = append(keys, quotaKey{key: "job:" + jobID, limit: q.perJob, name: "artifact_quota_job_bytes", what: "job"})
+		keys = append(keys, quotaKey{key: "job:" + jobID, limit: q.perJob, name: "artifact_quota_job_bytes", what: "job",
+			read: func(ctx context.Context) (int64, int64, error) { return q.store.ArtifactUsage(ctx, "", jobID) }})
+	}
+	// The team's limit is read at every upload: an operator's change to
+	// the quota holds from the next one.
+	if t, err := q.store.Team(ctx, team); err == nil && t.Quota.ArtifactBytes > 0 {
+		keys = append(keys, quotaKey{key: "team:" + team, limit: t.Quota.ArtifactBytes, name: "team " + team + " quota artifact_bytes", what: "team",
+			read: func(ctx context.Context) (int64, int64, error) {
+				u, err := q.store.TeamUsage(ctx, team)
+				return 0, u.ArtifactBytes, err
+			}})
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("team %s quota: %w", team, err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -64,11 +81,7 @@ func (q *quotas) begin(ctx context.Context, sandboxID, jobID string) (*reservati
 		if q.usage[k.key] != nil {
 			continue
 		}
-		sb, job := sandboxID, ""
-		if k.key != keys[0].key {
-			sb, job = "", jobID
-		}
-		n, size, err := q.store.ArtifactUsage(ctx, sb, job)
+		n, size, err := k.read(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("artifact usage: %w", err)
 		}
