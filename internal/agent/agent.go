@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/guest"
@@ -108,6 +109,18 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		counts, _ := st.Counts(context.Background())
 		for k, v := range counts {
 			out[string(k)] = v
+		}
+		return out
+	})
+	met.WatchTeams(func() []api.Team {
+		ctx := context.Background()
+		ts, _ := st.Teams(ctx)
+		out := make([]api.Team, 0, len(ts))
+		for _, t := range ts {
+			if u, err := st.TeamUsage(ctx, t.Name); err == nil {
+				t.Usage = &u
+			}
+			out = append(out, *t)
 		}
 		return out
 	})
