@@ -586,6 +586,7 @@ func (m *Manager) Touch(ctx context.Context, ref string) (*store.Sandbox, error)
 // rows, and retries destroys left DESTROYING; a VM that fails the ownership
 // check is skipped and reported.
 func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneResult, error) {
+	ctx = auth.Host(ctx)
 	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateFailed, api.StateTimeout, api.StateDestroying}})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -24,6 +25,7 @@ import (
 // database issued (an untagged VM interrupted right after its clone), and are
 // only listed. With dryRun nothing changes.
 func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileReport, error) {
+	ctx = auth.Host(ctx)
 	start := time.Now()
 	res, err := m.pve.Resources(ctx)
 	if err != nil {
@@ -446,6 +448,7 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, r
 
 // Orphans lists VMs that no live row accounts for.
 func (m *Manager) Orphans(ctx context.Context) ([]api.Orphan, error) {
+	ctx = auth.Host(ctx)
 	rep, err := m.Reconcile(ctx, true)
 	if err != nil {
 		return nil, err
