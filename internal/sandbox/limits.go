@@ -108,9 +108,9 @@ func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical) 
 	p := m.profiles[c.Profile]
 	cores, mem := int64(cmp.Or(c.Cores, p.Resources.Cores)), int64(cmp.Or(c.MemoryMB, p.Resources.MemoryMB))
 	for _, l := range []struct {
-		key             string
+		key              string
 		limit, used, ask int64
-		unit            string
+		unit             string
 	}{{"sandboxes", q.Sandboxes, use.Sandboxes, 1, "sandboxes"}, {"cores", q.Cores, use.Cores, cores, "cores"},
 		{"memory_mb", q.MemoryMB, use.MemoryMB, mem, "MiB of memory"}} {
 		if l.limit > 0 && l.used+l.ask > l.limit {
