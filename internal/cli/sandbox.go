@@ -56,7 +56,7 @@ sandbox; different settings are refused (409).`,
 					return err
 				}
 				if !noWait {
-					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, 0, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.ID, 0, start); err != nil {
 						return err
 					}
 				}
@@ -180,7 +180,7 @@ func (g *options) sandboxStartCmd() *cobra.Command {
 					return err
 				}
 				if !noWait {
-					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.ID, after, start); err != nil {
 						return err
 					}
 				}
