@@ -18,7 +18,7 @@ import (
 // proof is what the VM at sb.VMID must show to be acted on as sb's.
 func (m *Manager) proof(sb *store.Sandbox) owner.Proof {
 	p := m.guard.Proof(owner.Sandbox, sb.ID, sb.Name, sb.VMID)
-	p.Team = sb.Team
+	p.Team, p.Node = sb.Team, sb.Node
 	if IsPoolMember(sb) {
 		p.Pool = sb.Profile
 	}
