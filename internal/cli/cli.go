@@ -57,6 +57,11 @@ func (g *options) newClient() (*client.Client, error) {
 		Timeout: g.timeout + 30*time.Second, TokenSetting: "--token or " + client.EnvToken}))
 }
 
+// actingIn is the team the client acts in: --team, else AGENTLAB_TEAM.
+func (g *options) actingIn() string {
+	return client.FromEnv(client.Config{Team: g.team}).Team
+}
+
 // withClient runs fn with a client and a context bounded by --timeout.
 func (g *options) withClient(cmd *cobra.Command, fn func(c *client.Client, ctx contextT) error) error {
 	c, err := g.newClient()

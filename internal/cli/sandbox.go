@@ -518,7 +518,7 @@ func (g *options) printEvent(w io.Writer, e api.Event) {
 	// The team is a column only while events of several teams can mix
 	// (no --team); the actor always is: who did it.
 	team := ""
-	if g.team == "" {
+	if g.actingIn() == "" {
 		team = fmt.Sprintf("%-10s ", clean(dash(e.Team)))
 	}
 	printf(w, "%s  %s%-12s %-24s %-22s %s", e.Time.Local().Format("2006-01-02 15:04:05"), team, dash(e.Sandbox), e.Kind, dash(e.Actor), e.Message)

@@ -324,7 +324,7 @@ token name is unique among its team's live tokens.`,
   agentd token create --name red-admin --team red --role admin --json`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req.Team = g.team
+			req.Team = g.actingIn()
 			return g.withClient(cmd, func(c *client.Client, ctx contextT) error {
 				t, err := c.CreateToken(ctx, req)
 				if err != nil {

@@ -169,6 +169,16 @@ func TestTeamsAndTokensWithDev(t *testing.T) {
 	wantAll(t, "team list", mustCLI(t, "team", "list"), "blue", "red", "2 / 3", "default")
 	wantAll(t, "team delete", mustCLI(t, "team", "delete", "blue"), "deleted team blue")
 
+	// AGENTLAB_TEAM acts as --team does.
+	t.Setenv("AGENTLAB_TEAM", "red")
+	if out := mustCLI(t, "sandbox", "list"); strings.Contains(out, "TEAM") || strings.Contains(out, "other") {
+		t.Errorf("sandbox list with AGENTLAB_TEAM=red:\n%s", out)
+	}
+	if out := mustCLI(t, "events", "--tail", "1000"); strings.Contains(out, "red        build") || strings.Contains(out, "other") {
+		t.Errorf("events with AGENTLAB_TEAM=red show another team or a team column:\n%s", out)
+	}
+	t.Setenv("AGENTLAB_TEAM", "")
+
 	// Completion offers team and token names.
 	for _, tc := range []struct {
 		args []string
@@ -209,5 +219,33 @@ func TestQuotaHintsNameRealFlags(t *testing.T) {
 	e := api.QuotaError("red", "memory_mb", 1024, 1024, "this sandbox needs %d more MiB", 512)
 	if !strings.Contains(e.Message, "agentd team update red --max-memory-mb N") {
 		t.Errorf("quota error: %s", e.Message)
+	}
+}
+
+func TestParseBytesAndQuotaFlags(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1048576": 1 << 20, "500M": 500 << 20, "2G": 2 << 30, "2GiB": 2 << 30, "1t": 1 << 40, "64K": 64 << 10, "3 MB": 3 << 20} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "lots", "-1", "1.5G", "2P", "99999999999999T"} {
+		if _, err := parseBytes(in); err == nil {
+			t.Errorf("parseBytes(%q) accepted", in)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"team", "create", "x", "--max-cores", "-1"}, "--max-cores must be 0 (no limit) or more"},
+		{[]string{"team", "create", "x", "--max-ttl", "-1h"}, "--max-ttl must be 0"},
+		{[]string{"team", "create", "x", "--max-ttl", "1500ms"}, "whole seconds"},
+		{[]string{"team", "create", "x", "--max-artifact-bytes", "lots"}, "not a size such as"},
+		{[]string{"team", "update", "x"}, "needs at least one of --description"},
+		{[]string{"token", "create"}, `required flag(s) "name" not set`},
+	} {
+		if code, out := cli(append([]string{"--endpoint", "unix:///nonexistent.sock"}, tc.args...)...); code != exitUsage || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d %q, want usage error %q", tc.args, code, out, tc.want)
+		}
 	}
 }
