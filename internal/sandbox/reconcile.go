@@ -27,8 +27,12 @@ import (
 func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileReport, error) {
 	ctx = auth.Host(ctx)
 	start := time.Now()
-	res, err := m.pve.Resources(ctx)
+	inv, err := m.pve.Inventory(ctx)
 	if err != nil {
+		return nil, err
+	}
+	res := inv.VMs
+	if err := m.refreshCluster(ctx, inv); err != nil {
 		return nil, err
 	}
 	byID := make(map[int]pve.Resource, len(res))
