@@ -74,7 +74,7 @@ func (r *teamTokenResource) Schema(_ context.Context, _ resource.SchemaRequest, 
 				PlanModifiers: []planmodifier.String{keep}},
 			"value": schema.StringAttribute{Computed: true, Sensitive: true, PlanModifiers: []planmodifier.String{keep},
 				MarkdownDescription: "The token (`agt_…`), known only to the create that issued it; agentd keeps only its hash. Null after an import. " +
-					tokenStateWarning},
+					"It is kept in the state: see above."},
 		},
 	}
 }
