@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hashicorp/terraform-plugin-framework-timetypes/timetypes"
@@ -93,7 +94,7 @@ func (r *teamResource) Create(ctx context.Context, req resource.CreateRequest, r
 	}
 	t, err := r.c.CreateTeam(ctx, api.CreateTeamRequest{Name: plan.Name.ValueString(), Description: plan.Description.ValueString(), Quota: plan.quota(plan.MaxTTL)})
 	if err != nil {
-		resp.Diagnostics.AddError("Unable to Create Team", err.Error())
+		resp.Diagnostics.AddError("Unable to Create Team", teamAdminHint(err))
 		return
 	}
 	plan.fromAPI(t)
@@ -127,7 +128,7 @@ func (r *teamResource) Update(ctx context.Context, req resource.UpdateRequest, r
 	}
 	t, err := r.c.UpdateTeam(ctx, plan.Name.ValueString(), api.UpdateTeamRequest{Description: plan.Description.ValueString(), Quota: plan.quota(plan.MaxTTL)})
 	if err != nil {
-		resp.Diagnostics.AddError("Unable to Update Team", err.Error())
+		resp.Diagnostics.AddError("Unable to Update Team", teamAdminHint(err))
 		return
 	}
 	plan.fromAPI(t)
@@ -141,7 +142,7 @@ func (r *teamResource) Delete(ctx context.Context, req resource.DeleteRequest, r
 		return
 	}
 	if err := r.c.DeleteTeam(ctx, state.Name.ValueString()); err != nil && !client.IsNotFound(err) {
-		resp.Diagnostics.AddError("Unable to Delete Team", err.Error())
+		resp.Diagnostics.AddError("Unable to Delete Team", teamAdminHint(err))
 	}
 }
 
@@ -155,4 +156,15 @@ func (r *teamResource) ImportState(ctx context.Context, req resource.ImportState
 	var m teamModel
 	m.fromAPI(t)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+}
+
+// teamAdminHint is agentd's error, with what to do about a refusal of a
+// team token: only global admins manage teams.
+func teamAdminHint(err error) string {
+	var e *api.Error
+	if errors.As(err, &e) && e.Code == api.CodeForbidden {
+		return err.Error() + ". Teams are managed with a global admin token: the agent's own API token (its token_file) or the Unix socket, " +
+			"in a provider configuration of its own (an alias) if the rest of the configuration uses a team token."
+	}
+	return err.Error()
 }

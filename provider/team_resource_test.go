@@ -178,6 +178,12 @@ func tokenActsAs(d *agent.Dev, addr, team, role string) resource.TestCheckFunc {
 // creates its own dev, cannot read or import beta's by id, does not find
 // team beta, and cannot manage teams (403). Naming another team in the
 // provider's team is refused at configure.
+//
+// One provider configuration per step: the harness reattaches every
+// provider configuration of a step to the same in-process provider server,
+// whose last Configure wins, so aliased providers with different tokens
+// would all act as one. Aliases per team run as separate provider processes
+// in TestAccQuickstartAndTeamModule (examples/teams).
 func TestAccTeamIsolation(t *testing.T) {
 	d, c := startAgent(t)
 	ctx := context.Background()
@@ -249,7 +255,7 @@ data "agentlab_team" "mine" {
 			},
 			{
 				Config:      base + "resource \"agentlab_team\" \"gamma\" { name = \"gamma\" }\n",
-				ExpectError: regexp.MustCompile(`(?s)Unable to Create Team.*host write access; a member token of team alpha`),
+				ExpectError: regexp.MustCompile(`(?s)Unable to Create Team.*host write access; a member token of team alpha.*global\s+admin\s+token`),
 			},
 			{
 				Config:      base + "provider \"agentlab\" { team = \"beta\" }\n",
@@ -276,6 +282,10 @@ func TestAccProviderTeam(t *testing.T) {
 		CheckDestroy:             noVMsLeft(d),
 		Steps: []resource.TestStep{
 			{
+				Config:      hcl("provider \"agentlab\" { team = \"nope\" }\ndata \"agentlab_host\" \"h\" {}\n"),
+				ExpectError: regexp.MustCompile(`(?s)Invalid agentd Team.*team "nope".*does not exist`),
+			},
+			{
 				Config:      hcl("data \"agentlab_team\" \"mine\" {}\n"),
 				ExpectError: regexp.MustCompile(`(?s)Missing Team Name.*token is global \(token:agent\).*set\s+name,\s+or\s+the\s+provider's\s+team`),
 			},
@@ -296,6 +306,74 @@ data "agentlab_team" "mine" {
 					resource.TestCheckResourceAttr("data.agentlab_team.mine", "name", "beta"),
 					resource.TestCheckResourceAttr("data.agentlab_team.mine", "usage.workspace_gb", "5"),
 				),
+			},
+		},
+	})
+}
+
+// TestAccTeamTokenByTeamAdmin: a team admin token issues tokens of its own
+// team without naming it, is refused another team's, and a token revoked
+// out of band leaves the state at the next refresh and is issued anew.
+func TestAccTeamTokenByTeamAdmin(t *testing.T) {
+	d, c := startAgent(t)
+	ctx := context.Background()
+	_, err := c.CreateTeam(ctx, api.CreateTeamRequest{Name: "alpha"})
+	must(t, err)
+	admin, err := c.CreateToken(ctx, api.CreateTokenRequest{Name: "lead", Team: "alpha", Role: "admin"})
+	must(t, err)
+	t.Setenv("AGENTLAB_TOKEN", admin.Value)
+	cfg := hcl(`
+resource "agentlab_team_token" "ci" {
+  name = "ci"
+  role = "read"
+}
+`)
+	var first string
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy: func(*terraform.State) error {
+			live, err := c.Tokens(ctx, false)
+			if err != nil || len(live) != 1 || live[0].Name != "lead" {
+				return fmt.Errorf("live tokens after destroy: %+v (%v)", live, err)
+			}
+			return nil
+		},
+		Steps: []resource.TestStep{
+			{
+				Config: cfg,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("agentlab_team_token.ci", "team", "alpha"),
+					tokenActsAs(d, "agentlab_team_token.ci", "alpha", "read"),
+					func(s *terraform.State) error {
+						first = s.RootModule().Resources["agentlab_team_token.ci"].Primary.Attributes["id"]
+						return nil
+					},
+				),
+			},
+			{
+				PreConfig: func() {
+					_, err := c.RevokeToken(ctx, first)
+					must(t, err)
+				},
+				Config:             cfg,
+				PlanOnly:           true,
+				ExpectNonEmptyPlan: true,
+			},
+			{
+				Config: cfg,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					tokenActsAs(d, "agentlab_team_token.ci", "alpha", "read"),
+					func(s *terraform.State) error {
+						if id := s.RootModule().Resources["agentlab_team_token.ci"].Primary.Attributes["id"]; id == first {
+							return fmt.Errorf("the revoked token %s is still in the state", id)
+						}
+						return nil
+					},
+				),
+			},
+			{
+				Config:      cfg + "resource \"agentlab_team_token\" \"other\" {\n  team = \"beta\"\n  name = \"ci\"\n}\n",
+				ExpectError: regexp.MustCompile(`(?s)Unable to Create Team Token.*a token of team alpha can only create tokens of\s+team alpha`),
 			},
 		},
 	})
