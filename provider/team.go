@@ -15,11 +15,12 @@ import (
 )
 
 // teamAttrs are the attributes of a team that the agentlab_team resource
-// and data source share. max_ttl is defined by each (a GoDuration in the
-// resource, a plain string in the data source).
+// and data source share; max_ttl is a GoDuration in the resource, a plain
+// string in the data source.
 var teamAttrs = objectAttrs{
 	"name":        {desc: "Team name: 1-32 lowercase letters, digits and inner hyphens.", set: "Changing it replaces the team."},
-	"description": {desc: "What the team is for; null when none."},
+	"description": {desc: "What the team is for; null when none.", set: "Changed in place."},
+	"max_ttl":     {desc: "Longest lease a sandbox of the team may ask for, as a Go duration (`8h`, `30m`); `0s` for no limit.", set: quotaSet},
 	"max_sandboxes": {kind: kindInt64, desc: "Live sandboxes the team may hold; 0 for no limit.",
 		set: quotaSet},
 	"max_cores":        {kind: kindInt64, desc: "vCPUs of the team's live sandboxes, summed; 0 for no limit.", set: quotaSet},
@@ -32,9 +33,6 @@ var teamAttrs = objectAttrs{
 // quotaSet is how the resource sets a quota key.
 const quotaSet = "Defaults to 0; changed in place. agentd refuses what would exceed a limit (429 `team_quota_exceeded`); " +
 	"lowering a limit below what is in use stops only new objects."
-
-// maxTTLDesc is the description of max_ttl in both schemas.
-const maxTTLDesc = "Longest lease a sandbox of the team may ask for, as a Go duration (`8h`, `30m`); `0s` for no limit."
 
 // teamObject holds teamAttrs; the resource's and the data source's models
 // embed it.

@@ -36,11 +36,11 @@ func (d *teamDS) Metadata(_ context.Context, req datasource.MetadataRequest, res
 }
 
 func (d *teamDS) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
-	attrs := teamAttrs.dataSource("", "")
-	attrs["name"] = schema.StringAttribute{Optional: true, Computed: true, Validators: []validator.String{teamNameRule()},
-		MarkdownDescription: teamAttrs["name"].desc + " Omitted, the team the provider acts in: a team token's own, or the provider's `team` " +
-			"for a global token (a global token without one must name the team)."}
-	attrs["max_ttl"] = schema.StringAttribute{Computed: true, MarkdownDescription: maxTTLDesc}
+	attrs := teamAttrs.dataSource("name", "Omitted, the team the provider acts in: a team token's own, or the provider's `team` "+
+		"for a global token (a global token without one must name the team).")
+	name := attrs["name"].(schema.StringAttribute)
+	name.Required, name.Optional, name.Computed, name.Validators = false, true, true, []validator.String{teamNameRule()}
+	attrs["name"] = name
 	usage := func(desc string) schema.Attribute {
 		return schema.Int64Attribute{Computed: true, MarkdownDescription: desc}
 	}

@@ -54,7 +54,6 @@ func (r *teamResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	setString(attrs, "description", func(a *schema.StringAttribute) {
 		// Optional only: agentd has no description of its own to report.
 		a.Computed, a.Optional = false, true
-		a.MarkdownDescription += " Changed in place."
 		a.Validators = []validator.String{stringvalidator.LengthAtLeast(1)}
 	})
 	for _, name := range []string{"max_sandboxes", "max_cores", "max_memory_mb", "max_workspace_gb", "max_artifact_bytes"} {
@@ -66,7 +65,7 @@ func (r *teamResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	// GoDuration: agentd's seconds never diff against the configuration's
 	// spelling of the same duration.
 	attrs["max_ttl"] = schema.StringAttribute{Optional: true, Computed: true, CustomType: timetypes.GoDurationType{},
-		Default: stringdefault.StaticString("0s"), MarkdownDescription: maxTTLDesc + " " + quotaSet,
+		Default: stringdefault.StaticString("0s"), MarkdownDescription: teamAttrs["max_ttl"].resourceDesc(),
 		Validators: []validator.String{maxTTLRule()}}
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A team: a namespace of sandboxes, workspaces, sessions and tokens, with a quota. Managing teams needs a global " +
