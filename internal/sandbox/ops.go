@@ -101,7 +101,7 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, lockWait time
 			if lockWait > 0 {
 				lctx, cancel = context.WithTimeout(ctx, lockWait)
 			}
-			err := m.waitUnlocked(lctx, sb.VMID)
+			err := m.waitUnlocked(lctx, sb.Node, sb.VMID)
 			cancel()
 			if err != nil && !errors.Is(err, pve.ErrNotFound) {
 				return err
@@ -456,7 +456,7 @@ func (m *Manager) stillPlugged(ctx context.Context, sb *store.Sandbox, w *store.
 	if sb.VMID == 0 {
 		return false, nil
 	}
-	cfg, err := m.pve.Config(ctx, sb.VMID)
+	cfg, err := m.pve.On(sb.Node).Config(ctx, sb.VMID)
 	if errors.Is(err, pve.ErrNotFound) {
 		return false, nil
 	}
@@ -488,7 +488,7 @@ func (m *Manager) awaitLockFree(ctx context.Context, sb *store.Sandbox, lock str
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiLockWait)
 	defer cancel()
-	err := m.waitLock(ctx, sb.VMID, free)
+	err := m.waitLock(ctx, sb.Node, sb.VMID, free)
 	if errors.Is(err, pve.ErrNotFound) {
 		return nil
 	}

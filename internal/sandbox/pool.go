@@ -268,7 +268,7 @@ func (m *Manager) fillProfile(ctx context.Context, p *profile.Profile, members [
 			} else if sb.Cores != 0 && (sb.Cores != p.Resources.Cores || sb.MemoryMB != p.Resources.MemoryMB) {
 				// Recorded by reconcile: resized outside agentd.
 				why = fmt.Sprintf("it has %d cores and %d MiB, not the profile's %d and %d", sb.Cores, sb.MemoryMB, p.Resources.Cores, p.Resources.MemoryMB)
-			} else if perr := m.pve.AgentPing(ctx, sb.VMID); perr != nil {
+			} else if perr := m.pve.On(sb.Node).AgentPing(ctx, sb.VMID); perr != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}

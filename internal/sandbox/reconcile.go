@@ -397,7 +397,7 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, r
 	if hasString(r.Tags, workspace.HolderTag) {
 		o.Kind = "workspace-holder"
 	}
-	cfg, err := m.pve.Config(ctx, r.VMID)
+	cfg, err := m.pve.On(r.Node).Config(ctx, r.VMID)
 	if err != nil {
 		o.Note = "could not read its config: " + err.Error() + "; left alone"
 		return o, false
