@@ -259,7 +259,7 @@ func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[
 		return nil
 	}
 	if dryRun {
-		cfg, err := m.pve.Config(ctx, w.HolderVMID)
+		cfg, err := m.pve.On(w.Node).Config(ctx, w.HolderVMID)
 		if err != nil {
 			return nil
 		}
