@@ -114,7 +114,9 @@ Task and boot times are those of a small real host divided by --speed
 (0: instant). Without --state-dir the state lives in a temporary directory that
 is removed on exit. With it, both the agent's state and the simulated Proxmox
 host (its VMs, disks with their content, snapshots, firewall, tasks) survive a
-restart, even kill -9: sandboxes come back as they were, not DESTROYED.`,
+restart, even kill -9: sandboxes come back as they were, not DESTROYED.
+With --nodes N (N > 1) the simulator is a cluster of nodes pve1..pveN sharing
+the NFS storage "shared"; the template and the agent's configured node are pve1.`,
 		Example: `  agentd dev
   agentd dev --speed 10 --env-file /tmp/agentlab.env &
   set -a; . /tmp/agentlab.env; set +a; agentd status`,
