@@ -203,6 +203,18 @@ func TestMigrateOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pre := data[map[string]any](t, mustOK(t, sim, "GET", "/nodes/pve1/qemu/200/migrate?target=pve2", ""))
+	disks, _ := pre["local_disks"].([]any)
+	if pre["running"] != 0.0 || len(pre["allowed_nodes"].([]any)) != 1 || len(disks) != 2 ||
+		disks[1].(map[string]any)["volid"] != "local-lvm:vm-200-disk-0" || disks[1].(map[string]any)["is_attached"] != 1.0 {
+		t.Fatalf("preconditions %v", pre)
+	}
+	// go-proxmox decodes cdrom/is_unused as Go bools, while PVE sends the
+	// 0/1 numbers foreach_volid sets: with local disks the call fails to
+	// decode against PVE and the simulator alike.
+	if _, err := vm.MigratePreconditions(ctx, "pve2"); err == nil || !strings.Contains(err.Error(), "cannot unmarshal number") {
+		t.Errorf("go-proxmox MigratePreconditions: %v", err)
+	}
 	task, err := vm.Migrate(ctx, &proxmox.VirtualMachineMigrateOptions{Target: "pve2", TargetStorage: "local-lvm:local-zfs"})
 	if err != nil {
 		t.Fatal(err)
@@ -327,6 +339,11 @@ func TestMigrateRefusals(t *testing.T) {
 	status, _ = raw(t, sim, "POST", "/nodes/pve1/qemu/302/migrate", `{"target":"pve3"}`, true)
 	if status != "500 storage 'local-raw' is not available on node 'pve3'" {
 		t.Errorf("storage missing on target: %s", status)
+	}
+	pre := data[map[string]any](t, mustOK(t, sim, "GET", "/nodes/pve1/qemu/302/migrate", ""))
+	if na := pre["not_allowed_nodes"].(map[string]any); len(pre["allowed_nodes"].([]any)) != 0 ||
+		na["pve3"].(map[string]any)["unavailable_storages"].([]any)[0] != "local-raw" {
+		t.Errorf("preconditions with a missing storage: %v", pre)
 	}
 	// An offline target: prepare's ssh fails inside the task.
 	if err := sim.SetNodeOnline("pve3", false); err != nil {

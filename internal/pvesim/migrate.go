@@ -396,3 +396,103 @@ func (s *Sim) nodeIP(name string) string {
 	}
 	return ""
 }
+
+// migratePrecondition is migrate_vm_precondition: which nodes accept the
+// VM (a node lacking one of its storages is "not allowed" with
+// unavailable_storages) and which of its disks are local, with the
+// attributes foreach_volid collects (0/1 numbers, as PVE encodes them).
+func (s *Sim) migratePrecondition(req *request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkQuorum(); err != nil {
+		return nil, err
+	}
+	v, err := s.vmFor(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLock(v); err != nil {
+		return nil, err
+	}
+	running := 0
+	if v.running {
+		running = 1
+	}
+	allowed := []string{}
+	notAllowed := map[string]any{}
+	for _, n := range s.opts.Nodes {
+		if n == v.node {
+			continue
+		}
+		missing := map[string]bool{}
+		v.disks(v.conf, func(k, sid, vn string) {
+			if strings.HasPrefix(k, "unused") {
+				return
+			}
+			if _, err := s.storageOn(n, sid); err != nil {
+				missing[sid] = true
+			}
+		})
+		// check_local_storage_availability has an entry for every node,
+		// so every other node appears in not_allowed_nodes, as {} when
+		// nothing blocks it (the Perl tests the hash's truth, not its size).
+		info := map[string]any{}
+		notAllowed[n] = info
+		if len(missing) > 0 {
+			info["unavailable_storages"] = sortedKeys(missing)
+		} else {
+			allowed = append(allowed, n)
+		}
+	}
+	disks := map[string]map[string]any{}
+	add := func(c *config, snap string) {
+		v.disks(c, func(k, sid, vn string) {
+			if st, err := s.storageOn(v.node, sid); err == nil && st.shared {
+				return
+			}
+			volid := sid + ":" + vn
+			a := disks[volid]
+			if a == nil {
+				a = map[string]any{"volid": volid, "cdrom": 0, "is_cloudinit": 0, "replicate": 0, "shared": 0,
+					"is_unused": 0, "is_attached": 0, "is_vmstate": 0, "is_tpmstate": 0}
+				disks[volid] = a
+			}
+			if strings.Contains(vn, "cloudinit") {
+				a["cdrom"], a["is_cloudinit"] = 1, 1
+			}
+			if strings.HasPrefix(k, "unused") {
+				a["is_unused"] = 1
+			} else if snap == "" {
+				a["is_attached"] = 1
+			}
+			if snap != "" {
+				refs, _ := a["referenced_in_snapshot"].(map[string]any)
+				if refs == nil {
+					refs = map[string]any{}
+					a["referenced_in_snapshot"] = refs
+				}
+				refs[snap] = 1
+			}
+			if k == "tpmstate0" {
+				a["is_tpmstate"] = 1
+			}
+			if size, ok := parseSize(driveOpt(c.vals[k], "size")); ok && a["size"] == nil {
+				a["size"] = size
+			}
+			if !strings.HasPrefix(k, "unused") {
+				a["drivename"] = k
+			}
+		})
+	}
+	add(v.conf, "")
+	for _, name := range v.snapOrder {
+		add(v.snapshots[name].conf, name)
+	}
+	local := []map[string]any{}
+	for _, volid := range sortedKeys(disks) {
+		local = append(local, disks[volid])
+	}
+	return map[string]any{"running": running, "allowed_nodes": allowed, "not_allowed_nodes": notAllowed,
+		"local_disks": local, "local_resources": []string{}, "mapped-resources": []string{},
+		"mapped-resource-info": map[string]any{}, "has-dbus-vmstate": 1}, nil
+}
