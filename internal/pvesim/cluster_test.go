@@ -467,7 +467,7 @@ func TestSDNPendingAndApply(t *testing.T) {
 	if err := cl.NewSDNVNet(ctx, &proxmox.VNetOptions{Name: "agentnet", Zone: "agents", Tag: 4242}); err != nil {
 		t.Fatal(err)
 	}
-	mustOK(t, sim, "POST", "/cluster/sdn/vnets/agentnet/subnets", `{"subnet":"10.42.0.0/24","type":"subnet","gateway":"10.42.0.1","snat":1}`)
+	mustOK(t, sim, "POST", "/cluster/sdn/vnets/agentnet/subnets", `{"subnet":"10.42.0.0/24","type":"subnet","gateway":"10.42.0.1","snat":1,"dhcp-range":["start-address=10.42.0.100,end-address=10.42.0.200"]}`)
 	status, _ := raw(t, sim, "POST", "/cluster/sdn/vnets/agentnet/subnets", `{"subnet":"10.43.0.0/24","type":"subnet","gateway":"10.42.0.1"}`, true)
 	if status != "500 create sdn subnet object failed: 400 Parameter verification failed." {
 		t.Errorf("gateway outside: %s", status)
@@ -484,7 +484,8 @@ func TestSDNPendingAndApply(t *testing.T) {
 		t.Fatalf("running before apply %v", running)
 	}
 	subnets, err := cl.SDNSubnets(ctx, "agentnet")
-	if err != nil || len(subnets) != 1 || subnets[0].ID != "agents-10.42.0.0-24" || subnets[0].CIDR != "10.42.0.0/24" || subnets[0].Gateway != "10.42.0.1" {
+	if err != nil || len(subnets) != 1 || subnets[0].ID != "agents-10.42.0.0-24" || subnets[0].CIDR != "10.42.0.0/24" || subnets[0].Gateway != "10.42.0.1" ||
+		len(subnets[0].DhcpRange) != 1 || subnets[0].DhcpRange[0].EndAddress != "10.42.0.200" {
 		t.Fatalf("subnets %v %+v", err, subnets)
 	}
 	// A VM on the VNet does not start before the apply.

@@ -201,6 +201,20 @@ func sdnAPIObject(k sdnKind, objs sdnObjects, id, digest string) map[string]any 
 		// sdn_subnets_config adds id, cidr, zone, network and mask (split
 		// from the id, so mask is a string).
 		o["id"] = id
+		// get_dhcp_ranges: the property strings parsed, [] when none.
+		ranges := []map[string]any{}
+		if list, ok := o["dhcp-range"].([]any); ok {
+			for _, e := range list {
+				r := map[string]any{}
+				for _, kv := range strings.Split(sdnValue(e), ",") {
+					if k, v, ok := strings.Cut(kv, "="); ok {
+						r[k] = v
+					}
+				}
+				ranges = append(ranges, r)
+			}
+		}
+		o["dhcp-range"] = ranges
 		cidr := strings.Replace(strings.TrimPrefix(id, zoneOfSubnet(id)+"-"), "-", "/", 1)
 		if _, ipn, err := net.ParseCIDR(cidr); err == nil {
 			ones, _ := ipn.Mask.Size()
@@ -263,6 +277,20 @@ func typed(pattern, method string, params map[string]any, skip ...string) map[st
 	out := map[string]any{}
 	for k, v := range params {
 		if contains(skip, k) {
+			continue
+		}
+		if p := schema[k]; p != nil && p.Type == "array" {
+			// Arrays (a subnet's dhcp-range) keep one string per element.
+			list := []any{}
+			if arr, ok := v.([]any); ok {
+				for _, e := range arr {
+					es, _ := apischema.Scalar(e)
+					list = append(list, es)
+				}
+			} else if sv, _ := apischema.Scalar(v); sv != "" {
+				list = append(list, sv)
+			}
+			out[k] = list
 			continue
 		}
 		sv, _ := apischema.Scalar(v)
