@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -89,6 +90,13 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	}
 	pveLocal := filepath.Join(d.StateDir, "pve", "local")
 	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: pvesim.NodeNames(o.Nodes), Fixtures: true, LocalDir: pveLocal, Now: o.Hooks.Now}
+	pveShared := filepath.Join(d.StateDir, "pve", "shared")
+	if o.Nodes > 1 {
+		// A cluster as agentd expects one: a template on every node (the
+		// profiles name them), snippets on the shared storage every node
+		// reads.
+		simOpts.TemplatePerNode, simOpts.SharedDir = true, pveShared
+	}
 	if o.PersistSim && !d.temp {
 		// The simulated host keeps its VMs across restarts, so a restarted
 		// dev instance finds its sandboxes as a restarted agentd on a real
@@ -138,6 +146,9 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	cfg.ProxmoxURL, cfg.ProxmoxTokenID, cfg.ProxmoxTokenSecret = sim.URL(), id, secret
 	cfg.ProxmoxNode, cfg.ProxmoxCAPEM, cfg.ProxmoxCAFile = sim.Node(), sim.CAPEM(), ""
 	cfg.SnippetsDir = filepath.Join(pveLocal, "snippets")
+	if o.Nodes > 1 {
+		cfg.SnippetsDir, cfg.SnippetsStorage = filepath.Join(pveShared, "snippets"), pvesim.SharedStorageID
+	}
 	// Every simulated storage that holds images, so each storage's rules can
 	// be tried.
 	cfg.WorkspaceStorages = []string{"local-zfs", "local", "local-raw"}
@@ -167,7 +178,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		}
 	}
 	d.hooks = o.Hooks
-	profiles, err := devProfiles(cfg.ProfilesDir, cfg.AgentBridge)
+	profiles, err := devProfiles(cfg.ProfilesDir, cfg.AgentBridge, simOpts.Nodes)
 	if err != nil {
 		return fail(err)
 	}
@@ -182,7 +193,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 
 // devProfiles writes the shipped profiles into the state dir on first use (so
 // a developer can edit them there) and loads that directory.
-func devProfiles(dir, bridge string) (profile.Set, error) {
+func devProfiles(dir, bridge string, nodes []string) (profile.Set, error) {
 	if _, err := os.Stat(dir); os.IsNotExist(err) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
@@ -192,6 +203,12 @@ func devProfiles(dir, bridge string) (profile.Set, error) {
 			b, err := profile.Defaults.ReadFile("defaults/" + e.Name())
 			if err != nil {
 				return nil, err
+			}
+			if len(nodes) > 1 { // the simulator's per-node template copies
+				b = append(bytes.TrimRight(b, "\n"), "\n# The template's copy on every further node of the simulated cluster.\ntemplates:\n"...)
+				for i, n := range nodes[1:] {
+					b = fmt.Appendf(b, "  %s: %d\n", n, pvesim.FixtureTemplateID+i+1)
+				}
 			}
 			if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
 				return nil, err

@@ -140,6 +140,8 @@ type CreateSandboxRequest struct {
 	// Cores and MemoryMB override the profile's resources (0: the profile's).
 	Cores    int `json:"cores,omitempty"`
 	MemoryMB int `json:"memory_mb,omitempty"`
+	// Node pins the sandbox to one cluster node ("": agentd places it).
+	Node string `json:"node,omitempty"`
 }
 
 // DestroyRequest destroys a sandbox; Force also handles sandboxes that are

@@ -301,12 +301,14 @@ func (g *Guard) Must(ctx context.Context, p Proof, withTag bool) (*VM, error) {
 	return v, err
 }
 
-// Clone creates the object's VM from a template (or a proven source when
-// src is a holder being forked), writing the proof into the clone request.
-func (g *Guard) Clone(ctx context.Context, src int, p Proof, o pve.CloneOptions) error {
+// Clone creates the object's VM from a template on srcNode (or a proven
+// source when src is a holder being forked) on the proof's node, writing
+// the proof into the clone request.
+func (g *Guard) Clone(ctx context.Context, src int, srcNode string, p Proof, o pve.CloneOptions) error {
 	o.Name = vmName(p)
 	o.Description = p.Description()
-	return g.pve.Clone(ctx, src, p.VMID, o)
+	o.Target = p.Node
+	return g.pve.On(srcNode).Clone(ctx, src, p.VMID, o)
 }
 
 // CreateHolder creates a never-started holder VM owning one disk, proof and
@@ -429,7 +431,7 @@ func (v *VM) DeleteSnapshot(ctx context.Context, name string) error {
 
 // CloneTo copies this (proven) VM into a new object's VM.
 func (v *VM) CloneTo(ctx context.Context, g *Guard, p Proof, o pve.CloneOptions) error {
-	return g.Clone(ctx, v.proof.VMID, p, o)
+	return g.Clone(ctx, v.proof.VMID, v.proof.Node, p, o)
 }
 
 // Exec starts argv in the guest through the QEMU guest agent: a write, since

@@ -87,6 +87,32 @@ func (c *Cluster) Track(id, node string, memoryMB int64, cores int) {
 	c.add(id, placed{node: node, memoryMB: memoryMB, cores: cores})
 }
 
+// Tracked is one sandbox of agentd's as the database has it.
+type Tracked struct {
+	Node     string
+	MemoryMB int64
+	Cores    int
+}
+
+// Sync replaces agentd's sandboxes with live (by id): those gone are
+// dropped, the clone/start slot of those still in flight is kept. A
+// sandbox in flight but not in live was placed a moment before its row
+// recorded the node: it stays.
+func (c *Cluster) Sync(live map[string]Tracked) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, p := range c.ours {
+		if _, ok := live[id]; !ok && !p.flying {
+			c.forget(id)
+		}
+	}
+	for id, t := range live {
+		flying := c.ours[id].flying && c.ours[id].node == t.Node
+		c.forget(id)
+		c.add(id, placed{node: t.Node, memoryMB: t.MemoryMB, cores: t.Cores, flying: flying})
+	}
+}
+
 // Forget drops a sandbox (destroyed, or its VM moved out of agentd's view).
 func (c *Cluster) Forget(id string) {
 	c.mu.Lock()

@@ -46,6 +46,10 @@ type Profile struct {
 	Pool *Pool `yaml:"pool"`
 	// Teams may use the profile; empty: every team.
 	Teams []string `yaml:"teams"`
+	// Templates names the template on other cluster nodes (node → VMID):
+	// a linked clone needs its template on the node it is made on.
+	// template_vmid is used on the node it lives on.
+	Templates map[string]int `yaml:"templates"`
 
 	Source string `yaml:"-"` // file it came from
 }
@@ -146,6 +150,11 @@ func (p *Profile) validate(bridge string) error {
 	}
 	if p.TemplateVMID < 100 || p.TemplateVMID > 999999999 {
 		return fmt.Errorf("template_vmid: must be a VMID between 100 and 999999999, got %d", p.TemplateVMID)
+	}
+	for node, id := range p.Templates {
+		if id < 100 || id > 999999999 {
+			return fmt.Errorf("templates.%s: must be a VMID between 100 and 999999999, got %d", node, id)
+		}
 	}
 	if p.Resources.Cores == 0 {
 		p.Resources.Cores = 2

@@ -45,6 +45,9 @@ type CloneOptions struct {
 	Full        bool
 	Snapshot    string // clone from this snapshot of the source
 	Storage     string // full clones only
+	// Target is the node the clone is made on ("": the source's node). A
+	// linked clone can only go to another node from shared storage.
+	Target string
 }
 
 // Clone clones src into newid and waits for the task. Linked clones from a
@@ -64,6 +67,9 @@ func (c *Client) Clone(ctx context.Context, src, newid int, o CloneOptions) erro
 	}
 	if o.Storage != "" {
 		body["storage"] = o.Storage
+	}
+	if o.Target != "" && o.Target != c.node {
+		body["target"] = o.Target
 	}
 	if o.Full {
 		body["full"] = 1

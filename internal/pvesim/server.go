@@ -63,6 +63,10 @@ type Options struct {
 	// directory, as /var/lib/vz is on a PVE host: snippets are files in
 	// LocalDir/snippets, so agentd writes them the way it does on a real host.
 	LocalDir string
+	// SharedDir backs the cluster's shared storage with a real directory,
+	// as an NFS mount is on every node: snippets agentd writes to
+	// SharedDir/snippets are seen from every node.
+	SharedDir string
 	// StateDir persists the simulated cluster across restarts (persist.go);
 	// empty: the state lives in memory only.
 	StateDir string
@@ -188,6 +192,7 @@ func New(opts Options) (*Sim, error) {
 	var shared *storage
 	if len(opts.Nodes) > 1 {
 		shared = newSharedStorage()
+		shared.dir = opts.SharedDir
 	}
 	for i, n := range opts.Nodes {
 		s.nodes[n] = newNode(n)

@@ -137,7 +137,10 @@ type Manager struct {
 
 	pool poolState
 
-	cluster *placement.Cluster
+	cluster      *placement.Cluster
+	invMu        sync.Mutex
+	invAt        time.Time      // when the ledger's inventory was read
+	templateNode map[int]string // template VMID → its node, from that inventory
 }
 
 type worker struct {
@@ -219,6 +222,8 @@ type canonical struct {
 	// Overrides only: a request without them stores what it stored before.
 	Cores    int `json:"cores,omitempty"`
 	MemoryMB int `json:"memory_mb,omitempty"`
+	// Node pins the sandbox to one cluster node ("": placement decides).
+	Node string `json:"node,omitempty"`
 }
 
 // canonicalize checks and normalises a create request. jobID is set only for
@@ -273,6 +278,12 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest, jobID string) (cano
 	}
 	if req.MemoryMB != p.Resources.MemoryMB {
 		c.MemoryMB = req.MemoryMB
+	}
+	if req.Node != "" {
+		if !m.usesNode(req.Node) {
+			return c, nil, api.FieldError("node", "%q is not one of the nodes agentd uses (config nodes: %s)", req.Node, strings.Join(m.opts.Nodes, ", "))
+		}
+		c.Node = req.Node
 	}
 	return c, p, nil
 }
@@ -336,8 +347,12 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	}
 	reqJSON, _ := json.Marshal(c)
 	p := m.profiles[c.Profile]
+	node := cmp.Or(c.Node, m.opts.Node)
+	if m.multiNode() {
+		node = "" // the worker's place step chooses (and checks a pin)
+	}
 	sb = &store.Sandbox{Sandbox: api.Sandbox{ID: newID(), Name: c.Name, Team: team, Profile: c.Profile, State: api.StateRequested,
-		Node: m.opts.Node, Keepalive: c.Keepalive, TTLSeconds: c.TTLSeconds, Tags: c.Tags, Workspace: c.Workspace,
+		Node: node, Keepalive: c.Keepalive, TTLSeconds: c.TTLSeconds, Tags: c.Tags, Workspace: c.Workspace,
 		Step: stepAllocate, Cores: cmp.Or(c.Cores, p.Resources.Cores), MemoryMB: cmp.Or(c.MemoryMB, p.Resources.MemoryMB)},
 		Request: string(reqJSON)}
 	msg := fmt.Sprintf("requested with profile %s", c.Profile)
@@ -476,6 +491,12 @@ func (m *Manager) Wait(id string) {
 // (agentd stopped or crashed): each step checks Proxmox before acting, so a
 // step that already happened is not repeated.
 func (m *Manager) Resume(ctx context.Context) (int, error) {
+	// The placement ledger first: workers resumed below may place.
+	if inv, err := m.pve.Inventory(ctx); err == nil {
+		if err := m.refreshCluster(ctx, inv); err != nil {
+			return 0, err
+		}
+	}
 	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateRequested, api.StateProvisioning,
 		api.StateBooting, api.StateReady, api.StateDestroying}})
 	if err != nil {

@@ -3,11 +3,16 @@ package sandbox
 import (
 	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/placement"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
@@ -66,9 +71,19 @@ func (m *Manager) refreshCluster(ctx context.Context, inv *pve.Inventory) error 
 			ForeignMB: f[0], ForeignCores: int(f[1])})
 	}
 	m.cluster.SetInventory(caps)
+	tn := map[int]string{}
+	for _, r := range inv.VMs {
+		if r.Template {
+			tn[r.VMID] = r.Node
+		}
+	}
+	m.invMu.Lock()
+	m.templateNode, m.invAt = tn, m.now()
+	m.invMu.Unlock()
 	for _, n := range caps {
 		m.cluster.SetDrained(n.Name, drained[n.Name])
 	}
+	live := make(map[string]placement.Tracked, len(rows))
 	for _, sb := range rows { // live ones: pool members take memory too
 		if sb.Node == "" {
 			continue
@@ -77,8 +92,9 @@ func (m *Manager) refreshCluster(ctx context.Context, inv *pve.Inventory) error 
 		if p := m.profiles[sb.Profile]; p != nil {
 			mem, cores = cmp.Or(mem, p.Resources.MemoryMB), cmp.Or(cores, p.Resources.Cores)
 		}
-		m.cluster.Track(sb.ID, sb.Node, int64(mem), cores)
+		live[sb.ID] = placement.Tracked{Node: sb.Node, MemoryMB: int64(mem), Cores: cores}
 	}
+	m.cluster.Sync(live)
 	return nil
 }
 
@@ -133,4 +149,100 @@ func nodeNames(ns []api.Node) string {
 		s += n.Name
 	}
 	return "nodes: " + s
+}
+
+// multiNode reports whether agentd places sandboxes across nodes: the last
+// inventory showed more than one node it uses. One node keeps the
+// single-host behaviour exactly (no placement step, no caps).
+func (m *Manager) multiNode() bool {
+	return len(m.cluster.Nodes()) > 1
+}
+
+// inventoryMaxAge bounds how old the inventory behind a placement may be
+// (reconcile refreshes it every cycle; a burst of creates shares one).
+const inventoryMaxAge = 15 * time.Second
+
+// freshInventory refreshes the ledger when its inventory is older than
+// inventoryMaxAge; a failed refresh keeps the old one (placement still has
+// agentd's own, exact, commitments).
+func (m *Manager) freshInventory(ctx context.Context) {
+	m.invMu.Lock()
+	stale := m.now().Sub(m.invAt) > inventoryMaxAge
+	m.invMu.Unlock()
+	if !stale {
+		return
+	}
+	if inv, err := m.pve.Inventory(ctx); err == nil {
+		_ = m.refreshCluster(ctx, inv)
+	}
+}
+
+// templateFor is the template a sandbox of p is cloned from for node, and
+// the node that template lives on: p.templates[node], else template_vmid
+// (on its own node, which a linked clone needs to be node itself).
+func (m *Manager) templateFor(p *profile.Profile, node string) (vmid int, on string) {
+	if id, ok := p.Templates[node]; ok {
+		return id, node
+	}
+	m.invMu.Lock()
+	on = m.templateNode[p.TemplateVMID]
+	m.invMu.Unlock()
+	return p.TemplateVMID, on
+}
+
+// eligible says whether p's sandboxes can be made on node: a template of p
+// lives there.
+func (m *Manager) eligible(p *profile.Profile) func(string) (bool, string) {
+	return func(node string) (bool, string) {
+		if id, on := m.templateFor(p, node); on != node {
+			if on == "" {
+				return false, fmt.Sprintf("template %d of profile %s is on no node agentd can see", id, p.Name)
+			}
+			return false, fmt.Sprintf("no template of profile %s here (template_vmid %d is on %s; list this node under the profile's templates)", p.Name, id, on)
+		}
+		return true, ""
+	}
+}
+
+// place chooses sb's node and records it before anything is made there, so
+// a run resumed after a crash goes on on the same node. A pin (the
+// request's node, or the node of its workspace, whose volume is local
+// there) narrows the choice to one node. While every eligible node runs
+// its limit of clones and starts the sandbox waits, in REQUESTED order of
+// arrival being no promise, until one is free or provisioning times out.
+func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
+	var c canonical
+	_ = json.Unmarshal([]byte(sb.Request), &c)
+	req := placement.Request{MemoryMB: int64(cmp.Or(sb.MemoryMB, p.Resources.MemoryMB)), Cores: cmp.Or(sb.Cores, p.Resources.Cores),
+		Pin: c.Node, Eligible: m.eligible(p)}
+	if req.Pin != "" {
+		req.PinReason = "asked for by the request"
+	}
+	if sb.Workspace != "" {
+		if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
+			node := cmp.Or(w.Node, m.opts.Node)
+			if req.Pin != "" && req.Pin != node {
+				return api.Errorf(http.StatusConflict, api.CodeConflict, "node %s was asked for, but workspace %s lives on node %s (its volume is local there)", req.Pin, w.Name, node)
+			}
+			req.Pin, req.PinReason = node, "workspace "+w.Name+" lives there"
+		}
+	}
+	wait := 100 * time.Millisecond
+	for {
+		m.freshInventory(ctx)
+		d, err := m.cluster.Place(sb.ID, req)
+		if err == nil {
+			sb.Node = d.Node
+			return m.progress(ctx, sb, stepAllocate, "placed on "+d.Reason)
+		}
+		if !errors.Is(err, placement.ErrBusy) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w while waiting for a node with a free clone slot: %v", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }

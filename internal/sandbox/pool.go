@@ -361,8 +361,11 @@ func (m *Manager) retireMember(ctx context.Context, sb *store.Sandbox, why strin
 // workspace, which a running VM takes by hotplug) is given at the claim.
 func (m *Manager) poolable(ctx context.Context, c canonical) bool {
 	p := m.profiles[c.Profile]
-	if p == nil || c.Cores != 0 || c.MemoryMB != 0 {
+	if p == nil || c.Cores != 0 || c.MemoryMB != 0 || c.Node != "" {
 		return false
+	}
+	if c.Workspace != "" && m.multiNode() {
+		return false // members live on one node; the workspace may not
 	}
 	size, _, err := m.poolSize(ctx, p)
 	return err == nil && size.Max > 0

@@ -28,6 +28,7 @@ import (
 
 // Provisioning steps, persisted in the row so an interrupted run resumes.
 const (
+	stepPlace    = "place"
 	stepAllocate = "allocate_vmid"
 	stepClone    = "clone"
 	stepConfig   = "configure"
@@ -98,6 +99,7 @@ func (m *Manager) run(ctx context.Context, id string) {
 	}
 	pctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	defer m.cluster.Landed(id) // a run that failed frees its node's slot too
 	err = m.provision(pctx, sb)
 	if err == nil {
 		return
@@ -125,6 +127,9 @@ func (m *Manager) commit(ctx context.Context, sb *store.Sandbox, to api.State, k
 		return fmt.Errorf("sandbox %s is %s now: %w", sb.Name, cur.State, store.ErrStale)
 	}
 	cur.Step, cur.VMID, cur.IP, cur.Error, cur.LeaseExpiresAt = sb.Step, sb.VMID, sb.IP, sb.Error, sb.LeaseExpiresAt
+	if cur.Node == "" {
+		cur.Node = sb.Node // placed by this worker (step allocate)
+	}
 	cur.PausedAt = sb.PausedAt
 	if cur.Cores == 0 {
 		// Learned by configure for a row older than the columns; a resize
@@ -162,6 +167,9 @@ func (m *Manager) save(ctx context.Context, sb *store.Sandbox, to api.State, kin
 		return err
 	}
 	m.opts.Metrics.Transition(string(from), string(to))
+	if to == api.StateDestroyed {
+		m.cluster.Forget(sb.ID)
+	}
 	m.syncAddress(sb)
 	if !portLive(to) {
 		m.syncPorts(sb)
@@ -351,6 +359,11 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 	var run createRun
 	if sb.State == api.StateProvisioning {
 		var err error
+		if sb.Node == "" {
+			if err := m.timed(stepPlace, func() error { return m.place(ctx, sb, p) }); err != nil {
+				return &stepError{step: stepAllocate, err: err}
+			}
+		}
 		for attempt := 1; ; attempt++ {
 			if sb.VMID == 0 {
 				if err = m.allocate(ctx, sb); err != nil {
@@ -458,6 +471,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if restarting(sb.Step) {
 			step = sb.Step
 		}
+		m.cluster.Landed(sb.ID) // the node's clone/start slot is free again
 		if err := m.progress(ctx, sb, step, fmt.Sprintf("VM %d started; waiting for the guest agent to report an address", sb.VMID)); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
@@ -558,17 +572,18 @@ func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 			return false, m.progress(ctx, sb, stepConfig, fmt.Sprintf("found VM %d cloned by an earlier run", sb.VMID))
 		}
 	}
-	err = m.guard.Clone(ctx, p.TemplateVMID, m.proof(sb), pve.CloneOptions{Full: p.Storage.Clone == "full", Storage: p.Storage.Storage})
+	tmpl, tmplNode := m.templateFor(p, sb.Node)
+	err = m.guard.Clone(ctx, tmpl, tmplNode, m.proof(sb), pve.CloneOptions{Full: p.Storage.Clone == "full", Storage: p.Storage.Storage})
 	if errors.Is(err, pve.ErrUnsupported) && p.Storage.Clone != "full" {
-		return false, fmt.Errorf("%w (a linked clone needs a template (qm template %d) on lvmthin, zfspool or dir storage; or set storage.clone: full in profile %s)", err, p.TemplateVMID, p.Name)
+		return false, fmt.Errorf("%w (a linked clone needs a template (qm template %d) on lvmthin, zfspool or dir storage; or set storage.clone: full in profile %s)", err, tmpl, p.Name)
 	}
 	if errors.Is(err, pve.ErrNotFound) {
-		return false, fmt.Errorf("%w (template VM %d of profile %s does not exist on node %s)", err, p.TemplateVMID, p.Name, m.opts.Node)
+		return false, fmt.Errorf("%w (template VM %d of profile %s does not exist on node %s)", err, tmpl, p.Name, cmp.Or(tmplNode, m.opts.Node))
 	}
 	if err != nil {
 		return false, err
 	}
-	return true, m.progress(ctx, sb, stepConfig, fmt.Sprintf("cloned template %d to VM %d (%s clone)", p.TemplateVMID, sb.VMID, p.Storage.Clone))
+	return true, m.progress(ctx, sb, stepConfig, fmt.Sprintf("cloned template %d to VM %d (%s clone)", tmpl, sb.VMID, p.Storage.Clone))
 }
 
 // waitUnlocked waits for a clone still in progress (lock=clone) to finish.

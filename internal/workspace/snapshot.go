@@ -206,7 +206,7 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 	if err != nil {
 		return nil, err
 	}
-	w := &store.Workspace{ID: newID(), Name: req.Name, Team: src.Team, State: store.WorkspaceCreating, Step: "allocate_vmid",
+	w := &store.Workspace{ID: newID(), Name: req.Name, Team: src.Team, Node: src.Node, State: store.WorkspaceCreating, Step: "allocate_vmid",
 		Storage: storage, SizeGB: src.SizeGB, DiskKey: src.DiskKey}
 	msg := "fork of " + src.Name
 	if req.FromSnapshot != "" {
