@@ -388,6 +388,7 @@ type Workspace struct {
 	ID              string    `json:"id"`
 	Name            string    `json:"name"`
 	Team            string    `json:"team,omitempty"`
+	Node            string    `json:"node,omitempty"` // the holder's node
 	State           string    `json:"state"` // CREATING, READY, DELETING
 	Storage         string    `json:"storage"`
 	SizeGB          int       `json:"size_gb"`
@@ -411,6 +412,15 @@ type CreateWorkspaceRequest struct {
 	Name    string `json:"name"`
 	Size    string `json:"size,omitempty"`
 	SizeGB  int    `json:"size_gb,omitempty"`
+	Storage string `json:"storage,omitempty"`
+	// Node is the cluster node of the holder ("": the agent's own node).
+	Node string `json:"node,omitempty"`
+}
+
+// MoveWorkspaceRequest migrates a detached workspace's holder (and its
+// volume) to another node, optionally onto another storage there.
+type MoveWorkspaceRequest struct {
+	Node    string `json:"node"`
 	Storage string `json:"storage,omitempty"`
 }
 

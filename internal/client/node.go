@@ -25,3 +25,10 @@ func (c *Client) DrainNode(ctx context.Context, node string, drained bool) (*api
 	err := c.Do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/"+op, nil, &out)
 	return &out, err
 }
+
+// MoveWorkspace migrates a detached workspace to node (and storage).
+func (c *Client) MoveWorkspace(ctx context.Context, ref string, req api.MoveWorkspaceRequest) (*api.Workspace, error) {
+	var out api.Workspace
+	err := c.Do(ctx, http.MethodPost, "/v1/workspaces/"+url.PathEscape(ref)+"/move", req, &out)
+	return &out, err
+}

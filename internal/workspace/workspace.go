@@ -5,6 +5,7 @@
 package workspace
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -227,7 +228,10 @@ func (m *Manager) Create(ctx context.Context, req api.CreateWorkspaceRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	w := &store.Workspace{ID: newID(), Name: req.Name, Team: team, State: store.WorkspaceCreating, Step: "allocate_vmid",
+	if req.Node == m.pve.Node() {
+		req.Node = "" // the agent's own node, as rows made before clusters say
+	}
+	w := &store.Workspace{ID: newID(), Name: req.Name, Team: team, Node: req.Node, State: store.WorkspaceCreating, Step: "allocate_vmid",
 		Storage: storage, SizeGB: size, DiskKey: "scsi0"}
 	err = m.store.CreateWorkspace(ctx, w, store.Event{Kind: "workspace.requested", Message: fmt.Sprintf("%d GiB on %s", size, storage)})
 	release()
@@ -512,7 +516,7 @@ func (m *Manager) sessionName(ctx context.Context, id string) string {
 
 // API renders a workspace; withVolume reads the current volume id.
 func (m *Manager) API(ctx context.Context, w *store.Workspace, withVolume bool) api.Workspace {
-	out := api.Workspace{ID: w.ID, Name: w.Name, Team: w.Team, State: w.State, Storage: w.Storage, SizeGB: w.SizeGB,
+	out := api.Workspace{ID: w.ID, Name: w.Name, Team: w.Team, Node: cmp.Or(w.Node, m.pve.Node()), State: w.State, Storage: w.Storage, SizeGB: w.SizeGB,
 		HolderVMID: w.HolderVMID, Error: w.Error, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt}
 	if w.AttachedSandbox != "" {
 		out.AttachedSandbox = m.sandboxName(ctx, w.AttachedSandbox)
