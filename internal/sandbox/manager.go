@@ -514,6 +514,12 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 // Get returns a sandbox by id, VMID or name (store.Lookup's rule).
 func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
 	sb, err := m.store.Lookup(ctx, ref)
+	if err == nil && IsPoolMember(sb) && auth.Scope(ctx) != "" {
+		// An unclaimed warm-pool member is no team's: a team that could
+		// reach it by id (rows from before teams say default) could exec
+		// into the VM another team's create is handed next.
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeSandboxNotFound,
 			"sandbox %q not found (a name or VMID reaches live sandboxes only; a destroyed one answers to its id, see list --all)", ref)

@@ -237,9 +237,14 @@ func (s *Server) profileNames(ctx context.Context) []string {
 func (s *Server) getProfile(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 	name := r.PathValue("name")
 	p, ok := s.mgr.Profiles()[name]
+	if team := auth.Scope(r.Context()); ok && team != "" && !p.Allows(team) {
+		// A profile limited to other teams is not there for this one, as
+		// in the list.
+		ok = false
+	}
 	if !ok {
 		return 0, nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
-			name, strings.Join(s.mgr.Profiles().Names(), ", "))
+			name, strings.Join(s.profileNames(r.Context()), ", "))
 	}
 	return 200, p.API(), nil
 }

@@ -54,6 +54,12 @@ func (s *Store) ClaimPooled(ctx context.Context, profile, hash string, apply fun
 				return err
 			}
 		}
+		// The member's history is the claimer's now (the sandbox keeps the
+		// member's id): left in the pool's team it would be out of the
+		// claimer's sight and in another team's.
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET team=? WHERE sandbox_id=?`, sb.Team, sb.ID); err != nil {
+			return fmt.Errorf("claim pooled sandbox %s: events: %w", sb.ID, err)
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES (?, '1')
 			ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`, poolClaimsKey(profile)); err != nil {
 			return err
