@@ -57,9 +57,9 @@ var ErrNotOwned = errors.New("not owned")
 
 // Proof is what a VM must show to be acted on as one of our objects.
 type Proof struct {
-	Kind     Kind
-	ID       string // sbx-… or ws-…
-	Name     string // written into the description for operators; not checked
+	Kind Kind
+	ID   string // sbx-… or ws-…
+	Name string // written into the description for operators; not checked
 	// Team owns the object; like Name it is for operators (the Proxmox UI
 	// tells teams apart by it), not checked. "" and "default" write nothing,
 	// so VMs made before teams keep their names and descriptions.

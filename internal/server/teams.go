@@ -282,4 +282,3 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request) (int, any, 
 	}
 	return 200, api.IssuedToken{Token: t.Token, Value: raw}, nil
 }
-

@@ -2,7 +2,7 @@ package store
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"strings"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
