@@ -346,7 +346,11 @@ func (s *Store) Close() error { return s.db.Close() }
 // DB exposes the handle for backups and tests.
 func (s *Store) DB() *sql.DB { return s.db }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error { return s.apply(ctx, migrations) }
+
+// apply runs the migrations of list the database has not had yet (a prefix
+// of migrations: tests stop at an older schema to test the next one).
+func (s *Store) apply(ctx context.Context, list []migration) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
 		return err
@@ -358,7 +362,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if latest := migrations[len(migrations)-1].version; cur > latest {
 		return fmt.Errorf("database schema version %d is newer than this agentd knows (%d): refusing to downgrade", cur, latest)
 	}
-	for _, m := range migrations {
+	for _, m := range list {
 		if m.version <= cur {
 			continue
 		}
