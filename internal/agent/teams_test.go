@@ -488,6 +488,19 @@ func TestCrossTeamReferences(t *testing.T) {
 	if !names["a-dev"] || !names["b-dev"] {
 		t.Fatalf("VM names %v, want a-dev and b-dev", names)
 	}
+	// Host views ignore the team header: a's and b's VMs are never orphans
+	// to a global caller acting in a.
+	for _, p := range []string{"/v1/orphans"} {
+		st, body := call(t, d, caller{name: "agent", token: d.Info.Token, team: "a"}, "GET", p, "")
+		if st != 200 || strings.Contains(body, `"vmid"`) {
+			t.Fatalf("GET %s acting in a: %d %s", p, st, body)
+		}
+	}
+	st, body := call(t, d, caller{name: "agent", token: d.Info.Token, team: "a"}, "POST", "/v1/reconcile", `{"dry_run":true}`)
+	var rep api.ReconcileReport
+	if st != 200 || json.Unmarshal([]byte(body), &rep) != nil || len(rep.Orphans) != 0 || len(rep.Actions) != 0 || rep.Checked == 0 {
+		t.Fatalf("reconcile acting in a: %d %s", st, body)
+	}
 	// A team token naming another team is refused; naming its own is fine.
 	_, err = teamClient(t, d, e.bMember, "a").Sandbox(ctx, "dev")
 	wantCode(t, err, 403, api.CodeForbidden)
@@ -528,7 +541,7 @@ func TestCrossTeamReferences(t *testing.T) {
 	if _, err := a.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "wsb", Size: "5G"}); err != nil {
 		t.Fatal(err)
 	}
-	st, body := call(t, d, caller{name: "agent", token: d.Info.Token}, "GET", "/v1/workspaces/"+wsB.ID+"/events", "")
+	st, body = call(t, d, caller{name: "agent", token: d.Info.Token}, "GET", "/v1/workspaces/"+wsB.ID+"/events", "")
 	var l api.EventList
 	if st != 200 || json.Unmarshal([]byte(body), &l) != nil {
 		t.Fatalf("%d %s", st, body)
@@ -882,7 +895,59 @@ func TestPoolClaimTakesTheClaimersTeam(t *testing.T) {
 	if st, body := call(t, d, caller{name: "default", token: def}, "POST", "/v1/sandboxes/"+next.ID+"/exec", `{"command":["true"]}`); st != 404 {
 		t.Fatalf("default team execs in a member: %d %s", st, body)
 	}
+	if _, body := call(t, d, caller{name: "default", token: def}, "GET", "/v1/sandboxes?pooled=true", ""); strings.Contains(body, next.ID) {
+		t.Fatalf("default team lists a member: %s", body)
+	}
 	if st, _ := call(t, d, caller{name: "agent", token: d.Info.Token}, "GET", "/v1/sandboxes/"+next.ID, ""); st != 200 {
 		t.Fatalf("global reads a member: %d", st)
+	}
+}
+
+// TestTeamArtifactQuota: quota artifact_bytes bounds all of a team's
+// artifacts together (429 team_quota_exceeded), usage shows them, and
+// another team cannot list or download them.
+func TestTeamArtifactQuota(t *testing.T) {
+	e := startTeams(t, agent.DevOptions{}, map[string]api.TeamQuota{"a": {ArtifactBytes: 100}})
+	ctx := tctx(t)
+	d := e.d
+	var grants []api.GuestBootstrap
+	for _, n := range []string{"g1", "g2"} {
+		sb := create(t, e.aMemberC, n)
+		code, g := fetch(t, bootstrapOf(t, d, sb.ID).URL, bootstrapOf(t, d, sb.ID).Token)
+		if code != 200 || g.ArtifactToken == "" {
+			t.Fatalf("bootstrap of %s: %d", n, code)
+		}
+		grants = append(grants, g)
+	}
+	up := func(g api.GuestBootstrap, name string, n int) int {
+		return post(t, g.ArtifactURL+"?name="+name, g.ArtifactToken, bytes.NewReader(bytes.Repeat([]byte("x"), n)))
+	}
+	if code := up(grants[0], "one.txt", 60); code != 201 {
+		t.Fatalf("first upload: %d", code)
+	}
+	// The second sandbox's upload counts the first's bytes: the quota is
+	// the team's, not a sandbox's.
+	if code := up(grants[1], "two.txt", 60); code != 429 {
+		t.Fatalf("upload past the team's quota: %d, want 429", code)
+	}
+	if code := up(grants[1], "small.txt", 40); code != 201 {
+		t.Fatalf("upload within the team's quota: %d", code)
+	}
+	tm, err := e.aMemberC.Team(ctx, "a")
+	if err != nil || tm.Usage.ArtifactBytes != 100 {
+		t.Fatalf("usage %+v %v", tm, err)
+	}
+	arts, err := e.aMemberC.Artifacts(ctx, "g1")
+	if err != nil || len(arts) != 1 {
+		t.Fatalf("artifacts %+v %v", arts, err)
+	}
+	id := strconv.FormatInt(arts[0].ID, 10)
+	if st, _ := call(t, d, caller{name: "a", token: e.aRead}, "GET", "/v1/artifacts/"+id, ""); st != 200 {
+		t.Fatalf("a's download: %d", st)
+	}
+	for _, p := range []string{"/v1/artifacts/" + id, "/v1/sandboxes/" + arts[0].SandboxID + "/artifacts"} {
+		if st, body := call(t, d, caller{name: "b", token: e.bMember}, "GET", p, ""); st != 404 {
+			t.Fatalf("b reads %s: %d %s", p, st, body)
+		}
 	}
 }

@@ -345,8 +345,8 @@ func TestQuotaReservationsAreShared(t *testing.T) {
 	e := newEnv(t, nil)
 	q := newQuotas(e.st, 100, 0, 10)
 	ctx := context.Background()
-	r1, err1 := q.begin(ctx, e.sb.ID, "")
-	r2, err2 := q.begin(ctx, e.sb.ID, "")
+	r1, err1 := q.begin(ctx, e.sb.ID, "", "")
+	r2, err2 := q.begin(ctx, e.sb.ID, "", "")
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}

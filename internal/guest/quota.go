@@ -2,6 +2,7 @@ package guest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -45,6 +46,7 @@ type quotaKey struct {
 	limit int64 // bytes
 	name  string
 	what  string
+	team  string // set for the team's quota artifact_bytes
 }
 
 func newQuotas(st *store.Store, perSB, perJob int64, maxCount int) *quotas {
@@ -52,16 +54,35 @@ func newQuotas(st *store.Store, perSB, perJob int64, maxCount int) *quotas {
 }
 
 // begin reserves one artifact of sandboxID (and jobID) or refuses with 429
-// when the sandbox has maxCount already.
-func (q *quotas) begin(ctx context.Context, sandboxID, jobID string) (*reservation, error) {
+// when the sandbox has maxCount already. The sandbox's team's quota
+// artifact_bytes (read at every upload: an operator may change it) bounds
+// all of the team's artifacts together.
+func (q *quotas) begin(ctx context.Context, sandboxID, jobID, team string) (*reservation, error) {
 	keys := []quotaKey{{key: "sandbox:" + sandboxID, limit: q.perSB, name: "artifact_quota_sandbox_bytes", what: "sandbox"}}
 	if jobID != "" {
 		keys = append(keys, quotaKey{key: "job:" + jobID, limit: q.perJob, name: "artifact_quota_job_bytes", what: "job"})
+	}
+	if team != "" {
+		t, err := q.store.Team(ctx, team)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("team %s: %w", team, err)
+		}
+		if t != nil && t.Quota.ArtifactBytes > 0 {
+			keys = append(keys, quotaKey{key: "team:" + team, limit: t.Quota.ArtifactBytes, team: team})
+		}
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, k := range keys {
 		if q.usage[k.key] != nil {
+			continue
+		}
+		if k.team != "" {
+			use, err := q.store.TeamUsage(ctx, k.team)
+			if err != nil {
+				return nil, fmt.Errorf("artifact usage: %w", err)
+			}
+			q.usage[k.key] = &usage{bytes: use.ArtifactBytes}
 			continue
 		}
 		sb, job := sandboxID, ""
@@ -107,6 +128,9 @@ func (r *reservation) add(n int64) error {
 	defer q.mu.Unlock()
 	for _, k := range r.keys {
 		u := q.usage[k.key]
+		if k.limit > 0 && u.bytes+n > k.limit && k.team != "" {
+			return api.QuotaError(k.team, "artifact_bytes", k.limit, u.bytes, "this upload would pass it (counting uploads in progress)")
+		}
 		if k.limit > 0 && u.bytes+n > k.limit {
 			return api.LimitError(http.StatusRequestEntityTooLarge, api.CodeArtifactQuota, k.name, k.limit, u.bytes,
 				"the artifacts of this %s would exceed %s (%d bytes; %d in use, counting uploads in progress)", k.what, k.name, k.limit, u.bytes)

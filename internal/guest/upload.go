@@ -45,7 +45,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, "upload", sb, err)
 		return
 	}
-	res, err := s.quotas.begin(ctx, sb.ID, t.JobID)
+	res, err := s.quotas.begin(ctx, sb.ID, t.JobID, sb.Team)
 	if err != nil {
 		s.failErr(w, "upload", sb, err)
 		return

@@ -274,9 +274,10 @@ func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any
 		return 0, nil, err
 	}
 	list := s.mgr.List
-	if q.Get("pooled") == "true" {
+	if q.Get("pooled") == "true" && auth.Scope(r.Context()) == "" {
 		// Warm-pool members too (they are no one's sandbox, so hidden by
-		// default): what a soak or an operator auditing VMs needs.
+		// default): what a soak or an operator auditing VMs needs. Members
+		// are no team's, so a caller scoped to a team never lists them.
 		list = s.mgr.Store().Sandboxes
 	}
 	rows, err := list(r.Context(), f)
