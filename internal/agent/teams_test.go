@@ -832,6 +832,23 @@ func TestProfileLimitedToTeams(t *testing.T) {
 		_, err = c.Profile(ctx, "a-only")
 		wantCode(t, err, 404, api.CodeProfileNotFound)
 	}
+	// Forking b's session onto the profile is refused before the fork: no
+	// workspace is left behind.
+	src, err := b.CreateSession(ctx, api.CreateSessionRequest{Name: "s2", Profile: "yolo-workspace", Workspace: "w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitSession(ctx, src.ID, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.StopSession(ctx, src.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.ForkSession(ctx, "s2", api.ForkSessionRequest{Name: "s3", Profile: "a-only"})
+	wantCode(t, err, 403, api.CodeForbidden)
+	if ws, _ := b.Workspaces(ctx); len(ws) != 1 {
+		t.Fatalf("b's workspaces after the refused fork: %+v", ws)
+	}
 	if _, err := a.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "x", Profile: "a-only"}); err != nil {
 		t.Fatalf("team a: %v", err)
 	}

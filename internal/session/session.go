@@ -373,8 +373,15 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	if err := validate.SessionName("name", req.Name); err != nil {
 		return nil, api.Invalid(err)
 	}
-	if _, ok := m.sb.Profiles()[profile]; !ok {
+	p, ok := m.sb.Profiles()[profile]
+	if !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist", profile)
+	}
+	if !p.Allows(src.Team) {
+		// Refused before the fork: Create would refuse it after, leaving a
+		// forked workspace behind.
+		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
+			profile, strings.Join(p.Teams, ", "), src.Team)
 	}
 	if _, err := m.store.LookupSession(ctx, req.Name); err == nil {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "session %q already exists", req.Name)
