@@ -128,7 +128,7 @@ type teamAObjects struct {
 	artifactRefs, tokRef []string
 }
 
-func makeTeamA(t testing.TB, e *teamsDev) *teamAObjects {
+func makeTeamA(t *testing.T, e *teamsDev) *teamAObjects {
 	t.Helper()
 	ctx := tctx(t)
 	c := e.aMemberC
@@ -157,7 +157,20 @@ func makeTeamA(t testing.TB, e *teamsDev) *teamAObjects {
 	}
 	o.sesRefs = []string{o.ses.ID, o.ses.Name}
 	o.jobRefs = []string{o.job.ID}
-	o.artifactRefs = []string{"1"}
+	// An artifact of a's sandbox, uploaded as its guest does.
+	bs := bootstrapOf(t, e.d, o.sbx.ID)
+	code, g := fetch(t, bs.URL, bs.Token)
+	if code != 200 {
+		t.Fatalf("bootstrap: %d", code)
+	}
+	if code := post(t, g.ArtifactURL+"?name=out.txt", g.ArtifactToken, strings.NewReader("result")); code != 201 {
+		t.Fatalf("upload: %d", code)
+	}
+	arts, err := c.Artifacts(ctx, o.sbx.ID)
+	if err != nil || len(arts) != 1 {
+		t.Fatalf("artifacts %+v %v", arts, err)
+	}
+	o.artifactRefs = []string{strconv.FormatInt(arts[0].ID, 10)}
 	return o
 }
 
@@ -424,6 +437,8 @@ func TestCrossTeamReferences(t *testing.T) {
 		_, err = b.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "thief", Profile: "yolo-workspace", Workspace: ref})
 		wantCode(t, err, 404, api.CodeWorkspaceNotFound)
 		_, err = b.CreateSession(ctx, api.CreateSessionRequest{Name: "thief", Profile: "yolo-workspace", Workspace: ref})
+		wantCode(t, err, 404, api.CodeWorkspaceNotFound)
+		_, err = b.RunJob(ctx, api.RunJobRequest{Profile: "yolo-workspace", Task: "true", Workspace: ref})
 		wantCode(t, err, 404, api.CodeWorkspaceNotFound)
 	}
 	// A global admin cannot attach a's workspace to b's sandbox either.
@@ -812,13 +827,7 @@ func TestProfileLimitedToTeams(t *testing.T) {
 	_, err = b.CreateSession(ctx, api.CreateSessionRequest{Name: "s", Profile: "a-only", Workspace: "w"})
 	wantCode(t, err, 403, api.CodeForbidden)
 	_, err = b.RunJob(ctx, api.RunJobRequest{Profile: "a-only", Task: "true"})
-	if err == nil {
-		// A job's sandbox is made in the background: its refusal is the
-		// job's failure, never a sandbox of b's with a's profile.
-		if sbs, _ := b.Sandboxes(ctx, nil); len(sbs) > 0 {
-			t.Fatalf("b's job made %+v", sbs)
-		}
-	}
+	wantCode(t, err, 403, api.CodeForbidden)
 	for who, c := range map[string]*client.Client{"b": b, "global in b": teamClient(t, d, d.Info.Token, "b")} {
 		ps, err := c.Profiles(ctx)
 		if err != nil {
