@@ -551,6 +551,25 @@ func TestCrossTeamReferences(t *testing.T) {
 	if sb, err := b.Sandbox(ctx, ses.Sandbox); err != nil || sb.Team != "b" {
 		t.Fatalf("the resumed session's sandbox: %+v %v", sb, err)
 	}
+	// A global caller's session fork lands in the source's team; its job in
+	// the team it names.
+	if _, err := e.global.StopSession(ctx, ses.ID); err != nil {
+		t.Fatal(err)
+	}
+	fs, err := e.global.ForkSession(ctx, ses.ID, api.ForkSessionRequest{Name: "sb-fork"})
+	if err != nil || fs.Team != "b" {
+		t.Fatalf("global fork of b's session: %+v %v", fs, err)
+	}
+	if w, err := b.Workspace(ctx, "sb-fork"); err != nil || w.Team != "b" {
+		t.Fatalf("the fork's workspace: %+v %v", w, err)
+	}
+	jb, err := teamClient(t, d, d.Info.Token, "b").RunJob(ctx, api.RunJobRequest{Profile: "yolo-ephemeral", Task: "true"})
+	if err != nil || jb.Team != "b" {
+		t.Fatalf("global job acting in b: %+v %v", jb, err)
+	}
+	if sb, err := b.Sandbox(ctx, jb.ID); err != nil || sb.Team != "b" {
+		t.Fatalf("the job's sandbox: %+v %v", sb, err)
+	}
 	// Workspace events by id, as a global caller, are that workspace's only
 	// (not another team's workspace of the same name).
 	if _, err := a.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "wsb", Size: "5G"}); err != nil {
