@@ -653,6 +653,13 @@ func TestTeamQuotasUnderConcurrency(t *testing.T) {
 				}
 				_, err = e.aMemberC.Resize(ctx, sb.Name, api.ResizeRequest{Cores: 8, MemoryMB: 8192})
 				wantCode(t, err, 429, api.CodeQuotaExceeded)
+				// Shrinking is always allowed, and frees room to grow back.
+				if _, err := e.aMemberC.Resize(ctx, sb.Name, api.ResizeRequest{Cores: 2, MemoryMB: 4096}); err != nil {
+					t.Fatalf("shrink: %v", err)
+				}
+				if _, err := e.aMemberC.Resize(ctx, sb.Name, api.ResizeRequest{Cores: 4, MemoryMB: 6144}); err != nil {
+					t.Fatalf("grow back within the quota: %v", err)
+				}
 			}
 			list, err := e.aMemberC.Sandboxes(ctx, nil)
 			if err != nil || len(list) != 3 {
