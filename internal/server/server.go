@@ -119,6 +119,8 @@ func (s *Server) wrap(h handler) http.HandlerFunc {
 				// A validation failure is the client's mistake wherever it surfaced.
 			case errors.Is(err, store.ErrAmbiguous):
 				ae = &api.Error{Status: http.StatusConflict, Code: api.CodeAmbiguous, Message: err.Error()}
+			case errors.Is(err, store.ErrNoTeam):
+				ae = &api.Error{Status: http.StatusNotFound, Code: api.CodeTeamNotFound, Message: err.Error() + " (deleted meanwhile?)"}
 			case errors.Is(err, store.ErrTeamInUse):
 				ae = &api.Error{Status: http.StatusConflict, Code: api.CodeTeamInUse, Message: err.Error()}
 			case errors.Is(err, store.ErrStale), errors.Is(err, store.ErrConflict):

@@ -32,6 +32,9 @@ func (s *Store) ClaimPooled(ctx context.Context, profile, hash string, apply fun
 			return err
 		}
 		apply(sb)
+		if err := teamExists(ctx, tx, sb.Team); err != nil {
+			return err
+		}
 		// The claimer's sandbox starts fresh: nothing recorded on the member
 		// (a lease, activity) is its own.
 		sb.State, sb.Error, sb.LeaseExpiresAt, sb.LastUsedAt = api.StateProvisioning, "", nil, nil

@@ -515,6 +515,9 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 	tags, _ := json.Marshal(sb.Tags)
 	defer s.changed(sb.ID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := teamExists(ctx, tx, sb.Team); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			sb.ID, sb.Name, sb.Profile, string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace,
 			boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Error, sb.Request, ms(sb.LeaseExpiresAt),

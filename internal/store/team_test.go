@@ -91,6 +91,12 @@ func TestMigrationToTeams(t *testing.T) {
 	if err := mk("sbx-dup", auth.DefaultTeam); !errors.Is(err, ErrConflict) {
 		t.Fatalf("second live dev in default: %v", err)
 	}
+	if err := mk("sbx-x", "x"); !errors.Is(err, ErrNoTeam) {
+		t.Fatalf("dev in team x before x exists: %v", err)
+	}
+	if err := s.CreateTeam(ctx, &api.Team{Name: "x"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := mk("sbx-x", "x"); err != nil {
 		t.Fatalf("dev in team x: %v", err)
 	}
@@ -113,5 +119,43 @@ func TestMigrationToTeams(t *testing.T) {
 	w2 := &Workspace{ID: "ws-d", Name: "data", Team: auth.DefaultTeam, State: WorkspaceCreating, Storage: "local-zfs", SizeGB: 1}
 	if err := s.CreateWorkspace(ctx, w2, Event{}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("second data in default: %v", err)
+	}
+}
+
+// TestNoObjectOutlivesItsTeam: once a team is deleted nothing more can be
+// created in it (a create that raced the delete fails in its insert), and a
+// team that owns something cannot be deleted.
+func TestNoObjectOutlivesItsTeam(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "agentd.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateTeam(ctx, &api.Team{Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	sb := &Sandbox{Sandbox: api.Sandbox{ID: "sbx-1", Name: "one", Team: "t", Profile: "p", State: api.StateRequested}}
+	if err := s.CreateSandbox(ctx, sb, Event{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTeam(ctx, "t"); !errors.Is(err, ErrTeamInUse) {
+		t.Fatalf("delete of a team with a sandbox: %v", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE sandboxes SET state='DESTROYED' WHERE id='sbx-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTeam(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	for what, err := range map[string]error{
+		"sandbox":   s.CreateSandbox(ctx, &Sandbox{Sandbox: api.Sandbox{ID: "sbx-2", Name: "two", Team: "t", Profile: "p", State: api.StateRequested}}, Event{}),
+		"workspace": s.CreateWorkspace(ctx, &Workspace{ID: "ws-1", Name: "w", Team: "t", State: WorkspaceCreating, Storage: "s", SizeGB: 1}, Event{}),
+		"session":   s.CreateSession(ctx, &Session{ID: "ses-1", Name: "s", Team: "t", Profile: "p", WorkspaceID: "ws-1", State: SessionActive}, Event{}),
+		"job":       s.CreateJob(ctx, &Job{ID: "job-1", Team: "t", Profile: "p", Task: "true", Status: JobQueued}),
+	} {
+		if !errors.Is(err, ErrNoTeam) {
+			t.Errorf("%s in the deleted team: %v", what, err)
+		}
 	}
 }
