@@ -847,6 +847,17 @@ func TestProfileLimitedToTeams(t *testing.T) {
 	if !strings.Contains(err.Error(), "a-only") {
 		t.Fatalf("refusal does not name the profile: %v", err)
 	}
+	// Refusals list the profiles b may use, not a's.
+	for _, p := range []string{"ghost", ""} {
+		_, err = b.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "x", Profile: p})
+		if err == nil || strings.Contains(err.Error(), "a-only") || !strings.Contains(err.Error(), "yolo-ephemeral") {
+			t.Fatalf("profile %q: %v", p, err)
+		}
+		_, err = b.CreateSession(ctx, api.CreateSessionRequest{Name: "x", Profile: p, Workspace: "w"})
+		if err == nil || strings.Contains(err.Error(), "a-only") {
+			t.Fatalf("session profile %q: %v", p, err)
+		}
+	}
 	if _, err := b.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "w", Size: "5G"}); err != nil {
 		t.Fatal(err)
 	}

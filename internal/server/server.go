@@ -226,14 +226,7 @@ func (s *Server) listProfiles(_ http.ResponseWriter, r *http.Request) (int, any,
 // profileNames lists the profiles the caller's team may use (all of them
 // for a global caller acting across teams).
 func (s *Server) profileNames(ctx context.Context) []string {
-	set, team := s.mgr.Profiles(), auth.Scope(ctx)
-	var out []string
-	for _, n := range set.Names() {
-		if team == "" || set[n].Allows(team) {
-			out = append(out, n)
-		}
-	}
-	return out
+	return s.mgr.ProfileNames(auth.Scope(ctx))
 }
 
 func (s *Server) getProfile(_ http.ResponseWriter, r *http.Request) (int, any, error) {

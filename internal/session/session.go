@@ -104,7 +104,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 	p, ok := m.sb.Profiles()[req.Profile]
 	if !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
-			req.Profile, strings.Join(m.sb.Profiles().Names(), ", "))
+			req.Profile, strings.Join(m.sb.ProfileNames(team), ", "))
 	}
 	if !p.Allows(team) {
 		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
