@@ -119,13 +119,13 @@ func startTeams(t testing.TB, o agent.DevOptions, quotas map[string]api.TeamQuot
 
 // teamAObjects are real objects of team a that fill the matrix's paths.
 type teamAObjects struct {
-	sbx                  *api.Sandbox
-	ws                   *api.Workspace
-	ses                  *api.Session
-	job                  *api.Job
-	sbxRefs, wsRefs      []string
-	sesRefs, jobRefs     []string
-	artifactRefs, tokRef []string
+	sbx              *api.Sandbox
+	ws               *api.Workspace
+	ses              *api.Session
+	job              *api.Job
+	sbxRefs, wsRefs  []string
+	sesRefs, jobRefs []string
+	artifactRefs     []string
 }
 
 func makeTeamA(t *testing.T, e *teamsDev) *teamAObjects {
