@@ -516,6 +516,16 @@ func TestCrossTeamReferences(t *testing.T) {
 	if st != 200 || json.Unmarshal([]byte(body), &rep) != nil || len(rep.Orphans) != 0 || len(rep.Actions) != 0 || rep.Checked == 0 {
 		t.Fatalf("reconcile acting in a: %d %s", st, body)
 	}
+	// Status: a team token sees its team's counts, not the host's loops
+	// (their errors name any team's objects).
+	if st, err := b.Status(ctx); err != nil || st.Loops != nil || st.Caller.Team != "b" {
+		t.Fatalf("b's status: %+v %v", st, err)
+	} else if n := st.Sandboxes[api.StateRunning] + st.Sandboxes[api.StateProvisioning] + st.Sandboxes[api.StateBooting]; n > 3 {
+		t.Fatalf("b's status counts %d live sandboxes, b has 3: %+v", n, st.Sandboxes)
+	}
+	if st, err := e.global.Status(ctx); err != nil || len(st.Loops) == 0 {
+		t.Fatalf("global status: %+v %v", st, err)
+	}
 	// A team token naming another team is refused; naming its own is fine.
 	_, err = teamClient(t, d, e.bMember, "a").Sandbox(ctx, "dev")
 	wantCode(t, err, 403, api.CodeForbidden)

@@ -195,10 +195,13 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 	}
 	st := api.Status{Version: version.Version, Node: s.node, InstanceID: s.mgr.Instance(), Sandboxes: map[api.State]int{}, StartedAt: s.started,
 		Profiles: s.profileNames(r.Context()), IdleStop: s.mgr.IdleStatus(), SSH: s.mgr.SSHInfo()}
-	if p, ok := auth.From(r.Context()); ok {
+	p, ok := auth.From(r.Context())
+	if ok {
 		st.Caller = api.Caller{Actor: p.Actor, Team: p.Team, Role: string(p.Role), ActingIn: p.Selected}
 	}
-	if s.loops != nil {
+	// The loops work on every team's objects, and their last errors name
+	// them: host information, not a team's.
+	if s.loops != nil && (!ok || p.Global()) {
 		st.Loops = s.loops.Status()
 	}
 	for _, state := range api.States {
