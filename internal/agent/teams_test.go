@@ -526,6 +526,11 @@ func TestCrossTeamReferences(t *testing.T) {
 	if st, err := e.global.Status(ctx); err != nil || len(st.Loops) == 0 {
 		t.Fatalf("global status: %+v %v", st, err)
 	}
+	// A global caller's header must name a team that exists.
+	_, err = teamClient(t, d, d.Info.Token, "nosuch").Sandboxes(ctx, nil)
+	wantCode(t, err, 404, api.CodeTeamNotFound)
+	_, err = teamClient(t, d, d.Info.Token, "Not A Team").Sandboxes(ctx, nil)
+	wantCode(t, err, 400, api.CodeBadRequest)
 	// A team token naming another team is refused; naming its own is fine.
 	_, err = teamClient(t, d, e.bMember, "a").Sandbox(ctx, "dev")
 	wantCode(t, err, 403, api.CodeForbidden)
