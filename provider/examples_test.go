@@ -57,6 +57,13 @@ func TestAccExamples(t *testing.T) {
 			steps := []resource.TestStep{{Config: cfg}}
 			for _, id := range ids {
 				id := id
+				if strings.HasPrefix(id, "tok-") { // a token id: random, use the real one
+					steps = append(steps, resource.TestStep{Config: cfg, ResourceName: addr, ImportState: true, ImportStateVerify: true,
+						ImportStateVerifyIgnore: []string{"value", "ttl"}, ImportStateIdFunc: func(s *terraform.State) (string, error) {
+							return s.RootModule().Resources[addr].Primary.Attributes["id"], nil
+						}})
+					continue
+				}
 				if regexp.MustCompile(`^\d+$`).MatchString(id) { // a VMID: use the real one
 					steps = append(steps, resource.TestStep{Config: cfg, ResourceName: addr, ImportState: true, ImportStateVerify: true,
 						ImportStateVerifyIgnore: []string{"timeouts", "ttl"}, ImportStateIdFunc: func(s *terraform.State) (string, error) {
@@ -92,6 +99,7 @@ func TestAccExamples(t *testing.T) {
 			Check: resource.ComposeAggregateTestCheckFunc(
 				resource.TestCheckOutput("proxmox_version", "9.1.2"),
 				resource.TestCheckOutput("dev_cores", "6"),
+				resource.TestCheckOutput("default_sandboxes", "1 sandboxes (limit 0, 0 = none)"),
 				resource.TestMatchOutput("build_ip", regexp.MustCompile(`^10\.77\.`)),
 				resource.TestMatchOutput("shared_volume", regexp.MustCompile(`^local-lvm:vm-\d+-disk-0$`)),
 			),
@@ -107,14 +115,17 @@ func TestAccExamples(t *testing.T) {
 // TestAccQuickstartAndTeamModule runs the real CLI the way a user does, with a
 // built provider binary under dev_overrides (no registry), against agentd on
 // the simulator: examples/quickstart, then a root module calling
-// examples/modules/team-sandbox for two members. Each is applied, re-planned
-// (must be empty) and destroyed.
+// examples/modules/team-sandbox for two members, then examples/teams (the
+// module in two teams, one aliased provider per team token: each provider
+// configuration is its own provider process here, which the in-process
+// harness cannot give). Each is applied, re-planned (must be empty) and
+// destroyed.
 func TestAccQuickstartAndTeamModule(t *testing.T) {
 	tfBin := os.Getenv("TF_ACC_TERRAFORM_PATH")
 	if os.Getenv("TF_ACC") == "" || tfBin == "" {
 		t.Skip("acceptance test: set TF_ACC=1 and TF_ACC_TERRAFORM_PATH (make test does)")
 	}
-	d, _ := startAgent(t)
+	d, c := startAgent(t)
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", filepath.Join(bin, "terraform-provider-agentlab"), "..")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -191,5 +202,40 @@ output "bob_workspace" { value = module.bob.workspace }
 	}
 	run(team, "destroy", "-auto-approve", "-input=false")
 	run(quick, "destroy", "-auto-approve", "-input=false")
+	must(t, noVMsLeft(d)(nil))
+
+	// The teams and their tokens are an operator's (agentd team create,
+	// agentd token create); the configuration gets the tokens as variables.
+	ctx := context.Background()
+	for _, name := range []string{"ml", "web"} {
+		_, err := c.CreateTeam(ctx, api.CreateTeamRequest{Name: name})
+		must(t, err)
+		tok, err := c.CreateToken(ctx, api.CreateTokenRequest{Name: "tf", Team: name, Role: "member"})
+		must(t, err)
+		t.Setenv("TF_VAR_"+name+"_token", tok.Value)
+	}
+	t.Setenv("TF_VAR_endpoint", d.Info.Endpoint)
+	t.Setenv("TF_VAR_ca_cert", d.Info.CACert)
+	t.Setenv("TF_VAR_deletion_protection", "false")
+	teams := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(teams, "main.tf"),
+		[]byte(strings.ReplaceAll(readFile(t, "examples/teams/main.tf"), `"../modules/team-sandbox"`, fmt.Sprintf("%q", abs+"/modules/team-sandbox"))), 0o644))
+	run(teams, "get")
+	run(teams, "apply", "-auto-approve", "-input=false")
+	o = outputs(teams)
+	if !strings.HasPrefix(o["ml_alice_ip"], "10.77.") || !strings.HasPrefix(o["web_alice_ip"], "10.77.") || o["ml_usage"] != "team ml: 1 sandboxes, 40 GiB of workspaces" {
+		t.Fatalf("teams outputs %v", o)
+	}
+	for _, name := range []string{"ml", "web"} {
+		tm, err := c.Team(ctx, name)
+		must(t, err)
+		if tm.Usage.Sandboxes != 1 {
+			t.Fatalf("team %s holds %d sandboxes, want its alice's 1", name, tm.Usage.Sandboxes)
+		}
+	}
+	if out := run(teams, "plan", "-detailed-exitcode", "-input=false"); !strings.Contains(out, "No changes") {
+		t.Fatalf("plan after apply is not empty:\n%s", out)
+	}
+	run(teams, "destroy", "-auto-approve", "-input=false")
 	must(t, noVMsLeft(d)(nil))
 }

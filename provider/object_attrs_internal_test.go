@@ -40,7 +40,7 @@ func TestSharedAttributesDefinedOnce(t *testing.T) {
 		d.Schema(ctx, datasource.SchemaRequest{}, &s)
 		ds[m.TypeName] = s.Schema.Attributes
 	}
-	shared := map[string]objectAttrs{"agentlab_sandbox": sandboxAttrs, "agentlab_workspace": workspaceAttrs}
+	shared := map[string]objectAttrs{"agentlab_sandbox": sandboxAttrs, "agentlab_workspace": workspaceAttrs, "agentlab_team": teamAttrs}
 	pairs := 0
 	for typ, dattrs := range ds {
 		rattrs, ok := res[typ]
@@ -64,13 +64,13 @@ func TestSharedAttributesDefinedOnce(t *testing.T) {
 			if rd != sa.resourceDesc() {
 				t.Errorf("%s.%s: the resource replaced the shared description: %q", typ, name, rd)
 			}
-			if dd != sa.desc && !(da.IsRequired() && strings.HasPrefix(dd, sa.desc+" ")) {
+			if dd != sa.desc && !((da.IsRequired() || da.IsOptional()) && strings.HasPrefix(dd, sa.desc+" ")) {
 				t.Errorf("%s.%s: the data source's description %q is not the shared %q", typ, name, dd, sa.desc)
 			}
 		}
 	}
-	if pairs < 14 {
-		t.Errorf("compared %d attributes in both a resource and its data source; the sandbox and the workspace alone have 14", pairs)
+	if pairs < 25 {
+		t.Errorf("compared %d attributes in both a resource and its data source; the sandbox, the workspace and the team alone have 25", pairs)
 	}
 	// The list's nested profile is the single profile data source.
 	nested := ds["agentlab_profiles"]["profiles"].(dschema.ListNestedAttribute).NestedObject.Attributes

@@ -30,6 +30,7 @@ type Model struct {
 	Token    types.String `tfsdk:"token"`
 	CACert   types.String `tfsdk:"ca_cert"`
 	Insecure types.Bool   `tfsdk:"insecure"`
+	Team     types.String `tfsdk:"team"`
 }
 
 // New returns the provider factory.
@@ -64,6 +65,12 @@ func (p *AgentlabProvider) Schema(_ context.Context, _ provider.SchemaRequest, r
 				MarkdownDescription: "Skip TLS certificate verification (development only). Defaults to `AGENTLAB_INSECURE`.",
 				Optional:            true,
 			},
+			"team": schema.StringAttribute{
+				MarkdownDescription: "Team a global token (the agent's own API token, a token created without a team, or the Unix socket) acts in: " +
+					"the team of what it creates and the only team it sees. Defaults to `AGENTLAB_TEAM`; unset, a global token sees every team " +
+					"and creates in `default`. A team token needs no `team`: it always acts in its own, and naming another team is refused (403).",
+				Optional: true,
+			},
 		},
 	}
 }
@@ -74,11 +81,11 @@ func (p *AgentlabProvider) Configure(ctx context.Context, req provider.Configure
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if m.Endpoint.IsUnknown() || m.Token.IsUnknown() || m.CACert.IsUnknown() {
+	if m.Endpoint.IsUnknown() || m.Token.IsUnknown() || m.CACert.IsUnknown() || m.Team.IsUnknown() {
 		return // known only after apply; resources will be configured then
 	}
 	cfg := client.FromEnv(client.Config{Endpoint: m.Endpoint.ValueString(), Token: m.Token.ValueString(),
-		CACert: m.CACert.ValueString(), Insecure: m.Insecure.ValueBool(), Timeout: 5 * time.Minute,
+		CACert: m.CACert.ValueString(), Insecure: m.Insecure.ValueBool(), Team: m.Team.ValueString(), Timeout: 5 * time.Minute,
 		TokenSetting: "the provider's token attribute (or " + client.EnvToken + ")"})
 	c, err := client.New(cfg)
 	if err != nil {
@@ -93,6 +100,11 @@ func (p *AgentlabProvider) Configure(ctx context.Context, req provider.Configure
 		switch {
 		case client.IsUnauthorized(err):
 			resp.Diagnostics.AddAttributeError(path.Root("token"), "Invalid agentd Token", err.Error()+".")
+		case cfg.Team != "" && errors.As(err, &answered) && (answered.Code == api.CodeForbidden || answered.Code == api.CodeTeamNotFound ||
+			answered.Code == api.CodeBadRequest):
+			// Only the team header makes a status request fail this way.
+			resp.Diagnostics.AddAttributeError(path.Root("team"), "Invalid agentd Team", fmt.Sprintf("team %q (the provider's team attribute or %s): %v.",
+				cfg.Team, client.EnvTeam, err))
 		case errors.As(err, &answered):
 			resp.Diagnostics.AddError("agentd Status Failed", fmt.Sprintf("agentd at %s answered its status request with an error: %v.", cfg.Endpoint, err))
 		case client.IsUnreachable(err):
@@ -109,11 +121,11 @@ func (p *AgentlabProvider) Configure(ctx context.Context, req provider.Configure
 }
 
 func (p *AgentlabProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewSandboxResource, NewSandboxPortResource, NewWorkspaceResource, NewWorkspaceSnapshotResource, NewSessionResource, NewPoolResource}
+	return []func() resource.Resource{NewSandboxResource, NewSandboxPortResource, NewWorkspaceResource, NewWorkspaceSnapshotResource, NewSessionResource, NewPoolResource, NewTeamResource, NewTeamTokenResource}
 }
 
 func (p *AgentlabProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewProfileDataSource, NewProfilesDataSource, NewSandboxDataSource, NewWorkspaceDataSource, NewHostDataSource}
+	return []func() datasource.DataSource{NewProfileDataSource, NewProfilesDataSource, NewSandboxDataSource, NewWorkspaceDataSource, NewHostDataSource, NewTeamDataSource}
 }
 
 // baseDS is embedded by every data source: the configured client.

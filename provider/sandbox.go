@@ -18,6 +18,7 @@ var sandboxAttrs = objectAttrs{
 	"profile": {desc: "Profile the sandbox is built from (see the `agentlab_profiles` data source).", set: "Changing it replaces the sandbox."},
 	"workspace": {desc: "Name of the `agentlab_workspace` attached as the sandbox's second disk; null when none.",
 		set: "Changed in place (detach, attach)."},
+	"team":             {desc: "Team that owns the sandbox: a team token's team, or the provider's `team` (`default` without one) for a global token. Fixed at create."},
 	"vmid":             {kind: kindInt64, desc: "Proxmox VMID."},
 	"node":             {desc: "Proxmox node."},
 	"state":            {desc: "Lifecycle state (`RUNNING`, `STOPPED`, …)."},
@@ -42,6 +43,7 @@ type sandboxObject struct {
 	Name           types.String `tfsdk:"name"`
 	Profile        types.String `tfsdk:"profile"`
 	Workspace      types.String `tfsdk:"workspace"`
+	Team           types.String `tfsdk:"team"`
 	VMID           types.Int64  `tfsdk:"vmid"`
 	Node           types.String `tfsdk:"node"`
 	State          types.String `tfsdk:"state"`
@@ -54,7 +56,7 @@ type sandboxObject struct {
 // fromAPI fills the shared attributes from agentd's view.
 func (m *sandboxObject) fromAPI(sb *api.Sandbox) {
 	m.ID, m.Name, m.Profile = types.StringValue(sb.ID), types.StringValue(sb.Name), types.StringValue(sb.Profile)
-	m.Workspace = optString(sb.Workspace)
+	m.Workspace, m.Team = optString(sb.Workspace), optString(sb.Team)
 	m.VMID, m.Node, m.State = types.Int64Value(int64(sb.VMID)), types.StringValue(sb.Node), types.StringValue(string(sb.State))
 	m.IP = types.StringValue(sb.IP)
 	m.LeaseExpiresAt = timeString(sb.LeaseExpiresAt)

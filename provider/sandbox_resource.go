@@ -72,6 +72,7 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 		a.PlanModifiers = []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	})
 	setString(attrs, "node", func(a *schema.StringAttribute) { a.PlanModifiers = keep })
+	setString(attrs, "team", func(a *schema.StringAttribute) { a.PlanModifiers = keep })
 	// state, ip and lease_expires_at stay Computed: ModifyPlan keeps them
 	// from the state where an update cannot change them.
 

@@ -149,6 +149,7 @@ resource "agentlab_sandbox" "a" {
 					resource.TestCheckResourceAttr("agentlab_sandbox.a", "ttl", "2h"),
 					resource.TestCheckResourceAttr("agentlab_sandbox.a", "keepalive", "false"),
 					resource.TestCheckResourceAttr("agentlab_sandbox.a", "node", "pve"),
+					resource.TestCheckResourceAttr("agentlab_sandbox.a", "team", "default"),
 					resource.TestMatchResourceAttr("agentlab_sandbox.a", "ip", regexp.MustCompile(`^10\.77\.`)),
 					resource.TestMatchResourceAttr("agentlab_sandbox.a", "id", regexp.MustCompile(`^sbx-`)),
 					resource.TestCheckResourceAttrSet("agentlab_sandbox.a", "lease_expires_at"),

@@ -35,6 +35,7 @@ type sessionModel struct {
 	Name        types.String   `tfsdk:"name"`
 	Profile     types.String   `tfsdk:"profile"`
 	Workspace   types.String   `tfsdk:"workspace"`
+	Team        types.String   `tfsdk:"team"`
 	Running     types.Bool     `tfsdk:"running"`
 	Sandbox     types.String   `tfsdk:"sandbox"`
 	SandboxVMID types.Int64    `tfsdk:"sandbox_vmid"`
@@ -61,6 +62,8 @@ func (r *sessionResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 				Validators: []validator.String{nameChars("Session", validate.MaxSessionName)}},
 			"profile":   schema.StringAttribute{Required: true, MarkdownDescription: "Profile of the session's sandboxes. Changing it replaces the session.", PlanModifiers: replace},
 			"workspace": schema.StringAttribute{Required: true, MarkdownDescription: "Name of the `agentlab_workspace` the session works on. Changing it replaces the session.", PlanModifiers: replace},
+			"team": schema.StringAttribute{Computed: true, MarkdownDescription: "Team that owns the session: a team token's team, or the provider's `team` (`default` without one) for a global token. Fixed at create.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
 			"running": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
 				MarkdownDescription: "Whether the session has a running sandbox with its workspace attached (default `true`). A sandbox lost, or the workspace detached, out of band shows up as drift that the next apply repairs."},
 			"sandbox":      schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the current sandbox."},
@@ -99,6 +102,7 @@ func (r *sessionResource) Configure(_ context.Context, req resource.ConfigureReq
 // to the session's running sandbox (see attached).
 func (m *sessionModel) fromAPI(s *api.Session, attached bool) {
 	m.ID, m.Name, m.Profile, m.Workspace = types.StringValue(s.ID), types.StringValue(s.Name), types.StringValue(s.Profile), types.StringValue(s.Workspace)
+	m.Team = optString(s.Team)
 	running := s.State == string(api.StateRunning)
 	m.Running = types.BoolValue(running && attached || api.State(s.State).InFlight())
 	m.Attached = types.BoolValue(running && attached)

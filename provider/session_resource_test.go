@@ -45,6 +45,7 @@ resource "agentlab_session" "alice" {
 				Config: cfg(true),
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr("agentlab_session.alice", "state", "RUNNING"),
+					resource.TestCheckResourceAttr("agentlab_session.alice", "team", "default"),
 					resource.TestCheckResourceAttr("agentlab_session.alice", "sandbox", "alice-1"),
 					resource.TestMatchResourceAttr("agentlab_session.alice", "ip", regexp.MustCompile(`^10\.77\.`)),
 				),

@@ -16,6 +16,7 @@ var workspaceAttrs = objectAttrs{
 		set: "Changing it replaces the workspace (and its data)."},
 	"storage": {desc: "Proxmox storage id of the volume: agentd's `workspace_storage` (the default) or one of its `workspace_storages`.",
 		set: "Checked against the agent's list at plan time. Changing it replaces the workspace."},
+	"team":             {desc: "Team that owns the workspace: a team token's team, or the provider's `team` (`default` without one) for a global token. Fixed at create."},
 	"holder_vmid":      {kind: kindInt64, desc: "VMID of the holder VM that owns the volume."},
 	"attached_sandbox": {desc: "Name of the sandbox the workspace is attached to; null when detached."},
 	"size_gb":          {kind: kindGiB, desc: "Size in whole GiB (1-65536).", set: "It can grow in place; shrinking is refused at plan time."},
@@ -30,6 +31,7 @@ type workspaceObject struct {
 	ID              types.String `tfsdk:"id"`
 	Name            types.String `tfsdk:"name"`
 	Storage         types.String `tfsdk:"storage"`
+	Team            types.String `tfsdk:"team"`
 	HolderVMID      types.Int64  `tfsdk:"holder_vmid"`
 	AttachedSandbox types.String `tfsdk:"attached_sandbox"`
 }
@@ -38,4 +40,5 @@ type workspaceObject struct {
 func (m *workspaceObject) fromAPI(w *api.Workspace) {
 	m.ID, m.Name, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.StringValue(w.Storage)
 	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), optString(w.AttachedSandbox)
+	m.Team = optString(w.Team)
 }

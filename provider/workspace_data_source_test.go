@@ -27,6 +27,7 @@ func TestAccWorkspaceDataSource(t *testing.T) {
 			Config: providerBlock + `data "agentlab_workspace" "w" { name = "cli-ws" }`,
 			Check: resource.ComposeAggregateTestCheckFunc(
 				resource.TestCheckResourceAttr("data.agentlab_workspace.w", "size_gb", "5"),
+				resource.TestCheckResourceAttr("data.agentlab_workspace.w", "team", "default"),
 				resource.TestMatchResourceAttr("data.agentlab_workspace.w", "volume", regexp.MustCompile(`^local-lvm:vm-\d+-disk-0$`)),
 				// None is null, as in the resource.
 				resource.TestCheckNoResourceAttr("data.agentlab_workspace.w", "attached_sandbox"),

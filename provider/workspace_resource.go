@@ -60,6 +60,9 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 		a.PlanModifiers = []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()}
 		a.Validators = []validator.String{storageIDRule()}
 	})
+	setString(attrs, "team", func(a *schema.StringAttribute) {
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	})
 	setInt64(attrs, "holder_vmid", func(a *schema.Int64Attribute) {
 		a.PlanModifiers = []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	})

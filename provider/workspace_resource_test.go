@@ -38,6 +38,7 @@ resource "agentlab_workspace" "w" {
 				Config: cfg("prot", ""),
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr("agentlab_workspace.w", "deletion_protection", "true"),
+					resource.TestCheckResourceAttr("agentlab_workspace.w", "team", "default"),
 					resource.TestCheckResourceAttr("agentlab_workspace.w", "force_destroy", "false"),
 				),
 			},

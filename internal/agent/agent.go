@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
 	"github.com/agentlab/terraform-provider-agentlab/internal/guest"
@@ -35,6 +36,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
 	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
+	"github.com/agentlab/terraform-provider-agentlab/internal/placement"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/sandbox"
@@ -113,6 +115,18 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		}
 		return out
 	})
+	met.WatchTeams(func() []api.Team {
+		ctx := context.Background()
+		ts, _ := st.Teams(ctx)
+		out := make([]api.Team, 0, len(ts))
+		for _, t := range ts {
+			if u, err := st.TeamUsage(ctx, t.Name); err == nil {
+				t.Usage = &u
+			}
+			out = append(out, *t)
+		}
+		return out
+	})
 	pc, err := ProxmoxClient(cfg, met.Proxmox)
 	if err != nil {
 		st.Close()
@@ -148,6 +162,8 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, IdleStopOff: h.IdleStopOff, Metrics: met, Log: log,
 		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs,
 		Subnet: subnet, HostAddr: hostAddr, Expose: exposeOptions(cfg), PoolCloneConcurrency: cfg.PoolCloneConcurrency,
+		Nodes: cfg.Nodes, Placement: placement.Caps{K: cfg.Placement.Sample, ReserveMB: cfg.Placement.MemoryReserveMB,
+			CPUOvercommit: cfg.Placement.CPUOvercommit, MaxSandboxes: cfg.Placement.MaxSandboxesPerNode, MaxInFlight: cfg.Placement.MaxInFlightPerNode},
 		Limits: sandbox.Limits{MaxTTL: cfg.MaxTTL, MaxSandboxes: cfg.MaxSandboxes, MaxSandboxesPerProfile: cfg.MaxSandboxesPerProfile}})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}
 	a.Loops.Observe = met.Loop

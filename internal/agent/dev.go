@@ -22,6 +22,10 @@ type DevOptions struct {
 	// restarts (`agentd dev --state-dir`); tests leave it off (a write per
 	// change costs an fsync).
 	PersistSim bool
+	// Nodes is the size of the simulated cluster: 0 or 1 is the standalone
+	// node "pve"; N > 1 are nodes pve1..pveN sharing the storage "shared"
+	// (the template 9000 lives on pve1, which the agent is configured with).
+	Nodes int
 	// LogRequests appends the simulator's request log (JSON lines) to this file.
 	LogRequests string
 	Speed       float64 // divides the realistic task and boot times; 0 makes everything instant
@@ -84,7 +88,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		return nil, err
 	}
 	pveLocal := filepath.Join(d.StateDir, "pve", "local")
-	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: []string{"pve"}, Fixtures: true, LocalDir: pveLocal, Now: o.Hooks.Now}
+	simOpts := pvesim.Options{Addr: o.SimAddr, Nodes: pvesim.NodeNames(o.Nodes), Fixtures: true, LocalDir: pveLocal, Now: o.Hooks.Now}
 	if o.PersistSim && !d.temp {
 		// The simulated host keeps its VMs across restarts, so a restarted
 		// dev instance finds its sandboxes as a restarted agentd on a real

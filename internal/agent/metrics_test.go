@@ -51,8 +51,14 @@ func TestMetricsAfterLifecycle(t *testing.T) {
 	if !strings.HasPrefix(d.Info.Metrics, "http://127.0.0.1:") {
 		t.Fatalf("metrics URL %q", d.Info.Metrics)
 	}
+	if _, err := c.UpdateTeam(ctx, "default", api.UpdateTeamRequest{Quota: api.TeamQuota{Sandboxes: 10}}); err != nil {
+		t.Fatal(err)
+	}
 	body := scrape(t, d.Info.Metrics)
 	for _, want := range []string{
+		// m1 and the FAILED m3 still hold a slot; m2 is destroyed.
+		`agentd_team_usage{resource="sandboxes",team="default"} 2`,
+		`agentd_team_quota{resource="sandboxes",team="default"} 10`,
 		`agentd_sandboxes{state="RUNNING"} 1`,
 		`agentd_sandboxes{state="DESTROYED"} 1`,
 		`agentd_sandboxes{state="FAILED"} 1`,

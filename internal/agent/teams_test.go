@@ -982,7 +982,7 @@ func TestPoolClaimTakesTheClaimersTeam(t *testing.T) {
 }
 
 // TestTeamArtifactQuota: quota artifact_bytes bounds all of a team's
-// artifacts together (429 team_quota_exceeded), usage shows them, and
+// artifacts together (413, as the other artifact quotas), usage shows them, and
 // another team cannot list or download them.
 func TestTeamArtifactQuota(t *testing.T) {
 	e := startTeams(t, agent.DevOptions{}, map[string]api.TeamQuota{"a": {ArtifactBytes: 100}})
@@ -1005,8 +1005,8 @@ func TestTeamArtifactQuota(t *testing.T) {
 	}
 	// The second sandbox's upload counts the first's bytes: the quota is
 	// the team's, not a sandbox's.
-	if code := up(grants[1], "two.txt", 60); code != 429 {
-		t.Fatalf("upload past the team's quota: %d, want 429", code)
+	if code := up(grants[1], "two.txt", 60); code != 413 {
+		t.Fatalf("upload past the team's quota: %d, want 413 (as every artifact quota)", code)
 	}
 	if code := up(grants[1], "small.txt", 40); code != 201 {
 		t.Fatalf("upload within the team's quota: %d", code)

@@ -944,3 +944,27 @@ func ValidatePool(field string, minReady, max int) *Error {
 	}
 	return nil
 }
+
+// Node is one cluster node as agentd places sandboxes on it: capacity from
+// Proxmox, what is committed there (configured memory and cores of the VMs
+// that run or are being made, agentd's and others'), and its state.
+type Node struct {
+	Name           string `json:"name"`
+	Online         bool   `json:"online"`
+	Drained        bool   `json:"drained"`
+	MemoryMB       int64  `json:"memory_mb"`
+	CommittedMB    int64  `json:"committed_mb"`
+	FreeMB         int64  `json:"free_mb"`
+	CPUs           int    `json:"cpus"`
+	CommittedCores int    `json:"committed_cores"`
+	Sandboxes      int    `json:"sandboxes"`
+	InFlight       int    `json:"in_flight"`
+}
+
+// NodeList is the list response.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
+}
+
+// CodeNodeNotFound: the node is not one agentd uses.
+const CodeNodeNotFound Code = "node_not_found"

@@ -119,11 +119,26 @@ const (
 	CodeQuotaExceeded Code = "team_quota_exceeded"
 )
 
+// QuotaFlags names, per quota key, the flag of `agentd team create|update`
+// that sets it, with the kind of value it takes.
+var QuotaFlags = map[string]string{
+	"sandboxes":      "--max-sandboxes N",
+	"cores":          "--max-cores N",
+	"memory_mb":      "--max-memory-mb N",
+	"workspace_gb":   "--max-workspace-gb N",
+	"ttl_seconds":    "--max-ttl DURATION",
+	"artifact_bytes": "--max-artifact-bytes SIZE",
+}
+
 // QuotaError is a refusal by team's quota key (its limit, what is in use).
 func QuotaError(team, key string, limit, used int64, format string, args ...any) *Error {
+	flag := QuotaFlags[key]
+	if flag == "" {
+		flag = "--max-" + strings.ReplaceAll(key, "_", "-") + " N"
+	}
 	return LimitError(http.StatusTooManyRequests, CodeQuotaExceeded, "team "+team+" quota "+key, limit, used,
-		"team %s quota %s is %d and %d is in use: %s; free some first, or ask an operator to raise it (agentd team update %s --%s N)",
-		team, key, limit, used, fmt.Sprintf(format, args...), team, strings.ReplaceAll(key, "_", "-"))
+		"team %s quota %s is %d and %d is in use: %s; free some first, or ask an operator to raise it (agentd team update %s %s)",
+		team, key, limit, used, fmt.Sprintf(format, args...), team, flag)
 }
 
 // TeamNotFound is the 404 of a team that does not exist.

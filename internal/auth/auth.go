@@ -138,3 +138,11 @@ func For(ctx context.Context, team string) context.Context {
 	}
 	return With(ctx, p)
 }
+
+// Host drops the team scope for agentd's host-wide work (reconcile, prune,
+// orphans, pools), keeping the actor: that work must see every team's
+// objects, or another team's VM would look like an orphan. Only host routes
+// (global principals) and the loops reach it.
+func Host(ctx context.Context) context.Context {
+	return With(ctx, Principal{Role: Admin, Actor: Actor(ctx)})
+}

@@ -27,9 +27,11 @@ type options struct {
 	token    string
 	caCert   string
 	insecure bool
-	json     bool
-	wide     bool
-	timeout  time.Duration
+	// team is --team: the team a global token (or the socket) acts in.
+	team    string
+	json    bool
+	wide    bool
+	timeout time.Duration
 	// quiet is --quiet: no progress lines on long waits.
 	quiet bool
 	// forceProgress prints progress whatever stderr is (tests).
@@ -42,6 +44,7 @@ func (g *options) addClientFlags(root *cobra.Command) {
 	pf.StringVar(&g.token, "token", "", "bearer token for an https endpoint (env AGENTLAB_TOKEN)")
 	pf.StringVar(&g.caCert, "ca-cert", "", "PEM file to trust for an https endpoint (env AGENTLAB_CA_CERT)")
 	pf.BoolVar(&g.insecure, "insecure", false, "skip TLS certificate verification (env AGENTLAB_INSECURE)")
+	pf.StringVar(&g.team, "team", "", "act in this team (a global token or the socket; env "+client.EnvTeam+")")
 	pf.BoolVar(&g.json, "json", false, "print JSON (the API's own objects and field names)")
 	pf.BoolVar(&g.wide, "wide", false, "show table columns in full (they are cut at 48 characters otherwise)")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "give up after this long")
@@ -50,8 +53,13 @@ func (g *options) addClientFlags(root *cobra.Command) {
 func (g *options) newClient() (*client.Client, error) {
 	// The HTTP timeout only backs up --timeout, which bounds every command
 	// through its context (an exec may legitimately wait for minutes).
-	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure,
+	return client.New(client.FromEnv(client.Config{Endpoint: g.endpoint, Token: g.token, CACert: g.caCert, Insecure: g.insecure, Team: g.team,
 		Timeout: g.timeout + 30*time.Second, TokenSetting: "--token or " + client.EnvToken}))
+}
+
+// actingIn is the team the client acts in: --team, else AGENTLAB_TEAM.
+func (g *options) actingIn() string {
+	return client.FromEnv(client.Config{Team: g.team}).Team
 }
 
 // withClient runs fn with a client and a context bounded by --timeout.
@@ -97,14 +105,17 @@ func (g *options) printSandboxes(w io.Writer, sbs []api.Sandbox) error {
 		return printJSON(w, api.SandboxList{Sandboxes: sbs})
 	}
 	rows := make([][]string, 0, len(sbs))
+	teams := make([]string, 0, len(sbs))
 	for _, s := range sbs {
+		teams = append(teams, s.Team)
 		vmid := "-"
 		if s.VMID != 0 {
 			vmid = fmt.Sprint(s.VMID)
 		}
 		rows = append(rows, []string{s.Name, vmid, string(s.State), dash(s.IP), s.Profile, fmtTime(s.LeaseExpiresAt), dash(s.Error)})
 	}
-	return g.table(w, "NAME\tVMID\tSTATE\tIP\tPROFILE\tLEASE EXPIRES\tERROR", rows)
+	header, rows := teamColumn("NAME\tVMID\tSTATE\tIP\tPROFILE\tLEASE EXPIRES\tERROR", rows, teams)
+	return g.table(w, header, rows)
 }
 
 func (g *options) printSandbox(w io.Writer, s *api.Sandbox) error {

@@ -150,6 +150,7 @@ func snapshotNames(c *client.Client, ctx contextT, ws string) ([]string, error) 
 func (g *options) addCompletions(root *cobra.Command) {
 	completeSessions := firstArg(g.completeNames(listSessions))
 	completeProfiles := g.completeNames(listProfiles)
+	_ = root.RegisterFlagCompletionFunc("team", g.completeNames(listTeams))
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		p := strings.TrimPrefix(c.CommandPath(), "agentd ")

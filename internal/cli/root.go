@@ -37,7 +37,7 @@ a bearer token.`,
 		c.GroupID = "agent"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{g.newStatusCmd(), g.newProfileCmd(), g.newSandboxCmd(), g.newWorkspaceCmd(), g.newSessionCmd(), g.newEventsCmd(), g.newReconcileCmd(), g.newDoctorCmd(), g.newJobCmd(), g.newArtifactsCmd(), g.newPoolCmd()} {
+	for _, c := range []*cobra.Command{g.newStatusCmd(), g.newProfileCmd(), g.newSandboxCmd(), g.newWorkspaceCmd(), g.newSessionCmd(), g.newEventsCmd(), g.newReconcileCmd(), g.newDoctorCmd(), g.newJobCmd(), g.newArtifactsCmd(), g.newPoolCmd(), g.newNodeCmd(), g.newTeamCmd(), g.newTokenCmd()} {
 		c.GroupID = "ops"
 		root.AddCommand(c)
 	}

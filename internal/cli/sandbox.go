@@ -56,7 +56,7 @@ sandbox; different settings are refused (409).`,
 					return err
 				}
 				if !noWait {
-					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, 0, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.ID, 0, start); err != nil {
 						return err
 					}
 				}
@@ -94,7 +94,9 @@ func (g *options) sandboxListCmd() *cobra.Command {
 		Short:   "List sandboxes",
 		Long: `List sandboxes, newest first. DESTROYED sandboxes are hidden unless --all or a
 state filter asks for them. Filters (repeatable, ANDed): state=S[,S…], profile=P, name=N;
-comma-joined filters are ANDed too (profile=P,state=RUNNING).`,
+comma-joined filters are ANDed too (profile=P,state=RUNNING). A global
+caller acting in no team (no --team) sees every team's sandboxes, with a TEAM
+column when they come from more than one.`,
 		Example: `  agentd sandbox list
   agentd sandbox list --filter state=TIMEOUT
   agentd sandbox list --filter state=FAILED,TIMEOUT --filter profile=yolo-ephemeral --json`,
@@ -180,7 +182,7 @@ func (g *options) sandboxStartCmd() *cobra.Command {
 					return err
 				}
 				if !noWait {
-					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.ID, after, start); err != nil {
 						return err
 					}
 				}
@@ -432,7 +434,14 @@ func (g *options) sandboxEventsCmd() *cobra.Command {
 }
 
 func (g *options) newEventsCmd() *cobra.Command {
-	return g.eventsCmd("events", "Show recent events of every sandbox", false)
+	cmd := g.eventsCmd("events", "Show recent events of every sandbox (of one team with --team)", false)
+	cmd.Long = `Show recent events: when, the team (without --team), the sandbox, the kind,
+who caused it (token:<team>/<name>, token:<name> for a global token,
+socket:<uid>, or agentd for the agent's own work) and what happened. With
+--team T only team T's events.`
+	cmd.Example = `  agentd events --tail 20
+  agentd events --team red --follow`
+	return cmd
 }
 
 func (g *options) eventsCmd(use, short string, perSandbox bool) *cobra.Command {
@@ -506,7 +515,13 @@ func (g *options) printEvent(w io.Writer, e api.Event) {
 	if e.From != "" {
 		change = fmt.Sprintf(" [%s → %s]", clean(string(e.From)), clean(string(e.To)))
 	}
-	printf(w, "%s  %-12s %-24s %s", e.Time.Local().Format("2006-01-02 15:04:05"), dash(e.Sandbox), e.Kind, e.Message)
+	// The team is a column only while events of several teams can mix
+	// (no --team); the actor always is: who did it.
+	team := ""
+	if g.actingIn() == "" {
+		team = fmt.Sprintf("%-10s ", clean(dash(e.Team)))
+	}
+	printf(w, "%s  %s%-12s %-24s %-22s %s", e.Time.Local().Format("2006-01-02 15:04:05"), team, dash(e.Sandbox), e.Kind, dash(e.Actor), e.Message)
 	fmt.Fprintln(w, change)
 }
 

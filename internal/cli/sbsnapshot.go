@@ -83,7 +83,7 @@ only to its most recent snapshot.`,
 					}
 				}
 				if sb.State.Settling() {
-					if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+					if sb, err = c.WaitSandbox(ctx, sb.ID, 250*time.Millisecond); err != nil {
 						return err
 					}
 				}

@@ -43,7 +43,7 @@ cannot snapshot) is refused (404) with the reason.`,
 					return err
 				}
 				if sb.State == api.StateBooting && !noWait {
-					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.ID, after, start); err != nil {
 						return err
 					}
 					if err := g.printSandbox(cmd.OutOrStdout(), sb); err != nil {
@@ -85,7 +85,7 @@ sandbox can be resumed; a STOPPED one is started with "agentd sandbox start".`,
 					return err
 				}
 				if !noWait {
-					if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
+					if sb, err = g.waitSandbox(cmd, c, ctx, sb.ID, after, start); err != nil {
 						return err
 					}
 				}

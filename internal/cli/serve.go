@@ -114,7 +114,9 @@ Task and boot times are those of a small real host divided by --speed
 (0: instant). Without --state-dir the state lives in a temporary directory that
 is removed on exit. With it, both the agent's state and the simulated Proxmox
 host (its VMs, disks with their content, snapshots, firewall, tasks) survive a
-restart, even kill -9: sandboxes come back as they were, not DESTROYED.`,
+restart, even kill -9: sandboxes come back as they were, not DESTROYED.
+With --nodes N (N > 1) the simulator is a cluster of nodes pve1..pveN sharing
+the NFS storage "shared"; the template and the agent's configured node are pve1.`,
 		Example: `  agentd dev
   agentd dev --speed 10 --env-file /tmp/agentlab.env &
   set -a; . /tmp/agentlab.env; set +a; agentd status`,
@@ -164,6 +166,7 @@ restart, even kill -9: sandboxes come back as they were, not DESTROYED.`,
 	f.StringVar(&o.StateDir, "state-dir", "", "keep state here (default: a temporary directory removed on exit)")
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:0", "TCP address of the API (port 0 picks a free port)")
 	f.StringVar(&o.SimAddr, "sim-addr", "127.0.0.1:0", "address of the Proxmox simulator")
+	f.IntVar(&o.Nodes, "nodes", 1, "simulate a cluster of this many nodes (pve1..pveN with a shared storage; 1: the standalone node pve)")
 	f.Float64Var(&o.Speed, "speed", 1, "divide realistic task and boot times by this (0: instant)")
 	f.DurationVar(&o.ProvisioningTimeout, "provisioning-timeout", 10*time.Minute, "fail sandboxes not RUNNING after this long")
 	f.StringVar(&o.LogRequests, "log-requests", "", "append the simulator's request log (one JSON line per Proxmox API request, secrets redacted) to this file")

@@ -88,10 +88,13 @@ workspace.`,
 					return printJSON(cmd.OutOrStdout(), api.SessionList{Sessions: ss})
 				}
 				var rows [][]string
+				var teams []string
 				for _, s := range ss {
 					rows = append(rows, []string{s.Name, s.State, s.Profile, s.Workspace, dash(s.Sandbox), dash(s.IP)})
+					teams = append(teams, s.Team)
 				}
-				return g.table(cmd.OutOrStdout(), "NAME\tSTATE\tPROFILE\tWORKSPACE\tSANDBOX\tIP", rows)
+				header, rows := teamColumn("NAME\tSTATE\tPROFILE\tWORKSPACE\tSANDBOX\tIP", rows, teams)
+				return g.table(cmd.OutOrStdout(), header, rows)
 			})
 		},
 	}

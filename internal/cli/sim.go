@@ -23,6 +23,10 @@ func newSimCmd() *cobra.Command {
 		speed     float64
 		logReqs   string
 		stateDir  string
+		nNodes    int
+		perNode   bool
+		sharedTpl bool
+		offline   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -36,6 +40,13 @@ style scripts and any Proxmox client can use it. A cloud-init template VM 9000
 and the storages local (dir), local-lvm (lvmthin), local-zfs (zfspool) and
 local-raw (dir, raw) are present. Test hooks are served under /_sim/.
 
+With --nodes N (N > 1) it is a cluster of nodes pve1..pveN: each with its own
+local storages, all sharing the NFS storage "shared"; the template is on pve1
+(--template-per-node adds 9001.. on the others, --shared-template puts it on
+the shared storage). POST /_sim/node-online {"node":"pve2","on":false} takes
+a node offline: its API answers "595 No route to host" as pveproxy does for
+an unreachable node, and it is listed offline until brought back.
+
 With --state-dir the cluster survives restarts, even kill -9: every change
 is written atomically before anyone can observe it. A restart is a restart of
 PVE's API daemons on a host that kept running: VMs keep their power state,
@@ -46,7 +57,17 @@ token, password and certificate stay the same.`,
   agentd sim --log-requests /tmp/pve-requests.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay, LocalDir: localDir, StateDir: stateDir}
+			if cmd.Flags().Changed("nodes") {
+				if nNodes < 1 {
+					return usagef("--nodes must be at least 1, got %d", nNodes)
+				}
+				if cmd.Flags().Changed("node") {
+					return usagef("--nodes and --node name the nodes twice; give one of them")
+				}
+				nodes = pvesim.NodeNames(nNodes)
+			}
+			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay, LocalDir: localDir, StateDir: stateDir,
+				TemplatePerNode: perNode, SharedTemplate: sharedTpl}
 			if speed <= 0 {
 				return usagef("--speed must be positive, got %g", speed)
 			}
@@ -77,6 +98,11 @@ token, password and certificate stay the same.`,
 				return err
 			}
 			defer sim.Close()
+			for _, n := range offline {
+				if err := sim.SetNodeOnline(n, false); err != nil {
+					return usagef("--offline: %v", err)
+				}
+			}
 			if caFile != "" {
 				if err := os.WriteFile(caFile, sim.CAPEM(), 0o644); err != nil {
 					return fmt.Errorf("write --ca-file: %w", err)
@@ -101,6 +127,10 @@ token, password and certificate stay the same.`,
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8006", "listen address (port 0 picks a free port)")
 	cmd.Flags().StringSliceVar(&nodes, "node", []string{"pve"}, "node names (repeat for a cluster)")
+	cmd.Flags().IntVar(&nNodes, "nodes", 1, "simulate a cluster of this many nodes, pve1..pveN, with the shared storage \"shared\" (1: the standalone node pve)")
+	cmd.Flags().BoolVar(&perNode, "template-per-node", false, "in a cluster, a copy of the template on every node (VMID 9000+i on the i-th node, counting from 0)")
+	cmd.Flags().BoolVar(&sharedTpl, "shared-template", false, "in a cluster, template 9000's disks on the shared storage")
+	cmd.Flags().StringSliceVar(&offline, "offline", nil, "start with these nodes offline (POST /_sim/node-online {\"node\":N,\"on\":true} brings one back)")
 	cmd.Flags().BoolVar(&realistic, "realistic", false, "task durations, guest boot time and login delay of a real host")
 	cmd.Flags().DurationVar(&bootDelay, "agent-boot-delay", 0, "time from VM start until the guest agent answers")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "write the simulator's self-signed certificate (PEM) here")

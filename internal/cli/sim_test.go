@@ -3,6 +3,10 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,5 +76,61 @@ func TestSimCommand(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("agentd sim did not stop on SIGINT")
+	}
+}
+
+// TestSimCommandCluster: --nodes builds pve1..pveN, --template-per-node a
+// template on each, --offline starts a node unreachable.
+func TestSimCommandCluster(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "agentd")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../agentd").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	cmd := exec.Command(bin, "sim", "--addr", "127.0.0.1:0", "--ca-file", ca, "--nodes", "3", "--template-per-node", "--offline", "pve3")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	env := map[string]string{}
+	sc := bufio.NewScanner(stdout)
+	for len(env) < 6 && sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		env[k] = v
+	}
+	if env["PVE_NODE"] != "pve1" {
+		t.Fatalf("PVE_NODE %q", env["PVE_NODE"])
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	get := func(path string) (string, string) {
+		req, _ := http.NewRequest("GET", env["PVE_URL"]+path, nil)
+		req.Header.Set("Authorization", "PVEAPIToken="+env["PVE_TOKEN"])
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.Status, string(b)
+	}
+	status, body := get("/cluster/status")
+	if status != "200 OK" || !strings.Contains(body, `"nodes":3`) || !strings.Contains(body, `"name":"pve3","nodeid":3,"online":0`) {
+		t.Fatalf("cluster status: %s %s", status, body)
+	}
+	if status, _ := get("/nodes/pve2/qemu/9001/status/current"); status != "200 OK" {
+		t.Errorf("template on pve2: %s", status)
+	}
+	if status, _ := get("/nodes/pve3/status"); status != "595 No route to host" {
+		t.Errorf("offline pve3: %s", status)
+	}
+	if out, err := exec.Command(bin, "sim", "--nodes", "2", "--node", "a").CombinedOutput(); err == nil {
+		t.Errorf("--nodes with --node accepted: %s", out)
 	}
 }

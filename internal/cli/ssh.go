@@ -257,7 +257,7 @@ func (g *options) sshReady(cmd *cobra.Command, c *client.Client, ctx contextT, r
 		return nil, err
 	}
 	if sb.State.Settling() {
-		if sb, err = c.WaitSandbox(ctx, sb.Name, 250*time.Millisecond); err != nil {
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 250*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -270,7 +270,7 @@ func (g *options) sshReady(cmd *cobra.Command, c *client.Client, ctx contextT, r
 		if _, err := c.Start(ctx, sb.Name); err != nil {
 			return nil, err
 		}
-		if sb, err = g.waitSandbox(cmd, c, ctx, sb.Name, after, start); err != nil {
+		if sb, err = g.waitSandbox(cmd, c, ctx, sb.ID, after, start); err != nil {
 			return nil, err
 		}
 	}

@@ -37,6 +37,7 @@ func (g *options) newStatusCmd() *cobra.Command {
 				out := cmd.OutOrStdout()
 				printf(out, "agentd %s on node %s (endpoint %s), up since %s\n", st.Version, st.Node, c.Endpoint(), st.StartedAt.Local().Format("2006-01-02 15:04:05"))
 				printf(out, "instance %s (written into every VM this agent creates)\n", st.InstanceID)
+				printf(out, "%s\n", callerLine(st.Caller))
 				if st.Proxmox.Reachable {
 					printf(out, "Proxmox VE %s: reachable\n", st.Proxmox.Version)
 				} else {
@@ -159,4 +160,16 @@ func (g *options) newProfileCmd() *cobra.Command {
 	validate.Flags().StringVar(&bridge, "bridge", "vmbr1", "agent_bridge to assume for profiles without network.bridge")
 	cmd.AddCommand(validate)
 	return cmd
+}
+
+// callerLine says who the agent took the caller for and where it acts.
+func callerLine(c api.Caller) string {
+	team, acting := "team "+c.Team, ""
+	if c.Team == "" {
+		team, acting = "global", ", acting in every team"
+		if c.ActingIn != "" {
+			acting = ", acting in team " + c.ActingIn
+		}
+	}
+	return fmt.Sprintf("Caller: %s (%s, role %s%s)", c.Actor, team, c.Role, acting)
 }

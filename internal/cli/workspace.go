@@ -92,10 +92,13 @@ on the holder and need the workspace detached.`,
 					return printJSON(cmd.OutOrStdout(), api.WorkspaceList{Workspaces: ws})
 				}
 				var rows [][]string
+				var teams []string
 				for _, w := range ws {
 					rows = append(rows, []string{w.Name, fmt.Sprintf("%dG", w.SizeGB), w.Storage, strconv.Itoa(w.HolderVMID), dash(w.AttachedSandbox), dash(w.Session), w.State})
+					teams = append(teams, w.Team)
 				}
-				return g.table(cmd.OutOrStdout(), "NAME\tSIZE\tSTORAGE\tHOLDER\tATTACHED TO\tSESSION\tSTATE", rows)
+				header, rows := teamColumn("NAME\tSIZE\tSTORAGE\tHOLDER\tATTACHED TO\tSESSION\tSTATE", rows, teams)
+				return g.table(cmd.OutOrStdout(), header, rows)
 			})
 		},
 	}

@@ -415,10 +415,15 @@ func (c *Client) Prune(ctx context.Context) (*api.PruneResult, error) {
 	return &r, c.Do(ctx, "POST", "/v1/sandboxes/prune", nil, &r)
 }
 
-func eventsPath(ref string, q url.Values) string {
+// eventsPath is the events of one sandbox, or of every sandbox; with a team
+// set, of every sandbox of that team (?team=, the filter GET /v1/events
+// offers), so that the filter does not rest on the header alone.
+func (c *Client) eventsPath(ref string, q url.Values) string {
 	path := "/v1/events"
 	if ref != "" {
 		path = "/v1/sandboxes/" + url.PathEscape(ref) + "/events"
+	} else if c.team != "" {
+		q.Set("team", c.team)
 	}
 	if len(q) > 0 {
 		path += "?" + q.Encode()
@@ -437,7 +442,7 @@ func (c *Client) Events(ctx context.Context, ref string, after int64, tail int) 
 		q.Set("tail", fmt.Sprint(tail))
 	}
 	var l api.EventList
-	return &l, c.Do(ctx, "GET", eventsPath(ref, q), nil, &l)
+	return &l, c.Do(ctx, "GET", c.eventsPath(ref, q), nil, &l)
 }
 
 // EventsAfter returns the first limit events after id after, in id order;
@@ -448,7 +453,7 @@ func (c *Client) EventsAfter(ctx context.Context, ref string, after int64, limit
 		q.Set("limit", fmt.Sprint(limit))
 	}
 	var l api.EventList
-	return &l, c.Do(ctx, "GET", eventsPath(ref, q), nil, &l)
+	return &l, c.Do(ctx, "GET", c.eventsPath(ref, q), nil, &l)
 }
 
 // WaitSandbox waits until agentd stops working on the sandbox (provisioning,

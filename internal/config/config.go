@@ -113,6 +113,11 @@ type Config struct {
 	PoolInterval         time.Duration `yaml:"pool_interval"`
 	PoolCloneConcurrency int           `yaml:"pool_clone_concurrency"`
 	LeaseGCInterval      time.Duration `yaml:"lease_gc_interval"`
+
+	// Nodes limits agentd to these cluster nodes (empty: every node).
+	Nodes []string `yaml:"nodes"`
+	// Placement bounds what agentd puts on each node.
+	Placement Placement `yaml:"placement"`
 	// LeaseCountsWhilePaused: a hibernated (SUSPENDED) sandbox's lease runs
 	// on; false (the default) stops the clock until it is resumed.
 	LeaseCountsWhilePaused bool          `yaml:"lease_counts_while_paused"`
@@ -127,6 +132,21 @@ type Config struct {
 }
 
 // Default returns the configuration with every default applied.
+// Placement is the placement section: per-node caps and the sample size.
+type Placement struct {
+	// Sample is how many eligible nodes a decision compares (best of K).
+	Sample int `yaml:"sample"`
+	// MemoryReserveMB stays free on every node for the host itself.
+	MemoryReserveMB int64 `yaml:"memory_reserve_mb"`
+	// CPUOvercommit is the most cores committed per physical CPU.
+	CPUOvercommit float64 `yaml:"cpu_overcommit"`
+	// MaxSandboxesPerNode (0: no limit).
+	MaxSandboxesPerNode int `yaml:"max_sandboxes_per_node"`
+	// MaxInFlightPerNode is the clones and starts run at once on a node;
+	// more hit Proxmox's `can't lock file … got timeout`.
+	MaxInFlightPerNode int `yaml:"max_inflight_per_node"`
+}
+
 func Default() *Config {
 	return &Config{
 		StateDir:                  "/var/lib/agentd",
@@ -180,6 +200,8 @@ func Default() *Config {
 		ReconcileInterval:         30 * time.Second,
 		PoolInterval:              10 * time.Second,
 		PoolCloneConcurrency:      2,
+		Nodes:                     []string{},
+		Placement:                 Placement{Sample: 3, MemoryReserveMB: 2048, CPUOvercommit: 4, MaxInFlightPerNode: 2},
 		LeaseGCInterval:           30 * time.Second,
 		EventRetention:            720 * time.Hour,
 		DestroyedRetention:        720 * time.Hour,
@@ -288,6 +310,22 @@ func (c *Config) Validate() error {
 	}
 	if c.PoolCloneConcurrency < 1 || c.PoolCloneConcurrency > 16 {
 		return c.fieldErr("pool_clone_concurrency", "must be between 1 and 16 clones at a time per node, got %d", c.PoolCloneConcurrency)
+	}
+	if p := c.Placement; p.Sample < 1 || p.Sample > 64 {
+		return c.fieldErr("placement.sample", "must be between 1 and 64 nodes, got %d", p.Sample)
+	} else if p.MemoryReserveMB < 0 {
+		return c.fieldErr("placement.memory_reserve_mb", "must be 0 or more, got %d", p.MemoryReserveMB)
+	} else if p.CPUOvercommit < 0.1 || p.CPUOvercommit > 64 {
+		return c.fieldErr("placement.cpu_overcommit", "must be between 0.1 and 64 cores per CPU, got %g", p.CPUOvercommit)
+	} else if p.MaxSandboxesPerNode < 0 {
+		return c.fieldErr("placement.max_sandboxes_per_node", "must be 0 (no limit) or more, got %d", p.MaxSandboxesPerNode)
+	} else if p.MaxInFlightPerNode < 1 || p.MaxInFlightPerNode > 16 {
+		return c.fieldErr("placement.max_inflight_per_node", "must be between 1 and 16, got %d", p.MaxInFlightPerNode)
+	}
+	for i, n := range c.Nodes {
+		if n == "" || strings.ContainsAny(n, "/ \t") {
+			return c.fieldErr(fmt.Sprintf("nodes[%d]", i), "%q is not a node name", n)
+		}
 	}
 	if c.MaxSandboxesPerProfile < 0 {
 		return c.fieldErr("max_sandboxes_per_profile", "must be 0 (only max_sandboxes) or more, got %d", c.MaxSandboxesPerProfile)

@@ -36,6 +36,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		{"provisioning_timeout: 10\n", "c.yaml:1: provisioning_timeout: invalid duration \"10\""},
 		{"provisioning_timeout: 0s\n", "c.yaml: provisioning_timeout: must be greater than zero"},
 		{"idle_stop_cpu_threshold: 5\n", "c.yaml: idle_stop_cpu_threshold: must be between 0 and 1, got 5"},
+		{"placement:\n  cpu_overcommit: 0\n", "c.yaml: placement.cpu_overcommit: must be between 0.1 and 64 cores per CPU, got 0"},
+		{"placement:\n  max_inflight_per_node: 40\n", "c.yaml: placement.max_inflight_per_node: must be between 1 and 16, got 40"},
 		{"idle_stop_enabled: yes please\n", "c.yaml:1: idle_stop_enabled: want true or false"},
 		{"artifact_max_bytes: lots\n", "c.yaml:1: artifact_max_bytes: want a whole number, got \"lots\""},
 		{"proxmox_url: http://pve:8006\n", "c.yaml: proxmox_url: want https://"},

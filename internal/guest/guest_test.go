@@ -84,7 +84,7 @@ func newEnv(t *testing.T, mod func(*Options)) *env {
 func (e *env) sandbox(name, prof, jobID string) (*store.Sandbox, string) {
 	e.t.Helper()
 	ctx := context.Background()
-	sb := &store.Sandbox{Sandbox: api.Sandbox{ID: "sbx-" + name, Name: name, Profile: prof, State: api.StateRunning, IP: guestIP}}
+	sb := &store.Sandbox{Sandbox: api.Sandbox{ID: "sbx-" + name, Name: name, Team: "default", Profile: prof, State: api.StateRunning, IP: guestIP}}
 	if err := e.st.CreateSandbox(ctx, sb, store.Event{}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -339,14 +339,43 @@ func TestArtifactQuotas(t *testing.T) {
 	}
 }
 
+// TestTeamArtifactQuota: the team's quota artifact_bytes binds across its
+// sandboxes, counting what they stored before; raising it holds from the
+// next upload.
+func TestTeamArtifactQuota(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	team := &api.Team{Name: "default", Quota: api.TeamQuota{ArtifactBytes: 120}}
+	if err := e.st.UpdateTeam(ctx, team); err != nil {
+		t.Fatal(err)
+	}
+	_, tokA := e.sandbox("qa", "plain", "")
+	_, tokB := e.sandbox("qb", "plain", "")
+	if a := e.upload(tokA, "a", strings.Repeat("a", 100)); a.status != http.StatusCreated {
+		t.Fatalf("a: %d %s", a.status, a.body)
+	}
+	a := e.upload(tokB, "b", strings.Repeat("b", 30))
+	if a.status != http.StatusRequestEntityTooLarge || a.err.Limit == nil || a.err.Limit.Key != "team default quota artifact_bytes" ||
+		a.err.Limit.Value != 120 || a.err.Limit.Used != 100 {
+		t.Fatalf("b over the team quota: %d %s", a.status, a.body)
+	}
+	team.Quota.ArtifactBytes = 200
+	if err := e.st.UpdateTeam(ctx, team); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.upload(tokB, "b", strings.Repeat("b", 30)); a.status != http.StatusCreated {
+		t.Fatalf("b after the quota was raised: %d %s", a.status, a.body)
+	}
+}
+
 // TestQuotaReservationsAreShared: two uploads in flight at once cannot both
 // take the last bytes (the reservation level, where the race would be).
 func TestQuotaReservationsAreShared(t *testing.T) {
 	e := newEnv(t, nil)
 	q := newQuotas(e.st, 100, 0, 10)
 	ctx := context.Background()
-	r1, err1 := q.begin(ctx, e.sb.ID, "", "")
-	r2, err2 := q.begin(ctx, e.sb.ID, "", "")
+	r1, err1 := q.begin(ctx, e.sb.ID, "", "default")
+	r2, err2 := q.begin(ctx, e.sb.ID, "", "default")
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}

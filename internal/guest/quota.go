@@ -11,8 +11,9 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
-// quotas enforce artifact bytes per sandbox and per job and the artifact
-// count per sandbox across concurrent uploads. An owner's usage is read from
+// quotas enforce artifact bytes per sandbox, per job and per team (its
+// quota artifact_bytes) and the artifact count per sandbox across
+// concurrent uploads. An owner's usage is read from
 // the store when its first upload starts and then kept here, counting every
 // byte as it arrives, until its last upload in flight ends: two uploads can
 // never both take the last bytes, and retention's deletions are seen by the
@@ -24,7 +25,7 @@ type quotas struct {
 	maxCount int64 // artifacts per sandbox (0: none)
 
 	mu    sync.Mutex
-	usage map[string]*usage // "sandbox:<id>" / "job:<id>"
+	usage map[string]*usage // "sandbox:<id>" / "job:<id>" / "team:<name>"
 }
 
 type usage struct {
@@ -46,30 +47,33 @@ type quotaKey struct {
 	limit int64 // bytes
 	name  string
 	what  string
-	team  string // set for the team's quota artifact_bytes
+	// read loads the owner's usage from the store (count, bytes).
+	read func(context.Context) (int64, int64, error)
 }
 
 func newQuotas(st *store.Store, perSB, perJob int64, maxCount int) *quotas {
 	return &quotas{store: st, perSB: perSB, perJob: perJob, maxCount: int64(maxCount), usage: map[string]*usage{}}
 }
 
-// begin reserves one artifact of sandboxID (and jobID) or refuses with 429
-// when the sandbox has maxCount already. The sandbox's team's quota
-// artifact_bytes (read at every upload: an operator may change it) bounds
-// all of the team's artifacts together.
+// begin reserves one artifact of sandboxID (and jobID, of team) or refuses
+// with 429 when the sandbox has maxCount already.
 func (q *quotas) begin(ctx context.Context, sandboxID, jobID, team string) (*reservation, error) {
-	keys := []quotaKey{{key: "sandbox:" + sandboxID, limit: q.perSB, name: "artifact_quota_sandbox_bytes", what: "sandbox"}}
+	keys := []quotaKey{{key: "sandbox:" + sandboxID, limit: q.perSB, name: "artifact_quota_sandbox_bytes", what: "sandbox",
+		read: func(ctx context.Context) (int64, int64, error) { return q.store.ArtifactUsage(ctx, sandboxID, "") }}}
 	if jobID != "" {
-		keys = append(keys, quotaKey{key: "job:" + jobID, limit: q.perJob, name: "artifact_quota_job_bytes", what: "job"})
+		keys = append(keys, quotaKey{key: "job:" + jobID, limit: q.perJob, name: "artifact_quota_job_bytes", what: "job",
+			read: func(ctx context.Context) (int64, int64, error) { return q.store.ArtifactUsage(ctx, "", jobID) }})
 	}
-	if team != "" {
-		t, err := q.store.Team(ctx, team)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("team %s: %w", team, err)
-		}
-		if t != nil && t.Quota.ArtifactBytes > 0 {
-			keys = append(keys, quotaKey{key: "team:" + team, limit: t.Quota.ArtifactBytes, team: team})
-		}
+	// The team's limit is read at every upload: an operator's change to
+	// the quota holds from the next one.
+	if t, err := q.store.Team(ctx, team); err == nil && t.Quota.ArtifactBytes > 0 {
+		keys = append(keys, quotaKey{key: "team:" + team, limit: t.Quota.ArtifactBytes, name: "team " + team + " quota artifact_bytes", what: "team",
+			read: func(ctx context.Context) (int64, int64, error) {
+				u, err := q.store.TeamUsage(ctx, team)
+				return 0, u.ArtifactBytes, err
+			}})
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("team %s quota: %w", team, err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -77,19 +81,7 @@ func (q *quotas) begin(ctx context.Context, sandboxID, jobID, team string) (*res
 		if q.usage[k.key] != nil {
 			continue
 		}
-		if k.team != "" {
-			use, err := q.store.TeamUsage(ctx, k.team)
-			if err != nil {
-				return nil, fmt.Errorf("artifact usage: %w", err)
-			}
-			q.usage[k.key] = &usage{bytes: use.ArtifactBytes}
-			continue
-		}
-		sb, job := sandboxID, ""
-		if k.key != keys[0].key {
-			sb, job = "", jobID
-		}
-		n, size, err := q.store.ArtifactUsage(ctx, sb, job)
+		n, size, err := k.read(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("artifact usage: %w", err)
 		}
@@ -128,9 +120,6 @@ func (r *reservation) add(n int64) error {
 	defer q.mu.Unlock()
 	for _, k := range r.keys {
 		u := q.usage[k.key]
-		if k.limit > 0 && u.bytes+n > k.limit && k.team != "" {
-			return api.QuotaError(k.team, "artifact_bytes", k.limit, u.bytes, "this upload would pass it (counting uploads in progress)")
-		}
 		if k.limit > 0 && u.bytes+n > k.limit {
 			return api.LimitError(http.StatusRequestEntityTooLarge, api.CodeArtifactQuota, k.name, k.limit, u.bytes,
 				"the artifacts of this %s would exceed %s (%d bytes; %d in use, counting uploads in progress)", k.what, k.name, k.limit, u.bytes)

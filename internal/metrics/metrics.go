@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 )
 
 // Metrics is the registry and every series agentd exports.
@@ -126,5 +128,42 @@ func (m *Metrics) Drift(action string) {
 func (m *Metrics) ArtifactBytes(n int64) {
 	if m != nil {
 		m.artifactBytes.Add(float64(n))
+	}
+}
+
+// WatchTeams exports each team's usage and quota (read at scrape time):
+// agentd_team_usage{team,resource} and agentd_team_quota{team,resource},
+// the latter only for the limits that are set.
+func (m *Metrics) WatchTeams(fn func() []api.Team) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(&teamCollector{fn: fn,
+		usage: prometheus.NewDesc("agentd_team_usage", "What each team holds now, by resource (quota units).", []string{"team", "resource"}, nil),
+		quota: prometheus.NewDesc("agentd_team_quota", "Each team's quota by resource, where one is set.", []string{"team", "resource"}, nil)})
+}
+
+type teamCollector struct {
+	fn           func() []api.Team
+	usage, quota *prometheus.Desc
+}
+
+func (c *teamCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.usage; ch <- c.quota }
+func (c *teamCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, t := range c.fn() {
+		q := t.Quota
+		limits := map[string]int64{"sandboxes": q.Sandboxes, "cores": q.Cores, "memory_mb": q.MemoryMB,
+			"workspace_gb": q.WorkspaceGB, "ttl_seconds": q.TTLSeconds, "artifact_bytes": q.ArtifactBytes}
+		for r, v := range limits {
+			if v > 0 {
+				ch <- prometheus.MustNewConstMetric(c.quota, prometheus.GaugeValue, float64(v), t.Name, r)
+			}
+		}
+		if u := t.Usage; u != nil {
+			for r, v := range map[string]int64{"sandboxes": u.Sandboxes, "cores": u.Cores, "memory_mb": u.MemoryMB,
+				"workspace_gb": u.WorkspaceGB, "artifact_bytes": u.ArtifactBytes} {
+				ch <- prometheus.MustNewConstMetric(c.usage, prometheus.GaugeValue, float64(v), t.Name, r)
+			}
+		}
 	}
 }

@@ -66,6 +66,8 @@ type Proof struct {
 	Team     string
 	Instance string
 	VMID     int
+	// Node is the cluster node the VM lives on ("" is the agent's own node).
+	Node string
 	// Pool is the profile of a warm-pool member ("" for a sandbox handed to
 	// a user). A proof with Pool set requires the marker, so a VM planted
 	// at a pooled VMID without it is refused.
@@ -262,7 +264,7 @@ func (g *Guard) Prove(ctx context.Context, p Proof, withTag bool) (*VM, error) {
 	wctx, cancel := context.WithTimeout(ctx, placeholderWait)
 	defer cancel()
 	for {
-		cfg, err := g.pve.Config(ctx, p.VMID)
+		cfg, err := g.pve.On(p.Node).Config(ctx, p.VMID)
 		if errors.Is(err, pve.ErrNotFound) {
 			return nil, nil
 		}
@@ -275,7 +277,7 @@ func (g *Guard) Prove(ctx context.Context, p Proof, withTag bool) (*VM, error) {
 			if err != nil {
 				return nil, err
 			}
-			return &VM{pve: g.pve, proof: p, Config: cfg}, nil
+			return &VM{pve: g.pve.On(p.Node), proof: p, Config: cfg}, nil
 		}
 		// The task that writes the real config is running: the answer is
 		// whatever that config says, so wait for it rather than guess.
@@ -310,7 +312,7 @@ func (g *Guard) Clone(ctx context.Context, src int, p Proof, o pve.CloneOptions)
 // CreateHolder creates a never-started holder VM owning one disk, proof and
 // tag in the create request itself.
 func (g *Guard) CreateHolder(ctx context.Context, p Proof, storage string, sizeGB int) error {
-	return g.pve.CreateVM(ctx, p.VMID, map[string]any{"name": vmName(p), "scsi0": fmt.Sprintf("%s:%d", storage, sizeGB),
+	return g.pve.On(p.Node).CreateVM(ctx, p.VMID, map[string]any{"name": vmName(p), "scsi0": fmt.Sprintf("%s:%d", storage, sizeGB),
 		"memory": 64, "cores": 1, "tags": p.Kind.Tag(), "description": p.Description(), "onboot": 0})
 }
 

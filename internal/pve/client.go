@@ -77,6 +77,18 @@ func New(cfg Config) (*Client, error) {
 // Node is the node this client manages.
 func (c *Client) Node() string { return c.node }
 
+// On is the client for another node of the same cluster: the same API
+// connection (any node's pveproxy forwards /nodes/{n}/… to node n), with
+// node-scoped calls addressed to node. "" is this client's own node.
+func (c *Client) On(node string) *Client {
+	if node == "" || node == c.node {
+		return c
+	}
+	cp := *c
+	cp.node = node
+	return &cp
+}
+
 // proxyErrors turns pveproxy's 595/596/599 answers into errors: go-proxmox treats
 // them as success when a call has no result to decode.
 // It also reports each request to observe.

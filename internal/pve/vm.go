@@ -208,26 +208,57 @@ type Resource struct {
 	Tags     []string
 	CPU      float64
 	MaxCPU   uint64
+	MaxMem   uint64 // bytes, as configured
 	Uptime   uint64
 }
 
-// Resources lists every VM of the cluster in exactly one request, however
-// many VMs there are (reconcile and idle stop rely on that).
-func (c *Client) Resources(ctx context.Context) ([]Resource, error) {
+// NodeResource is one node in the cluster inventory.
+type NodeResource struct {
+	Node   string
+	Online bool   // status "online"
+	MaxMem uint64 // bytes
+	Mem    uint64
+	MaxCPU uint64
+	CPU    float64
+}
+
+// Inventory is the cluster as one /cluster/resources answer shows it.
+type Inventory struct {
+	VMs   []Resource
+	Nodes []NodeResource
+}
+
+// Inventory lists every VM and node of the cluster in exactly one
+// request, however many there are (reconcile, idle stop and placement rely
+// on that).
+func (c *Client) Inventory(ctx context.Context) (*Inventory, error) {
 	var rs proxmox.ClusterResources
-	if err := c.api.Get(ctx, "/cluster/resources?type=vm", &rs); err != nil {
+	if err := c.api.Get(ctx, "/cluster/resources", &rs); err != nil {
 		return nil, wrap("list cluster resources", err)
 	}
-	out := make([]Resource, 0, len(rs))
+	inv := &Inventory{VMs: make([]Resource, 0, len(rs))}
 	for _, r := range rs {
-		if r.Type != "qemu" {
-			continue
+		switch r.Type {
+		case "qemu":
+			inv.VMs = append(inv.VMs, Resource{VMID: int(r.VMID), Node: r.Node, Name: r.Name, Status: r.Status,
+				Template: r.Template == 1, Tags: splitTags(r.Tags), CPU: r.CPU, MaxCPU: r.MaxCPU, MaxMem: r.MaxMem, Uptime: r.Uptime})
+		case "node":
+			inv.Nodes = append(inv.Nodes, NodeResource{Node: r.Node, Online: r.Status == "online", MaxMem: r.MaxMem, Mem: r.Mem,
+				MaxCPU: r.MaxCPU, CPU: r.CPU})
 		}
-		out = append(out, Resource{VMID: int(r.VMID), Node: r.Node, Name: r.Name, Status: r.Status,
-			Template: r.Template == 1, Tags: splitTags(r.Tags), CPU: r.CPU, MaxCPU: r.MaxCPU, Uptime: r.Uptime})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
-	return out, nil
+	sort.Slice(inv.VMs, func(i, j int) bool { return inv.VMs[i].VMID < inv.VMs[j].VMID })
+	sort.Slice(inv.Nodes, func(i, j int) bool { return inv.Nodes[i].Node < inv.Nodes[j].Node })
+	return inv, nil
+}
+
+// Resources lists every VM of the cluster (Inventory's VMs).
+func (c *Client) Resources(ctx context.Context) ([]Resource, error) {
+	inv, err := c.Inventory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return inv.VMs, nil
 }
 
 // AgentPing checks that the guest agent answers.

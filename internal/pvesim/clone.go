@@ -18,6 +18,39 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// clone_vm's load_and_check: target node, storage, quorum, then the
+	// source's config (vmFor above stands for load_config).
+	target := req.str("target")
+	if target == src.node || target == "localhost" {
+		target = ""
+	}
+	if target != "" {
+		if _, ok := s.nodes[target]; !ok {
+			return nil, errf("no such cluster node '%s'", target) // PVE::Cluster::check_node_exists
+		}
+	}
+	if sid := req.str("storage"); sid != "" {
+		st, err := s.storageOn(src.node, sid)
+		if err != nil {
+			return nil, errf("storage '%s' does not exist", sid) // PVE::Storage::storage_config
+		}
+		if !contains(st.content, "images") {
+			return nil, paramErr(map[string]string{"storage": fmt.Sprintf("storage '%s' does not support vm images", sid)})
+		}
+		if target != "" {
+			if _, err := s.storageOn(target, sid); err != nil {
+				return nil, errf("storage '%s' is not available on node '%s'", sid, target) // storage_check_node
+			}
+			if !st.shared {
+				return nil, errf("can't clone to non-shared storage '%s'", sid)
+			}
+		}
+	}
+	if target != "" {
+		if err := s.checkQuorum(); err != nil {
+			return nil, err
+		}
+	}
 	newid := req.intv("newid")
 	if newid == src.id {
 		return nil, paramErr(map[string]string{"newid": "source and target VMID are the same"})
@@ -45,12 +78,6 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		if req.has("format") {
 			return nil, errf("parameter 'format' not allowed for linked clones")
 		}
-	}
-	if t := req.str("target"); t != "" && t != src.node {
-		if err := s.checkNode(t); err != nil {
-			return nil, err
-		}
-		return nil, errf("Can't clone to other node '%s' with local storage", t)
 	}
 	var featureErr error
 	src.disks(srcConf, func(k, sid, vn string) {
@@ -82,6 +109,9 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 	})
 	if featureErr != nil {
 		return nil, errf("%s", featureErr.Error())
+	}
+	if target != "" && !s.allShared(src, srcConf) {
+		return nil, errf("can't clone VM to node '%s' (VM uses local storage)", target)
 	}
 	if _, exists := s.vms[newid]; exists {
 		return nil, errf("unable to create VM %d: config file already exists", newid)
@@ -201,6 +231,11 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 			return fail(err)
 		}
 		dst.conf = nc
+		if target != "" {
+			// clone_vm renames the finished config into the target node's
+			// directory (nodes/<target>/qemu-server/<newid>.conf).
+			dst.node = target
+		}
 		if p := s.pools[req.str("pool")]; p != nil {
 			p.vms[newid] = true // clone_vm: add_vm_to_pool
 		}
@@ -208,6 +243,21 @@ func (s *Sim) cloneVM(req *request) (any, error) {
 		return nil
 	})
 	return upid, nil
+}
+
+// allShared is check_storage_access_clone's $sharedvm: every volume of the
+// config (cloud-init and other cdrom images included) is on shared storage.
+func (s *Sim) allShared(v *vm, c *config) bool {
+	shared := true
+	v.disks(c, func(k, sid, vn string) {
+		if strings.HasPrefix(k, "unused") {
+			return // foreach_volume skips unused disks
+		}
+		if st, err := s.storageOn(v.node, sid); err != nil || !st.shared {
+			shared = false
+		}
+	})
+	return shared
 }
 
 func (s *Sim) cloneVolume(w *worker, src, dst *storage, vol *volume, newid int, snap string, linked bool, key string) (*volume, error) {

@@ -14,22 +14,56 @@ func (s *Sim) version(*request) (any, error) {
 	return map[string]any{"release": major, "repoid": "6f1f7a4c", "version": s.opts.Version}, nil
 }
 
-// clusterStatus answers like a standalone node unless several nodes are configured.
+// clusterStatus answers like a standalone node unless several nodes are
+// configured; then as get_status (PVE::API2::Cluster) does from the
+// corosync membership: a "cluster" entry (nodes counts the configured
+// nodes, quorate follows the online majority, version is the corosync
+// config_version, which each join of pvecm add raises: N for N nodes) and
+// one "node" entry per node with its online flag.
 func (s *Sim) clusterStatus(*request) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out := []map[string]any{}
 	if len(s.opts.Nodes) > 1 {
+		q := 0
+		if s.quorate() {
+			q = 1
+		}
 		out = append(out, map[string]any{"type": "cluster", "id": "cluster", "name": "pvesim",
-			"nodes": len(s.opts.Nodes), "quorate": 1, "version": 3})
+			"nodes": len(s.opts.Nodes), "quorate": q, "version": len(s.opts.Nodes)})
 	}
 	for i, n := range s.opts.Nodes {
-		local := 0
+		local, online := 0, 1
 		if i == 0 {
 			local = 1
 		}
+		if s.nodes[n].offline {
+			online = 0
+		}
 		out = append(out, map[string]any{"type": "node", "id": "node/" + n, "name": n,
-			"ip": fmt.Sprintf("127.0.0.%d", i+1), "local": local, "nodeid": i + 1, "online": 1, "level": ""})
+			"ip": fmt.Sprintf("127.0.0.%d", i+1), "local": local, "nodeid": i + 1, "online": online, "level": ""})
 	}
 	return out, nil
+}
+
+// quorate: corosync's votequorum with one vote per node needs a majority.
+func (s *Sim) quorate() bool {
+	online := 0
+	for _, n := range s.nodes {
+		if !n.offline {
+			online++
+		}
+	}
+	return online*2 > len(s.nodes)
+}
+
+// checkQuorum is PVE::Cluster::check_cfs_quorum: /etc/pve is read-only
+// without quorum, so every change refuses.
+func (s *Sim) checkQuorum() error {
+	if !s.quorate() {
+		return errf("cluster not ready - no quorum?")
+	}
+	return nil
 }
 
 func (s *Sim) checkNode(name string) error {
@@ -65,17 +99,49 @@ func (s *Sim) nextID(req *request) (any, error) {
 	return nil, errf("unable to get any free VMID in range [100, 1000000)")
 }
 
+// Simulated node capacity and use (the same on every node).
+const (
+	nodeMaxCPU = 16
+	nodeMaxMem = int64(64) << 30
+	nodeMem    = int64(9) << 30
+)
+
+// listNodes is PVE::API2::Nodes index: extract_node_stats per member. An
+// offline node's RRD entry has expired (pmxcfs drops entries older than
+// 5 minutes, status.c rrd_entry_is_old; the simulator assumes that time has
+// passed), so it is listed with status "offline" and no figures.
 func (s *Sim) listNodes(*request) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []map[string]any{}
 	for _, n := range s.opts.Nodes {
-		out = append(out, map[string]any{"node": n, "status": "online", "cpu": 0.03, "maxcpu": 16,
-			"mem": int64(9) << 30, "maxmem": int64(64) << 30, "disk": int64(12) << 30, "maxdisk": int64(100) << 30,
+		if s.nodes[n].offline {
+			out = append(out, map[string]any{"node": n, "status": "offline", "id": "node/" + n, "type": "node",
+				"ssl_fingerprint": "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99"})
+			continue
+		}
+		out = append(out, map[string]any{"node": n, "status": "online", "cpu": 0.03, "maxcpu": nodeMaxCPU,
+			"mem": s.nodeMemUsed(n), "maxmem": nodeMaxMem, "disk": int64(12) << 30, "maxdisk": int64(100) << 30,
 			"uptime": int64(s.now().Sub(s.nodes[n].started).Seconds()), "id": "node/" + n, "type": "node",
 			"level": "", "ssl_fingerprint": "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99"})
 	}
 	return out, nil
+}
+
+// nodeMemUsed is the host's base use plus a third of each running VM's
+// memory (what vmStatusLocked reports as the guest's mem). A standalone
+// node keeps the fixed figure it always reported.
+func (s *Sim) nodeMemUsed(name string) int64 {
+	if len(s.opts.Nodes) == 1 {
+		return nodeMem
+	}
+	m := nodeMem
+	for _, v := range s.vms {
+		if v.node == name && v.running {
+			m += v.memoryMB() << 20 / 3
+		}
+	}
+	return m
 }
 
 func (s *Sim) nodeStatus(req *request) (any, error) {
@@ -117,6 +183,13 @@ func (s *Sim) resources(req *request) (any, error) {
 		sort.Ints(ids)
 		for _, id := range ids {
 			v := s.vms[id]
+			if s.nodes[v.node].offline {
+				// extract_vm_stats without an RRD entry (expired with its
+				// node): the vmlist facts only.
+				out = append(out, map[string]any{"id": fmt.Sprintf("qemu/%d", id), "type": "qemu", "vmid": id,
+					"node": v.node, "status": "unknown"})
+				continue
+			}
 			st := s.vmStatusLocked(v)
 			r := map[string]any{"id": fmt.Sprintf("qemu/%d", id), "type": "qemu", "vmid": id, "node": v.node,
 				"name": v.name(), "status": st["status"], "template": 0, "maxcpu": v.cpus(), "cpu": st["cpu"],
@@ -144,17 +217,33 @@ func (s *Sim) resources(req *request) (any, error) {
 	}
 	if typ == "" || typ == "node" {
 		for _, n := range s.opts.Nodes {
-			out = append(out, map[string]any{"id": "node/" + n, "type": "node", "node": n, "status": "online",
-				"maxcpu": 16, "cpu": 0.03, "maxmem": int64(64) << 30, "mem": int64(9) << 30, "level": ""})
+			if s.nodes[n].offline {
+				out = append(out, map[string]any{"id": "node/" + n, "type": "node", "node": n, "status": "offline"})
+				continue
+			}
+			r := map[string]any{"id": "node/" + n, "type": "node", "node": n, "status": "online",
+				"maxcpu": nodeMaxCPU, "cpu": 0.03, "maxmem": nodeMaxMem, "mem": s.nodeMemUsed(n), "level": ""}
+			if len(s.opts.Nodes) > 1 {
+				r["uptime"] = int64(s.now().Sub(s.nodes[n].started).Seconds())
+				r["disk"], r["maxdisk"] = int64(12)<<30, int64(100)<<30
+			}
+			out = append(out, r)
 		}
 	}
 	if typ == "" || typ == "storage" {
 		for _, n := range s.opts.Nodes {
 			for _, id := range sortedKeys(s.nodes[n].storages) {
 				st := s.nodes[n].storages[id]
-				out = append(out, map[string]any{"id": "storage/" + n + "/" + id, "type": "storage", "node": n,
-					"storage": id, "status": "available", "plugintype": st.typ, "maxdisk": st.total, "disk": st.used(),
-					"content": joinComma(st.content), "shared": 0})
+				// extract_storage_stats: one entry per node, shared ones too.
+				r := map[string]any{"id": "storage/" + n + "/" + id, "type": "storage", "node": n,
+					"storage": id, "status": "available", "plugintype": st.pluginType(), "maxdisk": st.total, "disk": st.used(),
+					"content": joinComma(st.content), "shared": st.sharedFlag()}
+				if s.nodes[n].offline {
+					r["status"] = "unknown"
+					delete(r, "maxdisk")
+					delete(r, "disk")
+				}
+				out = append(out, r)
 			}
 		}
 	}

@@ -240,13 +240,33 @@ func (s *Sim) AddVM(nodeName string, vmid int, cfg map[string]string, template b
 // FixtureTemplateID is the cloud-init template Fixtures adds.
 const FixtureTemplateID = 9000
 
+// addFixtures adds template 9000 on the first node; in a cluster, with
+// TemplatePerNode, a copy 9000+i on every further node, and with
+// SharedTemplate, 9000's disks on the shared storage.
 func (s *Sim) addFixtures() error {
-	return s.AddVM(s.Node(), FixtureTemplateID, map[string]string{
-		"name": "ubuntu-2404-agent", "memory": "2048", "cores": "2", "sockets": "1", "cpu": "x86-64-v2-AES",
-		"scsihw": "virtio-scsi-single", "scsi0": "local-lvm:8", "ide2": "local-lvm:cloudinit",
-		"net0": "virtio,bridge=vmbr1", "agent": "1", "ostype": "l26", "boot": "order=scsi0",
-		"serial0": "socket", "vga": "serial0", "ciuser": "agent", "ipconfig0": "ip=dhcp",
-	}, true)
+	tmpl := func(sid string) map[string]string {
+		return map[string]string{
+			"name": "ubuntu-2404-agent", "memory": "2048", "cores": "2", "sockets": "1", "cpu": "x86-64-v2-AES",
+			"scsihw": "virtio-scsi-single", "scsi0": sid + ":8", "ide2": sid + ":cloudinit",
+			"net0": "virtio,bridge=vmbr1", "agent": "1", "ostype": "l26", "boot": "order=scsi0",
+			"serial0": "socket", "vga": "serial0", "ciuser": "agent", "ipconfig0": "ip=dhcp",
+		}
+	}
+	first := "local-lvm"
+	if s.opts.SharedTemplate && len(s.opts.Nodes) > 1 {
+		first = SharedStorageID
+	}
+	if err := s.AddVM(s.Node(), FixtureTemplateID, tmpl(first), true); err != nil {
+		return err
+	}
+	if s.opts.TemplatePerNode {
+		for i, n := range s.opts.Nodes[1:] {
+			if err := s.AddVM(n, FixtureTemplateID+i+1, tmpl("local-lvm"), true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // State is the dump tests assert on.
@@ -419,6 +439,8 @@ func (s *Sim) serveHooks(w http.ResponseWriter, r *http.Request) {
 			err = fmt.Errorf("pvesim: no file %s on %s", h.File, h.Volid)
 		}
 		data = c
+	case "node-online":
+		err = s.SetNodeOnline(h.Node, h.On)
 	case "add-vm":
 		err = s.AddVM(h.Node, h.VMID, h.Config, h.Template)
 	default:

@@ -19,10 +19,10 @@ import (
 // cluster outlives the process, as /etc/pve (pmxcfs), the storages and the
 // task archive outlive a restart of PVE's API daemons.
 //
-// What is kept: nodes' start time, every VM (config, snapshots, power state,
+// What is kept: nodes' start time and whether they are offline, every VM (config, snapshots, power state,
 // guest agent state, firewall, guest files), volumes with their content and
-// snapshots, snippets, pools, security groups, the datacenter firewall, the
-// task history, the API token, the login password, tickets, the PID counter
+// snapshots (a shared storage's once), snippets, pools, security groups, the
+// datacenter firewall, the SDN config (edited and applied), the task history, the API token, the login password, tickets, the PID counter
 // and the TLS certificate. What is not: faults (test hooks), request counters
 // and config flocks (a flock belongs to a process, and processes are gone).
 //
@@ -75,11 +75,20 @@ type pState struct {
 	Tasks      []pTask             `json:"tasks"`
 	Tickets    map[string]string   `json:"tickets,omitempty"`
 	CSRF       map[string]string   `json:"csrf,omitempty"`
+	SDN        *pSDN               `json:"sdn,omitempty"`
+}
+
+// pSDN is /etc/pve/sdn: the edited config and the committed one.
+type pSDN struct {
+	Config  map[string]sdnObjects `json:"config,omitempty"`
+	Running map[string]sdnObjects `json:"running,omitempty"`
+	Version int64                 `json:"version,omitempty"`
 }
 
 type pNode struct {
 	Name     string     `json:"name"`
 	Started  time.Time  `json:"started"`
+	Offline  bool       `json:"offline,omitempty"`
 	Storages []pStorage `json:"storages"`
 }
 
@@ -197,11 +206,16 @@ func (s *Sim) snapshotState() *pState {
 		User: s.opts.User, Password: s.opts.Password, NextPID: s.nextPID,
 		FwGroups: map[string]pFwGroup{}, ClusterFw: s.clusterFw, Pools: map[string]pPool{},
 		Tickets: s.tickets, CSRF: s.csrf}
+	seen := map[*storage]bool{} // a shared storage is written once, with its first node
 	for _, name := range sortedKeys(s.nodes) {
 		n := s.nodes[name]
-		pn := pNode{Name: name, Started: n.started}
+		pn := pNode{Name: name, Started: n.started, Offline: n.offline}
 		for _, sid := range sortedKeys(n.storages) {
 			st := n.storages[sid]
+			if seen[st] {
+				continue
+			}
+			seen[st] = true
 			pst := pStorage{ID: sid}
 			if st.dir == "" && len(st.snippets) > 0 {
 				pst.Snippets = st.snippets
@@ -253,6 +267,9 @@ func (s *Sim) snapshotState() *pState {
 		sort.Ints(pp.VMs)
 		pp.Storages = append(pp.Storages, sortedKeys(p.storages)...)
 		ps.Pools[name] = pp
+	}
+	if s.sdn.config != nil || s.sdn.running != nil {
+		ps.SDN = &pSDN{Config: s.sdn.config, Running: s.sdn.running, Version: s.sdn.version}
 	}
 	for _, t := range s.taskList {
 		ps.Tasks = append(ps.Tasks, pTask{UPID: t.upid, Node: t.node, Type: t.typ, ID: t.id, User: t.user,
@@ -399,6 +416,9 @@ func (s *Sim) loadState() (bool, error) {
 			return false, fmt.Errorf("pvesim: the state in %s has node %q, which is not configured", dir, pn.Name)
 		}
 		n.started = pn.Started
+		if pn.Offline {
+			n.offline, n.back = true, make(chan struct{})
+		}
 		for _, pst := range pn.Storages {
 			st, ok := n.storages[pst.ID]
 			if !ok {
@@ -464,6 +484,9 @@ func (s *Sim) loadState() (bool, error) {
 		}
 		s.tasks[t.upid] = t
 		s.taskList = append(s.taskList, t)
+	}
+	if ps.SDN != nil {
+		s.sdn = sdnState{config: ps.SDN.Config, running: ps.SDN.Running, version: ps.SDN.Version}
 	}
 	for k, v := range ps.Tickets {
 		s.tickets[k] = v

@@ -86,8 +86,8 @@ func (s *Sim) poolInfo(id, typ string) (map[string]any, error) {
 				continue
 			}
 			members = append(members, map[string]any{"id": "storage/" + n + "/" + sid, "storage": sid, "node": n,
-				"type": "storage", "status": "available", "plugintype": st.typ, "maxdisk": st.total, "disk": st.used(),
-				"content": joinComma(st.content), "shared": 0})
+				"type": "storage", "status": "available", "plugintype": st.pluginType(), "maxdisk": st.total, "disk": st.used(),
+				"content": joinComma(st.content), "shared": st.sharedFlag()})
 		}
 	}
 	info := map[string]any{"poolid": id, "members": members}

@@ -44,6 +44,9 @@ func (s *Sim) startVM(req *request) (any, error) {
 				}
 			}
 		}
+		if err := s.checkBridges(v); err != nil {
+			return err
+		}
 		if err := w.wait(); err != nil {
 			return err
 		}
@@ -71,6 +74,29 @@ func (s *Sim) checkSnippet(nodeName, volid string) error {
 	}
 	if _, ok := st.snippet(file); !ok {
 		return fmt.Errorf("can't find file '%s'", volid)
+	}
+	return nil
+}
+
+// checkBridges: a VNet's bridge exists on the nodes only once the SDN
+// config is applied; before, tap_plug (PVE::Network) finds no such bridge.
+// Other bridge names (vmbr*) are assumed to exist on every node.
+func (s *Sim) checkBridges(v *vm) error {
+	for _, k := range v.conf.keys {
+		if !strings.HasPrefix(k, "net") {
+			continue
+		}
+		br := ""
+		for _, part := range strings.Split(v.conf.vals[k], ",") {
+			if b, ok := strings.CutPrefix(part, "bridge="); ok {
+				br = b
+			}
+		}
+		if br != "" {
+			if isVnet, applied := s.vnetBridge(br); isVnet && !applied {
+				return fmt.Errorf("bridge '%s' does not exist", br)
+			}
+		}
 	}
 	return nil
 }

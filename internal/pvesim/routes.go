@@ -114,6 +114,8 @@ func init() {
 	handle("PUT", q+"/config", (*Sim).putConfig)
 	handle("GET", q+"/pending", (*Sim).pending)
 	handle("POST", q+"/clone", (*Sim).cloneVM)
+	handle("GET", q+"/migrate", (*Sim).migratePrecondition)
+	handle("POST", q+"/migrate", (*Sim).migrateVM)
 	handle("PUT", q+"/resize", (*Sim).resize)
 	handle("POST", q+"/template", (*Sim).template)
 	handle("PUT", q+"/unlink", (*Sim).unlink)

@@ -48,6 +48,17 @@ type Options struct {
 	Version        string // PVE version string; default 9.1.2
 	// Fixtures adds a cloud-init template VM (9000) and an extra dir/raw storage.
 	Fixtures bool
+	// TemplatePerNode (with Fixtures, several nodes) adds a copy of the
+	// template on every node: VMID 9000+i on the i-th node (0-based), each
+	// on that node's local-lvm, as a linked clone needs its base there.
+	TemplatePerNode bool
+	// SharedTemplate (with Fixtures, several nodes) puts template 9000's
+	// disks on the shared storage, so any node can clone it.
+	SharedTemplate bool
+	// OfflineReason is the reason phrase of pveproxy's 595 for a node that
+	// is offline (SetNodeOnline); default "No route to host" (a host that is
+	// down). "Connection refused" is a host up with pveproxy stopped.
+	OfflineReason string
 	// LocalDir backs the "local" dir storage of the first node with a real
 	// directory, as /var/lib/vz is on a PVE host: snippets are files in
 	// LocalDir/snippets, so agentd writes them the way it does on a real host.
@@ -89,6 +100,8 @@ type Sim struct {
 	reqLog   *reqLogger
 	// clusterFw holds the datacenter firewall options (clusterfw.go).
 	clusterFw map[string]string
+	// sdn holds /etc/pve/sdn (sdn.go): the edited and the applied config.
+	sdn sdnState
 	// Persistence (persist.go): load count, last written state's checksum,
 	// last write error, and writes switched off while closing.
 	generation int64
@@ -169,10 +182,20 @@ func New(opts Options) (*Sim, error) {
 	if opts.RequestLog != nil {
 		s.reqLog = &reqLogger{w: opts.RequestLog}
 	}
+	if opts.OfflineReason == "" {
+		s.opts.OfflineReason = "No route to host"
+	}
+	var shared *storage
+	if len(opts.Nodes) > 1 {
+		shared = newSharedStorage()
+	}
 	for i, n := range opts.Nodes {
 		s.nodes[n] = newNode(n)
 		if i == 0 && opts.LocalDir != "" {
 			s.nodes[n].storages["local"].dir = opts.LocalDir
+		}
+		if shared != nil {
+			s.nodes[n].storages[shared.id] = shared
 		}
 	}
 	loaded := false
@@ -386,6 +409,10 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 			writeError(w, e)
 			return
 		}
+	}
+	if e := s.proxyCheck(vars); e != nil {
+		writeError(w, e)
+		return
 	}
 	if f != nil {
 		if f.hang {

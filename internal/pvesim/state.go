@@ -17,6 +17,11 @@ type node struct {
 	name     string
 	storages map[string]*storage
 	started  time.Time
+	// offline: the node is unreachable (SetNodeOnline); pveproxy on the
+	// other nodes cannot proxy to it and its workers make no progress.
+	offline bool
+	// back is closed when an offline node comes back (workers wait on it).
+	back chan struct{}
 }
 
 // Storage types and their feature matrix (pve-storage volume_has_feature, pveapi.md §2.13).
@@ -28,7 +33,9 @@ const (
 
 type storage struct {
 	id       string
-	typ      string
+	typ      string // behaviour family: lvmthin, zfspool or dir
+	plugin   string // the storage.cfg type reported when it differs from typ (nfs)
+	shared   bool   // one storage seen from every node (storage.cfg "shared 1")
 	format   string // default image format (dir: qcow2 or raw)
 	content  []string
 	total    int64
@@ -68,6 +75,49 @@ func newNode(name string) *node {
 		st.snippets = map[string][]byte{}
 	}
 	return n
+}
+
+// pluginType is the type /storage and /nodes/{n}/storage report.
+func (st *storage) pluginType() string {
+	if st.plugin != "" {
+		return st.plugin
+	}
+	return st.typ
+}
+
+func (st *storage) sharedFlag() int {
+	if st.shared {
+		return 1
+	}
+	return 0
+}
+
+// SharedStorageID is the storage every node of a cluster (several Nodes)
+// shares: an NFS export holding qcow2 images, the same volumes seen from
+// every node.
+const SharedStorageID = "shared"
+
+// newSharedStorage is an "nfs" storage: PVE's NFSPlugin is a DirPlugin on a
+// mount (same volume names and feature matrix as dir), and parse_config
+// marks every type in PVE::Storage::Plugin's @SHARED_STORAGE (nfs among
+// them) "shared 1".
+func newSharedStorage() *storage {
+	return &storage{id: SharedStorageID, typ: typeDir, plugin: "nfs", shared: true, format: "qcow2",
+		content: []string{"images", "snippets"}, total: 2 << 40,
+		volumes: map[string]*volume{}, snippets: map[string][]byte{}}
+}
+
+// NodeNames is the node list of an n-node simulated cluster: "pve" for one
+// node (a standalone host), pve1..pveN otherwise.
+func NodeNames(n int) []string {
+	if n <= 1 {
+		return []string{"pve"}
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("pve%d", i+1)
+	}
+	return out
 }
 
 func (st *storage) used() int64 {

@@ -28,8 +28,8 @@ func (s *Sim) listStorages(req *request) (any, error) {
 
 func (s *Sim) storageInfo(st *storage) map[string]any {
 	used := st.used()
-	return map[string]any{"storage": st.id, "type": st.typ, "content": joinComma(st.content),
-		"active": 1, "enabled": 1, "shared": 0, "total": st.total, "used": used, "avail": st.total - used,
+	return map[string]any{"storage": st.id, "type": st.pluginType(), "content": joinComma(st.content),
+		"active": 1, "enabled": 1, "shared": st.sharedFlag(), "total": st.total, "used": used, "avail": st.total - used,
 		"used_fraction": float64(used) / float64(st.total)}
 }
 

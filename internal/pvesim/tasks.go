@@ -23,6 +23,8 @@ func RealisticDurations() Durations {
 		"qmmove": 500 * time.Millisecond, "qmconfig": 200 * time.Millisecond, "imgdel": 500 * time.Millisecond,
 		// Writing and reading a few GiB of RAM state.
 		"qmsuspend": 4 * time.Second, "qmresume": 3 * time.Second,
+		// An offline migration copying an 8 GiB disk over 10 GbE.
+		"qmigrate": 10 * time.Second,
 	}}
 }
 
@@ -72,11 +74,35 @@ func (w *worker) wait() error {
 	defer w.s.mu.Lock()
 	select {
 	case <-time.After(w.dur):
-		return nil
 	case <-w.t.abort:
 		return errAborted
 	case <-w.s.closing:
 		return errAborted
+	}
+	return w.whileOffline()
+}
+
+// whileOffline holds a worker (state lock released) while its node is
+// offline: the node's processes are out of reach, nothing it does is seen
+// until it is back, and then the task goes on where it was. Called with
+// s.mu released; returns with it released.
+func (w *worker) whileOffline() error {
+	for {
+		w.s.mu.Lock()
+		n := w.s.nodes[w.t.node]
+		if n == nil || !n.offline {
+			w.s.mu.Unlock()
+			return nil
+		}
+		back := n.back
+		w.s.mu.Unlock()
+		select {
+		case <-back:
+		case <-w.t.abort:
+			return errAborted
+		case <-w.s.closing:
+			return errAborted
+		}
 	}
 }
 

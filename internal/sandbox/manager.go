@@ -27,6 +27,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/metrics"
 	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
+	"github.com/agentlab/terraform-provider-agentlab/internal/placement"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -87,6 +88,10 @@ type Options struct {
 	// PoolCloneConcurrency bounds the warm-pool clones running at once on
 	// a node (0: 2).
 	PoolCloneConcurrency int
+	// Nodes limits agentd to these cluster nodes (empty: every node).
+	Nodes []string
+	// Placement bounds what agentd puts on each node.
+	Placement placement.Caps
 }
 
 // AddressSets keeps the host's binding and mode sets (netpolicy.Sets).
@@ -131,6 +136,8 @@ type Manager struct {
 	idleErr    string // why idle stop is not acting (conntrack missing, …)
 
 	pool poolState
+
+	cluster *placement.Cluster
 }
 
 type worker struct {
@@ -164,7 +171,8 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel, waitsEnd: make(chan struct{}),
 		workers: map[string]*worker{}, alloc: alloc, ws: ws, guard: guard,
-		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]netpolicy.Binding{}, addrFailed: map[string]bool{}}
+		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]netpolicy.Binding{}, addrFailed: map[string]bool{},
+		cluster: placement.NewCluster(o.Placement, uint64(o.Now().UnixNano()))}
 }
 
 // Instance is this installation's agent instance id.

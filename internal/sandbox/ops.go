@@ -18,7 +18,7 @@ import (
 // proof is what the VM at sb.VMID must show to be acted on as sb's.
 func (m *Manager) proof(sb *store.Sandbox) owner.Proof {
 	p := m.guard.Proof(owner.Sandbox, sb.ID, sb.Name, sb.VMID)
-	p.Team = sb.Team
+	p.Team, p.Node = sb.Team, sb.Node
 	if IsPoolMember(sb) {
 		p.Pool = sb.Profile
 	}
@@ -101,7 +101,7 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, lockWait time
 			if lockWait > 0 {
 				lctx, cancel = context.WithTimeout(ctx, lockWait)
 			}
-			err := m.waitUnlocked(lctx, sb.VMID)
+			err := m.waitUnlocked(lctx, sb.Node, sb.VMID)
 			cancel()
 			if err != nil && !errors.Is(err, pve.ErrNotFound) {
 				return err
@@ -456,7 +456,7 @@ func (m *Manager) stillPlugged(ctx context.Context, sb *store.Sandbox, w *store.
 	if sb.VMID == 0 {
 		return false, nil
 	}
-	cfg, err := m.pve.Config(ctx, sb.VMID)
+	cfg, err := m.pve.On(sb.Node).Config(ctx, sb.VMID)
 	if errors.Is(err, pve.ErrNotFound) {
 		return false, nil
 	}
@@ -488,7 +488,7 @@ func (m *Manager) awaitLockFree(ctx context.Context, sb *store.Sandbox, lock str
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiLockWait)
 	defer cancel()
-	err := m.waitLock(ctx, sb.VMID, free)
+	err := m.waitLock(ctx, sb.Node, sb.VMID, free)
 	if errors.Is(err, pve.ErrNotFound) {
 		return nil
 	}
@@ -586,6 +586,7 @@ func (m *Manager) Touch(ctx context.Context, ref string) (*store.Sandbox, error)
 // rows, and retries destroys left DESTROYING; a VM that fails the ownership
 // check is skipped and reported.
 func (m *Manager) Prune(ctx context.Context, dryRun bool) (*api.PruneResult, error) {
+	ctx = auth.Host(ctx)
 	rows, err := m.store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateFailed, api.StateTimeout, api.StateDestroying}})
 	if err != nil {
 		return nil, err

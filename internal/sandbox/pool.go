@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
@@ -72,6 +73,7 @@ func (m *Manager) poolSize(ctx context.Context, p *profile.Profile) (store.PoolS
 
 // Pools reports every profile's pool.
 func (m *Manager) Pools(ctx context.Context) ([]api.Pool, error) {
+	ctx = auth.Host(ctx)
 	rows, err := m.store.Sandboxes(ctx, store.Filter{})
 	if err != nil {
 		return nil, err
@@ -89,6 +91,7 @@ func (m *Manager) Pools(ctx context.Context) ([]api.Pool, error) {
 
 // Pool reports one profile's pool.
 func (m *Manager) Pool(ctx context.Context, name string) (*api.Pool, error) {
+	ctx = auth.Host(ctx)
 	p, err := m.profile(name)
 	if err != nil {
 		return nil, err
@@ -140,6 +143,7 @@ func (m *Manager) poolOfProfile(ctx context.Context, p *profile.Profile, rows []
 // SetPool stores a runtime override of a profile's pool (clear drops it)
 // and refills at once.
 func (m *Manager) SetPool(ctx context.Context, name string, req api.SetPoolRequest) (*api.Pool, error) {
+	ctx = auth.Host(ctx)
 	if _, err := m.profile(name); err != nil {
 		return nil, err
 	}
@@ -207,6 +211,7 @@ func (m *Manager) PoolFill(ctx context.Context) error {
 }
 
 func (m *Manager) poolFillOnce(ctx context.Context) error {
+	ctx = auth.Host(ctx)
 	rows, err := m.store.Sandboxes(ctx, store.Filter{})
 	if err != nil {
 		return err
@@ -263,7 +268,7 @@ func (m *Manager) fillProfile(ctx context.Context, p *profile.Profile, members [
 			} else if sb.Cores != 0 && (sb.Cores != p.Resources.Cores || sb.MemoryMB != p.Resources.MemoryMB) {
 				// Recorded by reconcile: resized outside agentd.
 				why = fmt.Sprintf("it has %d cores and %d MiB, not the profile's %d and %d", sb.Cores, sb.MemoryMB, p.Resources.Cores, p.Resources.MemoryMB)
-			} else if perr := m.pve.AgentPing(ctx, sb.VMID); perr != nil {
+			} else if perr := m.pve.On(sb.Node).AgentPing(ctx, sb.VMID); perr != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}

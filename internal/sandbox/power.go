@@ -58,7 +58,7 @@ func (m *Manager) hibernateLocked(sb *store.Sandbox, kind, why string) (*store.S
 	if err := v.Hibernate(wctx, statestorage); err != nil {
 		return nil, proxmoxError("hibernate", sb, err)
 	}
-	st, err := m.pve.Status(wctx, sb.VMID)
+	st, err := m.pve.On(sb.Node).Status(wctx, sb.VMID)
 	if err != nil {
 		return nil, proxmoxError("hibernate", sb, err)
 	}
@@ -186,7 +186,7 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeRequest)
 		}
 		changed = append(changed, fmt.Sprintf("root disk %d → %d GiB", before.DiskGB, req.DiskGB))
 	}
-	cfg, err := m.pve.Config(wctx, sb.VMID)
+	cfg, err := m.pve.On(sb.Node).Config(wctx, sb.VMID)
 	if err != nil {
 		return nil, proxmoxError("resize", sb, err)
 	}

@@ -280,7 +280,7 @@ func sameBinding(a, b netpolicy.Binding) bool {
 func (m *Manager) guestMAC(sb *store.Sandbox) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cfg, err := m.pve.Config(ctx, sb.VMID)
+	cfg, err := m.pve.On(sb.Node).Config(ctx, sb.VMID)
 	if err != nil {
 		return ""
 	}
@@ -439,7 +439,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		// which counts as started. Otherwise ask (a resumed or restart run).
 		running := false
 		if !run.cloned {
-			st, err := m.pve.Status(ctx, sb.VMID)
+			st, err := m.pve.On(sb.Node).Status(ctx, sb.VMID)
 			if err != nil {
 				return &stepError{step: stepStart, err: err}
 			}
@@ -552,7 +552,7 @@ func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 			return false, err
 		}
 		if v != nil {
-			if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
+			if err := m.waitUnlocked(ctx, sb.Node, sb.VMID); err != nil {
 				return false, err
 			}
 			return false, m.progress(ctx, sb, stepConfig, fmt.Sprintf("found VM %d cloned by an earlier run", sb.VMID))
@@ -572,8 +572,8 @@ func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 }
 
 // waitUnlocked waits for a clone still in progress (lock=clone) to finish.
-func (m *Manager) waitUnlocked(ctx context.Context, vmid int) error {
-	return m.waitLock(ctx, vmid, func(lock string) bool { return lock == "" })
+func (m *Manager) waitUnlocked(ctx context.Context, node string, vmid int) error {
+	return m.waitLock(ctx, node, vmid, func(lock string) bool { return lock == "" })
 }
 
 // lockWaitError: a VM's lock outlived the wait for it.
@@ -590,9 +590,9 @@ func (e *lockWaitError) Error() string {
 func (e *lockWaitError) Unwrap() error { return e.Err }
 
 // waitLock polls the VM's lock until free accepts it or ctx ends.
-func (m *Manager) waitLock(ctx context.Context, vmid int, free func(lock string) bool) error {
+func (m *Manager) waitLock(ctx context.Context, node string, vmid int, free func(lock string) bool) error {
 	for {
-		st, err := m.pve.Status(ctx, vmid)
+		st, err := m.pve.On(node).Status(ctx, vmid)
 		if err != nil {
 			return err
 		}
@@ -1027,7 +1027,7 @@ func (m *Manager) waitIP(ctx context.Context, sb *store.Sandbox) (string, error)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return "", err
 	} else {
-		cfg, err := m.pve.Config(ctx, sb.VMID)
+		cfg, err := m.pve.On(sb.Node).Config(ctx, sb.VMID)
 		if err != nil {
 			return "", err
 		}
@@ -1037,7 +1037,7 @@ func (m *Manager) waitIP(ctx context.Context, sb *store.Sandbox) (string, error)
 			}
 		}
 	}
-	ip, err := m.pve.WaitGuestIP(ctx, sb.VMID, mac, m.opts.IPPoll)
+	ip, err := m.pve.On(sb.Node).WaitGuestIP(ctx, sb.VMID, mac, m.opts.IPPoll)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) && !errors.Is(cause, context.Canceled) {
 		return "", cause
 	}

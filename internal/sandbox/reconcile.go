@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/owner"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
@@ -24,9 +25,14 @@ import (
 // database issued (an untagged VM interrupted right after its clone), and are
 // only listed. With dryRun nothing changes.
 func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileReport, error) {
+	ctx = auth.Host(ctx)
 	start := time.Now()
-	res, err := m.pve.Resources(ctx)
+	inv, err := m.pve.Inventory(ctx)
 	if err != nil {
+		return nil, err
+	}
+	res := inv.VMs
+	if err := m.refreshCluster(ctx, inv); err != nil {
 		return nil, err
 	}
 	byID := make(map[int]pve.Resource, len(res))
@@ -255,7 +261,7 @@ func (m *Manager) holderDrift(ctx context.Context, w *store.Workspace, byID map[
 		return nil
 	}
 	if dryRun {
-		cfg, err := m.pve.Config(ctx, w.HolderVMID)
+		cfg, err := m.pve.On(w.Node).Config(ctx, w.HolderVMID)
 		if err != nil {
 			return nil
 		}
@@ -393,7 +399,7 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, r
 	if hasString(r.Tags, workspace.HolderTag) {
 		o.Kind = "workspace-holder"
 	}
-	cfg, err := m.pve.Config(ctx, r.VMID)
+	cfg, err := m.pve.On(r.Node).Config(ctx, r.VMID)
 	if err != nil {
 		o.Note = "could not read its config: " + err.Error() + "; left alone"
 		return o, false
@@ -448,6 +454,7 @@ func (m *Manager) classify(ctx context.Context, r pve.Resource) (o api.Orphan, r
 
 // Orphans lists VMs that no live row accounts for.
 func (m *Manager) Orphans(ctx context.Context) ([]api.Orphan, error) {
+	ctx = auth.Host(ctx)
 	rep, err := m.Reconcile(ctx, true)
 	if err != nil {
 		return nil, err

@@ -42,7 +42,7 @@ func restarting(step string) bool { return step == stepRestart || step == stepRe
 // is read either way (a task, the resize, ran since configure's).
 func (m *Manager) cleanSnapshot(ctx context.Context, sb *store.Sandbox, fresh bool) error {
 	if !fresh {
-		if err := m.waitUnlocked(ctx, sb.VMID); err != nil {
+		if err := m.waitUnlocked(ctx, sb.Node, sb.VMID); err != nil {
 			return err
 		}
 	}
@@ -51,7 +51,7 @@ func (m *Manager) cleanSnapshot(ctx context.Context, sb *store.Sandbox, fresh bo
 		return err
 	}
 	if !fresh {
-		snaps, err := m.pve.Snapshots(ctx, sb.VMID)
+		snaps, err := m.pve.On(sb.Node).Snapshots(ctx, sb.VMID)
 		if err != nil {
 			return err
 		}
@@ -255,7 +255,7 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 	if err := m.reapplyIdentity(ctx, sb); err != nil {
 		return false, proxmoxError(op, sb, fmt.Errorf("rolled back, but writing the sandbox's name and tags again failed (revert again): %w", err))
 	}
-	st, err := m.pve.Status(ctx, sb.VMID)
+	st, err := m.pve.On(sb.Node).Status(ctx, sb.VMID)
 	if err != nil {
 		return false, proxmoxError(op, sb, err)
 	}

@@ -105,7 +105,7 @@ func (m *Manager) snapshotVM(ctx context.Context, sb *store.Sandbox, op string, 
 // plugs them in again, which would roll a workspace back and attach it
 // behind its claim. Checking the current config is not enough for that.
 func (m *Manager) rollbackReachesForeign(ctx context.Context, sb *store.Sandbox, op, snap string) error {
-	cfg, err := m.pve.SnapshotConfig(ctx, sb.VMID, snap)
+	cfg, err := m.pve.On(sb.Node).SnapshotConfig(ctx, sb.VMID, snap)
 	if err != nil {
 		return proxmoxError(op, sb, err)
 	}
@@ -119,7 +119,7 @@ func (m *Manager) rollbackReachesForeign(ctx context.Context, sb *store.Sandbox,
 }
 
 func (m *Manager) apiSnapshots(ctx context.Context, sb *store.Sandbox) ([]api.SandboxSnapshot, error) {
-	snaps, err := m.pve.Snapshots(ctx, sb.VMID)
+	snaps, err := m.pve.On(sb.Node).Snapshots(ctx, sb.VMID)
 	if err != nil {
 		return nil, proxmoxError("list snapshots of", sb, err)
 	}
@@ -270,7 +270,7 @@ func (m *Manager) restoreLocked(ctx context.Context, sb *store.Sandbox, name str
 		}
 		return false, proxmoxError("restore a snapshot of", sb, err)
 	}
-	st, err := m.pve.Status(ctx, sb.VMID)
+	st, err := m.pve.On(sb.Node).Status(ctx, sb.VMID)
 	if err != nil {
 		return false, proxmoxError("restore a snapshot of", sb, err)
 	}

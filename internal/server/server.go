@@ -90,6 +90,7 @@ func (s *Server) routes() {
 	s.accessRoutes(add)
 	s.poolRoutes(add)
 	s.teamRoutes(add)
+	s.nodeRoutes(add)
 }
 
 type statusRecorder struct {

@@ -77,7 +77,7 @@ func first[T any](ctx context.Context, s *Store, cols, table string, scan func(s
 			return found[0], nil
 		}
 		return nil, fmt.Errorf("%w: %q names a %s in more than one team; name the team (--team, the Agentlab-Team header) or use the id",
-			ErrAmbiguous, t.arg, strings.TrimSuffix(table, "s"))
+			ErrAmbiguous, t.arg, map[string]string{"sandboxes": "sandbox", "workspaces": "workspace", "sessions": "session", "api_tokens": "token"}[table])
 	}
 	return nil, ErrNotFound
 }

@@ -267,6 +267,9 @@ DROP INDEX sessions_live_name;
 CREATE UNIQUE INDEX sessions_live_name ON sessions(team, name) WHERE state <> 'DELETED';
 CREATE INDEX events_team ON events(team, id);
 `},
+	{12, "workspaces remember their holder's node ('': the agent's own node)", `
+ALTER TABLE workspaces ADD COLUMN node TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -35,13 +35,14 @@ type Workspace struct {
 	AttachKey       string // drive key on the sandbox, e.g. scsi1
 	ReservedBy      string // session id, "" when free
 	Team            string
+	Node            string // the holder's node; "" is the agent's own
 	Error           string
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 }
 
 const workspaceCols = `id, name, state, step, storage, size_gb, holder_vmid, disk_key, attached_sandbox, attach_key,
-	reserved_by, error, created_at, updated_at, team`
+	reserved_by, error, created_at, updated_at, team, node`
 
 func scanWorkspace(r scanner) (*Workspace, error) {
 	var w Workspace
@@ -49,7 +50,7 @@ func scanWorkspace(r scanner) (*Workspace, error) {
 	var att, res sql.NullString
 	var created, updated int64
 	err := r.Scan(&w.ID, &w.Name, &w.State, &w.Step, &w.Storage, &w.SizeGB, &holder, &w.DiskKey, &att, &w.AttachKey,
-		&res, &w.Error, &created, &updated, &w.Team)
+		&res, &w.Error, &created, &updated, &w.Team, &w.Node)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -81,9 +82,9 @@ func (s *Store) CreateWorkspace(ctx context.Context, w *Workspace, ev Event) err
 		if err := teamExists(ctx, tx, w.Team); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO workspaces(`+workspaceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO workspaces(`+workspaceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			w.ID, w.Name, w.State, w.Step, w.Storage, w.SizeGB, nullInt(w.HolderVMID), w.DiskKey, nullStr(w.AttachedSandbox),
-			w.AttachKey, nullStr(w.ReservedBy), w.Error, now.UnixMilli(), now.UnixMilli(), w.Team)
+			w.AttachKey, nullStr(w.ReservedBy), w.Error, now.UnixMilli(), now.UnixMilli(), w.Team, w.Node)
 		if isUnique(err) {
 			return ErrConflict
 		}
@@ -101,10 +102,10 @@ func (s *Store) SaveWorkspace(ctx context.Context, w *Workspace, expect Workspac
 	now := s.now().UTC().Truncate(time.Millisecond)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE workspaces SET state=?, step=?, storage=?, size_gb=?, holder_vmid=?, disk_key=?,
-			attached_sandbox=?, attach_key=?, reserved_by=?, error=?, updated_at=?
+			attached_sandbox=?, attach_key=?, reserved_by=?, error=?, updated_at=?, node=?
 			WHERE id=? AND state=? AND COALESCE(attached_sandbox,'')=? AND COALESCE(reserved_by,'')=?`,
 			w.State, w.Step, w.Storage, w.SizeGB, nullInt(w.HolderVMID), w.DiskKey, nullStr(w.AttachedSandbox), w.AttachKey,
-			nullStr(w.ReservedBy), w.Error, now.UnixMilli(), w.ID, expect.State, expect.AttachedSandbox, expect.ReservedBy)
+			nullStr(w.ReservedBy), w.Error, now.UnixMilli(), w.Node, w.ID, expect.State, expect.AttachedSandbox, expect.ReservedBy)
 		if isUnique(err) {
 			return ErrConflict
 		}

@@ -41,7 +41,7 @@ func (m *Manager) Snapshots(ctx context.Context, ref string) ([]api.Snapshot, er
 	if _, err := m.holder(ctx, w, "list snapshots of"); err != nil {
 		return nil, err
 	}
-	snaps, err := m.pve.Snapshots(ctx, w.HolderVMID)
+	snaps, err := m.pve.On(w.Node).Snapshots(ctx, w.HolderVMID)
 	if err != nil {
 		return nil, proxmoxErr("list snapshots of", w, err)
 	}
@@ -57,7 +57,7 @@ func snapshotNotFound(w *store.Workspace, name string) error {
 }
 
 func (m *Manager) findSnapshot(ctx context.Context, w *store.Workspace, name string) ([]pve.Snapshot, int, error) {
-	snaps, err := m.pve.Snapshots(ctx, w.HolderVMID)
+	snaps, err := m.pve.On(w.Node).Snapshots(ctx, w.HolderVMID)
 	if err != nil {
 		return nil, -1, proxmoxErr("list snapshots of", w, err)
 	}
@@ -266,7 +266,7 @@ func (m *Manager) Check(ctx context.Context, ref string, sandboxVMIDs map[string
 		res.Findings = append(res.Findings, api.Finding{Code: code, Message: fmt.Sprintf(format, args...)})
 	}
 	vol := ""
-	st, err := m.pve.Status(ctx, w.HolderVMID)
+	st, err := m.pve.On(w.Node).Status(ctx, w.HolderVMID)
 	switch {
 	case errors.Is(err, pve.ErrNotFound):
 		add("holder_missing", "holder VM %d does not exist: the workspace's volume is gone or was never created", w.HolderVMID)
@@ -276,7 +276,7 @@ func (m *Manager) Check(ctx context.Context, ref string, sandboxVMIDs map[string
 		if st.Status == "running" {
 			add("holder_running", "holder VM %d is running; holders must never be started (stop it: qm stop %d)", w.HolderVMID, w.HolderVMID)
 		}
-		cfg, err := m.pve.Config(ctx, w.HolderVMID)
+		cfg, err := m.pve.On(w.Node).Config(ctx, w.HolderVMID)
 		if err != nil {
 			return nil, proxmoxErr("check", w, err)
 		}
@@ -287,7 +287,7 @@ func (m *Manager) Check(ctx context.Context, ref string, sandboxVMIDs map[string
 		if vol == "" {
 			add("volume_detached_from_holder", "holder VM %d has no %s: the volume is not owned by the holder any more", w.HolderVMID, w.DiskKey)
 		} else {
-			vols, err := m.pve.Volumes(ctx, strings.SplitN(vol, ":", 2)[0], w.HolderVMID)
+			vols, err := m.pve.On(w.Node).Volumes(ctx, strings.SplitN(vol, ":", 2)[0], w.HolderVMID)
 			if err != nil {
 				return nil, proxmoxErr("check", w, err)
 			}

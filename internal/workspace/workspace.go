@@ -111,7 +111,7 @@ func newID() string {
 // proof is what the VM at the holder's VMID must show.
 func (m *Manager) proof(w *store.Workspace) owner.Proof {
 	p := m.guard.Proof(owner.Holder, w.ID, w.Name, w.HolderVMID)
-	p.Team = w.Team
+	p.Team, p.Node = w.Team, w.Node
 	return p
 }
 
@@ -273,7 +273,7 @@ func (m *Manager) build(ctx context.Context, w *store.Workspace) error {
 	} else if !owner.HasTag(v.Config, HolderTag) {
 		// A fork's clone carries the proof but not yet the tag; after a crash
 		// its clone task may still run (lock=clone).
-		if err := m.waitUnlocked(ctx, w.HolderVMID); err != nil {
+		if err := m.waitUnlocked(ctx, w.Node, w.HolderVMID); err != nil {
 			return err
 		}
 		if err := v.Configure(ctx, pve.Option{Name: "tags", Value: HolderTag}); err != nil {
@@ -319,11 +319,11 @@ func (m *Manager) abandon(w *store.Workspace, cause error) {
 
 // waitUnlocked waits while a task holds the VM's lock (bounded by ctx and
 // two minutes: a fork's clone copies the whole volume).
-func (m *Manager) waitUnlocked(ctx context.Context, vmid int) error {
+func (m *Manager) waitUnlocked(ctx context.Context, node string, vmid int) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
-		st, err := m.pve.Status(ctx, vmid)
+		st, err := m.pve.On(node).Status(ctx, vmid)
 		if err != nil || st.Lock == "" {
 			return err
 		}

@@ -5,6 +5,10 @@
 #     source = "./modules/team-sandbox"
 #     member = "alice"
 #   }
+#
+# It uses the caller's agentlab provider, so it works in whichever team the
+# provider's token (or its team setting) acts in: pass a team's provider with
+# `providers = { agentlab = agentlab.ml }` (see examples/teams).
 terraform {
   required_providers {
     agentlab = {

@@ -67,6 +67,17 @@ func load() {
 	}
 }
 
+// perlFlagsRE matches a stringified Perl qr// ("(?^i:…)": the caret resets
+// the flags to the defaults, then sets those listed), which Go spells "(?i:…)".
+var perlFlagsRE = regexp.MustCompile(`\(\?\^([a-z]*):`)
+
+func goRegexp(pattern string) string {
+	return perlFlagsRE.ReplaceAllStringFunc(pattern, func(m string) string {
+		flags := perlFlagsRE.FindStringSubmatch(m)[1]
+		return "(?" + flags + ":"
+	})
+}
+
 func (p *Param) prepare() error {
 	if len(p.Format) > 0 {
 		if p.Format[0] == '"' {
@@ -86,7 +97,7 @@ func (p *Param) prepare() error {
 		}
 	}
 	if p.Pattern != "" {
-		re, err := regexp.Compile("^(?:" + p.Pattern + ")$")
+		re, err := regexp.Compile("^(?:" + goRegexp(p.Pattern) + ")$")
 		if err != nil {
 			return fmt.Errorf("pattern %q: %w", p.Pattern, err)
 		}

@@ -1,0 +1,174 @@
+package placement
+
+import (
+	"math/rand/v2"
+	"sort"
+	"sync"
+)
+
+// Capacity is one node as the cluster inventory (/cluster/resources) shows
+// it, with what VMs agentd does not track commit on it.
+type Capacity struct {
+	Name         string
+	Online       bool
+	MemoryMB     int64
+	CPUs         int
+	ForeignMB    int64 // running VMs that are not agentd's sandboxes
+	ForeignCores int
+}
+
+// Cluster is the placement ledger: node capacity from the last inventory,
+// agentd's own sandboxes per node (tracked as they are placed and
+// destroyed, so two concurrent decisions always see each other), and the
+// clones and starts in flight. Safe for concurrent use.
+type Cluster struct {
+	mu       sync.Mutex
+	caps     Caps
+	rnd      *rand.Rand
+	cap      map[string]Capacity
+	order    []string // node names, sorted
+	drained  map[string]bool
+	ours     map[string]placed // sandbox id → its node and size
+	perNode  map[string]*usage
+	inFlight map[string]int
+}
+
+type placed struct {
+	node     string
+	memoryMB int64
+	cores    int
+	flying   bool
+}
+
+type usage struct {
+	memoryMB  int64
+	cores     int
+	sandboxes int
+}
+
+// NewCluster makes an empty ledger; seed fixes the sampling (tests,
+// benchmarks).
+func NewCluster(caps Caps, seed uint64) *Cluster {
+	return &Cluster{caps: caps.Defaults(), rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		cap: map[string]Capacity{}, drained: map[string]bool{}, ours: map[string]placed{},
+		perNode: map[string]*usage{}, inFlight: map[string]int{}}
+}
+
+// SetInventory replaces the nodes' capacity (a fresh /cluster/resources).
+func (c *Cluster) SetInventory(nodes []Capacity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cap = make(map[string]Capacity, len(nodes))
+	c.order = c.order[:0]
+	for _, n := range nodes {
+		c.cap[n.Name] = n
+		c.order = append(c.order, n.Name)
+	}
+	sort.Strings(c.order)
+}
+
+// SetDrained marks nodes in maintenance (no new sandboxes).
+func (c *Cluster) SetDrained(node string, drained bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if drained {
+		c.drained[node] = true
+	} else {
+		delete(c.drained, node)
+	}
+}
+
+// Track records a sandbox already on node (startup, reconcile); it
+// replaces what was recorded for id.
+func (c *Cluster) Track(id, node string, memoryMB int64, cores int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forget(id)
+	c.add(id, placed{node: node, memoryMB: memoryMB, cores: cores})
+}
+
+// Forget drops a sandbox (destroyed, or its VM moved out of agentd's view).
+func (c *Cluster) Forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forget(id)
+}
+
+func (c *Cluster) add(id string, p placed) {
+	c.ours[id] = p
+	u := c.perNode[p.node]
+	if u == nil {
+		u = &usage{}
+		c.perNode[p.node] = u
+	}
+	u.memoryMB += p.memoryMB
+	u.cores += p.cores
+	u.sandboxes++
+	if p.flying {
+		c.inFlight[p.node]++
+	}
+}
+
+func (c *Cluster) forget(id string) {
+	p, ok := c.ours[id]
+	if !ok {
+		return
+	}
+	delete(c.ours, id)
+	u := c.perNode[p.node]
+	u.memoryMB -= p.memoryMB
+	u.cores -= p.cores
+	u.sandboxes--
+	if p.flying {
+		c.inFlight[p.node]--
+	}
+}
+
+// Landed ends the sandbox's clone/start: its node has one operation fewer
+// in flight; its memory and cores stay committed.
+func (c *Cluster) Landed(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.ours[id]; ok && p.flying {
+		p.flying = false
+		c.ours[id] = p
+		c.inFlight[p.node]--
+	}
+}
+
+// Nodes is the ledger's view of every node now.
+func (c *Cluster) Nodes() []Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.view()
+}
+
+func (c *Cluster) view() []Node {
+	out := make([]Node, 0, len(c.order))
+	for _, name := range c.order {
+		k := c.cap[name]
+		n := Node{Name: name, Online: k.Online, Drained: c.drained[name], MemoryMB: k.MemoryMB, CPUs: k.CPUs,
+			CommittedMB: k.ForeignMB, CommittedCores: k.ForeignCores, InFlight: c.inFlight[name]}
+		if u := c.perNode[name]; u != nil {
+			n.CommittedMB += u.memoryMB
+			n.CommittedCores += u.cores
+			n.Sandboxes = u.sandboxes
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// Place chooses a node for sandbox id and records it there, in flight,
+// in one step: the next decision already counts it.
+func (c *Cluster) Place(id string, req Request) (Decision, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := Choose(c.view(), req, c.caps, c.rnd)
+	if err != nil {
+		return d, err
+	}
+	c.forget(id)
+	c.add(id, placed{node: d.Node, memoryMB: req.MemoryMB, cores: req.Cores, flying: true})
+	return d, nil
+}
