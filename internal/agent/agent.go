@@ -84,9 +84,11 @@ type Agent struct {
 	Metrics   *metrics.Metrics
 	Jobs      *jobs.Manager
 	Sessions  *session.Manager
-	handlers  sync.WaitGroup // API requests in progress
-	wg        sync.WaitGroup
-	errc      chan error
+	// API is the control API (tests walk its routes).
+	API      *server.Server
+	handlers sync.WaitGroup // API requests in progress
+	wg       sync.WaitGroup
+	errc     chan error
 }
 
 // Start opens the state, resumes interrupted work and starts the listeners.
@@ -169,6 +171,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	a.Sessions = sessions
 	a.Jobs = jobs.New(st, mgr)
 	api := server.New(mgr, sessions, cfg.ProxmoxNode, log)
+	a.API = api
 	api.SetLoops(a.Loops)
 	api.SetJobs(a.Jobs)
 	api.SetSecrets(secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile})

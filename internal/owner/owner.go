@@ -318,6 +318,11 @@ func (g *Guard) CreateHolder(ctx context.Context, p Proof, storage string, sizeG
 		"memory": 64, "cores": 1, "tags": p.Kind.Tag(), "description": p.Description(), "onboot": 0})
 }
 
+// VMName is the name the VM of p carries ("<team>-<name>" outside the
+// default team; holders "ws-…"), for a VM renamed after its creation (a
+// claimed warm-pool member).
+func (p Proof) VMName() string { return vmName(p) }
+
 func vmName(p Proof) string {
 	name := p.Name
 	if t := p.shownTeam(); t != "" {

@@ -155,3 +155,60 @@ func (m *Manager) checkTTL(ctx context.Context, profileName, team string, ttl ti
 	e.Field = "ttl"
 	return e
 }
+
+// admitResize takes the admission lock for a resize of cores or memory when
+// the sandbox's team has a quota on them: growing a sandbox takes the same
+// room a create does, so the check and the write must not interleave with
+// a create's (or another resize's). The lock is taken before the
+// sandbox's own, in the order a create takes them.
+func (m *Manager) admitResize(ctx context.Context, ref string) (release func(), err error) {
+	sb, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	t, err := m.store.Team(ctx, sb.Team)
+	if err != nil {
+		return nil, teamErr(sb.Team, err)
+	}
+	if t.Quota.Cores == 0 && t.Quota.MemoryMB == 0 {
+		return func() {}, nil
+	}
+	return m.locks.Lock(admissionKey), nil
+}
+
+// checkTeamResize refuses growing sb to cores and memory (0: unchanged)
+// beyond its team's quota; shrinking is always allowed.
+func (m *Manager) checkTeamResize(ctx context.Context, sb *store.Sandbox, cores, memoryMB int) error {
+	t, err := m.store.Team(ctx, sb.Team)
+	if err != nil {
+		return teamErr(sb.Team, err)
+	}
+	q := t.Quota
+	if q.Cores == 0 && q.MemoryMB == 0 {
+		return nil
+	}
+	use, err := m.store.TeamUsage(ctx, sb.Team)
+	if err != nil {
+		return err
+	}
+	have := resources{Cores: sb.Cores, MemoryMB: sb.MemoryMB}
+	if p := m.profiles[sb.Profile]; p != nil {
+		// 0 is "not read yet" (rows from before cores were recorded).
+		have.Cores, have.MemoryMB = cmp.Or(have.Cores, p.Resources.Cores), cmp.Or(have.MemoryMB, p.Resources.MemoryMB)
+	}
+	for _, l := range []struct {
+		key         string
+		limit, used int64
+		have, want  int
+		unit        string
+	}{{"cores", q.Cores, use.Cores, have.Cores, cores, "cores"}, {"memory_mb", q.MemoryMB, use.MemoryMB, have.MemoryMB, memoryMB, "MiB of memory"}} {
+		grow := int64(l.want - l.have)
+		if l.want == 0 || grow <= 0 || l.limit == 0 {
+			continue
+		}
+		if l.used+grow > l.limit {
+			return api.QuotaError(sb.Team, l.key, l.limit, l.used, "growing %s to %d %s needs %d more", sb.Name, l.want, l.unit, grow)
+		}
+	}
+	return nil
+}

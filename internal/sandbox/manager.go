@@ -228,7 +228,20 @@ type canonical struct {
 
 // canonicalize checks and normalises a create request. jobID is set only for
 // the sandbox of that job, which is named after it.
-func (m *Manager) canonicalize(req api.CreateSandboxRequest, jobID string) (canonical, *profile.Profile, error) {
+// ProfileNames lists the profiles team may use (every profile for "": a
+// global caller acting across teams). Refusals list these, never the names
+// of profiles limited to other teams.
+func (m *Manager) ProfileNames(team string) []string {
+	var out []string
+	for _, n := range m.profiles.Names() {
+		if team == "" || m.profiles[n].Allows(team) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (m *Manager) canonicalize(req api.CreateSandboxRequest, jobID, team string) (canonical, *profile.Profile, error) {
 	var c canonical
 	if req.Name != jobID || !validate.IsJobID(jobID) {
 		if err := validate.SandboxName("name", req.Name); err != nil {
@@ -236,12 +249,12 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest, jobID string) (cano
 		}
 	}
 	if req.Profile == "" {
-		return c, nil, api.FieldError("profile", "is required (one of: %s)", strings.Join(m.profiles.Names(), ", "))
+		return c, nil, api.FieldError("profile", "is required (one of: %s)", strings.Join(m.ProfileNames(team), ", "))
 	}
 	p, ok := m.profiles[req.Profile]
 	if !ok {
 		return c, nil, &api.Error{Status: 404, Code: api.CodeProfileNotFound, Field: "profile",
-			Message: fmt.Sprintf("profile %q does not exist (available: %s)", req.Profile, strings.Join(m.profiles.Names(), ", "))}
+			Message: fmt.Sprintf("profile %q does not exist (available: %s)", req.Profile, strings.Join(m.ProfileNames(team), ", "))}
 	}
 	c = canonical{Name: req.Name, Profile: req.Profile, Keepalive: p.Behavior.Keepalive, Workspace: req.Workspace,
 		TTLSeconds: int64(p.Behavior.TTLDefault / time.Second), Tags: []string{}}
@@ -324,7 +337,7 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	// caller that named none.
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
-	c, _, err := m.canonicalize(req, jobID)
+	c, _, err := m.canonicalize(req, jobID, team)
 	if p := m.profiles[c.Profile]; err == nil && p != nil && !p.Allows(team) {
 		err = api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
 			c.Profile, strings.Join(p.Teams, ", "), team)
@@ -543,6 +556,12 @@ func (m *Manager) Resume(ctx context.Context) (int, error) {
 // Get returns a sandbox by id, VMID or name (store.Lookup's rule).
 func (m *Manager) Get(ctx context.Context, ref string) (*store.Sandbox, error) {
 	sb, err := m.store.Lookup(ctx, ref)
+	if err == nil && IsPoolMember(sb) && auth.Scope(ctx) != "" {
+		// An unclaimed warm-pool member is no team's: a team that could
+		// reach it by id (rows from before teams say default) could exec
+		// into the VM another team's create is handed next.
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeSandboxNotFound,
 			"sandbox %q not found (a name or VMID reaches live sandboxes only; a destroyed one answers to its id, see list --all)", ref)

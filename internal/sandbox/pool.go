@@ -434,7 +434,7 @@ func (m *Manager) claimSteps(ctx context.Context, sb *store.Sandbox, p *profile.
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	want = append(want, pve.Option{Name: "name", Value: sb.Name}, pve.Option{Name: "description", Value: m.proof(sb).Description()})
+	want = append(want, pve.Option{Name: "name", Value: m.proof(sb).VMName()}, pve.Option{Name: "description", Value: m.proof(sb).Description()})
 	var diff []pve.Option
 	for _, o := range want {
 		if w != nil && o.Name == w.AttachKey {

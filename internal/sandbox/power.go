@@ -121,6 +121,13 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeRequest)
 	if req.DiskGB < 0 || req.DiskGB > maxDiskGB {
 		return nil, api.FieldError("disk_gb", "must be between 1 and %d", maxDiskGB)
 	}
+	if req.Cores != 0 || req.MemoryMB != 0 {
+		release, err := m.admitResize(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -128,6 +135,9 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeRequest)
 	defer unlock()
 	if sb.State != api.StateRunning && sb.State != api.StateStopped {
 		return nil, invalidState(sb, "resize", api.StateRunning, api.StateStopped)
+	}
+	if err := m.checkTeamResize(ctx, sb, req.Cores, req.MemoryMB); err != nil {
+		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(m.ctx, 10*time.Minute)
 	defer cancel()

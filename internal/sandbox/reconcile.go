@@ -114,14 +114,16 @@ func (m *Manager) proofsDue(rows []*store.Sandbox, ws []*store.Workspace, byID m
 		vmid          int
 	}
 	var objs []obj
+	// The names the VMs carry ("<team>-<name>" outside default): comparing
+	// with the bare name would make every team's VM due every cycle.
 	for _, sb := range rows {
 		if sb.VMID != 0 {
-			objs = append(objs, obj{sb.ID, sb.Name, OwnerTag, sb.VMID})
+			objs = append(objs, obj{sb.ID, owner.Proof{Kind: owner.Sandbox, Name: sb.Name, Team: sb.Team}.VMName(), OwnerTag, sb.VMID})
 		}
 	}
 	for _, w := range ws {
 		if w.HolderVMID != 0 {
-			objs = append(objs, obj{w.ID, "ws-" + w.Name, workspace.HolderTag, w.HolderVMID})
+			objs = append(objs, obj{w.ID, owner.Proof{Kind: owner.Holder, Name: w.Name, Team: w.Team}.VMName(), workspace.HolderTag, w.HolderVMID})
 		}
 	}
 	sort.Slice(objs, func(i, j int) bool { return objs[i].id < objs[j].id })

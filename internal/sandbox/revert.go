@@ -411,7 +411,7 @@ func (m *Manager) reapplyIdentity(ctx context.Context, sb *store.Sandbox) error 
 // lost (or a crash) happened without reapplyIdentity.
 func (m *Manager) restoreIdentity(ctx context.Context, v *owner.VM, sb *store.Sandbox) error {
 	var diff []pve.Option
-	for _, o := range []pve.Option{{Name: "name", Value: sb.Name}, {Name: "tags", Value: strings.Join(append([]string{OwnerTag}, sb.Tags...), ";")}} {
+	for _, o := range []pve.Option{{Name: "name", Value: m.proof(sb).VMName()}, {Name: "tags", Value: strings.Join(append([]string{OwnerTag}, sb.Tags...), ";")}} {
 		if !hasOption(v.Config, o) {
 			diff = append(diff, o)
 		}

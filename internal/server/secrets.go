@@ -13,8 +13,9 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
-// secretsAPI manages the age-encrypted bundles for admin clients (the Unix
-// socket, or TCP with the bearer token: every API client is an admin). The
+// secretsAPI manages the age-encrypted bundles for global principals (host
+// routes: the Unix socket, the agent's token, global tokens; never a team
+// token). The
 // answers name what a bundle holds, never a value; request bodies are not
 // logged, and no event is written with a value.
 type secretsAPI struct {

@@ -120,6 +120,8 @@ func (s *Server) wrap(h handler) http.HandlerFunc {
 				// A validation failure is the client's mistake wherever it surfaced.
 			case errors.Is(err, store.ErrAmbiguous):
 				ae = &api.Error{Status: http.StatusConflict, Code: api.CodeAmbiguous, Message: err.Error()}
+			case errors.Is(err, store.ErrNoTeam):
+				ae = &api.Error{Status: http.StatusNotFound, Code: api.CodeTeamNotFound, Message: err.Error() + " (deleted meanwhile?)"}
 			case errors.Is(err, store.ErrTeamInUse):
 				ae = &api.Error{Status: http.StatusConflict, Code: api.CodeTeamInUse, Message: err.Error()}
 			case errors.Is(err, store.ErrStale), errors.Is(err, store.ErrConflict):
@@ -194,10 +196,13 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) (int, any, error
 	}
 	st := api.Status{Version: version.Version, Node: s.node, InstanceID: s.mgr.Instance(), Sandboxes: map[api.State]int{}, StartedAt: s.started,
 		Profiles: s.profileNames(r.Context()), IdleStop: s.mgr.IdleStatus(), SSH: s.mgr.SSHInfo()}
-	if p, ok := auth.From(r.Context()); ok {
+	p, ok := auth.From(r.Context())
+	if ok {
 		st.Caller = api.Caller{Actor: p.Actor, Team: p.Team, Role: string(p.Role), ActingIn: p.Selected}
 	}
-	if s.loops != nil {
+	// The loops work on every team's objects, and their last errors name
+	// them: host information, not a team's.
+	if s.loops != nil && (!ok || p.Global()) {
 		st.Loops = s.loops.Status()
 	}
 	for _, state := range api.States {
@@ -225,22 +230,20 @@ func (s *Server) listProfiles(_ http.ResponseWriter, r *http.Request) (int, any,
 // profileNames lists the profiles the caller's team may use (all of them
 // for a global caller acting across teams).
 func (s *Server) profileNames(ctx context.Context) []string {
-	set, team := s.mgr.Profiles(), auth.Scope(ctx)
-	var out []string
-	for _, n := range set.Names() {
-		if team == "" || set[n].Allows(team) {
-			out = append(out, n)
-		}
-	}
-	return out
+	return s.mgr.ProfileNames(auth.Scope(ctx))
 }
 
 func (s *Server) getProfile(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 	name := r.PathValue("name")
 	p, ok := s.mgr.Profiles()[name]
+	if team := auth.Scope(r.Context()); ok && team != "" && !p.Allows(team) {
+		// A profile limited to other teams is not there for this one, as
+		// in the list.
+		ok = false
+	}
 	if !ok {
 		return 0, nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
-			name, strings.Join(s.mgr.Profiles().Names(), ", "))
+			name, strings.Join(s.profileNames(r.Context()), ", "))
 	}
 	return 200, p.API(), nil
 }
@@ -270,9 +273,10 @@ func (s *Server) listSandboxes(_ http.ResponseWriter, r *http.Request) (int, any
 		return 0, nil, err
 	}
 	list := s.mgr.List
-	if q.Get("pooled") == "true" {
+	if q.Get("pooled") == "true" && auth.Scope(r.Context()) == "" {
 		// Warm-pool members too (they are no one's sandbox, so hidden by
-		// default): what a soak or an operator auditing VMs needs.
+		// default): what a soak or an operator auditing VMs needs. Members
+		// are no team's, so a caller scoped to a team never lists them.
 		list = s.mgr.Store().Sandboxes
 	}
 	rows, err := list(r.Context(), f)

@@ -163,7 +163,9 @@ func (s *Server) workspaceEvents(_ http.ResponseWriter, r *http.Request) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
-	return s.eventList(r, store.EventFilter{Workspace: ws.Name})
+	// Names are unique per team only: a global caller's lookup by id must
+	// not list another team's workspace of that name.
+	return s.eventList(r, store.EventFilter{Workspace: ws.Name, Team: ws.Team})
 }
 
 func (s *Server) listSnapshots(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -286,5 +288,5 @@ func (s *Server) sessionEvents(_ http.ResponseWriter, r *http.Request) (int, any
 	if err != nil {
 		return 0, nil, err
 	}
-	return s.eventList(r, store.EventFilter{Session: x.Name})
+	return s.eventList(r, store.EventFilter{Session: x.Name, Team: x.Team})
 }

@@ -104,7 +104,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 	p, ok := m.sb.Profiles()[req.Profile]
 	if !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
-			req.Profile, strings.Join(m.sb.Profiles().Names(), ", "))
+			req.Profile, strings.Join(m.sb.ProfileNames(team), ", "))
 	}
 	if !p.Allows(team) {
 		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
@@ -373,8 +373,15 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	if err := validate.SessionName("name", req.Name); err != nil {
 		return nil, api.Invalid(err)
 	}
-	if _, ok := m.sb.Profiles()[profile]; !ok {
+	p, ok := m.sb.Profiles()[profile]
+	if !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist", profile)
+	}
+	if !p.Allows(src.Team) {
+		// Refused before the fork: Create would refuse it after, leaving a
+		// forked workspace behind.
+		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
+			profile, strings.Join(p.Teams, ", "), src.Team)
 	}
 	if _, err := m.store.LookupSession(ctx, req.Name); err == nil {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "session %q already exists", req.Name)

@@ -247,6 +247,9 @@ func (s *Store) CreateJob(ctx context.Context, j *Job) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	j.CreatedAt, j.UpdatedAt = now, now
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := teamExists(ctx, tx, j.Team); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO jobs(`+jobCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`, j.ID, j.SandboxID, j.Profile, j.Repo, j.Ref,
 			j.Task, j.Status, nil, j.Error, boolInt(j.Keepalive), now.UnixMilli(), now.UnixMilli(), j.Team)
 		if err != nil {

@@ -32,6 +32,9 @@ func (s *Store) ClaimPooled(ctx context.Context, profile, hash string, apply fun
 			return err
 		}
 		apply(sb)
+		if err := teamExists(ctx, tx, sb.Team); err != nil {
+			return err
+		}
 		// The claimer's sandbox starts fresh: nothing recorded on the member
 		// (a lease, activity) is its own.
 		sb.State, sb.Error, sb.LeaseExpiresAt, sb.LastUsedAt = api.StateProvisioning, "", nil, nil
@@ -53,6 +56,12 @@ func (s *Store) ClaimPooled(ctx context.Context, profile, hash string, apply fun
 			if err := claimWorkspace(ctx, tx, sb.ID, c, now); err != nil {
 				return err
 			}
+		}
+		// The member's history is the claimer's now (the sandbox keeps the
+		// member's id): left in the pool's team it would be out of the
+		// claimer's sight and in another team's.
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET team=? WHERE sandbox_id=?`, sb.Team, sb.ID); err != nil {
+			return fmt.Errorf("claim pooled sandbox %s: events: %w", sb.ID, err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO meta(key, value) VALUES (?, '1')
 			ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`, poolClaimsKey(profile)); err != nil {

@@ -58,6 +58,9 @@ func (s *Store) CreateSession(ctx context.Context, x *Session, ev Event) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	x.CreatedAt, x.UpdatedAt = now, now
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := teamExists(ctx, tx, x.Team); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO sessions(`+sessionCols+`) VALUES (?,?,?,?,?,?,?,?,?,?)`,
 			x.ID, x.Name, x.Profile, x.WorkspaceID, nullStr(x.SandboxID), x.Generation, x.State, now.UnixMilli(), now.UnixMilli(), x.Team)
 		if isUnique(err) {

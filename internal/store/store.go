@@ -349,7 +349,11 @@ func (s *Store) Close() error { return s.db.Close() }
 // DB exposes the handle for backups and tests.
 func (s *Store) DB() *sql.DB { return s.db }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error { return s.apply(ctx, migrations) }
+
+// apply runs the migrations of list the database has not had yet (a prefix
+// of migrations: tests stop at an older schema to test the next one).
+func (s *Store) apply(ctx context.Context, list []migration) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
 		return err
@@ -361,7 +365,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if latest := migrations[len(migrations)-1].version; cur > latest {
 		return fmt.Errorf("database schema version %d is newer than this agentd knows (%d): refusing to downgrade", cur, latest)
 	}
-	for _, m := range migrations {
+	for _, m := range list {
 		if m.version <= cur {
 			continue
 		}
@@ -514,6 +518,9 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 	tags, _ := json.Marshal(sb.Tags)
 	defer s.changed(sb.ID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := teamExists(ctx, tx, sb.Team); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			sb.ID, sb.Name, sb.Profile, string(sb.State), sb.Step, nullInt(sb.VMID), sb.Node, sb.IP, sb.Workspace,
 			boolInt(sb.Keepalive), sb.TTLSeconds, string(tags), sb.Error, sb.Request, ms(sb.LeaseExpiresAt),

@@ -14,6 +14,28 @@ import (
 // ErrAmbiguous: a name looked up across teams matched objects of two teams.
 var ErrAmbiguous = errors.New("ambiguous reference")
 
+// ErrNoTeam: the team a new object names does not exist (it was deleted
+// while the object was being created).
+var ErrNoTeam = errors.New("team does not exist")
+
+// teamExists checks, inside the transaction that inserts an object of team,
+// that the team is still there: DeleteTeam's count of what a team owns and
+// its delete share one transaction too, so a team is never deleted with an
+// object created meanwhile. "" is no team's (warm-pool members).
+func teamExists(ctx context.Context, tx *sql.Tx, team string) error {
+	if team == "" {
+		return nil
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM teams WHERE name=?`, team).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s", ErrNoTeam, team)
+	}
+	return nil
+}
+
 // scoped narrows a query (which must end in a WHERE condition) to the team
 // scope of ctx: the one place a request's team reaches SQL, so a lookup
 // cannot forget it.

@@ -79,6 +79,9 @@ func (s *Store) CreateWorkspace(ctx context.Context, w *Workspace, ev Event) err
 	now := s.now().UTC().Truncate(time.Millisecond)
 	w.CreatedAt, w.UpdatedAt = now, now
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := teamExists(ctx, tx, w.Team); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO workspaces(`+workspaceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			w.ID, w.Name, w.State, w.Step, w.Storage, w.SizeGB, nullInt(w.HolderVMID), w.DiskKey, nullStr(w.AttachedSandbox),
 			w.AttachKey, nullStr(w.ReservedBy), w.Error, now.UnixMilli(), now.UnixMilli(), w.Team, w.Node)
