@@ -58,7 +58,9 @@ var transitions = map[State][]State{
 	StateCompleted: {StateStopped, StateLost, StateDestroying, StateDestroyed},
 	StateFailed:    {StateLost, StateDestroying, StateDestroyed},
 	StateTimeout:   {StateLost, StateDestroying, StateDestroyed},
-	StateLost:      {StateDestroying, StateDestroyed},
+	// A sandbox LOST because its node went offline comes back when the
+	// node does (step node_offline only; a failed proof is never undone).
+	StateLost: {StateBooting, StateStopped, StateDestroying, StateDestroyed},
 	// A claim takes the pooled VM back into provisioning (its claim step);
 	// a replaced or unhealthy member is destroyed.
 	StatePooled:     {StateProvisioning, StateFailed, StateLost, StateDestroying, StateDestroyed},
@@ -232,6 +234,8 @@ type Profile struct {
 	Source     string `json:"source"`
 	// Teams may use the profile; empty: every team.
 	Teams []string `json:"teams,omitempty"`
+	// OnNodeLost: keep or recreate a sandbox whose node went offline.
+	OnNodeLost string `json:"on_node_lost"`
 }
 
 // ProfileList is the profiles response.

@@ -125,7 +125,18 @@ type Behavior struct {
 	CleanSnapshot *bool `yaml:"clean_snapshot"`
 	// IdleAction is what idle stop does: stop (default) or hibernate.
 	IdleAction string `yaml:"idle_action"`
+	// OnNodeLost is what happens to a sandbox whose node goes offline: keep
+	// (default: LOST until the node is back) or recreate (a replacement of
+	// the same name elsewhere; the old VM is destroyed when its node is
+	// back).
+	OnNodeLost string `yaml:"on_node_lost"`
 }
+
+// Values of behavior.on_node_lost.
+const (
+	NodeLostKeep     = "keep"
+	NodeLostRecreate = "recreate"
+)
 
 // Idle actions of behavior.idle_action.
 const (
@@ -233,6 +244,13 @@ func (p *Profile) validate(bridge string) error {
 	if m := p.Behavior.IdleStopMinutes; m != nil && *m < 0 {
 		return fmt.Errorf("behavior.idle_stop_minutes_default: must be 0 (off) or more, got %d", *m)
 	}
+	switch p.Behavior.OnNodeLost {
+	case "":
+		p.Behavior.OnNodeLost = NodeLostKeep
+	case NodeLostKeep, NodeLostRecreate:
+	default:
+		return fmt.Errorf("behavior.on_node_lost: must be %s or %s, got %q", NodeLostKeep, NodeLostRecreate, p.Behavior.OnNodeLost)
+	}
 	switch p.Behavior.IdleAction {
 	case "":
 		p.Behavior.IdleAction = IdleStop
@@ -255,7 +273,8 @@ func (p *Profile) API() api.Profile {
 		Bridge: p.Network.Bridge, NetworkMode: p.Network.Mode, TTLDefault: p.Behavior.TTLDefault.String(),
 		Keepalive: p.Behavior.Keepalive, IdleStopMinutes: idle, WorkspaceRequired: p.Behavior.RequireWorkspace,
 		MaxTTLSeconds: int64(p.Behavior.MaxTTL / time.Second), MaxSandboxes: p.Behavior.MaxSandboxes,
-		CleanSnapshot: p.Behavior.TakesCleanSnapshot(), IdleAction: p.Behavior.IdleAction, Source: p.Source, Teams: p.Teams}
+		CleanSnapshot: p.Behavior.TakesCleanSnapshot(), IdleAction: p.Behavior.IdleAction, Source: p.Source, Teams: p.Teams,
+		OnNodeLost: p.Behavior.OnNodeLost}
 }
 
 // Allows reports whether team may use the profile.

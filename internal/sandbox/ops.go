@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -378,6 +379,16 @@ func (m *Manager) destroyIf(ctx context.Context, ref string, force bool, by stri
 		}
 		m.cancelWorker(sb.ID, fmt.Errorf("cancelled by destroy --force %s at step %s", by, step))
 		m.afterWorker(sb.ID)
+		return sb, nil
+	}
+	if nodeLost(sb) {
+		// The VM is out of reach, not gone: journal the destroy, which the
+		// cleanup loop finishes (with the proof) once the node answers.
+		sb.Error = ""
+		if err := m.save(wctx, sb, api.StateDestroying, "sandbox.destroy_requested", fmt.Sprintf("destroy %s; node %s is offline: VM %d is destroyed when the node is back",
+			by, cmp.Or(sb.Node, m.opts.Node), sb.VMID)); err != nil {
+			return nil, conflict(sb, err)
+		}
 		return sb, nil
 	}
 	lock := ""

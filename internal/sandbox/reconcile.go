@@ -49,6 +49,7 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	}
 	prove := m.proofsDue(rows, ws, byID)
 	rep := &api.ReconcileReport{DryRun: dryRun, VMs: len(res), Actions: []api.ReconcileAction{}, Orphans: []api.Orphan{}}
+	byNode := m.settleNodes(ctx, inv, byID, rows, dryRun, rep)
 	live := map[int]bool{}
 	sandboxes := map[string]*store.Sandbox{}
 	for _, sb := range rows {
@@ -56,7 +57,7 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 		if sb.VMID != 0 {
 			live[sb.VMID] = true
 		}
-		if sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) {
+		if sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) || byNode[sb.ID] {
 			continue
 		}
 		rep.Checked++

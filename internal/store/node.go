@@ -44,3 +44,26 @@ func (s *Store) SetDrained(ctx context.Context, node string, drained bool) error
 		return s.writeEvent(ctx, tx, eventRow{}, Event{Kind: kind, Message: msg})
 	})
 }
+
+// RenameSandbox gives a live sandbox another name (agentd only: a sandbox
+// replaced on another node hands its name to the replacement), with an
+// event; ErrConflict if the name is taken.
+func (s *Store) RenameSandbox(ctx context.Context, sb *Sandbox, name, why string) error {
+	defer s.changed(sb.ID)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET name=?, updated_at=? WHERE id=? AND state <> 'DESTROYED'`,
+			name, s.now().UnixMilli(), sb.ID)
+		if isUnique(err) {
+			return ErrConflict
+		}
+		if err != nil {
+			return fmt.Errorf("rename sandbox %s: %w", sb.Name, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrStale
+		}
+		old := sb.Name
+		sb.Name = name
+		return s.insertEvent(ctx, tx, sb, "", "", Event{Kind: "sandbox.renamed", Message: fmt.Sprintf("renamed from %s: %s", old, why)})
+	})
+}

@@ -1,0 +1,127 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+)
+
+// nodeLostProfiles writes a keep and a recreate profile with a template on
+// each of the cluster's nodes.
+func nodeLostProfiles(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, policy := range map[string]string{"keeper": "keep", "phoenix": "recreate"} {
+		y := "name: " + name + "\ntemplate_vmid: 9000\ntemplates:\n  pve2: 9001\n  pve3: 9002\nresources:\n  cores: 1\n  memory_mb: 1024\n" +
+			"network:\n  mode: nat\nbehavior:\n  ttl_default: 3h\n  on_node_lost: " + policy + "\n"
+		if err := os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestNodeOffline: when a node goes offline its sandboxes become LOST and
+// nothing of theirs is touched while it is unreachable (a partitioned
+// node's VMs run on); a recreate profile's sandbox gets a replacement of the
+// same name elsewhere. When the node is back, reconcile settles each: the
+// kept one runs again, the replaced one's old VM is destroyed.
+func TestNodeOffline(t *testing.T) {
+	dir := t.TempDir()
+	nodeLostProfiles(t, filepath.Join(dir, "profiles"))
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, StateDir: dir})
+	ctx := tctx(t)
+	mk := func(name, prof string) *api.Sandbox {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: prof})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateRunning {
+			t.Fatalf("%s: %+v %v", name, sb, err)
+		}
+		return sb
+	}
+	for _, n := range []string{"pve1", "pve3"} { // everything on pve2
+		if _, err := c.DrainNode(ctx, n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep, phoenix, doomed := mk("keep", "keeper"), mk("phoenix", "phoenix"), mk("doomed", "keeper")
+	if keep.Node != "pve2" || phoenix.Node != "pve2" || doomed.Node != "pve2" {
+		t.Fatalf("placed on %s and %s, want pve2", keep.Node, phoenix.Node)
+	}
+	for _, n := range []string{"pve1", "pve3"} {
+		if _, err := c.DrainNode(ctx, n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := d.Sim.Dump().VMs
+	d.Sim.SetNodeOnline("pve2", false)
+	for i := 0; i < 2; i++ { // a second cycle changes nothing more
+		if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := c.Sandbox(ctx, keep.ID)
+	if err != nil || got.State != api.StateLost || !strings.Contains(got.Error, "node pve2 is offline") {
+		t.Fatalf("keep while pve2 is offline: %+v %v", got, err)
+	}
+	old, err := c.Sandbox(ctx, phoenix.ID)
+	if err != nil || old.State != api.StateLost || old.Name == "phoenix" {
+		t.Fatalf("the replaced sandbox: %+v %v", old, err)
+	}
+	repl, err := c.Sandbox(ctx, "phoenix")
+	if err != nil || repl.ID == phoenix.ID {
+		t.Fatalf("no replacement named phoenix: %+v %v", repl, err)
+	}
+	if repl, err = c.WaitSandbox(ctx, repl.ID, 0); err != nil || repl.State != api.StateRunning || repl.Node == "pve2" {
+		t.Fatalf("replacement: %+v %v", repl, err)
+	}
+	// Nothing on pve2 was changed or destroyed while it was unreachable.
+	for _, sb := range []*api.Sandbox{keep, phoenix} {
+		v, ok := d.Sim.Dump().VMs[sb.VMID]
+		if !ok || v.Node != "pve2" || !v.Running || v.Config["description"] != before[sb.VMID].Config["description"] {
+			t.Fatalf("VM %d of %s changed while its node was offline: %+v", sb.VMID, sb.Name, v)
+		}
+	}
+	// A destroy while pve2 is out is journaled, not done.
+	if got, err := c.Destroy(ctx, doomed.ID, false); err != nil || got.State != api.StateDestroying {
+		t.Fatalf("destroy while pve2 is offline: %+v %v", got, err)
+	}
+	if err := d.Manager.ProvisioningTimeouts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.Manager.Wait(doomed.ID)
+	if _, ok := d.Sim.Dump().VMs[doomed.VMID]; !ok {
+		t.Fatal("a VM on the offline node was destroyed")
+	}
+	d.Sim.SetNodeOnline("pve2", true)
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = c.WaitSandbox(ctx, keep.ID, 0); err != nil || got.State != api.StateRunning || got.Node != "pve2" {
+		t.Fatalf("keep after pve2 is back: %+v %v", got, err)
+	}
+	if old, err = c.WaitSandbox(ctx, phoenix.ID, 0); err != nil || old.State != api.StateDestroyed {
+		t.Fatalf("the replaced sandbox after pve2 is back: %+v %v", old, err)
+	}
+	if _, ok := d.Sim.Dump().VMs[phoenix.VMID]; ok {
+		t.Fatalf("VM %d of the replaced sandbox was not destroyed", phoenix.VMID)
+	}
+	if err := d.Manager.ProvisioningTimeouts(ctx); err != nil { // the cleanup loop's retry
+		t.Fatal(err)
+	}
+	if got, err = c.WaitSandbox(ctx, doomed.ID, 0); err != nil || got.State != api.StateDestroyed {
+		t.Fatalf("the journaled destroy after pve2 is back: %+v %v", got, err)
+	}
+	if _, ok := d.Sim.Dump().VMs[doomed.VMID]; ok {
+		t.Fatal("the journaled destroy left the VM")
+	}
+	_ = pvesim.FixtureTemplateID
+}
