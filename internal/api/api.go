@@ -393,7 +393,7 @@ type Workspace struct {
 	Name            string    `json:"name"`
 	Team            string    `json:"team,omitempty"`
 	Node            string    `json:"node,omitempty"` // the holder's node
-	State           string    `json:"state"` // CREATING, READY, DELETING
+	State           string    `json:"state"`          // CREATING, READY, DELETING
 	Storage         string    `json:"storage"`
 	SizeGB          int       `json:"size_gb"`
 	HolderVMID      int       `json:"holder_vmid,omitempty"`
