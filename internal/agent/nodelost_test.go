@@ -61,12 +61,22 @@ func TestNodeOffline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ws, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "wsx", Size: "1G", Node: "pve2"})
+	if err != nil || ws.Node != "pve2" {
+		t.Fatalf("workspace on pve2: %+v %v", ws, err)
+	}
 	before := d.Sim.Dump().VMs
+	if v := before[ws.HolderVMID]; v.Node != "pve2" {
+		t.Fatalf("holder %d on %s, want pve2", ws.HolderVMID, v.Node)
+	}
 	d.Sim.SetNodeOnline("pve2", false)
 	for i := 0; i < 2; i++ { // a second cycle changes nothing more
 		if _, err := d.Manager.Reconcile(ctx, false); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if ws, err = c.Workspace(ctx, "wsx"); err != nil || !strings.Contains(ws.Unavailable, "node pve2 is offline") {
+		t.Fatalf("workspace while pve2 is offline: %+v %v", ws, err)
 	}
 	got, err := c.Sandbox(ctx, keep.ID)
 	if err != nil || got.State != api.StateLost || !strings.Contains(got.Error, "node pve2 is offline") {
@@ -104,6 +114,9 @@ func TestNodeOffline(t *testing.T) {
 	d.Sim.SetNodeOnline("pve2", true)
 	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
 		t.Fatal(err)
+	}
+	if ws, err = c.Workspace(ctx, "wsx"); err != nil || ws.Unavailable != "" || ws.Volume == "" {
+		t.Fatalf("workspace after pve2 is back: %+v %v", ws, err)
 	}
 	if got, err = c.WaitSandbox(ctx, keep.ID, 0); err != nil || got.State != api.StateRunning || got.Node != "pve2" {
 		t.Fatalf("keep after pve2 is back: %+v %v", got, err)

@@ -389,11 +389,14 @@ func IsCode(err error, c Code) bool {
 
 // Workspace is a durable volume owned by a never-started holder VM.
 type Workspace struct {
-	ID              string    `json:"id"`
-	Name            string    `json:"name"`
-	Team            string    `json:"team,omitempty"`
-	Node            string    `json:"node,omitempty"` // the holder's node
-	State           string    `json:"state"`          // CREATING, READY, DELETING
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Team string `json:"team,omitempty"`
+	Node string `json:"node,omitempty"` // the holder's node
+	// Unavailable says why the workspace cannot be used now (its node is
+	// offline); "" when it can.
+	Unavailable     string    `json:"unavailable,omitempty"`
+	State           string    `json:"state"` // CREATING, READY, DELETING
 	Storage         string    `json:"storage"`
 	SizeGB          int       `json:"size_gb"`
 	HolderVMID      int       `json:"holder_vmid,omitempty"`

@@ -172,10 +172,14 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 		o.ProvisioningTimeout = 10 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel, waitsEnd: make(chan struct{}),
+	m := &Manager{store: st, pve: pc, profiles: profiles, opts: o, now: o.Now, ctx: ctx, cancel: cancel, waitsEnd: make(chan struct{}),
 		workers: map[string]*worker{}, alloc: alloc, ws: ws, guard: guard,
 		started: o.Now(), lastActive: map[string]time.Time{}, addrs: map[string]netpolicy.Binding{}, addrFailed: map[string]bool{},
 		cluster: placement.NewCluster(o.Placement, uint64(o.Now().UnixNano()))}
+	if ws != nil {
+		ws.SetNodeCheck(m.nodeDown)
+	}
+	return m
 }
 
 // Instance is this installation's agent instance id.

@@ -246,3 +246,13 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		wait = min(2*wait, time.Second)
 	}
 }
+
+// nodeDown reports whether the last inventory showed node offline.
+func (m *Manager) nodeDown(node string) bool {
+	for _, n := range m.cluster.Nodes() {
+		if n.Name == node {
+			return !n.Online
+		}
+	}
+	return false
+}

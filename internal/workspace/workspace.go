@@ -48,7 +48,13 @@ type Manager struct {
 	defaultStorage string
 	storages       []string    // where a volume may be created: the default first
 	locks          keylock.Set // one per workspace id
+	// nodeDown says whether a node is offline now (the cluster ledger).
+	nodeDown func(node string) bool
 }
+
+// SetNodeCheck tells the manager how to learn that a node is offline: its
+// workspaces are reported unavailable then.
+func (m *Manager) SetNodeCheck(down func(node string) bool) { m.nodeDown = down }
 
 // New builds a manager. Volumes go on defaultStorage unless a request names
 // one of the other allowed storages.
@@ -523,6 +529,10 @@ func (m *Manager) API(ctx context.Context, w *store.Workspace, withVolume bool) 
 	}
 	if w.ReservedBy != "" {
 		out.Session = m.sessionName(ctx, w.ReservedBy)
+	}
+	if m.nodeDown != nil && m.nodeDown(out.Node) {
+		out.Unavailable = "node " + out.Node + " is offline: the volume cannot be reached until it is back"
+		return out
 	}
 	if withVolume && w.State == store.WorkspaceReady {
 		out.Volume, _ = m.Volume(ctx, w)
