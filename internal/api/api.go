@@ -259,6 +259,9 @@ type Status struct {
 	SSH      SSHInfo `json:"ssh"`
 	// Caller is who asked: what the token (or the socket) is and may do.
 	Caller Caller `json:"caller"`
+	// Nodes are the cluster nodes agentd uses, as its last inventory
+	// (reconcile's) saw them; global callers only.
+	Nodes []Node `json:"nodes,omitempty"`
 }
 
 // Caller describes the principal of a request. Sandboxes counts only its

@@ -55,6 +55,12 @@ func (g *options) newStatusCmd() *cobra.Command {
 					fmt.Fprint(out, " none")
 				}
 				fmt.Fprintln(out)
+				if len(st.Nodes) > 1 {
+					fmt.Fprintln(out)
+					if err := g.printNodes(out, st.Nodes, false); err != nil {
+						return err
+					}
+				}
 				if st.IdleStop != "" {
 					printf(out, "Idle stop: %s\n", st.IdleStop)
 				}

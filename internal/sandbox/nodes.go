@@ -107,13 +107,18 @@ func (m *Manager) Nodes(ctx context.Context) ([]api.Node, error) {
 	if err := m.refreshCluster(ctx, inv); err != nil {
 		return nil, err
 	}
+	return m.KnownNodes(), nil
+}
+
+// KnownNodes is the nodes as the last inventory showed them (no request).
+func (m *Manager) KnownNodes() []api.Node {
 	out := []api.Node{}
 	for _, n := range m.cluster.Nodes() {
 		out = append(out, api.Node{Name: n.Name, Online: n.Online, Drained: n.Drained, MemoryMB: n.MemoryMB,
 			CommittedMB: n.CommittedMB, FreeMB: n.MemoryMB - n.CommittedMB, CPUs: n.CPUs, CommittedCores: n.CommittedCores,
 			Sandboxes: n.Sandboxes, InFlight: n.InFlight})
 	}
-	return out, nil
+	return out
 }
 
 // Drain takes a node out of placement (maintenance) or puts it back;
