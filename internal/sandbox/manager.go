@@ -364,9 +364,12 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	}
 	reqJSON, _ := json.Marshal(c)
 	p := m.profiles[c.Profile]
-	node := cmp.Or(c.Node, m.opts.Node)
-	if m.multiNode() {
+	node := m.opts.Node
+	switch {
+	case m.multiNode():
 		node = "" // the worker's place step chooses (and checks a pin)
+	case c.Node != "" && c.Node != m.opts.Node:
+		return nil, false, api.FieldError("node", "%q is not a node of this cluster: agentd sees only node %s", c.Node, m.opts.Node)
 	}
 	sb = &store.Sandbox{Sandbox: api.Sandbox{ID: newID(), Name: c.Name, Team: team, Profile: c.Profile, State: api.StateRequested,
 		Node: node, Keepalive: c.Keepalive, TTLSeconds: c.TTLSeconds, Tags: c.Tags, Workspace: c.Workspace,
