@@ -79,6 +79,8 @@ sandbox; different settings are refused (409).`,
 	f.StringSliceVar(&req.Tags, "tag", nil, "Proxmox tag to add to the VM (repeatable)")
 	f.IntVar(&req.Cores, "cores", 0, "vCPUs instead of the profile's (the VM boots with them)")
 	f.IntVar(&req.MemoryMB, "memory-mb", 0, "memory in MiB instead of the profile's")
+	f.StringVar(&req.Node, "node", "", "cluster node to run on (default: placement chooses; see agentd node list)")
+	_ = cmd.RegisterFlagCompletionFunc("node", g.completeNames(listNodes))
 	f.BoolVar(&noWait, "no-wait", false, "return as soon as the request is accepted")
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("profile")
