@@ -175,6 +175,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 	api.SetLoops(a.Loops)
 	api.SetJobs(a.Jobs)
 	api.SetSecrets(secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile})
+	api.SetNodeDuties(nodeDuties(cfg, profiles, mgr))
 	a.Info.Guest = guestURL
 	gs := guest.New(st, a.Jobs, secrets.Store{Dir: cfg.SecretsDir, KeyFile: cfg.SecretsKeyFile}, profiles, guest.Options{
 		BaseURL: guestURL, ArtifactDir: filepath.Join(cfg.StateDir, "artifacts"), MaxBytes: cfg.ArtifactMaxBytes,

@@ -981,6 +981,8 @@ type Node struct {
 	CommittedCores int    `json:"committed_cores"`
 	Sandboxes      int    `json:"sandboxes"`
 	InFlight       int    `json:"in_flight"`
+	// Agent is the node agent's last report (nil: none yet).
+	Agent *NodeAgent `json:"agent,omitempty"`
 }
 
 // NodeList is the list response.
@@ -990,3 +992,38 @@ type NodeList struct {
 
 // CodeNodeNotFound: the node is not one agentd uses.
 const CodeNodeNotFound Code = "node_not_found"
+
+// NodeDuties is what a node's agent (`agentd node run`) applies on its node:
+// the nftables ruleset of the agent bridge with the bindings and exposed
+// ports of the sandboxes there, and how often to come back.
+type NodeDuties struct {
+	Node      string `json:"node"`
+	Ruleset   string `json:"ruleset"`
+	Bindings  int    `json:"bindings"`
+	Exposed   int    `json:"exposed"`
+	IntervalS int    `json:"interval_seconds"`
+}
+
+// NodeReport is what a node agent reports: its SSH flows (addresses of the
+// agent subnet with an established connection to port 22) for idle stop,
+// and how its last apply went.
+type NodeReport struct {
+	Version  string   `json:"version"`
+	SSHFlows []string `json:"ssh_flows"`
+	// SSHUnknown: the node's conntrack could not be read; its sandboxes'
+	// activity is unknown (idle stop leaves them alone).
+	SSHUnknown bool   `json:"ssh_unknown,omitempty"`
+	Bindings   int    `json:"bindings"`
+	Exposed    int    `json:"exposed"`
+	Error      string `json:"error,omitempty"`
+}
+
+// NodeAgent is a node agent's last report as the controller saw it.
+type NodeAgent struct {
+	LastReport *time.Time `json:"last_report,omitempty"`
+	Fresh      bool       `json:"fresh"`
+	Version    string     `json:"version,omitempty"`
+	Bindings   int        `json:"bindings"`
+	Exposed    int        `json:"exposed"`
+	Error      string     `json:"error,omitempty"`
+}

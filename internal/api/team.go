@@ -70,6 +70,7 @@ type Token struct {
 	Name       string     `json:"name"`
 	Team       string     `json:"team,omitempty"` // "" for a global token
 	Role       string     `json:"role"`
+	Node       string     `json:"node,omitempty"` // a node-agent token's node
 	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
@@ -89,6 +90,9 @@ type CreateTokenRequest struct {
 	Team string `json:"team,omitempty"`
 	Role string `json:"role"`
 	TTL  string `json:"ttl,omitempty"`
+	// Node makes a node-agent token (role node, global admins only) for
+	// `agentd node run` on that node.
+	Node string `json:"node,omitempty"`
 }
 
 // RotateTokenRequest gives a token a new value; TTL as in create ("" keeps

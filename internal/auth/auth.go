@@ -22,15 +22,18 @@ const (
 	Read   Role = "read"   // GET only
 	Member Role = "member" // everything on the team's objects
 	Admin  Role = "admin"  // and the team's tokens; global admins also the host
+	// NodeAgent is the per-node agent of one cluster node (`agentd node
+	// run`): it may read that node's duties and report on it, nothing else.
+	NodeAgent Role = "node"
 )
 
 // ParseRole reads a role name.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(s); r {
-	case Read, Member, Admin:
+	case Read, Member, Admin, NodeAgent:
 		return r, nil
 	}
-	return "", fmt.Errorf("role %q: want read, member or admin", s)
+	return "", fmt.Errorf("role %q: want read, member, admin or node", s)
 }
 
 func (r Role) rank() int {
@@ -73,6 +76,8 @@ type Principal struct {
 	// TokenID is the id of the database token ("" for the socket and the
 	// agent's own token).
 	TokenID string
+	// Node is the cluster node a node-agent token speaks for.
+	Node string
 	// Selected is the team a global principal chose to act in (the
 	// Agentlab-Team header); "" acts across teams.
 	Selected string

@@ -86,17 +86,11 @@ link-clone). Exits 1 if anything fails.`,
 // policy builds the ruleset inputs; members come from the running agent when
 // it answers (its sandboxes' addresses by mode), else the sets start empty.
 func (g *options) policy(ctx context.Context, cfg *config.Config, profiles profile.Set) (*netpolicy.Policy, error) {
-	subnet, err := netip.ParsePrefix(cfg.AgentSubnet)
+	p, err := agent.HostPolicy(ctx, cfg, profiles)
 	if err != nil {
 		return nil, err
 	}
-	host, err := netip.ParseAddr(cfg.AgentHostAddress)
-	if err != nil {
-		return nil, err
-	}
-	p := &netpolicy.Policy{Bridge: cfg.AgentBridge, Subnet: subnet, HostAddr: host, Uplink: cfg.Uplink, GuestPort: cfg.GuestPort,
-		IsolateSandboxes: cfg.IsolateSandboxes, Allowlists: netpolicy.Allowlists(profiles),
-		NoBridgeMeta: !netpolicy.HasBridgeMeta(ctx)}
+	subnet := p.Subnet
 	if c, err := g.newClientFor(cfg); err == nil {
 		// The states in which agentd keeps a binding live (see syncAddress).
 		states := []string{string(api.StateBooting), string(api.StateReady), string(api.StateRunning)}

@@ -1,13 +1,24 @@
 package cli
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"sort"
 	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/conntrack"
+	"github.com/agentlab/terraform-provider-agentlab/internal/netpolicy"
+	"github.com/agentlab/terraform-provider-agentlab/internal/version"
 )
 
 func (g *options) newNodeCmd() *cobra.Command {
@@ -55,8 +66,108 @@ state database across restarts.`,
 		}
 	}
 	cmd.AddCommand(list, drain("drain", "Place no new sandboxes on NODE (maintenance)", true),
-		drain("undrain", "Place sandboxes on NODE again", false))
+		drain("undrain", "Place sandboxes on NODE again", false), g.nodeRunCmd())
 	return cmd
+}
+
+func (g *options) nodeRunCmd() *cobra.Command {
+	var node string
+	var once, dryRun bool
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "run --node NODE",
+		Short: "Run the node agent: this node's sandbox bindings and exposed ports, SSH activity for idle stop",
+		Long: `The node agent runs on every cluster node but the one agentd serves on. It
+connects out to agentd (--endpoint, with a node-agent token: agentd token create
+--name pve2-agent --role node --node pve2) and never listens: each round it
+pulls the node's duties — the nftables ruleset of the agent bridge with the
+bindings and exposed ports of the sandboxes whose VMs run on this node — loads
+it atomically (one nft -f) when it changed, and reports the established SSH
+flows from conntrack, which idle stop needs for sandboxes on this node (without
+a fresh report their activity counts as unknown, and idle stop leaves them
+alone). --dry-run prints the ruleset instead of loading it.`,
+		Example: `  agentd node run --node pve2 --endpoint https://pve1:8443 --token "$(cat /etc/agentd/node-token)"
+  agentd node run --node pve2 --once --dry-run`,
+		Args: args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if node == "" {
+				return usagef("node run needs --node (this node's name in the cluster)")
+			}
+			c, err := g.newClient()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			out := cmd.OutOrStdout()
+			applied := ""
+			for {
+				wait, err := g.nodeRound(ctx, c, node, dryRun, &applied, out)
+				if once || ctx.Err() != nil {
+					return err
+				}
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "node agent %s: %v\n", node, err)
+				}
+				if every > 0 {
+					wait = every
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&node, "node", "", "this node's name in the cluster (required)")
+	f.BoolVar(&once, "once", false, "one round, then exit (its error is the exit status)")
+	f.BoolVar(&dryRun, "dry-run", false, "print the ruleset instead of loading it")
+	f.DurationVar(&every, "interval", 0, "time between rounds (default: what agentd says, a third of its reconcile interval)")
+	_ = cmd.RegisterFlagCompletionFunc("node", g.completeNames(listNodes))
+	return cmd
+}
+
+// nodeRound is one round of the node agent: pull the duties, apply a
+// changed ruleset, report. It returns how long to wait for the next.
+func (g *options) nodeRound(ctx context.Context, c *client.Client, node string, dryRun bool, applied *string, out io.Writer) (time.Duration, error) {
+	rctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	wait := 10 * time.Second
+	rep := api.NodeReport{Version: version.Version, SSHFlows: []string{}}
+	d, err := c.NodeDuties(rctx, node)
+	if err == nil {
+		wait = time.Duration(max(d.IntervalS, 1)) * time.Second
+		rep.Bindings, rep.Exposed = d.Bindings, d.Exposed
+		switch {
+		case d.Ruleset == *applied:
+		case dryRun:
+			fmt.Fprint(out, d.Ruleset)
+			*applied = d.Ruleset
+		default:
+			if err = netpolicy.Apply(rctx, d.Ruleset); err == nil {
+				*applied = d.Ruleset
+				fmt.Fprintf(out, "node %s: ruleset loaded (%d binding(s), %d exposed port(s))\n", node, d.Bindings, d.Exposed)
+			}
+		}
+	}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	if flows, cerr := conntrack.Command(rctx); cerr != nil {
+		rep.SSHUnknown = true
+		rep.Error = strings.TrimPrefix(rep.Error+"; conntrack: "+cerr.Error(), "; ")
+	} else {
+		for a := range conntrack.Established(flows) {
+			rep.SSHFlows = append(rep.SSHFlows, a.String())
+		}
+		sort.Strings(rep.SSHFlows)
+	}
+	if rerr := c.ReportNode(rctx, node, rep); rerr != nil && err == nil {
+		err = rerr
+	}
+	return wait, err
 }
 
 func listNodes(c *client.Client, ctx contextT) ([]string, error) {

@@ -22,4 +22,9 @@ func TestNodeCommands(t *testing.T) {
 		t.Fatalf("drain pve9: exit %d\n%s", code, out)
 	}
 	wantAll(t, "node undrain", mustCLI(t, "node", "undrain", "pve"), "online")
+	// One round of the node agent, printing the ruleset it would load.
+	wantAll(t, "node run --once --dry-run", mustCLI(t, "node", "run", "--node", "pve", "--once", "--dry-run"), "table bridge agentlab", "table inet agentlab")
+	if code, out := cli("node", "run", "--once"); code == 0 || !strings.Contains(out, "needs --node") {
+		t.Fatalf("node run without --node: exit %d\n%s", code, out)
+	}
 }

@@ -314,14 +314,17 @@ Team admins manage their team's tokens; global admins every token.`,
 func (g *options) tokenCreateCmd() *cobra.Command {
 	var req api.CreateTokenRequest
 	cmd := &cobra.Command{
-		Use:   "create --name NAME [--team T] [--role admin|member|read] [--ttl D]",
+		Use:   "create --name NAME [--team T] [--role admin|member|read|node] [--node N] [--ttl D]",
 		Short: "Issue a token and print its value (shown only this once)",
 		Long: `Issue a token of team --team (without --team: of the team the caller acts in;
 a global caller acting in none makes a global token). The value is printed
 once; store it now (a secret store, AGENTLAB_TOKEN of the user or CI job). A
-token name is unique among its team's live tokens.`,
+token name is unique among its team's live tokens. --role node --node N makes
+the token of node N's agent (agentd node run): global, good for that node's
+duties and reports only.`,
 		Example: `  agentd token create --name ci --team red --role member --ttl 720h
-  agentd token create --name red-admin --team red --role admin --json`,
+  agentd token create --name red-admin --team red --role admin --json
+  agentd token create --name pve2-agent --role node --node pve2`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req.Team = g.actingIn()
@@ -336,10 +339,11 @@ token name is unique among its team's live tokens.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Name, "name", "", "token name, unique in its team (required)")
-	f.StringVar(&req.Role, "role", "member", "admin, member or read")
+	f.StringVar(&req.Role, "role", "member", "admin, member, read, or node (with --node)")
+	f.StringVar(&req.Node, "node", "", "the node a node-agent token (--role node) speaks for")
 	f.StringVar(&req.TTL, "ttl", "", "expire after this long, e.g. 720h (default: never)")
 	_ = cmd.MarkFlagRequired("name")
-	_ = cmd.RegisterFlagCompletionFunc("role", cobra.FixedCompletions([]string{"admin", "member", "read"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("role", cobra.FixedCompletions([]string{"admin", "member", "read", "node"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

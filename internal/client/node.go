@@ -32,3 +32,15 @@ func (c *Client) MoveWorkspace(ctx context.Context, ref string, req api.MoveWork
 	err := c.Do(ctx, http.MethodPost, "/v1/workspaces/"+url.PathEscape(ref)+"/move", req, &out)
 	return &out, err
 }
+
+// NodeDuties fetches what node's agent applies (node-agent token).
+func (c *Client) NodeDuties(ctx context.Context, node string) (*api.NodeDuties, error) {
+	var out api.NodeDuties
+	err := c.Do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(node)+"/duties", nil, &out)
+	return &out, err
+}
+
+// ReportNode sends a node agent's report.
+func (c *Client) ReportNode(ctx context.Context, node string, rep api.NodeReport) error {
+	return c.Do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/report", rep, nil)
+}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -197,6 +198,10 @@ func (m *Manager) IdleStop(ctx context.Context) error {
 		return cerr
 	}
 	flows := conntrack.Established(out)
+	remote, known := m.remoteActivity()
+	for a := range remote {
+		flows[a] = true
+	}
 	res, err := m.pve.Resources(ctx)
 	if err != nil {
 		return err
@@ -222,9 +227,11 @@ func (m *Manager) IdleStop(ctx context.Context) error {
 				last = *t
 			}
 		}
-		ssh := false
-		if ip, err := netip.ParseAddr(sb.IP); err == nil {
-			ssh = flows[ip]
+		// On another node only that node's agent sees the SSH flows: with
+		// no fresh report they are unknown, which counts as activity.
+		ssh := cmp.Or(sb.Node, m.opts.Node) != m.opts.Node && !known[sb.Node]
+		if ip, err := netip.ParseAddr(sb.IP); err == nil && flows[ip] {
+			ssh = true
 		}
 		c, known := cpu[sb.VMID]
 		busy := !known || c > m.opts.IdleStopCPUThreshold

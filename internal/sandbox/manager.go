@@ -141,6 +141,9 @@ type Manager struct {
 	invMu        sync.Mutex
 	invAt        time.Time      // when the ledger's inventory was read
 	templateNode map[int]string // template VMID → its node, from that inventory
+
+	reportMu sync.Mutex
+	reports  map[string]nodeReport // node agents' last reports by node
 }
 
 type worker struct {

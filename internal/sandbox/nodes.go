@@ -112,11 +112,15 @@ func (m *Manager) Nodes(ctx context.Context) ([]api.Node, error) {
 
 // KnownNodes is the nodes as the last inventory showed them (no request).
 func (m *Manager) KnownNodes() []api.Node {
+	agents := m.NodeAgents()
 	out := []api.Node{}
 	for _, n := range m.cluster.Nodes() {
 		out = append(out, api.Node{Name: n.Name, Online: n.Online, Drained: n.Drained, MemoryMB: n.MemoryMB,
 			CommittedMB: n.CommittedMB, FreeMB: n.MemoryMB - n.CommittedMB, CPUs: n.CPUs, CommittedCores: n.CommittedCores,
 			Sandboxes: n.Sandboxes, InFlight: n.InFlight})
+		if a, ok := agents[n.Name]; ok {
+			out[len(out)-1].Agent = &a
+		}
 	}
 	return out
 }

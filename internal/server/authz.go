@@ -27,10 +27,11 @@ const (
 	teamAdmin                 // the team's tokens (admin)
 	hostRead                  // host-wide views (global principals)
 	hostWrite                 // host-wide changes, teams (global admins)
+	nodeAgent                 // one node's duties and reports (its node agent, global admins)
 )
 
 func (p perm) String() string {
-	return [...]string{"", "public", "team read", "team write", "team admin", "host read", "host write"}[p]
+	return [...]string{"", "public", "team read", "team write", "team admin", "host read", "host write", "node agent"}[p]
 }
 
 // allows reports whether principal pr may call a route needing p.
@@ -48,6 +49,9 @@ func (p perm) allows(pr auth.Principal) bool {
 		return pr.Global() && pr.Role.AtLeast(auth.Read)
 	case hostWrite:
 		return pr.Global() && pr.Role.AtLeast(auth.Admin)
+	case nodeAgent:
+		// The handler checks that a node agent asks only for its node.
+		return pr.Role == auth.NodeAgent && pr.Node != "" || pr.Global() && pr.Role.AtLeast(auth.Admin)
 	}
 	return false
 }
@@ -154,7 +158,10 @@ func (s *Server) tokenPrincipal(ctx context.Context, header string) (auth.Princi
 	if t.Team != "" {
 		actor = "token:" + t.Team + "/" + t.Name
 	}
-	return auth.Principal{Team: t.Team, Role: role, Actor: actor, TokenID: t.ID}, nil
+	if role == auth.NodeAgent {
+		actor = "node:" + t.Node
+	}
+	return auth.Principal{Team: t.Team, Role: role, Actor: actor, TokenID: t.ID, Node: t.Node}, nil
 }
 
 func cutBearer(h string) (string, bool) {

@@ -38,6 +38,7 @@ type Server struct {
 	node     string
 	mux      *http.ServeMux
 	policy   map[string]perm
+	duties   func(context.Context, string) (*api.NodeDuties, error)
 	jobs     *jobs.Manager
 	loops    interface {
 		Status() map[string]api.LoopStatus

@@ -150,6 +150,11 @@ func (s *Server) deleteTeam(_ http.ResponseWriter, r *http.Request) (int, any, e
 	return 200, map[string]string{"deleted": name}, nil
 }
 
+// validNode: PVE node names are hostnames (pve-common's pve-node format).
+func validNode(s string) bool { return nodeRE.MatchString(s) }
+
+var nodeRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
+
 // tokenNameRE: what `agentd token create --name` accepts.
 var tokenNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62})$`)
 
@@ -199,6 +204,14 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) (int, any, 
 	if err != nil {
 		return 0, nil, api.FieldError("role", "%v", err)
 	}
+	switch {
+	case (role == auth.NodeAgent) != (req.Node != ""):
+		return 0, nil, api.FieldError("node", "a node-agent token needs both role node and the node it speaks for")
+	case role == auth.NodeAgent && (!p.Global() || p.Scope() != "" || req.Team != ""):
+		return 0, nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "node-agent tokens are global: only a global admin acting across teams creates them")
+	case role == auth.NodeAgent && !validNode(req.Node):
+		return 0, nil, api.FieldError("node", "%q is not a node name", req.Node)
+	}
 	team := req.Team
 	if team == "" {
 		team = p.Scope() // a global caller acting across teams makes a global token
@@ -219,7 +232,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) (int, any, 
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	t := &store.APIToken{Token: api.Token{ID: "tok-" + hex.EncodeToString(id[:]), Name: req.Name, Team: team, Role: string(role),
-		ExpiresAt: exp, CreatedBy: p.Actor}, Hash: hash}
+		Node: req.Node, ExpiresAt: exp, CreatedBy: p.Actor}, Hash: hash}
 	switch err := s.mgr.Store().CreateAPIToken(r.Context(), t); {
 	case errors.Is(err, store.ErrNotFound):
 		return 0, nil, api.TeamNotFound(team)

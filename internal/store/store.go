@@ -270,6 +270,9 @@ CREATE INDEX events_team ON events(team, id);
 	{12, "workspaces remember their holder's node ('': the agent's own node)", `
 ALTER TABLE workspaces ADD COLUMN node TEXT NOT NULL DEFAULT '';
 `},
+	{13, "node-agent tokens name their node", `
+ALTER TABLE api_tokens ADD COLUMN node TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // SchemaVersion is the newest schema this binary knows.

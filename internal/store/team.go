@@ -186,13 +186,13 @@ type APIToken struct {
 	Hash string
 }
 
-const apiTokenCols = `id, name, team, role, hash, expires_at, revoked_at, last_used_at, created_by, created_at`
+const apiTokenCols = `id, name, team, role, hash, expires_at, revoked_at, last_used_at, created_by, created_at, node`
 
 func scanAPIToken(r scanner) (*APIToken, error) {
 	var t APIToken
 	var exp, rev, used sql.NullInt64
 	var c int64
-	err := r.Scan(&t.ID, &t.Name, &t.Team, &t.Role, &t.Hash, &exp, &rev, &used, &t.CreatedBy, &c)
+	err := r.Scan(&t.ID, &t.Name, &t.Team, &t.Role, &t.Hash, &exp, &rev, &used, &t.CreatedBy, &c, &t.Node)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -219,8 +219,8 @@ func (s *Store) CreateAPIToken(ctx context.Context, t *APIToken) error {
 				return ErrNotFound
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO api_tokens(`+apiTokenCols+`) VALUES (?,?,?,?,?,?,?,?,?,?)`, t.ID, t.Name, t.Team,
-			string(t.Role), t.Hash, ms(t.ExpiresAt), nil, nil, t.CreatedBy, now.UnixMilli())
+		_, err := tx.ExecContext(ctx, `INSERT INTO api_tokens(`+apiTokenCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?)`, t.ID, t.Name, t.Team,
+			string(t.Role), t.Hash, ms(t.ExpiresAt), nil, nil, t.CreatedBy, now.UnixMilli(), t.Node)
 		if isUnique(err) {
 			return ErrConflict
 		}
