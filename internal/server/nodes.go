@@ -68,7 +68,9 @@ func (s *Server) nodeRoutes(add func(method, path string, p perm, h handler)) {
 
 // SetNodeDuties sets how node duties are rendered (the agent's config and
 // profiles).
-func (s *Server) SetNodeDuties(f func(context.Context, string) (*api.NodeDuties, error)) { s.duties = f }
+func (s *Server) SetNodeDuties(f func(context.Context, string) (*api.NodeDuties, error)) {
+	s.duties = f
+}
 
 // agentNode is the node a node-agent route is about: a node agent's token
 // speaks for its own node only (another node is a 404, as another team's
