@@ -184,6 +184,7 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		RefusalInterval: cfg.GuestRefusalInterval, RefusalBurst: cfg.GuestRefusalBurst, HeaderTimeout: cfg.GuestHeaderTimeout,
 		ReadTimeout: cfg.GuestReadTimeout, IdleTimeout: cfg.GuestIdleTimeout, UploadMinRate: cfg.GuestUploadMinRate,
 		UploadRateWindow: cfg.GuestUploadRateWindow}, log, met)
+	api.SetGuestRelay(gs)
 	guestSrv := a.newServer(gs)
 	gs.Configure(guestSrv)
 	a.serve(guestSrv, guestLn)

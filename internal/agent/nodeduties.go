@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"net"
 	"net/netip"
+	"strconv"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/config"
@@ -44,6 +46,7 @@ func nodeDuties(cfg *config.Config, profiles profile.Set, mgr *sandbox.Manager) 
 			return nil, err
 		}
 		every := int(cfg.ReconcileInterval.Seconds() / 3)
-		return &api.NodeDuties{Node: node, Ruleset: rs, Bindings: len(p.Bindings), Exposed: len(p.Exposed), IntervalS: max(every, 5)}, nil
+		return &api.NodeDuties{Node: node, Ruleset: rs, Bindings: len(p.Bindings), Exposed: len(p.Exposed), IntervalS: max(every, 5),
+			GuestListen: net.JoinHostPort(cfg.AgentHostAddress, strconv.Itoa(cfg.GuestPort))}, nil
 	}
 }

@@ -993,6 +993,13 @@ type NodeList struct {
 // CodeNodeNotFound: the node is not one agentd uses.
 const CodeNodeNotFound Code = "node_not_found"
 
+// Headers of a guest request a node agent relays: the guest's source
+// address and its own bearer token (Authorization carries the node agent's).
+const (
+	GuestAddrHeader = "Agentlab-Guest-Addr"
+	GuestAuthHeader = "Agentlab-Guest-Authorization"
+)
+
 // NodeDuties is what a node's agent (`agentd node run`) applies on its node:
 // the nftables ruleset of the agent bridge with the bindings and exposed
 // ports of the sandboxes there, and how often to come back.
@@ -1002,6 +1009,9 @@ type NodeDuties struct {
 	Bindings  int    `json:"bindings"`
 	Exposed   int    `json:"exposed"`
 	IntervalS int    `json:"interval_seconds"`
+	// GuestListen is where the node agent serves the guest relay: the
+	// agent bridge's host address and guest port, as on agentd's node.
+	GuestListen string `json:"guest_listen"`
 }
 
 // NodeReport is what a node agent reports: its SSH flows (addresses of the

@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -43,4 +45,29 @@ func (c *Client) NodeDuties(ctx context.Context, node string) (*api.NodeDuties, 
 // ReportNode sends a node agent's report.
 func (c *Client) ReportNode(ctx context.Context, node string, rep api.NodeReport) error {
 	return c.Do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/report", rep, nil)
+}
+
+// GuestRelay is the node agent's guest relay: every request a guest sends
+// to it goes on to agentd's relay route for node, with the guest's address
+// and bearer token in their headers and the client's own token (the node
+// agent's) as the credential.
+func (c *Client) GuestRelay(node string) http.Handler {
+	target, _ := url.Parse(c.base + "/v1/nodes/" + url.PathEscape(node) + "/guest")
+	return &httputil.ReverseProxy{
+		Transport: c.hc.Transport,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			host, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+			if err != nil {
+				host = pr.In.RemoteAddr
+			}
+			pr.Out.Header.Set(api.GuestAddrHeader, host)
+			pr.Out.Header.Del(api.GuestAuthHeader)
+			if v := pr.In.Header.Get("Authorization"); v != "" {
+				pr.Out.Header.Set(api.GuestAuthHeader, v)
+			}
+			pr.Out.Header.Del("Authorization")
+			c.authorize(pr.Out)
+		},
+	}
 }

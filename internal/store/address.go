@@ -163,3 +163,13 @@ func broadcast(p netip.Prefix) netip.Addr {
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
+
+// AddressOwner is the sandbox assigned addr (ErrNotFound: none).
+func (s *Store) AddressOwner(ctx context.Context, addr netip.Addr) (string, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT sandbox_id FROM addresses WHERE addr=?`, addr.String()).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return id, err
+}
