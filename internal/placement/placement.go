@@ -119,8 +119,6 @@ func cpuRatio(n *Node, req Request) float64 {
 // reason is only that it is busy now.
 func exclude(n *Node, req Request, caps Caps) (why string, busy bool) {
 	switch {
-	case req.Pin != "" && n.Name != req.Pin:
-		return "", false // not a candidate at all
 	case !n.Online:
 		return "offline", false
 	case n.Drained:

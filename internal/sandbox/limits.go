@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -211,4 +213,13 @@ func (m *Manager) checkTeamResize(ctx context.Context, sb *store.Sandbox, cores,
 		}
 	}
 	return nil
+}
+
+// TeamMayUse refuses a profile limited to other teams (profile key teams).
+func TeamMayUse(p *profile.Profile, team string) error {
+	if p == nil || p.Allows(team) {
+		return nil
+	}
+	return api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
+		p.Name, strings.Join(p.Teams, ", "), team)
 }

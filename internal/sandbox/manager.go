@@ -345,9 +345,8 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
 	c, _, err := m.canonicalize(req, jobID, team)
-	if p := m.profiles[c.Profile]; err == nil && p != nil && !p.Allows(team) {
-		err = api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
-			c.Profile, strings.Join(p.Teams, ", "), team)
+	if err == nil {
+		err = TeamMayUse(m.profiles[c.Profile], team)
 	}
 	defer m.admit(ctx, c, &err)()
 	if err != nil {

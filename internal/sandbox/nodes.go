@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -25,15 +27,7 @@ import (
 // usesNode reports whether agentd places sandboxes on node: every node of
 // the cluster, or the configured subset.
 func (m *Manager) usesNode(node string) bool {
-	if len(m.opts.Nodes) == 0 {
-		return true
-	}
-	for _, n := range m.opts.Nodes {
-		if n == node {
-			return true
-		}
-	}
-	return false
+	return len(m.opts.Nodes) == 0 || slices.Contains(m.opts.Nodes, node)
 }
 
 // refreshCluster loads the ledger: node capacity and foreign VMs from inv,
@@ -150,14 +144,11 @@ func nodeNames(ns []api.Node) string {
 	if len(ns) == 0 {
 		return "no nodes"
 	}
-	s := ""
+	names := make([]string, len(ns))
 	for i, n := range ns {
-		if i > 0 {
-			s += ", "
-		}
-		s += n.Name
+		names[i] = n.Name
 	}
-	return "nodes: " + s
+	return "nodes: " + strings.Join(names, ", ")
 }
 
 // multiNode reports whether agentd places sandboxes across nodes: the last

@@ -106,9 +106,8 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
 			req.Profile, strings.Join(m.sb.ProfileNames(team), ", "))
 	}
-	if !p.Allows(team) {
-		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
-			req.Profile, strings.Join(p.Teams, ", "), team)
+	if err := sandbox.TeamMayUse(p, team); err != nil {
+		return nil, err
 	}
 	if req.Workspace == "" {
 		return nil, api.FieldError("workspace", "is required: an existing workspace, or new:NAME with workspace_size")
@@ -377,11 +376,10 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	if !ok {
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist", profile)
 	}
-	if !p.Allows(src.Team) {
-		// Refused before the fork: Create would refuse it after, leaving a
-		// forked workspace behind.
-		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
-			profile, strings.Join(p.Teams, ", "), src.Team)
+	// Refused before the fork: Create would refuse it after, leaving a
+	// forked workspace behind.
+	if err := sandbox.TeamMayUse(p, src.Team); err != nil {
+		return nil, err
 	}
 	if _, err := m.store.LookupSession(ctx, req.Name); err == nil {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "session %q already exists", req.Name)
