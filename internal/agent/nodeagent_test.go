@@ -1,6 +1,9 @@
 package agent_test
 
 import (
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -84,5 +87,75 @@ func TestNodeAgentDuties(t *testing.T) {
 		if got, _ := c.Sandbox(ctx, on[node].ID); got.State != w {
 			t.Errorf("sandbox on %s is %s after 31 idle minutes, want %s (pve1: local conntrack shows nothing; pve2: its agent reports SSH; pve3: no agent, activity unknown)", node, got.State, w)
 		}
+	}
+}
+
+// TestGuestRelay: a node agent relays its guests' requests to agentd, which
+// believes the guest's address only from the agent of the node that
+// address's sandbox runs on: a guest cannot claim another guest's address
+// through a header, and one node's agent cannot speak for another node's
+// guests.
+func TestGuestRelay(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	on := map[string]*api.Sandbox{}
+	for _, n := range []string{"s1", "s2", "s3"} {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: n, Profile: "yolo-ephemeral", TTL: "0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+			t.Fatalf("%s: %+v %v", n, sb, err)
+		}
+		on[sb.Node] = sb
+	}
+	relay := func(node string) http.Handler {
+		tok, err := c.CreateToken(ctx, api.CreateTokenRequest{Name: node + "-agent", Role: "node", Node: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := client.New(client.Config{Endpoint: d.Info.Endpoint, Token: tok.Value, CACert: d.Info.CACert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc.GuestRelay(node)
+	}
+	pve2, pve3 := relay("pve2"), relay("pve3")
+	ask := func(h http.Handler, from string, hdr map[string]string) (int, string) {
+		req := httptest.NewRequest("GET", "/healthz", nil)
+		req.RemoteAddr = net.JoinHostPort(from, "40000")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := ask(pve2, on["pve2"].IP, nil); code != 200 || body != "ok\n" {
+		t.Fatalf("pve2's guest through pve2's relay: %d %s", code, body)
+	}
+	for _, tc := range []struct {
+		name string
+		h    http.Handler
+		from string
+		hdr  map[string]string
+	}{
+		{"pve1's guest through pve2's relay", pve2, on["pve1"].IP, nil},
+		{"pve2's guest through pve3's relay", pve3, on["pve2"].IP, nil},
+		{"a stranger claiming pve2's guest's address", pve2, "10.99.0.7", map[string]string{api.GuestAddrHeader: on["pve2"].IP}},
+		{"a stranger with the relay's own route in the path", pve2, "10.99.0.7", map[string]string{"X-Forwarded-For": on["pve2"].IP}},
+	} {
+		if code, body := ask(tc.h, tc.from, tc.hdr); code != http.StatusForbidden || !strings.Contains(body, "is not the address of a sandbox on node") {
+			t.Errorf("%s: %d %s, want 403", tc.name, code, body)
+		}
+	}
+	// The relay's route is for node agents only: a team or admin token is
+	// not a node and cannot name a guest address.
+	raw, err := client.New(client.Config{Endpoint: d.Info.Endpoint, Token: d.Info.Token, CACert: d.Info.CACert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := ask(raw.GuestRelay("pve2"), on["pve2"].IP, nil); code != http.StatusForbidden {
+		t.Fatalf("the admin token relaying for pve2: %d %s, want 403", code, body)
 	}
 }

@@ -254,7 +254,7 @@ func TestAuthMatrix(t *testing.T) {
 		t.Fatalf("only %d routes registered", len(routes))
 	}
 	sort.Slice(routes, func(i, j int) bool { return routes[i].Pattern < routes[j].Pattern })
-	known := map[string]bool{"public": true, "team read": true, "team write": true, "team admin": true, "host read": true, "host write": true, "node agent": true}
+	known := map[string]bool{"public": true, "team read": true, "team write": true, "team admin": true, "host read": true, "host write": true, "node agent": true, "guest relay": true}
 	nodeTok, err := e.global.CreateToken(tctx(t), api.CreateTokenRequest{Name: "pve-agent", Role: "node", Node: "pve"})
 	if err != nil {
 		t.Fatal(err)
@@ -275,16 +275,19 @@ func TestAuthMatrix(t *testing.T) {
 		case "revoked":
 			return deny401, api.CodeTokenRevoked
 		case "socket", "agent":
+			if perm == "guest relay" {
+				return deny403, api.CodeForbidden
+			}
 			return allowed, ""
 		case "node":
-			if perm == "node agent" {
+			if perm == "node agent" || perm == "guest relay" {
 				return hidden404, "" // the walk names node "snap", not its own
 			}
 			return deny403, api.CodeForbidden
 		}
 		role := map[string]string{"a-read": "read", "a-member": "member", "a-admin": "admin", "b-member": "member"}[p.name]
 		switch perm {
-		case "host read", "host write", "node agent":
+		case "host read", "host write", "node agent", "guest relay":
 			return deny403, api.CodeForbidden
 		case "team admin":
 			if role != "admin" {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -71,7 +73,7 @@ state database across restarts.`,
 }
 
 func (g *options) nodeRunCmd() *cobra.Command {
-	var node string
+	var node, guestListen string
 	var once, dryRun bool
 	var every time.Duration
 	cmd := &cobra.Command{
@@ -79,7 +81,12 @@ func (g *options) nodeRunCmd() *cobra.Command {
 		Short: "Run the node agent: this node's sandbox bindings and exposed ports, SSH activity for idle stop",
 		Long: `The node agent runs on every cluster node but the one agentd serves on. It
 connects out to agentd (--endpoint, with a node-agent token: agentd token create
---name pve2-agent --role node --node pve2) and never listens: each round it
+--name pve2-agent --role node --node pve2); the only port it opens is the
+guest listener on this node's agent bridge (--guest-listen, by default the
+address agentd names), which relays its guests' requests (bootstrap,
+artifacts, job reports) to agentd over the same authenticated API: agentd
+takes the guest's source address only from the agent of the node that
+address's sandbox runs on. Each round it
 pulls the node's duties — the nftables ruleset of the agent bridge with the
 bindings and exposed ports of the sandboxes whose VMs run on this node — loads
 it atomically (one nft -f) when it changed, and reports the established SSH
@@ -100,6 +107,14 @@ alone). --dry-run prints the ruleset instead of loading it.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			out := cmd.OutOrStdout()
+			if !once && !dryRun && guestListen != "off" {
+				stopRelay, err := serveGuestRelay(ctx, c, node, guestListen, g.timeout)
+				if err != nil {
+					return err
+				}
+				defer stopRelay()
+				fmt.Fprintf(out, "node %s: relaying guest requests to agentd\n", node)
+			}
 			applied := ""
 			for {
 				wait, err := g.nodeRound(ctx, c, node, dryRun, &applied, out)
@@ -122,11 +137,33 @@ alone). --dry-run prints the ruleset instead of loading it.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&node, "node", "", "this node's name in the cluster (required)")
+	f.StringVar(&guestListen, "guest-listen", "", "host:port of the guest relay on this node's agent bridge (default: the address agentd names; off: no relay)")
 	f.BoolVar(&once, "once", false, "one round, then exit (its error is the exit status)")
 	f.BoolVar(&dryRun, "dry-run", false, "print the ruleset instead of loading it")
 	f.DurationVar(&every, "interval", 0, "time between rounds (default: what agentd says, a third of its reconcile interval)")
 	_ = cmd.RegisterFlagCompletionFunc("node", g.completeNames(listNodes))
 	return cmd
+}
+
+// serveGuestRelay listens for this node's guests at addr (or where agentd
+// says the guest listener is) and relays every request to agentd.
+func serveGuestRelay(ctx context.Context, c *client.Client, node, addr string, timeout time.Duration) (stop func(), err error) {
+	if addr == "" {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		d, err := c.NodeDuties(rctx, node)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("ask agentd where the guest listener is (or set --guest-listen): %w", err)
+		}
+		addr = d.GuestListen
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("guest relay on %s: %w (is the agent bridge up on this node?)", addr, err)
+	}
+	srv := &http.Server{Handler: c.GuestRelay(node), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
 }
 
 // nodeRound is one round of the node agent: pull the duties, apply a

@@ -21,17 +21,18 @@ import (
 type perm int
 
 const (
-	public    perm = iota + 1 // no token (/healthz)
-	teamRead                  // reading the caller's team's objects (any role)
-	teamWrite                 // changing them (member, admin)
-	teamAdmin                 // the team's tokens (admin)
-	hostRead                  // host-wide views (global principals)
-	hostWrite                 // host-wide changes, teams (global admins)
-	nodeAgent                 // one node's duties and reports (its node agent, global admins)
+	public     perm = iota + 1 // no token (/healthz)
+	teamRead                   // reading the caller's team's objects (any role)
+	teamWrite                  // changing them (member, admin)
+	teamAdmin                  // the team's tokens (admin)
+	hostRead                   // host-wide views (global principals)
+	hostWrite                  // host-wide changes, teams (global admins)
+	nodeAgent                  // one node's duties and reports (its node agent, global admins)
+	guestRelay                 // speaking for one node's guests (its node agent alone)
 )
 
 func (p perm) String() string {
-	return [...]string{"", "public", "team read", "team write", "team admin", "host read", "host write", "node agent"}[p]
+	return [...]string{"", "public", "team read", "team write", "team admin", "host read", "host write", "node agent", "guest relay"}[p]
 }
 
 // allows reports whether principal pr may call a route needing p.
@@ -52,6 +53,11 @@ func (p perm) allows(pr auth.Principal) bool {
 	case nodeAgent:
 		// The handler checks that a node agent asks only for its node.
 		return pr.Role == auth.NodeAgent && pr.Node != "" || pr.Global() && pr.Role.AtLeast(auth.Admin)
+	case guestRelay:
+		// A guest's address is its identity on the guest listener: no
+		// principal but the node agent (a global admin included) needs to
+		// claim one.
+		return pr.Role == auth.NodeAgent && pr.Node != ""
 	}
 	return false
 }

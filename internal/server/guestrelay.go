@@ -34,7 +34,7 @@ func (s *Server) SetGuestRelay(h http.Handler) {
 		}
 	})
 	for _, m := range []string{"GET", "POST"} { // the guest listener's methods
-		s.handle(m+" /v1/nodes/{name}/guest/{path...}", nodeAgent, relay)
+		s.handle(m+" /v1/nodes/{name}/guest/{path...}", guestRelay, relay)
 	}
 }
 
