@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,5 +74,104 @@ func TestRollbackKeepsTeamQuota(t *testing.T) {
 	}
 	if tm, err = c.Team(ctx, "a"); err != nil || tm.Usage.Cores != 8 {
 		t.Fatalf("usage after the revert: %+v %v", tm.Usage, err)
+	}
+}
+
+// TestDeletedTeamsHistoryStaysItsOwn: rows name their team by name, so a
+// team deleted and created again under the same name must not inherit the
+// old one's destroyed sandboxes, artifacts, workspaces, events or revoked
+// tokens; a global caller still finds them, under the tombstone name.
+func TestDeletedTeamsHistoryStaysItsOwn(t *testing.T) {
+	d, g := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	if _, err := g.CreateTeam(ctx, api.CreateTeamRequest{Name: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	oldTok := issue(t, g, "old", "c", "admin", "")
+	old := tcpClient(t, d, oldTok.Value)
+	sb := create(t, old, "box")
+	bs := bootstrapOf(t, d, sb.ID)
+	code, gb := fetch(t, bs.URL, bs.Token)
+	if code != 200 {
+		t.Fatalf("bootstrap: %d", code)
+	}
+	if code := post(t, gb.ArtifactURL+"?name=secret.txt", gb.ArtifactToken, strings.NewReader("old team's result")); code != 201 {
+		t.Fatalf("upload: %d", code)
+	}
+	if _, err := old.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "w", Size: "5G"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.DeleteWorkspace(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Destroy(ctx, "box", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := old.Events(ctx, "", 0, 0)
+	if err != nil || len(evs.Events) == 0 {
+		t.Fatalf("old team's events: %+v %v", evs, err)
+	}
+	lastOld := evs.Events[len(evs.Events)-1].ID
+	if _, err := g.RevokeToken(ctx, oldTok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.DeleteTeam(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.CreateTeam(ctx, api.CreateTeamRequest{Name: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	nc := tcpClient(t, d, issue(t, g, "new", "c", "admin", "").Value)
+
+	all := url.Values{"all": {"true"}}
+	if l, err := nc.Sandboxes(ctx, all); err != nil || len(l) != 0 {
+		t.Fatalf("the new team lists the old one's sandboxes: %+v %v", l, err)
+	}
+	if _, err := nc.Sandbox(ctx, sb.ID); err == nil {
+		t.Fatal("the new team reads the old team's sandbox")
+	}
+	if a, err := nc.Artifacts(ctx, sb.ID); err == nil {
+		t.Fatalf("the new team reads the old team's artifacts: %+v", a)
+	}
+	if l, err := nc.Workspaces(ctx); err != nil || len(l) != 0 {
+		t.Fatalf("workspaces: %+v %v", l, err)
+	}
+	if l, err := nc.Jobs(ctx); err != nil || len(l) != 0 {
+		t.Fatalf("jobs: %+v %v", l, err)
+	}
+	toks, err := nc.Tokens(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range toks {
+		if tk.Name == "old" {
+			t.Fatalf("the new team lists the old team's token: %+v", tk)
+		}
+	}
+	evs, err = nc.Events(ctx, "", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Events {
+		if e.ID <= lastOld || e.SandboxID == sb.ID || strings.Contains(e.Message, "deleted") {
+			t.Fatalf("the new team sees the old team's event %+v", e)
+		}
+	}
+	// The history is kept, for a global caller, under the tombstone.
+	l, err := g.Sandboxes(ctx, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range l {
+		if s.ID == sb.ID {
+			found = strings.HasPrefix(s.Team, "c~deleted-")
+		}
+	}
+	if !found {
+		t.Fatalf("global caller: old sandbox not kept under a tombstone: %+v", l)
 	}
 }
