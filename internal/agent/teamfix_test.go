@@ -175,3 +175,57 @@ func TestDeletedTeamsHistoryStaysItsOwn(t *testing.T) {
 		t.Fatalf("global caller: old sandbox not kept under a tombstone: %+v", l)
 	}
 }
+
+// TestTokenCannotOutliveItsIssuer: an expiring team admin token may not
+// create or rotate a token into one that expires later than itself, or
+// never (its own expiry would then bind nothing); within its expiry it may.
+// Tokens without expiry (and the socket) are not bound.
+func TestTokenCannotOutliveItsIssuer(t *testing.T) {
+	e := startTeams(t, agent.DevOptions{}, nil)
+	ctx := tctx(t)
+	lead := issue(t, e.global, "lead", "a", "admin", "1h")
+	lc := tcpClient(t, e.d, lead.Value)
+	refused := func(what string, err error) {
+		t.Helper()
+		wantCode(t, err, 400, api.CodeInvalidField)
+		if ae := err.(*api.Error); ae.Field != "ttl" || !strings.Contains(ae.Message, "outlive") || !strings.Contains(ae.Message, lead.ExpiresAt.UTC().Format(time.RFC3339)) {
+			t.Fatalf("%s: refusal %+v", what, ae)
+		}
+	}
+	_, err := lc.CreateToken(ctx, api.CreateTokenRequest{Name: "forever", Team: "a", Role: "admin"})
+	refused("no ttl", err)
+	_, err = lc.CreateToken(ctx, api.CreateTokenRequest{Name: "longer", Team: "a", Role: "member", TTL: "2h"})
+	refused("a longer ttl", err)
+	short, err := lc.CreateToken(ctx, api.CreateTokenRequest{Name: "short", Team: "a", Role: "member", TTL: "30m"})
+	if err != nil || short.ExpiresAt == nil || short.ExpiresAt.After(*lead.ExpiresAt) {
+		t.Fatalf("a token within the issuer's expiry: %+v %v", short, err)
+	}
+	// Rotating, another token or itself, is bound the same way.
+	_, err = lc.RotateToken(ctx, "short", api.RotateTokenRequest{})
+	refused("rotate another to no expiry", err)
+	_, err = lc.RotateToken(ctx, "lead", api.RotateTokenRequest{TTL: "3h"})
+	refused("rotate itself to a later expiry", err)
+	if _, err := lc.RotateToken(ctx, "short", api.RotateTokenRequest{TTL: "10m"}); err != nil {
+		t.Fatalf("rotate within the expiry: %v", err)
+	}
+	// Nothing refused was issued.
+	toks, err := e.global.Tokens(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range toks {
+		if tk.Name == "forever" || tk.Name == "longer" {
+			t.Fatalf("a refused token exists: %+v", tk)
+		}
+		if tk.Name == "lead" && !tk.ExpiresAt.Equal(*lead.ExpiresAt) {
+			t.Fatalf("lead's expiry changed: %v → %v", lead.ExpiresAt, tk.ExpiresAt)
+		}
+	}
+	// A team admin token without expiry, and the socket, are unbound.
+	if _, err := e.aAdminC.CreateToken(ctx, api.CreateTokenRequest{Name: "forever", Team: "a", Role: "member"}); err != nil {
+		t.Fatalf("unexpiring issuer: %v", err)
+	}
+	if _, err := e.global.CreateToken(ctx, api.CreateTokenRequest{Name: "forever2", Team: "a", Role: "admin"}); err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+}
