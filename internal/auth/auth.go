@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"time"
 )
 
 // DefaultTeam owns every object made before teams existed, and what a
@@ -76,6 +77,10 @@ type Principal struct {
 	// TokenID is the id of the database token ("" for the socket and the
 	// agent's own token).
 	TokenID string
+	// Expires is when the database token expires (nil: never, and for
+	// the socket and the agent's own token): a token it issues must not
+	// outlive it.
+	Expires *time.Time
 	// Node is the cluster node a node-agent token speaks for.
 	Node string
 	// Selected is the team a global principal chose to act in (the

@@ -247,7 +247,9 @@ func (g *options) teamDeleteCmd() *cobra.Command {
 		Short:   "Delete a team that holds nothing live (global admins)",
 		Long: `Delete a team. The agent refuses while the team still holds live sandboxes,
 workspaces or sessions, or live tokens (409 team_in_use); team "default"
-cannot be deleted.`,
+cannot be deleted. What remains of it (destroyed sandboxes, their artifacts,
+events, revoked tokens) moves to the name NAME~deleted-<unix ms>, seen by
+global callers only: a team created again as NAME starts empty.`,
 		Args:              args("NAME"),
 		ValidArgsFunction: firstArg(g.completeNames(listTeams)),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -321,7 +323,9 @@ a global caller acting in none makes a global token). The value is printed
 once; store it now (a secret store, AGENTLAB_TOKEN of the user or CI job). A
 token name is unique among its team's live tokens. --role node --node N makes
 the token of node N's agent (agentd node run): global, good for that node's
-duties and reports only.`,
+duties and reports only. A token cannot outlive the token creating it: a
+caller whose token expires must give a --ttl that ends by then (400 on ttl
+otherwise, naming its expiry); the same holds for token rotate --ttl.`,
 		Example: `  agentd token create --name ci --team red --role member --ttl 720h
   agentd token create --name red-admin --team red --role admin --json
   agentd token create --name pve2-agent --role node --node pve2`,

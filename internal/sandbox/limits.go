@@ -181,6 +181,26 @@ func (m *Manager) admitResize(ctx context.Context, ref string) (release func(), 
 // checkTeamResize refuses growing sb to cores and memory (0: unchanged)
 // beyond its team's quota; shrinking is always allowed.
 func (m *Manager) checkTeamResize(ctx context.Context, sb *store.Sandbox, cores, memoryMB int) error {
+	return m.checkTeamGrowth(ctx, sb, cores, memoryMB, func(want, grow int64, unit string) string {
+		return fmt.Sprintf("growing %s to %d %s needs %d more", sb.Name, want, unit, grow)
+	})
+}
+
+// checkRollback refuses a rollback (snapshot restore, revert) to snapshot
+// snap whose recorded config has more cores or memory than the sandbox has
+// now, when the team's quota has no room for the difference: PVE's
+// snapshot_rollback replaces the VM's config with the snapshot's, so a
+// sandbox shrunk since would grow back behind the quota's back. The caller
+// holds the admission lock (admitResize) and the sandbox's lock.
+func (m *Manager) checkRollback(ctx context.Context, sb *store.Sandbox, snap string, want resources) error {
+	return m.checkTeamGrowth(ctx, sb, want.Cores, want.MemoryMB, func(want, grow int64, unit string) string {
+		return fmt.Sprintf("snapshot %s of %s has %d %s, %d more than the sandbox has now", snap, sb.Name, want, unit, grow)
+	})
+}
+
+// checkTeamGrowth is the quota check of a sandbox going to cores and
+// memory (0: unchanged); why words the refusal's detail.
+func (m *Manager) checkTeamGrowth(ctx context.Context, sb *store.Sandbox, cores, memoryMB int, why func(want, grow int64, unit string) string) error {
 	t, err := m.store.Team(ctx, sb.Team)
 	if err != nil {
 		return teamErr(sb.Team, err)
@@ -209,7 +229,7 @@ func (m *Manager) checkTeamResize(ctx context.Context, sb *store.Sandbox, cores,
 			continue
 		}
 		if l.used+grow > l.limit {
-			return api.QuotaError(sb.Team, l.key, l.limit, l.used, "growing %s to %d %s needs %d more", sb.Name, l.want, l.unit, grow)
+			return api.QuotaError(sb.Team, l.key, l.limit, l.used, "%s", why(int64(l.want), grow, l.unit))
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -112,6 +113,14 @@ func (m *Manager) attachAtCreate(ctx context.Context, sb *store.Sandbox, p *prof
 // snapshot leaves the VM stopped anyway) and started again afterwards; the
 // answer is then BOOTING.
 func (m *Manager) Revert(ctx context.Context, ref string, req api.RevertRequest) (*store.Sandbox, error) {
+	// The clean snapshot may bring back more cores or memory than the
+	// sandbox has now (checkRollback): the admission lock first.
+	release, err := m.admitResize(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	release = sync.OnceFunc(release)
+	defer release()
 	sb, err := m.Get(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -146,7 +155,7 @@ func (m *Manager) Revert(ctx context.Context, ref string, req api.RevertRequest)
 	}
 	wctx, cancel := context.WithTimeout(m.ctx, 30*time.Minute)
 	defer cancel()
-	boot, err := m.revertLocked(wctx, sb, w, req)
+	boot, err := m.revertLocked(wctx, sb, w, req, release)
 	unlockWS()
 	unlockSB()
 	if boot {
@@ -158,7 +167,7 @@ func (m *Manager) Revert(ctx context.Context, ref string, req api.RevertRequest)
 	return sb, nil
 }
 
-func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.Workspace, req api.RevertRequest) (boot bool, err error) {
+func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.Workspace, req api.RevertRequest, admitted func()) (boot bool, err error) {
 	const op = "revert"
 	v, err := m.snapshotVM(ctx, sb, op, false)
 	if err != nil {
@@ -173,7 +182,8 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 		return false, m.noClean(ctx, sb)
 	}
 	// Before anything changes (newer snapshots deleted, the guest shut down).
-	if err := m.rollbackReachesForeign(ctx, sb, op, CleanSnapshot); err != nil {
+	want, err := m.rollbackTarget(ctx, sb, op, CleanSnapshot, admitted)
+	if err != nil {
 		return false, err
 	}
 	var newer []string
@@ -252,6 +262,8 @@ func (m *Manager) revertLocked(ctx context.Context, sb *store.Sandbox, w *store.
 		// Nothing was rolled back: a sandbox shut down for it runs again.
 		return wasRunning && m.restartAfter(ctx, sb, "the revert failed: "+rbErr.Error()), err
 	}
+	// The VM has the snapshot's config now; saved with the event below.
+	sb.Cores, sb.MemoryMB = want.Cores, want.MemoryMB
 	if err := m.reapplyIdentity(ctx, sb); err != nil {
 		return false, proxmoxError(op, sb, fmt.Errorf("rolled back, but writing the sandbox's name and tags again failed (revert again): %w", err))
 	}

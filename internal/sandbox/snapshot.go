@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -97,6 +98,43 @@ func (m *Manager) snapshotVM(ctx context.Context, sb *store.Sandbox, op string, 
 	return v, nil
 }
 
+// rollbackTarget reads the config snapshot snap recorded, which a rollback
+// makes the VM's, and refuses the rollback when it would break a rule: a
+// volume the sandbox does not own (rollbackReachesForeign), or more cores or
+// memory than the team's quota has room for (checkRollback). It returns the
+// cores and memory the sandbox has after the rollback.
+//
+// A rollback that grows the sandbox reserves the room at once: the row
+// takes the snapshot's cores and memory before Proxmox is asked, so that
+// admitted (the admission lock, taken by the caller) can be released here
+// rather than held through a rollback and a boot. Should the rollback not
+// happen, the row counts too much until reconcile reads the VM's config
+// back (its "resized" drift): the safe side of a quota.
+func (m *Manager) rollbackTarget(ctx context.Context, sb *store.Sandbox, op, snap string, admitted func()) (resources, error) {
+	defer admitted()
+	cfg, err := m.pve.On(sb.Node).SnapshotConfig(ctx, sb.VMID, snap)
+	if err != nil {
+		return resources{}, proxmoxError(op, sb, err)
+	}
+	if err := rollbackReachesForeign(cfg, sb, op, snap); err != nil {
+		return resources{}, err
+	}
+	want := readResources(cfg)
+	if err := m.checkRollback(ctx, sb, snap, want); err != nil {
+		return resources{}, err
+	}
+	if want.Cores > sb.Cores || want.MemoryMB > sb.MemoryMB {
+		prev := *sb
+		sb.Cores, sb.MemoryMB = max(sb.Cores, want.Cores), max(sb.MemoryMB, want.MemoryMB)
+		if err := m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.rollback_admitted",
+			Message: fmt.Sprintf("the %s to snapshot %s brings back %d cores, %d MiB: counted against the team's quota from now", op, snap, want.Cores, want.MemoryMB)}); err != nil {
+			*sb = prev
+			return resources{}, conflict(sb, err)
+		}
+	}
+	return want, nil
+}
+
 // rollbackReachesForeign refuses a rollback to a snapshot whose recorded
 // config holds a volume the sandbox does not own. agentd never takes one
 // (snapshots are refused while a workspace is attached, clean is taken before
@@ -104,11 +142,7 @@ func (m *Manager) snapshotVM(ctx context.Context, sb *store.Sandbox, op string, 
 // snapshot_rollback rolls back every volume of the snapshot's config and
 // plugs them in again, which would roll a workspace back and attach it
 // behind its claim. Checking the current config is not enough for that.
-func (m *Manager) rollbackReachesForeign(ctx context.Context, sb *store.Sandbox, op, snap string) error {
-	cfg, err := m.pve.On(sb.Node).SnapshotConfig(ctx, sb.VMID, snap)
-	if err != nil {
-		return proxmoxError(op, sb, err)
-	}
+func rollbackReachesForeign(cfg map[string]any, sb *store.Sandbox, op, snap string) error {
 	f := foreignDisks(cfg, sb.VMID)
 	if len(f) == 0 {
 		return nil
@@ -226,13 +260,21 @@ func (m *Manager) RestoreSnapshot(ctx context.Context, ref, name string) (*store
 	if err := validate.SnapshotName("name", name); err != nil {
 		return nil, api.Invalid(err)
 	}
+	// The snapshot may bring back more cores or memory (checkRollback):
+	// the admission lock first, in the order a create takes them.
+	release, err := m.admitResize(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	release = sync.OnceFunc(release)
+	defer release()
 	sb, unlock, err := m.getLocked(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(m.ctx, 30*time.Minute)
 	defer cancel()
-	boot, err := m.restoreLocked(wctx, sb, name)
+	boot, err := m.restoreLocked(wctx, sb, name, release)
 	unlock()
 	if err != nil {
 		return nil, err
@@ -243,7 +285,7 @@ func (m *Manager) RestoreSnapshot(ctx context.Context, ref, name string) (*store
 	return sb, nil
 }
 
-func (m *Manager) restoreLocked(ctx context.Context, sb *store.Sandbox, name string) (boot bool, err error) {
+func (m *Manager) restoreLocked(ctx context.Context, sb *store.Sandbox, name string, admitted func()) (boot bool, err error) {
 	v, err := m.snapshotVM(ctx, sb, "restore a snapshot of", true)
 	if err != nil {
 		return false, err
@@ -256,7 +298,8 @@ func (m *Manager) restoreLocked(ctx context.Context, sb *store.Sandbox, name str
 	if i < 0 {
 		return false, snapNotFound(sb, name)
 	}
-	if err := m.rollbackReachesForeign(ctx, sb, "restore", name); err != nil {
+	want, err := m.rollbackTarget(ctx, sb, "restore", name, admitted)
+	if err != nil {
 		return false, err
 	}
 	if err := v.Rollback(ctx, name); err != nil {
@@ -270,6 +313,9 @@ func (m *Manager) restoreLocked(ctx context.Context, sb *store.Sandbox, name str
 		}
 		return false, proxmoxError("restore a snapshot of", sb, err)
 	}
+	// The VM has the snapshot's config now: the row (and the team's usage)
+	// counts its cores and memory from here, saved with the event below.
+	sb.Cores, sb.MemoryMB = want.Cores, want.MemoryMB
 	st, err := m.pve.On(sb.Node).Status(ctx, sb.VMID)
 	if err != nil {
 		return false, proxmoxError("restore a snapshot of", sb, err)

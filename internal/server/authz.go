@@ -167,7 +167,7 @@ func (s *Server) tokenPrincipal(ctx context.Context, header string) (auth.Princi
 	if role == auth.NodeAgent {
 		actor = "node:" + t.Node
 	}
-	return auth.Principal{Team: t.Team, Role: role, Actor: actor, TokenID: t.ID, Node: t.Node}, nil
+	return auth.Principal{Team: t.Team, Role: role, Actor: actor, TokenID: t.ID, Expires: t.ExpiresAt, Node: t.Node}, nil
 }
 
 func cutBearer(h string) (string, bool) {

@@ -171,6 +171,24 @@ func (s *Server) tokenTTL(v string) (*time.Time, error) {
 	return &exp, nil
 }
 
+// boundByIssuer refuses a token (created or rotated) that would outlive
+// the token of the caller issuing it: an expiring team admin token must not
+// mint a longer-lived one, or its expiry would bind nothing. It refuses
+// rather than clamps, so the caller is never handed a token that ends
+// sooner than it asked. The socket and tokens without expiry are unbound.
+func (s *Server) boundByIssuer(p auth.Principal, exp *time.Time) error {
+	if p.Expires == nil || exp != nil && !exp.After(*p.Expires) {
+		return nil
+	}
+	left := p.Expires.Sub(s.mgr.Store().Now()).Truncate(time.Second)
+	asked := "no expiry"
+	if exp != nil {
+		asked = "expiry " + exp.UTC().Format(time.RFC3339)
+	}
+	return api.FieldError("ttl", "a token cannot outlive the token issuing it: %s expires at %s (in %s) and this one would have %s; give a ttl of at most %s",
+		p.Actor, p.Expires.UTC().Format(time.RFC3339), left, asked, left)
+}
+
 // newToken makes a token value: the prefix lets secret scanners find a
 // leaked one.
 func newToken() (raw, hash string) {
@@ -228,6 +246,9 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) (int, any, 
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := s.boundByIssuer(p, exp); err != nil {
+		return 0, nil, err
+	}
 	raw, hash := newToken()
 	var id [6]byte
 	_, _ = rand.Read(id[:])
@@ -281,6 +302,10 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request) (int, any, 
 	}
 	exp, err := s.tokenTTL(req.TTL)
 	if err != nil {
+		return 0, nil, err
+	}
+	p, _ := auth.From(r.Context())
+	if err := s.boundByIssuer(p, exp); err != nil {
 		return 0, nil, err
 	}
 	t, err := s.findToken(r)

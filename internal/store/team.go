@@ -158,8 +158,29 @@ func (s *Store) DeleteTeam(ctx context.Context, name string) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return ErrNotFound
 		}
-		return s.writeEvent(ctx, tx, eventRow{team: name}, Event{Kind: "team.deleted", Message: "team " + name + " deleted"})
+		// Rows name their team by name, so a team created again under it
+		// would inherit this one's history (destroyed sandboxes and their
+		// artifacts, events, revoked tokens). They go to a tombstone no
+		// team can be called ('~' is not in a team name), kept for global
+		// callers.
+		tomb := TombstoneTeam(name, s.now())
+		for _, table := range teamTables {
+			if _, err := tx.ExecContext(ctx, `UPDATE `+table+` SET team=? WHERE team=?`, tomb, name); err != nil {
+				return fmt.Errorf("relabel team %s's %s: %w", name, table, err)
+			}
+		}
+		return s.writeEvent(ctx, tx, eventRow{team: tomb}, Event{Kind: "team.deleted",
+			Message: "team " + name + " deleted; its history is kept as team " + tomb})
 	})
+}
+
+// teamTables are the tables whose rows carry a team column (migration 11);
+// artifacts, ports and the like belong to a sandbox and follow it.
+var teamTables = []string{"sandboxes", "workspaces", "sessions", "jobs", "events", "api_tokens"}
+
+// TombstoneTeam is the name a deleted team's remaining rows take.
+func TombstoneTeam(name string, at time.Time) string {
+	return fmt.Sprintf("%s~deleted-%d", name, at.UnixMilli())
 }
 
 // TeamUsage is what a team holds now, in the quota's units.
