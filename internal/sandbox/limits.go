@@ -164,14 +164,16 @@ func (m *Manager) Replace(ctx context.Context, req api.CreateSandboxRequest, old
 	if _, dup := m.replacing[c.Name]; dup {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %q is already being replaced; retry", c.Name)
 	}
-	if err := m.checkLimits(ctx, c, old); err != nil {
-		return nil, err
-	}
 	if m.replacing == nil {
 		m.replacing = map[string]replacement{}
 	}
+	// Recorded first: the check counts it as the create's own.
 	m.replacing[c.Name] = replacement{old: old, team: team, profile: c.Profile,
 		cores: cmp.Or(c.Cores, p.Resources.Cores), memoryMB: cmp.Or(c.MemoryMB, p.Resources.MemoryMB)}
+	if err := m.checkLimits(ctx, c, old); err != nil {
+		delete(m.replacing, c.Name)
+		return nil, err
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
