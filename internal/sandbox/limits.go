@@ -218,8 +218,8 @@ func (m *Manager) replacingAdjust(ctx context.Context, name string) (usageAdjust
 		if err != nil {
 			return a, err
 		}
-		if sb.State == api.StateDestroyed || sb.Name == sb.ID { // not counted by the store
-			continue
+		if sb.State == api.StateDestroyed || IsPoolMember(sb) || sb.State == api.StateLost && sb.Step == stepNodeLostReplaced {
+			continue // not counted by the store (store.counted)
 		}
 		add(-1, sb.Team, sb.Profile, sb.Cores, sb.MemoryMB) // what the store sums
 	}
