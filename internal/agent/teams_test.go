@@ -866,10 +866,18 @@ func TestProfileLimitedToTeams(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b, global := tcpClient(t, d, e.aMember), tcpClient(t, d, e.bMember), tcpClient(t, d, d.Info.Token)
+	// To b's token the profile does not exist, as GET /v1/profiles says;
+	// the refusal names neither team a nor a's limit.
 	_, err := b.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "x", Profile: "a-only"})
+	wantCode(t, err, 404, api.CodeProfileNotFound)
+	if strings.Contains(err.Error(), "limited") || strings.Contains(err.Error(), "teams") {
+		t.Fatalf("refusal leaks the profile's teams: %v", err)
+	}
+	// A global admin acting for b is told why.
+	_, err = teamClient(t, d, d.Info.Token, "b").CreateSandbox(ctx, api.CreateSandboxRequest{Name: "x", Profile: "a-only"})
 	wantCode(t, err, 403, api.CodeForbidden)
-	if !strings.Contains(err.Error(), "a-only") {
-		t.Fatalf("refusal does not name the profile: %v", err)
+	if !strings.Contains(err.Error(), "limited to teams a") {
+		t.Fatalf("admin refusal does not say why: %v", err)
 	}
 	// Refusals list the profiles b may use, not a's.
 	for _, p := range []string{"ghost", ""} {
@@ -886,9 +894,9 @@ func TestProfileLimitedToTeams(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = b.CreateSession(ctx, api.CreateSessionRequest{Name: "s", Profile: "a-only", Workspace: "w"})
-	wantCode(t, err, 403, api.CodeForbidden)
+	wantCode(t, err, 404, api.CodeProfileNotFound)
 	_, err = b.RunJob(ctx, api.RunJobRequest{Profile: "a-only", Task: "true"})
-	wantCode(t, err, 403, api.CodeForbidden)
+	wantCode(t, err, 404, api.CodeProfileNotFound)
 	for who, c := range map[string]*client.Client{"b": b, "global in b": teamClient(t, d, d.Info.Token, "b")} {
 		ps, err := c.Profiles(ctx)
 		if err != nil {
@@ -915,7 +923,7 @@ func TestProfileLimitedToTeams(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = b.ForkSession(ctx, "s2", api.ForkSessionRequest{Name: "s3", Profile: "a-only"})
-	wantCode(t, err, 403, api.CodeForbidden)
+	wantCode(t, err, 404, api.CodeProfileNotFound)
 	if ws, _ := b.Workspaces(ctx); len(ws) != 1 {
 		t.Fatalf("b's workspaces after the refused fork: %+v", ws)
 	}

@@ -320,9 +320,17 @@ func (m *Manager) checkTeamResize(ctx context.Context, sb *store.Sandbox, cores,
 }
 
 // TeamMayUse refuses a profile limited to other teams (profile key teams).
-func TeamMayUse(p *profile.Profile, team string) error {
+// A team's own token is told the profile does not exist, as GET
+// /v1/profiles/{name} and the list tell it, so the names of other teams'
+// profiles (and of the teams) do not leak; a global admin acting for a team
+// is told why.
+func (m *Manager) TeamMayUse(ctx context.Context, p *profile.Profile, team string) error {
 	if p == nil || p.Allows(team) {
 		return nil
+	}
+	if pr, _ := auth.From(ctx); pr.Team != "" {
+		return &api.Error{Status: http.StatusNotFound, Code: api.CodeProfileNotFound, Field: "profile",
+			Message: fmt.Sprintf("profile %q does not exist (available: %s)", p.Name, strings.Join(m.ProfileNames(team), ", "))}
 	}
 	return api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
 		p.Name, strings.Join(p.Teams, ", "), team)

@@ -350,7 +350,7 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	ctx = auth.For(ctx, team)
 	c, _, err := m.canonicalize(req, jobID, team)
 	if err == nil {
-		err = TeamMayUse(m.profiles[c.Profile], team)
+		err = m.TeamMayUse(ctx, m.profiles[c.Profile], team)
 	}
 	defer m.admit(ctx, c, &err)()
 	if err != nil {

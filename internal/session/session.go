@@ -106,7 +106,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
 			req.Profile, strings.Join(m.sb.ProfileNames(team), ", "))
 	}
-	if err := sandbox.TeamMayUse(p, team); err != nil {
+	if err := m.sb.TeamMayUse(ctx, p, team); err != nil {
 		return nil, err
 	}
 	if req.Workspace == "" {
@@ -397,7 +397,7 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	}
 	// Refused before the fork: Create would refuse it after, leaving a
 	// forked workspace behind.
-	if err := sandbox.TeamMayUse(p, src.Team); err != nil {
+	if err := m.sb.TeamMayUse(ctx, p, src.Team); err != nil {
 		return nil, err
 	}
 	if _, err := m.store.LookupSession(ctx, req.Name); err == nil {
