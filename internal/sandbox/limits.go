@@ -154,7 +154,7 @@ func (m *Manager) Replace(ctx context.Context, req api.CreateSandboxRequest, old
 	ctx = auth.For(ctx, team)
 	c, p, err := m.canonicalize(req, "", team)
 	if err == nil {
-		err = TeamMayUse(p, team)
+		err = m.TeamMayUse(ctx, p, team)
 	}
 	if err != nil {
 		return nil, err
