@@ -138,3 +138,107 @@ func TestNodeOffline(t *testing.T) {
 	}
 	_ = pvesim.FixtureTemplateID
 }
+
+// TestNodeLostRecreateAtQuota: a recreate profile's sandbox on a node that
+// goes offline is replaced even at its team's quota (the lost sandbox does
+// not block its own replacement, nor one of another lost sandbox); when the
+// quota has no room even so, the lost sandbox stays LOST under its name with
+// an event saying why, and no replacement is made.
+func TestNodeLostRecreateAtQuota(t *testing.T) {
+	dir := t.TempDir()
+	nodeLostProfiles(t, filepath.Join(dir, "profiles"))
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, StateDir: dir})
+	ctx := tctx(t)
+	for _, n := range []string{"pve1", "pve3"} { // everything on pve2
+		if _, err := c.DrainNode(ctx, n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sbs []*api.Sandbox
+	for _, name := range []string{"p1", "p2", "p3"} {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "phoenix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateRunning || sb.Node != "pve2" {
+			t.Fatalf("%s: %+v %v", name, sb, err)
+		}
+		sbs = append(sbs, sb)
+	}
+	for _, n := range []string{"pve1", "pve3"} {
+		if _, err := c.DrainNode(ctx, n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At quota: three sandboxes, three cores.
+	if _, err := c.UpdateTeam(ctx, "default", api.UpdateTeamRequest{Quota: api.TeamQuota{Sandboxes: 3, Cores: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	d.Sim.SetNodeOnline("pve2", false)
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range sbs {
+		old, err := c.Sandbox(ctx, sb.ID)
+		if err != nil || old.State != api.StateLost || old.Name == sb.Name {
+			t.Fatalf("%s: the replaced sandbox: %+v %v", sb.Name, old, err)
+		}
+		repl, err := c.Sandbox(ctx, sb.Name)
+		if err != nil || repl.ID == sb.ID {
+			t.Fatalf("no replacement named %s: %+v %v", sb.Name, repl, err)
+		}
+		if repl, err = c.WaitSandbox(ctx, repl.ID, 0); err != nil || repl.State != api.StateRunning || repl.Node == "pve2" {
+			t.Fatalf("replacement of %s: %+v %v", sb.Name, repl, err)
+		}
+	}
+	tm, err := c.Team(ctx, "default")
+	if err != nil || tm.Usage.Sandboxes != 3 || tm.Usage.Cores != 3 {
+		t.Fatalf("usage after the replacements: %+v %v", tm.Usage, err)
+	}
+	// Refusal: a fourth sandbox on pve3, then pve3 goes offline with the
+	// quota lowered below what the team holds.
+	for _, n := range []string{"pve1", "pve2"} {
+		if _, err := c.DrainNode(ctx, n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.UpdateTeam(ctx, "default", api.UpdateTeamRequest{Quota: api.TeamQuota{Sandboxes: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "p4", Profile: "phoenix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateRunning {
+		t.Fatalf("p4: %+v %v", sb, err)
+	}
+	if _, err := c.DrainNode(ctx, "pve1", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateTeam(ctx, "default", api.UpdateTeamRequest{Quota: api.TeamQuota{Sandboxes: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := c.Sandboxes(ctx, nil)
+	d.Sim.SetNodeOnline(sb.Node, false)
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Sandbox(ctx, sb.ID)
+	if err != nil || got.State != api.StateLost || got.Name != "p4" {
+		t.Fatalf("refused recreate: p4 is %+v %v, want LOST under its name", got, err)
+	}
+	var evs api.EventList
+	if err := c.Do(ctx, "GET", "/v1/sandboxes/"+sb.ID+"/events", nil, &evs); err != nil {
+		t.Fatal(err)
+	}
+	why := false
+	for _, ev := range evs.Events {
+		why = why || ev.Kind == "sandbox.not_recreated" && strings.Contains(ev.Message, "quota")
+	}
+	if !why {
+		t.Fatalf("no sandbox.not_recreated event naming the quota: %+v", evs.Events)
+	}
+	if after, _ := c.Sandboxes(ctx, nil); len(after) != len(list) {
+		t.Fatalf("%d sandboxes after a refused recreate, %d before", len(after), len(list))
+	}
+}

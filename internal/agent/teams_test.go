@@ -1049,3 +1049,88 @@ func TestTeamArtifactQuota(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionResumeAtTeamQuota: a resume replaces the session's sandbox, so
+// at the team's quota it succeeds and takes the old sandbox's slot, which a
+// concurrent create cannot take in between; a resume the quota has no room
+// for is refused before anything is destroyed, leaving the old sandbox and
+// the session as they were.
+func TestSessionResumeAtTeamQuota(t *testing.T) {
+	e := startTeams(t, agent.DevOptions{}, map[string]api.TeamQuota{"a": {Sandboxes: 2}})
+	ctx := tctx(t)
+	c := e.aMemberC
+	if _, err := c.CreateSession(ctx, api.CreateSessionRequest{Name: "s", Profile: "yolo-workspace", Workspace: "new:s-ws", WorkspaceSize: "5G"}); err != nil {
+		t.Fatal(err)
+	}
+	s := resume(t, c, "s")
+	create(t, c, "other") // the team is at its quota
+	usage := func() int64 {
+		t.Helper()
+		tm, err := c.Team(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm.Usage.Sandboxes
+	}
+	for round := 0; round < 3; round++ {
+		old := s.Sandbox
+		if _, err := c.Stop(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		if sb, err := c.WaitSandbox(ctx, old, 10*time.Millisecond); err != nil || sb.State != api.StateStopped {
+			t.Fatalf("stop %s: %+v %v", old, sb, err)
+		}
+		// A create racing the resume for the slot the old sandbox frees.
+		grab := make(chan error, 1)
+		go func() {
+			_, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("grab%d", round), Profile: "yolo-ephemeral"})
+			grab <- err
+		}()
+		if _, err := c.ResumeSession(ctx, "s"); err != nil {
+			t.Fatalf("round %d: resume at quota: %v", round, err)
+		}
+		wantCode(t, <-grab, 429, api.CodeQuotaExceeded)
+		var err error
+		if s, err = c.WaitSession(ctx, "s", 10*time.Millisecond); err != nil || s.State != "RUNNING" || s.Sandbox == old {
+			t.Fatalf("round %d: session after resume: %+v %v", round, s, err)
+		}
+		if n := usage(); n != 2 {
+			t.Fatalf("round %d: team a holds %d sandboxes, want its quota 2", round, n)
+		}
+	}
+	// Lower the quota below what the team holds: a resume now needs a slot
+	// the team does not have, and is refused with nothing changed.
+	if _, err := e.global.UpdateTeam(ctx, "a", api.UpdateTeamRequest{Quota: api.TeamQuota{Sandboxes: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	old := s.Sandbox
+	if _, err := c.Stop(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if sb, err := c.WaitSandbox(ctx, old, 10*time.Millisecond); err != nil || sb.State != api.StateStopped {
+		t.Fatalf("stop %s: %+v %v", old, sb, err)
+	}
+	before, err := c.Session(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ResumeSession(ctx, "s")
+	wantCode(t, err, 429, api.CodeQuotaExceeded)
+	if sb, err := c.Sandbox(ctx, old); err != nil || sb.State != api.StateStopped {
+		t.Fatalf("the old sandbox after a refused resume: %+v %v", sb, err)
+	}
+	after, err := c.Session(ctx, "s")
+	if err != nil || after.Sandbox != old || after.SandboxVMID != before.SandboxVMID {
+		t.Fatalf("session after a refused resume: %+v (before %+v) %v", after, before, err)
+	}
+	if n := usage(); n != 2 {
+		t.Fatalf("team a holds %d sandboxes after a refused resume, want 2", n)
+	}
+	// With room again, the same session resumes on its workspace.
+	if _, err := e.global.UpdateTeam(ctx, "a", api.UpdateTeamRequest{Quota: api.TeamQuota{Sandboxes: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if s = resume(t, c, "s"); s.State != "RUNNING" || s.Sandbox == old {
+		t.Fatalf("resume with room: %+v", s)
+	}
+}

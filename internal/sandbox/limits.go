@@ -8,6 +8,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -43,7 +44,7 @@ func (m *Manager) admit(ctx context.Context, c canonical, errp *error) (release 
 		return func() {}
 	}
 	unlock := m.locks.Lock(admissionKey)
-	if err := m.checkLimits(ctx, c); err != nil {
+	if err := m.checkLimits(ctx, c, m.replacing[c.Name].old); err != nil {
 		unlock()
 		*errp = err
 		return func() {}
@@ -51,17 +52,23 @@ func (m *Manager) admit(ctx context.Context, c canonical, errp *error) (release 
 	return unlock
 }
 
-func (m *Manager) checkLimits(ctx context.Context, c canonical) error {
+// checkLimits checks a create of c, which replaces sandbox old ("" for
+// none): old's slot and resources are the replacement's to take.
+func (m *Manager) checkLimits(ctx context.Context, c canonical, old string) error {
 	team := auth.Team(ctx)
 	if err := m.checkTTL(ctx, c.Profile, team, time.Duration(c.TTLSeconds)*time.Second); err != nil {
 		return err
 	}
 	// A retry of a create that succeeded takes no new slot: let it reach the
-	// idempotent path (or its 409).
+	// idempotent path (or its 409). The row being replaced is not one.
 	if ex, err := m.store.Sandboxes(ctx, store.Filter{Name: c.Name}); err != nil {
 		return err
-	} else if len(ex) > 0 {
+	} else if len(ex) > 0 && ex[0].ID != old {
 		return nil
+	}
+	adj, err := m.replacingAdjust(ctx, c.Name)
+	if err != nil {
+		return err
 	}
 	l := m.opts.Limits
 	if l.MaxSandboxes > 0 {
@@ -69,6 +76,7 @@ func (m *Manager) checkLimits(ctx context.Context, c canonical) error {
 		if err != nil {
 			return err
 		}
+		n += adj.all
 		if n >= l.MaxSandboxes {
 			return api.LimitError(http.StatusTooManyRequests, api.CodeSandboxLimit, "max_sandboxes", int64(l.MaxSandboxes), int64(n),
 				"%d sandboxes exist (not destroyed) and max_sandboxes is %d: destroy one first", n, l.MaxSandboxes)
@@ -83,18 +91,19 @@ func (m *Manager) checkLimits(ctx context.Context, c canonical) error {
 		if err != nil {
 			return err
 		}
+		n += adj.profile[c.Profile]
 		if n >= max {
 			return api.LimitError(http.StatusTooManyRequests, api.CodeProfileSandboxLimit, key, int64(max), int64(n),
 				"profile %s has %d sandboxes (not destroyed) and %s is %d: destroy one first", c.Profile, n, key, max)
 		}
 	}
-	return m.checkTeamQuota(ctx, team, c)
+	return m.checkTeamQuota(ctx, team, c, adj.team[team])
 }
 
 // checkTeamQuota refuses a sandbox its team's quota has no room for. It
 // runs under the admission lock, which serializes every create, so two
 // concurrent creates cannot both take the team's last slot.
-func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical) error {
+func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical, adj api.TeamQuota) error {
 	t, err := m.store.Team(ctx, team)
 	if err != nil {
 		return teamErr(team, err)
@@ -107,6 +116,7 @@ func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical) 
 	if err != nil {
 		return err
 	}
+	use.Sandboxes, use.Cores, use.MemoryMB = use.Sandboxes+adj.Sandboxes, use.Cores+adj.Cores, use.MemoryMB+adj.MemoryMB
 	p := m.profiles[c.Profile]
 	cores, mem := int64(cmp.Or(c.Cores, p.Resources.Cores)), int64(cmp.Or(c.MemoryMB, p.Resources.MemoryMB))
 	for _, l := range []struct {
@@ -120,6 +130,100 @@ func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical) 
 		}
 	}
 	return nil
+}
+
+// A replacement is a create admitted before the sandbox it replaces is
+// destroyed (session resume) or renamed (a node-lost recreate), so that a
+// refusal leaves that sandbox as it was. Until the replacement's create
+// runs, it holds the slot the old sandbox frees: a concurrent create cannot
+// take it in between. While the old sandbox is still live (not DESTROYED) it
+// is not counted a second time for its replacement.
+type replacement struct {
+	old             string // id of the sandbox replaced ("" for none)
+	team, profile   string
+	cores, memoryMB int
+}
+
+// Replace admits a create of req (for the caller's team) that replaces
+// sandbox old ("" for none) with every check a create makes, before
+// anything is destroyed or renamed. The replacement's create (same name,
+// before release) is then admitted against the same room; release forgets
+// the reservation and may be called more than once.
+func (m *Manager) Replace(ctx context.Context, req api.CreateSandboxRequest, old string) (release func(), err error) {
+	team := auth.Team(ctx)
+	ctx = auth.For(ctx, team)
+	c, p, err := m.canonicalize(req, "", team)
+	if err == nil {
+		err = m.TeamMayUse(ctx, p, team)
+	}
+	if err != nil {
+		return nil, err
+	}
+	unlock := m.locks.Lock(admissionKey)
+	defer unlock()
+	if _, dup := m.replacing[c.Name]; dup {
+		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %q is already being replaced; retry", c.Name)
+	}
+	if m.replacing == nil {
+		m.replacing = map[string]replacement{}
+	}
+	// Recorded first: the check counts it as the create's own.
+	m.replacing[c.Name] = replacement{old: old, team: team, profile: c.Profile,
+		cores: cmp.Or(c.Cores, p.Resources.Cores), memoryMB: cmp.Or(c.MemoryMB, p.Resources.MemoryMB)}
+	if err := m.checkLimits(ctx, c, old); err != nil {
+		delete(m.replacing, c.Name)
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			defer m.locks.Lock(admissionKey)()
+			delete(m.replacing, c.Name)
+		})
+	}, nil
+}
+
+// usageAdjust is what the admitted replacements change in the store's
+// counts: the global count, per profile and per team.
+type usageAdjust struct {
+	all     int
+	profile map[string]int
+	team    map[string]api.TeamQuota
+}
+
+// replacingAdjust is the adjustment for a create named name (under the
+// admission lock): every replaced sandbox still live is taken out of the
+// counts (its replacement stands for it), every other replacement is added
+// in; name's own replacement is what the create asks for.
+func (m *Manager) replacingAdjust(ctx context.Context, name string) (usageAdjust, error) {
+	a := usageAdjust{profile: map[string]int{}, team: map[string]api.TeamQuota{}}
+	add := func(n int, team, profile string, cores, mem int) {
+		a.all += n
+		a.profile[profile] += n
+		t := a.team[team]
+		t.Sandboxes, t.Cores, t.MemoryMB = t.Sandboxes+int64(n), t.Cores+int64(n*cores), t.MemoryMB+int64(n*mem)
+		a.team[team] = t
+	}
+	for n, r := range m.replacing {
+		if n != name {
+			add(1, r.team, r.profile, r.cores, r.memoryMB)
+		}
+		if r.old == "" {
+			continue
+		}
+		sb, err := m.store.Sandbox(ctx, r.old)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return a, err
+		}
+		if sb.State == api.StateDestroyed || IsPoolMember(sb) || sb.State == api.StateLost && sb.Step == stepNodeLostReplaced {
+			continue // not counted by the store (store.counted)
+		}
+		add(-1, sb.Team, sb.Profile, sb.Cores, sb.MemoryMB) // what the store sums
+	}
+	return a, nil
 }
 
 // teamErr turns a missing team into its 404.

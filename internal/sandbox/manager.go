@@ -137,6 +137,10 @@ type Manager struct {
 
 	pool poolState
 
+	// replacing holds the admitted replacements (Replace), by the name the
+	// replacement takes; read and written only under the admission lock.
+	replacing map[string]replacement
+
 	cluster      *placement.Cluster
 	invMu        sync.Mutex
 	invAt        time.Time      // when the ledger's inventory was read

@@ -135,9 +135,25 @@ func (m *Manager) recreate(ctx context.Context, sb *store.Sandbox, p *profile.Pr
 	if why != "" {
 		return m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.not_recreated", Message: "profile " + p.Name + " asks on_node_lost: recreate, but " + why})
 	}
-	unlock := m.locks.Lock(sb.ID)
 	name := sb.Name
-	err := m.store.RenameSandbox(ctx, sb, name+"~lost-"+sb.ID[len(sb.ID)-8:], "its node is offline and a replacement takes the name "+name)
+	keep := c.Keepalive
+	req := api.CreateSandboxRequest{Name: name, Profile: c.Profile, TTL: strconv.FormatInt(c.TTLSeconds, 10) + "s", Keepalive: &keep,
+		Tags: c.Tags, Cores: c.Cores, MemoryMB: c.MemoryMB}
+	// Admitted before the rename, and with the lost sandbox's own slot: a
+	// refusal (a limit lowered since) leaves it LOST under its name, with an
+	// event saying why.
+	tctx := auth.For(ctx, sb.Team)
+	release, err := m.Replace(tctx, req, sb.ID)
+	if err != nil {
+		if aerr := m.store.AddEvent(ctx, sb, store.Event{Kind: "sandbox.not_recreated",
+			Message: "profile " + p.Name + " asks on_node_lost: recreate, but the replacement is refused: " + err.Error()}); aerr != nil {
+			return aerr
+		}
+		return fmt.Errorf("recreate %s: %w", name, err)
+	}
+	defer release()
+	unlock := m.locks.Lock(sb.ID)
+	err = m.store.RenameSandbox(ctx, sb, name+"~lost-"+sb.ID[len(sb.ID)-8:], "its node is offline and a replacement takes the name "+name)
 	if err == nil {
 		sb.Step = stepNodeLostReplaced
 		err = m.store.Save(ctx, sb, sb.State, store.Event{Kind: "sandbox.replaced",
@@ -147,10 +163,7 @@ func (m *Manager) recreate(ctx context.Context, sb *store.Sandbox, p *profile.Pr
 	if err != nil {
 		return err
 	}
-	keep := c.Keepalive
-	req := api.CreateSandboxRequest{Name: name, Profile: c.Profile, TTL: strconv.FormatInt(c.TTLSeconds, 10) + "s", Keepalive: &keep,
-		Tags: c.Tags, Cores: c.Cores, MemoryMB: c.MemoryMB}
-	nsb, _, err := m.Create(auth.For(ctx, sb.Team), req)
+	nsb, _, err := m.Create(tctx, req)
 	if err != nil {
 		return fmt.Errorf("recreate %s: %w", name, err)
 	}

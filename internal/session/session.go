@@ -177,12 +177,35 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 	}
 	ctx = auth.For(ctx, x.Team) // its sandbox is the session's team's
 	prevSandbox := x.SandboxID
+	var old *store.Sandbox
 	if x.SandboxID != "" {
 		sb, err := m.store.Sandbox(ctx, x.SandboxID)
 		if err == nil && (sb.State == api.StateRunning || sb.State.InFlight()) {
 			return x, nil
 		}
 		if err == nil && sb.State != api.StateDestroyed {
+			old = sb
+		}
+	}
+	w, err := m.store.Workspace(ctx, x.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
+	// Admit the new sandbox before the old one is destroyed: a refusal (a
+	// team quota, a limit, a lease too long) leaves the session and its
+	// sandbox as they were. The old sandbox's slot is the new one's, which
+	// no concurrent create can take meanwhile.
+	oldID := ""
+	if old != nil {
+		oldID = old.ID
+	}
+	release, err := m.sb.Replace(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("%s-%d", x.Name, x.Generation+1), Profile: x.Profile, Workspace: w.Name}, oldID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if x.SandboxID != "" {
+		if sb := old; sb != nil {
 			if _, err := m.sb.DestroyFor(ctx, sb.ID, true, "by session "+x.Name+" resume (replacing it)"); err != nil {
 				return nil, fmt.Errorf("replace sandbox %s: %w", sb.Name, err)
 			}
@@ -192,10 +215,6 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 		if cur, err := m.store.Session(ctx, x.ID); err == nil {
 			prevSandbox = cur.SandboxID
 		}
-	}
-	w, err := m.store.Workspace(ctx, x.WorkspaceID)
-	if err != nil {
-		return nil, err
 	}
 	if w, err = m.awaitRelease(ctx, w); err != nil {
 		return nil, err

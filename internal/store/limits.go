@@ -5,12 +5,17 @@ import (
 	"fmt"
 )
 
+// counted selects the sandboxes limits and quotas count: not DESTROYED,
+// not a warm-pool member (name = id, no one's yet: pool.max bounds them),
+// not a LOST sandbox a replacement took over while its node is offline
+// (its replacement counts; agentd destroys it when the node is back).
+// The sandbox manager's replacingAdjust applies the same rule to a row.
+const counted = `state <> 'DESTROYED' AND name <> id AND NOT (state = 'LOST' AND step = 'node_offline_replaced')`
+
 // LiveSandboxes counts sandboxes that are not DESTROYED (of one profile when
 // profile is set): each holds, or may still hold, a VM.
 func (s *Store) LiveSandboxes(ctx context.Context, profile string) (int, error) {
-	// Warm-pool members (named after their id, a name only agentd can
-	// choose) are no one's sandbox yet: pool.max bounds them.
-	q, args := `SELECT COUNT(*) FROM sandboxes WHERE state <> 'DESTROYED' AND name <> id`, []any{}
+	q, args := `SELECT COUNT(*) FROM sandboxes WHERE `+counted, []any{}
 	if profile != "" {
 		q += ` AND profile = ?`
 		args = append(args, profile)

@@ -186,11 +186,10 @@ func TombstoneTeam(name string, at time.Time) string {
 // TeamUsage is what a team holds now, in the quota's units.
 func (s *Store) TeamUsage(ctx context.Context, team string) (api.TeamQuota, error) {
 	var u api.TeamQuota
-	// Warm-pool members (name = id) are no one's yet.
 	err := s.db.QueryRowContext(ctx, `SELECT
-		(SELECT COUNT(*) FROM sandboxes WHERE team=? AND state <> 'DESTROYED' AND name <> id),
-		(SELECT COALESCE(SUM(cores), 0) FROM sandboxes WHERE team=? AND state <> 'DESTROYED' AND name <> id),
-		(SELECT COALESCE(SUM(memory_mb), 0) FROM sandboxes WHERE team=? AND state <> 'DESTROYED' AND name <> id),
+		(SELECT COUNT(*) FROM sandboxes WHERE team=? AND `+counted+`),
+		(SELECT COALESCE(SUM(cores), 0) FROM sandboxes WHERE team=? AND `+counted+`),
+		(SELECT COALESCE(SUM(memory_mb), 0) FROM sandboxes WHERE team=? AND `+counted+`),
 		(SELECT COALESCE(SUM(size_gb), 0) FROM workspaces WHERE team=? AND state <> 'DELETED'),
 		(SELECT COALESCE(SUM(a.size), 0) FROM artifacts a JOIN sandboxes b ON b.id = a.sandbox_id WHERE b.team=?)`,
 		team, team, team, team, team).Scan(&u.Sandboxes, &u.Cores, &u.MemoryMB, &u.WorkspaceGB, &u.ArtifactBytes)
