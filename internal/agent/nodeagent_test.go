@@ -134,6 +134,10 @@ func TestGuestRelay(t *testing.T) {
 	if code, body := ask(pve2, on["pve2"].IP, nil); code != 200 || body != "ok\n" {
 		t.Fatalf("pve2's guest through pve2's relay: %d %s", code, body)
 	}
+	// The guest's team header selects nothing and tells nothing.
+	if code, body := ask(pve2, on["pve2"].IP, map[string]string{api.TeamHeader: "no-such-team"}); code != 200 {
+		t.Fatalf("pve2's guest with a team header: %d %s", code, body)
+	}
 	for _, tc := range []struct {
 		name string
 		h    http.Handler

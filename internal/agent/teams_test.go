@@ -876,6 +876,14 @@ func TestProfileLimitedToTeams(t *testing.T) {
 	if strings.Contains(err.Error(), "limited") || strings.Contains(err.Error(), "teams") {
 		t.Fatalf("refusal leaks the profile's teams: %v", err)
 	}
+	// No other check of the request runs first and tells the profile apart
+	// from one that does not exist.
+	_, err = b.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "x", Profile: "a-only", TTL: "bogus"})
+	wantCode(t, err, 404, api.CodeProfileNotFound)
+	_, ghost := b.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "x", Profile: "ghost", TTL: "bogus"})
+	if strings.ReplaceAll(err.Error(), "a-only", "ghost") != ghost.Error() {
+		t.Fatalf("refusals differ: %v / %v", err, ghost)
+	}
 	// A global admin acting for b is told why.
 	_, err = teamClient(t, d, d.Info.Token, "b").CreateSandbox(ctx, api.CreateSandboxRequest{Name: "x", Profile: "a-only"})
 	wantCode(t, err, 403, api.CodeForbidden)

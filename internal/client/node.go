@@ -67,6 +67,7 @@ func (c *Client) GuestRelay(node string) http.Handler {
 				pr.Out.Header.Set(api.GuestAuthHeader, v)
 			}
 			pr.Out.Header.Del("Authorization")
+			pr.Out.Header.Del(api.TeamHeader) // the guest's, not the relay's
 			c.authorize(pr.Out)
 		},
 	}

@@ -67,14 +67,15 @@ func (m *Manager) Run(ctx context.Context, req api.RunJobRequest) (*store.Job, e
 	if req.Profile == "" {
 		return nil, api.FieldError("profile", "is required")
 	}
-	if _, ok := m.sb.Profiles()[req.Profile]; !ok {
-		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist", req.Profile)
+	team := auth.Team(ctx)
+	// Refused before the job row is written.
+	if _, err := m.sb.ProfileFor(ctx, req.Profile, team); err != nil {
+		return nil, err
 	}
 	keep := false
 	if req.Keepalive != nil {
 		keep = *req.Keepalive
 	}
-	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
 	j := &store.Job{ID: newID(), Team: team, Profile: req.Profile, Repo: req.Repo, Ref: req.Ref, Task: req.Task, Status: store.JobQueued, Keepalive: keep}
 	if err := m.store.CreateJob(ctx, j); err != nil {

@@ -44,7 +44,7 @@ func (m *Manager) admit(ctx context.Context, c canonical, errp *error) (release 
 		return func() {}
 	}
 	unlock := m.locks.Lock(admissionKey)
-	if err := m.checkLimits(ctx, c, m.replacing[c.Name].old); err != nil {
+	if err := m.checkLimits(ctx, c, m.replacing[replacementKey{auth.Team(ctx), c.Name}].old); err != nil {
 		unlock()
 		*errp = err
 		return func() {}
@@ -66,7 +66,7 @@ func (m *Manager) checkLimits(ctx context.Context, c canonical, old string) erro
 	} else if len(ex) > 0 && ex[0].ID != old {
 		return nil
 	}
-	adj, err := m.replacingAdjust(ctx, c.Name)
+	adj, err := m.replacingAdjust(ctx, replacementKey{team, c.Name})
 	if err != nil {
 		return err
 	}
@@ -138,6 +138,10 @@ func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical, 
 // runs, it holds the slot the old sandbox frees: a concurrent create cannot
 // take it in between. While the old sandbox is still live (not DESTROYED) it
 // is not counted a second time for its replacement.
+// replacementKey names a replacement: names are unique per team only, so
+// team b's create of a name team a is replacing is not a's.
+type replacementKey struct{ team, name string }
+
 type replacement struct {
 	old             string // id of the sandbox replaced ("" for none)
 	team, profile   string
@@ -152,33 +156,35 @@ type replacement struct {
 func (m *Manager) Replace(ctx context.Context, req api.CreateSandboxRequest, old string) (release func(), err error) {
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
-	c, p, err := m.canonicalize(req, "", team)
-	if err == nil {
-		err = m.TeamMayUse(ctx, p, team)
+	var c canonical
+	var p *profile.Profile
+	if _, err = m.ProfileFor(ctx, req.Profile, team); err == nil {
+		c, p, err = m.canonicalize(req, "", team)
 	}
 	if err != nil {
 		return nil, err
 	}
 	unlock := m.locks.Lock(admissionKey)
 	defer unlock()
-	if _, dup := m.replacing[c.Name]; dup {
+	k := replacementKey{team, c.Name}
+	if _, dup := m.replacing[k]; dup {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %q is already being replaced; retry", c.Name)
 	}
 	if m.replacing == nil {
-		m.replacing = map[string]replacement{}
+		m.replacing = map[replacementKey]replacement{}
 	}
 	// Recorded first: the check counts it as the create's own.
-	m.replacing[c.Name] = replacement{old: old, team: team, profile: c.Profile,
+	m.replacing[k] = replacement{old: old, team: team, profile: c.Profile,
 		cores: cmp.Or(c.Cores, p.Resources.Cores), memoryMB: cmp.Or(c.MemoryMB, p.Resources.MemoryMB)}
 	if err := m.checkLimits(ctx, c, old); err != nil {
-		delete(m.replacing, c.Name)
+		delete(m.replacing, k)
 		return nil, err
 	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			defer m.locks.Lock(admissionKey)()
-			delete(m.replacing, c.Name)
+			delete(m.replacing, k)
 		})
 	}, nil
 }
@@ -191,11 +197,13 @@ type usageAdjust struct {
 	team    map[string]api.TeamQuota
 }
 
-// replacingAdjust is the adjustment for a create named name (under the
+// replacingAdjust is the adjustment for the create own (under the
 // admission lock): every replaced sandbox still live is taken out of the
 // counts (its replacement stands for it), every other replacement is added
-// in; name's own replacement is what the create asks for.
-func (m *Manager) replacingAdjust(ctx context.Context, name string) (usageAdjust, error) {
+// in; own's replacement is what the create asks for.
+func (m *Manager) replacingAdjust(ctx context.Context, own replacementKey) (usageAdjust, error) {
+	// Replacements of every team count in the host-wide limits.
+	ctx = auth.Host(ctx)
 	a := usageAdjust{profile: map[string]int{}, team: map[string]api.TeamQuota{}}
 	add := func(n int, team, profile string, cores, mem int) {
 		a.all += n
@@ -204,8 +212,8 @@ func (m *Manager) replacingAdjust(ctx context.Context, name string) (usageAdjust
 		t.Sandboxes, t.Cores, t.MemoryMB = t.Sandboxes+int64(n), t.Cores+int64(n*cores), t.MemoryMB+int64(n*mem)
 		a.team[team] = t
 	}
-	for n, r := range m.replacing {
-		if n != name {
+	for k, r := range m.replacing {
+		if k != own {
 			add(1, r.team, r.profile, r.cores, r.memoryMB)
 		}
 		if r.old == "" {
@@ -339,6 +347,25 @@ func (m *Manager) checkTeamGrowth(ctx context.Context, sb *store.Sandbox, cores,
 	return nil
 }
 
+// ProfileFor is profile name for a create in team: the same 404 for a
+// profile that does not exist and, to a team token, for one limited to
+// other teams, before any other check of the request could tell them apart.
+func (m *Manager) ProfileFor(ctx context.Context, name, team string) (*profile.Profile, error) {
+	p, ok := m.profiles[name]
+	if !ok {
+		return nil, m.profileNotFound(name, team)
+	}
+	if err := m.TeamMayUse(ctx, p, team); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (m *Manager) profileNotFound(name, team string) error {
+	return &api.Error{Status: http.StatusNotFound, Code: api.CodeProfileNotFound, Field: "profile",
+		Message: fmt.Sprintf("profile %q does not exist (available: %s)", name, strings.Join(m.ProfileNames(team), ", "))}
+}
+
 // TeamMayUse refuses a profile limited to other teams (profile key teams).
 // A team's own token is told the profile does not exist, as GET
 // /v1/profiles/{name} and the list tell it, so the names of other teams'
@@ -349,8 +376,7 @@ func (m *Manager) TeamMayUse(ctx context.Context, p *profile.Profile, team strin
 		return nil
 	}
 	if pr, _ := auth.From(ctx); pr.Team != "" {
-		return &api.Error{Status: http.StatusNotFound, Code: api.CodeProfileNotFound, Field: "profile",
-			Message: fmt.Sprintf("profile %q does not exist (available: %s)", p.Name, strings.Join(m.ProfileNames(team), ", "))}
+		return m.profileNotFound(p.Name, team)
 	}
 	return api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
 		p.Name, strings.Join(p.Teams, ", "), team)

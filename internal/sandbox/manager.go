@@ -139,7 +139,7 @@ type Manager struct {
 
 	// replacing holds the admitted replacements (Replace), by the name the
 	// replacement takes; read and written only under the admission lock.
-	replacing map[string]replacement
+	replacing map[replacementKey]replacement
 
 	cluster      *placement.Cluster
 	invMu        sync.Mutex
@@ -264,8 +264,7 @@ func (m *Manager) canonicalize(req api.CreateSandboxRequest, jobID, team string)
 	}
 	p, ok := m.profiles[req.Profile]
 	if !ok {
-		return c, nil, &api.Error{Status: 404, Code: api.CodeProfileNotFound, Field: "profile",
-			Message: fmt.Sprintf("profile %q does not exist (available: %s)", req.Profile, strings.Join(m.ProfileNames(team), ", "))}
+		return c, nil, m.profileNotFound(req.Profile, team)
 	}
 	c = canonical{Name: req.Name, Profile: req.Profile, Keepalive: p.Behavior.Keepalive, Workspace: req.Workspace,
 		TTLSeconds: int64(p.Behavior.TTLDefault / time.Second), Tags: []string{}}
@@ -348,9 +347,12 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	// caller that named none.
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
-	c, _, err := m.canonicalize(req, jobID, team)
+	var c canonical
+	if req.Profile != "" {
+		_, err = m.ProfileFor(ctx, req.Profile, team)
+	}
 	if err == nil {
-		err = m.TeamMayUse(ctx, m.profiles[c.Profile], team)
+		c, _, err = m.canonicalize(req, jobID, team)
 	}
 	defer m.admit(ctx, c, &err)()
 	if err != nil {

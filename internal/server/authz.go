@@ -208,7 +208,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, p auth.Princip
 		deny(http.StatusForbidden, api.CodeForbidden, "%s needs %s access; %s (%s) does not have it", pattern, need, who, p.Actor)
 		return
 	}
-	if t := r.Header.Get(api.TeamHeader); t != "" && need != hostRead && need != hostWrite {
+	// A relayed guest request's headers are the guest's: a team header
+	// there selects nothing (and must not tell a guest which teams exist).
+	if t := r.Header.Get(api.TeamHeader); t != "" && need != hostRead && need != hostWrite && need != guestRelay {
 		switch {
 		case !p.Global() && t != p.Team:
 			deny(http.StatusForbidden, api.CodeForbidden, "%s: a token of team %s acts only in team %s", api.TeamHeader, p.Team, p.Team)

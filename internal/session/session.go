@@ -101,12 +101,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 	}
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
-	p, ok := m.sb.Profiles()[req.Profile]
-	if !ok {
-		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist (available: %s)",
-			req.Profile, strings.Join(m.sb.ProfileNames(team), ", "))
-	}
-	if err := m.sb.TeamMayUse(ctx, p, team); err != nil {
+	if _, err := m.sb.ProfileFor(ctx, req.Profile, team); err != nil {
 		return nil, err
 	}
 	if req.Workspace == "" {
@@ -391,13 +386,9 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	if err := validate.SessionName("name", req.Name); err != nil {
 		return nil, api.Invalid(err)
 	}
-	p, ok := m.sb.Profiles()[profile]
-	if !ok {
-		return nil, api.Errorf(http.StatusNotFound, api.CodeProfileNotFound, "profile %q does not exist", profile)
-	}
 	// Refused before the fork: Create would refuse it after, leaving a
 	// forked workspace behind.
-	if err := m.sb.TeamMayUse(ctx, p, src.Team); err != nil {
+	if _, err := m.sb.ProfileFor(ctx, profile, src.Team); err != nil {
 		return nil, err
 	}
 	if _, err := m.store.LookupSession(ctx, req.Name); err == nil {
