@@ -7,8 +7,10 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
+	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 )
@@ -16,12 +18,13 @@ import (
 // TestAccCluster runs against a simulated three-node cluster: a sandbox
 // pinned to pve2 is created there (agentd's and Proxmox's view), an unpinned
 // one reads the node agentd placed it on, neither shows a diff on the next
-// plan, unsetting the pin keeps the sandbox, an unknown node fails at plan
+// plan, unsetting the pin keeps the sandbox (also through an update in
+// place), an unknown node fails at plan
 // time naming the known ones, a new pin replaces the sandbox onto that node,
 // agentlab_nodes lists the three nodes online, and an import reads the node.
 func TestAccCluster(t *testing.T) {
 	d, c := startAgentWith(t, agent.DevOptions{Nodes: 3})
-	cfg := func(pin string) string {
+	cfgPower := func(pin, power string) string {
 		node := ""
 		if pin != "" {
 			node = fmt.Sprintf("node = %q", pin)
@@ -35,6 +38,7 @@ resource "agentlab_workspace" "w" {
 resource "agentlab_sandbox" "pinned" {
   name    = "acc-pinned"
   profile = "yolo-ephemeral"
+  power_state = %q
   %s
 }
 resource "agentlab_sandbox" "free" {
@@ -43,8 +47,9 @@ resource "agentlab_sandbox" "free" {
 }
 data "agentlab_nodes" "n" {
   depends_on = [agentlab_sandbox.pinned, agentlab_sandbox.free]
-}`, node))
+}`, power, node))
 	}
+	cfg := func(pin string) string { return cfgPower(pin, "running") }
 	pinned, free, nodes := "agentlab_sandbox.pinned", "agentlab_sandbox.free", "data.agentlab_nodes.n"
 	// on checks that agentd and the simulated Proxmox both have the
 	// sandbox on node, and that the state says so.
@@ -110,6 +115,13 @@ data "agentlab_nodes" "n" {
 			// Unsetting the pin leaves the sandbox where it is.
 			{Config: cfg(""), ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}},
 				Check: on(pinned, "acc-pinned", "pve2")},
+			// An update in place of an unpinned sandbox keeps its node known
+			// (no replacement for a node that is only unknown).
+			{Config: cfgPower("", "stopped"), ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+				plancheck.ExpectResourceAction(pinned, plancheck.ResourceActionUpdate),
+				plancheck.ExpectKnownValue(pinned, tfjsonpath.New("node"), knownvalue.StringExact("pve2")),
+			}}, Check: resource.ComposeAggregateTestCheckFunc(on(pinned, "acc-pinned", "pve2"),
+				resource.TestCheckResourceAttr(pinned, "state", "STOPPED"))},
 			// A node agentd does not use fails the plan, naming the ones it does.
 			{Config: cfg("pve9"), PlanOnly: true,
 				ExpectError: regexp.MustCompile(`(?s)node "pve9" is not a node agentd uses;.*it uses pve1, pve2, pve3`)},
