@@ -98,6 +98,7 @@ func TestAccExamples(t *testing.T) {
 			Config: cfg.String(),
 			Check: resource.ComposeAggregateTestCheckFunc(
 				resource.TestCheckOutput("proxmox_version", "9.1.2"),
+				resource.TestCheckOutput("roomiest_node", "pve"),
 				resource.TestCheckOutput("dev_cores", "6"),
 				resource.TestCheckOutput("default_sandboxes", "1 sandboxes (limit 0, 0 = none)"),
 				resource.TestMatchOutput("build_ip", regexp.MustCompile(`^10\.77\.`)),

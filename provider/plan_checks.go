@@ -76,3 +76,31 @@ func checkStorage(ctx context.Context, c *client.Client, diags *diag.Diagnostics
 			"Use one of them, leave storage unset for the default, or add the storage to workspace_storages in agentd's config.",
 			storage.ValueString(), strings.Join(sl.Storages, ", "), sl.Default))
 }
+
+// checkNode reports, on the node attribute, a node agentd does not use,
+// naming the ones it does. An agent without GET /v1/nodes (older) or
+// unreachable is left to the apply, where agentd answers node_not_found.
+func checkNode(ctx context.Context, c *client.Client, diags *diag.Diagnostics, node types.String) {
+	if c == nil || node.IsNull() || node.IsUnknown() {
+		return
+	}
+	ns, err := c.Nodes(ctx)
+	if err != nil {
+		return
+	}
+	names := make([]string, 0, len(ns))
+	for _, n := range ns {
+		if n.Name == node.ValueString() {
+			return
+		}
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	known := "no nodes"
+	if len(names) > 0 {
+		known = strings.Join(names, ", ")
+	}
+	diags.AddAttributeError(path.Root("node"), "Invalid Node",
+		fmt.Sprintf("node %q is not a node agentd uses; it uses %s (data source agentlab_nodes lists them). "+
+			"Use one of them, or leave node unset to let agentd place the sandbox.", node.ValueString(), known))
+}

@@ -125,7 +125,7 @@ func (p *AgentlabProvider) Resources(context.Context) []func() resource.Resource
 }
 
 func (p *AgentlabProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewProfileDataSource, NewProfilesDataSource, NewSandboxDataSource, NewWorkspaceDataSource, NewHostDataSource, NewTeamDataSource}
+	return []func() datasource.DataSource{NewProfileDataSource, NewProfilesDataSource, NewSandboxDataSource, NewWorkspaceDataSource, NewHostDataSource, NewTeamDataSource, NewNodesDataSource}
 }
 
 // baseDS is embedded by every data source: the configured client.

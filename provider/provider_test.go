@@ -29,8 +29,15 @@ var factories = map[string]func() (tfprotov6.ProviderServer, error){
 // the provider at it through the same variables `agentd dev` prints.
 func startAgent(t *testing.T) (*agent.Dev, *client.Client) {
 	t.Helper()
-	d, err := agent.StartDev(context.Background(), agent.DevOptions{StateDir: t.TempDir(), ProvisioningTimeout: time.Minute,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return startAgentWith(t, agent.DevOptions{})
+}
+
+// startAgentWith is startAgent with options (Nodes for a simulated cluster);
+// the state dir, timeout and log are the test's.
+func startAgentWith(t *testing.T, o agent.DevOptions) (*agent.Dev, *client.Client) {
+	t.Helper()
+	o.StateDir, o.ProvisioningTimeout, o.Log = t.TempDir(), time.Minute, slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := agent.StartDev(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,11 +52,13 @@ func startAgent(t *testing.T) (*agent.Dev, *client.Client) {
 	return d, c
 }
 
-// noVMsLeft is the CheckDestroy of every test: nothing but the template.
+// noVMsLeft is the CheckDestroy of every test: nothing but the template (and,
+// in a simulated cluster, its copies 9001.. on the further nodes).
 func noVMsLeft(d *agent.Dev) resource.TestCheckFunc {
 	return func(*terraform.State) error {
+		templates := len(d.Sim.Nodes())
 		for id, v := range d.Sim.Dump().VMs {
-			if id != pvesim.FixtureTemplateID {
+			if id < pvesim.FixtureTemplateID || id >= pvesim.FixtureTemplateID+templates {
 				return fmt.Errorf("VM %d (%s) left behind", id, v.Config["name"])
 			}
 		}

@@ -71,7 +71,14 @@ func (r *sandboxResource) Schema(ctx context.Context, _ resource.SchemaRequest, 
 	setInt64(attrs, "vmid", func(a *schema.Int64Attribute) {
 		a.PlanModifiers = []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	})
-	setString(attrs, "node", func(a *schema.StringAttribute) { a.PlanModifiers = keep })
+	// Optional+Computed: unset, the state keeps the node agentd placed the
+	// sandbox on (UseStateForUnknown first, so unsetting a pin is no
+	// replacement); a configured node that differs replaces the sandbox,
+	// since agentd does not migrate one.
+	setString(attrs, "node", func(a *schema.StringAttribute) {
+		a.Optional = true
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplace()}
+	})
 	setString(attrs, "team", func(a *schema.StringAttribute) { a.PlanModifiers = keep })
 	// state, ip and lease_expires_at stay Computed: ModifyPlan keeps them
 	// from the state where an update cannot change them.
@@ -133,6 +140,9 @@ func (r *sandboxResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	}
 	if req.State.Raw.IsNull() || !plan.Profile.Equal(state.Profile) || !plan.Workspace.Equal(state.Workspace) {
 		checkProfile(ctx, r.c, &resp.Diagnostics, plan.Profile, &plan.Workspace)
+	}
+	if req.State.Raw.IsNull() || !plan.Node.Equal(state.Node) {
+		checkNode(ctx, r.c, &resp.Diagnostics, plan.Node)
 	}
 	if req.State.Raw.IsNull() || !plan.ID.Equal(state.ID) || plan.ID.IsUnknown() {
 		return // created or replaced: everything is new
@@ -258,6 +268,9 @@ func (r *sandboxResource) Create(ctx context.Context, req resource.CreateRequest
 	}
 	if !plan.MemoryMB.IsNull() && !plan.MemoryMB.IsUnknown() {
 		creq.MemoryMB = int(plan.MemoryMB.ValueInt64())
+	}
+	if !plan.Node.IsNull() && !plan.Node.IsUnknown() {
+		creq.Node = plan.Node.ValueString()
 	}
 	sb, err := r.create(ctx, creq)
 	if err != nil {

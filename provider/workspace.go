@@ -18,6 +18,7 @@ var workspaceAttrs = objectAttrs{
 		set: "Checked against the agent's list at plan time. Changing it replaces the workspace."},
 	"team":             {desc: "Team that owns the workspace: a team token's team, or the provider's `team` (`default` without one) for a global token. Fixed at create."},
 	"holder_vmid":      {kind: kindInt64, desc: "VMID of the holder VM that owns the volume."},
+	"node":             {desc: "Proxmox node that holds the workspace's volume (its holder VM). Null when agentd does not report one."},
 	"attached_sandbox": {desc: "Name of the sandbox the workspace is attached to; null when detached."},
 	"size_gb":          {kind: kindGiB, desc: "Size in whole GiB (1-65536).", set: "It can grow in place; shrinking is refused at plan time."},
 }
@@ -33,6 +34,7 @@ type workspaceObject struct {
 	Storage         types.String `tfsdk:"storage"`
 	Team            types.String `tfsdk:"team"`
 	HolderVMID      types.Int64  `tfsdk:"holder_vmid"`
+	Node            types.String `tfsdk:"node"`
 	AttachedSandbox types.String `tfsdk:"attached_sandbox"`
 }
 
@@ -40,5 +42,5 @@ type workspaceObject struct {
 func (m *workspaceObject) fromAPI(w *api.Workspace) {
 	m.ID, m.Name, m.Storage = types.StringValue(w.ID), types.StringValue(w.Name), types.StringValue(w.Storage)
 	m.HolderVMID, m.AttachedSandbox = types.Int64Value(int64(w.HolderVMID)), optString(w.AttachedSandbox)
-	m.Team = optString(w.Team)
+	m.Team, m.Node = optString(w.Team), optString(w.Node)
 }

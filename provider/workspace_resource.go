@@ -66,6 +66,10 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 	setInt64(attrs, "holder_vmid", func(a *schema.Int64Attribute) {
 		a.PlanModifiers = []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	})
+	// Read-only: no update of this resource moves the holder.
+	setString(attrs, "node", func(a *schema.StringAttribute) {
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	})
 	// Only a sandbox or session attaches or detaches it, never this resource's update.
 	setString(attrs, "attached_sandbox", func(a *schema.StringAttribute) {
 		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
