@@ -23,20 +23,9 @@ func TestNodeAgentDuties(t *testing.T) {
 	ct := &fakeConntrack{}
 	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{Now: clk.Now, Conntrack: ct.list, NoLoops: true}})
 	ctx := tctx(t)
-	on := map[string]*api.Sandbox{}
-	for _, n := range []string{"s1", "s2", "s3"} {
-		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: n, Profile: "yolo-ephemeral", TTL: "0"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
-			t.Fatalf("%s: %+v %v", n, sb, err)
-		}
-		on[sb.Node] = sb
+	on := oneOnEachNode(t, d, c)
+	for _, sb := range on {
 		d.Sim.SetCPU(sb.VMID, 0.01)
-	}
-	if len(on) != 3 {
-		t.Fatalf("sandboxes on %v, want one per node", on)
 	}
 	tok, err := c.CreateToken(ctx, api.CreateTokenRequest{Name: "pve2-agent", Role: "node", Node: "pve2"})
 	if err != nil {
@@ -98,17 +87,7 @@ func TestNodeAgentDuties(t *testing.T) {
 func TestGuestRelay(t *testing.T) {
 	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
 	ctx := tctx(t)
-	on := map[string]*api.Sandbox{}
-	for _, n := range []string{"s1", "s2", "s3"} {
-		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: n, Profile: "yolo-ephemeral", TTL: "0"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
-			t.Fatalf("%s: %+v %v", n, sb, err)
-		}
-		on[sb.Node] = sb
-	}
+	on := oneOnEachNode(t, d, c)
 	relay := func(node string) http.Handler {
 		tok, err := c.CreateToken(ctx, api.CreateTokenRequest{Name: node + "-agent", Role: "node", Node: node})
 		if err != nil {
@@ -162,4 +141,26 @@ func TestGuestRelay(t *testing.T) {
 	if code, body := ask(raw.GuestRelay("pve2"), on["pve2"].IP, nil); code != http.StatusForbidden {
 		t.Fatalf("the admin token relaying for pve2: %d %s, want 403", code, body)
 	}
+}
+
+// oneOnEachNode creates a running sandbox on each node of a 3-node dev
+// cluster (placement spreads them) and returns them by node.
+func oneOnEachNode(t *testing.T, d *agent.Dev, c *client.Client) map[string]*api.Sandbox {
+	t.Helper()
+	ctx := tctx(t)
+	on := map[string]*api.Sandbox{}
+	for _, n := range []string{"s1", "s2", "s3"} {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: n, Profile: "yolo-ephemeral", TTL: "0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning {
+			t.Fatalf("%s: %+v %v", n, sb, err)
+		}
+		on[sb.Node] = sb
+	}
+	if len(on) != 3 {
+		t.Fatalf("sandboxes on %v, want one per node", on)
+	}
+	return on
 }

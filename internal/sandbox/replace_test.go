@@ -18,24 +18,8 @@ import (
 // reserved slot (the replacement would then be refused after its old
 // sandbox was destroyed).
 func TestReplaceReservationIsTeamsOwn(t *testing.T) {
-	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "agentd.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	for _, n := range []string{"a", "b"} {
-		if err := st.CreateTeam(ctx, &api.Team{Name: n}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m := New(st, nil, nil, nil, nil, profile.Set{"p": &profile.Profile{Name: "p"}}, Options{Limits: Limits{MaxSandboxes: 1}})
-	defer m.Close()
-	ctxA, ctxB := auth.For(ctx, "a"), auth.For(ctx, "b")
-	old := &store.Sandbox{Sandbox: api.Sandbox{ID: "sbx-old000000001", Name: "dev-1", Profile: "p", Team: "a", State: api.StateRequested}}
-	if err := st.CreateSandbox(ctxA, old, store.Event{}); err != nil {
-		t.Fatal(err)
-	}
+	st, m, old := replaceWorld(t, 1)
+	ctxA, ctxB := auth.For(context.Background(), "a"), auth.For(context.Background(), "b")
 	// Team a's session dev resumes: its replacement dev-2 holds the slot.
 	release, err := m.Replace(ctxA, api.CreateSandboxRequest{Name: "dev-2", Profile: "p"}, old.ID)
 	if err != nil {
@@ -68,24 +52,8 @@ func TestReplaceReservationIsTeamsOwn(t *testing.T) {
 // once: the old sandbox is looked up host-wide, not in b's scope (where it
 // would be missed and counted twice, refusing b's create with room left).
 func TestReplaceAdjustSeesOtherTeamsOld(t *testing.T) {
-	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "agentd.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	for _, n := range []string{"a", "b"} {
-		if err := st.CreateTeam(ctx, &api.Team{Name: n}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m := New(st, nil, nil, nil, nil, profile.Set{"p": &profile.Profile{Name: "p"}}, Options{Limits: Limits{MaxSandboxes: 2}})
-	defer m.Close()
-	ctxA, ctxB := auth.For(ctx, "a"), auth.For(ctx, "b")
-	old := &store.Sandbox{Sandbox: api.Sandbox{ID: "sbx-old000000001", Name: "dev-1", Profile: "p", Team: "a", State: api.StateRequested}}
-	if err := st.CreateSandbox(ctxA, old, store.Event{}); err != nil {
-		t.Fatal(err)
-	}
+	_, m, old := replaceWorld(t, 2)
+	ctxA, ctxB := auth.For(context.Background(), "a"), auth.For(context.Background(), "b")
 	release, err := m.Replace(ctxA, api.CreateSandboxRequest{Name: "dev-2", Profile: "p"}, old.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -96,4 +64,28 @@ func TestReplaceAdjustSeesOtherTeamsOld(t *testing.T) {
 	if errB != nil {
 		t.Fatalf("team b refused with one slot of two free (a's old sandbox and its replacement counted twice): %v", errB)
 	}
+}
+
+// replaceWorld is a manager with teams a and b, a host limit of max
+// sandboxes, and team a's live sandbox dev-1 (the one a replacement replaces).
+func replaceWorld(t *testing.T, max int) (*store.Store, *Manager, *store.Sandbox) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "agentd.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	for _, n := range []string{"a", "b"} {
+		if err := st.CreateTeam(ctx, &api.Team{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := New(st, nil, nil, nil, nil, profile.Set{"p": &profile.Profile{Name: "p"}}, Options{Limits: Limits{MaxSandboxes: max}})
+	t.Cleanup(m.Close)
+	old := &store.Sandbox{Sandbox: api.Sandbox{ID: "sbx-old000000001", Name: "dev-1", Profile: "p", Team: "a", State: api.StateRequested}}
+	if err := st.CreateSandbox(auth.For(ctx, "a"), old, store.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	return st, m, old
 }
