@@ -815,7 +815,32 @@ func TestAttackPoolSameNameRace(t *testing.T) {
 	if left != 3 {
 		t.Fatalf("%d of the 4 members left, want 3 (the sandbox is %s)", left, ids[0])
 	}
+	poolQuiet(t, d)
 	invariantsBut(t, d)
+}
+
+// poolQuiet waits for the pool's refill started by a claim to land: a new
+// member's row holds its VMID before its clone has made the VM.
+func poolQuiet(t *testing.T, d *agent.Dev) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rows, err := d.Store.Sandboxes(tctx(t), store.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy := ""
+		for _, sb := range rows {
+			if sb.Name == sb.ID && sb.State != api.StatePooled && sb.State != api.StateDestroyed {
+				busy = sb.ID + "/" + string(sb.State)
+			}
+		}
+		if busy == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool member %s still in flight after 30s", busy)
+		}
+	}
 }
 
 // TestAttackPoolClaimKeepsBinding: a member's VM runs throughout its claim.
