@@ -69,7 +69,7 @@ func (m *Manager) Run(ctx context.Context, req api.RunJobRequest) (*store.Job, e
 	}
 	team := auth.Team(ctx)
 	// Refused before the job row is written.
-	if _, err := m.sb.ProfileFor(ctx, req.Profile, team); err != nil {
+	if err := m.sb.MayUseProfile(ctx, req.Profile, team); err != nil {
 		return nil, err
 	}
 	keep := false

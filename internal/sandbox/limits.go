@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
+	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
@@ -138,15 +138,15 @@ func (m *Manager) checkTeamQuota(ctx context.Context, team string, c canonical, 
 // runs, it holds the slot the old sandbox frees: a concurrent create cannot
 // take it in between. While the old sandbox is still live (not DESTROYED) it
 // is not counted a second time for its replacement.
-// replacementKey names a replacement: names are unique per team only, so
-// team b's create of a name team a is replacing is not a's.
-type replacementKey struct{ team, name string }
-
 type replacement struct {
 	old             string // id of the sandbox replaced ("" for none)
 	team, profile   string
 	cores, memoryMB int
 }
+
+// replacementKey names a replacement: names are unique per team only, so
+// team b's create of a name team a is replacing is not a's.
+type replacementKey struct{ team, name string }
 
 // Replace admits a create of req (for the caller's team) that replaces
 // sandbox old ("" for none) with every check a create makes, before
@@ -158,7 +158,7 @@ func (m *Manager) Replace(ctx context.Context, req api.CreateSandboxRequest, old
 	ctx = auth.For(ctx, team)
 	var c canonical
 	var p *profile.Profile
-	if _, err = m.ProfileFor(ctx, req.Profile, team); err == nil {
+	if err = m.MayUseProfile(ctx, req.Profile, team); err == nil {
 		c, p, err = m.canonicalize(req, "", team)
 	}
 	if err != nil {
@@ -226,8 +226,8 @@ func (m *Manager) replacingAdjust(ctx context.Context, own replacementKey) (usag
 		if err != nil {
 			return a, err
 		}
-		if sb.State == api.StateDestroyed || IsPoolMember(sb) || sb.State == api.StateLost && sb.Step == stepNodeLostReplaced {
-			continue // not counted by the store (store.counted)
+		if !store.Counts(sb) {
+			continue
 		}
 		add(-1, sb.Team, sb.Profile, sb.Cores, sb.MemoryMB) // what the store sums
 	}
@@ -347,37 +347,28 @@ func (m *Manager) checkTeamGrowth(ctx context.Context, sb *store.Sandbox, cores,
 	return nil
 }
 
-// ProfileFor is profile name for a create in team: the same 404 for a
+// MayUseProfile refuses a create in team with profile name: one 404 for a
 // profile that does not exist and, to a team token, for one limited to
-// other teams, before any other check of the request could tell them apart.
-func (m *Manager) ProfileFor(ctx context.Context, name, team string) (*profile.Profile, error) {
+// other teams (profile key teams), as GET /v1/profiles/{name} and the list
+// tell it, so that other teams' profiles (and the teams) do not leak; it runs
+// before any other check of the request could tell the two apart. A global
+// admin acting for a team is told why.
+func (m *Manager) MayUseProfile(ctx context.Context, name, team string) error {
 	p, ok := m.profiles[name]
 	if !ok {
-		return nil, m.profileNotFound(name, team)
+		return m.profileNotFound(name, team)
 	}
-	if err := m.TeamMayUse(ctx, p, team); err != nil {
-		return nil, err
+	if p.Allows(team) {
+		return nil
 	}
-	return p, nil
+	if pr, _ := auth.From(ctx); pr.Team != "" {
+		return m.profileNotFound(name, team)
+	}
+	return api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
+		name, strings.Join(p.Teams, ", "), team)
 }
 
 func (m *Manager) profileNotFound(name, team string) error {
 	return &api.Error{Status: http.StatusNotFound, Code: api.CodeProfileNotFound, Field: "profile",
 		Message: fmt.Sprintf("profile %q does not exist (available: %s)", name, strings.Join(m.ProfileNames(team), ", "))}
-}
-
-// TeamMayUse refuses a profile limited to other teams (profile key teams).
-// A team's own token is told the profile does not exist, as GET
-// /v1/profiles/{name} and the list tell it, so the names of other teams'
-// profiles (and of the teams) do not leak; a global admin acting for a team
-// is told why.
-func (m *Manager) TeamMayUse(ctx context.Context, p *profile.Profile, team string) error {
-	if p == nil || p.Allows(team) {
-		return nil
-	}
-	if pr, _ := auth.From(ctx); pr.Team != "" {
-		return m.profileNotFound(p.Name, team)
-	}
-	return api.Errorf(http.StatusForbidden, api.CodeForbidden, "profile %s is limited to teams %s; team %s may not use it",
-		p.Name, strings.Join(p.Teams, ", "), team)
 }

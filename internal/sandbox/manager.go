@@ -349,7 +349,7 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 	ctx = auth.For(ctx, team)
 	var c canonical
 	if req.Profile != "" {
-		_, err = m.ProfileFor(ctx, req.Profile, team)
+		err = m.MayUseProfile(ctx, req.Profile, team)
 	}
 	if err == nil {
 		c, _, err = m.canonicalize(req, jobID, team)

@@ -101,7 +101,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSessionRequest) (*st
 	}
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
-	if _, err := m.sb.ProfileFor(ctx, req.Profile, team); err != nil {
+	if err := m.sb.MayUseProfile(ctx, req.Profile, team); err != nil {
 		return nil, err
 	}
 	if req.Workspace == "" {
@@ -200,9 +200,9 @@ func (m *Manager) Resume(ctx context.Context, ref string) (*store.Session, error
 	}
 	defer release()
 	if x.SandboxID != "" {
-		if sb := old; sb != nil {
-			if _, err := m.sb.DestroyFor(ctx, sb.ID, true, "by session "+x.Name+" resume (replacing it)"); err != nil {
-				return nil, fmt.Errorf("replace sandbox %s: %w", sb.Name, err)
+		if old != nil {
+			if _, err := m.sb.DestroyFor(ctx, old.ID, true, "by session "+x.Name+" resume (replacing it)"); err != nil {
+				return nil, fmt.Errorf("replace sandbox %s: %w", old.Name, err)
 			}
 		}
 		// A sandbox reaching DESTROYED unlinks itself from its session (in
@@ -388,7 +388,7 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkSessionReque
 	}
 	// Refused before the fork: Create would refuse it after, leaving a
 	// forked workspace behind.
-	if _, err := m.sb.ProfileFor(ctx, profile, src.Team); err != nil {
+	if err := m.sb.MayUseProfile(ctx, profile, src.Team); err != nil {
 		return nil, err
 	}
 	if _, err := m.store.LookupSession(ctx, req.Name); err == nil {
