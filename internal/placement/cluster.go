@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -31,6 +32,9 @@ type Cluster struct {
 	ours     map[string]placed // sandbox id → its node and size
 	perNode  map[string]*usage
 	inFlight map[string]int
+	// freed is closed (and replaced) whenever a node's clone/start slot
+	// is given back, waking every sandbox that waits for one.
+	freed chan struct{}
 }
 
 type placed struct {
@@ -51,7 +55,21 @@ type usage struct {
 func NewCluster(caps Caps, seed uint64) *Cluster {
 	return &Cluster{caps: caps.Defaults(), rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		cap: map[string]Capacity{}, drained: map[string]bool{}, ours: map[string]placed{},
-		perNode: map[string]*usage{}, inFlight: map[string]int{}}
+		perNode: map[string]*usage{}, inFlight: map[string]int{}, freed: make(chan struct{})}
+}
+
+// Freed is closed the next time a clone/start slot is given back. Take it
+// before a Place or Claim that may answer ErrBusy, so that a slot freed in
+// between is not missed.
+func (c *Cluster) Freed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.freed
+}
+
+func (c *Cluster) wake() {
+	close(c.freed)
+	c.freed = make(chan struct{})
 }
 
 // SetInventory replaces the nodes' capacity (a fresh /cluster/resources).
@@ -147,6 +165,7 @@ func (c *Cluster) forget(id string) {
 	u.sandboxes--
 	if p.flying {
 		c.inFlight[p.node]--
+		c.wake()
 	}
 }
 
@@ -159,7 +178,31 @@ func (c *Cluster) Landed(id string) {
 		p.flying = false
 		c.ours[id] = p
 		c.inFlight[p.node]--
+		c.wake()
 	}
+}
+
+// Claim takes a clone/start slot on node for a sandbox whose node is
+// decided already (a single-host agentd, a run resumed after a restart,
+// a stopped sandbox started again), recording it there as Place does.
+// Only the in-flight limit applies: the sandbox is on node whatever the
+// other caps say. It answers ErrBusy while node runs its limit; a sandbox
+// already holding its slot on node keeps it.
+func (c *Cluster) Claim(id, node string, memoryMB int64, cores int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.ours[id]; ok && p.flying && p.node == node {
+		return nil
+	}
+	if c.inFlight[node] >= c.caps.MaxInFlight {
+		return &Error{Kind: ErrBusy, Reasons: []string{fmt.Sprintf("%s: busy: %d clones/starts running (max %d)", node, c.inFlight[node], c.caps.MaxInFlight)}}
+	}
+	if p, ok := c.ours[id]; ok && p.node == node && memoryMB == 0 {
+		memoryMB, cores = p.memoryMB, p.cores
+	}
+	c.forget(id)
+	c.add(id, placed{node: node, memoryMB: memoryMB, cores: cores, flying: true})
+	return nil
 }
 
 // Nodes is the ledger's view of every node now.

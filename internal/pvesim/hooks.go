@@ -332,6 +332,14 @@ func (s *Sim) Dump() State {
 }
 
 // RequestCount returns how many API requests were served, per "METHOD pattern".
+// StorageLockTimeouts is how many storage lock waits gave up so far
+// (storagelock.go): failed clones and disks a destroy left behind.
+func (s *Sim) StorageLockTimeouts() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.StorageLockTimeouts
+}
+
 func (s *Sim) RequestCount() (total int64, byPath map[string]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -227,9 +227,9 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 			req.Pin, req.PinReason = node, "workspace "+w.Name+" lives there"
 		}
 	}
-	wait := 100 * time.Millisecond
 	for {
 		m.freshInventory(ctx)
+		freed := m.cluster.Freed()
 		d, err := m.cluster.Place(sb.ID, req)
 		if err == nil {
 			sb.Node = d.Node
@@ -238,12 +238,36 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		if !errors.Is(err, placement.ErrBusy) {
 			return err
 		}
+		// Woken the moment a slot is given back: a poll would leave the
+		// node idle until the next tick, which over a burst of creates
+		// adds up to most of the makespan. The timer only lets a changed
+		// inventory (a node back online) be seen.
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w while waiting for a node with a free clone slot: %v", ctx.Err(), err)
-		case <-time.After(wait):
+		case <-freed:
+		case <-time.After(time.Second):
 		}
-		wait = min(2*wait, time.Second)
+	}
+}
+
+// claimSlot takes sb's clone/start slot on its node when placement did
+// not (a single node, a resumed run, a start of a stopped sandbox), waiting
+// while the node runs placement.max_inflight_per_node clones and starts:
+// every clone queues on the node's storage lock (pve-storage-<storeid>),
+// which Proxmox gives up on after 10 s.
+func (m *Manager) claimSlot(ctx context.Context, sb *store.Sandbox) error {
+	for {
+		freed := m.cluster.Freed()
+		err := m.cluster.Claim(sb.ID, sb.Node, int64(sb.MemoryMB), sb.Cores)
+		if !errors.Is(err, placement.ErrBusy) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w while waiting for a free clone/start slot: %v", ctx.Err(), err)
+		case <-freed:
+		}
 	}
 }
 

@@ -364,6 +364,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 				return &stepError{step: stepAllocate, err: err}
 			}
 		}
+		if err := m.claimSlot(ctx, sb); err != nil {
+			return &stepError{step: stepAllocate, err: err}
+		}
 		for attempt := 1; ; attempt++ {
 			if sb.VMID == 0 {
 				if err = m.allocate(ctx, sb); err != nil {
@@ -462,6 +465,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepStart, err: err}
 		}
 		if !running {
+			if err := m.claimSlot(ctx, sb); err != nil {
+				return &stepError{step: stepStart, err: err}
+			}
 			err := m.timed(stepStart, func() error { return v.Start(ctx) })
 			if err != nil && !errors.Is(err, pve.ErrRunning) {
 				return &stepError{step: stepStart, err: err}
