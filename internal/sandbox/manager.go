@@ -143,6 +143,7 @@ type Manager struct {
 
 	cluster      *placement.Cluster
 	invMu        sync.Mutex
+	invRefresh   sync.Mutex     // held by the one freshInventory reading it
 	invAt        time.Time      // when the ledger's inventory was read
 	templateNode map[int]string // template VMID → its node, from that inventory
 

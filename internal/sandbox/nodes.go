@@ -172,6 +172,20 @@ func (m *Manager) freshInventory(ctx context.Context) {
 	if !stale {
 		return
 	}
+	// One refresh at a time: a burst of creates that finds the inventory
+	// stale together would otherwise read /cluster/resources and every
+	// row once each. The others go on with the ledger they have (agentd's
+	// own commitments in it are exact).
+	if !m.invRefresh.TryLock() {
+		return
+	}
+	defer m.invRefresh.Unlock()
+	m.invMu.Lock()
+	stale = m.now().Sub(m.invAt) > inventoryMaxAge
+	m.invMu.Unlock()
+	if !stale {
+		return
+	}
 	if inv, err := m.pve.Inventory(ctx); err == nil {
 		_ = m.refreshCluster(ctx, inv)
 	}
@@ -229,8 +243,7 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 	}
 	for {
 		m.freshInventory(ctx)
-		freed := m.cluster.Freed()
-		d, err := m.cluster.Place(sb.ID, req)
+		d, w, err := m.cluster.Place(sb.ID, req)
 		if err == nil {
 			sb.Node = d.Node
 			return m.progress(ctx, sb, stepAllocate, "placed on "+d.Reason)
@@ -238,16 +251,21 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		if !errors.Is(err, placement.ErrBusy) {
 			return err
 		}
-		// Woken the moment a slot is given back: a poll would leave the
-		// node idle until the next tick, which over a burst of creates
-		// adds up to most of the makespan. The timer only lets a changed
-		// inventory (a node back online) be seen.
+		// Woken the moment a slot this sandbox may use is given back: a
+		// poll would leave the node idle until the next tick, which over a
+		// burst of creates adds up to most of the makespan. The timer only
+		// lets a changed inventory (a node back online) be seen.
+		timer := time.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
+			m.cluster.Leave(w, false)
 			return fmt.Errorf("%w while waiting for a node with a free clone slot: %v", ctx.Err(), err)
-		case <-freed:
-		case <-time.After(time.Second):
+		case <-w.C:
+		case <-timer.C:
 		}
+		timer.Stop()
+		m.cluster.Leave(w, true)
 	}
 }
 
@@ -258,15 +276,16 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 // which Proxmox gives up on after 10 s.
 func (m *Manager) claimSlot(ctx context.Context, sb *store.Sandbox) error {
 	for {
-		freed := m.cluster.Freed()
-		err := m.cluster.Claim(sb.ID, sb.Node, int64(sb.MemoryMB), sb.Cores)
+		w, err := m.cluster.Claim(sb.ID, sb.Node, int64(sb.MemoryMB), sb.Cores)
 		if !errors.Is(err, placement.ErrBusy) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
+			m.cluster.Leave(w, false)
 			return fmt.Errorf("%w while waiting for a free clone/start slot: %v", ctx.Err(), err)
-		case <-freed:
+		case <-w.C:
+			m.cluster.Leave(w, true)
 		}
 	}
 }
