@@ -116,6 +116,7 @@ func BenchmarkClusterCreates(b *testing.B) {
 		if len(perNode) == nodes && lo > 0 {
 			imbalance = float64(hi) / float64(lo)
 		}
+		logSteps(b, d)
 		b.ReportMetric(makespan.Seconds(), "makespan-s")
 		b.ReportMetric(ideal.Seconds(), "ideal-s")
 		b.ReportMetric(makespan.Seconds()/ideal.Seconds(), "x-ideal")
@@ -127,3 +128,30 @@ func BenchmarkClusterCreates(b *testing.B) {
 	}
 }
 
+
+// logSteps logs the mean time of each provisioning step and of each
+// Proxmox endpoint (agentd's own metrics), to see where a slow run goes.
+func logSteps(b *testing.B, d *agent.Dev) {
+	fams, err := d.Agent.Metrics.Registry.Gather()
+	if err != nil {
+		b.Log(err)
+		return
+	}
+	for _, f := range fams {
+		name := f.GetName()
+		if name != "agentd_provision_step_duration_seconds" && name != "agentd_proxmox_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			h := m.GetHistogram()
+			if h.GetSampleCount() < 100 {
+				continue
+			}
+			labels := []string{}
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetValue())
+			}
+			b.Logf("%s %s: n=%d mean=%.0fms", strings.TrimPrefix(name, "agentd_"), strings.Join(labels, " "), h.GetSampleCount(), 1000*h.GetSampleSum()/float64(h.GetSampleCount()))
+		}
+	}
+}
