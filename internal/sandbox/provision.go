@@ -397,6 +397,11 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepClone, err: err}
 		}
+		// The slot guards the node's storage lock, which only the clone
+		// takes (vdisk_clone, vdisk_alloc); config, resize and the clean
+		// snapshot take none. It goes back now and is taken again for the
+		// start, so that a node's clones do not wait on others' configs.
+		m.cluster.Landed(sb.ID)
 		var changed []string
 		if err := m.timed(stepConfig, func() (err error) { changed, err = m.configure(ctx, sb, p, &run); return err }); err != nil {
 			return &stepError{step: stepConfig, err: err}
