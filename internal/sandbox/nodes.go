@@ -37,6 +37,12 @@ func (m *Manager) refreshCluster(ctx context.Context, inv *pve.Inventory) error 
 	if err != nil {
 		return err
 	}
+	return m.refreshClusterRows(ctx, inv, rows)
+}
+
+// refreshClusterRows is refreshCluster with the rows read already (the
+// reconcile cycle reads them once for both).
+func (m *Manager) refreshClusterRows(ctx context.Context, inv *pve.Inventory, rows []*store.Sandbox) error {
 	drained, err := m.store.DrainedNodes(ctx)
 	if err != nil {
 		return err

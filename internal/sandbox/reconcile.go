@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -32,16 +33,16 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 		return nil, err
 	}
 	res := inv.VMs
-	if err := m.refreshCluster(ctx, inv); err != nil {
+	rows, err := m.store.Sandboxes(ctx, store.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.refreshClusterRows(ctx, inv, rows); err != nil {
 		return nil, err
 	}
 	byID := make(map[int]pve.Resource, len(res))
 	for _, r := range res {
 		byID[r.VMID] = r
-	}
-	rows, err := m.store.Sandboxes(ctx, store.Filter{})
-	if err != nil {
-		return nil, err
 	}
 	ws, err := m.store.Workspaces(ctx)
 	if err != nil {
@@ -52,16 +53,23 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	byNode := m.settleNodes(ctx, inv, byID, rows, dryRun, rep)
 	live := map[int]bool{}
 	sandboxes := map[string]*store.Sandbox{}
+	settled := func(sb *store.Sandbox) bool {
+		return !(sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) || byNode[sb.ID])
+	}
+	proved := m.driftProved(ctx, rows, byID, prove, settled)
 	for _, sb := range rows {
 		sandboxes[sb.ID] = sb
 		if sb.VMID != 0 {
 			live[sb.VMID] = true
 		}
-		if sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) || byNode[sb.ID] {
+		if !settled(sb) {
 			continue
 		}
 		rep.Checked++
-		act := m.drift(ctx, sb, byID, prove[sb.ID])
+		act, ok := proved[sb.ID]
+		if !ok {
+			act = m.drift(ctx, sb, byID, prove[sb.ID])
+		}
 		if act == nil {
 			continue
 		}
@@ -99,6 +107,36 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	rep.Orphans = orphans
 	rep.Duration = float64(time.Since(start).Microseconds()) / 1000
 	return rep, nil
+}
+
+// proofParallel is how many proofs (a config read each) a cycle runs at
+// once: one after the other, a hundred round trips made most of a cycle.
+const proofParallel = 8
+
+// driftProved runs drift, with its proof, for every settled row due a
+// proof, proofParallel at a time (drift only reads). The cycle applies
+// the actions in row order as before.
+func (m *Manager) driftProved(ctx context.Context, rows []*store.Sandbox, byID map[int]pve.Resource, prove map[string]bool, settled func(*store.Sandbox) bool) map[string]*api.ReconcileAction {
+	out := map[string]*api.ReconcileAction{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, proofParallel)
+	for _, sb := range rows {
+		if !prove[sb.ID] || !settled(sb) {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(sb *store.Sandbox) {
+			defer func() { <-sem; wg.Done() }()
+			act := m.drift(ctx, sb, byID, true)
+			mu.Lock()
+			out[sb.ID] = act
+			mu.Unlock()
+		}(sb)
+	}
+	wg.Wait()
+	return out
 }
 
 // proofsPerCycle bounds the full config reads a cycle spends on proving
