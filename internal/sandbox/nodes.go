@@ -158,8 +158,8 @@ func nodeNames(ns []api.Node) string {
 }
 
 // multiNode reports whether agentd places sandboxes across nodes: the last
-// inventory showed more than one node it uses. One node keeps the
-// single-host behaviour exactly (no placement step, no caps).
+// inventory showed more than one node it uses. One node has no placement
+// step and no caps but the clone/start slot (claimSlot).
 func (m *Manager) multiNode() bool {
 	return len(m.cluster.Nodes()) > 1
 }
