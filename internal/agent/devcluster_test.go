@@ -68,3 +68,52 @@ func TestDevCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckWorkspaceAcrossNodes: on a cluster, check reads each sandbox's
+// config through the node its VM runs on, so a volume planted in a sandbox
+// on another node, or missing from the attached one, is reported rather
+// than passed over as "no such VM here".
+func TestCheckWorkspaceAcrossNodes(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "ws", Size: "5G", Storage: "shared", Node: "pve2"}); err != nil {
+		t.Fatal(err)
+	}
+	vol := holderVol(t, d, c, "ws")
+	mk := func(name, node string) *api.Sandbox {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-ephemeral", Node: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.Node != node || sb.State != api.StateRunning {
+			t.Fatalf("%s on %s: %+v %v", name, node, sb, err)
+		}
+		return sb
+	}
+	sb := mk("holder-side", "pve2")
+	other := mk("far", "pve3")
+	if _, err := c.AttachWorkspace(ctx, "ws", sb.Name); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.CheckWorkspace(ctx, "ws"); err != nil || !res.OK {
+		t.Fatalf("clean check: %+v %v", res, err)
+	}
+	pc := pveClient(t, d)
+	if err := pc.On("pve2").DetachVolume(ctx, sb.VMID, "scsi1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.On("pve3").AttachVolume(ctx, other.VMID, "scsi2", vol); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.CheckWorkspace(ctx, "ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range res.Findings {
+		got = append(got, f.Code)
+	}
+	if strings.Join(got, ",") != "not_attached_in_proxmox,attached_in_proxmox_only" {
+		t.Fatalf("findings %v", res.Findings)
+	}
+}
