@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -115,5 +116,71 @@ func TestCheckWorkspaceAcrossNodes(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "not_attached_in_proxmox,attached_in_proxmox_only" {
 		t.Fatalf("findings %v", res.Findings)
+	}
+}
+
+// TestWorkspaceNodeRules: a workspace on a node-local storage is only
+// attached to a sandbox on its node (refused by name otherwise, before
+// Proxmox is asked, the sandbox left as it was); one on a shared storage
+// is read from every node, so its sandbox may be placed on any node and
+// an existing sandbox elsewhere may attach it.
+func TestWorkspaceNodeRules(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	for _, w := range []api.CreateWorkspaceRequest{
+		{Name: "loc", Size: "5G", Storage: "local-lvm", Node: "pve2"},
+		{Name: "sh", Size: "5G", Storage: "shared", Node: "pve2"},
+	} {
+		if _, err := c.CreateWorkspace(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(req api.CreateSandboxRequest) *api.Sandbox {
+		req.Profile = "yolo-ephemeral"
+		sb, err := c.CreateSandbox(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateRunning {
+			t.Fatalf("%s: %+v %v", req.Name, sb, err)
+		}
+		return sb
+	}
+	far := mk(api.CreateSandboxRequest{Name: "far", Node: "pve1"})
+	before := d.Sim.Dump().VMs[far.VMID].Config
+	_, err := c.AttachWorkspace(ctx, "loc", "far")
+	wantCode(t, err, http.StatusConflict, api.CodeConflict)
+	if !strings.Contains(err.Error(), "workspace loc lives on node pve2") || !strings.Contains(err.Error(), "sandbox far runs on node pve1") {
+		t.Fatalf("refusal does not name the nodes: %v", err)
+	}
+	if after := d.Sim.Dump().VMs[far.VMID].Config; !reflect.DeepEqual(before, after) {
+		t.Fatalf("a refused attach changed VM %d: %v -> %v", far.VMID, before, after)
+	}
+	if w, _ := c.Workspace(ctx, "loc"); w.AttachedSandbox != "" {
+		t.Fatalf("a refused attach left a claim: %+v", w)
+	}
+	// Shared: attached across nodes, the volume referenced from pve1.
+	if _, err := c.AttachWorkspace(ctx, "sh", "far"); err != nil {
+		t.Fatal(err)
+	}
+	if got := volOf(d.Sim.Dump().VMs[far.VMID].Config["scsi1"]); got != holderVol(t, d, c, "sh") {
+		t.Fatalf("scsi1 of far = %q", got)
+	}
+	if _, err := c.DetachWorkspace(ctx, "sh"); err != nil {
+		t.Fatal(err)
+	}
+	// At create: a shared workspace pins nothing (pve2 drained, the
+	// sandbox lands elsewhere); a local one pins its node.
+	if _, err := c.DrainNode(ctx, "pve2", true); err != nil {
+		t.Fatal(err)
+	}
+	if sb := mk(api.CreateSandboxRequest{Name: "with-sh", Workspace: "sh"}); sb.Node == "pve2" {
+		t.Fatalf("sandbox with a shared workspace placed on drained pve2")
+	}
+	if _, err := c.DrainNode(ctx, "pve2", false); err != nil {
+		t.Fatal(err)
+	}
+	if sb := mk(api.CreateSandboxRequest{Name: "with-loc", Workspace: "loc"}); sb.Node != "pve2" {
+		t.Fatalf("sandbox with local workspace loc (pve2) placed on %s", sb.Node)
 	}
 }
