@@ -736,3 +736,20 @@ func (s Sets) Unexpose(ctx context.Context, e Expose) error {
 	}
 	return s.run(ctx, s.exposeScript(e, "delete"))
 }
+
+// VNetInterfaces is the stanza of the agent's node when the agent bridge is
+// a Proxmox SDN VNet: Proxmox writes the bridge itself
+// (/etc/network/interfaces.d/sdn) on every node, but a VXLAN zone is layer 2
+// only and gives it no address, so the one node that runs agentd adds the
+// host address in its own stanza (ifupdown2 merges the stanzas of an
+// interface).
+func (p *Policy) VNetInterfaces() string {
+	return fmt.Sprintf(`# AgentLab agent network on the Proxmox SDN VNet %s: on the node that runs
+# agentd serve only (the gateway of every node's sandboxes). The bridge and
+# its VXLAN port come from the SDN config (agentd host network apply).
+iface %s inet static
+	address %s/%d
+	post-up echo 1 > /proc/sys/net/ipv4/ip_forward
+	post-up ip %s
+`, p.Bridge, p.Bridge, p.HostAddr, p.Subnet.Bits(), strings.Join(NoLinkLocalLearn("$IFACE"), " "))
+}
