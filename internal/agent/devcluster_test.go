@@ -35,6 +35,10 @@ func TestDevCluster(t *testing.T) {
 			t.Fatalf("sandbox %s says node %s; its VM %d is on %s (running %v)", name, sb.Node, sb.VMID, v.Node, v.Running)
 		}
 		seen[sb.Node] = true
+		// The agent network is the SDN VNet on every node.
+		if net0 := d.Sim.Dump().VMs[sb.VMID].Config["net0"]; !strings.Contains(net0, "bridge=agentnet") {
+			t.Errorf("sandbox %s: net0 %q, want the VNet agentnet", name, net0)
+		}
 		evs, err := c.Events(ctx, sb.ID, 0, 50)
 		if err != nil {
 			t.Fatal(err)
