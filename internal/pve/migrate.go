@@ -30,7 +30,7 @@ func (c *Client) Migrate(ctx context.Context, vmid int, target, targetStorage st
 	if !errors.As(err, &pe) || pe.UPID == "" || pe.Kind == ErrTimeout {
 		return err
 	}
-	if why := taskErrors(ctx, task); why != "" {
+	if why := taskErrors(ctx, task); why != "" && why != pe.Msg {
 		pe.Msg += ": " + why
 		if k := kindOf(why); k != nil {
 			pe.Kind = k

@@ -117,13 +117,18 @@ func (m *Manager) Move(ctx context.Context, ref string, req api.MoveWorkspaceReq
 		targetStorage = storage
 	}
 	merr := v.Migrate(ctx, req.Node, targetStorage)
-	if err := m.settleMove(ctx, w, false, merr); err != nil && merr == nil {
-		return nil, proxmoxErr("move", w, err)
-	}
-	if merr != nil {
+	serr := m.settleMove(ctx, w, false, merr)
+	switch {
+	case serr == nil && m.nodeOf(w) == req.Node:
+		// Done, even when the answer was lost on the way (the holder is
+		// on the target: that is what was asked).
+		return w, nil
+	case merr != nil:
 		return nil, proxmoxErr("move", w, merr)
+	case serr != nil:
+		return nil, proxmoxErr("move", w, serr)
 	}
-	return w, nil
+	return nil, api.Errorf(http.StatusBadGateway, api.CodeProxmox, "move workspace %s: Proxmox reported the migration done, but holder VM %d is on node %s", w.Name, w.HolderVMID, m.nodeOf(w))
 }
 
 // checkTarget refuses a move whose target agentd cannot use: a node it
