@@ -152,6 +152,9 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	// Every simulated storage that holds images, so each storage's rules can
 	// be tried.
 	cfg.WorkspaceStorages = []string{"local-zfs", "local", "local-raw"}
+	if o.Nodes > 1 {
+		cfg.WorkspaceStorages = append(cfg.WorkspaceStorages, pvesim.SharedStorageID)
+	}
 	if o.ProvisioningTimeout > 0 {
 		cfg.ProvisioningTimeout = o.ProvisioningTimeout
 	}

@@ -143,8 +143,9 @@ type Manager struct {
 
 	cluster      *placement.Cluster
 	invMu        sync.Mutex
-	invAt        time.Time      // when the ledger's inventory was read
-	templateNode map[int]string // template VMID → its node, from that inventory
+	invAt        time.Time       // when the ledger's inventory was read
+	templateNode map[int]string  // template VMID → its node, from that inventory
+	shared       map[string]bool // storages every node reads, from that inventory
 
 	reportMu sync.Mutex
 	reports  map[string]nodeReport // node agents' last reports by node

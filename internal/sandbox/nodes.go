@@ -72,7 +72,7 @@ func (m *Manager) refreshCluster(ctx context.Context, inv *pve.Inventory) error 
 		}
 	}
 	m.invMu.Lock()
-	m.templateNode, m.invAt = tn, m.now()
+	m.templateNode, m.shared, m.invAt = tn, inv.Shared, m.now()
 	m.invMu.Unlock()
 	for _, n := range caps {
 		m.cluster.SetDrained(n.Name, drained[n.Name])
@@ -206,8 +206,9 @@ func (m *Manager) eligible(p *profile.Profile) func(string) (bool, string) {
 
 // place chooses sb's node and records it before anything is made there, so
 // a run resumed after a crash goes on on the same node. A pin (the
-// request's node, or the node of its workspace, whose volume is local
-// there) narrows the choice to one node. While every eligible node runs
+// request's node, or the node of a workspace on a node-local storage)
+// narrows the choice to one node; a workspace on a shared storage is read
+// from any node, so it pins nothing. While every eligible node runs
 // its limit of clones and starts the sandbox waits, in REQUESTED order of
 // arrival being no promise, until one is free or provisioning times out.
 func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
@@ -219,7 +220,8 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		req.PinReason = "asked for by the request"
 	}
 	if sb.Workspace != "" {
-		if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
+		m.freshInventory(ctx)
+		if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil && !m.storageShared(w.Storage) {
 			node := cmp.Or(w.Node, m.opts.Node)
 			if req.Pin != "" && req.Pin != node {
 				return api.Errorf(http.StatusConflict, api.CodeConflict, "node %s was asked for, but workspace %s lives on node %s (its volume is local there)", req.Pin, w.Name, node)
@@ -245,6 +247,15 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		}
 		wait = min(2*wait, time.Second)
 	}
+}
+
+// storageShared reports whether every node reads storage, as the last
+// inventory says; before the first one it is not (a pin to the holder's
+// node is right either way).
+func (m *Manager) storageShared(storage string) bool {
+	m.invMu.Lock()
+	defer m.invMu.Unlock()
+	return m.shared[storage]
 }
 
 // nodeDown reports whether the last inventory showed node offline.
