@@ -270,6 +270,12 @@ func TestWorkspaceMoveCrashAtEachStep(t *testing.T) {
 			}
 			_, err := c.CreateSnapshot(ctx, "w", api.CreateSnapshotRequest{Name: "mid"})
 			wantCode(t, err, http.StatusConflict, api.CodeBusy)
+			_, err = c.DeleteWorkspace(ctx, "w")
+			wantCode(t, err, http.StatusConflict, api.CodeBusy)
+			_, err = c.ResizeWorkspace(ctx, "w", api.ResizeWorkspaceRequest{Size: "2G"})
+			wantCode(t, err, http.StatusConflict, api.CodeBusy)
+			_, err = c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve3"})
+			wantCode(t, err, http.StatusConflict, api.CodeBusy)
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}

@@ -578,6 +578,9 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeWorkspac
 	if w.State != store.WorkspaceReady {
 		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot resize workspace %s: it is %s", w.Name, w.State)
 	}
+	if Moving(w) {
+		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "cannot resize workspace %s: it is being moved to another node; retry when the move has settled", w.Name)
+	}
 	if size < w.SizeGB {
 		return nil, api.FieldError("size", "workspace %s is %d GiB; volumes can grow but never shrink (asked %d GiB)", w.Name, w.SizeGB, size)
 	}
@@ -627,6 +630,10 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 	}
 	if w.State == store.WorkspaceLost {
 		return nil, api.Errorf(http.StatusConflict, api.CodeNotOwned, "workspace %s is LOST (%s); agentd will not delete VM %d", w.Name, w.Error, w.HolderVMID)
+	}
+	if Moving(w) {
+		// Its holder may be mid-migration, on either node: settle first.
+		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "workspace %s is being moved to another node; retry when the move has settled", w.Name)
 	}
 	if w.State == store.WorkspaceReady {
 		// Prove before journaling the delete: a refusal must leave the
