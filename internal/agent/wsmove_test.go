@@ -381,3 +381,26 @@ func TestReconcileFollowsHandMigratedHolder(t *testing.T) {
 		t.Fatalf("after a foreign VM moved: %+v %v", got, err)
 	}
 }
+
+// BenchmarkWorkspaceMove moves one workspace back and forth between two
+// nodes of a simulated cluster at zero task time: the agent's own cost of a
+// move (checks, proof, journal, migrate, settle), with the Proxmox requests
+// one move takes.
+func BenchmarkWorkspaceMove(b *testing.B) {
+	d, c := startDev(b, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := context.Background()
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "bw", Size: "1G", Node: "pve1"}); err != nil {
+		b.Fatal(err)
+	}
+	before, _ := d.Sim.RequestCount()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		to := []string{"pve2", "pve1"}[i%2]
+		if w, err := c.MoveWorkspace(ctx, "bw", api.MoveWorkspaceRequest{Node: to}); err != nil || w.Node != to {
+			b.Fatalf("move to %s: %+v %v", to, w, err)
+		}
+	}
+	b.StopTimer()
+	after, _ := d.Sim.RequestCount()
+	b.ReportMetric(float64(after-before)/float64(b.N), "pve-requests/move")
+}
