@@ -1,13 +1,18 @@
 package agent_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
 
 // TestDevCluster: on a simulated 3-node cluster (a template on every node,
@@ -30,6 +35,10 @@ func TestDevCluster(t *testing.T) {
 			t.Fatalf("sandbox %s says node %s; its VM %d is on %s (running %v)", name, sb.Node, sb.VMID, v.Node, v.Running)
 		}
 		seen[sb.Node] = true
+		// The agent network is the SDN VNet on every node.
+		if net0 := d.Sim.Dump().VMs[sb.VMID].Config["net0"]; !strings.Contains(net0, "bridge=agentnet") {
+			t.Errorf("sandbox %s: net0 %q, want the VNet agentnet", name, net0)
+		}
 		evs, err := c.Events(ctx, sb.ID, 0, 50)
 		if err != nil {
 			t.Fatal(err)
@@ -182,5 +191,65 @@ func TestWorkspaceNodeRules(t *testing.T) {
 	}
 	if sb := mk(api.CreateSandboxRequest{Name: "with-loc", Workspace: "loc"}); sb.Node != "pve2" {
 		t.Fatalf("sandbox with local workspace loc (pve2) placed on %s", sb.Node)
+	}
+}
+
+// TestTemplateByName: a profile naming its template by name clones, on
+// each node, the template of that name there (a linked clone needs it
+// local); a node where the name is ambiguous, or missing, gets nothing,
+// and a sandbox pinned there fails naming why.
+func TestTemplateByName(t *testing.T) {
+	d, _ := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	if err := os.WriteFile(filepath.Join(d.Config.ProfilesDir, "named.yaml"), []byte("name: named\ntemplate: ubuntu-2404-agent\nresources:\n  cores: 1\n  memory_mb: 1024\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := tcpClient(t, d, d.Info.Token)
+	mk := func(name, node string) *api.Sandbox {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "named", Node: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil {
+			t.Fatal(err)
+		}
+		return sb
+	}
+	for i, node := range []string{"pve1", "pve2", "pve3"} {
+		sb := mk("n-"+node, node)
+		if sb.State != api.StateRunning || sb.Node != node {
+			t.Fatalf("on %s: %s %s %s", node, sb.Node, sb.State, sb.Error)
+		}
+		evs, err := c.Events(ctx, sb.ID, 0, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, cloned := fmt.Sprintf("cloned template %d to VM %d", pvesim.FixtureTemplateID+i, sb.VMID), false
+		for _, e := range evs.Events {
+			cloned = cloned || strings.HasPrefix(e.Message, want)
+		}
+		if !cloned {
+			t.Fatalf("sandbox on %s: no %q event in %+v", node, want, evs.Events)
+		}
+	}
+	// A second template of that name on pve3: which one is meant is not
+	// guessed; unpinned sandboxes go elsewhere.
+	if err := d.Sim.AddVM("pve3", 9050, map[string]string{"name": "ubuntu-2404-agent", "scsi0": "local-lvm:8", "ide2": "local-lvm:cloudinit", "agent": "1"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reconcile(ctx, false); err != nil { // a fresh inventory
+		t.Fatal(err)
+	}
+	sb := mk("amb", "pve3")
+	if sb.State != api.StateFailed || !strings.Contains(sb.Error, "templates 9002, 9050 here are all named ubuntu-2404-agent") {
+		t.Fatalf("pinned to a node with two templates of the name: %s %q", sb.State, sb.Error)
+	}
+	for i := range 3 {
+		if sb := mk(fmt.Sprintf("free%d", i), ""); sb.State != api.StateRunning || sb.Node == "pve3" {
+			t.Fatalf("unpinned: %s %s %s", sb.Node, sb.State, sb.Error)
+		}
 	}
 }

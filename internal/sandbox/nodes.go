@@ -66,13 +66,15 @@ func (m *Manager) refreshCluster(ctx context.Context, inv *pve.Inventory) error 
 	}
 	m.cluster.SetInventory(caps)
 	tn := map[int]string{}
+	byName := map[string][]pve.Resource{}
 	for _, r := range inv.VMs {
 		if r.Template {
 			tn[r.VMID] = r.Node
+			byName[r.Name] = append(byName[r.Name], r) // in VMID order, as Inventory sorts
 		}
 	}
 	m.invMu.Lock()
-	m.templateNode, m.shared, m.invAt = tn, inv.Shared, m.now()
+	m.templateNode, m.templateNamed, m.shared, m.invAt = tn, byName, inv.Shared, m.now()
 	m.invMu.Unlock()
 	for _, n := range caps {
 		m.cluster.SetDrained(n.Name, drained[n.Name])
@@ -178,27 +180,56 @@ func (m *Manager) freshInventory(ctx context.Context) {
 }
 
 // templateFor is the template a sandbox of p is cloned from for node, and
-// the node that template lives on: p.templates[node], else template_vmid
-// (on its own node, which a linked clone needs to be node itself).
-func (m *Manager) templateFor(p *profile.Profile, node string) (vmid int, on string) {
+// the node that template lives on: p.templates[node]; else the template
+// named p.template on node; else template_vmid (on its own node, which a
+// linked clone needs to be node itself). why says what is wrong when the
+// template is not on node.
+func (m *Manager) templateFor(p *profile.Profile, node string) (vmid int, on, why string) {
 	if id, ok := p.Templates[node]; ok {
-		return id, node
+		return id, node, ""
 	}
 	m.invMu.Lock()
+	defer m.invMu.Unlock()
+	if p.Template != "" {
+		node = cmp.Or(node, m.opts.Node)
+		var here, elsewhere []string
+		for _, r := range m.templateNamed[p.Template] {
+			if r.Node == node {
+				vmid, on = r.VMID, node
+				here = append(here, fmt.Sprint(r.VMID))
+			} else {
+				elsewhere = append(elsewhere, fmt.Sprintf("%d on %s", r.VMID, r.Node))
+			}
+		}
+		switch {
+		case len(here) > 1:
+			// Two templates of one name: which one is meant is not ours to guess.
+			return 0, "", fmt.Sprintf("templates %s here are all named %s (profile %s); name the one to use under the profile's templates", strings.Join(here, ", "), p.Template, p.Name)
+		case len(here) == 1:
+			return vmid, on, ""
+		case len(elsewhere) > 0:
+			return 0, "", fmt.Sprintf("no template named %s here (profile %s; there are %s)", p.Template, p.Name, strings.Join(elsewhere, ", "))
+		default:
+			return 0, "", fmt.Sprintf("no template named %s (profile %s) on any node agentd can see", p.Template, p.Name)
+		}
+	}
 	on = m.templateNode[p.TemplateVMID]
-	m.invMu.Unlock()
-	return p.TemplateVMID, on
+	switch on {
+	case node:
+	case "":
+		why = fmt.Sprintf("template %d of profile %s is on no node agentd can see", p.TemplateVMID, p.Name)
+	default:
+		why = fmt.Sprintf("no template of profile %s here (template_vmid %d is on %s; list this node under the profile's templates)", p.Name, p.TemplateVMID, on)
+	}
+	return p.TemplateVMID, on, why
 }
 
 // eligible says whether p's sandboxes can be made on node: a template of p
 // lives there.
 func (m *Manager) eligible(p *profile.Profile) func(string) (bool, string) {
 	return func(node string) (bool, string) {
-		if id, on := m.templateFor(p, node); on != node {
-			if on == "" {
-				return false, fmt.Sprintf("template %d of profile %s is on no node agentd can see", id, p.Name)
-			}
-			return false, fmt.Sprintf("no template of profile %s here (template_vmid %d is on %s; list this node under the profile's templates)", p.Name, id, on)
+		if _, on, why := m.templateFor(p, node); on != node {
+			return false, why
 		}
 		return true, ""
 	}
