@@ -404,3 +404,35 @@ func BenchmarkWorkspaceMove(b *testing.B) {
 	after, _ := d.Sim.RequestCount()
 	b.ReportMetric(float64(after-before)/float64(b.N), "pve-requests/move")
 }
+
+// TestInterruptedMoveOntoForeignVM: after a crash mid-move, the VM found at
+// the holder's VMID on the target no longer proves itself (edited out of
+// band, or another VM there): the settle marks the workspace LOST and
+// leaves that VM alone, rather than adopting it.
+func TestInterruptedMoveOntoForeignVM(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	journalMove(t, d, "w", "pve2", "local-lvm")
+	if err := pveClient(t, d).On("pve1").Migrate(ctx, ws.HolderVMID, "pve2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := pveClient(t, d).On("pve2").Configure(ctx, ws.HolderVMID, pve.Option{Name: "description", Value: "someone else's"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	got, err := c.Workspace(ctx, "w")
+	if err != nil || got.State != store.WorkspaceLost {
+		t.Fatalf("after the settle: %+v %v", got, err)
+	}
+	vm := d.Sim.Dump().VMs[ws.HolderVMID]
+	if vm.Node != "pve2" || vm.Config["description"] != "someone else's" {
+		t.Fatalf("the foreign VM was touched: %+v", vm)
+	}
+	if !hasEvent(wsEvents(t, c, "w"), "workspace.not_owned", "refused to move") {
+		t.Fatalf("events: %+v", wsEvents(t, c, "w"))
+	}
+}
