@@ -187,6 +187,7 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 		cluster: placement.NewCluster(o.Placement, uint64(o.Now().UnixNano()))}
 	if ws != nil {
 		ws.SetNodeCheck(m.nodeDown)
+		ws.SetNodes(m.Nodes)
 	}
 	return m
 }
