@@ -142,24 +142,13 @@ func (m *Manager) checkTarget(ctx context.Context, w *store.Workspace, src, node
 	if err != nil {
 		return proxmoxErr("move", w, err)
 	}
-	var names []string
-	var target *api.Node
-	for i, n := range nodes {
-		names = append(names, n.Name)
-		if n.Name == node {
-			target = &nodes[i]
-		}
+	for _, n := range nodes {
 		if n.Name == src && !n.Online {
 			return api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "cannot move workspace %s: its node %s is offline (the migration runs there)", w.Name, src)
 		}
 	}
-	switch {
-	case target == nil:
-		return api.FieldError("node", "node %q is not a node agentd uses (nodes: %s)", node, strings.Join(names, ", "))
-	case !target.Online:
-		return api.FieldError("node", "node %s is offline; move the workspace to an online node", node)
-	case target.Drained:
-		return api.FieldError("node", "node %s is drained for maintenance (agentd node undrain %s puts it back)", node, node)
+	if err := usable(nodes, node, "move the workspace to an online node"); err != nil {
+		return err
 	}
 	sts, err := m.pve.On(node).Storages(ctx)
 	if err != nil {
@@ -175,6 +164,26 @@ func (m *Manager) checkTarget(ctx context.Context, w *store.Workspace, src, node
 		return api.FieldError("storage", "storage %s does not exist on node %s or holds no VM images there (its image storages: %s); name one with --storage", storage, node, strings.Join(have, ", "))
 	}
 	return nil
+}
+
+// usable refuses a node agentd does not use, or one that is offline or
+// drained, as the node field's error.
+func usable(nodes []api.Node, node, offlineHint string) error {
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Name)
+		if n.Name != node {
+			continue
+		}
+		switch {
+		case !n.Online:
+			return api.FieldError("node", "node %s is offline; %s", node, offlineHint)
+		case n.Drained:
+			return api.FieldError("node", "node %s is drained for maintenance (agentd node undrain %s puts it back)", node, node)
+		}
+		return nil
+	}
+	return api.FieldError("node", "node %q is not a node agentd uses (nodes: %s)", node, strings.Join(names, ", "))
 }
 
 // moveWait bounds how long settling waits for a migration still running

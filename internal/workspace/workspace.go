@@ -230,6 +230,20 @@ func (m *Manager) Create(ctx context.Context, req api.CreateWorkspaceRequest) (*
 	} else if err := m.Storage("storage", storage); err != nil {
 		return nil, err
 	}
+	if req.Node != "" && req.Node != m.pve.Node() {
+		// Checked before the row exists: Proxmox would only answer for the
+		// node after a VMID and a row were taken.
+		if m.nodes == nil {
+			return nil, api.FieldError("node", "agentd manages one node (%s), not %q", m.pve.Node(), req.Node)
+		}
+		nodes, err := m.nodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := usable(nodes, req.Node, "create the workspace on an online node"); err != nil {
+			return nil, err
+		}
+	}
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
 	release, err := m.admitGB(ctx, team, size, "this workspace")
