@@ -39,7 +39,7 @@ type World struct {
 	// SnippetsStorage is the storage agentd's cicustom names.
 	SnippetsStorage string
 	// Probes are the checks made while a node was offline (I10).
-	Probes []NodeProbe
+	Probes  []NodeProbe
 	Records []Record // every operation of the run (I7)
 	// QuietSince is when the last operation ended; Now when the world was read.
 	QuietSince, Now time.Time
