@@ -5,10 +5,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
 // nodeLostProfiles writes a keep and a recreate profile with a template on
@@ -240,5 +242,68 @@ func TestNodeLostRecreateAtQuota(t *testing.T) {
 	}
 	if after, _ := c.Sandboxes(ctx, nil); len(after) != len(list) {
 		t.Fatalf("%d sandboxes after a refused recreate, %d before", len(after), len(list))
+	}
+}
+
+// TestNodeLostPoolMemberRetired: a warm-pool member that failed to build
+// because its node went offline under it (the start got pveproxy's 595, the
+// cleanup too) becomes LOST like every sandbox there and is left alone; when
+// the node is back it is retired (destroyed with the proof; the pool builds
+// another), never settled into a STOPPED sandbox named after its id that
+// still carries the pool marker. The chaos soak on a three-node cluster
+// (seed 42 -nodes 3, I9) found that. A running member goes back to the pool.
+func TestNodeLostPoolMemberRetired(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	// Members are built on agentd's node, pve1: it goes offline just as
+	// the first member's VM is started.
+	if err := d.Sim.BeforeRequest("POST", `^/nodes/pve1/qemu/\d+/status/start$`, func() {
+		_ = d.Sim.SetNodeOnline("pve1", false)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SetPool(ctx, poolProfile, api.SetPoolRequest{MinReady: intp(1), Max: intp(1)}); err != nil {
+		t.Fatal(err)
+	}
+	var m *store.Sandbox
+	for m == nil {
+		rows, err := d.Store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateFailed}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) > 0 {
+			m = rows[0]
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no member failed to build")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if d.Sim.NodeOnline("pve1") || m.VMID == 0 || m.Name != m.ID {
+		t.Fatalf("failed member %+v (pve1 online %v)", m, d.Sim.NodeOnline("pve1"))
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Store.Sandbox(ctx, m.ID); err != nil || got.State != api.StateLost {
+		t.Fatalf("member while pve1 is offline: %+v %v", got, err)
+	}
+	if _, ok := d.Sim.Dump().VMs[m.VMID]; !ok {
+		t.Fatal("the member's VM was destroyed while its node was offline")
+	}
+	if err := d.Sim.SetNodeOnline("pve1", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	d.Manager.Wait(m.ID)
+	got, err := d.Store.Sandbox(ctx, m.ID)
+	if err != nil || got.State != api.StateDestroyed {
+		t.Fatalf("member after pve1 is back: %+v %v, want DESTROYED", got, err)
+	}
+	if v, ok := d.Sim.Dump().VMs[m.VMID]; ok {
+		t.Fatalf("the retired member's VM %d is still there: %+v", m.VMID, v)
 	}
 }

@@ -209,6 +209,20 @@ func (m *Manager) nodeBack(ctx context.Context, sb *store.Sandbox, byID map[int]
 			m.startWorker(cur.ID)
 		}
 		return "node back; destroying the replaced VM", err
+	case IsPoolMember(cur) && r.Status != "running":
+		// A member is nobody's sandbox yet, and one that is not running
+		// either failed to build (its cleanup cut short by the outage) or
+		// stopped: settled on its VM's power state it would become a
+		// STOPPED sandbox named after its id that still carries the pool
+		// marker. Retired instead, with the proof; the pool builds another.
+		// A running member goes through the restart check back to POOLED.
+		cur.Error = ""
+		err = m.save(ctx, cur, api.StateDestroying, "sandbox.destroy_requested", fmt.Sprintf("node %s is back: retiring warm-pool member VM %d, which is %s", node, cur.VMID, r.Status))
+		unlock()
+		if err == nil {
+			m.startWorker(cur.ID)
+		}
+		return "node back; retiring the pool member", err
 	case r.Status == "running":
 		cur.Step, cur.Error = stepRestart, ""
 		err = m.save(ctx, cur, api.StateBooting, "sandbox.reconciled", fmt.Sprintf("node %s is back and VM %d runs; confirming its address", node, cur.VMID))
