@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -305,5 +306,70 @@ func TestNodeLostPoolMemberRetired(t *testing.T) {
 	}
 	if v, ok := d.Sim.Dump().VMs[m.VMID]; ok {
 		t.Fatalf("the retired member's VM %d is still there: %+v", m.VMID, v)
+	}
+}
+
+// TestNodeLostUnconfiguredDestroyed: a sandbox whose clone landed as its
+// node went offline (the provisioning failed at step clone, its cleanup
+// too) is LOST while the node is out, its VM untouched. Its VM carries the
+// description marker but not yet the tag, so when the node is back the
+// proof must be the one its step allows: the half-built VM is destroyed and
+// the row ends DESTROYED, whether a destroy was asked for during the outage
+// or not. The chaos soak on a three-node cluster (seed 42 -nodes 3, I10)
+// found the destroy asking for the tag, failing the proof, retiring the row
+// and leaving agentd's own VM behind.
+func TestNodeLostUnconfiguredDestroyed(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	for _, destroy := range []bool{true, false} {
+		name := fmt.Sprintf("half-%v", destroy)
+		if err := d.Sim.BeforeRequest("GET", `^/nodes/pve1/tasks/[^/]*qmclone[^/]*/status$`, func() {
+			_ = d.Sim.SetNodeOnline("pve1", false)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-ephemeral", Node: "pve1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateFailed || sb.VMID == 0 {
+			t.Fatalf("%s: %+v %v, want FAILED at the clone", name, sb, err)
+		}
+		if v, ok := d.Sim.Dump().VMs[sb.VMID]; !ok || strings.Contains(v.Config["tags"], "agentlab") {
+			t.Fatalf("%s: VM %d should exist untagged: %+v", name, sb.VMID, v)
+		}
+		if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Sandbox(ctx, sb.ID)
+		if err != nil || got.State != api.StateLost {
+			t.Fatalf("%s while pve1 is offline: %+v %v", name, got, err)
+		}
+		if destroy {
+			if got, err = c.Destroy(ctx, sb.ID, false); err != nil || got.State != api.StateDestroying {
+				t.Fatalf("%s: destroy while pve1 is offline: %+v %v", name, got, err)
+			}
+		}
+		if _, ok := d.Sim.Dump().VMs[sb.VMID]; !ok {
+			t.Fatalf("%s: VM %d destroyed while its node was offline", name, sb.VMID)
+		}
+		if err := d.Sim.SetNodeOnline("pve1", true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Manager.ProvisioningTimeouts(ctx); err != nil { // the cleanup loop
+			t.Fatal(err)
+		}
+		d.Manager.Wait(sb.ID)
+		if got, err = c.Sandbox(ctx, sb.ID); err != nil || got.State != api.StateDestroyed {
+			t.Fatalf("%s after pve1 is back: %+v %v, want DESTROYED", name, got, err)
+		}
+		for id, v := range d.Sim.Dump().VMs {
+			if strings.Contains(v.Config["description"], sb.ID) {
+				t.Fatalf("%s: VM %d of the destroyed sandbox is still there: %+v", name, id, v.Config)
+			}
+		}
 	}
 }

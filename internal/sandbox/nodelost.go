@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
@@ -26,12 +27,20 @@ import (
 const (
 	stepNodeLost         = "node_offline"
 	stepNodeLostReplaced = "node_offline_replaced"
+	// A sandbox lost before its first config write keeps the step it
+	// stopped at after this prefix ("node_offline:clone"): its VM carries
+	// no tag yet, so the proof and the destroy depend on that step.
+	stepNodeLostAt = "node_offline:"
 )
 
 // nodeLost reports whether sb is LOST only because its node went offline.
 func nodeLost(sb *store.Sandbox) bool {
-	return sb.State == api.StateLost && (sb.Step == stepNodeLost || sb.Step == stepNodeLostReplaced)
+	return sb.State == api.StateLost && (sb.Step == stepNodeLost || sb.Step == stepNodeLostReplaced || strings.HasPrefix(sb.Step, stepNodeLostAt))
 }
+
+// provisionStep is the provisioning step a row stopped at: its step, or for
+// a row lost before its first config write, the step kept after the prefix.
+func provisionStep(sb *store.Sandbox) string { return strings.TrimPrefix(sb.Step, stepNodeLostAt) }
 
 // offline lists the nodes the inventory shows offline.
 func offline(inv *pve.Inventory) map[string]bool {
@@ -97,7 +106,14 @@ func (m *Manager) markNodeLost(ctx context.Context, sb *store.Sandbox, node stri
 		unlock()
 		return fmt.Errorf("a %s sandbox cannot become LOST", cur.State)
 	}
-	cur.Step = stepNodeLost
+	if untagged(cur) {
+		// Without the step the proof would ask for the tag its VM never
+		// got, and the destroy when the node is back would leave that
+		// half-built VM behind with the row retired (soak -nodes 3).
+		cur.Step = stepNodeLostAt + cur.Step
+	} else {
+		cur.Step = stepNodeLost
+	}
 	cur.Error = fmt.Sprintf("node %s is offline: agentd does not act on this sandbox until the node is back", node)
 	err := m.save(ctx, cur, api.StateLost, "sandbox.node_lost", cur.Error)
 	unlock()
@@ -120,6 +136,8 @@ func (m *Manager) recreate(ctx context.Context, sb *store.Sandbox, p *profile.Pr
 	switch {
 	case IsPoolMember(sb):
 		why = "a warm-pool member (the pool builds another)"
+	case strings.HasPrefix(sb.Step, stepNodeLostAt):
+		why = "it never finished provisioning (it stopped at step " + provisionStep(sb) + ")"
 	case sb.Workspace != "":
 		why = "its workspace " + sb.Workspace + " is on the offline node"
 	case c.Node != "":
@@ -194,6 +212,18 @@ func (m *Manager) nodeBack(ctx context.Context, sb *store.Sandbox, byID map[int]
 	case err != nil:
 		unlock()
 		return "", err // not readable yet: next cycle
+	case strings.HasPrefix(cur.Step, stepNodeLostAt):
+		// Its provisioning stopped before the VM was configured: nothing
+		// to go back to. The destroy proves the VM as the step it stopped
+		// at allows (no tag yet) and keeps a clone that may still land
+		// pending.
+		cur.Error = ""
+		err = m.save(ctx, cur, api.StateDestroying, "sandbox.destroy_requested", fmt.Sprintf("node %s is back: destroying VM %d, whose provisioning stopped at step %s before the node went offline", node, cur.VMID, provisionStep(cur)))
+		unlock()
+		if err == nil {
+			m.startWorker(cur.ID)
+		}
+		return "node back; destroying the unconfigured VM", err
 	case v == nil || !exists:
 		_ = m.store.VMGone(ctx, cur.ID, cur.VMID)
 		m.removeSnippet(cur)

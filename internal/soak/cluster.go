@@ -85,7 +85,8 @@ var lostWhileOffline = map[api.State]bool{api.StateRunning: true, api.StateStopp
 	api.StateCompleted: true, api.StateFailed: true, api.StateTimeout: true, api.StatePooled: true}
 
 // nodeLostSteps are the steps of a LOST row that waits for its node.
-var nodeLostSteps = map[string]bool{"node_offline": true, "node_offline_replaced": true}
+var nodeLostSteps = map[string]bool{"node_offline": true, "node_offline_replaced": true,
+	"node_offline:allocate_vmid": true, "node_offline:clone": true, "node_offline:configure": true}
 
 // CheckI10 is node failure and the cluster's bookkeeping. While a node was
 // offline (each probe): none of its VMs was destroyed, every sandbox whose
