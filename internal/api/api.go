@@ -59,7 +59,7 @@ var transitions = map[State][]State{
 	StateFailed:    {StateLost, StateDestroying, StateDestroyed},
 	StateTimeout:   {StateLost, StateDestroying, StateDestroyed},
 	// A sandbox LOST because its node went offline comes back when the
-	// node does (step node_offline only; a failed proof is never undone).
+	// node does (the node_offline steps only; a failed proof is never undone).
 	StateLost: {StateBooting, StateStopped, StateDestroying, StateDestroyed},
 	// A claim takes the pooled VM back into provisioning (its claim step);
 	// a replaced or unhealthy member is destroyed.

@@ -80,7 +80,7 @@ func (r *Report) Print(out io.Writer) {
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "warm-pool claims: %d\n", r.PoolClaims)
 	if c.Nodes > 1 {
-		made, lost, unavail := 0, 0, 0
+		made, lost, replaced, unavail := 0, 0, 0, 0
 		for _, p := range r.Probes {
 			if p.Err != "" {
 				continue
@@ -89,6 +89,9 @@ func (r *Report) Print(out io.Writer) {
 			for _, sb := range p.Sandboxes {
 				if sb.State == "LOST" && nodeLostSteps[sb.Step] {
 					lost++
+					if sb.Step == "node_offline_replaced" {
+						replaced++
+					}
 				}
 			}
 			for _, ws := range p.Workspaces {
@@ -97,8 +100,8 @@ func (r *Report) Print(out io.Writer) {
 				}
 			}
 		}
-		fmt.Fprintf(out, "node-offline probes: %d of %d made; sandboxes seen LOST waiting for their node: %d; workspaces seen unavailable: %d\n",
-			made, len(r.Probes), lost, unavail)
+		fmt.Fprintf(out, "node-offline probes: %d of %d made; sandboxes seen LOST waiting for their node: %d (%d replaced elsewhere); workspaces seen unavailable: %d\n",
+			made, len(r.Probes), lost, replaced, unavail)
 	}
 	for _, e := range r.HarnessErrors {
 		fmt.Fprintf(out, "harness: %s\n", e)
