@@ -249,10 +249,10 @@ func TestNodeLostRecreateAtQuota(t *testing.T) {
 // TestNodeLostPoolMemberRetired: a warm-pool member that failed to build
 // because its node went offline under it (the start got pveproxy's 595, the
 // cleanup too) becomes LOST like every sandbox there and is left alone; when
-// the node is back it is retired (destroyed with the proof; the pool builds
-// another), never settled into a STOPPED sandbox named after its id that
-// still carries the pool marker. The chaos soak on a three-node cluster
-// (seed 42 -nodes 3, I9) found that. A running member goes back to the pool.
+// the node is back it is FAILED again and the pool retires it (destroyed
+// with the proof), never settled into a STOPPED sandbox named after its id
+// that still carries the pool marker. The chaos soak on a three-node cluster
+// (seed 42 -nodes 3, I9) found that.
 func TestNodeLostPoolMemberRetired(t *testing.T) {
 	d, c := startDev(t, agent.DevOptions{Nodes: 3})
 	ctx := tctx(t)
@@ -299,23 +299,39 @@ func TestNodeLostPoolMemberRetired(t *testing.T) {
 	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	d.Manager.Wait(m.ID)
-	got, err := d.Store.Sandbox(ctx, m.ID)
-	if err != nil || got.State != api.StateDestroyed {
-		t.Fatalf("member after pve1 is back: %+v %v, want DESTROYED", got, err)
+	// FAILED again, then retired by the pool like any member that failed
+	// to build.
+	for {
+		got, err := d.Store.Sandbox(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == api.StateDestroyed {
+			break
+		}
+		if got.State != api.StateFailed && got.State != api.StateDestroying {
+			t.Fatalf("member after pve1 is back: %s (%s), want FAILED until the pool retires it", got.State, got.Error)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("member after pve1 is back: %+v, never retired", got)
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
-	if v, ok := d.Sim.Dump().VMs[m.VMID]; ok {
-		t.Fatalf("the retired member's VM %d is still there: %+v", m.VMID, v)
+	for id, v := range d.Sim.Dump().VMs { // the pool's next member may reuse the VMID
+		if strings.Contains(v.Config["description"], m.ID) {
+			t.Fatalf("the retired member's VM %d is still there: %+v", id, v.Config)
+		}
 	}
 }
 
 // TestNodeLostUnconfiguredDestroyed: a sandbox whose clone landed as its
 // node went offline (the provisioning failed at step clone, its cleanup
 // too) is LOST while the node is out, its VM untouched. Its VM carries the
-// description marker but not yet the tag, so when the node is back the
-// proof must be the one its step allows: the half-built VM is destroyed and
-// the row ends DESTROYED, whether a destroy was asked for during the outage
-// or not. The chaos soak on a three-node cluster (seed 42 -nodes 3, I10)
+// description marker but not yet the tag, so the proof must stay the one
+// its step allows: a destroy asked for during the outage removes the
+// half-built VM once the node is back; without one the row is FAILED at
+// step clone again (not a STOPPED sandbox) and a destroy then removes it. The chaos soak on a three-node cluster (seed 42 -nodes 3, I10)
 // found the destroy asking for the tag, failing the proof, retiring the row
 // and leaving agentd's own VM behind.
 func TestNodeLostUnconfiguredDestroyed(t *testing.T) {
@@ -363,6 +379,20 @@ func TestNodeLostUnconfiguredDestroyed(t *testing.T) {
 			t.Fatal(err)
 		}
 		d.Manager.Wait(sb.ID)
+		if !destroy {
+			// FAILED again at the step it stopped at, its VM untouched;
+			// a destroy then proves it as that step allows.
+			got, err = c.Sandbox(ctx, sb.ID)
+			if err != nil || got.State != api.StateFailed || got.Step != "clone" {
+				t.Fatalf("%s after pve1 is back: %+v %v, want FAILED at step clone", name, got, err)
+			}
+			if _, ok := d.Sim.Dump().VMs[sb.VMID]; !ok {
+				t.Fatalf("%s: VM %d destroyed though no destroy was asked for", name, sb.VMID)
+			}
+			if _, err := c.Destroy(ctx, sb.ID, false); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if got, err = c.Sandbox(ctx, sb.ID); err != nil || got.State != api.StateDestroyed {
 			t.Fatalf("%s after pve1 is back: %+v %v, want DESTROYED", name, got, err)
 		}

@@ -27,15 +27,24 @@ import (
 const (
 	stepNodeLost         = "node_offline"
 	stepNodeLostReplaced = "node_offline_replaced"
-	// A sandbox lost before its first config write keeps the step it
-	// stopped at after this prefix ("node_offline:clone"): its VM carries
-	// no tag yet, so the proof and the destroy depend on that step.
+	// A sandbox lost before its provisioning finished (FAILED, TIMEOUT,
+	// or before its first config write) keeps the step it stopped at after
+	// this prefix ("node_offline:resize_disk"): its VM may carry no tag
+	// yet, so the proof and the destroy depend on that step, and when the
+	// node is back it is FAILED again, not a STOPPED sandbox whose VM was
+	// never fully configured.
 	stepNodeLostAt = "node_offline:"
 )
 
 // nodeLost reports whether sb is LOST only because its node went offline.
 func nodeLost(sb *store.Sandbox) bool {
 	return sb.State == api.StateLost && (sb.Step == stepNodeLost || sb.Step == stepNodeLostReplaced || strings.HasPrefix(sb.Step, stepNodeLostAt))
+}
+
+// unfinished reports whether sb's provisioning never finished: it failed
+// or timed out, or its VM has not been configured yet.
+func unfinished(sb *store.Sandbox) bool {
+	return sb.State == api.StateFailed || sb.State == api.StateTimeout || untagged(sb)
 }
 
 // provisionStep is the provisioning step a row stopped at: its step, or for
@@ -106,10 +115,10 @@ func (m *Manager) markNodeLost(ctx context.Context, sb *store.Sandbox, node stri
 		unlock()
 		return fmt.Errorf("a %s sandbox cannot become LOST", cur.State)
 	}
-	if untagged(cur) {
-		// Without the step the proof would ask for the tag its VM never
-		// got, and the destroy when the node is back would leave that
-		// half-built VM behind with the row retired (soak -nodes 3).
+	if unfinished(cur) {
+		// Without the step the proof would ask for the tag such a VM may
+		// not have, and settled on its VM's power state the row would
+		// become a STOPPED sandbox with a half-built VM (soak -nodes 3).
 		cur.Step = stepNodeLostAt + cur.Step
 	} else {
 		cur.Step = stepNodeLost
@@ -213,17 +222,14 @@ func (m *Manager) nodeBack(ctx context.Context, sb *store.Sandbox, byID map[int]
 		unlock()
 		return "", err // not readable yet: next cycle
 	case strings.HasPrefix(cur.Step, stepNodeLostAt):
-		// Its provisioning stopped before the VM was configured: nothing
-		// to go back to. The destroy proves the VM as the step it stopped
-		// at allows (no tag yet) and keeps a clone that may still land
-		// pending.
-		cur.Error = ""
-		err = m.save(ctx, cur, api.StateDestroying, "sandbox.destroy_requested", fmt.Sprintf("node %s is back: destroying VM %d, whose provisioning stopped at step %s before the node went offline", node, cur.VMID, provisionStep(cur)))
+		// Its provisioning never finished: FAILED again at the step it
+		// stopped at, its VM left to the cleanup every failed sandbox gets
+		// (prune, destroy), which proves it as that step allows.
+		cur.Step = provisionStep(cur)
+		cur.Error = fmt.Sprintf("provisioning did not finish (step %s) before node %s went offline; VM %d is left for prune or destroy", cur.Step, node, cur.VMID)
+		err = m.save(ctx, cur, api.StateFailed, "sandbox.reconciled", fmt.Sprintf("node %s is back; %s", node, cur.Error))
 		unlock()
-		if err == nil {
-			m.startWorker(cur.ID)
-		}
-		return "node back; destroying the unconfigured VM", err
+		return "node back; provisioning had not finished: FAILED", err
 	case v == nil || !exists:
 		_ = m.store.VMGone(ctx, cur.ID, cur.VMID)
 		m.removeSnippet(cur)

@@ -84,9 +84,12 @@ func (r *runner) nodeProbes() []NodeProbe {
 var lostWhileOffline = map[api.State]bool{api.StateRunning: true, api.StateStopped: true, api.StateSuspended: true,
 	api.StateCompleted: true, api.StateFailed: true, api.StateTimeout: true, api.StatePooled: true}
 
-// nodeLostSteps are the steps of a LOST row that waits for its node.
-var nodeLostSteps = map[string]bool{"node_offline": true, "node_offline_replaced": true,
-	"node_offline:allocate_vmid": true, "node_offline:clone": true, "node_offline:configure": true}
+// waitsForNode reports whether a LOST row's step says it waits for its
+// node: node_offline, node_offline_replaced, or node_offline:STEP (lost
+// before its provisioning finished).
+func waitsForNode(step string) bool {
+	return step == "node_offline" || step == "node_offline_replaced" || strings.HasPrefix(step, "node_offline:")
+}
 
 // CheckI10 is node failure and the cluster's bookkeeping. While a node was
 // offline (each probe): none of its VMs was destroyed, every sandbox whose
@@ -113,7 +116,7 @@ func CheckI10(w *World) []Violation {
 	}
 	for _, sb := range w.Sandboxes {
 		obj := fmt.Sprintf("sandbox %s (%s, %s, VM %d)", sb.Name, sb.ID, sb.State, sb.VMID)
-		if sb.State == api.StateLost && nodeLostSteps[sb.Step] {
+		if sb.State == api.StateLost && waitsForNode(sb.Step) {
 			out = append(out, Violation{"I10", obj, fmt.Sprintf("still LOST at step %s with every node back: %s", sb.Step, sb.Error)})
 		}
 		v, ok := w.Sim.VMs[sb.VMID]

@@ -87,7 +87,7 @@ func (r *Report) Print(out io.Writer) {
 			}
 			made++
 			for _, sb := range p.Sandboxes {
-				if sb.State == "LOST" && nodeLostSteps[sb.Step] {
+				if sb.State == "LOST" && waitsForNode(sb.Step) {
 					lost++
 					if sb.Step == "node_offline_replaced" {
 						replaced++
