@@ -27,13 +27,16 @@ type NodeProbe struct {
 	After      *pvesim.State
 	Sandboxes  []api.Sandbox
 	Workspaces []api.Workspace
+	// WorkspacesBefore are agentd's workspaces as the node went offline
+	// (nil when agentd could not be asked).
+	WorkspacesBefore []api.Workspace
 }
 
 // probeNode runs a reconcile while node is offline and records what agentd
 // and the simulator then say. agentd may be restarting after a kill -9: the
 // probe waits for it and retries a reconcile a kill interrupted.
-func (r *runner) probeNode(ctx context.Context, node string, before *pvesim.State) {
-	p := NodeProbe{Node: node, Before: before}
+func (r *runner) probeNode(ctx context.Context, node string, before *pvesim.State, wsBefore []api.Workspace) {
+	p := NodeProbe{Node: node, Before: before, WorkspacesBefore: wsBefore}
 	defer func() {
 		r.mu.Lock()
 		r.probes = append(r.probes, p)
@@ -200,16 +203,23 @@ func checkProbe(p NodeProbe, foreign map[int]pvesim.VMState) []Violation {
 				fmt.Sprintf("%s, not LOST, after a reconcile %s", sb.State, at)})
 		}
 	}
-	rows := map[string]bool{}
+	// A workspace READY as the node went offline keeps its row: a delete
+	// proves the holder first, which the outage refuses. (A create that
+	// failed in the outage drops its row and leaves the holder to the
+	// orphan pruning: no data, nothing acknowledged.)
+	rows, ready := map[string]bool{}, map[string]bool{}
 	for _, ws := range p.Workspaces {
 		rows[ws.ID] = true
+	}
+	for _, ws := range p.WorkspacesBefore {
+		ready[ws.ID] = ws.State == "READY"
 	}
 	for _, id := range ids {
 		v, ok := p.After.VMs[id]
 		if _, f := foreign[id]; f || !ok {
 			continue
 		}
-		if wid := markerID(v.Config["description"], "agentlab-workspace-id: "); wid != "" && !rows[wid] {
+		if wid := markerID(v.Config["description"], "agentlab-workspace-id: "); wid != "" && ready[wid] && !rows[wid] {
 			out = append(out, Violation{"I10", describeVM(id, v), "holder of workspace " + wid + ", whose row was deleted " + at})
 		}
 	}

@@ -36,7 +36,8 @@ func TestCheckI10(t *testing.T) {
 				{ID: "sbx-a", Name: "a", State: api.StateLost, Step: "node_offline", VMID: 100, Node: "pve2", UpdatedAt: at.Add(time.Millisecond)},
 				{ID: "sbx-b", Name: "b", State: api.StateRunning, VMID: 102, Node: "pve1", UpdatedAt: old},
 			},
-			Workspaces: []api.Workspace{{ID: "ws-a", Name: "wa", HolderVMID: 101, Node: "pve2", Unavailable: "node pve2 is offline"}},
+			Workspaces:       []api.Workspace{{ID: "ws-a", Name: "wa", HolderVMID: 101, Node: "pve2", Unavailable: "node pve2 is offline"}},
+			WorkspacesBefore: []api.Workspace{{ID: "ws-a", Name: "wa", HolderVMID: 101, Node: "pve2", State: "READY"}},
 		}
 		return &World{Nodes: []string{"pve1", "pve2", "pve3"}, Online: map[string]bool{"pve1": true, "pve2": true, "pve3": true},
 			Sim: &pvesim.State{VMs: vms()}, Probes: []NodeProbe{p}, Foreign: map[int]pvesim.VMState{},
@@ -83,9 +84,13 @@ func TestCheckI10(t *testing.T) {
 		}
 	}
 	// A row changed after the probe's reconcile began is no evidence
-	// about it (a stop landing meanwhile), and a VM of another agent's
-	// workspace on the node is not a deleted row.
+	// about it (a stop landing meanwhile), a VM of another agent's
+	// workspace on the node is not a deleted row, and neither is the
+	// holder of a workspace whose create failed in the outage.
 	w := clean()
+	w.Probes[0].After.VMs[104] = pvesim.VMState{Node: "pve2", Config: map[string]string{"description": wsDesc("ws-failed"), "lock": "create"}}
+	w.Probes[0].Before.VMs[104] = w.Probes[0].After.VMs[104]
+	w.Probes[0].WorkspacesBefore = append(w.Probes[0].WorkspacesBefore, api.Workspace{ID: "ws-failed", State: "CREATING"})
 	w.Probes[0].Sandboxes[0].State, w.Probes[0].Sandboxes[0].UpdatedAt = api.StateStopped, at.Add(time.Second)
 	w.Probes[0].After.VMs[8003] = pvesim.VMState{Node: "pve2", Config: map[string]string{"description": wsDesc("ws-other")}}
 	w.Probes[0].Before.VMs[8003] = w.Probes[0].After.VMs[8003]

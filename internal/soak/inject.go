@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
 
@@ -28,7 +29,9 @@ type Injector struct {
 	down  string
 	// probe, when set, runs right before an offline node comes back, with
 	// the simulator's state from the moment it went offline (I10).
-	probe func(ctx context.Context, node string, before *pvesim.State)
+	probe func(ctx context.Context, node string, before *pvesim.State, wsBefore []api.Workspace)
+	// workspaces lists agentd's workspaces as an outage starts.
+	workspaces func(ctx context.Context) ([]api.Workspace, error)
 }
 
 // NewInjector starts with the VMs that exist before agentd does anything.
@@ -242,6 +245,12 @@ func (in *Injector) nodeOffline(ctx context.Context, node string) (func(context.
 	}
 	in.down = node
 	in.mu.Unlock()
+	// The rows first, then the simulator: a workspace READY in the list
+	// has its holder in the state read after it.
+	var wsBefore []api.Workspace
+	if in.workspaces != nil {
+		wsBefore, _ = in.workspaces(ctx) // unreadable (agentd restarting): that check is skipped
+	}
 	before, err := in.sim.State(ctx)
 	if err == nil {
 		err = in.sim.Do(ctx, "node-online", Hook{Node: node, On: false}, nil)
@@ -254,7 +263,7 @@ func (in *Injector) nodeOffline(ctx context.Context, node string) (func(context.
 	}
 	return func(ctx context.Context) error {
 		if in.probe != nil {
-			in.probe(ctx, node, before)
+			in.probe(ctx, node, before, wsBefore)
 		}
 		err := in.sim.Do(ctx, "node-online", Hook{Node: node, On: true}, nil)
 		in.mu.Lock()

@@ -111,6 +111,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r := &runner{env: env, plan: plan, model: NewModel(), inj: NewInjector(env.Sim, foreign, cfg.LockAt), opTimeout: cfg.OpTimeout, log: cfg.OpLog}
 	r.inj.nodes, r.inj.probe = env.Nodes, r.probeNode
+	r.inj.workspaces = func(ctx context.Context) ([]api.Workspace, error) { return env.Client.Workspaces(ctx) }
 	r.run(ctx)
 	quiet := time.Now()
 	if err := ctx.Err(); err != nil {
@@ -159,6 +160,11 @@ func settle(ctx context.Context, env *Env, r *runner) error {
 		r.harnessErr("reconcile: %v", err)
 	}
 	waitQuiet(ctx, env, env.ProvTime+15*time.Second)
+	// Proxmox tasks no row waits for may still run (a holder create whose
+	// answer an outage cut off, resumed when its node came back): the VM
+	// they make is locked until they end, and the orphan pruning rightly
+	// leaves a locked VM alone.
+	waitTasks(ctx, env, env.ProvTime)
 	if _, err := env.Client.PruneWith(ctx, api.PruneRequest{Orphans: true}); err != nil {
 		r.harnessErr("prune --orphans: %v", err)
 	}
@@ -167,6 +173,24 @@ func settle(ctx context.Context, env *Env, r *runner) error {
 	}
 	waitQuiet(ctx, env, 5*time.Second)
 	return r.inj.Clear(ctx)
+}
+
+// waitTasks polls until the simulator runs no task (bounded by limit).
+func waitTasks(ctx context.Context, env *Env, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st, err := env.Sim.State(ctx)
+		running := err != nil
+		if st != nil {
+			for _, t := range st.Tasks {
+				running = running || t.Running
+			}
+		}
+		if !running {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waitQuiet polls until no sandbox or workspace is in a transitional state.
