@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -179,10 +180,20 @@ func checkProbe(p NodeProbe, foreign map[int]pvesim.VMState) []Violation {
 		}
 	}
 	sort.Ints(ids)
+	// A destroy agentd started while the node answered may finish during
+	// the outage (a cut-off node runs its tasks on): not a destroy of an
+	// unreachable VM.
+	destroying := map[string]bool{}
+	for _, t := range p.Before.Tasks {
+		if t.Running && t.Type == "qmdestroy" {
+			destroying[t.ID] = true
+		}
+	}
 	for _, id := range ids {
 		was := p.Before.VMs[id]
 		now, ok := p.After.VMs[id]
 		switch {
+		case !ok && destroying[strconv.Itoa(id)]:
 		case !ok:
 			out = append(out, Violation{"I10", describeVM(id, was), "destroyed " + at})
 		case now.Node != p.Node:

@@ -96,8 +96,11 @@ func TestCheckI10(t *testing.T) {
 	w.Probes[0].Before.VMs[8003] = w.Probes[0].After.VMs[8003]
 	w.Sim.VMs[8003] = w.Probes[0].After.VMs[8003]
 	w.Foreign[8003] = w.Probes[0].After.VMs[8003]
+	// And a VM whose destroy task ran as the node went offline may be gone.
+	w.Probes[0].Before.Tasks = []pvesim.TaskState{{Type: "qmdestroy", ID: "105", Running: true}}
+	w.Probes[0].Before.VMs[105] = pvesim.VMState{Node: "pve2", Config: map[string]string{"description": sbDesc("sbx-c")}}
 	if vs := CheckI10(w); len(vs) != 0 {
-		t.Fatalf("a later change and a foreign holder: %v", vs)
+		t.Fatalf("a later change, a foreign holder, a failed create's holder, a destroy under way: %v", vs)
 	}
 }
 
