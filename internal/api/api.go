@@ -210,9 +210,11 @@ type EventList struct {
 
 // Profile is a sandbox template as the API shows it.
 type Profile struct {
-	Name              string `json:"name"`
-	Description       string `json:"description,omitempty"`
-	TemplateVMID      int    `json:"template_vmid"`
+	Name         string `json:"name"`
+	Description  string `json:"description,omitempty"`
+	TemplateVMID int    `json:"template_vmid"`
+	// Template is the template's name, resolved on each node (0 VMID).
+	Template          string `json:"template,omitempty"`
 	Cores             int    `json:"cores"`
 	MemoryMB          int    `json:"memory_mb"`
 	Balloon           int    `json:"balloon_mb"`

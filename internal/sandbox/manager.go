@@ -141,10 +141,12 @@ type Manager struct {
 	// replacement takes; read and written only under the admission lock.
 	replacing map[replacementKey]replacement
 
-	cluster      *placement.Cluster
-	invMu        sync.Mutex
-	invAt        time.Time      // when the ledger's inventory was read
-	templateNode map[int]string // template VMID → its node, from that inventory
+	cluster       *placement.Cluster
+	invMu         sync.Mutex
+	invAt         time.Time                 // when the ledger's inventory was read
+	templateNode  map[int]string            // template VMID → its node, from that inventory
+	shared        map[string]bool           // storages every node reads, from that inventory
+	templateNamed map[string][]pve.Resource // template name → the templates of that name
 
 	reportMu sync.Mutex
 	reports  map[string]nodeReport // node agents' last reports by node

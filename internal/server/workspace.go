@@ -7,6 +7,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
+	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
 )
 
 func (s *Server) workspaceRoutes(add func(method, path string, p perm, h handler)) {
@@ -145,10 +146,10 @@ func (s *Server) checkWorkspace(_ http.ResponseWriter, r *http.Request) (int, an
 	if err != nil {
 		return 0, nil, err
 	}
-	vmids := map[string]int{}
+	vmids := map[string]workspace.SandboxVM{}
 	for _, sb := range live {
 		if sb.VMID != 0 {
-			vmids[sb.ID] = sb.VMID
+			vmids[sb.ID] = workspace.SandboxVM{VMID: sb.VMID, Node: sb.Node}
 		}
 	}
 	res, err := s.mgr.Workspaces().Check(r.Context(), r.PathValue("ws"), vmids)
