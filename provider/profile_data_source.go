@@ -44,7 +44,8 @@ func profileAttrs(nameRequired bool) map[string]schema.Attribute {
 	return map[string]schema.Attribute{
 		"name":               schema.StringAttribute{Required: nameRequired, Computed: !nameRequired, MarkdownDescription: "Profile name."},
 		"description":        schema.StringAttribute{Computed: true, MarkdownDescription: "What the profile is for."},
-		"template_vmid":      schema.Int64Attribute{Computed: true, MarkdownDescription: "Proxmox template VM that sandboxes are cloned from."},
+		"template_vmid":      schema.Int64Attribute{Computed: true, MarkdownDescription: "Proxmox template VM that sandboxes are cloned from (0 when the profile names its template by `template`)."},
+		"template":           schema.StringAttribute{Computed: true, MarkdownDescription: "Name of the Proxmox template, resolved on each node to the template of that name there (empty when the profile gives `template_vmid`)."},
 		"cores":              schema.Int64Attribute{Computed: true, MarkdownDescription: "vCPUs."},
 		"memory_mb":          schema.Int64Attribute{Computed: true, MarkdownDescription: "Memory in MiB."},
 		"root_size_gb":       schema.Int64Attribute{Computed: true, MarkdownDescription: "Root disk size in GiB (0: the template's)."},
@@ -55,7 +56,7 @@ func profileAttrs(nameRequired bool) map[string]schema.Attribute {
 	}
 }
 
-var profileTypes = map[string]attr.Type{"name": types.StringType, "description": types.StringType, "template_vmid": types.Int64Type,
+var profileTypes = map[string]attr.Type{"name": types.StringType, "description": types.StringType, "template_vmid": types.Int64Type, "template": types.StringType,
 	"cores": types.Int64Type, "memory_mb": types.Int64Type, "root_size_gb": types.Int64Type, "network_mode": types.StringType,
 	"ttl_default": types.StringType, "keepalive": types.BoolType, "workspace_required": types.BoolType}
 
@@ -63,6 +64,7 @@ type profileModel struct {
 	Name              types.String `tfsdk:"name"`
 	Description       types.String `tfsdk:"description"`
 	TemplateVMID      types.Int64  `tfsdk:"template_vmid"`
+	Template          types.String `tfsdk:"template"`
 	Cores             types.Int64  `tfsdk:"cores"`
 	MemoryMB          types.Int64  `tfsdk:"memory_mb"`
 	RootSizeGB        types.Int64  `tfsdk:"root_size_gb"`
@@ -74,7 +76,8 @@ type profileModel struct {
 
 func profileFromAPI(p api.Profile) profileModel {
 	return profileModel{Name: types.StringValue(p.Name), Description: types.StringValue(p.Description), TemplateVMID: types.Int64Value(int64(p.TemplateVMID)),
-		Cores: types.Int64Value(int64(p.Cores)), MemoryMB: types.Int64Value(int64(p.MemoryMB)), RootSizeGB: types.Int64Value(int64(p.RootSizeGB)),
+		Template: types.StringValue(p.Template),
+		Cores:    types.Int64Value(int64(p.Cores)), MemoryMB: types.Int64Value(int64(p.MemoryMB)), RootSizeGB: types.Int64Value(int64(p.RootSizeGB)),
 		NetworkMode: types.StringValue(p.NetworkMode), TTLDefault: types.StringValue(p.TTLDefault), Keepalive: types.BoolValue(p.Keepalive),
 		WorkspaceRequired: types.BoolValue(p.WorkspaceRequired)}
 }

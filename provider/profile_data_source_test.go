@@ -15,6 +15,7 @@ func TestAccProfileDataSource(t *testing.T) {
 			Check: resource.ComposeAggregateTestCheckFunc(
 				resource.TestCheckResourceAttr("data.agentlab_profile.dev", "cores", "6"),
 				resource.TestCheckResourceAttr("data.agentlab_profile.dev", "template_vmid", "9000"),
+				resource.TestCheckResourceAttr("data.agentlab_profile.dev", "template", ""),
 			),
 		}},
 	})

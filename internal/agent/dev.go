@@ -158,10 +158,16 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	cfg.SnippetsDir = filepath.Join(pveLocal, "snippets")
 	if o.Nodes > 1 {
 		cfg.SnippetsDir, cfg.SnippetsStorage = filepath.Join(pveShared, "snippets"), pvesim.SharedStorageID
+		// The agent network spans the simulated nodes as on a real
+		// cluster: a VXLAN VNet, set up below as host network apply does.
+		cfg.SDN.Zone = "agentlab"
 	}
 	// Every simulated storage that holds images, so each storage's rules can
 	// be tried.
 	cfg.WorkspaceStorages = []string{"local-zfs", "local", "local-raw"}
+	if o.Nodes > 1 {
+		cfg.WorkspaceStorages = append(cfg.WorkspaceStorages, pvesim.SharedStorageID)
+	}
 	if o.ProvisioningTimeout > 0 {
 		cfg.ProvisioningTimeout = o.ProvisioningTimeout
 	}
@@ -188,6 +194,15 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		}
 	}
 	d.hooks = o.Hooks
+	if cfg.SDN.Enabled() {
+		pc, err := ProxmoxClient(cfg, nil)
+		if err != nil {
+			return fail(err)
+		}
+		if _, _, err := EnsureSDN(ctx, cfg, pc, false); err != nil {
+			return fail(fmt.Errorf("agentd dev: set up the SDN VNet %s: %w", cfg.SDN.VNet, err))
+		}
+	}
 	profiles, err := devProfiles(cfg.ProfilesDir, cfg.AgentBridge, simOpts.Nodes)
 	if err != nil {
 		return fail(err)

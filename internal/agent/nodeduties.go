@@ -25,9 +25,13 @@ func HostPolicy(ctx context.Context, cfg *config.Config, profiles profile.Set) (
 	if err != nil {
 		return nil, err
 	}
-	return &netpolicy.Policy{Bridge: cfg.AgentBridge, Subnet: subnet, HostAddr: host, Uplink: cfg.Uplink, GuestPort: cfg.GuestPort,
+	p := &netpolicy.Policy{Bridge: cfg.AgentBridge, Subnet: subnet, HostAddr: host, Uplink: cfg.Uplink, GuestPort: cfg.GuestPort,
 		IsolateSandboxes: cfg.IsolateSandboxes, Allowlists: netpolicy.Allowlists(profiles),
-		NoBridgeMeta: !netpolicy.HasBridgeMeta(ctx)}, nil
+		NoBridgeMeta: !netpolicy.HasBridgeMeta(ctx)}
+	if cfg.SDN.Enabled() {
+		p.Tunnel = "vxlan_" + cfg.SDN.VNet // VxlanPlugin's name for the VNet's VXLAN port
+	}
+	return p, nil
 }
 
 // nodeDuties renders node's ruleset: the host policy with the bindings and

@@ -59,8 +59,9 @@ var transitions = map[State][]State{
 	StateFailed:    {StateLost, StateDestroying, StateDestroyed},
 	StateTimeout:   {StateLost, StateDestroying, StateDestroyed},
 	// A sandbox LOST because its node went offline comes back when the
-	// node does (step node_offline only; a failed proof is never undone).
-	StateLost: {StateBooting, StateStopped, StateDestroying, StateDestroyed},
+	// node does (the node_offline steps only; a failed proof is never undone):
+	// FAILED when its provisioning had not finished.
+	StateLost: {StateBooting, StateStopped, StateFailed, StateDestroying, StateDestroyed},
 	// A claim takes the pooled VM back into provisioning (its claim step);
 	// a replaced or unhealthy member is destroyed.
 	StatePooled:     {StateProvisioning, StateFailed, StateLost, StateDestroying, StateDestroyed},
@@ -209,9 +210,11 @@ type EventList struct {
 
 // Profile is a sandbox template as the API shows it.
 type Profile struct {
-	Name              string `json:"name"`
-	Description       string `json:"description,omitempty"`
-	TemplateVMID      int    `json:"template_vmid"`
+	Name         string `json:"name"`
+	Description  string `json:"description,omitempty"`
+	TemplateVMID int    `json:"template_vmid"`
+	// Template is the template's name, resolved on each node (0 VMID).
+	Template          string `json:"template,omitempty"`
 	Cores             int    `json:"cores"`
 	MemoryMB          int    `json:"memory_mb"`
 	Balloon           int    `json:"balloon_mb"`

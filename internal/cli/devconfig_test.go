@@ -16,10 +16,12 @@ import (
 
 // startDevConfig starts agentd dev in process, writes its config.yaml as the
 // dev command does and exports what its env file holds.
-func startDevConfig(t *testing.T) *agent.Dev {
+func startDevConfig(t *testing.T) *agent.Dev { return startDevConfigNodes(t, 0) }
+
+func startDevConfigNodes(t *testing.T, nodes int) *agent.Dev {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := agent.StartDev(ctx, agent.DevOptions{StateDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := agent.StartDev(ctx, agent.DevOptions{StateDir: t.TempDir(), Nodes: nodes, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +35,36 @@ func startDevConfig(t *testing.T) *agent.Dev {
 		t.Setenv(k, v)
 	}
 	return d
+}
+
+// TestHostNetworkSDN: on a 3-node agentd dev the agent network is the SDN
+// VNet that dev set up as host network apply does: render shows the plan
+// (peers: the three nodes) with nothing to change, as nft comments ahead
+// of a ruleset scoped to the VNet; apply says nothing changed; --interfaces
+// is the host address stanza of the VNet, not a bridge of its own.
+func TestHostNetworkSDN(t *testing.T) {
+	startDevConfigNodes(t, 3)
+	code, out := cli("host", "network", "render")
+	for _, want := range []string{
+		"# Proxmox SDN (agentd host network apply creates and applies these through /cluster/sdn):\n",
+		"#   zone agentlab: type vxlan, peers 127.0.0.1,127.0.0.2,127.0.0.3, mtu Proxmox's default, nodes every node\n",
+		"#   vnet agentnet: zone agentlab, tag (VNI) 7700,",
+		"#   subnet agentlab-10.77.0.0-16: 10.77.0.0/16, gateway 10.77.0.1\n",
+		"# apply: nothing to change (all in place and applied)\n",
+		`oifname "agentnet" drop comment "sandbox to sandbox`,
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("render: exit %d, lacks %q:\n%s", code, want, out)
+		}
+	}
+	if code, out := cli("host", "network", "apply"); code != 0 ||
+		!strings.Contains(out, "sdn: zone agentlab, vnet agentnet, subnet agentlab-10.77.0.0-16 already in place and applied: nothing changed\n") {
+		t.Fatalf("apply: exit %d:\n%s", code, out)
+	}
+	if code, out := cli("host", "network", "render", "--interfaces"); code != 0 || !strings.Contains(out, "iface agentnet inet static\n\taddress 10.77.0.1/16\n") ||
+		strings.Contains(out, "bridge-ports") {
+		t.Fatalf("render --interfaces: exit %d:\n%s", code, out)
+	}
 }
 
 // TestLocalFileCommandsWithDev: with only the variables agentd dev exports,

@@ -151,6 +151,10 @@ func (g *options) newNetworkCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if interfaces && cfg.SDN.Enabled() {
+				fmt.Fprint(cmd.OutOrStdout(), p.VNetInterfaces())
+				return nil
+			}
 			if interfaces {
 				fmt.Fprint(cmd.OutOrStdout(), p.Interfaces())
 				return nil
@@ -159,6 +163,10 @@ func (g *options) newNetworkCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.SDN.Enabled() {
+				// As nft comments, so that the output stays a ruleset.
+				fmt.Fprint(cmd.OutOrStdout(), sdnPlanText(ctx, cfg, "# "))
+			}
 			fmt.Fprint(cmd.OutOrStdout(), rs)
 			return nil
 		},
@@ -166,7 +174,7 @@ func (g *options) newNetworkCmd() *cobra.Command {
 	configFlag(render.Flags(), &cfgPath)
 	render.Flags().BoolVar(&interfaces, "interfaces", false, "print the /etc/network/interfaces stanza of the agent bridge instead")
 	var applyCfg string
-	var skipNft, skipGroups bool
+	var skipNft, skipGroups, skipSDN bool
 	apply := &cobra.Command{
 		Use:   "apply",
 		Short: "Load the nftables ruleset atomically and create/update the Proxmox security groups",
@@ -174,7 +182,13 @@ func (g *options) newNetworkCmd() *cobra.Command {
 running it again is harmless) and create or update the cluster security groups
 of the profiles' network modes (agentlab-nat, agentlab-off, one per allowlist
 profile). The bridge itself is not touched: add the stanza from
-"agentd host network render --interfaces" to /etc/network/interfaces.`,
+"agentd host network render --interfaces" to /etc/network/interfaces.
+
+With sdn.zone set, it first creates or updates the Proxmox SDN VXLAN zone
+(peers: the nodes), the VNet and the agent subnet through /cluster/sdn and
+applies them (PUT /cluster/sdn); a second run changes nothing and says so.
+SDN objects of the same ids that agentd did not create are an error, never
+changed, and so are pending SDN changes of others (an apply commits all).`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, profiles, pc, err := loadHost(applyCfg)
@@ -190,6 +204,13 @@ profile). The bridge itself is not touched: add the stanza from
 			rs, err := p.Ruleset()
 			if err != nil {
 				return err
+			}
+			if cfg.SDN.Enabled() && !skipSDN {
+				plan, changes, err := agent.EnsureSDN(ctx, cfg, pc, false)
+				if err != nil {
+					return fmt.Errorf("sdn: %w", err)
+				}
+				fmt.Fprint(cmd.OutOrStdout(), sdnResult(plan, changes))
 			}
 			if !skipNft && isDev(cfg) {
 				// agentd dev never touches this machine's firewall.
@@ -222,8 +243,69 @@ profile). The bridge itself is not touched: add the stanza from
 	configFlag(apply.Flags(), &applyCfg)
 	apply.Flags().BoolVar(&skipNft, "skip-nft", false, "only update the Proxmox security groups")
 	apply.Flags().BoolVar(&skipGroups, "skip-groups", false, "only load the nftables ruleset")
+	apply.Flags().BoolVar(&skipSDN, "skip-sdn", false, "leave the Proxmox SDN zone and VNet alone (sdn.zone set)")
 	cmd.AddCommand(render, apply)
 	return cmd
+}
+
+// sdnDescribe is the plan in one line per object.
+func sdnDescribe(plan pve.SDN, prefix string) string {
+	var b strings.Builder
+	mtu := "Proxmox's default"
+	if plan.MTU > 0 {
+		mtu = fmt.Sprint(plan.MTU)
+	}
+	nodes := "every node"
+	if len(plan.Nodes) > 0 {
+		nodes = strings.Join(plan.Nodes, ",")
+	}
+	fmt.Fprintf(&b, "%szone %s: type vxlan, peers %s, mtu %s, nodes %s\n", prefix, plan.Zone, strings.Join(plan.Peers, ","), mtu, nodes)
+	fmt.Fprintf(&b, "%svnet %s: zone %s, tag (VNI) %d, alias %q (the agent bridge of every profile)\n", prefix, plan.VNet, plan.Zone, plan.Tag, pve.SDNAlias)
+	fmt.Fprintf(&b, "%ssubnet %s: %s, gateway %s\n", prefix, plan.SubnetID(), plan.Subnet, plan.Gateway)
+	return b.String()
+}
+
+// sdnPlanText is what render shows of the SDN: the objects and, when
+// Proxmox answers, what apply would change.
+func sdnPlanText(ctx context.Context, cfg *config.Config, prefix string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%sProxmox SDN (agentd host network apply creates and applies these through /cluster/sdn):\n", prefix)
+	pc, err := agent.ProxmoxClient(cfg, nil)
+	var plan pve.SDN
+	var changes []pve.SDNChange
+	if err == nil {
+		plan, changes, err = agent.EnsureSDN(ctx, cfg, pc, true)
+	}
+	if err != nil && plan.Zone == "" {
+		fmt.Fprintf(&b, "%s  zone %s (vxlan), vnet %s (tag %d): %v\n", prefix, cfg.SDN.Zone, cfg.SDN.VNet, cfg.SDN.Tag, err)
+		return b.String()
+	}
+	b.WriteString(sdnDescribe(plan, prefix+"  "))
+	switch {
+	case err != nil:
+		fmt.Fprintf(&b, "%sapply would fail: %v\n", prefix, err)
+	case len(changes) == 0:
+		fmt.Fprintf(&b, "%sapply: nothing to change (all in place and applied)\n", prefix)
+	default:
+		for _, ch := range changes {
+			fmt.Fprintf(&b, "%sapply would %s\n", prefix, ch)
+		}
+	}
+	return b.String() + "\n"
+}
+
+// sdnResult is what apply reports of the SDN step.
+func sdnResult(plan pve.SDN, changes []pve.SDNChange) string {
+	var b strings.Builder
+	if len(changes) == 0 {
+		fmt.Fprintf(&b, "sdn: zone %s, vnet %s, subnet %s already in place and applied: nothing changed\n", plan.Zone, plan.VNet, plan.SubnetID())
+		return b.String()
+	}
+	for _, ch := range changes {
+		fmt.Fprintf(&b, "sdn: %s\n", ch)
+	}
+	b.WriteString(sdnDescribe(plan, "sdn:   "))
+	return b.String()
 }
 
 // hostCheckText is the text output of agentd host check for the doctor

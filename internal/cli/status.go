@@ -101,7 +101,7 @@ func (g *options) newProfileCmd() *cobra.Command {
 				}
 				var rows [][]string
 				for _, p := range ps {
-					rows = append(rows, []string{p.Name, fmt.Sprint(p.TemplateVMID), fmt.Sprint(p.Cores), fmt.Sprint(p.MemoryMB),
+					rows = append(rows, []string{p.Name, templateOf(p), fmt.Sprint(p.Cores), fmt.Sprint(p.MemoryMB),
 						fmt.Sprint(p.RootSizeGB), p.NetworkMode, p.TTLDefault, fmt.Sprint(p.WorkspaceRequired)})
 				}
 				return g.table(cmd.OutOrStdout(), "NAME\tTEMPLATE\tCORES\tMEMORY MB\tROOT GB\tNETWORK\tTTL\tWORKSPACE", rows)
@@ -125,8 +125,8 @@ func (g *options) newProfileCmd() *cobra.Command {
 				if p.IdleStopMinutes >= 0 {
 					idle = fmt.Sprintf("%d min", p.IdleStopMinutes)
 				}
-				printf(cmd.OutOrStdout(), "Name:        %s\nDescription: %s\nTemplate:    %d (%s clone)\nResources:   %d cores, %d MiB (balloon %d)\nRoot disk:   %d GiB\nNetwork:     %s on %s\nTTL:         %s\nKeepalive:   %t\nIdle stop:   %s\nWorkspace:   required=%t\nSource:      %s\n",
-					p.Name, dash(p.Description), p.TemplateVMID, p.Clone, p.Cores, p.MemoryMB, p.Balloon, p.RootSizeGB, p.NetworkMode, p.Bridge, p.TTLDefault, p.Keepalive, idle, p.WorkspaceRequired, p.Source)
+				printf(cmd.OutOrStdout(), "Name:        %s\nDescription: %s\nTemplate:    %s (%s clone)\nResources:   %d cores, %d MiB (balloon %d)\nRoot disk:   %d GiB\nNetwork:     %s on %s\nTTL:         %s\nKeepalive:   %t\nIdle stop:   %s\nWorkspace:   required=%t\nSource:      %s\n",
+					p.Name, dash(p.Description), templateOf(*p), p.Clone, p.Cores, p.MemoryMB, p.Balloon, p.RootSizeGB, p.NetworkMode, p.Bridge, p.TTLDefault, p.Keepalive, idle, p.WorkspaceRequired, p.Source)
 				return nil
 			})
 		},
@@ -178,4 +178,13 @@ func callerLine(c api.Caller) string {
 		}
 	}
 	return fmt.Sprintf("Caller: %s (%s, role %s%s)", c.Actor, team, c.Role, acting)
+}
+
+// templateOf is how a profile names its template: its VMID, or its name
+// (resolved on each node).
+func templateOf(p api.Profile) string {
+	if p.Template != "" {
+		return p.Template
+	}
+	return fmt.Sprint(p.TemplateVMID)
 }

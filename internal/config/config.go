@@ -118,6 +118,8 @@ type Config struct {
 	Nodes []string `yaml:"nodes"`
 	// Placement bounds what agentd puts on each node.
 	Placement Placement `yaml:"placement"`
+	// SDN carries the agent network across the cluster's nodes.
+	SDN SDN `yaml:"sdn"`
 	// LeaseCountsWhilePaused: a hibernated (SUSPENDED) sandbox's lease runs
 	// on; false (the default) stops the clock until it is resumed.
 	LeaseCountsWhilePaused bool          `yaml:"lease_counts_while_paused"`
@@ -147,6 +149,33 @@ type Placement struct {
 	MaxInFlightPerNode int `yaml:"max_inflight_per_node"`
 }
 
+// SDN is the Proxmox SDN VXLAN zone and VNet that agentd host network apply
+// creates so that the agent network spans the nodes: with a zone set, the
+// VNet is the agent bridge of every profile.
+type SDN struct {
+	// Zone is the VXLAN zone's id; "" turns SDN off (one node, or per-node
+	// bridges set up by hand).
+	Zone string `yaml:"zone"`
+	// VNet is the VNet's id, which is the bridge name on every node.
+	VNet string `yaml:"vnet"`
+	// Tag is the VXLAN network identifier (VNI), unique in the cluster.
+	Tag int `yaml:"tag"`
+	// MTU of the VNet (0: Proxmox's default, the underlay's MTU - 50).
+	MTU int `yaml:"mtu"`
+	// Peers are the nodes' VXLAN underlay addresses; empty: the addresses
+	// /cluster/status reports for the nodes agentd uses.
+	Peers []string `yaml:"peers"`
+}
+
+// Enabled reports whether the agent network is an SDN VNet.
+func (s SDN) Enabled() bool { return s.Zone != "" }
+
+// sdnIDRE is pve-sdn-zone-id and pve-sdn-vnet-id (2 to 8 characters).
+var sdnIDRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9]*[a-zA-Z0-9]$`)
+
+// defaultBridge is agent_bridge's default, which sdn.vnet replaces.
+const defaultBridge = "vmbr1"
+
 func Default() *Config {
 	return &Config{
 		StateDir:                  "/var/lib/agentd",
@@ -163,7 +192,7 @@ func Default() *Config {
 		SnippetsStorage:           "local",
 		WorkspaceStorage:          "local-lvm",
 		WorkspaceStorages:         []string{},
-		AgentBridge:               "vmbr1",
+		AgentBridge:               defaultBridge,
 		AgentSubnet:               "10.77.0.0/16",
 		AgentHostAddress:          "10.77.0.1",
 		Uplink:                    "vmbr0",
@@ -202,6 +231,7 @@ func Default() *Config {
 		PoolCloneConcurrency:      2,
 		Nodes:                     []string{},
 		Placement:                 Placement{Sample: 3, MemoryReserveMB: 2048, CPUOvercommit: 4, MaxInFlightPerNode: 2},
+		SDN:                       SDN{VNet: "agentnet", Tag: 7700, Peers: []string{}},
 		LeaseGCInterval:           30 * time.Second,
 		EventRetention:            720 * time.Hour,
 		DestroyedRetention:        720 * time.Hour,
@@ -346,6 +376,9 @@ func (c *Config) Validate() error {
 	if c.IdleStopCPUThreshold < 0 || c.IdleStopCPUThreshold > 1 {
 		return c.fieldErr("idle_stop_cpu_threshold", "must be between 0 and 1, got %g", c.IdleStopCPUThreshold)
 	}
+	if err := c.validateSDN(); err != nil {
+		return err
+	}
 	if c.AgentBridge == "" {
 		return c.fieldErr("agent_bridge", "must not be empty")
 	}
@@ -400,6 +433,36 @@ func (c *Config) Validate() error {
 			return c.fieldErr(fmt.Sprintf("ssh_public_keys[%d]", i), "not an OpenSSH public key (want \"ssh-ed25519 AAAA… comment\")")
 		}
 	}
+	return nil
+}
+
+// validateSDN checks the sdn section and, with a zone, makes the VNet the
+// agent bridge.
+func (c *Config) validateSDN() error {
+	s := c.SDN
+	if !s.Enabled() {
+		return nil
+	}
+	for _, kv := range [][2]string{{"sdn.zone", s.Zone}, {"sdn.vnet", s.VNet}} {
+		if len(kv[1]) < 2 || len(kv[1]) > 8 || !sdnIDRE.MatchString(kv[1]) {
+			return c.fieldErr(kv[0], "want 2 to 8 letters and digits starting with a letter (a Proxmox SDN id), got %q", kv[1])
+		}
+	}
+	if s.Tag < 1 || s.Tag > 16777215 {
+		return c.fieldErr("sdn.tag", "want a VXLAN network identifier from 1 to 16777215, got %d", s.Tag)
+	}
+	if s.MTU != 0 && (s.MTU < 576 || s.MTU > 65520) {
+		return c.fieldErr("sdn.mtu", "want 0 (Proxmox's default) or an MTU from 576 to 65520, got %d", s.MTU)
+	}
+	for i, p := range s.Peers {
+		if _, err := netip.ParseAddr(p); err != nil {
+			return c.fieldErr(fmt.Sprintf("sdn.peers[%d]", i), "want a node's IP address, got %q", p)
+		}
+	}
+	if c.AgentBridge != defaultBridge && c.AgentBridge != s.VNet {
+		return c.fieldErr("agent_bridge", "is %q but sdn.zone is set: the agent bridge is the VNet sdn.vnet (%q); leave agent_bridge out", c.AgentBridge, s.VNet)
+	}
+	c.AgentBridge = s.VNet
 	return nil
 }
 

@@ -60,6 +60,14 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		{"workspace_storage: local-lvm,foo=bar\n", "c.yaml: workspace_storage: \"local-lvm,foo=bar\" is not a Proxmox storage id"},
 		{"workspace_storages: [local-zfs, x]\n", "c.yaml: workspace_storages[1]: \"x\" is not a Proxmox storage id"},
 		{"snippets_storage: local/snippets\n", "c.yaml: snippets_storage: \"local/snippets\" is not a Proxmox storage id"},
+		{"sdn:\n  zone: agent-lab\n", "c.yaml: sdn.zone: want 2 to 8 letters and digits starting with a letter (a Proxmox SDN id), got \"agent-lab\""},
+		{"sdn:\n  zone: agentlab9\n", "c.yaml: sdn.zone: want 2 to 8 letters"},
+		{"sdn:\n  zone: al\n  vnet: \"\"\n", "c.yaml: sdn.vnet: want 2 to 8 letters"},
+		{"sdn:\n  zone: al\n  tag: 16777216\n", "c.yaml: sdn.tag: want a VXLAN network identifier from 1 to 16777215, got 16777216"},
+		{"sdn:\n  zone: al\n  tag: 0\n", "c.yaml: sdn.tag: want a VXLAN network identifier"},
+		{"sdn:\n  zone: al\n  mtu: 100\n", "c.yaml: sdn.mtu: want 0 (Proxmox's default) or an MTU from 576 to 65520, got 100"},
+		{"sdn:\n  zone: al\n  peers: [10.0.0.1, pve2]\n", "c.yaml: sdn.peers[1]: want a node's IP address, got \"pve2\""},
+		{"agent_bridge: vmbr9\nsdn:\n  zone: al\n", "c.yaml: agent_bridge: is \"vmbr9\" but sdn.zone is set: the agent bridge is the VNet sdn.vnet (\"agentnet\"); leave agent_bridge out"},
 	}
 	for _, tc := range cases {
 		p := filepath.Join(dir, "c.yaml")
@@ -69,6 +77,28 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 		_, err := Load(p)
 		if err == nil || !strings.Contains(err.Error(), strings.Replace(tc.want, "c.yaml", p, 1)) {
 			t.Errorf("%q: got %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// TestSDNMakesTheVNetTheBridge: with sdn.zone set the agent bridge is the
+// VNet (agent_bridge left out, or naming the VNet); without, it is untouched.
+func TestSDNMakesTheVNetTheBridge(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ yaml, bridge string }{
+		{"sdn:\n  zone: agentlab\n", "agentnet"},
+		{"agent_bridge: vnet7\nsdn:\n  zone: agentlab\n  vnet: vnet7\n", "vnet7"},
+		{"agent_bridge: vmbr2\n", "vmbr2"},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(tc.yaml+"proxmox_node: pve1\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(p)
+		if err != nil {
+			t.Errorf("%q: %v", tc.yaml, err)
+		} else if c.AgentBridge != tc.bridge {
+			t.Errorf("%q: bridge %q, want %q", tc.yaml, c.AgentBridge, tc.bridge)
 		}
 	}
 }

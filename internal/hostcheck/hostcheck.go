@@ -144,8 +144,34 @@ func Run(ctx context.Context, cfg *config.Config, profiles profile.Set, pc *pve.
 		}
 	}
 	templates := map[int][]string{}
+	var named map[string][]int // template name → VMIDs of that name on this node
 	for _, n := range profiles.Names() {
-		templates[profiles[n].TemplateVMID] = append(templates[profiles[n].TemplateVMID], n)
+		id := profiles[n].TemplateVMID
+		if t := profiles[n].Template; t != "" {
+			if named == nil {
+				named = map[string][]int{}
+				if vms, err := pc.Resources(ctx); err != nil {
+					add("templates", Fail, err.Error(), "")
+				} else {
+					for _, r := range vms {
+						if r.Template && r.Node == pc.Node() {
+							named[r.Name] = append(named[r.Name], r.VMID)
+						}
+					}
+				}
+			}
+			switch ids := named[t]; len(ids) {
+			case 0:
+				add(fmt.Sprintf("template %s (%s)", t, n), Fail, "no template of that name on node "+pc.Node(), "build it (examples/vm-template), or fix template in the profile")
+				continue
+			case 1:
+				id = ids[0]
+			default:
+				add(fmt.Sprintf("template %s (%s)", t, n), Fail, fmt.Sprintf("templates %v on node %s all have that name", ids, pc.Node()), "rename all but one, or name the VMID under the profile's templates")
+				continue
+			}
+		}
+		templates[id] = append(templates[id], n)
 	}
 	ids := make([]int, 0, len(templates))
 	for id := range templates {

@@ -59,6 +59,11 @@ func TestHostCheck(t *testing.T) {
 	p := *profiles["yolo-ephemeral"]
 	p.Name, p.TemplateVMID = "broken", 9100
 	profiles["broken"] = &p
+	// By name: resolved to the node's template of that name, or reported.
+	byName, ghost := *profiles["yolo-ephemeral"], *profiles["yolo-ephemeral"]
+	byName.Name, byName.TemplateVMID, byName.Template = "byname", 0, "ubuntu-2404-agent"
+	ghost.Name, ghost.TemplateVMID, ghost.Template = "ghost", 0, "no-such-template"
+	profiles["byname"], profiles["ghost"] = &byName, &ghost
 	missing := func(string) (string, error) { return "", errors.New("not found") }
 	cfg := *d.Config
 	cfg.SnippetsDir, cfg.SnippetsStorage = filepath.Join(t.TempDir(), "nope"), "local-lvm"
@@ -107,13 +112,14 @@ func TestHostCheck(t *testing.T) {
 		"snippets_dir":           "does not exist",
 		"snippets_storage":       "local-lvm does not allow snippets",
 		"template 9100 (broken)": "not a template (qm template 9100); guest agent not enabled",
-		"template 9000 (interactive-dev, yolo-ephemeral, yolo-workspace)": "template with cloud-init",
-		"nft bridge agentlab":   "the bridge table",
-		"nft inet agentlab":     "default-deny forward",
-		"br_netfilter":          "br_netfilter is not loaded",
-		"datacenter firewall":   "the datacenter firewall is off",
-		"resolver":              "nothing answers on 10.77.0.1:53",
-		"guest_check_source_ip": "accepted from any address",
+		"template 9000 (byname, interactive-dev, yolo-ephemeral, yolo-workspace)": "template with cloud-init",
+		"template no-such-template (ghost)":                                       "no template of that name on node pve",
+		"nft bridge agentlab":                                                     "the bridge table",
+		"nft inet agentlab":                                                       "default-deny forward",
+		"br_netfilter":                                                            "br_netfilter is not loaded",
+		"datacenter firewall":                                                     "the datacenter firewall is off",
+		"resolver":                                                                "nothing answers on 10.77.0.1:53",
+		"guest_check_source_ip":                                                   "accepted from any address",
 	} {
 		r, ok := got[check]
 		if !ok || !strings.Contains(r.Detail, want) {

@@ -95,7 +95,20 @@ type Policy struct {
 	NoBridgeMeta bool
 	// Exposed are the published guest ports (agentd sandbox expose).
 	Exposed []Expose
+	// Tunnel is the VXLAN port of the agent bridge when it is a Proxmox SDN
+	// VNet (vxlan_<vnet>, VxlanPlugin generate_sdn_config): it joins this
+	// node's bridge to the other nodes'. Every node is the gateway of its
+	// own sandboxes, with the same address and MAC (HostMAC), so nothing of
+	// a gateway crosses it, and other nodes' sandboxes reach only this
+	// node's sandboxes through it, never its stack.
+	Tunnel string
 }
+
+// HostMAC is the agent bridge's MAC when the bridge is an SDN VNet: the same
+// on every node, so that a sandbox's gateway neighbour entry holds wherever
+// it runs. It is the MAC scheme of the sandboxes' (MAC) applied to the host
+// address, which no sandbox is ever given.
+func (p *Policy) HostMAC() net.HardwareAddr { return MAC(p.HostAddr) }
 
 // Expose is a published guest port: TCP to HostPort on the host's uplink
 // interface, from one of Sources, is DNATed to Addr:Port (a sandbox).
@@ -157,6 +170,8 @@ func (p *Policy) Validate() error {
 		return fmt.Errorf("host address %s is not inside the agent subnet %s", p.HostAddr, p.Subnet)
 	case p.GuestPort <= 0 || p.GuestPort > 65535:
 		return fmt.Errorf("guest listener port %d is not a TCP port", p.GuestPort)
+	case p.Tunnel != "" && (len(p.Tunnel) > 15 || strings.ContainsAny(p.Tunnel, "\" \t\n")):
+		return fmt.Errorf("tunnel port %q is not an interface name", p.Tunnel)
 	}
 	for name := range p.Allowlists {
 		if !setName(name) {
@@ -255,6 +270,9 @@ table bridge agentlab {
 
 	chain prerouting {
 		type filter hook prerouting priority filter; policy accept;
+{{- if .Tunnel }}
+		iifname "{{ .Tunnel }}" jump from_tunnel
+{{- end }}
 {{- if .NoBridgeMeta }}
 		iifname != @ports accept comment "no nft bridge meta in this kernel: only known sandbox ports are filtered"
 {{- else }}
@@ -265,6 +283,9 @@ table bridge agentlab {
 
 	chain input {
 		type filter hook input priority filter; policy accept;
+{{- if .Tunnel }}
+		iifname "{{ .Tunnel }}" drop comment "other nodes' sandboxes: their own node is their host"
+{{- end }}
 {{- if .NoBridgeMeta }}
 		iifname != @ports accept comment "no nft bridge meta in this kernel: only known sandbox ports are filtered"
 {{- else }}
@@ -272,14 +293,47 @@ table bridge agentlab {
 {{- end }}
 		jump sandbox_port
 	}
-{{- if .IsolateSandboxes }}
+{{- if .Tunnel }}
+
+	# The SDN VNet's VXLAN port: one network over the nodes, one gateway
+	# (same address, same MAC) on each, which stays on its node.
+	chain to_tunnel {
+		ether saddr {{ .HostMAC }} drop comment "this node's gateway stays on this node"
+		arp saddr ip {{ .HostAddr }} drop comment "this node's gateway stays on this node"
+		arp daddr ip {{ .HostAddr }} drop comment "ARP for the gateway: answered on this node"
+	}
+
+	chain from_tunnel {
+		ether daddr 01:80:c2:00:00:00-01:80:c2:00:00:0f drop comment "IEEE link-local groups: not bridged"
+		ether saddr {{ .HostMAC }} drop comment "another node's gateway"
+		ether daddr {{ .HostMAC }} drop comment "for another node's gateway"
+		ether type != { ip, arp } drop comment "IPv4 and ARP only"
+		arp saddr ip {{ .HostAddr }} drop comment "another node's gateway"
+		arp daddr ip {{ .HostAddr }} drop comment "other nodes' sandboxes ask their own node"
+		accept comment "other nodes' sandboxes, checked against the bindings of their node"
+	}
+
+	chain output {
+		type filter hook output priority filter; policy accept;
+		oifname "{{ .Tunnel }}" jump to_tunnel
+	}
+{{- end }}
+{{- if or .IsolateSandboxes .Tunnel }}
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+{{- if .Tunnel }}
+		oifname "{{ .Tunnel }}" jump to_tunnel
+{{- end }}
+{{- if .IsolateSandboxes }}
 {{- if .NoBridgeMeta }}
 		iifname @ports drop comment "isolate_sandboxes: nothing bridged between sandbox ports"
+{{- if .Tunnel }}
+		iifname "{{ .Tunnel }}" drop comment "isolate_sandboxes: nothing bridged from other nodes' sandboxes"
+{{- end }}
 {{- else }}
 		meta ibrname "{{ .Bridge }}" drop comment "isolate_sandboxes: nothing bridged between sandbox ports"
+{{- end }}
 {{- end }}
 	}
 {{- end }}
@@ -381,6 +435,9 @@ table inet agentlab {
 		iifname "{{ .Uplink }}" ct status dnat ip daddr @sandboxes ip daddr . tcp dport @exposed accept comment "exposed ports: only flows prerouting DNATed (from their sources)"
 		iifname != "{{ .Bridge }}" jump to_sandbox
 		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
+{{- if and .Tunnel (not .IsolateSandboxes) }}
+		iifname "{{ .Bridge }}" oifname "{{ .Bridge }}" ip saddr {{ .Subnet }} ip daddr {{ .Subnet }} accept comment "bridged between sandboxes of two nodes (br_netfilter): the bridge tables checked both ends"
+{{- end }}
 		ip saddr != @sandboxes drop comment "unknown source: reaches nothing"
 		oifname "{{ .Uplink }}" ct direction reply ct status dnat ip saddr . tcp sport @exposed accept comment "replies of exposed ports' flows"
 		# No established shortcut: what a sandbox sends is judged by its
@@ -735,4 +792,23 @@ func (s Sets) Unexpose(ctx context.Context, e Expose) error {
 		return err
 	}
 	return s.run(ctx, s.exposeScript(e, "delete"))
+}
+
+// VNetInterfaces is the stanza of every node when the agent bridge is a
+// Proxmox SDN VNet: Proxmox writes the bridge itself
+// (/etc/network/interfaces.d/sdn), but a VXLAN zone is layer 2 only and
+// gives it no address, so each node adds the gateway address, with the MAC
+// every node shares (HostMAC), in its own stanza (ifupdown2 merges the
+// stanzas of an interface).
+func (p *Policy) VNetInterfaces() string {
+	return fmt.Sprintf(`# AgentLab agent network on the Proxmox SDN VNet %s, on every node: each node
+# is the gateway of its own sandboxes, with the same address and MAC (the
+# nftables ruleset keeps each gateway on its node). The bridge and its VXLAN
+# port come from the SDN config (agentd host network apply).
+iface %s inet static
+	address %s/%d
+	hwaddress %s
+	post-up echo 1 > /proc/sys/net/ipv4/ip_forward
+	post-up ip %s
+`, p.Bridge, p.Bridge, p.HostAddr, p.Subnet.Bits(), p.HostMAC(), strings.Join(NoLinkLocalLearn("$IFACE"), " "))
 }

@@ -48,6 +48,22 @@ func TestRulesetGolden(t *testing.T) {
 	if _, err := outside.Ruleset(); err == nil || !strings.Contains(err.Error(), "not an address of the agent subnet") {
 		t.Fatalf("an address outside the agent subnet: %v", err)
 	}
+	// On an SDN VNet: the tunnel chains (golden), each gateway kept on its node.
+	sdn := testPolicy()
+	sdn.Bridge, sdn.Tunnel = "agentnet", "vxlan_agentnet"
+	gotSDN, err := sdn.Ruleset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		os.WriteFile("testdata/ruleset-sdn.nft", []byte(gotSDN), 0o644)
+	}
+	if want, _ := os.ReadFile("testdata/ruleset-sdn.nft"); gotSDN != string(want) {
+		t.Fatalf("ruleset differs from testdata/ruleset-sdn.nft (go test -update to accept):\n%s", gotSDN)
+	}
+	if v := sdn.VNetInterfaces(); !strings.Contains(v, "iface agentnet inet static\n\taddress 10.77.0.1/16\n\thwaddress 02:a1:0a:4d:00:01\n") || strings.Contains(v, "bridge-ports") {
+		t.Fatalf("VNet stanza:\n%s", v)
+	}
 	iface := testPolicy().Interfaces()
 	if !strings.Contains(iface, "address 10.77.0.1/16") || !strings.Contains(iface, "bridge-ports none") {
 		t.Fatalf("interfaces stanza:\n%s", iface)
@@ -63,8 +79,16 @@ func TestRulesetLoads(t *testing.T) {
 	ports.NoBridgeMeta = true
 	policies := []*Policy{ports, {Bridge: "vmbr1", Subnet: netip.MustParsePrefix("10.77.0.0/16"),
 		HostAddr: netip.MustParseAddr("10.77.0.1"), Uplink: "eno1", GuestPort: 8844, NoBridgeMeta: true}}
+	// The agent bridge as an SDN VNet, with and without isolation.
+	for _, isolate := range []bool{true, false} {
+		p := testPolicy()
+		p.Bridge, p.Tunnel, p.IsolateSandboxes, p.NoBridgeMeta = "agentnet", "vxlan_agentnet", isolate, true
+		policies = append(policies, p)
+	}
 	if HasBridgeMeta(context.Background()) {
-		policies = append(policies, testPolicy())
+		sdn := testPolicy()
+		sdn.Bridge, sdn.Tunnel = "agentnet", "vxlan_agentnet"
+		policies = append(policies, testPolicy(), sdn)
 	} else {
 		t.Log("kernel without nft bridge meta (CONFIG_NFT_BRIDGE_META): the meta ibrname form is checked by the golden file only")
 	}

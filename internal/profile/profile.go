@@ -24,6 +24,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
 	"github.com/agentlab/terraform-provider-agentlab/internal/strictyaml"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 // Defaults are the profiles shipped with agentd (used by `agentd dev` and
@@ -34,14 +35,18 @@ var Defaults embed.FS
 
 // Profile is one sandbox profile.
 type Profile struct {
-	Name         string    `yaml:"name"`
-	Description  string    `yaml:"description"`
-	TemplateVMID int       `yaml:"template_vmid"`
-	Resources    Resources `yaml:"resources"`
-	Storage      Storage   `yaml:"storage"`
-	Network      Network   `yaml:"network"`
-	Behavior     Behavior  `yaml:"behavior"`
-	Secrets      Secrets   `yaml:"secrets"`
+	Name         string `yaml:"name"`
+	Description  string `yaml:"description"`
+	TemplateVMID int    `yaml:"template_vmid"`
+	// Template names the template instead of template_vmid: on each node
+	// the template of that name there is cloned (a linked clone needs it on
+	// the node it is made on).
+	Template  string    `yaml:"template"`
+	Resources Resources `yaml:"resources"`
+	Storage   Storage   `yaml:"storage"`
+	Network   Network   `yaml:"network"`
+	Behavior  Behavior  `yaml:"behavior"`
+	Secrets   Secrets   `yaml:"secrets"`
 	// Pool keeps booted, unassigned VMs of this profile ready (nil: none).
 	Pool *Pool `yaml:"pool"`
 	// Teams may use the profile; empty: every team.
@@ -159,8 +164,15 @@ func (p *Profile) validate(bridge string) error {
 			return fmt.Errorf("teams[%d]: %v", i, err)
 		}
 	}
-	if p.TemplateVMID < 100 || p.TemplateVMID > 999999999 {
-		return fmt.Errorf("template_vmid: must be a VMID between 100 and 999999999, got %d", p.TemplateVMID)
+	switch {
+	case p.Template != "" && p.TemplateVMID != 0:
+		return fmt.Errorf("template, template_vmid: give one of them, not both (template %q, template_vmid %d)", p.Template, p.TemplateVMID)
+	case p.Template != "":
+		if !validate.VMName(p.Template) {
+			return fmt.Errorf("template: %q is not a Proxmox VM name (letters, digits, dashes and dots, as qm set --name takes)", p.Template)
+		}
+	case p.TemplateVMID < 100 || p.TemplateVMID > 999999999:
+		return fmt.Errorf("template_vmid: must be a VMID between 100 and 999999999 (or give the template's name as template), got %d", p.TemplateVMID)
 	}
 	for node, id := range p.Templates {
 		if id < 100 || id > 999999999 {
@@ -267,7 +279,7 @@ func (p *Profile) API() api.Profile {
 	if p.Behavior.IdleStopMinutes != nil {
 		idle = *p.Behavior.IdleStopMinutes
 	}
-	return api.Profile{Name: p.Name, Description: p.Description, TemplateVMID: p.TemplateVMID,
+	return api.Profile{Name: p.Name, Description: p.Description, TemplateVMID: p.TemplateVMID, Template: p.Template,
 		Cores: p.Resources.Cores, MemoryMB: p.Resources.MemoryMB, Balloon: p.Resources.Balloon,
 		RootSizeGB: p.Storage.RootSizeGB, Storage: p.Storage.Storage, Clone: p.Storage.Clone,
 		Bridge: p.Network.Bridge, NetworkMode: p.Network.Mode, TTLDefault: p.Behavior.TTLDefault.String(),

@@ -232,6 +232,9 @@ type NodeResource struct {
 type Inventory struct {
 	VMs   []Resource
 	Nodes []NodeResource
+	// Shared names the storages every node reads (the "shared" flag is the
+	// storage's own, listed once per node with the same value).
+	Shared map[string]bool
 }
 
 // Inventory lists every VM and node of the cluster in exactly one
@@ -242,7 +245,7 @@ func (c *Client) Inventory(ctx context.Context) (*Inventory, error) {
 	if err := c.api.Get(ctx, "/cluster/resources", &rs); err != nil {
 		return nil, wrap("list cluster resources", err)
 	}
-	inv := &Inventory{VMs: make([]Resource, 0, len(rs))}
+	inv := &Inventory{VMs: make([]Resource, 0, len(rs)), Shared: map[string]bool{}}
 	for _, r := range rs {
 		switch r.Type {
 		case "qemu":
@@ -251,6 +254,10 @@ func (c *Client) Inventory(ctx context.Context) (*Inventory, error) {
 		case "node":
 			inv.Nodes = append(inv.Nodes, NodeResource{Node: r.Node, Online: r.Status == "online", MaxMem: r.MaxMem, Mem: r.Mem,
 				MaxCPU: r.MaxCPU, CPU: r.CPU})
+		case "storage":
+			if r.Shared == 1 {
+				inv.Shared[r.Storage] = true
+			}
 		}
 	}
 	sort.Slice(inv.VMs, func(i, j int) bool { return inv.VMs[i].VMID < inv.VMs[j].VMID })

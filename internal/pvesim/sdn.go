@@ -342,6 +342,13 @@ func sdnCreate(k sdnKind) func(*Sim, *request) (any, error) {
 		objs := s.sdn.cfg(k.kind)
 		id := req.str(k.idParam)
 		o := typed(k.pattern, "POST", req.params, k.idParam, "lock-token")
+		if msg := sdnCheckConfig(k, o, true); msg != "" {
+			if k.kind == sdnZones {
+				// Zones.pm create runs check_config before lock_sdn_config.
+				return nil, errf("%s", msg)
+			}
+			return nil, errf("%s: %s", what, msg)
+		}
 		switch k.kind {
 		case sdnVnets:
 			o["type"] = "vnet"
@@ -365,49 +372,6 @@ func sdnCreate(k sdnKind) func(*Sim, *request) (any, error) {
 	}
 }
 
-// sdnCheck runs the plugins' update hooks the simulator models.
-func (s *Sim) sdnCheck(k sdnKind, id string, o map[string]any) *Error {
-	switch k.kind {
-	case sdnVnets:
-		zone := s.sdn.cfg(sdnZones)[sdnValue(o["zone"])]
-		if zone == nil {
-			return errf("sdn '%s' does not exist", sdnValue(o["zone"]))
-		}
-		if sdnValue(zone["type"]) == "vxlan" {
-			// VxlanPlugin vnet_update_hook.
-			tag, _ := strconv.ParseInt(sdnValue(o["tag"]), 10, 64)
-			if o["tag"] == nil {
-				return paramErr(map[string]string{"tag": "missing vxlan tag"})
-			}
-			if tag > 16777216 {
-				return paramErr(map[string]string{"tag": "vxlan tag max value is 16777216"})
-			}
-		}
-	case sdnSubnets:
-		vnetID := sdnValue(o["vnet"])
-		vnet := s.sdn.cfg(sdnVnets)[vnetID]
-		if vnet == nil {
-			return paramErr(map[string]string{"vnet": vnetID + " don't exist"})
-		}
-		if sdnValue(vnet["vlanaware"]) == "1" {
-			return paramErr(map[string]string{"vnet": "you can't add a subnet on a vlanaware vnet"})
-		}
-		if gw := sdnValue(o["gateway"]); o["gateway"] != nil {
-			cidr := strings.Replace(strings.TrimPrefix(id, zoneOfSubnet(id)+"-"), "-", "/", 1)
-			_, ipn, err := net.ParseCIDR(cidr)
-			ip := net.ParseIP(gw)
-			ones, bits := 0, 0
-			if ipn != nil {
-				ones, bits = ipn.Mask.Size()
-			}
-			if err == nil && (ip == nil || !ipn.Contains(ip)) && !(ones == 32 && bits == 32) {
-				return paramErr(map[string]string{"gateway": fmt.Sprintf("%s is not in subnet %s", gw, cidr)})
-			}
-		}
-	}
-	return nil
-}
-
 func sdnUpdate(k sdnKind) func(*Sim, *request) (any, error) {
 	return func(s *Sim, req *request) (any, error) {
 		s.mu.Lock()
@@ -425,16 +389,29 @@ func sdnUpdate(k sdnKind) func(*Sim, *request) (any, error) {
 		if k.kind == sdnSubnets && sdnValue(cur["vnet"]) != req.vars["vnet"] {
 			return nil, paramErr(map[string]string{"vnet": "wrong vnet"})
 		}
+		opts := typed(k.pattern+"/{"+k.idParam+"}", "PUT", req.params, k.idParam, "vnet", "lock-token", "digest", "delete")
+		if k.kind != sdnSubnets {
+			opts["type"] = cur["type"]
+			if msg := sdnCheckConfig(k, opts, false); msg != "" {
+				return nil, errf("%s: %s", what, msg)
+			}
+			delete(opts, "type")
+		}
 		next := map[string]any{}
 		for key, v := range cur {
 			next[key] = v
 		}
 		if del := req.str("delete"); del != "" {
 			for _, key := range strings.FieldsFunc(del, func(r rune) bool { return r == ',' || r == ';' || r == ' ' }) {
+				if k.kind != sdnSubnets {
+					if msg := sdnDeleteCheck(k, sdnValue(cur["type"]), key, opts); msg != "" {
+						return nil, errf("%s: %s", what, msg)
+					}
+				}
 				delete(next, key)
 			}
 		}
-		for key, v := range typed(k.pattern+"/{"+k.idParam+"}", "PUT", req.params, k.idParam, "vnet", "lock-token", "digest", "delete") {
+		for key, v := range opts {
 			next[key] = v
 		}
 		if k.kind == sdnSubnets {
@@ -442,6 +419,9 @@ func sdnUpdate(k sdnKind) func(*Sim, *request) (any, error) {
 		}
 		if k.kind == sdnVnets && next["zone"] == nil {
 			return nil, sdnFail(what, paramErr(map[string]string{"zone": "cannot delete zone"}))
+		}
+		if k.kind == sdnVnets && sdnValue(next["zone"]) != sdnValue(cur["zone"]) && s.vnetHasSubnets(id) {
+			return nil, sdnFail(what, paramErr(map[string]string{"zone": "can't change zone if subnets exist"}))
 		}
 		if e := s.sdnCheck(k, id, next); e != nil {
 			return nil, sdnFail(what, e)

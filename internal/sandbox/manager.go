@@ -141,11 +141,13 @@ type Manager struct {
 	// replacement takes; read and written only under the admission lock.
 	replacing map[replacementKey]replacement
 
-	cluster      *placement.Cluster
-	invMu        sync.Mutex
-	invRefresh   sync.Mutex     // held by the one freshInventory reading it
-	invAt        time.Time      // when the ledger's inventory was read
-	templateNode map[int]string // template VMID → its node, from that inventory
+	cluster       *placement.Cluster
+	invMu         sync.Mutex
+	invRefresh    sync.Mutex                // held by the one freshInventory reading it
+	invAt         time.Time                 // when the ledger's inventory was read
+	templateNode  map[int]string            // template VMID → its node, from that inventory
+	shared        map[string]bool           // storages every node reads, from that inventory
+	templateNamed map[string][]pve.Resource // template name → the templates of that name
 
 	reportMu sync.Mutex
 	reports  map[string]nodeReport // node agents' last reports by node
@@ -186,6 +188,7 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 		cluster: placement.NewCluster(o.Placement, uint64(o.Now().UnixNano()))}
 	if ws != nil {
 		ws.SetNodeCheck(m.nodeDown)
+		ws.SetNodes(m.Nodes)
 	}
 	return m
 }

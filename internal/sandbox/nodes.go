@@ -72,13 +72,15 @@ func (m *Manager) refreshClusterRows(ctx context.Context, inv *pve.Inventory, ro
 	}
 	m.cluster.SetInventory(caps)
 	tn := map[int]string{}
+	byName := map[string][]pve.Resource{}
 	for _, r := range inv.VMs {
 		if r.Template {
 			tn[r.VMID] = r.Node
+			byName[r.Name] = append(byName[r.Name], r) // in VMID order, as Inventory sorts
 		}
 	}
 	m.invMu.Lock()
-	m.templateNode, m.invAt = tn, m.now()
+	m.templateNode, m.templateNamed, m.shared, m.invAt = tn, byName, inv.Shared, m.now()
 	m.invMu.Unlock()
 	for _, n := range caps {
 		m.cluster.SetDrained(n.Name, drained[n.Name])
@@ -198,27 +200,56 @@ func (m *Manager) freshInventory(ctx context.Context) {
 }
 
 // templateFor is the template a sandbox of p is cloned from for node, and
-// the node that template lives on: p.templates[node], else template_vmid
-// (on its own node, which a linked clone needs to be node itself).
-func (m *Manager) templateFor(p *profile.Profile, node string) (vmid int, on string) {
+// the node that template lives on: p.templates[node]; else the template
+// named p.template on node; else template_vmid (on its own node, which a
+// linked clone needs to be node itself). why says what is wrong when the
+// template is not on node.
+func (m *Manager) templateFor(p *profile.Profile, node string) (vmid int, on, why string) {
 	if id, ok := p.Templates[node]; ok {
-		return id, node
+		return id, node, ""
 	}
 	m.invMu.Lock()
+	defer m.invMu.Unlock()
+	if p.Template != "" {
+		node = cmp.Or(node, m.opts.Node)
+		var here, elsewhere []string
+		for _, r := range m.templateNamed[p.Template] {
+			if r.Node == node {
+				vmid, on = r.VMID, node
+				here = append(here, fmt.Sprint(r.VMID))
+			} else {
+				elsewhere = append(elsewhere, fmt.Sprintf("%d on %s", r.VMID, r.Node))
+			}
+		}
+		switch {
+		case len(here) > 1:
+			// Two templates of one name: which one is meant is not ours to guess.
+			return 0, "", fmt.Sprintf("templates %s here are all named %s (profile %s); name the one to use under the profile's templates", strings.Join(here, ", "), p.Template, p.Name)
+		case len(here) == 1:
+			return vmid, on, ""
+		case len(elsewhere) > 0:
+			return 0, "", fmt.Sprintf("no template named %s here (profile %s; there are %s)", p.Template, p.Name, strings.Join(elsewhere, ", "))
+		default:
+			return 0, "", fmt.Sprintf("no template named %s (profile %s) on any node agentd can see", p.Template, p.Name)
+		}
+	}
 	on = m.templateNode[p.TemplateVMID]
-	m.invMu.Unlock()
-	return p.TemplateVMID, on
+	switch on {
+	case node:
+	case "":
+		why = fmt.Sprintf("template %d of profile %s is on no node agentd can see", p.TemplateVMID, p.Name)
+	default:
+		why = fmt.Sprintf("no template of profile %s here (template_vmid %d is on %s; list this node under the profile's templates)", p.Name, p.TemplateVMID, on)
+	}
+	return p.TemplateVMID, on, why
 }
 
 // eligible says whether p's sandboxes can be made on node: a template of p
 // lives there.
 func (m *Manager) eligible(p *profile.Profile) func(string) (bool, string) {
 	return func(node string) (bool, string) {
-		if id, on := m.templateFor(p, node); on != node {
-			if on == "" {
-				return false, fmt.Sprintf("template %d of profile %s is on no node agentd can see", id, p.Name)
-			}
-			return false, fmt.Sprintf("no template of profile %s here (template_vmid %d is on %s; list this node under the profile's templates)", p.Name, id, on)
+		if _, on, why := m.templateFor(p, node); on != node {
+			return false, why
 		}
 		return true, ""
 	}
@@ -226,8 +257,9 @@ func (m *Manager) eligible(p *profile.Profile) func(string) (bool, string) {
 
 // place chooses sb's node and records it before anything is made there, so
 // a run resumed after a crash goes on on the same node. A pin (the
-// request's node, or the node of its workspace, whose volume is local
-// there) narrows the choice to one node. While every eligible node runs
+// request's node, or the node of a workspace on a node-local storage)
+// narrows the choice to one node; a workspace on a shared storage is read
+// from any node, so it pins nothing. While every eligible node runs
 // its limit of clones and starts the sandbox waits, in REQUESTED order of
 // arrival being no promise, until one is free or provisioning times out.
 func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
@@ -239,7 +271,8 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		req.PinReason = "asked for by the request"
 	}
 	if sb.Workspace != "" {
-		if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil {
+		m.freshInventory(ctx)
+		if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil && !m.storageShared(w.Storage) {
 			node := cmp.Or(w.Node, m.opts.Node)
 			if req.Pin != "" && req.Pin != node {
 				return api.Errorf(http.StatusConflict, api.CodeConflict, "node %s was asked for, but workspace %s lives on node %s (its volume is local there)", req.Pin, w.Name, node)
@@ -294,6 +327,15 @@ func (m *Manager) claimSlot(ctx context.Context, sb *store.Sandbox) error {
 			m.cluster.Leave(w, true)
 		}
 	}
+}
+
+// storageShared reports whether every node reads storage, as the last
+// inventory says; before the first one it is not (a pin to the holder's
+// node is right either way).
+func (m *Manager) storageShared(storage string) bool {
+	m.invMu.Lock()
+	defer m.invMu.Unlock()
+	return m.shared[storage]
 }
 
 // nodeDown reports whether the last inventory showed node offline.

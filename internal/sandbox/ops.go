@@ -29,7 +29,8 @@ func (m *Manager) proof(sb *store.Sandbox) owner.Proof {
 // untagged reports whether sb's VM may not carry the tag yet: the clone
 // request writes the description, the first config write adds the tag.
 func untagged(sb *store.Sandbox) bool {
-	return sb.Step == stepAllocate || sb.Step == stepClone || sb.Step == stepConfig
+	s := provisionStep(sb)
+	return s == stepAllocate || s == stepClone || s == stepConfig
 }
 
 // vm proves that the VM at sb's VMID is sb's and returns a handle for writes
@@ -120,7 +121,7 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, lockWait time
 		// or timed out while PVE's task goes on) is not gone: the VMID stays
 		// pending, so the clone, when it lands untagged, is still found by
 		// reconcile as ours and pruned.
-		if v != nil || sb.Step != stepClone {
+		if v != nil || provisionStep(sb) != stepClone {
 			if err := m.store.VMGone(ctx, sb.ID, sb.VMID); err != nil {
 				return err
 			}
@@ -658,6 +659,11 @@ func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*st
 	}
 	if sb.Workspace != "" && sb.Workspace != w.Name {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %s already has workspace %s attached", sb.Name, sb.Workspace)
+	}
+	m.freshInventory(ctx)
+	if wn, sn := cmp.Or(w.Node, m.opts.Node), cmp.Or(sb.Node, m.opts.Node); wn != sn && !m.storageShared(w.Storage) {
+		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "workspace %s lives on node %s, on storage %s that only that node reads; sandbox %s runs on node %s (move the workspace first: agentd workspace move %s --node %s)",
+			w.Name, wn, w.Storage, sb.Name, sn, w.Name, sn)
 	}
 	v, err := m.vm(ctx, sb)
 	if errors.Is(err, owner.ErrNotOwned) {

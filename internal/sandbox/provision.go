@@ -583,7 +583,13 @@ func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 			return false, m.progress(ctx, sb, stepConfig, fmt.Sprintf("found VM %d cloned by an earlier run", sb.VMID))
 		}
 	}
-	tmpl, tmplNode := m.templateFor(p, sb.Node)
+	if p.Template != "" {
+		m.freshInventory(ctx) // a run resumed after a restart may come before any inventory
+	}
+	tmpl, tmplNode, why := m.templateFor(p, sb.Node)
+	if tmpl == 0 {
+		return false, fmt.Errorf("node %s: %s", sb.Node, why)
+	}
 	err = m.guard.Clone(ctx, tmpl, tmplNode, m.proof(sb), pve.CloneOptions{Full: p.Storage.Clone == "full", Storage: p.Storage.Storage})
 	if errors.Is(err, pve.ErrUnsupported) && p.Storage.Clone != "full" {
 		return false, fmt.Errorf("%w (a linked clone needs a template (qm template %d) on lvmthin, zfspool or dir storage; or set storage.clone: full in profile %s)", err, tmpl, p.Name)

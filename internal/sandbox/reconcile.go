@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,6 +88,9 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	holders := map[int]bool{}
 	for _, w := range ws {
 		holders[w.HolderVMID] = true
+		if act := m.holderMoved(ctx, w, byID, dryRun); act != nil {
+			rep.Actions = append(rep.Actions, *act)
+		}
 		if act := m.holderDrift(ctx, w, byID, dryRun, prove[w.ID]); act != nil {
 			rep.Actions = append(rep.Actions, *act)
 		}
@@ -282,6 +286,39 @@ func (m *Manager) applyDrift(ctx context.Context, sb *store.Sandbox, act *api.Re
 		m.startWorker(cur.ID)
 	}
 	return err
+}
+
+// holderMoved settles a move a crash left journaled, and follows a holder
+// that is on another node than its row says (migrated outside agentd): the
+// row must name the node the holder is on, since attaching and placing a
+// sandbox with the workspace go there.
+func (m *Manager) holderMoved(ctx context.Context, w *store.Workspace, byID map[int]pve.Resource, dryRun bool) *api.ReconcileAction {
+	if w.State != store.WorkspaceReady || w.HolderVMID == 0 {
+		return nil
+	}
+	if workspace.Moving(w) {
+		act := &api.ReconcileAction{VMID: w.HolderVMID, Action: "workspace_move_pending",
+			Reason: fmt.Sprintf("workspace %s has an interrupted move journaled", w.Name)}
+		if dryRun {
+			return act
+		}
+		done, err := m.ws.FinishMove(ctx, w)
+		if err != nil {
+			act.Reason += "; not settled yet: " + err.Error()
+			return act
+		}
+		return done
+	}
+	r, ok := byID[w.HolderVMID]
+	if !ok || r.Node == "" || r.Node == cmp.Or(w.Node, m.pve.Node()) {
+		return nil
+	}
+	act, err := m.ws.Follow(ctx, w, r.Node, dryRun)
+	if err != nil {
+		return &api.ReconcileAction{VMID: w.HolderVMID, Action: "workspace_node_changed",
+			Reason: fmt.Sprintf("holder VM %d of workspace %s is on node %s; not followed: %v", w.HolderVMID, w.Name, r.Node, err)}
+	}
+	return act
 }
 
 // holderDrift checks a workspace's holder: gone is reported (never

@@ -52,6 +52,13 @@ const (
 
 var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
+// vmNameRE is a Proxmox VM name: the dns-name format of pve-common's
+// JSONSchema (pve_verify_dns_name), which qm set --name checks.
+var vmNameRE = regexp.MustCompile(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
+
+// VMName reports whether s is a name Proxmox accepts for a VM.
+func VMName(s string) bool { return vmNameRE.MatchString(s) }
+
 func name(kind, field, s string, max int) error {
 	if err := NameChars(field, s, max); err != nil {
 		return err

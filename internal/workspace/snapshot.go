@@ -253,10 +253,17 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 	return w, nil
 }
 
-// Check compares the row with Proxmox and reports every mismatch. sandboxVMID
-// maps sandbox ids to their VMIDs (live sandboxes), to find references the
+// SandboxVM is where a live sandbox's VM is: on a cluster its config is
+// only readable through the node it runs on.
+type SandboxVM struct {
+	VMID int
+	Node string
+}
+
+// Check compares the row with Proxmox and reports every mismatch. sandboxes
+// maps the live sandboxes' ids to their VMs, to find references the
 // database does not know about.
-func (m *Manager) Check(ctx context.Context, ref string, sandboxVMIDs map[string]int) (*api.CheckResult, error) {
+func (m *Manager) Check(ctx context.Context, ref string, sandboxes map[string]SandboxVM) (*api.CheckResult, error) {
 	w, err := m.Get(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -306,21 +313,23 @@ func (m *Manager) Check(ctx context.Context, ref string, sandboxVMIDs map[string
 		}
 	}
 	if w.AttachedSandbox != "" {
-		id, ok := sandboxVMIDs[w.AttachedSandbox]
+		vm, ok := sandboxes[w.AttachedSandbox]
+		id := vm.VMID
 		if !ok {
 			add("attached_to_gone_sandbox", "the database says it is attached to sandbox %s, which is not live", m.sandboxName(ctx, w.AttachedSandbox))
-		} else if cfg, err := m.pve.Config(ctx, id); err != nil && !errors.Is(err, pve.ErrNotFound) {
+		} else if cfg, err := m.pve.On(vm.Node).Config(ctx, id); err != nil && !errors.Is(err, pve.ErrNotFound) {
 			return nil, proxmoxErr("check", w, err)
 		} else if err == nil && vol != "" && pve.DiskVolume(cfg, w.AttachKey) != vol {
 			add("not_attached_in_proxmox", "the database says it is attached to sandbox %s (VM %d) as %s, but that VM does not reference %s", m.sandboxName(ctx, w.AttachedSandbox), id, w.AttachKey, vol)
 		}
 	}
 	if vol != "" {
-		for sbID, id := range sandboxVMIDs {
+		for sbID, vm := range sandboxes {
 			if sbID == w.AttachedSandbox {
 				continue
 			}
-			cfg, err := m.pve.Config(ctx, id)
+			id := vm.VMID
+			cfg, err := m.pve.On(vm.Node).Config(ctx, id)
 			if err != nil {
 				continue
 			}
