@@ -167,11 +167,20 @@ func logSteps(b *testing.B, d *agent.Dev) {
 
 // BenchmarkReconcileCluster measures one steady-state reconcile cycle on a
 // simulated 10-node cluster with 5,000 VMs (500 per node), each with a
-// STOPPED row: the cycle must stay one /cluster/resources request however
-// many nodes there are (counted by the simulator), and its wall time.
+// STOPPED row: the listing stays one /cluster/resources request however
+// many nodes there are (counted by the simulator), plus the audit's
+// config reads (reconcile_audit_per_cycle: audit-0 makes none, audit-100
+// is the default), and its wall time.
 func BenchmarkReconcileCluster(b *testing.B) {
+	for _, audit := range []int{0, 100} {
+		b.Run(fmt.Sprintf("audit-%d", audit), func(b *testing.B) { benchReconcileCluster(b, audit) })
+	}
+}
+
+func benchReconcileCluster(b *testing.B, audit int) {
 	const nodes, n = 10, 5000
-	d, _ := startDev(b, agent.DevOptions{Nodes: nodes, Hooks: agent.Hooks{NoLoops: true}})
+	d, _ := startDev(b, agent.DevOptions{Nodes: nodes, Hooks: agent.Hooks{NoLoops: true},
+		Configure: func(c *config.Config) { c.ReconcileAuditPerCycle = audit }})
 	ctx := context.Background()
 	names := d.Sim.Nodes()
 	for i := 0; i < n; i++ {

@@ -85,6 +85,9 @@ type Options struct {
 	BootstrapTTL time.Duration
 	Limits       Limits
 	Expose       ExposeOptions
+	// AuditPerCycle is how many unchanged rows a reconcile cycle re-proves
+	// (round-robin); 0: only rows whose listing changed.
+	AuditPerCycle int
 	// PoolCloneConcurrency bounds the warm-pool clones running at once on
 	// a node (0: 2).
 	PoolCloneConcurrency int

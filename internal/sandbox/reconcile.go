@@ -143,13 +143,6 @@ func (m *Manager) driftProved(ctx context.Context, rows []*store.Sandbox, byID m
 	return out
 }
 
-// proofsPerCycle bounds the full config reads a cycle spends on proving
-// rows whose listing looks unchanged; they are proven round-robin, so each is
-// re-proven every rows/proofsPerCycle cycles. Rows whose listing changed
-// (tag, name, node or a restart) are proven in the same cycle. Every write
-// proves the VM anyway: this only decides how soon a row shows LOST.
-const proofsPerCycle = 100
-
 // proofsDue picks the objects to prove this cycle.
 func (m *Manager) proofsDue(rows []*store.Sandbox, ws []*store.Workspace, byID map[int]pve.Resource) map[string]bool {
 	type obj struct {
@@ -189,11 +182,17 @@ func (m *Manager) proofsDue(rows []*store.Sandbox, ws []*store.Workspace, byID m
 		}
 	}
 	m.lastSig = sigs
-	for i := 0; i < proofsPerCycle && i < len(objs); i++ {
+	// The audit: Options.AuditPerCycle full config reads on rows whose
+	// listing looks unchanged, round-robin, so each is re-proven every
+	// rows/AuditPerCycle cycles. Rows whose listing changed (tag, name, node
+	// or a restart) are proven above, in the same cycle. Every write proves
+	// the VM anyway: this only decides how soon a row shows LOST.
+	audit := m.opts.AuditPerCycle
+	for i := 0; i < audit && i < len(objs); i++ {
 		due[objs[(m.proofCursor+i)%len(objs)].id] = true
 	}
 	if len(objs) > 0 {
-		m.proofCursor = (m.proofCursor + proofsPerCycle) % len(objs)
+		m.proofCursor = (m.proofCursor + audit) % len(objs)
 	}
 	return due
 }
