@@ -148,8 +148,9 @@ type Placement struct {
 	CPUOvercommit float64 `yaml:"cpu_overcommit"`
 	// MaxSandboxesPerNode (0: no limit).
 	MaxSandboxesPerNode int `yaml:"max_sandboxes_per_node"`
-	// MaxInFlightPerNode is the clones and starts run at once on a node;
-	// more hit Proxmox's `can't lock file … got timeout`.
+	// MaxInFlightPerNode is the clones run at once on a node (more hit
+	// Proxmox's `can't lock file … got timeout`), and apart from them the
+	// starts.
 	MaxInFlightPerNode int `yaml:"max_inflight_per_node"`
 }
 

@@ -33,12 +33,12 @@ type Cluster struct {
 	ours     map[string]placed // sandbox id → its node and size
 	perNode  map[string]*usage
 	inFlight map[string]int
-	// waiters are the sandboxes waiting for a clone/start slot, oldest
+	// waiters are the sandboxes waiting for a clone slot, oldest
 	// first; a slot given back wakes the first one it suits (wakeOne).
 	waiters []*Waiter
 }
 
-// Waiter is a sandbox queued for a clone/start slot (Place or Claim
+// Waiter is a sandbox queued for a clone slot (Place or Claim
 // answered ErrBusy). C is closed when a slot it may use is given back.
 type Waiter struct {
 	C     <-chan struct{}
@@ -114,6 +114,9 @@ func (c *Cluster) Leave(w *Waiter, retrying bool) {
 	}
 }
 
+// Caps are the ledger's limits (with defaults filled in).
+func (c *Cluster) Caps() Caps { return c.caps }
+
 // SetInventory replaces the nodes' capacity (a fresh /cluster/resources).
 func (c *Cluster) SetInventory(nodes []Capacity) {
 	c.mu.Lock()
@@ -155,7 +158,7 @@ type Tracked struct {
 }
 
 // Sync replaces agentd's sandboxes with live (by id): those gone are
-// dropped, the clone/start slot of those still in flight is kept. A
+// dropped, the clone slot of those still in flight is kept. A
 // sandbox in flight but not in live was placed a moment before its row
 // recorded the node: it stays.
 func (c *Cluster) Sync(live map[string]Tracked) {
@@ -227,7 +230,7 @@ func (c *Cluster) Landed(id string) {
 	}
 }
 
-// Claim takes a clone/start slot on node for a sandbox whose node is
+// Claim takes a clone slot on node for a sandbox whose node is
 // decided already (a single-host agentd, a run resumed after a restart,
 // a stopped sandbox started again), recording it there as Place does.
 // Only the in-flight limit applies: the sandbox is on node whatever the
@@ -243,7 +246,7 @@ func (c *Cluster) Claim(id, node string, memoryMB int64, cores int) (*Waiter, er
 		return nil, nil
 	}
 	if c.inFlight[node] >= c.caps.MaxInFlight {
-		return c.queue(Request{Pin: node}), &Error{Kind: ErrBusy, Reasons: []string{fmt.Sprintf("%s: busy: %d clones/starts running (max %d)", node, c.inFlight[node], c.caps.MaxInFlight)}}
+		return c.queue(Request{Pin: node}), &Error{Kind: ErrBusy, Reasons: []string{fmt.Sprintf("%s: busy: %d clones running (max %d)", node, c.inFlight[node], c.caps.MaxInFlight)}}
 	}
 	if p, ok := c.ours[id]; ok && p.node == node && memoryMB == 0 {
 		memoryMB, cores = p.memoryMB, p.cores

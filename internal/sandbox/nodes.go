@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -161,7 +162,7 @@ func nodeNames(ns []api.Node) string {
 
 // multiNode reports whether agentd places sandboxes across nodes: the last
 // inventory showed more than one node it uses. One node has no placement
-// step and no caps but the clone/start slot (claimSlot).
+// step and no caps but the clone slot (claimSlot).
 func (m *Manager) multiNode() bool {
 	return len(m.cluster.Nodes()) > 1
 }
@@ -260,7 +261,7 @@ func (m *Manager) eligible(p *profile.Profile) func(string) (bool, string) {
 // request's node, or the node of a workspace on a node-local storage)
 // narrows the choice to one node; a workspace on a shared storage is read
 // from any node, so it pins nothing. While every eligible node runs
-// its limit of clones and starts the sandbox waits, in REQUESTED order of
+// its limit of clones the sandbox waits, in REQUESTED order of
 // arrival being no promise, until one is free or provisioning times out.
 func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
 	var c canonical
@@ -308,9 +309,9 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 	}
 }
 
-// claimSlot takes sb's clone/start slot on its node when placement did
-// not (a single node, a resumed run, a start of a stopped sandbox), waiting
-// while the node runs placement.max_inflight_per_node clones and starts:
+// claimSlot takes sb's clone slot on its node when placement did not (a
+// single node, a resumed run), waiting while the node runs
+// placement.max_inflight_per_node clones:
 // every clone queues on the node's storage lock (pve-storage-<storeid>),
 // which Proxmox gives up on after 10 s.
 func (m *Manager) claimSlot(ctx context.Context, sb *store.Sandbox) error {
@@ -322,7 +323,7 @@ func (m *Manager) claimSlot(ctx context.Context, sb *store.Sandbox) error {
 		select {
 		case <-ctx.Done():
 			m.cluster.Leave(w, false)
-			return fmt.Errorf("%w while waiting for a free clone/start slot: %v", ctx.Err(), err)
+			return fmt.Errorf("%w while waiting for a free clone slot: %v", ctx.Err(), err)
 		case <-w.C:
 			m.cluster.Leave(w, true)
 		}
@@ -346,4 +347,30 @@ func (m *Manager) nodeDown(node string) bool {
 		}
 	}
 	return false
+}
+
+// nodeSlots is a counting semaphore per node.
+type nodeSlots struct {
+	mu sync.Mutex
+	ch map[string]chan struct{}
+}
+
+// take waits for one of node's n slots; release gives it back.
+func (s *nodeSlots) take(ctx context.Context, node string, n int) (release func(), err error) {
+	s.mu.Lock()
+	if s.ch == nil {
+		s.ch = map[string]chan struct{}{}
+	}
+	ch := s.ch[node]
+	if ch == nil {
+		ch = make(chan struct{}, n)
+		s.ch[node] = ch
+	}
+	s.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

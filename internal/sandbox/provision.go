@@ -470,10 +470,12 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepStart, err: err}
 		}
 		if !running {
-			if err := m.claimSlot(ctx, sb); err != nil {
-				return &stepError{step: stepStart, err: err}
+			release, err := m.starts.take(ctx, cmp.Or(sb.Node, m.opts.Node), m.cluster.Caps().MaxInFlight)
+			if err != nil {
+				return &stepError{step: stepStart, err: fmt.Errorf("%w while waiting for a free start slot on node %s", err, cmp.Or(sb.Node, m.opts.Node))}
 			}
-			err := m.timed(stepStart, func() error { return v.Start(ctx) })
+			err = m.timed(stepStart, func() error { return v.Start(ctx) })
+			release()
 			if err != nil && !errors.Is(err, pve.ErrRunning) {
 				return &stepError{step: stepStart, err: err}
 			}
@@ -482,7 +484,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if restarting(sb.Step) {
 			step = sb.Step
 		}
-		m.cluster.Landed(sb.ID) // the node's clone/start slot is free again
+		m.cluster.Landed(sb.ID) // a clone slot held since placement (a clone found made) is free again
 		if err := m.progress(ctx, sb, step, fmt.Sprintf("VM %d started; waiting for the guest agent to report an address", sb.VMID)); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}
