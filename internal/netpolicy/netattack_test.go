@@ -74,6 +74,13 @@ func sendFrame(t *testing.T, ns string, frames ...[]byte) {
 // bridge port they leave through the port itself, past the bridge's hooks.
 func sendFrameOn(t *testing.T, ns, dev string, frames ...[]byte) {
 	t.Helper()
+	sendNow(t, ns, dev, frames...)
+	time.Sleep(150 * time.Millisecond)
+}
+
+// sendNow is sendFrameOn without waiting for the frames to arrive.
+func sendNow(t *testing.T, ns, dev string, frames ...[]byte) {
+	t.Helper()
 	in(t, ns, func() {
 		ifc, err := net.InterfaceByName(dev)
 		if err != nil {
@@ -92,7 +99,6 @@ func sendFrameOn(t *testing.T, ns, dev string, frames ...[]byte) {
 			}
 		}
 	})
-	time.Sleep(150 * time.Millisecond)
 }
 
 // tap records every frame an interface of ns receives (AF_PACKET, all

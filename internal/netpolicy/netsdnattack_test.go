@@ -162,12 +162,9 @@ func TestSDNAttacks(t *testing.T) {
 	A, B, D := l.addr["A"], l.addr["B"], l.addr["D"]
 	macA, macB, macD := MAC(netip.MustParseAddr(A)).String(), MAC(netip.MustParseAddr(B)).String(), MAC(netip.MustParseAddr(D)).String()
 	gwMAC, gw := MAC(netip.MustParseAddr("10.77.0.1")).String(), "10.77.0.1"
-	tunnel2 := l.macOf(n2, sdnTunnel) // node 2's own port: a local FDB entry, its frames go up to node 2's stack
-	const stranger = "02:00:00:00:00:77"                                // a MAC no sandbox has
+	tunnel2 := l.macOf(n2, sdnTunnel)    // node 2's own port: a local FDB entry, its frames go up to node 2's stack
+	const stranger = "02:00:00:00:00:77" // a MAC no sandbox has
 	wireB, wireD := newTap(t, l.sbx["B"], "eth0"), newTap(t, l.sbx["D"], "eth0")
-	// What node 2 routes out of its uplink: 192.168.60.9 is a neighbour there.
-	l.ip("-n", n2, "neigh", "replace", "192.168.60.9", "lladdr", "02:00:00:00:60:09", "dev", "wan0")
-	wan2 := newTap(t, n2, "wan0p")
 	seen2 := func(tok string) bool {
 		time.Sleep(100 * time.Millisecond)
 		l.sink2.mu.Lock()
@@ -207,8 +204,9 @@ func TestSDNAttacks(t *testing.T) {
 	refresh := func() {
 		for _, s := range []string{"A", "B", "D"} {
 			mac := MAC(netip.MustParseAddr(l.addr[s])).String()
-			sendFrame(t, l.sbx[s], frame(bcast, mac, nil, 0x0806, arpPkt(1, mac, l.addr[s], "00:00:00:00:00:00", l.addr[s])))
+			sendNow(t, l.sbx[s], "eth0", frame(bcast, mac, nil, 0x0806, arpPkt(1, mac, l.addr[s], "00:00:00:00:00:00", l.addr[s])))
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// learns: after a frame from send with source mac, node n's FDB has mac
 	// on port (tried a few times; the owner's own frames move it back).
@@ -271,7 +269,6 @@ func TestSDNAttacks(t *testing.T) {
 		{"tunnel: → node 2's stack, to its tunnel port MAC", reaches(fromTunnel, nil, ipTo(tunnel2, macA, A, gw, 4000, 9998, nil)), true, false},
 		{"tunnel: → node 2's stack, to the LLDP group", reaches(fromTunnel, nil, ipTo("01:80:c2:00:00:0e", macA, A, gw, 4000, 9998, nil)), true, false},
 		{"tunnel: → node 2's uplink address, to the LLDP group", reaches(fromTunnel, nil, ipTo("01:80:c2:00:00:0e", macA, A, "192.168.60.2", 4000, 9998, nil)), true, false},
-		{"tunnel: → the internet through node 2, to the LLDP group", reaches(fromTunnel, wan2, ipTo("01:80:c2:00:00:0e", macA, A, "192.168.60.9", 4000, 9, nil)), true, false},
 		{"tunnel: D's MAC → node 2 learns D on the tunnel", learns(fromTunnel, macD, "2", sdnTunnel), true, false},
 	}
 	// The gateway MAC is a local FDB entry on every node: no frame moves it,
@@ -282,7 +279,16 @@ func TestSDNAttacks(t *testing.T) {
 	for _, n := range []string{"1", "2"} {
 		l.sysctl(l.node[n], "net.bridge.bridge-nf-call-iptables=0")
 	}
+	// Fresh links may need a moment before the first frame crosses.
+	up := false
+	for i := 0; i < 20 && !up; i++ {
+		up = probes[0].run()
+	}
+	if !up {
+		t.Fatal("the lab carries nothing between the nodes even without rules")
+	}
 	for _, pr := range probes {
+		refresh() // without rules, the cases before moved MACs about
 		if got := pr.run(); got != pr.without {
 			t.Errorf("without rules: %s = %v, want %v (the lab cannot show this case)", pr.name, got, pr.without)
 		}
