@@ -142,3 +142,87 @@ data "agentlab_nodes" "n" {
 		},
 	})
 }
+
+// TestAccClusterWorkspaceMove: a workspace created on pve1 moves to pve2
+// when its node changes, as an update in place (the same holder, its data
+// kept), with the state, agentd and the simulated Proxmox agreeing and no
+// diff on the next plan; node and storage changed together move it onto
+// that storage there, still in place; storage alone still replaces it.
+func TestAccClusterWorkspaceMove(t *testing.T) {
+	d, c := startAgentWith(t, agent.DevOptions{Nodes: 3})
+	cfg := func(node, storage string) string {
+		st := ""
+		if storage != "" {
+			st = fmt.Sprintf("storage = %q", storage)
+		}
+		return hcl(fmt.Sprintf(`
+resource "agentlab_workspace" "w" {
+  name                = "acc-move"
+  size_gb             = 2
+  deletion_protection = false
+  node                = %q
+  %s
+}`, node, st))
+	}
+	addr := "agentlab_workspace.w"
+	var holder int
+	var wsID string
+	// at checks that state, agentd and Proxmox have the holder on node,
+	// its volume on storage, and the file written at create still there.
+	at := func(node, storage string) resource.TestCheckFunc {
+		return func(s *terraform.State) error {
+			attrs := s.RootModule().Resources[addr].Primary.Attributes
+			if attrs["node"] != node || attrs["storage"] != storage {
+				return fmt.Errorf("state: node %q storage %q, want %s/%s", attrs["node"], attrs["storage"], node, storage)
+			}
+			w, err := c.Workspace(context.Background(), "acc-move")
+			if err != nil {
+				return err
+			}
+			if w.Node != node || w.Storage != storage {
+				return fmt.Errorf("agentd: node %q storage %q, want %s/%s", w.Node, w.Storage, node, storage)
+			}
+			if holder != 0 && (w.HolderVMID != holder || w.ID != wsID) {
+				return fmt.Errorf("holder VM %d, was %d: the workspace was replaced, not moved", w.HolderVMID, holder)
+			}
+			vm := d.Sim.Dump().VMs[w.HolderVMID]
+			if vm.Node != node {
+				return fmt.Errorf("Proxmox has holder %d on %q, want %q", w.HolderVMID, vm.Node, node)
+			}
+			if holder == 0 {
+				holder, wsID = w.HolderVMID, w.ID
+				return d.Sim.WriteFile(w.Volume, "/work/kept", "yes")
+			}
+			if got, ok, err := d.Sim.ReadFile(w.Volume, "/work/kept"); err != nil || !ok || got != "yes" {
+				return fmt.Errorf("data on %s after the move: %q %v %v", w.Volume, got, ok, err)
+			}
+			return nil
+		}
+	}
+	empty := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}
+	update := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate)}}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: factories,
+		CheckDestroy:             noVMsLeft(d),
+		Steps: []resource.TestStep{
+			{Config: cfg("pve1", ""), Check: at("pve1", "local-lvm")},
+			{Config: cfg("pve2", ""), ConfigPlanChecks: update, Check: at("pve2", "local-lvm")},
+			{Config: cfg("pve2", ""), ConfigPlanChecks: empty},
+			// Node and storage together: still a move in place.
+			{Config: cfg("pve3", "local-zfs"), ConfigPlanChecks: update, Check: at("pve3", "local-zfs")},
+			{Config: cfg("pve3", "local-zfs"), ConfigPlanChecks: empty},
+			// A node agentd does not use fails the plan.
+			{Config: cfg("pve9", "local-zfs"), PlanOnly: true, ExpectError: regexp.MustCompile(`node "pve9" is not a node agentd uses`)},
+			// Storage alone replaces the workspace (and warns that its data is lost).
+			{Config: cfg("pve3", "local"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate)}},
+				Check: func(s *terraform.State) error {
+					w, err := c.Workspace(context.Background(), "acc-move")
+					if err != nil || w.ID == wsID || w.Node != "pve3" || w.Storage != "local" {
+						return fmt.Errorf("after the replacement: %+v %v (old id %s)", w, err, wsID)
+					}
+					return nil
+				}},
+		},
+	})
+}

@@ -57,7 +57,10 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 	})
 	setString(attrs, "storage", func(a *schema.StringAttribute) {
 		a.Optional = true
-		a.PlanModifiers = []planmodifier.String{stringplanmodifier.RequiresReplaceIfConfigured(), stringplanmodifier.UseStateForUnknown()}
+		a.PlanModifiers = []planmodifier.String{stringplanmodifier.RequiresReplaceIf(storageReplaces,
+			"Changing storage alone replaces the workspace; changed together with node it moves in place.",
+			"Changing `storage` alone replaces the workspace; changed together with `node` it moves in place."),
+			stringplanmodifier.UseStateForUnknown()}
 		a.Validators = []validator.String{storageIDRule()}
 	})
 	setString(attrs, "team", func(a *schema.StringAttribute) {
@@ -66,8 +69,9 @@ func (r *workspaceResource) Schema(ctx context.Context, _ resource.SchemaRequest
 	setInt64(attrs, "holder_vmid", func(a *schema.Int64Attribute) {
 		a.PlanModifiers = []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	})
-	// Read-only: no update of this resource moves the holder.
+	// Changing it moves the holder in place (a move keeps the data).
 	setString(attrs, "node", func(a *schema.StringAttribute) {
+		a.Optional = true
 		a.PlanModifiers = []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
 	})
 	// Only a sandbox or session attaches or detaches it, never this resource's update.
@@ -113,6 +117,14 @@ func (r *workspaceResource) ModifyPlan(ctx context.Context, req resource.ModifyP
 	if !resp.Diagnostics.HasError() && !planned.Equal(current) {
 		checkStorage(ctx, r.c, &resp.Diagnostics, path.Root("storage"), planned)
 	}
+	var node, stateNode types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("node"), &node)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("node"), &stateNode)...)
+	}
+	if !resp.Diagnostics.HasError() && !node.Equal(stateNode) {
+		checkNode(ctx, r.c, &resp.Diagnostics, node)
+	}
 	if req.State.Raw.IsNull() {
 		return
 	}
@@ -146,10 +158,28 @@ func replacedBy(plan, state workspaceModel) string {
 	switch {
 	case !plan.Name.IsUnknown() && !plan.Name.Equal(state.Name):
 		return fmt.Sprintf("name %s → %s", state.Name.ValueString(), plan.Name.ValueString())
-	case !plan.Storage.IsUnknown() && !plan.Storage.IsNull() && !plan.Storage.Equal(state.Storage):
+	case !plan.Storage.IsUnknown() && !plan.Storage.IsNull() && !plan.Storage.Equal(state.Storage) && !moves(plan.Node, state.Node):
 		return fmt.Sprintf("storage %s → %s", state.Storage.ValueString(), plan.Storage.ValueString())
 	}
 	return ""
+}
+
+// moves reports whether the planned node differs from the state's: the
+// update then migrates the holder (and takes a changed storage with it).
+func moves(plan, state types.String) bool {
+	return !plan.IsNull() && !plan.IsUnknown() && !plan.Equal(state)
+}
+
+// storageReplaces: a new storage replaces the workspace unless the node
+// changes too (a move copies the volume onto the storage there).
+func storageReplaces(ctx context.Context, req planmodifier.StringRequest, resp *stringplanmodifier.RequiresReplaceIfFuncResponse) {
+	if req.ConfigValue.IsNull() || req.StateValue.IsNull() || req.PlanValue.Equal(req.StateValue) {
+		return
+	}
+	var node, stateNode types.String
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("node"), &node)...)
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("node"), &stateNode)...)
+	resp.RequiresReplace = !moves(node, stateNode)
 }
 
 // gib reads size_gb, which the validator has checked is a whole number.
@@ -176,7 +206,8 @@ func (r *workspaceResource) Create(ctx context.Context, req resource.CreateReque
 	resp.Diagnostics.Append(d...)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	w, err := r.c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: plan.Name.ValueString(), SizeGB: int(gib(plan.SizeGB)), Storage: plan.Storage.ValueString()})
+	w, err := r.c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: plan.Name.ValueString(), SizeGB: int(gib(plan.SizeGB)),
+		Storage: plan.Storage.ValueString(), Node: plan.Node.ValueString()})
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Create Workspace", err.Error())
 		return
@@ -215,9 +246,21 @@ func (r *workspaceResource) Update(ctx context.Context, req resource.UpdateReque
 	resp.Diagnostics.Append(d...)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	w, err := r.c.Workspace(ctx, state.ID.ValueString())
+	id := state.ID.ValueString()
+	w, err := r.c.Workspace(ctx, id)
+	if err == nil && moves(plan.Node, types.StringValue(w.Node)) {
+		move := api.MoveWorkspaceRequest{Node: plan.Node.ValueString()}
+		if !plan.Storage.IsNull() && !plan.Storage.IsUnknown() && plan.Storage.ValueString() != w.Storage {
+			move.Storage = plan.Storage.ValueString()
+		}
+		_, err = r.c.MoveWorkspace(ctx, id, move)
+	}
 	if err == nil && gib(plan.SizeGB) != gib(state.SizeGB) {
-		w, err = r.c.ResizeWorkspace(ctx, state.ID.ValueString(), api.ResizeWorkspaceRequest{SizeGB: int(gib(plan.SizeGB))})
+		_, err = r.c.ResizeWorkspace(ctx, id, api.ResizeWorkspaceRequest{SizeGB: int(gib(plan.SizeGB))})
+	}
+	if err == nil {
+		// Read back: the state holds what agentd has after every change.
+		w, err = r.c.Workspace(ctx, id)
 	}
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Update Workspace", err.Error())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
 
@@ -177,6 +178,28 @@ func TestWorkspaceNodeRules(t *testing.T) {
 	}
 	if _, err := c.DetachWorkspace(ctx, "sh"); err != nil {
 		t.Fatal(err)
+	}
+	// A workspace is made only on a node agentd uses, online, not drained;
+	// a refusal leaves no row and no VM.
+	vmsBefore := len(d.Sim.Dump().VMs)
+	if _, err := c.DrainNode(ctx, "pve3", true); err != nil {
+		t.Fatal(err)
+	}
+	for node, want := range map[string]string{"pve9": `node "pve9" is not a node agentd uses (nodes: pve1, pve2, pve3)`, "pve3": "node pve3 is drained"} {
+		_, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "on-" + node, Size: "5G", Node: node})
+		wantCode(t, err, http.StatusBadRequest, api.CodeInvalidField)
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("workspace on %s: %v", node, err)
+		}
+		if _, err := c.Workspace(ctx, "on-"+node); !client.IsNotFound(err) {
+			t.Fatalf("refused create on %s left a row: %v", node, err)
+		}
+	}
+	if _, err := c.DrainNode(ctx, "pve3", false); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.Sim.Dump().VMs); n != vmsBefore {
+		t.Fatalf("refused creates left VMs: %d -> %d", vmsBefore, n)
 	}
 	// At create: a shared workspace pins nothing (pve2 drained, the
 	// sandbox lands elsewhere); a local one pins its node.

@@ -212,6 +212,8 @@ func bodyFor(method, path, sandboxID string) string {
 		return `{"sandbox":"` + sandboxID + `"}`
 	case strings.HasSuffix(path, "/fork"):
 		return `{"name":"forked"}`
+	case strings.HasPrefix(path, "/v1/workspaces/") && strings.HasSuffix(path, "/move"):
+		return `{"node":"pve"}`
 	case method == "GET" || method == "DELETE":
 		return ""
 	}

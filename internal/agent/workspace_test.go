@@ -270,6 +270,11 @@ func TestSnapshotRulesPerStorage(t *testing.T) {
 	if _, err := c.Workspace(ctx, "nowhere"); !client.IsNotFound(err) {
 		t.Fatalf("failed create left a row: %v", err)
 	}
+	_, err = c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "elsewhere", Size: "5G", Node: "pve2"})
+	wantCode(t, err, http.StatusBadRequest, api.CodeInvalidField)
+	if !strings.Contains(err.Error(), `node "pve2" is not a node agentd uses (nodes: pve)`) {
+		t.Fatalf("a node of no cluster: %v", err)
+	}
 	// Grow in place; shrinking is refused.
 	if w, err := c.ResizeWorkspace(ctx, "w-lvm", api.ResizeWorkspaceRequest{SizeGB: 8}); err != nil || w.SizeGB != 8 {
 		t.Fatalf("%+v %v", w, err)

@@ -28,3 +28,22 @@ func TestNodeCommands(t *testing.T) {
 		t.Fatalf("node run without --node: exit %d\n%s", code, out)
 	}
 }
+
+// TestWorkspaceMoveCommand: workspace move to the node it is on is a no-op
+// that prints the workspace (text and JSON); an unknown node is named, and
+// --node is required.
+func TestWorkspaceMoveCommand(t *testing.T) {
+	startDevConfig(t)
+	mustCLI(t, "workspace", "create", "--name", "mv", "--size", "1G")
+	wantAll(t, "workspace move", mustCLI(t, "workspace", "move", "mv", "--node", "pve"), "Node", "pve", "mv")
+	var w api.Workspace
+	if err := json.Unmarshal([]byte(mustCLI(t, "workspace", "move", "mv", "--node", "pve", "--json")), &w); err != nil || w.Node != "pve" || w.Name != "mv" {
+		t.Fatalf("workspace move --json: %+v %v", w, err)
+	}
+	if code, out := cli("workspace", "move", "mv", "--node", "pve9"); code == 0 || !strings.Contains(out, `node "pve9" is not a node agentd uses (nodes: pve)`) {
+		t.Fatalf("move to pve9: exit %d\n%s", code, out)
+	}
+	if code, out := cli("workspace", "move", "mv"); code == 0 || !strings.Contains(out, `"node" not set`) {
+		t.Fatalf("move without --node: exit %d\n%s", code, out)
+	}
+}

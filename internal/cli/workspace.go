@@ -21,7 +21,7 @@ func (g *options) printWorkspace(w io.Writer, ws *api.Workspace) error {
 		holder = strconv.Itoa(ws.HolderVMID)
 	}
 	lines := [][2]string{{"Name", ws.Name}, {"ID", ws.ID}, {"State", ws.State}, {"Size", fmt.Sprintf("%d GiB", ws.SizeGB)},
-		{"Storage", ws.Storage}, {"Holder VMID", holder}, {"Volume", dash(ws.Volume)}, {"Attached to", dash(ws.AttachedSandbox)},
+		{"Node", dash(ws.Node)}, {"Storage", ws.Storage}, {"Holder VMID", holder}, {"Volume", dash(ws.Volume)}, {"Attached to", dash(ws.AttachedSandbox)},
 		{"Session", dash(ws.Session)}, {"Created", fmtTime(&ws.CreatedAt)}, {"Error", dash(ws.Error)}}
 	return kv(w, lines)
 }
@@ -37,6 +37,15 @@ func (g *options) workspaceRun(op func(c *client.Client, ctx contextT, a []strin
 			return g.printWorkspace(cmd.OutOrStdout(), ws)
 		})
 	}
+}
+
+// listStorages names the storages a workspace may use (for completion).
+func listStorages(c *client.Client, ctx contextT) ([]string, error) {
+	l, err := c.Storages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.Storages, nil
 }
 
 func (g *options) completeWorkspaces(cmd *cobra.Command, a []string, _ string) ([]string, cobra.ShellCompDirective) {
@@ -142,6 +151,31 @@ on the holder and need the workspace detached.`,
 	fork.Flags().StringVar(&forkName, "name", "", "name of the new workspace (required)")
 	fork.Flags().StringVar(&fromSnap, "from-snapshot", "", "copy the workspace as it was at this snapshot")
 	_ = fork.MarkFlagRequired("name")
+	var toNode, toStorage string
+	move := &cobra.Command{
+		Use:   "move WORKSPACE --node NODE [--storage STORAGE]",
+		Short: "Move a detached workspace to another cluster node (offline migration of its holder)",
+		Long: `Migrates the workspace's holder VM to NODE with Proxmox's offline migration:
+its volume is copied to the node (onto STORAGE there, default the storage it
+is on now) and freed on the old node only once the copy is complete. The
+workspace must be detached; the target must be an online node agentd uses,
+not drained, with the storage. Moving to the node it is on is a no-op.
+Sandboxes with the workspace are placed on its new node afterwards.
+
+A move interrupted by a crash settles on restart (or at the next reconcile
+while the migration still runs): the workspace then names the node its
+holder is on. A holder migrated by hand (qm migrate) is followed the same way.`,
+		Example: "  agentd workspace move team-a --node pve2\n  agentd workspace move team-a --node pve3 --storage local-zfs --json",
+		Args:    args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
+		RunE: g.workspaceRun(func(c *client.Client, ctx contextT, a []string) (*api.Workspace, error) {
+			return c.MoveWorkspace(ctx, a[0], api.MoveWorkspaceRequest{Node: toNode, Storage: toStorage})
+		}),
+	}
+	move.Flags().StringVar(&toNode, "node", "", "the node to move the workspace to (required; agentd node list shows them)")
+	move.Flags().StringVar(&toStorage, "storage", "", "the storage on that node (default: the workspace's storage; agentd's workspace storages)")
+	_ = move.MarkFlagRequired("node")
+	_ = move.RegisterFlagCompletionFunc("node", g.completeNames(listNodes))
+	_ = move.RegisterFlagCompletionFunc("storage", g.completeNames(listStorages))
 	check := &cobra.Command{
 		Use: "check WORKSPACE", Short: "Report every mismatch between the database and Proxmox", Args: args("WORKSPACE"), ValidArgsFunction: g.completeWorkspaces,
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -177,7 +211,7 @@ on the holder and need the workspace detached.`,
 		},
 	}
 	del.Flags().BoolVar(&yes, "yes", false, "confirm that the data is to be destroyed")
-	cmd.AddCommand(create, list, show, attach, detach, resize, fork, check, del, g.snapshotCmd())
+	cmd.AddCommand(create, list, show, attach, detach, resize, fork, move, check, del, g.snapshotCmd())
 	return cmd
 }
 

@@ -461,6 +461,12 @@ func (v *VM) ReadFile(ctx context.Context, file string, max int) ([]byte, bool, 
 	return v.pve.AgentFileRead(ctx, v.proof.VMID, file, max)
 }
 
+// Migrate moves the (stopped) VM and its local volumes to node target,
+// onto targetStorage there ("" keeps each volume's storage id).
+func (v *VM) Migrate(ctx context.Context, target, targetStorage string) error {
+	return v.pve.Migrate(ctx, v.proof.VMID, target, targetStorage)
+}
+
 // Hibernate suspends the VM to disk, its vmstate on statestorage.
 func (v *VM) Hibernate(ctx context.Context, statestorage string) error {
 	return v.pve.Hibernate(ctx, v.proof.VMID, statestorage)

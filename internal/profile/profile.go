@@ -23,8 +23,8 @@ import (
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
-	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 	"github.com/agentlab/terraform-provider-agentlab/internal/strictyaml"
+	"github.com/agentlab/terraform-provider-agentlab/internal/validate"
 )
 
 // Defaults are the profiles shipped with agentd (used by `agentd dev` and

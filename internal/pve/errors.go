@@ -82,6 +82,7 @@ var rules = []struct {
 	{"is running - destroy failed", ErrRunning},
 	{"already running", ErrRunning},
 	{"while the source VM is running", ErrRunning},
+	{"can't migrate running VM", ErrRunning},
 	{"is not running", ErrNotRunning},
 	{"not running", ErrNotRunning},
 	{"snapshot feature is not available", ErrUnsupported},

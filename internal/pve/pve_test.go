@@ -474,3 +474,40 @@ func TestEndpointLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrate: an offline migration moves a stopped VM and its local disk
+// (targetstorage mapping it); a failed one reports the task log's reason
+// and its kind, not only "migration aborted"; a running VM is refused as
+// ErrRunning.
+func TestMigrate(t *testing.T) {
+	sim, c := newSim(t, pvesim.Options{Nodes: []string{"pve1", "pve2"}})
+	ctx := ctx(t)
+	if err := c.CreateVM(ctx, 200, map[string]any{"name": "ws-a", "scsi0": "local-lvm:1", "memory": 64}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.FillStorage("pve2", "local-zfs", true); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Migrate(ctx, 200, "pve2", "local-zfs")
+	var pe *pve.Error
+	if !errors.As(err, &pe) || !errors.Is(err, pve.ErrUnsupported) || !strings.Contains(err.Error(), "migration aborted") ||
+		!strings.Contains(err.Error(), "not enough free space on storage 'local-zfs'") {
+		t.Fatalf("migration onto a full storage: %v", err)
+	}
+	if vm := sim.Dump().VMs[200]; vm.Node != "pve1" || vm.Config["lock"] != "" {
+		t.Fatalf("after the failed migration: %+v", vm)
+	}
+	if err := c.Migrate(ctx, 200, "pve2", ""); err != nil {
+		t.Fatal(err)
+	}
+	vm := sim.Dump().VMs[200]
+	if vm.Node != "pve2" || !strings.HasPrefix(vm.Config["scsi0"], "local-lvm:vm-200-disk-0") {
+		t.Fatalf("after the migration: %+v", vm)
+	}
+	if err := c.On("pve2").Start(ctx, 200); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.On("pve2").Migrate(ctx, 200, "pve1", ""); !errors.Is(err, pve.ErrRunning) {
+		t.Fatalf("migrating a running VM offline: %v", err)
+	}
+}

@@ -85,6 +85,9 @@ type Options struct {
 	BootstrapTTL time.Duration
 	Limits       Limits
 	Expose       ExposeOptions
+	// AuditPerCycle is how many unchanged rows a reconcile cycle re-proves
+	// (round-robin); 0: only rows whose listing changed.
+	AuditPerCycle int
 	// PoolCloneConcurrency bounds the warm-pool clones running at once on
 	// a node (0: 2).
 	PoolCloneConcurrency int
@@ -143,6 +146,7 @@ type Manager struct {
 
 	cluster       *placement.Cluster
 	invMu         sync.Mutex
+	invRefresh    sync.Mutex                // held by the one freshInventory reading it
 	invAt         time.Time                 // when the ledger's inventory was read
 	templateNode  map[int]string            // template VMID → its node, from that inventory
 	shared        map[string]bool           // storages every node reads, from that inventory
@@ -187,6 +191,7 @@ func New(st *store.Store, pc *pve.Client, guard *owner.Guard, alloc *vmid.Alloca
 		cluster: placement.NewCluster(o.Placement, uint64(o.Now().UnixNano()))}
 	if ws != nil {
 		ws.SetNodeCheck(m.nodeDown)
+		ws.SetNodes(m.Nodes)
 	}
 	return m
 }

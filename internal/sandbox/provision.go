@@ -373,6 +373,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 				return &stepError{step: stepAllocate, err: err}
 			}
 		}
+		if err := m.claimSlot(ctx, sb); err != nil {
+			return &stepError{step: stepAllocate, err: err}
+		}
 		for attempt := 1; ; attempt++ {
 			if sb.VMID == 0 {
 				if err = m.allocate(ctx, sb); err != nil {
@@ -403,6 +406,11 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepClone, err: err}
 		}
+		// The slot guards the node's storage lock, which only the clone
+		// takes (vdisk_clone, vdisk_alloc); config, resize and the clean
+		// snapshot take none. It goes back now and is taken again for the
+		// start, so that a node's clones do not wait on others' configs.
+		m.cluster.Landed(sb.ID)
 		var changed []string
 		if err := m.timed(stepConfig, func() (err error) { changed, err = m.configure(ctx, sb, p, &run); return err }); err != nil {
 			return &stepError{step: stepConfig, err: err}
@@ -471,6 +479,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepStart, err: err}
 		}
 		if !running {
+			if err := m.claimSlot(ctx, sb); err != nil {
+				return &stepError{step: stepStart, err: err}
+			}
 			err := m.timed(stepStart, func() error { return v.Start(ctx) })
 			if err != nil && !errors.Is(err, pve.ErrRunning) {
 				return &stepError{step: stepStart, err: err}

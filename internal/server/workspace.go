@@ -20,6 +20,7 @@ func (s *Server) workspaceRoutes(add func(method, path string, p perm, h handler
 	add("POST", "/v1/workspaces/{ws}/detach", teamWrite, s.detachWorkspace)
 	add("POST", "/v1/workspaces/{ws}/resize", teamWrite, s.resizeWorkspace)
 	add("POST", "/v1/workspaces/{ws}/fork", teamWrite, s.forkWorkspace)
+	add("POST", "/v1/workspaces/{ws}/move", teamWrite, s.moveWorkspace)
 	add("GET", "/v1/workspaces/{ws}/check", teamRead, s.checkWorkspace)
 	add("GET", "/v1/workspaces/{ws}/events", teamRead, s.workspaceEvents)
 	add("GET", "/v1/workspaces/{ws}/snapshots", teamRead, s.listSnapshots)
@@ -123,6 +124,18 @@ func (s *Server) resizeWorkspace(w http.ResponseWriter, r *http.Request) (int, a
 		return 0, nil, err
 	}
 	ws, err := s.mgr.Workspaces().Resize(r.Context(), r.PathValue("ws"), req)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, s.wsView(r, ws), nil
+}
+
+func (s *Server) moveWorkspace(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req api.MoveWorkspaceRequest
+	if err := decode(w, r, &req, false); err != nil {
+		return 0, nil, err
+	}
+	ws, err := s.mgr.Workspaces().Move(r.Context(), r.PathValue("ws"), req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -50,6 +50,8 @@ type Manager struct {
 	locks          keylock.Set // one per workspace id
 	// nodeDown says whether a node is offline now (the cluster ledger).
 	nodeDown func(node string) bool
+	// nodes lists the nodes agentd uses, read fresh (moves check targets).
+	nodes func(ctx context.Context) ([]api.Node, error)
 }
 
 // SetNodeCheck tells the manager how to learn that a node is offline: its
@@ -227,6 +229,20 @@ func (m *Manager) Create(ctx context.Context, req api.CreateWorkspaceRequest) (*
 		storage = m.defaultStorage
 	} else if err := m.Storage("storage", storage); err != nil {
 		return nil, err
+	}
+	if req.Node != "" && req.Node != m.pve.Node() {
+		// Checked before the row exists: Proxmox would only answer for the
+		// node after a VMID and a row were taken.
+		if m.nodes == nil {
+			return nil, api.FieldError("node", "agentd manages one node (%s), not %q", m.pve.Node(), req.Node)
+		}
+		nodes, err := m.nodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := usable(nodes, req.Node, "create the workspace on an online node"); err != nil {
+			return nil, err
+		}
 	}
 	team := auth.Team(ctx)
 	ctx = auth.For(ctx, team)
@@ -412,6 +428,8 @@ func (m *Manager) Busy(ctx context.Context, w *store.Workspace, sandboxID, sessi
 	switch {
 	case w.State != store.WorkspaceReady:
 		return api.Errorf(http.StatusConflict, api.CodeInvalidState, "workspace %s is %s", w.Name, w.State)
+	case Moving(w):
+		return api.Errorf(http.StatusConflict, api.CodeBusy, "workspace %s is being moved to another node; retry when the move has settled", w.Name)
 	case w.AttachedSandbox != "" && w.AttachedSandbox != sandboxID:
 		return api.Errorf(http.StatusConflict, api.CodeAttached, "workspace %s is attached to another sandbox (%s); detach it first", w.Name, m.sandboxName(ctx, w.AttachedSandbox))
 	case w.ReservedBy != "" && w.ReservedBy != sessionID:
@@ -547,6 +565,9 @@ func requireDetached(w *store.Workspace, op string) error {
 	if w.State != store.WorkspaceReady {
 		return api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot %s workspace %s: it is %s", op, w.Name, w.State)
 	}
+	if Moving(w) {
+		return api.Errorf(http.StatusConflict, api.CodeBusy, "cannot %s workspace %s: it is being moved to another node; retry when the move has settled", op, w.Name)
+	}
 	return nil
 }
 
@@ -570,6 +591,9 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeWorkspac
 	}
 	if w.State != store.WorkspaceReady {
 		return nil, api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot resize workspace %s: it is %s", w.Name, w.State)
+	}
+	if Moving(w) {
+		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "cannot resize workspace %s: it is being moved to another node; retry when the move has settled", w.Name)
 	}
 	if size < w.SizeGB {
 		return nil, api.FieldError("size", "workspace %s is %d GiB; volumes can grow but never shrink (asked %d GiB)", w.Name, w.SizeGB, size)
@@ -621,6 +645,10 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 	if w.State == store.WorkspaceLost {
 		return nil, api.Errorf(http.StatusConflict, api.CodeNotOwned, "workspace %s is LOST (%s); agentd will not delete VM %d", w.Name, w.Error, w.HolderVMID)
 	}
+	if Moving(w) {
+		// Its holder may be mid-migration, on either node: settle first.
+		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "workspace %s is being moved to another node; retry when the move has settled", w.Name)
+	}
 	if w.State == store.WorkspaceReady {
 		// Prove before journaling the delete: a refusal must leave the
 		// workspace as it was (LOST), not stuck in DELETING.
@@ -655,13 +683,20 @@ func (m *Manager) finishDelete(ctx context.Context, w *store.Workspace) error {
 	return m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.deleted", Message: msg})
 }
 
-// Resume finishes creates and deletes interrupted by a restart.
+// Resume finishes creates, deletes and moves interrupted by a restart (a
+// move whose migration still runs is left to reconcile).
 func (m *Manager) Resume(ctx context.Context) error {
-	ws, err := m.store.Workspaces(ctx, store.WorkspaceCreating, store.WorkspaceDeleting)
+	ws, err := m.store.Workspaces(ctx, store.WorkspaceCreating, store.WorkspaceDeleting, store.WorkspaceReady)
 	if err != nil {
 		return err
 	}
 	for _, w := range ws {
+		if w.State == store.WorkspaceReady {
+			if Moving(w) {
+				_, _ = m.FinishMove(ctx, w)
+			}
+			continue
+		}
 		unlock := m.Lock(w.ID)
 		if w.State == store.WorkspaceCreating {
 			if strings.HasPrefix(w.Error, abandonPrefix) {
