@@ -191,7 +191,7 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 		return
 	}
 	var want netpolicy.Binding
-	if sb.VMID != 0 && vmMayRun(sb) {
+	if sb.VMID != 0 && vmMayRun(sb) && m.onThisNode(sb) {
 		if a, err := m.store.Address(context.Background(), sb.ID); err == nil {
 			want = netpolicy.Binding{Addr: a, MAC: netpolicy.MAC(a), Ports: netpolicy.Ports(sb.VMID), Mode: netpolicy.Mode(m.profiles[sb.Profile])}
 		} else if sb.IP != "" {
@@ -238,6 +238,15 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 	}
 }
 
+// onThisNode reports whether sb runs on agentd's own node, whose nftables
+// sets (Options.Addresses) are the ones syncAddress keeps. Another node's
+// sandbox is bound there, by its node's agent (NodeDuties); bound here as
+// well, on an SDN VNet its MAC and address would count as this node's, which
+// nothing from the tunnel may claim, and its frames would be dropped here.
+func (m *Manager) onThisNode(sb *store.Sandbox) bool {
+	return cmp.Or(sb.Node, m.opts.Node) == m.opts.Node
+}
+
 // vmMayRun reports whether sb's VM may be running: from BOOTING to RUNNING,
 // a pool member, and a claim in progress (the member's VM runs throughout).
 func vmMayRun(sb *store.Sandbox) bool {
@@ -255,8 +264,8 @@ func vmMayRun(sb *store.Sandbox) bool {
 // nft bridge meta the bridge table filters only ports it was told about, so
 // a VM started unbound would send unfiltered, as any address and MAC.
 func (m *Manager) ensureBound(ctx context.Context, sb *store.Sandbox) error {
-	if m.opts.Addresses == nil {
-		return nil
+	if m.opts.Addresses == nil || !m.onThisNode(sb) {
+		return nil // another node's sandbox: bound by its node's agent
 	}
 	m.addrMu.Lock()
 	b, ok := m.addrs[sb.ID]
