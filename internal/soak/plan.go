@@ -21,17 +21,17 @@ const (
 	OpWsDelete       = "workspace.delete"
 	// OpWsMove migrates a workspace to Node (cluster runs only: a third of
 	// the attaches drawn become moves).
-	OpWsMove = "workspace.move"
-	OpWsFork         = "workspace.fork"
-	OpWsWrite        = "workspace.write"
-	OpSnapCreate     = "snapshot.create"
-	OpSnapRestore    = "snapshot.restore"
-	OpSnapDelete     = "snapshot.delete"
-	OpSesCreate      = "session.create"
-	OpSesResume      = "session.resume"
-	OpSesStop        = "session.stop"
-	OpSesFork        = "session.fork"
-	OpSesDelete      = "session.delete"
+	OpWsMove      = "workspace.move"
+	OpWsFork      = "workspace.fork"
+	OpWsWrite     = "workspace.write"
+	OpSnapCreate  = "snapshot.create"
+	OpSnapRestore = "snapshot.restore"
+	OpSnapDelete  = "snapshot.delete"
+	OpSesCreate   = "session.create"
+	OpSesResume   = "session.resume"
+	OpSesStop     = "session.stop"
+	OpSesFork     = "session.fork"
+	OpSesDelete   = "session.delete"
 	// OpPoolSet resizes the warm pool of yolo-ephemeral (Target "MIN:MAX"),
 	// so creates of that profile claim members while the pool refills.
 	OpPoolSet = "pool.set"
