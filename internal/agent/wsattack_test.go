@@ -1,0 +1,200 @@
+package agent_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
+	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/workspace"
+)
+
+// migrateMidCrash journals a move of w to pve2 and starts its migration (a
+// task of dur), then restarts agentd while the task still runs: what an
+// agentd killed mid-migration finds when it comes back. It returns the
+// new client and the migration's result.
+func migrateMidCrash(t *testing.T, d *agent.Dev, holder int, dur time.Duration) (*client.Client, <-chan error) {
+	t.Helper()
+	ctx := tctx(t)
+	journalMove(t, d, "w", "pve2", "local-lvm")
+	d.Sim.SlowTask("qmigrate", "", dur)
+	done := make(chan error, 1)
+	go func() { done <- pveClient(t, d).On("pve1").Migrate(context.Background(), holder, "pve2", "") }()
+	for d.Sim.Dump().VMs[holder].Config["lock"] != "migrate" {
+		select {
+		case err := <-done:
+			t.Fatalf("the migration ended before the crash: %v", err)
+		case <-ctx.Done():
+			t.Fatal("the migration never started")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if row, _ := d.Agent.Store.LookupWorkspace(ctx, "w"); row == nil || !workspace.Moving(row) {
+		t.Fatalf("the move is not journaled any more: %+v", row)
+	}
+	return tcpClient(t, d, d.Info.Token), done
+}
+
+// TestSandboxCreateRefusedWhileMoveJournaled: after a crash mid-migration
+// the move stays journaled until the task ends; a sandbox (or a session's)
+// create with the workspace meanwhile is refused as busy, not claimed: its
+// placement would read a node the holder is leaving, and the claim would
+// make the settle write a node under an attached sandbox.
+func TestSandboxCreateRefusedWhileMoveJournaled(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	c, done := migrateMidCrash(t, d, ws.HolderVMID, 3*time.Second)
+	_, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "racer", Profile: "yolo-workspace", Workspace: "w"})
+	wantCode(t, err, http.StatusConflict, api.CodeBusy)
+	if !strings.Contains(err.Error(), "being moved") {
+		t.Fatalf("refusal does not say why: %v", err)
+	}
+	_, err = c.CreateSession(ctx, api.CreateSessionRequest{Name: "sess", Profile: "yolo-workspace", Workspace: "w"})
+	wantCode(t, err, http.StatusConflict, api.CodeBusy)
+	if row, _ := d.Agent.Store.LookupWorkspace(ctx, "w"); row == nil || row.AttachedSandbox != "" || row.ReservedBy != "" {
+		t.Fatalf("the workspace was claimed mid-move: %+v", row)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	holderAgrees(t, d, c, "w", "pve2", ws.Storage)
+	// Settled: the same create now works, on the workspace's new node.
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "racer", Profile: "yolo-workspace", Workspace: "w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateRunning || sb.Node != "pve2" {
+		t.Fatalf("sandbox after the move settled: %+v %v", sb, err)
+	}
+}
+
+// TestReconcileNotBlockedByMoveInFlight: a move request holds its
+// workspace for as long as the migration runs (hours for a large volume);
+// a reconcile cycle meanwhile must not wait for it: it leaves the move to
+// the request that runs it and goes on with everything else.
+func TestReconcileNotBlockedByMoveInFlight(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	d.Sim.HangTask("qmigrate", "")
+	moved := make(chan error, 1)
+	go func() {
+		_, err := c.MoveWorkspace(context.Background(), "w", api.MoveWorkspaceRequest{Node: "pve2"})
+		moved <- err
+	}()
+	for {
+		row, _ := d.Agent.Store.LookupWorkspace(ctx, "w")
+		if row != nil && workspace.Moving(row) {
+			break
+		}
+		select {
+		case err := <-moved:
+			t.Fatalf("the move ended before its task hung: %v", err)
+		case <-ctx.Done():
+			t.Fatal("the move was never journaled")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	type result struct {
+		rep *api.ReconcileReport
+		err error
+	}
+	rec := make(chan result, 1)
+	go func() {
+		rep, err := d.Manager.Reconcile(context.Background(), false)
+		rec <- result{rep, err}
+	}()
+	select {
+	case r := <-rec:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		for _, a := range r.rep.Actions {
+			if a.VMID == ws.HolderVMID && a.Action != "workspace_move_pending" {
+				t.Fatalf("reconcile acted on the holder mid-move: %+v", a)
+			}
+		}
+	case <-ctx.Done():
+		t.Fatal("reconcile waited behind the move in flight")
+	}
+	if n := d.Sim.ReleaseHungTasks(); n != 1 {
+		t.Fatalf("released %d hung tasks", n)
+	}
+	err := <-moved
+	wantCode(t, err, http.StatusBadGateway, api.CodeProxmox)
+	holderAgrees(t, d, c, "w", "pve1", ws.Storage)
+}
+
+// TestJournaledMoveWhoseHolderIsGone: the holder was deleted by hand while
+// a move was journaled (agentd down). The holder is on no node, so no
+// migration can be running: the settle ends the move (the row keeps its
+// node, the loss is reported), rather than leaving the workspace "being
+// moved" forever, which refused its delete for good.
+func TestJournaledMoveWhoseHolderIsGone(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	journalMove(t, d, "w", "pve2", "local-lvm")
+	if err := pveClient(t, d).On("pve1").Destroy(ctx, ws.HolderVMID); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	row, err := d.Agent.Store.LookupWorkspace(ctx, "w")
+	if err != nil || workspace.Moving(row) || row.Node != "" {
+		t.Fatalf("row after the settle: %+v %v (want the move ended, node kept)", row, err)
+	}
+	if !hasEvent(wsEvents(t, c, "w"), "workspace.move_failed", "on no node") {
+		t.Fatalf("events: %+v", wsEvents(t, c, "w"))
+	}
+	if _, err := c.DeleteWorkspace(ctx, "w"); err != nil {
+		t.Fatalf("delete of the workspace whose holder is gone: %v", err)
+	}
+}
+
+// TestMoveHandMigratedHolderBeforeReconcile: an operator migrated the
+// holder (qm migrate) and no reconcile cycle has followed it yet. A move
+// then must find the holder where it is (proven there), not report the
+// volume gone: to where it already is, it only follows it; to a third
+// node, it moves from there.
+func TestMoveHandMigratedHolderBeforeReconcile(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	if err := pveClient(t, d).On("pve1").Migrate(ctx, ws.HolderVMID, "pve3", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Terraform asks for the node the operator chose: nothing to migrate.
+	got, err := c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve3"})
+	if err != nil || got.Node != "pve3" {
+		t.Fatalf("move to where the holder already is: %+v %v", got, err)
+	}
+	holderAgrees(t, d, c, "w", "pve3", ws.Storage)
+	if !hasEvent(wsEvents(t, c, "w"), "workspace.node_changed", "migrated outside agentd") {
+		t.Fatalf("events: %+v", wsEvents(t, c, "w"))
+	}
+	// Hand-migrated again, then moved on to a third node.
+	if err := pveClient(t, d).On("pve3").Migrate(ctx, ws.HolderVMID, "pve1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2"}); err != nil || got.Node != "pve2" {
+		t.Fatalf("move from where the holder is: %+v %v", got, err)
+	}
+	holderAgrees(t, d, c, "w", "pve2", ws.Storage)
+}
