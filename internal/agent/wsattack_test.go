@@ -57,9 +57,13 @@ func TestSandboxCreateRefusedWhileMoveJournaled(t *testing.T) {
 	if !strings.Contains(err.Error(), "being moved") {
 		t.Fatalf("refusal does not say why: %v", err)
 	}
-	_, err = c.CreateSession(ctx, api.CreateSessionRequest{Name: "sess", Profile: "yolo-workspace", Workspace: "w"})
+	// A session may reserve it (that moves nothing), but not run on it.
+	if _, err = c.CreateSession(ctx, api.CreateSessionRequest{Name: "sess", Profile: "yolo-workspace", Workspace: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ResumeSession(ctx, "sess")
 	wantCode(t, err, http.StatusConflict, api.CodeBusy)
-	if row, _ := d.Agent.Store.LookupWorkspace(ctx, "w"); row == nil || row.AttachedSandbox != "" || row.ReservedBy != "" {
+	if row, _ := d.Agent.Store.LookupWorkspace(ctx, "w"); row == nil || row.AttachedSandbox != "" {
 		t.Fatalf("the workspace was claimed mid-move: %+v", row)
 	}
 	if err := <-done; err != nil {
@@ -69,13 +73,14 @@ func TestSandboxCreateRefusedWhileMoveJournaled(t *testing.T) {
 		t.Fatal(err)
 	}
 	holderAgrees(t, d, c, "w", "pve2", ws.Storage)
-	// Settled: the same create now works, on the workspace's new node.
-	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "racer", Profile: "yolo-workspace", Workspace: "w"})
+	// Settled: the session now runs, on the workspace's new node.
+	x, err := c.ResumeSession(ctx, "sess")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateRunning || sb.Node != "pve2" {
-		t.Fatalf("sandbox after the move settled: %+v %v", sb, err)
+	sb, err := c.WaitSandbox(ctx, x.Sandbox, 0)
+	if err != nil || sb.State != api.StateRunning || sb.Node != "pve2" {
+		t.Fatalf("session's sandbox after the move settled: %+v %v", sb, err)
 	}
 }
 
