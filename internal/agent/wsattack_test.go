@@ -84,11 +84,13 @@ func TestSandboxCreateRefusedWhileMoveJournaled(t *testing.T) {
 	}
 }
 
-// TestReconcileNotBlockedByMoveInFlight: a move request holds its
-// workspace for as long as the migration runs (hours for a large volume);
-// a reconcile cycle meanwhile must not wait for it: it leaves the move to
-// the request that runs it and goes on with everything else.
-func TestReconcileNotBlockedByMoveInFlight(t *testing.T) {
+// TestNothingWaitsBehindMoveInFlight: a move request holds its workspace
+// for as long as the migration runs (hours for a large volume); a
+// reconcile cycle meanwhile must not wait for it (it leaves the move to
+// the request that runs it and goes on with everything else), nor must a
+// sandbox create with the workspace (409 busy, as every request answers
+// for a workspace another operation holds).
+func TestNothingWaitsBehindMoveInFlight(t *testing.T) {
 	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
 	ctx := tctx(t)
 	ws := movedWS(t, d, c, "w")
@@ -132,6 +134,19 @@ func TestReconcileNotBlockedByMoveInFlight(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("reconcile waited behind the move in flight")
+	}
+	// A create with the workspace answers busy, rather than hanging until
+	// the migration ends.
+	sbc := make(chan error, 1)
+	go func() {
+		_, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "racer", Profile: "yolo-workspace", Workspace: "w"})
+		sbc <- err
+	}()
+	select {
+	case err := <-sbc:
+		wantCode(t, err, http.StatusConflict, api.CodeBusy)
+	case <-ctx.Done():
+		t.Fatal("a sandbox create with the workspace waited behind the move in flight")
 	}
 	if n := d.Sim.ReleaseHungTasks(); n != 1 {
 		t.Fatalf("released %d hung tasks", n)

@@ -274,9 +274,14 @@ func (m *Manager) locate(ctx context.Context, w *store.Workspace) (string, map[s
 
 // FinishMove settles a move a crash or a lost answer left journaled (the
 // startup resume and every reconcile cycle call it). It does not wait for
-// a migration still running: the next cycle looks again.
+// a migration still running, nor for the lock of a request on the
+// workspace (a move request holds it until its migration ends, which may
+// take hours, and settles its own move): the next cycle looks again.
 func (m *Manager) FinishMove(ctx context.Context, w *store.Workspace) (*api.ReconcileAction, error) {
-	unlock := m.Lock(w.ID)
+	unlock, ok := m.locks.TryLock(w.ID, "settling the move of workspace "+w.Name)
+	if !ok {
+		return nil, fmt.Errorf("workspace %s is held by a request in flight (a move settles itself when its migration ends): %w", w.Name, pve.ErrLocked)
+	}
 	defer unlock()
 	cur, err := m.store.Workspace(ctx, w.ID)
 	if err != nil || !Moving(cur) {
@@ -300,7 +305,12 @@ func (m *Manager) Follow(ctx context.Context, w *store.Workspace, node string, d
 	if dryRun {
 		return act, nil
 	}
-	unlock := m.Lock(w.ID)
+	// Not behind a request in flight (a move holds the lock for its whole
+	// migration): the next cycle follows.
+	unlock, ok := m.locks.TryLock(w.ID, "following the holder of workspace "+w.Name)
+	if !ok {
+		return nil, fmt.Errorf("workspace %s is held by a request in flight: %w", w.Name, pve.ErrLocked)
+	}
 	defer unlock()
 	cur, err := m.store.Workspace(ctx, w.ID)
 	if err != nil || cur.State != store.WorkspaceReady || cur.Step != "" || m.nodeOf(cur) == node {
