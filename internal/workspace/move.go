@@ -98,9 +98,21 @@ func (m *Manager) Move(ctx context.Context, ref string, req api.MoveWorkspaceReq
 	if err := m.checkTarget(ctx, w, src, req.Node, storage); err != nil {
 		return nil, err
 	}
-	v, err := m.holder(ctx, w, "move")
+	v, err := m.holderFollowing(ctx, w, "move")
 	if err != nil {
 		return nil, err
+	}
+	if at := m.nodeOf(w); at != src {
+		// It was migrated outside agentd and is followed now: already on
+		// the target is what was asked, else it moves from where it is.
+		src = at
+		if req.Node == src {
+			if req.Storage != "" && req.Storage != w.Storage {
+				return nil, api.FieldError("storage", "workspace %s is already on node %s (migrated there outside agentd), on storage %s; a move changes the node (and the storage with it), not the storage alone", w.Name, src, w.Storage)
+			}
+			return w, nil
+		}
+		storage = cmp.Or(req.Storage, w.Storage)
 	}
 	if lock, _ := v.Config["lock"].(string); lock != "" {
 		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "cannot move workspace %s: its holder VM %d is locked (%s) by a Proxmox task still running; retry when it ends", w.Name, w.HolderVMID, lock)
@@ -206,6 +218,9 @@ func (m *Manager) settleMove(ctx context.Context, w *store.Workspace, wait bool,
 	defer cancel()
 	for {
 		at, cfg, err := m.locate(ctx, w)
+		if errors.Is(err, pve.ErrNotFound) && at == "" {
+			return m.moveGone(ctx, w, node, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -250,6 +265,32 @@ func (m *Manager) settleMove(ctx context.Context, w *store.Workspace, wait bool,
 		}
 		return nil
 	}
+}
+
+// moveGone ends a journaled move whose holder the cluster listing puts on
+// no node. A migration keeps the VM on exactly one node all along (its
+// config moves last), so none can be running: the holder was destroyed
+// outside agentd. The source and the target are asked too before the step
+// is cleared, since a listing is only pmxcfs's view; the row keeps its
+// node, and reconcile reports the holder missing. Leaving the step would
+// refuse the workspace's delete for ever.
+func (m *Manager) moveGone(ctx context.Context, w *store.Workspace, target string, cause error) error {
+	for _, n := range []string{m.nodeOf(w), target} {
+		if _, err := m.pve.On(n).Config(ctx, w.HolderVMID); !errors.Is(err, pve.ErrNotFound) {
+			if err == nil {
+				err = fmt.Errorf("holder VM %d is on node %s, which the cluster listing does not show", w.HolderVMID, n)
+			}
+			return errors.Join(cause, err)
+		}
+	}
+	prev := *w
+	w.Step = ""
+	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.move_failed",
+		Message: fmt.Sprintf("holder VM %d is on no node of the cluster (destroyed outside agentd?): the move to %s ended, the workspace stays recorded on node %s; workspace check tells more", w.HolderVMID, target, m.nodeOf(w))}); err != nil {
+		*w = prev
+		return err
+	}
+	return nil
 }
 
 // locate finds the node a holder is on now (one cluster listing) and reads
@@ -316,23 +357,54 @@ func (m *Manager) Follow(ctx context.Context, w *store.Workspace, node string, d
 	if err != nil || cur.State != store.WorkspaceReady || cur.Step != "" || m.nodeOf(cur) == node {
 		return nil, err
 	}
-	p := m.proof(cur)
-	p.Node = m.rowNode(node)
-	v, err := m.guard.Must(ctx, p, true)
-	if errors.Is(err, owner.ErrNotOwned) {
-		return nil, m.lost(ctx, cur, "follow", err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	prev := *cur
-	cur.Node = m.rowNode(node)
-	if vol := pve.DiskVolume(v.Config, cur.DiskKey); vol != "" {
-		cur.Storage = strings.SplitN(vol, ":", 2)[0]
-	}
-	if err := m.store.SaveWorkspace(ctx, cur, prev, store.Event{Kind: "workspace.node_changed", Message: act.Reason + fmt.Sprintf("; the row follows it (storage %s)", cur.Storage)}); err != nil {
+	if _, err := m.follow(ctx, cur, node); err != nil {
 		return nil, err
 	}
 	*w = *cur
 	return act, nil
+}
+
+// follow proves w's holder on node and makes the row name that node and
+// its volume's storage (the caller holds w's lock). A VM there that fails
+// the proof marks the workspace LOST.
+func (m *Manager) follow(ctx context.Context, w *store.Workspace, node string) (*owner.VM, error) {
+	p := m.proof(w)
+	p.Node = m.rowNode(node)
+	v, err := m.guard.Must(ctx, p, true)
+	if errors.Is(err, owner.ErrNotOwned) {
+		return nil, m.lost(ctx, w, "follow", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	reason := fmt.Sprintf("holder VM %d of workspace %s is on node %s, not %s (migrated outside agentd)", w.HolderVMID, w.Name, node, m.nodeOf(w))
+	prev := *w
+	w.Node = m.rowNode(node)
+	if vol := pve.DiskVolume(v.Config, w.DiskKey); vol != "" {
+		w.Storage = strings.SplitN(vol, ":", 2)[0]
+	}
+	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.node_changed", Message: reason + fmt.Sprintf("; the row follows it (storage %s)", w.Storage)}); err != nil {
+		*w = prev
+		return nil, err
+	}
+	return v, nil
+}
+
+// holderFollowing is holder for an operation that needs the holder where
+// it really is: when the row's node no longer has it (migrated outside
+// agentd, not yet followed by reconcile), it is looked up in the cluster,
+// proven and followed there first. Only a holder on no node is "gone".
+func (m *Manager) holderFollowing(ctx context.Context, w *store.Workspace, op string) (*owner.VM, error) {
+	v, err := m.holder(ctx, w, op)
+	if !api.IsCode(err, api.CodeInvalidState) || w.State != store.WorkspaceReady {
+		return v, err
+	}
+	at, _, lerr := m.locate(ctx, w)
+	if lerr != nil || at == m.nodeOf(w) {
+		return nil, err
+	}
+	if _, ferr := m.follow(ctx, w, at); ferr != nil {
+		return nil, proxmoxErr(op, w, ferr)
+	}
+	return m.holder(ctx, w, op)
 }
