@@ -218,3 +218,85 @@ func TestMoveHandMigratedHolderBeforeReconcile(t *testing.T) {
 	}
 	holderAgrees(t, d, c, "w", "pve2", ws.Storage)
 }
+
+// TestMoveOntoFullStorage: the target storage has no room; the migration
+// fails (PVE's storage_migrate, its copies on the target removed) and the
+// workspace is as it was: holder and data on the source, one copy, no
+// journal, the reason in the answer and the event.
+func TestMoveOntoFullStorage(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	if err := d.Sim.FillStorage("pve2", "local-zfs", true); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2", Storage: "local-zfs"})
+	wantCode(t, err, http.StatusConflict, api.CodeUnsupported)
+	if !strings.Contains(err.Error(), "storage local-zfs on node pve2 does not support this") || !strings.Contains(err.Error(), "not enough free space") ||
+		strings.Count(err.Error(), "migration aborted") != 2 {
+		t.Fatalf("the answer does not say why: %v", err)
+	}
+	holderAgrees(t, d, c, "w", "pve1", ws.Storage)
+	if got := copies(t, d, ws.HolderVMID); len(got) != 1 || !strings.HasPrefix(got[0], "pve1/") {
+		t.Fatalf("copies after the failed move: %v", got)
+	}
+	if !hasEvent(wsEvents(t, c, "w"), "workspace.move_failed", "not enough free space") {
+		t.Fatalf("events: %+v", wsEvents(t, c, "w"))
+	}
+}
+
+// TestMoveNodeOfflineMidMigration: the source (whose pvedaemon runs the
+// task) or the target goes offline while the migration runs. The request
+// cannot tell where the holder is and says so; the move stays journaled
+// (nothing refused as gone, nothing usable meanwhile), and once the node
+// is back reconcile settles the row on the node where the holder is.
+func TestMoveNodeOfflineMidMigration(t *testing.T) {
+	for _, down := range []string{"pve1", "pve2"} {
+		t.Run(down, func(t *testing.T) {
+			d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+			ctx := tctx(t)
+			ws := movedWS(t, d, c, "w")
+			d.Sim.SlowTask("qmigrate", "", 500*time.Millisecond)
+			if err := d.Sim.BeforeRequest("GET", `/tasks/.*qmigrate.*/status$`, func() {
+				_ = d.Sim.SetNodeOnline(down, false)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2"})
+			row, _ := d.Agent.Store.LookupWorkspace(ctx, "w")
+			if err == nil {
+				// The target went away after the copy: the holder is on
+				// it, and the answer says so once it is read there.
+				t.Logf("move answered while %s was offline: row %+v", down, row)
+			} else if row == nil || !workspace.Moving(row) {
+				t.Fatalf("move failed (%v) but the journal is gone: %+v", err, row)
+			}
+			if err != nil {
+				_, serr := c.CreateSnapshot(ctx, "w", api.CreateSnapshotRequest{Name: "mid"})
+				wantCode(t, serr, http.StatusConflict, api.CodeBusy)
+			}
+			if err := d.Sim.SetNodeOnline(down, true); err != nil {
+				t.Fatal(err)
+			}
+			// The task goes on where it was; reconcile settles.
+			for {
+				if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+					t.Fatal(err)
+				}
+				if row, _ := d.Agent.Store.LookupWorkspace(ctx, "w"); row != nil && !workspace.Moving(row) {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					t.Fatal("the move never settled")
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			at := d.Sim.Dump().VMs[ws.HolderVMID].Node
+			holderAgrees(t, d, c, "w", at, ws.Storage)
+			if got := copies(t, d, ws.HolderVMID); len(got) != 1 {
+				t.Fatalf("copies after the settle: %v", got)
+			}
+		})
+	}
+}

@@ -136,7 +136,11 @@ func (m *Manager) Move(ctx context.Context, ref string, req api.MoveWorkspaceReq
 		// on the target: that is what was asked).
 		return w, nil
 	case merr != nil:
-		return nil, proxmoxErr("move", w, merr)
+		// A storage the migration could not use (full, say) is the
+		// target's: the error names that one.
+		at := *w
+		at.Storage = fmt.Sprintf("%s on node %s", storage, req.Node)
+		return nil, proxmoxErr("move", &at, merr)
 	case serr != nil:
 		return nil, proxmoxErr("move", w, serr)
 	}
