@@ -20,7 +20,11 @@ import (
 func migrateMidCrash(t *testing.T, d *agent.Dev, holder int, dur time.Duration) (*client.Client, <-chan error) {
 	t.Helper()
 	ctx := tctx(t)
-	journalMove(t, d, "w", "pve2", "local-lvm")
+	ws, err := d.Agent.Store.LookupWorkspace(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalMove(t, d, "w", "pve2", ws.Storage)
 	d.Sim.SlowTask("qmigrate", "", dur)
 	done := make(chan error, 1)
 	go func() { done <- pveClient(t, d).On("pve1").Migrate(context.Background(), holder, "pve2", "") }()
@@ -298,5 +302,41 @@ func TestMoveNodeOfflineMidMigration(t *testing.T) {
 				t.Fatalf("copies after the settle: %v", got)
 			}
 		})
+	}
+}
+
+// TestSnapshotOpsRefusedWhileMoveJournaled: a fork from a snapshot and a
+// snapshot's delete act on the holder whether or not it is attached, so
+// they checked no move: mid-migration (after a crash) they are refused as
+// busy like every other operation on the workspace, and nothing is made.
+func TestSnapshotOpsRefusedWhileMoveJournaled(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "w", Size: "1G", Node: "pve1", Storage: "local-zfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, d, holderVol(t, d, c, "w"), "/work/notes.txt", "keep me")
+	if _, err := c.CreateSnapshot(ctx, "w", api.CreateSnapshotRequest{Name: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(vms(d))
+	c, done := migrateMidCrash(t, d, ws.HolderVMID, 3*time.Second)
+	_, err = c.ForkWorkspace(ctx, "w", api.ForkRequest{Name: "f", FromSnapshot: "s1"})
+	wantCode(t, err, http.StatusConflict, api.CodeBusy)
+	err = c.DeleteSnapshot(ctx, "w", "s1")
+	wantCode(t, err, http.StatusConflict, api.CodeBusy)
+	if got := len(vms(d)); got != before {
+		t.Fatalf("VMs mid-move: %d, before %d", got, before)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	holderAgrees(t, d, c, "w", "pve2", "local-zfs")
+	if snaps, err := c.Snapshots(ctx, "w"); err != nil || len(snaps) != 1 {
+		t.Fatalf("snapshots after the move: %+v %v", snaps, err)
 	}
 }
