@@ -150,6 +150,9 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref, name string) error {
 		return err
 	}
 	defer unlock()
+	if err := notMoving(w, "delete a snapshot of"); err != nil {
+		return err
+	}
 	v, err := m.holder(ctx, w, "delete a snapshot of")
 	if err != nil {
 		return err
@@ -185,6 +188,11 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 		return nil, err
 	}
 	defer unlock()
+	// Even from a snapshot, which needs no detach: the clone reads the
+	// holder on the node the row names, which it may be leaving.
+	if err := notMoving(src, "fork"); err != nil {
+		return nil, err
+	}
 	srcVM, err := m.holder(ctx, src, "fork")
 	if err != nil {
 		return nil, err

@@ -565,6 +565,12 @@ func requireDetached(w *store.Workspace, op string) error {
 	if w.State != store.WorkspaceReady {
 		return api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot %s workspace %s: it is %s", op, w.Name, w.State)
 	}
+	return notMoving(w, op)
+}
+
+// notMoving refuses op while a move of w is journaled: its holder may be
+// mid-migration, on either node.
+func notMoving(w *store.Workspace, op string) error {
 	if Moving(w) {
 		return api.Errorf(http.StatusConflict, api.CodeBusy, "cannot %s workspace %s: it is being moved to another node; retry when the move has settled", op, w.Name)
 	}
