@@ -340,3 +340,26 @@ func TestSnapshotOpsRefusedWhileMoveJournaled(t *testing.T) {
 		t.Fatalf("snapshots after the move: %+v %v", snaps, err)
 	}
 }
+
+// TestDeleteHandMigratedHolderBeforeReconcile: an operator migrated the
+// holder and no cycle has followed it yet. Deleting the workspace then
+// deletes its holder where it is (proven there); it used to find nothing
+// on the row's node, call the holder gone and retire the row, leaving the
+// holder and its volume behind on the other node.
+func TestDeleteHandMigratedHolderBeforeReconcile(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	if err := pveClient(t, d).On("pve1").Migrate(ctx, ws.HolderVMID, "pve3", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteWorkspace(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if vm, ok := d.Sim.Dump().VMs[ws.HolderVMID]; ok {
+		t.Fatalf("the holder is still there after the delete: %+v", vm)
+	}
+	if got := copies(t, d, ws.HolderVMID); len(got) != 0 {
+		t.Fatalf("volumes left: %v", got)
+	}
+}
