@@ -658,10 +658,20 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 	if w.State == store.WorkspaceReady {
 		// Prove before journaling the delete: a refusal must leave the
 		// workspace as it was (LOST), not stuck in DELETING.
-		if _, err := m.guard.Prove(ctx, m.proof(w), true); errors.Is(err, owner.ErrNotOwned) {
+		v, err := m.guard.Prove(ctx, m.proof(w), true)
+		if errors.Is(err, owner.ErrNotOwned) {
 			return nil, m.lost(ctx, w, "delete", err)
 		} else if err != nil {
 			return nil, proxmoxErr("delete", w, err)
+		}
+		if v == nil {
+			// Not on the row's node: migrated outside agentd and not yet
+			// followed, it is deleted where it is, not taken for gone.
+			if at, _, lerr := m.locate(ctx, w); lerr == nil && at != m.nodeOf(w) {
+				if _, err := m.follow(ctx, w, at); err != nil {
+					return nil, proxmoxErr("delete", w, err)
+				}
+			}
 		}
 	}
 	prev := *w
