@@ -363,3 +363,59 @@ func TestDeleteHandMigratedHolderBeforeReconcile(t *testing.T) {
 		t.Fatalf("volumes left: %v", got)
 	}
 }
+
+// TestMoveTaskFailsAfterRestart: agentd is killed mid-migration, and the
+// task then fails (the target storage fills up before the copy): the
+// holder never left the source. Reconcile settles the row there, with the
+// data, one copy, and the move reported failed.
+func TestMoveTaskFailsAfterRestart(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	c, done := migrateMidCrash(t, d, ws.HolderVMID, time.Second)
+	if err := d.Sim.FillStorage("pve2", ws.Storage, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "not enough free space") {
+		t.Fatalf("the migration: %v (want it to fail for space)", err)
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	holderAgrees(t, d, c, "w", "pve1", ws.Storage)
+	if got := copies(t, d, ws.HolderVMID); len(got) != 1 || !strings.HasPrefix(got[0], "pve1/") {
+		t.Fatalf("copies: %v", got)
+	}
+	if !hasEvent(wsEvents(t, c, "w"), "workspace.move_failed", "interrupted") {
+		t.Fatalf("events: %+v", wsEvents(t, c, "w"))
+	}
+}
+
+// TestMoveFromOfflineNode: the workspace's node is offline (its pvedaemon
+// would run the migration): refused before anything is journaled.
+func TestMoveFromOfflineNode(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	n := len(wsEvents(t, c, "w"))
+	if err := d.Sim.SetNodeOnline("pve1", false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2"})
+	wantCode(t, err, http.StatusServiceUnavailable, api.CodeUnavailable)
+	if row, _ := d.Agent.Store.LookupWorkspace(ctx, "w"); row == nil || row.Step != "" {
+		t.Fatalf("row after the refusal: %+v", row)
+	}
+	if err := d.Sim.SetNodeOnline("pve1", true); err != nil {
+		t.Fatal(err)
+	}
+	if evs := wsEvents(t, c, "w"); len(evs) != n {
+		t.Fatalf("a refused move wrote events: %+v", evs[n:])
+	}
+	// The cycle that sees pve1 back (its workspaces are reported
+	// unavailable until then).
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	holderAgrees(t, d, c, "w", "pve1", ws.Storage)
+}
