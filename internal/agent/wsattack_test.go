@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -249,17 +250,22 @@ func TestMoveOntoFullStorage(t *testing.T) {
 	}
 }
 
-// TestMoveNodeOfflineMidMigration: the source (whose pvedaemon runs the
-// task) or the target goes offline while the migration runs. The request
-// cannot tell where the holder is and says so; the move stays journaled
-// (nothing refused as gone, nothing usable meanwhile), and once the node
-// is back reconcile settles the row on the node where the holder is.
+// TestMoveNodeOfflineMidMigration: a node goes offline while the
+// migration copies. The source (whose pvedaemon runs the task): the
+// request cannot tell where the holder is and says so, the move stays
+// journaled (every change refused meanwhile), and once the node is back
+// the task goes on and reconcile settles the row where the holder is. The
+// target: PVE's copy dies with the connection and the holder stays on the
+// source, so the move fails at once, settled there; the partial copy PVE
+// could not free stays on the target (agentd frees no volume), and a later
+// move there still works, the data intact.
 func TestMoveNodeOfflineMidMigration(t *testing.T) {
 	for _, down := range []string{"pve1", "pve2"} {
 		t.Run(down, func(t *testing.T) {
 			d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
 			ctx := tctx(t)
 			ws := movedWS(t, d, c, "w")
+			vol := holderVol(t, d, c, "w")
 			d.Sim.SlowTask("qmigrate", "", 500*time.Millisecond)
 			if err := d.Sim.BeforeRequest("GET", `/tasks/.*qmigrate.*/status$`, func() {
 				_ = d.Sim.SetNodeOnline(down, false)
@@ -268,17 +274,36 @@ func TestMoveNodeOfflineMidMigration(t *testing.T) {
 			}
 			_, err := c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2"})
 			row, _ := d.Agent.Store.LookupWorkspace(ctx, "w")
-			if err == nil {
-				// The target went away after the copy: the holder is on
-				// it, and the answer says so once it is read there.
-				t.Logf("move answered while %s was offline: row %+v", down, row)
-			} else if row == nil || !workspace.Moving(row) {
+			if down == "pve2" {
+				wantCode(t, err, http.StatusBadGateway, api.CodeProxmox)
+				if !strings.Contains(err.Error(), "exit code 255") || row == nil || workspace.Moving(row) {
+					t.Fatalf("move with the target lost: %v; row %+v", err, row)
+				}
+				if err := d.Sim.SetNodeOnline(down, true); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+					t.Fatal(err)
+				}
+				holderAgrees(t, d, c, "w", "pve1", ws.Storage)
+				if got := copies(t, d, ws.HolderVMID); len(got) != 2 || !slices.Contains(got, "pve2/"+vol) {
+					t.Fatalf("copies: %v (want the holder's and PVE's partial one on pve2)", got)
+				}
+				if got, err := c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2"}); err != nil || got.Node != "pve2" {
+					t.Fatalf("the move once pve2 is back: %+v %v", got, err)
+				}
+				holderAgrees(t, d, c, "w", "pve2", ws.Storage)
+				if holderVol(t, d, c, "w") == vol {
+					t.Fatalf("the holder took the partial copy's volume %s", vol)
+				}
+				return
+			}
+			wantCode(t, err, http.StatusServiceUnavailable, api.CodeUnavailable)
+			if row == nil || !workspace.Moving(row) {
 				t.Fatalf("move failed (%v) but the journal is gone: %+v", err, row)
 			}
-			if err != nil {
-				_, serr := c.CreateSnapshot(ctx, "w", api.CreateSnapshotRequest{Name: "mid"})
-				wantCode(t, serr, http.StatusConflict, api.CodeBusy)
-			}
+			_, serr := c.CreateSnapshot(ctx, "w", api.CreateSnapshotRequest{Name: "mid"})
+			wantCode(t, serr, http.StatusConflict, api.CodeBusy)
 			if err := d.Sim.SetNodeOnline(down, true); err != nil {
 				t.Fatal(err)
 			}
@@ -296,8 +321,7 @@ func TestMoveNodeOfflineMidMigration(t *testing.T) {
 				case <-time.After(50 * time.Millisecond):
 				}
 			}
-			at := d.Sim.Dump().VMs[ws.HolderVMID].Node
-			holderAgrees(t, d, c, "w", at, ws.Storage)
+			holderAgrees(t, d, c, "w", "pve2", ws.Storage)
 			if got := copies(t, d, ws.HolderVMID); len(got) != 1 {
 				t.Fatalf("copies after the settle: %v", got)
 			}
