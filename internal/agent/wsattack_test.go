@@ -443,3 +443,35 @@ func TestMoveFromOfflineNode(t *testing.T) {
 	}
 	holderAgrees(t, d, c, "w", "pve1", ws.Storage)
 }
+
+// TestMoveSharedWorkspaceStorage: a workspace on a shared storage moves
+// without a copy (PVE's scan_local_volumes skips shared volumes, and
+// targetstorage maps only local ones), so a move asking for another
+// storage cannot honour it: refused up front, naming why, rather than
+// answering 200 with the volume still on the shared storage (Terraform
+// then plans a replacement for the storage it did not get). A plain move
+// of it works and keeps its storage.
+func TestMoveSharedWorkspaceStorage(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "w", Size: "1G", Node: "pve1", Storage: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, d, holderVol(t, d, c, "w"), "/work/notes.txt", "keep me")
+	n := len(wsEvents(t, c, "w"))
+	_, err = c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2", Storage: "local-lvm"})
+	wantCode(t, err, http.StatusBadRequest, api.CodeInvalidField)
+	if !strings.Contains(err.Error(), "shared") {
+		t.Fatalf("refusal does not say why: %v", err)
+	}
+	if evs := wsEvents(t, c, "w"); len(evs) != n {
+		t.Fatalf("a refused move wrote events: %+v", evs[n:])
+	}
+	holderAgrees(t, d, c, "w", "pve1", "shared")
+	if got, err := c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve2"}); err != nil || got.Node != "pve2" || got.Storage != "shared" {
+		t.Fatalf("plain move: %+v %v", got, err)
+	}
+	holderAgrees(t, d, c, "w", "pve2", "shared")
+	_ = ws
+}
