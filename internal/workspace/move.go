@@ -175,6 +175,12 @@ func (m *Manager) checkTarget(ctx context.Context, w *store.Workspace, src, node
 		if strings.Contains(","+st.Content+",", ",images,") {
 			have = append(have, st.Storage)
 		}
+		// QemuMigrate's scan_local_volumes leaves a shared storage's
+		// volumes in place (targetstorage maps local ones only): the
+		// volume would stay where it is, whatever was asked.
+		if st.Storage == w.Storage && st.Shared == 1 && storage != w.Storage {
+			return api.FieldError("storage", "workspace %s is on the shared storage %s, which a move does not copy (node %s reads it too): move it without --storage, or fork it onto %s", w.Name, w.Storage, node, storage)
+		}
 	}
 	if !slices.Contains(have, storage) {
 		return api.FieldError("storage", "storage %s does not exist on node %s or holds no VM images there (its image storages: %s); name one with --storage", storage, node, strings.Join(have, ", "))
