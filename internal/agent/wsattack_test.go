@@ -475,3 +475,59 @@ func TestMoveSharedWorkspaceStorage(t *testing.T) {
 	holderAgrees(t, d, c, "w", "pve2", "shared")
 	_ = ws
 }
+
+// TestMoveRefusedWhileLostSandboxMayUseIt: a workspace on a shared storage
+// (holder on pve2) is used by a sandbox on pve1, which goes offline: the
+// sandbox is LOST, its VM possibly still running and writing the volume.
+// The workspace cannot move (nor be claimed elsewhere) while that VM may
+// reference it, even after destroy --force retired the row: agentd cannot
+// tell what the unreachable VM holds.
+func TestMoveRefusedWhileLostSandboxMayUseIt(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "w", Size: "1G", Node: "pve2", Storage: "shared"}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "user", Profile: "yolo-workspace", Workspace: "w", Node: "pve1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateRunning || sb.Node != "pve1" {
+		t.Fatalf("sandbox: %+v %v", sb, err)
+	}
+	if err := d.Sim.SetNodeOnline("pve1", false); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := c.Sandbox(ctx, "user"); got != nil && got.State == api.StateLost {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the sandbox never went LOST")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_, err = c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve3"})
+	wantCode(t, err, http.StatusConflict, api.CodeAttached)
+	if _, err := c.Destroy(ctx, sb.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.MoveWorkspace(ctx, "w", api.MoveWorkspaceRequest{Node: "pve3"})
+	wantCode(t, err, http.StatusConflict, api.CodeAttached)
+	if vm := d.Sim.Dump().VMs[mustWS(t, c, "w").HolderVMID]; vm.Node != "pve2" {
+		t.Fatalf("the holder moved: %+v", vm)
+	}
+}
+
+func mustWS(t *testing.T, c *client.Client, name string) *api.Workspace {
+	t.Helper()
+	w, err := c.Workspace(tctx(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
