@@ -162,7 +162,8 @@ func Start(ctx context.Context, cfg *config.Config, profiles profile.Set, log *s
 		IdleStopCPUThreshold: cfg.IdleStopCPUThreshold, Conntrack: h.Conntrack, IdleStopOff: h.IdleStopOff, Metrics: met, Log: log,
 		FirewallGroup: netpolicy.GroupName, GuestURL: guestURL, BootstrapTTL: cfg.BootstrapTTL, Addresses: addrs,
 		Subnet: subnet, HostAddr: hostAddr, Expose: exposeOptions(cfg), PoolCloneConcurrency: cfg.PoolCloneConcurrency,
-		Nodes: cfg.Nodes, Placement: placement.Caps{K: cfg.Placement.Sample, ReserveMB: cfg.Placement.MemoryReserveMB,
+		AuditPerCycle: cfg.ReconcileAuditPerCycle,
+		Nodes:         cfg.Nodes, Placement: placement.Caps{K: cfg.Placement.Sample, ReserveMB: cfg.Placement.MemoryReserveMB,
 			CPUOvercommit: cfg.Placement.CPUOvercommit, MaxSandboxes: cfg.Placement.MaxSandboxesPerNode, MaxInFlight: cfg.Placement.MaxInFlightPerNode},
 		Limits: sandbox.Limits{MaxTTL: cfg.MaxTTL, MaxSandboxes: cfg.MaxSandboxes, MaxSandboxesPerProfile: cfg.MaxSandboxesPerProfile}})
 	a := &Agent{Manager: mgr, Store: st, log: log, errc: make(chan error, 2), Loops: loops.New(h.Now), Metrics: met}

@@ -37,6 +37,9 @@ type DevOptions struct {
 	Hooks Hooks
 	// Configure adjusts the generated configuration before the agent starts.
 	Configure func(*config.Config)
+	// ConfigureSim adjusts the simulator's options before it starts (tests:
+	// storage lock hold and timeout).
+	ConfigureSim func(*pvesim.Options)
 }
 
 // Dev is agentd running against the embedded Proxmox simulator.
@@ -112,6 +115,13 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			simOpts.Durations.ByType[k] = scale(v)
 		}
 		simOpts.AgentBootDelay, simOpts.DHCPDelay = scale(20*time.Second), scale(5*time.Second)
+		// The storage lock's hold and PVE's 10 s timeout are compressed
+		// alike, so that contention fails at the speed it would on a host.
+		simOpts.Durations.StorageLock = scale(rd.StorageLock)
+		simOpts.StorageLockTimeout = scale(pvesim.DefaultStorageLockTimeout)
+	}
+	if o.ConfigureSim != nil {
+		o.ConfigureSim(&simOpts)
 	}
 	if o.LogRequests != "" {
 		f, err := pvesim.OpenRequestLog(o.LogRequests)

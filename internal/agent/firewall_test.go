@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -293,5 +294,32 @@ func TestMissingSecurityGroupFailsTheCreate(t *testing.T) {
 	}
 	if vm, ok := vms(d)[sb.VMID]; ok && vm.Running {
 		t.Fatalf("the VM was started without its firewall rule")
+	}
+}
+
+// TestOnlyThisNodesSandboxesBoundHere: agentd's own nftables sets hold the
+// sandboxes of its own node only; another node's sandbox is bound by that
+// node's agent (its node duties). Bound here as well, on an SDN VNet its MAC
+// and address would count as this node's, which nothing from the tunnel
+// may claim, and its frames from the other node would be dropped here.
+func TestOnlyThisNodesSandboxesBoundHere(t *testing.T) {
+	log := &setLog{}
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{Addresses: log}})
+	ctx := tctx(t)
+	here := d.Config.ProxmoxNode
+	for _, node := range []string{here, "pve2"} {
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "on-" + node, Profile: "yolo-ephemeral", Node: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 10*time.Millisecond); err != nil || sb.State != api.StateRunning || sb.Node != node {
+			t.Fatalf("sandbox on %s: %+v %v", node, sb, err)
+		}
+		log.mu.Lock()
+		bound := strings.Contains(strings.Join(log.ops, "; "), "add "+sb.IP+" ")
+		log.mu.Unlock()
+		if bound != (node == here) {
+			t.Errorf("sandbox on %s (agentd on %s): bound in agentd's sets %v; set updates %v", node, here, bound, log.ops)
+		}
 	}
 }

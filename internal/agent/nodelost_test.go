@@ -1,14 +1,17 @@
 package agent_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
+	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
 
 // nodeLostProfiles writes a keep and a recreate profile with a template on
@@ -240,5 +243,163 @@ func TestNodeLostRecreateAtQuota(t *testing.T) {
 	}
 	if after, _ := c.Sandboxes(ctx, nil); len(after) != len(list) {
 		t.Fatalf("%d sandboxes after a refused recreate, %d before", len(after), len(list))
+	}
+}
+
+// TestNodeLostPoolMemberRetired: a warm-pool member that failed to build
+// because its node went offline under it (the start got pveproxy's 595, the
+// cleanup too) becomes LOST like every sandbox there and is left alone; when
+// the node is back it is FAILED again and the pool retires it (destroyed
+// with the proof), never settled into a STOPPED sandbox named after its id
+// that still carries the pool marker. The chaos soak on a three-node cluster
+// (seed 42 -nodes 3, I9) found that.
+func TestNodeLostPoolMemberRetired(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	// Members are built on agentd's node, pve1: it goes offline just as
+	// the first member's VM is started.
+	if err := d.Sim.BeforeRequest("POST", `^/nodes/pve1/qemu/\d+/status/start$`, func() {
+		_ = d.Sim.SetNodeOnline("pve1", false)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SetPool(ctx, poolProfile, api.SetPoolRequest{MinReady: intp(1), Max: intp(1)}); err != nil {
+		t.Fatal(err)
+	}
+	var m *store.Sandbox
+	for m == nil {
+		rows, err := d.Store.Sandboxes(ctx, store.Filter{States: []api.State{api.StateFailed}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) > 0 {
+			m = rows[0]
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no member failed to build")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if d.Sim.NodeOnline("pve1") || m.VMID == 0 || m.Name != m.ID {
+		t.Fatalf("failed member %+v (pve1 online %v)", m, d.Sim.NodeOnline("pve1"))
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Store.Sandbox(ctx, m.ID); err != nil || got.State != api.StateLost {
+		t.Fatalf("member while pve1 is offline: %+v %v", got, err)
+	}
+	if _, ok := d.Sim.Dump().VMs[m.VMID]; !ok {
+		t.Fatal("the member's VM was destroyed while its node was offline")
+	}
+	if err := d.Sim.SetNodeOnline("pve1", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	// FAILED again, then retired by the pool like any member that failed
+	// to build.
+	for {
+		got, err := d.Store.Sandbox(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == api.StateDestroyed {
+			break
+		}
+		if got.State != api.StateFailed && got.State != api.StateDestroying {
+			t.Fatalf("member after pve1 is back: %s (%s), want FAILED until the pool retires it", got.State, got.Error)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("member after pve1 is back: %+v, never retired", got)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	for id, v := range d.Sim.Dump().VMs { // the pool's next member may reuse the VMID
+		if strings.Contains(v.Config["description"], m.ID) {
+			t.Fatalf("the retired member's VM %d is still there: %+v", id, v.Config)
+		}
+	}
+}
+
+// TestNodeLostUnconfiguredDestroyed: a sandbox whose clone landed as its
+// node went offline (the provisioning failed at step clone, its cleanup
+// too) is LOST while the node is out, its VM untouched. Its VM carries the
+// description marker but not yet the tag, so the proof must stay the one
+// its step allows: a destroy asked for during the outage removes the
+// half-built VM once the node is back; without one the row is FAILED at
+// step clone again (not a STOPPED sandbox) and a destroy then removes it. The chaos soak on a three-node cluster (seed 42 -nodes 3, I10)
+// found the destroy asking for the tag, failing the proof, retiring the row
+// and leaving agentd's own VM behind.
+func TestNodeLostUnconfiguredDestroyed(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	for _, destroy := range []bool{true, false} {
+		name := fmt.Sprintf("half-%v", destroy)
+		if err := d.Sim.BeforeRequest("GET", `^/nodes/pve1/tasks/[^/]*qmclone[^/]*/status$`, func() {
+			_ = d.Sim.SetNodeOnline("pve1", false)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: name, Profile: "yolo-ephemeral", Node: "pve1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateFailed || sb.VMID == 0 {
+			t.Fatalf("%s: %+v %v, want FAILED at the clone", name, sb, err)
+		}
+		if v, ok := d.Sim.Dump().VMs[sb.VMID]; !ok || strings.Contains(v.Config["tags"], "agentlab") {
+			t.Fatalf("%s: VM %d should exist untagged: %+v", name, sb.VMID, v)
+		}
+		if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Sandbox(ctx, sb.ID)
+		if err != nil || got.State != api.StateLost {
+			t.Fatalf("%s while pve1 is offline: %+v %v", name, got, err)
+		}
+		if destroy {
+			if got, err = c.Destroy(ctx, sb.ID, false); err != nil || got.State != api.StateDestroying {
+				t.Fatalf("%s: destroy while pve1 is offline: %+v %v", name, got, err)
+			}
+		}
+		if _, ok := d.Sim.Dump().VMs[sb.VMID]; !ok {
+			t.Fatalf("%s: VM %d destroyed while its node was offline", name, sb.VMID)
+		}
+		if err := d.Sim.SetNodeOnline("pve1", true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Manager.ProvisioningTimeouts(ctx); err != nil { // the cleanup loop
+			t.Fatal(err)
+		}
+		d.Manager.Wait(sb.ID)
+		if !destroy {
+			// FAILED again at the step it stopped at, its VM untouched;
+			// a destroy then proves it as that step allows.
+			got, err = c.Sandbox(ctx, sb.ID)
+			if err != nil || got.State != api.StateFailed || got.Step != "clone" {
+				t.Fatalf("%s after pve1 is back: %+v %v, want FAILED at step clone", name, got, err)
+			}
+			if _, ok := d.Sim.Dump().VMs[sb.VMID]; !ok {
+				t.Fatalf("%s: VM %d destroyed though no destroy was asked for", name, sb.VMID)
+			}
+			if _, err := c.Destroy(ctx, sb.ID, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, err = c.Sandbox(ctx, sb.ID); err != nil || got.State != api.StateDestroyed {
+			t.Fatalf("%s after pve1 is back: %+v %v, want DESTROYED", name, got, err)
+		}
+		for id, v := range d.Sim.Dump().VMs {
+			if strings.Contains(v.Config["description"], sb.ID) {
+				t.Fatalf("%s: VM %d of the destroyed sandbox is still there: %+v", name, id, v.Config)
+			}
+		}
 	}
 }

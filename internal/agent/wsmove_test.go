@@ -308,7 +308,9 @@ func TestWorkspaceMoveCrashAtEachStep(t *testing.T) {
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			d, c := startDev(t, agent.DevOptions{Nodes: 3})
+			// No loops: a reconcile cycle would settle the planted journal
+			// before the step under test runs.
+			d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
 			ws := movedWS(t, d, c, "w")
 			s.simulate(t, d, c, ws.HolderVMID)
 			c = tcpClient(t, d, d.Info.Token)
@@ -410,7 +412,9 @@ func BenchmarkWorkspaceMove(b *testing.B) {
 // band, or another VM there): the settle marks the workspace LOST and
 // leaves that VM alone, rather than adopting it.
 func TestInterruptedMoveOntoForeignVM(t *testing.T) {
-	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	// No loops: a reconcile cycle between the hand migration and the
+	// planted description would settle the move while the VM is still ours.
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
 	ctx := tctx(t)
 	ws := movedWS(t, d, c, "w")
 	journalMove(t, d, "w", "pve2", "local-lvm")

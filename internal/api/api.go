@@ -59,8 +59,9 @@ var transitions = map[State][]State{
 	StateFailed:    {StateLost, StateDestroying, StateDestroyed},
 	StateTimeout:   {StateLost, StateDestroying, StateDestroyed},
 	// A sandbox LOST because its node went offline comes back when the
-	// node does (step node_offline only; a failed proof is never undone).
-	StateLost: {StateBooting, StateStopped, StateDestroying, StateDestroyed},
+	// node does (the node_offline steps only; a failed proof is never undone):
+	// FAILED when its provisioning had not finished.
+	StateLost: {StateBooting, StateStopped, StateFailed, StateDestroying, StateDestroyed},
 	// A claim takes the pooled VM back into provisioning (its claim step);
 	// a replaced or unhealthy member is destroyed.
 	StatePooled:     {StateProvisioning, StateFailed, StateLost, StateDestroying, StateDestroyed},

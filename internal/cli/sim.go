@@ -20,6 +20,7 @@ func newSimCmd() *cobra.Command {
 		bootDelay time.Duration
 		caFile    string
 		localDir  string
+		sharedDir string
 		speed     float64
 		logReqs   string
 		stateDir  string
@@ -67,7 +68,10 @@ token, password and certificate stay the same.`,
 				nodes = pvesim.NodeNames(nNodes)
 			}
 			opts := pvesim.Options{Addr: addr, Nodes: nodes, Fixtures: true, AgentBootDelay: bootDelay, LocalDir: localDir, StateDir: stateDir,
-				TemplatePerNode: perNode, SharedTemplate: sharedTpl}
+				TemplatePerNode: perNode, SharedTemplate: sharedTpl, SharedDir: sharedDir}
+			if sharedDir != "" && len(nodes) < 2 {
+				return usagef("--shared-dir backs the cluster's shared storage: it needs --nodes 2 or more")
+			}
 			if speed <= 0 {
 				return usagef("--speed must be positive, got %g", speed)
 			}
@@ -135,6 +139,7 @@ token, password and certificate stay the same.`,
 	cmd.Flags().DurationVar(&bootDelay, "agent-boot-delay", 0, "time from VM start until the guest agent answers")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "write the simulator's self-signed certificate (PEM) here")
 	cmd.Flags().StringVar(&localDir, "local-dir", "", "back the \"local\" storage with this directory (snippets in DIR/snippets), like /var/lib/vz")
+	cmd.Flags().StringVar(&sharedDir, "shared-dir", "", "in a cluster, back the shared storage \"shared\" with this directory (snippets in DIR/snippets, seen from every node)")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "persist the simulated cluster (VMs, volumes and their content, snapshots, firewall, pools, tasks, token, certificate) here across restarts")
 	cmd.Flags().StringVar(&logReqs, "log-requests", "", "append one JSON line per API request to this file (method, path, parameters with secrets redacted, status line, duration)")
 	cmd.Flags().Float64Var(&speed, "speed", 1, "with --realistic, divide task and boot times by this")

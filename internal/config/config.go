@@ -107,6 +107,10 @@ type Config struct {
 	IdleStopCPUThreshold   float64       `yaml:"idle_stop_cpu_threshold"`
 
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
+	// ReconcileAuditPerCycle is how many rows whose listing looks unchanged
+	// a reconcile cycle re-proves against their VM's config (round-robin);
+	// 0 proves only rows whose listing changed, so a cycle is one request.
+	ReconcileAuditPerCycle int `yaml:"reconcile_audit_per_cycle"`
 	// Warm pools: how often the pool loop refills and checks members, and
 	// how many pool clones may run at once on a node (more hit PVE's
 	// per-template lock timeouts).
@@ -144,8 +148,9 @@ type Placement struct {
 	CPUOvercommit float64 `yaml:"cpu_overcommit"`
 	// MaxSandboxesPerNode (0: no limit).
 	MaxSandboxesPerNode int `yaml:"max_sandboxes_per_node"`
-	// MaxInFlightPerNode is the clones and starts run at once on a node;
-	// more hit Proxmox's `can't lock file … got timeout`.
+	// MaxInFlightPerNode is the clones run at once on a node (more hit
+	// Proxmox's `can't lock file … got timeout`), and apart from them the
+	// starts.
 	MaxInFlightPerNode int `yaml:"max_inflight_per_node"`
 }
 
@@ -227,6 +232,7 @@ func Default() *Config {
 		IdleStopMinutesDefault:    30,
 		IdleStopCPUThreshold:      0.05,
 		ReconcileInterval:         30 * time.Second,
+		ReconcileAuditPerCycle:    100,
 		PoolInterval:              10 * time.Second,
 		PoolCloneConcurrency:      2,
 		Nodes:                     []string{},
@@ -337,6 +343,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSandboxes < 1 {
 		return c.fieldErr("max_sandboxes", "must be at least 1, got %d", c.MaxSandboxes)
+	}
+	if c.ReconcileAuditPerCycle < 0 || c.ReconcileAuditPerCycle > 10000 {
+		return c.fieldErr("reconcile_audit_per_cycle", "must be between 0 (prove only rows whose listing changed) and 10000, got %d", c.ReconcileAuditPerCycle)
 	}
 	if c.PoolCloneConcurrency < 1 || c.PoolCloneConcurrency > 16 {
 		return c.fieldErr("pool_clone_concurrency", "must be between 1 and 16 clones at a time per node, got %d", c.PoolCloneConcurrency)

@@ -67,8 +67,22 @@ func arpPkt(op uint16, sha, spa, tha, tpa string) []byte {
 // sendFrame sends raw Ethernet frames out of eth0 in ns.
 func sendFrame(t *testing.T, ns string, frames ...[]byte) {
 	t.Helper()
+	sendFrameOn(t, ns, "eth0", frames...)
+}
+
+// sendFrameOn sends raw Ethernet frames out of interface dev in ns; on a
+// bridge port they leave through the port itself, past the bridge's hooks.
+func sendFrameOn(t *testing.T, ns, dev string, frames ...[]byte) {
+	t.Helper()
+	sendNow(t, ns, dev, frames...)
+	time.Sleep(150 * time.Millisecond)
+}
+
+// sendNow is sendFrameOn without waiting for the frames to arrive.
+func sendNow(t *testing.T, ns, dev string, frames ...[]byte) {
+	t.Helper()
 	in(t, ns, func() {
-		ifc, err := net.InterfaceByName("eth0")
+		ifc, err := net.InterfaceByName(dev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +99,6 @@ func sendFrame(t *testing.T, ns string, frames ...[]byte) {
 			}
 		}
 	})
-	time.Sleep(150 * time.Millisecond)
 }
 
 // tap records every frame an interface of ns receives (AF_PACKET, all

@@ -10,7 +10,9 @@
 //     The same checks run at the bridge's input hook, the only one frames to
 //     the IEEE link-local groups (01:80:c2:00:00:0X) pass, and those are
 //     dropped outright. This layer needs neither br_netfilter nor the
-//     Proxmox firewall.
+//     Proxmox firewall. On an SDN VNet the VXLAN port (Tunnel) carries
+//     only other nodes' sandboxes: never a gateway, one of this node's
+//     sandboxes or a source outside the subnet, whatever the peer enforces.
 //   - table inet agentlab, on routed traffic: the forward chain denies by
 //     default (only a bound address in nat_hosts, or in an allowlist's set for
 //     its entries, reaches out; unknown sources reach nothing); the input
@@ -100,7 +102,9 @@ type Policy struct {
 	// node's bridge to the other nodes'. Every node is the gateway of its
 	// own sandboxes, with the same address and MAC (HostMAC), so nothing of
 	// a gateway crosses it, and other nodes' sandboxes reach only this
-	// node's sandboxes through it, never its stack.
+	// node's sandboxes through it, never its stack. What arrives from it is
+	// judged by this node alone: never the gateway, one of this node's
+	// sandboxes or a source outside the subnet, whatever the peer enforces.
 	Tunnel string
 }
 
@@ -208,6 +212,7 @@ type view struct {
 	Off, Nat  []string
 	Sandboxes []string // every bound address
 	Elements  []string // bindings set elements: "port" . mac . addr
+	MACs      []string // every bound MAC
 	Ports     []string // ports set elements
 	Allow     []allowChain
 	// Exposed ports: expose_dnat, expose_sources and exposed elements.
@@ -249,6 +254,20 @@ table bridge agentlab {
 		type ifname
 {{- if .Ports }}
 		elements = { {{ join .Ports }} }
+{{- end }}
+	}
+	# The live sandboxes' MACs and addresses, as in bindings: on an SDN VNet,
+	# what never arrives from the tunnel (these sandboxes are on this node).
+	set macs {
+		type ether_addr
+{{- if .MACs }}
+		elements = { {{ join .MACs }} }
+{{- end }}
+	}
+	set addrs {
+		type ipv4_addr
+{{- if .Sandboxes }}
+		elements = { {{ join .Sandboxes }} }
 {{- end }}
 	}
 
@@ -296,7 +315,11 @@ table bridge agentlab {
 {{- if .Tunnel }}
 
 	# The SDN VNet's VXLAN port: one network over the nodes, one gateway
-	# (same address, same MAC) on each, which stays on its node.
+	# (same address, same MAC) on each, which stays on its node. A frame
+	# from the tunnel is judged by this node alone (its peer may be a node of
+	# the zone without these rules, or a VM attached to the VNet there): it
+	# may be an other node's sandbox, never the gateway or one of this node's
+	# sandboxes (their MACs would move to the tunnel port in the FDB).
 	chain to_tunnel {
 		ether saddr {{ .HostMAC }} drop comment "this node's gateway stays on this node"
 		arp saddr ip {{ .HostAddr }} drop comment "this node's gateway stays on this node"
@@ -307,8 +330,16 @@ table bridge agentlab {
 		ether daddr 01:80:c2:00:00:00-01:80:c2:00:00:0f drop comment "IEEE link-local groups: not bridged"
 		ether saddr {{ .HostMAC }} drop comment "another node's gateway"
 		ether daddr {{ .HostMAC }} drop comment "for another node's gateway"
+		ether saddr @macs drop comment "this node's sandboxes are on this node"
 		ether type != { ip, arp } drop comment "IPv4 and ARP only"
+		ip saddr != {{ .Subnet }} drop comment "other nodes' sandboxes send from the agent subnet"
+		ip saddr {{ .HostAddr }} drop comment "another node's gateway"
+		ip saddr @addrs drop comment "this node's sandboxes are on this node"
+		arp saddr ip != {{ .Subnet }} drop comment "other nodes' sandboxes send from the agent subnet"
 		arp saddr ip {{ .HostAddr }} drop comment "another node's gateway"
+		arp saddr ip @addrs drop comment "this node's sandboxes are on this node"
+		arp saddr ether {{ .HostMAC }} drop comment "another node's gateway"
+		arp saddr ether @macs drop comment "this node's sandboxes are on this node"
 		arp daddr ip {{ .HostAddr }} drop comment "other nodes' sandboxes ask their own node"
 		accept comment "other nodes' sandboxes, checked against the bindings of their node"
 	}
@@ -412,6 +443,9 @@ table inet agentlab {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		iifname @ports drop comment "a sandbox port's own stack (frames the bridge did not bridge)"
+{{- if .Tunnel }}
+		iifname "{{ .Tunnel }}" drop comment "the tunnel port's own stack (LLDP-group frames skip the bridge's hooks)"
+{{- end }}
 		iifname != { "lo", "{{ .Bridge }}" } tcp dport {{ .GuestPort }} drop comment "the guest listener only for sandboxes"
 		iifname != "{{ .Bridge }}" accept comment "the rest of the host's traffic is not ours"
 		meta nfproto ipv6 drop comment "sandboxes are IPv4 only"
@@ -431,6 +465,9 @@ table inet agentlab {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		iifname @ports drop comment "a sandbox port's own stack (frames the bridge did not bridge)"
+{{- if .Tunnel }}
+		iifname "{{ .Tunnel }}" drop comment "the tunnel port's own stack (LLDP-group frames skip the bridge's hooks)"
+{{- end }}
 		iifname != "{{ .Bridge }}" oifname != "{{ .Bridge }}" accept comment "not agent-bridge traffic"
 		iifname "{{ .Uplink }}" ct status dnat ip daddr @sandboxes ip daddr . tcp dport @exposed accept comment "exposed ports: only flows prerouting DNATed (from their sources)"
 		iifname != "{{ .Bridge }}" jump to_sandbox
@@ -544,6 +581,7 @@ func (p *Policy) Ruleset() (string, error) {
 			return "", err
 		}
 		v.Sandboxes = append(v.Sandboxes, b.Addr.String())
+		v.MACs = append(v.MACs, b.MAC.String())
 		v.Elements = append(v.Elements, elements(b)...)
 		for _, port := range b.Ports {
 			v.Ports = append(v.Ports, fmt.Sprintf("%q", port))
@@ -734,11 +772,16 @@ func (s Sets) script(b Binding, verb string) string {
 			fmt.Fprintf(&sb, "add element inet agentlab ports { %q }\n", port)
 		}
 	}
+	var bridge []string
 	for _, e := range elements(b) {
+		bridge = append(bridge, "bindings { "+e+" }")
+	}
+	bridge = append(bridge, "macs { "+b.MAC.String()+" }", "addrs { "+b.Addr.String()+" }")
+	for _, e := range bridge {
 		if verb == "delete" {
-			fmt.Fprintf(&sb, "add element bridge agentlab bindings { %s }\n", e)
+			fmt.Fprintf(&sb, "add element bridge agentlab %s\n", e)
 		}
-		fmt.Fprintf(&sb, "%s element bridge agentlab bindings { %s }\n", verb, e)
+		fmt.Fprintf(&sb, "%s element bridge agentlab %s\n", verb, e)
 	}
 	return sb.String()
 }

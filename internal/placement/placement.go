@@ -4,7 +4,7 @@
 // free memory first, as PVE's static CRS weighs it, then on CPU
 // commitment. Hard caps (memory, CPU overcommit, sandboxes per node) and
 // drained or offline nodes exclude a node; a node already running its
-// limit of clones and starts is busy, which the caller waits out rather
+// limit of clones is busy, which the caller waits out rather
 // than piling on (Proxmox answers `can't lock file … got timeout` above two
 // or three parallel clones per node).
 package placement
@@ -31,7 +31,7 @@ type Node struct {
 	CommittedMB    int64
 	CommittedCores int
 	Sandboxes      int // agentd's live sandboxes on the node
-	InFlight       int // clones and starts running now
+	InFlight       int // clones running now
 }
 
 // Caps bound every node; zero values take the defaults in Defaults.
@@ -42,7 +42,8 @@ type Caps struct {
 	CPUOvercommit float64
 	// MaxSandboxes per node (0: no limit).
 	MaxSandboxes int
-	// MaxInFlight is the concurrent clones/starts per node.
+	// MaxInFlight is the concurrent clones per node (and, counted apart,
+	// the concurrent starts).
 	MaxInFlight int
 	// K is how many eligible nodes a decision samples.
 	K int
@@ -139,7 +140,7 @@ func exclude(n *Node, req Request, caps Caps) (why string, busy bool) {
 		return fmt.Sprintf("sandboxes: %d of max %d", n.Sandboxes, caps.MaxSandboxes), false
 	}
 	if n.InFlight >= caps.MaxInFlight {
-		return fmt.Sprintf("busy: %d clones/starts running (max %d)", n.InFlight, caps.MaxInFlight), true
+		return fmt.Sprintf("busy: %d clones running (max %d)", n.InFlight, caps.MaxInFlight), true
 	}
 	return "", false
 }

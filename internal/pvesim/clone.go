@@ -260,7 +260,23 @@ func (s *Sim) allShared(v *vm, c *config) bool {
 	return shared
 }
 
+// cloneVolume is clone_disk's storage call: vdisk_clone for a linked
+// clone, vdisk_alloc for a copy, each under the storage lock (lockStorage)
+// of the storage it creates the volume on.
 func (s *Sim) cloneVolume(w *worker, src, dst *storage, vol *volume, newid int, snap string, linked bool, key string) (*volume, error) {
+	on := dst
+	if linked {
+		on = src
+	}
+	var nv *volume
+	err := w.lockStorage(on, func() (err error) {
+		nv, err = s.createCloneVolume(w, src, dst, vol, newid, snap, linked, key)
+		return err
+	})
+	return nv, err
+}
+
+func (s *Sim) createCloneVolume(w *worker, src, dst *storage, vol *volume, newid int, snap string, linked bool, key string) (*volume, error) {
 	files := vol.files
 	if snap != "" {
 		files = vol.snapData[snap]

@@ -3,9 +3,11 @@ package pvesim
 // Destroy, template and unlink: destroy_vm, template, unlink (PVE::API2::Qemu).
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // destroyVM frees every owned referenced volume (unusedN included) and skips
@@ -44,9 +46,6 @@ func (s *Sim) destroyVM(req *request) (any, error) {
 				return err
 			}
 		}
-		if err := w.wait(); err != nil {
-			return err
-		}
 		owned := map[string]bool{}
 		collect := func(c *config) {
 			v.disks(c, func(k, sid, vn string) {
@@ -66,12 +65,31 @@ func (s *Sim) destroyVM(req *request) (any, error) {
 		for _, sn := range v.snapshots {
 			collect(sn.conf)
 		}
-		for volid := range owned {
+		// The task's time goes by before the disks are freed, so that a
+		// request racing the destroy still finds them; the frees' storage
+		// lock holds are part of that time.
+		w.dur -= time.Duration(len(owned)) * s.opts.Durations.StorageLock
+		if err := w.wait(); err != nil {
+			return err
+		}
+		// destroy_vm frees each volume with vdisk_free (under the storage
+		// lock) in an eval: a volume it cannot free is a warning, "Could
+		// not remove disk …, check manually", and stays on the storage.
+		for _, volid := range sortedKeys(owned) {
 			sid, vn, _ := strings.Cut(volid, ":")
 			st, _ := s.storageOn(v.node, sid)
-			if st != nil {
+			if st == nil {
+				continue
+			}
+			err := w.lockStorage(st, func() error {
 				delete(st.volumes, vn)
 				w.logf("Removing image: %s", volid)
+				return nil
+			})
+			if errors.Is(err, errAborted) {
+				return err
+			} else if err != nil {
+				w.warn("Could not remove disk '%s', check manually: %v", volid, err)
 			}
 		}
 		if req.boolv("destroy-unreferenced-disks") {

@@ -275,6 +275,8 @@ type State struct {
 	Volumes  map[string]VolumeState `json:"volumes"`
 	Tasks    []TaskState            `json:"tasks"`
 	Requests int64                  `json:"requests"`
+	// Offline are the nodes SetNodeOnline has taken offline, sorted.
+	Offline []string `json:"offline,omitempty"`
 }
 
 // VMState is one VM in the dump.
@@ -328,10 +330,24 @@ func (s *Sim) Dump() State {
 	for _, t := range s.taskList {
 		st.Tasks = append(st.Tasks, TaskState{UPID: t.upid, Type: t.typ, ID: t.id, Running: t.running, ExitStatus: t.exitstatus})
 	}
+	for name, n := range s.nodes {
+		if n.offline {
+			st.Offline = append(st.Offline, name)
+		}
+	}
+	sort.Strings(st.Offline)
 	return st
 }
 
 // RequestCount returns how many API requests were served, per "METHOD pattern".
+// StorageLockTimeouts is how many storage lock waits gave up so far
+// (storagelock.go): failed clones and disks a destroy left behind.
+func (s *Sim) StorageLockTimeouts() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.StorageLockTimeouts
+}
+
 func (s *Sim) RequestCount() (total int64, byPath map[string]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -38,6 +38,9 @@ type Options struct {
 	User      string   // ticket login user; default "root@pam"
 	Password  string   // default random
 	Durations Durations
+	// StorageLockTimeout is how long a disk allocation, clone or free waits
+	// for its storage lock (storagelock.go); default 10 s, PVE's.
+	StorageLockTimeout time.Duration
 	// AuthFailDelay is pveproxy's penalty before answering a failed login (3 s on PVE).
 	AuthFailDelay time.Duration
 	// AgentBootDelay is how long after start the guest agent answers; DHCPDelay how
@@ -89,19 +92,21 @@ type Sim struct {
 	fwGroups map[string]*fwGroup // cluster security groups
 	pools    map[string]*pool    // user.cfg pools
 	tasks    map[string]*task
-	taskList []*task
-	tickets  map[string]string // ticket → user
-	csrf     map[string]string // ticket → CSRF token
-	faults   faults
-	nextPID  int
-	srv      *http.Server
-	ln       net.Listener
-	url      string
-	caPEM    []byte
-	stats    Stats
-	wg       sync.WaitGroup
-	closing  chan struct{}
-	reqLog   *reqLogger
+	// storeLocks are the storage locks held now (storagelock.go).
+	storeLocks map[string]*storeLock
+	taskList   []*task
+	tickets    map[string]string // ticket → user
+	csrf       map[string]string // ticket → CSRF token
+	faults     faults
+	nextPID    int
+	srv        *http.Server
+	ln         net.Listener
+	url        string
+	caPEM      []byte
+	stats      Stats
+	wg         sync.WaitGroup
+	closing    chan struct{}
+	reqLog     *reqLogger
 	// clusterFw holds the datacenter firewall options (clusterfw.go).
 	clusterFw map[string]string
 	// sdn holds /etc/pve/sdn (sdn.go): the edited and the applied config.
@@ -132,6 +137,9 @@ func (m *simMutex) Unlock() {
 type Stats struct {
 	Requests int64
 	ByPath   map[string]int64
+	// StorageLockTimeouts counts storage lock waits that gave up
+	// (storagelock.go), whether the task then failed or only warned.
+	StorageLockTimeouts int64
 }
 
 // Error is a PVE API error: the code and first message line go into the status line.
@@ -169,19 +177,20 @@ func New(opts Options) (*Sim, error) {
 		opts.Now = time.Now
 	}
 	s := &Sim{
-		opts:     opts,
-		now:      opts.Now,
-		rnd:      rand.New(rand.NewSource(opts.Seed)),
-		nodes:    map[string]*node{},
-		vms:      map[int]*vm{},
-		fwGroups: map[string]*fwGroup{},
-		pools:    map[string]*pool{},
-		tasks:    map[string]*task{},
-		tickets:  map[string]string{},
-		csrf:     map[string]string{},
-		nextPID:  0x1A2B0,
-		closing:  make(chan struct{}),
-		stats:    Stats{ByPath: map[string]int64{}},
+		opts:       opts,
+		now:        opts.Now,
+		rnd:        rand.New(rand.NewSource(opts.Seed)),
+		nodes:      map[string]*node{},
+		vms:        map[int]*vm{},
+		fwGroups:   map[string]*fwGroup{},
+		pools:      map[string]*pool{},
+		tasks:      map[string]*task{},
+		storeLocks: map[string]*storeLock{},
+		tickets:    map[string]string{},
+		csrf:       map[string]string{},
+		nextPID:    0x1A2B0,
+		closing:    make(chan struct{}),
+		stats:      Stats{ByPath: map[string]int64{}},
 	}
 	if opts.RequestLog != nil {
 		s.reqLog = &reqLogger{w: opts.RequestLog}

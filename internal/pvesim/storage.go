@@ -179,8 +179,11 @@ func (s *Sim) deleteContent(req *request) (any, error) {
 		if err := w.wait(); err != nil {
 			return err
 		}
-		delete(st.volumes, vol.name)
-		return nil
+		// vdisk_free: under the storage lock.
+		return w.lockStorage(st, func() error {
+			delete(st.volumes, vol.name)
+			return nil
+		})
 	})
 	if req.has("delay") && !s.tasks[upid].running {
 		return nil, nil

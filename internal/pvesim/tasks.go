@@ -12,11 +12,17 @@ import (
 type Durations struct {
 	Default time.Duration
 	ByType  map[string]time.Duration
+	// StorageLock is how long one disk allocation, linked clone or free
+	// holds its storage lock (storagelock.go); it counts towards the
+	// duration of the task doing it.
+	StorageLock time.Duration
 }
 
 // RealisticDurations approximates a small PVE host (pveapi.md §6.5), for demos and benchmarks.
 func RealisticDurations() Durations {
-	return Durations{Default: 200 * time.Millisecond, ByType: map[string]time.Duration{
+	// A linked clone's two storage commands (the thin snapshot of the base
+	// disk, the cloud-init volume) take up its whole qmclone time.
+	return Durations{Default: 200 * time.Millisecond, StorageLock: time.Second, ByType: map[string]time.Duration{
 		"qmclone": 2 * time.Second, "qmstart": 2 * time.Second, "qmstop": time.Second,
 		"qmshutdown": 5 * time.Second, "qmdestroy": 2 * time.Second, "qmsnapshot": time.Second,
 		"qmrollback": 2 * time.Second, "qmdelsnapshot": time.Second, "resize": 500 * time.Millisecond,
@@ -60,20 +66,23 @@ var errAborted = errors.New("received interrupt")
 
 // worker gives task code the ability to wait for its simulated duration.
 type worker struct {
-	s   *Sim
-	t   *task
-	dur time.Duration
+	s    *Sim
+	t    *task
+	dur  time.Duration
+	held time.Duration // spent holding storage locks (part of dur)
 }
 
-// wait releases the state lock for the task's duration, like a worker doing I/O.
+// wait releases the state lock for what is left of the task's duration
+// (the time it held storage locks is spent already), like a worker doing I/O.
 func (w *worker) wait() error {
-	if w.dur <= 0 {
+	d := w.dur - w.held
+	if d <= 0 {
 		return nil
 	}
 	w.s.mu.Unlock()
 	defer w.s.mu.Lock()
 	select {
-	case <-time.After(w.dur):
+	case <-time.After(d):
 	case <-w.t.abort:
 		return errAborted
 	case <-w.s.closing:
@@ -230,7 +239,9 @@ func (s *Sim) startTask(req *request, nodeName, typ, id string, fn func(w *worke
 		}
 		s.finishTask(t, err)
 	}
-	if dur <= 0 && (f == nil || !f.hang && f.delay <= 0) {
+	// A storage lock hold takes time even in a task of no duration: such
+	// tasks run in the background too.
+	if dur <= 0 && s.opts.Durations.StorageLock <= 0 && (f == nil || !f.hang && f.delay <= 0) {
 		run()
 		return t.upid
 	}

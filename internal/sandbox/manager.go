@@ -85,6 +85,9 @@ type Options struct {
 	BootstrapTTL time.Duration
 	Limits       Limits
 	Expose       ExposeOptions
+	// AuditPerCycle is how many unchanged rows a reconcile cycle re-proves
+	// (round-robin); 0: only rows whose listing changed.
+	AuditPerCycle int
 	// PoolCloneConcurrency bounds the warm-pool clones running at once on
 	// a node (0: 2).
 	PoolCloneConcurrency int
@@ -141,11 +144,16 @@ type Manager struct {
 	// replacement takes; read and written only under the admission lock.
 	replacing map[replacementKey]replacement
 
-	cluster       *placement.Cluster
-	invMu         sync.Mutex
-	invAt         time.Time                 // when the ledger's inventory was read
-	templateNode  map[int]string            // template VMID → its node, from that inventory
-	shared        map[string]bool           // storages every node reads, from that inventory
+	cluster      *placement.Cluster
+	invMu        sync.Mutex
+	invRefresh   sync.Mutex      // held by the one freshInventory reading it
+	invAt        time.Time       // when the ledger's inventory was read
+	templateNode map[int]string  // template VMID → its node, from that inventory
+	shared       map[string]bool // storages every node reads, from that inventory
+	// starts bounds the starts running at once per node apart from the
+	// clone slots: a start takes no storage lock, so a node's clones need
+	// not wait for its starts.
+	starts        nodeSlots
 	templateNamed map[string][]pve.Resource // template name → the templates of that name
 
 	reportMu sync.Mutex

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/auth"
@@ -26,12 +27,29 @@ import (
 const (
 	stepNodeLost         = "node_offline"
 	stepNodeLostReplaced = "node_offline_replaced"
+	// A sandbox lost before its provisioning finished (FAILED, TIMEOUT,
+	// or before its first config write) keeps the step it stopped at after
+	// this prefix ("node_offline:resize_disk"): its VM may carry no tag
+	// yet, so the proof and the destroy depend on that step, and when the
+	// node is back it is FAILED again, not a STOPPED sandbox whose VM was
+	// never fully configured.
+	stepNodeLostAt = "node_offline:"
 )
 
 // nodeLost reports whether sb is LOST only because its node went offline.
 func nodeLost(sb *store.Sandbox) bool {
-	return sb.State == api.StateLost && (sb.Step == stepNodeLost || sb.Step == stepNodeLostReplaced)
+	return sb.State == api.StateLost && (sb.Step == stepNodeLost || sb.Step == stepNodeLostReplaced || strings.HasPrefix(sb.Step, stepNodeLostAt))
 }
+
+// unfinished reports whether sb's provisioning never finished: it failed
+// or timed out, or its VM has not been configured yet.
+func unfinished(sb *store.Sandbox) bool {
+	return sb.State == api.StateFailed || sb.State == api.StateTimeout || untagged(sb)
+}
+
+// provisionStep is the provisioning step a row stopped at: its step, or for
+// a row lost before its first config write, the step kept after the prefix.
+func provisionStep(sb *store.Sandbox) string { return strings.TrimPrefix(sb.Step, stepNodeLostAt) }
 
 // offline lists the nodes the inventory shows offline.
 func offline(inv *pve.Inventory) map[string]bool {
@@ -97,7 +115,14 @@ func (m *Manager) markNodeLost(ctx context.Context, sb *store.Sandbox, node stri
 		unlock()
 		return fmt.Errorf("a %s sandbox cannot become LOST", cur.State)
 	}
-	cur.Step = stepNodeLost
+	if unfinished(cur) {
+		// Without the step the proof would ask for the tag such a VM may
+		// not have, and settled on its VM's power state the row would
+		// become a STOPPED sandbox with a half-built VM (soak -nodes 3).
+		cur.Step = stepNodeLostAt + cur.Step
+	} else {
+		cur.Step = stepNodeLost
+	}
 	cur.Error = fmt.Sprintf("node %s is offline: agentd does not act on this sandbox until the node is back", node)
 	err := m.save(ctx, cur, api.StateLost, "sandbox.node_lost", cur.Error)
 	unlock()
@@ -120,6 +145,8 @@ func (m *Manager) recreate(ctx context.Context, sb *store.Sandbox, p *profile.Pr
 	switch {
 	case IsPoolMember(sb):
 		why = "a warm-pool member (the pool builds another)"
+	case strings.HasPrefix(sb.Step, stepNodeLostAt):
+		why = "it never finished provisioning (it stopped at step " + provisionStep(sb) + ")"
 	case sb.Workspace != "":
 		why = "its workspace " + sb.Workspace + " is on the offline node"
 	case c.Node != "":
@@ -194,6 +221,15 @@ func (m *Manager) nodeBack(ctx context.Context, sb *store.Sandbox, byID map[int]
 	case err != nil:
 		unlock()
 		return "", err // not readable yet: next cycle
+	case strings.HasPrefix(cur.Step, stepNodeLostAt):
+		// Its provisioning never finished: FAILED again at the step it
+		// stopped at, its VM left to the cleanup every failed sandbox gets
+		// (prune, destroy), which proves it as that step allows.
+		cur.Step = provisionStep(cur)
+		cur.Error = fmt.Sprintf("provisioning did not finish (step %s) before node %s went offline; VM %d is left for prune or destroy", cur.Step, node, cur.VMID)
+		err = m.save(ctx, cur, api.StateFailed, "sandbox.reconciled", fmt.Sprintf("node %s is back; %s", node, cur.Error))
+		unlock()
+		return "node back; provisioning had not finished: FAILED", err
 	case v == nil || !exists:
 		_ = m.store.VMGone(ctx, cur.ID, cur.VMID)
 		m.removeSnippet(cur)
@@ -209,6 +245,20 @@ func (m *Manager) nodeBack(ctx context.Context, sb *store.Sandbox, byID map[int]
 			m.startWorker(cur.ID)
 		}
 		return "node back; destroying the replaced VM", err
+	case IsPoolMember(cur) && r.Status != "running":
+		// A member is nobody's sandbox yet, and one that is not running
+		// either failed to build (its cleanup cut short by the outage) or
+		// stopped: settled on its VM's power state it would become a
+		// STOPPED sandbox named after its id that still carries the pool
+		// marker. Retired instead, with the proof; the pool builds another.
+		// A running member goes through the restart check back to POOLED.
+		cur.Error = ""
+		err = m.save(ctx, cur, api.StateDestroying, "sandbox.destroy_requested", fmt.Sprintf("node %s is back: retiring warm-pool member VM %d, which is %s", node, cur.VMID, r.Status))
+		unlock()
+		if err == nil {
+			m.startWorker(cur.ID)
+		}
+		return "node back; retiring the pool member", err
 	case r.Status == "running":
 		cur.Step, cur.Error = stepRestart, ""
 		err = m.save(ctx, cur, api.StateBooting, "sandbox.reconciled", fmt.Sprintf("node %s is back and VM %d runs; confirming its address", node, cur.VMID))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -37,6 +38,12 @@ func (m *Manager) refreshCluster(ctx context.Context, inv *pve.Inventory) error 
 	if err != nil {
 		return err
 	}
+	return m.refreshClusterRows(ctx, inv, rows)
+}
+
+// refreshClusterRows is refreshCluster with the rows read already (the
+// reconcile cycle reads them once for both).
+func (m *Manager) refreshClusterRows(ctx context.Context, inv *pve.Inventory, rows []*store.Sandbox) error {
 	drained, err := m.store.DrainedNodes(ctx)
 	if err != nil {
 		return err
@@ -154,8 +161,8 @@ func nodeNames(ns []api.Node) string {
 }
 
 // multiNode reports whether agentd places sandboxes across nodes: the last
-// inventory showed more than one node it uses. One node keeps the
-// single-host behaviour exactly (no placement step, no caps).
+// inventory showed more than one node it uses. One node has no placement
+// step and no caps but the clone slot (claimSlot).
 func (m *Manager) multiNode() bool {
 	return len(m.cluster.Nodes()) > 1
 }
@@ -170,6 +177,20 @@ const inventoryMaxAge = 15 * time.Second
 func (m *Manager) freshInventory(ctx context.Context) {
 	m.invMu.Lock()
 	stale := m.now().Sub(m.invAt) > inventoryMaxAge
+	m.invMu.Unlock()
+	if !stale {
+		return
+	}
+	// One refresh at a time: a burst of creates that finds the inventory
+	// stale together would otherwise read /cluster/resources and every
+	// row once each. The others go on with the ledger they have (agentd's
+	// own commitments in it are exact).
+	if !m.invRefresh.TryLock() {
+		return
+	}
+	defer m.invRefresh.Unlock()
+	m.invMu.Lock()
+	stale = m.now().Sub(m.invAt) > inventoryMaxAge
 	m.invMu.Unlock()
 	if !stale {
 		return
@@ -240,7 +261,7 @@ func (m *Manager) eligible(p *profile.Profile) func(string) (bool, string) {
 // request's node, or the node of a workspace on a node-local storage)
 // narrows the choice to one node; a workspace on a shared storage is read
 // from any node, so it pins nothing. While every eligible node runs
-// its limit of clones and starts the sandbox waits, in REQUESTED order of
+// its limit of clones the sandbox waits, in REQUESTED order of
 // arrival being no promise, until one is free or provisioning times out.
 func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profile) error {
 	var c canonical
@@ -260,10 +281,9 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 			req.Pin, req.PinReason = node, "workspace "+w.Name+" lives there"
 		}
 	}
-	wait := 100 * time.Millisecond
 	for {
 		m.freshInventory(ctx)
-		d, err := m.cluster.Place(sb.ID, req)
+		d, w, err := m.cluster.Place(sb.ID, req)
 		if err == nil {
 			sb.Node = d.Node
 			return m.progress(ctx, sb, stepAllocate, "placed on "+d.Reason)
@@ -271,12 +291,42 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		if !errors.Is(err, placement.ErrBusy) {
 			return err
 		}
+		// Woken the moment a slot this sandbox may use is given back: a
+		// poll would leave the node idle until the next tick, which over a
+		// burst of creates adds up to most of the makespan. The timer only
+		// lets a changed inventory (a node back online) be seen.
+		timer := time.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
+			m.cluster.Leave(w, false)
 			return fmt.Errorf("%w while waiting for a node with a free clone slot: %v", ctx.Err(), err)
-		case <-time.After(wait):
+		case <-w.C:
+		case <-timer.C:
 		}
-		wait = min(2*wait, time.Second)
+		timer.Stop()
+		m.cluster.Leave(w, true)
+	}
+}
+
+// claimSlot takes sb's clone slot on its node when placement did not (a
+// single node, a resumed run), waiting while the node runs
+// placement.max_inflight_per_node clones:
+// every clone queues on the node's storage lock (pve-storage-<storeid>),
+// which Proxmox gives up on after 10 s.
+func (m *Manager) claimSlot(ctx context.Context, sb *store.Sandbox) error {
+	for {
+		w, err := m.cluster.Claim(sb.ID, sb.Node, int64(sb.MemoryMB), sb.Cores)
+		if !errors.Is(err, placement.ErrBusy) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			m.cluster.Leave(w, false)
+			return fmt.Errorf("%w while waiting for a free clone slot: %v", ctx.Err(), err)
+		case <-w.C:
+			m.cluster.Leave(w, true)
+		}
 	}
 }
 
@@ -297,4 +347,30 @@ func (m *Manager) nodeDown(node string) bool {
 		}
 	}
 	return false
+}
+
+// nodeSlots is a counting semaphore per node.
+type nodeSlots struct {
+	mu sync.Mutex
+	ch map[string]chan struct{}
+}
+
+// take waits for one of node's n slots; release gives it back.
+func (s *nodeSlots) take(ctx context.Context, node string, n int) (release func(), err error) {
+	s.mu.Lock()
+	if s.ch == nil {
+		s.ch = map[string]chan struct{}{}
+	}
+	ch := s.ch[node]
+	if ch == nil {
+		ch = make(chan struct{}, n)
+		s.ch[node] = ch
+	}
+	s.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

@@ -29,7 +29,8 @@ func (m *Manager) proof(sb *store.Sandbox) owner.Proof {
 // untagged reports whether sb's VM may not carry the tag yet: the clone
 // request writes the description, the first config write adds the tag.
 func untagged(sb *store.Sandbox) bool {
-	return sb.Step == stepAllocate || sb.Step == stepClone || sb.Step == stepConfig
+	s := provisionStep(sb)
+	return s == stepAllocate || s == stepClone || s == stepConfig
 }
 
 // vm proves that the VM at sb's VMID is sb's and returns a handle for writes
@@ -120,7 +121,7 @@ func (m *Manager) removeVM(ctx context.Context, sb *store.Sandbox, lockWait time
 		// or timed out while PVE's task goes on) is not gone: the VMID stays
 		// pending, so the clone, when it lands untagged, is still found by
 		// reconcile as ours and pruned.
-		if v != nil || sb.Step != stepClone {
+		if v != nil || provisionStep(sb) != stepClone {
 			if err := m.store.VMGone(ctx, sb.ID, sb.VMID); err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,8 +30,7 @@ type poolState struct {
 	again  sync.Mutex // guards kicked
 	kicked bool       // a kick's fill is scheduled and has not started
 
-	slotsMu sync.Mutex
-	slots   map[string]chan struct{} // node → pool clone slots
+	slots nodeSlots // pool clones per node
 
 	errMu sync.Mutex
 	errs  map[string]string // profile → last pool error
@@ -579,24 +579,5 @@ func (m *Manager) poolCloneSlot(ctx context.Context, sb *store.Sandbox) (release
 	if !IsPoolMember(sb) {
 		return func() {}, nil
 	}
-	n := m.opts.PoolCloneConcurrency
-	if n <= 0 {
-		n = 2
-	}
-	m.pool.slotsMu.Lock()
-	if m.pool.slots == nil {
-		m.pool.slots = map[string]chan struct{}{}
-	}
-	ch := m.pool.slots[sb.Node]
-	if ch == nil {
-		ch = make(chan struct{}, n)
-		m.pool.slots[sb.Node] = ch
-	}
-	m.pool.slotsMu.Unlock()
-	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return m.pool.slots.take(ctx, sb.Node, cmp.Or(m.opts.PoolCloneConcurrency, 2))
 }

@@ -191,7 +191,7 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 		return
 	}
 	var want netpolicy.Binding
-	if sb.VMID != 0 && vmMayRun(sb) {
+	if sb.VMID != 0 && vmMayRun(sb) && m.onThisNode(sb) {
 		if a, err := m.store.Address(context.Background(), sb.ID); err == nil {
 			want = netpolicy.Binding{Addr: a, MAC: netpolicy.MAC(a), Ports: netpolicy.Ports(sb.VMID), Mode: netpolicy.Mode(m.profiles[sb.Profile])}
 		} else if sb.IP != "" {
@@ -238,6 +238,15 @@ func (m *Manager) syncAddress(sb *store.Sandbox) {
 	}
 }
 
+// onThisNode reports whether sb runs on agentd's own node, whose nftables
+// sets (Options.Addresses) are the ones syncAddress keeps. Another node's
+// sandbox is bound there, by its node's agent (NodeDuties); bound here as
+// well, on an SDN VNet its MAC and address would count as this node's, which
+// nothing from the tunnel may claim, and its frames would be dropped here.
+func (m *Manager) onThisNode(sb *store.Sandbox) bool {
+	return cmp.Or(sb.Node, m.opts.Node) == m.opts.Node
+}
+
 // vmMayRun reports whether sb's VM may be running: from BOOTING to RUNNING,
 // a pool member, and a claim in progress (the member's VM runs throughout).
 func vmMayRun(sb *store.Sandbox) bool {
@@ -255,8 +264,8 @@ func vmMayRun(sb *store.Sandbox) bool {
 // nft bridge meta the bridge table filters only ports it was told about, so
 // a VM started unbound would send unfiltered, as any address and MAC.
 func (m *Manager) ensureBound(ctx context.Context, sb *store.Sandbox) error {
-	if m.opts.Addresses == nil {
-		return nil
+	if m.opts.Addresses == nil || !m.onThisNode(sb) {
+		return nil // another node's sandbox: bound by its node's agent
 	}
 	m.addrMu.Lock()
 	b, ok := m.addrs[sb.ID]
@@ -364,6 +373,9 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 				return &stepError{step: stepAllocate, err: err}
 			}
 		}
+		if err := m.claimSlot(ctx, sb); err != nil {
+			return &stepError{step: stepAllocate, err: err}
+		}
 		for attempt := 1; ; attempt++ {
 			if sb.VMID == 0 {
 				if err = m.allocate(ctx, sb); err != nil {
@@ -394,6 +406,11 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if err != nil {
 			return &stepError{step: stepClone, err: err}
 		}
+		// The slot guards the node's storage lock, which only the clone
+		// takes (vdisk_clone, vdisk_alloc); config, resize and the clean
+		// snapshot take none. It goes back now and is taken again for the
+		// start, so that a node's clones do not wait on others' configs.
+		m.cluster.Landed(sb.ID)
 		var changed []string
 		if err := m.timed(stepConfig, func() (err error) { changed, err = m.configure(ctx, sb, p, &run); return err }); err != nil {
 			return &stepError{step: stepConfig, err: err}
@@ -462,7 +479,12 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 			return &stepError{step: stepStart, err: err}
 		}
 		if !running {
-			err := m.timed(stepStart, func() error { return v.Start(ctx) })
+			release, err := m.starts.take(ctx, cmp.Or(sb.Node, m.opts.Node), m.cluster.Caps().MaxInFlight)
+			if err != nil {
+				return &stepError{step: stepStart, err: fmt.Errorf("%w while waiting for a free start slot on node %s", err, cmp.Or(sb.Node, m.opts.Node))}
+			}
+			err = m.timed(stepStart, func() error { return v.Start(ctx) })
+			release()
 			if err != nil && !errors.Is(err, pve.ErrRunning) {
 				return &stepError{step: stepStart, err: err}
 			}
@@ -471,7 +493,7 @@ func (m *Manager) provision(ctx context.Context, sb *store.Sandbox) error {
 		if restarting(sb.Step) {
 			step = sb.Step
 		}
-		m.cluster.Landed(sb.ID) // the node's clone/start slot is free again
+		m.cluster.Landed(sb.ID) // a clone slot held since placement (a clone found made) is free again
 		if err := m.progress(ctx, sb, step, fmt.Sprintf("VM %d started; waiting for the guest agent to report an address", sb.VMID)); err != nil {
 			return &stepError{step: stepWaitIP, err: err}
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
@@ -33,16 +34,16 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 		return nil, err
 	}
 	res := inv.VMs
-	if err := m.refreshCluster(ctx, inv); err != nil {
+	rows, err := m.store.Sandboxes(ctx, store.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.refreshClusterRows(ctx, inv, rows); err != nil {
 		return nil, err
 	}
 	byID := make(map[int]pve.Resource, len(res))
 	for _, r := range res {
 		byID[r.VMID] = r
-	}
-	rows, err := m.store.Sandboxes(ctx, store.Filter{})
-	if err != nil {
-		return nil, err
 	}
 	ws, err := m.store.Workspaces(ctx)
 	if err != nil {
@@ -53,16 +54,23 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	byNode := m.settleNodes(ctx, inv, byID, rows, dryRun, rep)
 	live := map[int]bool{}
 	sandboxes := map[string]*store.Sandbox{}
+	settled := func(sb *store.Sandbox) bool {
+		return !(sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) || byNode[sb.ID])
+	}
+	proved := m.driftProved(ctx, rows, byID, prove, settled)
 	for _, sb := range rows {
 		sandboxes[sb.ID] = sb
 		if sb.VMID != 0 {
 			live[sb.VMID] = true
 		}
-		if sb.VMID == 0 || sb.State.InFlight() || sb.State.Terminal() || m.busy(sb.ID) || byNode[sb.ID] {
+		if !settled(sb) {
 			continue
 		}
 		rep.Checked++
-		act := m.drift(ctx, sb, byID, prove[sb.ID])
+		act, ok := proved[sb.ID]
+		if !ok {
+			act = m.drift(ctx, sb, byID, prove[sb.ID])
+		}
 		if act == nil {
 			continue
 		}
@@ -105,12 +113,35 @@ func (m *Manager) Reconcile(ctx context.Context, dryRun bool) (*api.ReconcileRep
 	return rep, nil
 }
 
-// proofsPerCycle bounds the full config reads a cycle spends on proving
-// rows whose listing looks unchanged; they are proven round-robin, so each is
-// re-proven every rows/proofsPerCycle cycles. Rows whose listing changed
-// (tag, name, node or a restart) are proven in the same cycle. Every write
-// proves the VM anyway: this only decides how soon a row shows LOST.
-const proofsPerCycle = 100
+// proofParallel is how many proofs (a config read each) a cycle runs at
+// once: one after the other, a hundred round trips made most of a cycle.
+const proofParallel = 8
+
+// driftProved runs drift, with its proof, for every settled row due a
+// proof, proofParallel at a time (drift only reads). The cycle applies
+// the actions in row order as before.
+func (m *Manager) driftProved(ctx context.Context, rows []*store.Sandbox, byID map[int]pve.Resource, prove map[string]bool, settled func(*store.Sandbox) bool) map[string]*api.ReconcileAction {
+	out := map[string]*api.ReconcileAction{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, proofParallel)
+	for _, sb := range rows {
+		if !prove[sb.ID] || !settled(sb) {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(sb *store.Sandbox) {
+			defer func() { <-sem; wg.Done() }()
+			act := m.drift(ctx, sb, byID, true)
+			mu.Lock()
+			out[sb.ID] = act
+			mu.Unlock()
+		}(sb)
+	}
+	wg.Wait()
+	return out
+}
 
 // proofsDue picks the objects to prove this cycle.
 func (m *Manager) proofsDue(rows []*store.Sandbox, ws []*store.Workspace, byID map[int]pve.Resource) map[string]bool {
@@ -151,11 +182,17 @@ func (m *Manager) proofsDue(rows []*store.Sandbox, ws []*store.Workspace, byID m
 		}
 	}
 	m.lastSig = sigs
-	for i := 0; i < proofsPerCycle && i < len(objs); i++ {
+	// The audit: Options.AuditPerCycle full config reads on rows whose
+	// listing looks unchanged, round-robin, so each is re-proven every
+	// rows/AuditPerCycle cycles. Rows whose listing changed (tag, name, node
+	// or a restart) are proven above, in the same cycle. Every write proves
+	// the VM anyway: this only decides how soon a row shows LOST.
+	audit := m.opts.AuditPerCycle
+	for i := 0; i < audit && i < len(objs); i++ {
 		due[objs[(m.proofCursor+i)%len(objs)].id] = true
 	}
 	if len(objs) > 0 {
-		m.proofCursor = (m.proofCursor + proofsPerCycle) % len(objs)
+		m.proofCursor = (m.proofCursor + audit) % len(objs)
 	}
 	return due
 }

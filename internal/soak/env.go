@@ -17,6 +17,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
 	"github.com/agentlab/terraform-provider-agentlab/internal/profile"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pve"
+	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
 
 // Env is agentd sim and agentd serve running as separate processes on one
@@ -35,6 +36,10 @@ type Env struct {
 	PVE      *pve.Client    // the Proxmox API, for checks
 	ProvTime time.Duration  // provisioning_timeout of the agent
 	Log      io.Writer      // agentd serve's stderr
+	// Nodes are the simulated cluster's nodes, first (agentd's
+	// proxmox_node, the simulator's default node for hooks) first; one
+	// node, "pve", for a standalone host.
+	Nodes []string
 
 	sim     *exec.Cmd
 	mu      sync.Mutex
@@ -66,6 +71,9 @@ type EnvOptions struct {
 	Speed               float64       // agentd sim --speed (realistic durations divided by this)
 	ProvisioningTimeout time.Duration // agentd's provisioning_timeout
 	Log                 io.Writer     // where serve's stderr goes (nil: a file in Dir)
+	// Nodes > 1 runs agentd sim --nodes N: a cluster pve1..pveN with a
+	// template on every node and the snippets on the shared storage.
+	Nodes int
 }
 
 // BuildAgentd compiles agentd into dir (go build, so the harness always runs
@@ -103,7 +111,7 @@ func StartEnv(ctx context.Context, dir string, o EnvOptions) (*Env, error) {
 		}
 		e.Log, e.ownLog = f, true
 	}
-	if err := e.startSim(o.Speed); err != nil {
+	if err := e.startSim(o.Speed, o.Nodes); err != nil {
 		return nil, err
 	}
 	if err := e.writeConfig(); err != nil {
@@ -123,12 +131,21 @@ func StartEnv(ctx context.Context, dir string, o EnvOptions) (*Env, error) {
 	return e, nil
 }
 
-func (e *Env) startSim(speed float64) error {
-	cmd := exec.Command(e.Bin, "sim", "--addr", "127.0.0.1:0", "--realistic", "--speed", fmt.Sprint(speed),
+func (e *Env) startSim(speed float64, nodes int) error {
+	args := []string{"sim", "--addr", "127.0.0.1:0", "--realistic", "--speed", fmt.Sprint(speed),
 		"--ca-file", filepath.Join(e.Dir, "pve.pem"), "--local-dir", filepath.Join(e.Dir, "pve-local"),
 		// What Proxmox was asked and answered, for tracing a violation to
 		// its requests (kept with -keep, like the logs).
-		"--log-requests", filepath.Join(e.Dir, "requests.jsonl"))
+		"--log-requests", filepath.Join(e.Dir, "requests.jsonl")}
+	e.Nodes = []string{"pve"}
+	if nodes > 1 {
+		// A cluster as agentd dev --nodes builds one: a template copy on
+		// every node (a linked clone needs it on the node's storage) and
+		// the snippets on the shared storage every node reads.
+		args = append(args, "--nodes", fmt.Sprint(nodes), "--template-per-node", "--shared-dir", filepath.Join(e.Dir, "pve-shared"))
+		e.Nodes = pvesim.NodeNames(nodes)
+	}
+	cmd := exec.Command(e.Bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return fmt.Errorf("agentd sim: %w", err)
@@ -166,7 +183,11 @@ func (e *Env) startSim(speed float64) error {
 		e.Close()
 		return err
 	}
-	if e.PVE, err = pve.New(pve.Config{URL: e.PVEURL, TokenID: e.TokenID, Secret: e.Secret, Node: "pve", CAPEM: e.CAPEM}); err != nil {
+	if env["PVE_NODE"] != e.Nodes[0] {
+		e.Close()
+		return fmt.Errorf("agentd sim runs node %q, the harness expected %q", env["PVE_NODE"], e.Nodes[0])
+	}
+	if e.PVE, err = pve.New(pve.Config{URL: e.PVEURL, TokenID: e.TokenID, Secret: e.Secret, Node: e.Nodes[0], CAPEM: e.CAPEM}); err != nil {
 		e.Close()
 		return fmt.Errorf("proxmox client: %w", err)
 	}
@@ -188,6 +209,9 @@ func (e *Env) writeConfig() error {
 		if err != nil {
 			return err
 		}
+		if len(e.Nodes) > 1 {
+			b = clusterProfile(b, e.Nodes)
+		}
 		if err := os.WriteFile(filepath.Join(profiles, ent.Name()), b, 0o644); err != nil {
 			return err
 		}
@@ -196,6 +220,10 @@ func (e *Env) writeConfig() error {
 		return err
 	}
 	e.Config = filepath.Join(d, "config.yaml")
+	snippetsStorage := "local"
+	if len(e.Nodes) > 1 {
+		snippetsStorage = pvesim.SharedStorageID
+	}
 	// Short timeouts keep a run bounded; idle stop is off so that the only
 	// stops are the harness's own (its ops are the experiment).
 	cfg := fmt.Sprintf(`state_dir: %[1]s/state
@@ -204,11 +232,12 @@ profiles_dir: %[2]s
 proxmox_url: %[3]s
 proxmox_token_id: %[4]s
 proxmox_token_secret_file: %[1]s/secret
-proxmox_node: pve
+proxmox_node: %[6]s
 proxmox_ca_file: %[1]s/pve.pem
 proxmox_command_timeout: 10s
 proxmox_task_timeout: 20s
-snippets_dir: %[1]s/pve-local/snippets
+snippets_dir: %[7]s
+snippets_storage: %[8]s
 provisioning_timeout: %[5]s
 shutdown_timeout: 1s
 reconcile_interval: 3s
@@ -221,8 +250,33 @@ manage_nft_sets: false
 metrics_listen: ""
 secrets_dir: %[1]s/secrets
 secrets_key_file: %[1]s/secrets/age.key
-`, d, profiles, e.PVEURL, e.TokenID, e.ProvTime)
+`, d, profiles, e.PVEURL, e.TokenID, e.ProvTime, e.Nodes[0], e.SnippetsDir(), snippetsStorage)
 	return os.WriteFile(e.Config, []byte(cfg), 0o600)
+}
+
+// SnippetsDir is the directory behind agentd's snippets storage.
+func (e *Env) SnippetsDir() string {
+	if len(e.Nodes) > 1 {
+		return filepath.Join(e.Dir, "pve-shared", "snippets")
+	}
+	return filepath.Join(e.Dir, "pve-local", "snippets")
+}
+
+// clusterProfile adapts a shipped profile to the simulated cluster: the
+// template's copy on every further node (VMID 9000+i, as agentd sim
+// --template-per-node makes them), and for yolo-ephemeral on_node_lost:
+// recreate, so a node going offline exercises both the LOST sandbox that
+// waits for its node and the one replaced elsewhere.
+func clusterProfile(b []byte, nodes []string) []byte {
+	s := strings.TrimRight(string(b), "\n") + "\n"
+	if strings.Contains(s, "\nname: yolo-ephemeral\n") {
+		s = strings.Replace(s, "\nbehavior:\n", "\nbehavior:\n  on_node_lost: recreate\n", 1)
+	}
+	s += "templates:\n"
+	for i, n := range nodes[1:] {
+		s += fmt.Sprintf("  %s: %d\n", n, pvesim.FixtureTemplateID+i+1)
+	}
+	return []byte(s)
 }
 
 // StartServe starts agentd serve and waits until its API answers.

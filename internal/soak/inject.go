@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 )
 
@@ -23,6 +24,14 @@ type Injector struct {
 	undo    map[int]func(context.Context) error
 	next    int
 	lockAt  map[string]bool // description keys a locked VM must carry; empty: any
+	// nodes of the cluster; down is the one offline now ("": none).
+	nodes []string
+	down  string
+	// probe, when set, runs right before an offline node comes back, with
+	// the simulator's state from the moment it went offline (I10).
+	probe func(ctx context.Context, node string, before *pvesim.State, wsBefore []api.Workspace)
+	// workspaces lists agentd's workspaces as an outage starts.
+	workspaces func(ctx context.Context) ([]api.Workspace, error)
 }
 
 // NewInjector starts with the VMs that exist before agentd does anything.
@@ -108,6 +117,14 @@ func (in *Injector) Inject(ctx context.Context, f Fault) (token int, injected bo
 		var id string
 		if err = in.sim.Do(ctx, "race-nextid", Hook{}, &id); err == nil {
 			err = in.addForeign(ctx, id)
+		}
+	case FaultNodeOffline:
+		undo, err = in.nodeOffline(ctx, f.Node)
+		if err == nil && undo == nil {
+			in.mu.Lock()
+			in.skipped[f.Kind]++
+			in.mu.Unlock()
+			return 0, false, nil // another node is offline
 		}
 	case FaultLock, FaultAgentDown, FaultAgentHung:
 		undo, err = in.aimAtVM(ctx, f)
@@ -217,6 +234,45 @@ func (in *Injector) aimAtVM(ctx context.Context, f Fault) (func(context.Context)
 	}
 }
 
+// nodeOffline takes node offline unless another node already is (a second
+// outage would cost a three-node cluster its quorum, which is a different
+// experiment). The undo probes, then brings the node back.
+func (in *Injector) nodeOffline(ctx context.Context, node string) (func(context.Context) error, error) {
+	in.mu.Lock()
+	if in.down != "" {
+		in.mu.Unlock()
+		return nil, nil
+	}
+	in.down = node
+	in.mu.Unlock()
+	// The rows first, then the simulator: a workspace READY in the list
+	// has its holder in the state read after it.
+	var wsBefore []api.Workspace
+	if in.workspaces != nil {
+		wsBefore, _ = in.workspaces(ctx) // unreadable (agentd restarting): that check is skipped
+	}
+	before, err := in.sim.State(ctx)
+	if err == nil {
+		err = in.sim.Do(ctx, "node-online", Hook{Node: node, On: false}, nil)
+	}
+	if err != nil {
+		in.mu.Lock()
+		in.down = ""
+		in.mu.Unlock()
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		if in.probe != nil {
+			in.probe(ctx, node, before, wsBefore)
+		}
+		err := in.sim.Do(ctx, "node-online", Hook{Node: node, On: true}, nil)
+		in.mu.Lock()
+		in.down = ""
+		in.mu.Unlock()
+		return err
+	}, nil
+}
+
 // Revert undoes one lasting fault.
 func (in *Injector) Revert(ctx context.Context, token int) error {
 	in.mu.Lock()
@@ -253,6 +309,13 @@ func (in *Injector) Clear(ctx context.Context) error {
 	if err := in.sim.Do(ctx, "fill-storage", Hook{Storage: "local-lvm"}, nil); err != nil {
 		errs = append(errs, err.Error())
 	}
+	if len(in.nodes) > 1 {
+		for _, n := range in.nodes {
+			if err := in.sim.Do(ctx, "node-online", Hook{Node: n, On: true}, nil); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("clear faults: %s", strings.Join(errs, "; "))
 	}
@@ -286,6 +349,14 @@ func Plant(ctx context.Context, sim *SimClient) (map[int]pvesim.VMState, error) 
 	out := map[int]pvesim.VMState{}
 	for _, id := range []int{pvesim.FixtureTemplateID, 8001, 8002, 8003} {
 		out[id] = foreignState(st.VMs[id])
+	}
+	// In a cluster, the template's copies on the other nodes (9001..).
+	for id := pvesim.FixtureTemplateID + 1; ; id++ {
+		v, ok := st.VMs[id]
+		if !ok {
+			break
+		}
+		out[id] = foreignState(v)
 	}
 	return out, nil
 }

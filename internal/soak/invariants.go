@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strconv"
@@ -30,6 +31,7 @@ var Invariants = []struct{ ID, Title string }{
 	{"I7", "failures answered 4xx/5xx with a cause, none hung"},
 	{"I8", "live sandbox VMs carry agentd's full configuration"},
 	{"I9", "warm pool: no VM both pooled and claimed, members hold no lease"},
+	{"I10", "node loss: LOST, kept, settled; rows' node = VM's"},
 }
 
 // Check runs every invariant on w; the model supplies I4.
@@ -46,6 +48,7 @@ func Check(w *World, m *Model) []Violation {
 	out = append(out, CheckI7(w.Records, w.OpTimeout)...)
 	out = append(out, CheckI8(w)...)
 	out = append(out, CheckI9(w)...)
+	out = append(out, CheckI10(w)...)
 	return out
 }
 
@@ -402,7 +405,7 @@ func CheckI8(w *World) []Violation {
 		if !hasTag(c, "agentlab") {
 			miss = append(miss, fmt.Sprintf("tag agentlab (tags %q)", c["tags"]))
 		}
-		if want := "user=local:snippets/agentlab-" + sb.ID + ".yaml"; c["cicustom"] != want {
+		if want := "user=" + cmp.Or(w.SnippetsStorage, "local") + ":snippets/agentlab-" + sb.ID + ".yaml"; c["cicustom"] != want {
 			miss = append(miss, fmt.Sprintf("cicustom %q (have %q)", want, c["cicustom"]))
 		} else if !w.Snippets[sb.ID] {
 			miss = append(miss, "the cicustom snippet file")

@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -27,7 +28,7 @@ func (r *runner) exec(ctx context.Context, op Op) Record {
 	var err error
 	switch op.Kind {
 	case OpSandboxCreate:
-		_, err = c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: op.Sandbox, Profile: op.Profile, Workspace: op.Workspace})
+		_, err = c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: op.Sandbox, Profile: op.Profile, Workspace: op.Workspace, Node: op.Node})
 	case OpSandboxStop:
 		_, err = c.Stop(ctx, op.Sandbox)
 	case OpSandboxStart:
@@ -61,7 +62,8 @@ func (r *runner) exec(ctx context.Context, op Op) Record {
 		if !found || ws.State != "READY" {
 			return skip(why)
 		}
-		cfg, err := r.env.PVE.Config(ctx, ws.HolderVMID)
+		// On the holder's node: PVE reads a VM's config only there.
+		cfg, err := r.env.PVE.On(cmp.Or(ws.Node, r.env.Nodes[0])).Config(ctx, ws.HolderVMID)
 		if err != nil {
 			return skip("holder config: " + err.Error())
 		}
@@ -86,7 +88,7 @@ func (r *runner) exec(ctx context.Context, op Op) Record {
 			return skip(why)
 		}
 		var ws *api.Workspace
-		ws, err = c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: op.Workspace, Size: "1G"})
+		ws, err = c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: op.Workspace, Size: "1G", Node: op.Node})
 		r.classify(&rec, err, gen0)
 		if err == nil && !existed {
 			r.model.Created(ws.ID, ws.Name)

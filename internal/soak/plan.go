@@ -54,12 +54,15 @@ type Op struct {
 	Target    string // fork target (workspace or session name)
 	Snapshot  string
 	File      string
+	// Node pins a sandbox create or places a workspace create (cluster
+	// runs only; "": agentd places it).
+	Node string
 }
 
 func (o Op) String() string {
 	s := fmt.Sprintf("#%d %s", o.Seq, o.Kind)
 	for _, kv := range [][2]string{{"source", o.Source}, {"sandbox", o.Sandbox}, {"profile", o.Profile}, {"workspace", o.Workspace},
-		{"target", o.Target}, {"snapshot", o.Snapshot}, {"file", o.File}} {
+		{"target", o.Target}, {"snapshot", o.Snapshot}, {"file", o.File}, {"node", o.Node}} {
 		if kv[1] != "" {
 			s += " " + kv[0] + "=" + kv[1]
 		}
@@ -79,6 +82,11 @@ const (
 	FaultAgentHung  = "agent-hung"
 	FaultFull       = "storage-full"
 	FaultRaceNextID = "race-nextid"
+	// FaultNodeOffline takes a cluster node offline (its API answers 595
+	// through the others) for RevertAfter operations of the worker, then
+	// brings it back; only one node is offline at a time, so the cluster
+	// stays quorate.
+	FaultNodeOffline = "node-offline"
 )
 
 // Fault is one planned injection. Lasting faults (hung tasks, locks, guest
@@ -90,6 +98,7 @@ type Fault struct {
 	TaskType    string // for task faults
 	Hang        bool   // lost reply: keep the connection open instead of closing it
 	Pick        uint64 // chooses the VM at run time (the VM set is not known in advance)
+	Node        string // for node-offline: the node
 	RevertAfter int
 }
 
@@ -103,6 +112,9 @@ func (f Fault) String() string {
 	}
 	if f.Hang {
 		s += " (hang)"
+	}
+	if f.Node != "" {
+		s += " " + f.Node
 	}
 	return s
 }
@@ -160,6 +172,13 @@ type PlanOptions struct {
 	// LockShare, when > 0, is the share of faults that are vm-lock (drawn
 	// before the usual mix, so 0 keeps every existing seed's plan).
 	LockShare float64
+	// Nodes are the cluster's nodes; with more than one the plan also pins
+	// creates to nodes and takes nodes offline (drawn after everything
+	// else of a step, so a standalone plan is the same as before).
+	Nodes []string
+	// NodeShare is the share of faults that are node-offline in a
+	// cluster; default 0.25.
+	NodeShare float64
 }
 
 // NewPlan draws the operations, faults and kills from the seed alone: the
@@ -174,6 +193,9 @@ func NewPlan(o PlanOptions) *Plan {
 	if o.Kills == 0 {
 		o.Kills = max(1, o.Ops*3/1000)
 	}
+	if o.NodeShare == 0 {
+		o.NodeShare = 0.25
+	}
 	r := rand.New(rand.NewPCG(o.Seed, 0x50a4))
 	p := &Plan{Seed: o.Seed, Workers: make([][]Step, o.Workers)}
 	// A warm-up of creates first: operations on an empty pool only test 404s.
@@ -183,6 +205,9 @@ func NewPlan(o PlanOptions) *Plan {
 		if r.Float64() < o.FaultRate {
 			f := drawFault(r, o.LockShare)
 			st.Fault = &f
+		}
+		if len(o.Nodes) > 1 {
+			clusterStep(r, &st, o)
 		}
 		p.Workers[i%o.Workers] = append(p.Workers[i%o.Workers], st)
 	}
@@ -269,6 +294,27 @@ func drawOp(r *rand.Rand, seq int, warmup bool) Op {
 		op.Source, op.Target, op.Workspace = pick(r, sessionNames), pick(r, sessionNames), pick(r, workspaceNames)
 	}
 	return op
+}
+
+// clusterStep draws what a cluster adds to a step: a node for a third of
+// sandbox creates (a pin) and half of workspace creates, and for a share of
+// the faults a node outage in place of the drawn fault. The outage lasts 2
+// to 7 of the worker's operations, long enough for reconcile cycles (every
+// 3s) to see the node offline.
+func clusterStep(r *rand.Rand, st *Step, o PlanOptions) {
+	switch st.Op.Kind {
+	case OpSandboxCreate:
+		if r.IntN(3) == 0 {
+			st.Op.Node = pick(r, o.Nodes)
+		}
+	case OpWsCreate:
+		if r.IntN(2) == 0 {
+			st.Op.Node = pick(r, o.Nodes)
+		}
+	}
+	if st.Fault != nil && r.Float64() < o.NodeShare {
+		st.Fault = &Fault{Kind: FaultNodeOffline, Node: pick(r, o.Nodes), RevertAfter: 2 + r.IntN(6)}
+	}
 }
 
 func drawFault(r *rand.Rand, lockShare float64) Fault {

@@ -13,7 +13,11 @@ import (
 // codes, faults, kills and each invariant PASS/FAIL with its offenders.
 func (r *Report) Print(out io.Writer) {
 	c := r.Config
-	fmt.Fprintf(out, "soak seed=%d ops=%d workers=%d wall=%s (settle %s)\n\n", c.Seed, len(r.Records), c.Workers,
+	nodes := "1 node"
+	if c.Nodes > 1 {
+		nodes = fmt.Sprintf("%d-node cluster", c.Nodes)
+	}
+	fmt.Fprintf(out, "soak seed=%d ops=%d workers=%d %s wall=%s (settle %s)\n\n", c.Seed, len(r.Records), c.Workers, nodes,
 		r.Wall.Round(time.Millisecond), r.Settle.Round(time.Millisecond))
 
 	by := map[string]map[string]int{}
@@ -75,6 +79,30 @@ func (r *Report) Print(out io.Writer) {
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "warm-pool claims: %d\n", r.PoolClaims)
+	if c.Nodes > 1 {
+		made, lost, replaced, unavail := 0, 0, 0, 0
+		for _, p := range r.Probes {
+			if p.Err != "" {
+				continue
+			}
+			made++
+			for _, sb := range p.Sandboxes {
+				if sb.State == "LOST" && waitsForNode(sb.Step) {
+					lost++
+					if sb.Step == "node_offline_replaced" {
+						replaced++
+					}
+				}
+			}
+			for _, ws := range p.Workspaces {
+				if ws.Unavailable != "" {
+					unavail++
+				}
+			}
+		}
+		fmt.Fprintf(out, "node-offline probes: %d of %d made; sandboxes seen LOST waiting for their node: %d (%d replaced elsewhere); workspaces seen unavailable: %d\n",
+			made, len(r.Probes), lost, replaced, unavail)
+	}
 	for _, e := range r.HarnessErrors {
 		fmt.Fprintf(out, "harness: %s\n", e)
 	}

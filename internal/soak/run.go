@@ -67,6 +67,7 @@ type runner struct {
 	mu      sync.Mutex
 	records []Record
 	kills   []time.Duration // restart times
+	probes  []NodeProbe     // node-offline probes (I10)
 	errs    []string        // harness problems (not findings)
 }
 

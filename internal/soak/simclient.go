@@ -46,6 +46,7 @@ type Hook struct {
 	VMID     int               `json:"vmid,omitempty"`
 	Lock     string            `json:"lock,omitempty"`
 	State    string            `json:"state,omitempty"`
+	Node     string            `json:"node,omitempty"`
 	Storage  string            `json:"storage,omitempty"`
 	On       bool              `json:"on,omitempty"`
 	Volid    string            `json:"volid,omitempty"`

@@ -75,6 +75,37 @@ func TestSoakBounded(t *testing.T) {
 	}
 }
 
+// TestSoakCluster is the soak on a simulated three-node cluster with node
+// outages: no invariant violated, and the outages were probed (I10 checked
+// something).
+func TestSoakCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak: not in -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Seed: 41, Ops: 150, Bin: agentdBin(t), Kills: 1, Nodes: 3,
+		ProvisioningTimeout: 15 * time.Second, OpTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep.Print(&out)
+	t.Log("\n" + out.String())
+	made := 0
+	for _, p := range rep.Probes {
+		if p.Err == "" {
+			made++
+		}
+	}
+	if rep.Faults[FaultNodeOffline] == 0 || made == 0 {
+		t.Errorf("%d node outages, %d probed: the run tested no node failure", rep.Faults[FaultNodeOffline], made)
+	}
+	for _, v := range rep.Violations {
+		t.Error(v)
+	}
+}
+
 func TestPlanIsSeeded(t *testing.T) {
 	a := NewPlan(PlanOptions{Seed: 7, Ops: 500, Workers: 8})
 	b := NewPlan(PlanOptions{Seed: 7, Ops: 500, Workers: 8})

@@ -32,6 +32,14 @@ type World struct {
 	// Foreign are the VMs agentd did not create (the template, planted VMs,
 	// nextid racers) as they were when the harness last knew them.
 	Foreign map[int]pvesim.VMState
+	// Nodes of the simulated cluster, agentd's own node first; Online is
+	// which answered at the end (all of them, after the settle).
+	Nodes  []string
+	Online map[string]bool
+	// SnippetsStorage is the storage agentd's cicustom names.
+	SnippetsStorage string
+	// Probes are the checks made while a node was offline (I10).
+	Probes  []NodeProbe
 	Records []Record // every operation of the run (I7)
 	// QuietSince is when the last operation ended; Now when the world was read.
 	QuietSince, Now time.Time
@@ -49,7 +57,11 @@ type Firewall struct {
 // Gather reads the world from the simulator and agentd.
 func Gather(ctx context.Context, e *Env, foreign map[int]pvesim.VMState) (*World, error) {
 	w := &World{Foreign: foreign, Firewall: map[int]Firewall{}, Snippets: map[string]bool{},
-		Files: map[string]WorkspaceFiles{}, Profiles: map[string]api.Profile{}, Now: time.Now(), ProvTimeout: e.ProvTime}
+		Files: map[string]WorkspaceFiles{}, Profiles: map[string]api.Profile{}, Now: time.Now(), ProvTimeout: e.ProvTime,
+		Nodes: e.Nodes, SnippetsStorage: "local"}
+	if len(e.Nodes) > 1 {
+		w.SnippetsStorage = pvesim.SharedStorageID
+	}
 	var err error
 	if w.Sandboxes, err = e.Client.Sandboxes(ctx, url.Values{"all": {"true"}, "pooled": {"true"}}); err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
@@ -76,12 +88,15 @@ func Gather(ctx context.Context, e *Env, foreign map[int]pvesim.VMState) (*World
 		if sb.State != api.StateRunning && sb.State != api.StateStopped {
 			continue
 		}
-		_, err := os.Stat(filepath.Join(e.Dir, "pve-local", "snippets", "agentlab-"+sb.ID+".yaml"))
+		_, err := os.Stat(filepath.Join(e.SnippetsDir(), "agentlab-"+sb.ID+".yaml"))
 		w.Snippets[sb.ID] = err == nil
-		if _, ok := w.Sim.VMs[sb.VMID]; !ok || sb.VMID == 0 {
+		v, ok := w.Sim.VMs[sb.VMID]
+		if !ok || sb.VMID == 0 {
 			continue
 		}
-		rules, opts, err := e.PVE.VMFirewallRules(ctx, sb.VMID)
+		// The firewall is read on the VM's node: PVE finds a VM's config
+		// only on the node that holds it.
+		rules, opts, err := e.PVE.On(v.Node).VMFirewallRules(ctx, sb.VMID)
 		fw := Firewall{Rules: rules, Options: opts}
 		if err != nil {
 			fw.Err = err.Error()
@@ -101,6 +116,13 @@ func Gather(ctx context.Context, e *Env, foreign map[int]pvesim.VMState) (*World
 			wf.Files = map[string]string{}
 		}
 		w.Files[ws.ID] = wf
+	}
+	w.Online = map[string]bool{}
+	for _, n := range e.Nodes {
+		w.Online[n] = true
+	}
+	for _, n := range w.Sim.Offline {
+		w.Online[n] = false
 	}
 	return w, nil
 }

@@ -19,6 +19,7 @@ type Allocator struct {
 	mu    sync.Mutex
 	store *store.Store
 	pve   *pve.Client
+	last  int // the id handed out last
 }
 
 // New builds an allocator.
@@ -34,8 +35,26 @@ func (a *Allocator) Reserve(ctx context.Context, save func(id int) error) (int, 
 	if err != nil {
 		return 0, err
 	}
+	// nextid answers the lowest id Proxmox has no VM at, which during a
+	// burst is the first of the ids reserved here and not cloned yet: start
+	// after the last one handed out instead (each candidate past nextid's
+	// answer is asked about anyway).
+	verified := id
+	if a.last >= id && a.last < id+1000 {
+		id = a.last + 1
+	}
 	for tries := 0; tries < 1000; tries, id = tries+1, id+1 {
-		if tries > 0 {
+		// Our own reservations first: a burst of creates holds many ids
+		// Proxmox does not know yet (nextid answers the first of them),
+		// and asking Proxmox about each would cost a request per id.
+		used, err := a.store.VMIDInUse(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		if used {
+			continue
+		}
+		if id != verified {
 			free, err := a.pve.IDFree(ctx, id)
 			if err != nil {
 				return 0, err
@@ -44,13 +63,6 @@ func (a *Allocator) Reserve(ctx context.Context, save func(id int) error) (int, 
 				continue
 			}
 		}
-		used, err := a.store.VMIDInUse(ctx, id)
-		if err != nil {
-			return 0, err
-		}
-		if used {
-			continue
-		}
 		err = save(id)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -58,6 +70,7 @@ func (a *Allocator) Reserve(ctx context.Context, save func(id int) error) (int, 
 		if err != nil {
 			return 0, err
 		}
+		a.last = id
 		return id, nil
 	}
 	return 0, fmt.Errorf("no free VMID found after 1000 candidates")

@@ -30,6 +30,7 @@ func main() {
 		keep    = flag.Bool("keep", false, "keep each run's directory (agentd.log, database)")
 		verbose = flag.Bool("v", false, "log every operation")
 		lockSh  = flag.Float64("lock-share", 0, "share of faults that are vm-lock (0: the usual mix, 1 in 10)")
+		nodes   = flag.Int("nodes", 1, "simulated cluster nodes (agentd sim --nodes); more than 1 adds node-offline faults and creates pinned to nodes")
 		lockAt  = flag.String("lock-at", "", "VMs vm-lock faults aim at: sandbox, holder or sandbox,holder (default: any of agentd's)")
 	)
 	flag.Parse()
@@ -37,6 +38,9 @@ func main() {
 		if k := strings.TrimSpace(k); k != "" && k != "sandbox" && k != "holder" {
 			fatal(fmt.Errorf("-lock-at %q: %q is not a VM kind; use sandbox, holder or sandbox,holder", *lockAt, k))
 		}
+	}
+	if *nodes < 1 {
+		fatal(fmt.Errorf("-nodes %d: at least 1", *nodes))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -59,7 +63,7 @@ func main() {
 			fatal(fmt.Errorf("-seed %q: %w", s, err))
 		}
 		cfg := soak.Config{Seed: seed, Ops: *ops, Workers: *workers, Kills: *kills, FaultRate: *rate, Bin: *bin,
-			Speed: *speed, ProvisioningTimeout: *prov, OpTimeout: *opTO, Keep: *keep, LockShare: *lockSh, LockAt: *lockAt}
+			Speed: *speed, ProvisioningTimeout: *prov, OpTimeout: *opTO, Keep: *keep, LockShare: *lockSh, LockAt: *lockAt, Nodes: *nodes}
 		if *verbose {
 			cfg.OpLog = os.Stderr
 		}
