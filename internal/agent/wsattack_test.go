@@ -531,3 +531,48 @@ func mustWS(t *testing.T, c *client.Client, name string) *api.Workspace {
 	}
 	return w
 }
+
+// TestOpsOnHandMigratedHolderBeforeReconcile: after an operator's qm
+// migrate and before a reconcile cycle follows it, a resize, a snapshot,
+// a restore and a fork act on the holder where it is (proven there, the
+// row following it), instead of answering that the volume is gone.
+func TestOpsOnHandMigratedHolderBeforeReconcile(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	ws := movedWS(t, d, c, "w")
+	pc := pveClient(t, d)
+	if err := pc.On("pve1").Migrate(ctx, ws.HolderVMID, "pve2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ResizeWorkspace(ctx, "w", api.ResizeWorkspaceRequest{Size: "2G"}); err != nil || got.Node != "pve2" || got.SizeGB != 2 {
+		t.Fatalf("resize: %+v %v", got, err)
+	}
+	if err := pc.On("pve2").Migrate(ctx, ws.HolderVMID, "pve3", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateSnapshot(ctx, "w", api.CreateSnapshotRequest{Name: "s1"}); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	holderAgrees(t, d, c, "w", "pve3", ws.Storage)
+	write(t, d, holderVol(t, d, c, "w"), "/work/notes.txt", "changed")
+	// Snapshots pin lvm-thin volumes to their node for PVE's migration, so
+	// the next hand migration is of a fresh fork's holder.
+	if _, err := c.RestoreSnapshot(ctx, "w", "s1"); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	holderAgrees(t, d, c, "w", "pve3", ws.Storage)
+	f, err := c.ForkWorkspace(ctx, "w", api.ForkRequest{Name: "f"})
+	if err != nil || f.Node != "pve3" {
+		t.Fatalf("fork: %+v %v", f, err)
+	}
+	if err := pc.On("pve3").Migrate(ctx, f.HolderVMID, "pve1", ""); err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.ForkWorkspace(ctx, "f", api.ForkRequest{Name: "g"})
+	if err != nil || g.Node != "pve1" {
+		t.Fatalf("fork of the hand-migrated fork: %+v %v", g, err)
+	}
+	if got := read(t, d, g.Volume, "/work/notes.txt"); got != "keep me" {
+		t.Fatalf("fork's data: %q", got)
+	}
+}
