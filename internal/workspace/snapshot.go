@@ -82,7 +82,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, ref string, req api.Create
 	if err := requireDetached(w, "snapshot"); err != nil {
 		return nil, err
 	}
-	v, err := m.holder(ctx, w, "snapshot")
+	v, err := m.holderFollowing(ctx, w, "snapshot")
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func (m *Manager) RestoreSnapshot(ctx context.Context, ref, name string) (*api.S
 	if err := requireDetached(w, "restore"); err != nil {
 		return nil, err
 	}
-	v, err := m.holder(ctx, w, "restore")
+	v, err := m.holderFollowing(ctx, w, "restore")
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref, name string) error {
 	if err := notMoving(w, "delete a snapshot of"); err != nil {
 		return err
 	}
-	v, err := m.holder(ctx, w, "delete a snapshot of")
+	v, err := m.holderFollowing(ctx, w, "delete a snapshot of")
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 	if err := notMoving(src, "fork"); err != nil {
 		return nil, err
 	}
-	srcVM, err := m.holder(ctx, src, "fork")
+	srcVM, err := m.holderFollowing(ctx, src, "fork")
 	if err != nil {
 		return nil, err
 	}

@@ -612,7 +612,7 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeWorkspac
 		return nil, err
 	}
 	defer release()
-	v, err := m.holder(ctx, w, "resize")
+	v, err := m.holderFollowing(ctx, w, "resize")
 	if err != nil {
 		return nil, err
 	}
