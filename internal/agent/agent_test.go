@@ -563,6 +563,52 @@ func TestConcurrentCreatesGetDistinctVMIDs(t *testing.T) {
 	}
 }
 
+// TestBurstVMIDsSkipForeignVMs: a burst of creates picks VMIDs after the
+// last one handed out, asking Proxmox about each; foreign VMs in the range
+// (made after nextid answered) are skipped and never touched, and no id
+// goes to two sandboxes.
+func TestBurstVMIDsSkipForeignVMs(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{})
+	ctx := tctx(t)
+	foreign := []int{103, 104, 110}
+	for _, id := range foreign {
+		if err := d.Sim.AddVM("pve", id, map[string]string{"name": fmt.Sprintf("theirs-%d", id), "memory": "512"}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 30
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("b%d", i), Profile: "yolo-ephemeral"}); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	seen := map[int]string{}
+	for i := 0; i < n; i++ {
+		sb, err := c.WaitSandbox(ctx, fmt.Sprintf("b%d", i), 10*time.Millisecond)
+		if err != nil || sb.State != api.StateRunning {
+			t.Fatalf("%+v %v", sb, err)
+		}
+		if prev, dup := seen[sb.VMID]; dup {
+			t.Fatalf("VMID %d given to %s and %s", sb.VMID, prev, sb.Name)
+		}
+		seen[sb.VMID] = sb.Name
+	}
+	for _, id := range foreign {
+		if v, ok := vms(d)[id]; !ok || v.Config["name"] != fmt.Sprintf("theirs-%d", id) || v.Config["tags"] != "" {
+			t.Fatalf("foreign VM %d: %+v", id, v)
+		}
+		if name, ok := seen[id]; ok {
+			t.Fatalf("foreign VM %d's id went to %s", id, name)
+		}
+	}
+}
+
 // TestNeverTouchesForeignVMs: without the tag, or without a row, agentd does
 // not stop or destroy a VM.
 func TestNeverTouchesForeignVMs(t *testing.T) {

@@ -244,7 +244,7 @@ func TestWorkspaceMoveCrashAtEachStep(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"during the task", "pve2", "workspace.moved", func(t *testing.T, d *agent.Dev, c *client.Client, holder int) {
+		{"during the task", "pve2", "workspace.moved", func(t *testing.T, d *agent.Dev, _ *client.Client, holder int) {
 			ctx := tctx(t)
 			journalMove(t, d, "w", "pve2", "local-lvm")
 			d.Sim.SlowTask("qmigrate", "", time.Second)
@@ -262,7 +262,7 @@ func TestWorkspaceMoveCrashAtEachStep(t *testing.T) {
 			if err := d.Restart(ctx); err != nil {
 				t.Fatal(err)
 			}
-			c = tcpClient(t, d, d.Info.Token)
+			c := tcpClient(t, d, d.Info.Token)
 			// While the migration runs the workspace is not usable, and
 			// the journal stays for reconcile.
 			if row, _ := d.Agent.Store.LookupWorkspace(ctx, "w"); row == nil || !workspace.Moving(row) {

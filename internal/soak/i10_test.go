@@ -113,7 +113,7 @@ func TestClusterPlan(t *testing.T) {
 	b := NewPlan(PlanOptions{Seed: 41, Ops: 300, Workers: 8, Nodes: nodes})
 	single := NewPlan(PlanOptions{Seed: 41, Ops: 300, Workers: 8})
 	one := NewPlan(PlanOptions{Seed: 41, Ops: 300, Workers: 8, Nodes: []string{"pve"}})
-	outages, pinned, placed := 0, 0, 0
+	outages, pinned, placed, moves := 0, 0, 0, 0
 	for w := range a.Workers {
 		for i, st := range a.Workers[w] {
 			sb := b.Workers[w][i]
@@ -135,12 +135,16 @@ func TestClusterPlan(t *testing.T) {
 				pinned++
 			case st.Op.Node != "" && st.Op.Kind == OpWsCreate:
 				placed++
+			case st.Op.Node != "" && st.Op.Kind == OpWsMove:
+				moves++
+			case st.Op.Kind == OpWsMove:
+				t.Errorf("%s without a node", st.Op)
 			case st.Op.Node != "":
 				t.Errorf("%s with a node", st.Op)
 			}
 		}
 	}
-	if outages < 3 || pinned == 0 || placed == 0 {
-		t.Fatalf("cluster plan: %d outages, %d pinned sandbox creates, %d placed workspace creates", outages, pinned, placed)
+	if outages < 3 || pinned == 0 || placed == 0 || moves == 0 {
+		t.Fatalf("cluster plan: %d outages, %d pinned sandbox creates, %d placed workspace creates, %d moves", outages, pinned, placed, moves)
 	}
 }

@@ -95,6 +95,12 @@ func (r *runner) exec(ctx context.Context, op Op) Record {
 		}
 		return rec
 
+	case OpWsMove:
+		// Under the model's lock: a move copies the volume, and the writes
+		// it must carry over are the ones ordered before it.
+		defer r.model.Lock(op.Workspace)()
+		_, err = c.MoveWorkspace(ctx, op.Workspace, api.MoveWorkspaceRequest{Node: op.Node})
+
 	case OpWsDelete:
 		defer r.model.Lock(op.Workspace)()
 		ws, found, why := r.lookup(ctx, op.Workspace)

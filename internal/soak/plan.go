@@ -19,6 +19,9 @@ const (
 	OpWsAttach       = "workspace.attach"
 	OpWsDetach       = "workspace.detach"
 	OpWsDelete       = "workspace.delete"
+	// OpWsMove migrates a workspace to Node (cluster runs only: a third of
+	// the attaches drawn become moves).
+	OpWsMove = "workspace.move"
 	OpWsFork         = "workspace.fork"
 	OpWsWrite        = "workspace.write"
 	OpSnapCreate     = "snapshot.create"
@@ -297,7 +300,8 @@ func drawOp(r *rand.Rand, seq int, warmup bool) Op {
 }
 
 // clusterStep draws what a cluster adds to a step: a node for a third of
-// sandbox creates (a pin) and half of workspace creates, and for a share of
+// sandbox creates (a pin) and half of workspace creates, a move in place of
+// a third of workspace attaches, and for a share of
 // the faults a node outage in place of the drawn fault. The outage lasts 2
 // to 7 of the worker's operations, long enough for reconcile cycles (every
 // 3s) to see the node offline.
@@ -310,6 +314,10 @@ func clusterStep(r *rand.Rand, st *Step, o PlanOptions) {
 	case OpWsCreate:
 		if r.IntN(2) == 0 {
 			st.Op.Node = pick(r, o.Nodes)
+		}
+	case OpWsAttach:
+		if r.IntN(3) == 0 {
+			st.Op.Kind, st.Op.Sandbox, st.Op.Node = OpWsMove, "", pick(r, o.Nodes)
 		}
 	}
 	if st.Fault != nil && r.Float64() < o.NodeShare {
