@@ -56,6 +56,19 @@ func (s *Set) Lock(key string) func() {
 	return s.held(e, "")
 }
 
+// TryLock takes key's lock only if nobody holds it (ok false then).
+// Background passes that may skip an object for a cycle use it rather than
+// wait behind a request whose Proxmox task runs for hours.
+func (s *Set) TryLock(key, op string) (unlock func(), ok bool) {
+	e := s.entry(key)
+	select {
+	case e.ch <- struct{}{}:
+		return s.held(e, op), true
+	default:
+		return nil, false
+	}
+}
+
 // BusyError says the key stayed locked for longer than a caller would wait.
 type BusyError struct {
 	Op    string // what the holder is doing, "" if unnamed

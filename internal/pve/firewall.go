@@ -246,6 +246,9 @@ type StorageInfo struct {
 	Type    string `json:"type"`
 	Content string `json:"content"`
 	Active  int    `json:"active"`
+	// Shared is 1 for a storage every node reads (PVE::API2::Storage::Status
+	// index): a migration leaves its volumes where they are.
+	Shared int `json:"shared"`
 }
 
 // Storages lists the node's storages.

@@ -53,6 +53,11 @@ func taskErrors(ctx context.Context, task *proxmox.Task) string {
 	sort.Ints(nums)
 	var out []string
 	for _, n := range nums {
+		// The closing "TASK ERROR: <exit status>" repeats the status the
+		// error already says.
+		if strings.HasPrefix(l[n], "TASK ERROR: ") {
+			continue
+		}
 		if _, after, ok := strings.Cut(l[n], " ERROR: "); ok {
 			out = append(out, after)
 		}

@@ -222,6 +222,11 @@ func TestMigrateOffline(t *testing.T) {
 	if !strings.HasPrefix(string(task.UPID), "UPID:pve1:") || !strings.Contains(string(task.UPID), ":qmigrate:200:") {
 		t.Fatalf("upid %s", task.UPID)
 	}
+	// The task's worker sets the lock once it runs (PVE's fork_worker
+	// too returns the UPID before the child has locked anything).
+	for i := 0; sim.Dump().VMs[200].Config["lock"] != "migrate" && i < 200; i++ {
+		time.Sleep(time.Millisecond)
+	}
 	if l := sim.Dump().VMs[200].Config["lock"]; l != "migrate" {
 		t.Errorf("lock while migrating: %q", l)
 	}
@@ -579,5 +584,42 @@ func TestClusterStatePersists(t *testing.T) {
 	v := data[[]map[string]any](t, mustOK(t, sim, "GET", "/cluster/sdn/vnets?pending=1", ""))
 	if len(z) != 1 || len(v) != 1 || v[0]["state"] != "new" {
 		t.Fatalf("sdn after restart: zones %v vnets %v", z, v)
+	}
+}
+
+// TestMigrateTargetLostMidCopy: the target goes offline while an offline
+// migration copies: the task fails with storage_migrate's ssh error, the
+// VM stays on the source unlocked with its volume, and the partial copy
+// stays on the target (phase1_cleanup cannot reach it to free it).
+func TestMigrateTargetLostMidCopy(t *testing.T) {
+	sim := newCluster(t, 3, func(o *pvesim.Options) {
+		o.Durations.ByType = map[string]time.Duration{"qmigrate": 200 * time.Millisecond}
+	})
+	if err := sim.AddVM("pve1", 310, map[string]string{"scsi0": "local-lvm:1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	body := mustOK(t, sim, "POST", "/nodes/pve1/qemu/310/migrate", `{"target":"pve2"}`)
+	for sim.Dump().VMs[310].Config["lock"] != "migrate" {
+		time.Sleep(time.Millisecond)
+	}
+	if err := sim.SetNodeOnline("pve2", false); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitTask(t, sim, body); st != "migration aborted" {
+		t.Fatalf("status: %s", st)
+	}
+	if log := taskLog(t, sim, "pve1", data[string](t, body)); !strings.Contains(log, "ERROR: migration aborted") || !strings.Contains(log, "failed: exit code 255") {
+		t.Errorf("log:\n%s", log)
+	}
+	vm := sim.Dump().VMs[310]
+	if vm.Node != "pve1" || vm.Config["lock"] != "" || !strings.HasPrefix(vm.Config["scsi0"], "local-lvm:vm-310-disk-0") {
+		t.Fatalf("VM after the failed migration: %+v", vm)
+	}
+	if err := sim.SetNodeOnline("pve2", true); err != nil {
+		t.Fatal(err)
+	}
+	left := data[[]map[string]any](t, mustOK(t, sim, "GET", "/nodes/pve2/storage/local-lvm/content?vmid=310", ""))
+	if len(left) != 1 || left[0]["volid"] != "local-lvm:vm-310-disk-0" {
+		t.Errorf("on the target after it came back: %v", left)
 	}
 }

@@ -229,6 +229,26 @@ func (s *Sim) runMigration(w *worker, v *vm, src, target string, online, withLoc
 		if _, taken := tst.volumes[name]; taken && !strings.Contains(name, "cloudinit") {
 			name = tst.allocName(v.id, format)
 		}
+		if s.nodes[target].offline {
+			// The target went away during the copy: storage_migrate pipes
+			// pvesm export into "ssh <target> pvesm import", which dies
+			// with the connection (exit code 255). phase1_cleanup's
+			// cleanup_remotedisks frees over ssh too, and only the copies
+			// volume_map lists (completed ones), so nothing on the target
+			// is freed: the copies made and the partial one stay there,
+			// owned by the VMID but in no config, and the VM stays on the
+			// source.
+			tst.volumes[name] = &volume{storage: tst.id, name: name, owner: v.id, size: mv.vol.size, format: format,
+				files: map[string]string{}, snapData: map[string]map[string]string{}, ctime: s.now().Unix()}
+			for _, c := range created {
+				s.migLog(w, "err", "command '/usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias=%s' root@%s pvesm free %s' failed: exit code 255",
+					target, s.nodeIP(target), tst.volid(c.name))
+			}
+			clearLock()
+			return abort(fmt.Sprintf("storage migration for '%s' to storage '%s' failed - command 'set -o pipefail && pvesm export %s %s+size - -with-snapshots %d | /usr/bin/ssh -e none -o 'BatchMode=yes' -o 'HostKeyAlias=%s' root@%s -- pvesm import %s %s+size - -with-snapshots %d -allow-rename 1' failed: exit code 255",
+				mv.st.volid(mv.volname), tst.id, mv.st.volid(mv.volname), format, boolInt(len(mv.vol.snaps) > 0), target, s.nodeIP(target),
+				tst.volid(name), format, boolInt(len(mv.vol.snaps) > 0)))
+		}
 		if !tst.thin() && tst.used()+mv.vol.size > tst.total || tst.full {
 			for _, c := range created {
 				delete(tst.volumes, c.name)

@@ -375,7 +375,13 @@ func (m *Manager) create(ctx context.Context, req api.CreateSandboxRequest, sess
 		if w, err = m.ws.Get(ctx, c.Workspace); err != nil {
 			return nil, false, err
 		}
-		defer m.ws.Lock(w.ID)()
+		// Within the API's wait: a move holds the workspace for as long as
+		// its migration runs, and a create must answer busy, not hang.
+		unlockWS, lerr := m.ws.LockAPI(ctx, w)
+		if lerr != nil {
+			return nil, false, lerr
+		}
+		defer unlockWS()
 		if w, err = m.store.Workspace(ctx, w.ID); err != nil {
 			return nil, false, err
 		}

@@ -543,10 +543,14 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *Sandbox, ev Event, claim 
 	})
 }
 
-// claimWorkspace marks the workspace attached to sandbox id inside tx.
+// claimWorkspace marks the workspace attached to sandbox id inside tx. A
+// workspace with a move journaled is not claimed: its holder may be
+// mid-migration, on either node (workspace.Moving; the step reads
+// "move:<node>:<storage>").
 func claimWorkspace(ctx context.Context, tx *sql.Tx, id string, c Claim, now time.Time) error {
 	res, err := tx.ExecContext(ctx, `UPDATE workspaces SET attached_sandbox=?, attach_key=?, updated_at=?
 		WHERE id=? AND state='READY' AND attached_sandbox IS NULL AND (reserved_by IS NULL OR reserved_by=?)
+		AND step NOT LIKE 'move:%'
 		AND team = (SELECT team FROM sandboxes WHERE id=?)`,
 		id, c.Key, now.UnixMilli(), c.WorkspaceID, c.SessionID, id)
 	if err != nil {

@@ -98,9 +98,21 @@ func (m *Manager) Move(ctx context.Context, ref string, req api.MoveWorkspaceReq
 	if err := m.checkTarget(ctx, w, src, req.Node, storage); err != nil {
 		return nil, err
 	}
-	v, err := m.holder(ctx, w, "move")
+	v, err := m.holderFollowing(ctx, w, "move")
 	if err != nil {
 		return nil, err
+	}
+	if at := m.nodeOf(w); at != src {
+		// It was migrated outside agentd and is followed now: already on
+		// the target is what was asked, else it moves from where it is.
+		src = at
+		if req.Node == src {
+			if req.Storage != "" && req.Storage != w.Storage {
+				return nil, api.FieldError("storage", "workspace %s is already on node %s (migrated there outside agentd), on storage %s; a move changes the node (and the storage with it), not the storage alone", w.Name, src, w.Storage)
+			}
+			return w, nil
+		}
+		storage = cmp.Or(req.Storage, w.Storage)
 	}
 	if lock, _ := v.Config["lock"].(string); lock != "" {
 		return nil, api.Errorf(http.StatusConflict, api.CodeBusy, "cannot move workspace %s: its holder VM %d is locked (%s) by a Proxmox task still running; retry when it ends", w.Name, w.HolderVMID, lock)
@@ -124,7 +136,11 @@ func (m *Manager) Move(ctx context.Context, ref string, req api.MoveWorkspaceReq
 		// on the target: that is what was asked).
 		return w, nil
 	case merr != nil:
-		return nil, proxmoxErr("move", w, merr)
+		// A storage the migration could not use (full, say) is the
+		// target's: the error names that one.
+		at := *w
+		at.Storage = fmt.Sprintf("%s on node %s", storage, req.Node)
+		return nil, proxmoxErr("move", &at, merr)
 	case serr != nil:
 		return nil, proxmoxErr("move", w, serr)
 	}
@@ -158,6 +174,12 @@ func (m *Manager) checkTarget(ctx context.Context, w *store.Workspace, src, node
 	for _, st := range sts {
 		if strings.Contains(","+st.Content+",", ",images,") {
 			have = append(have, st.Storage)
+		}
+		// QemuMigrate's scan_local_volumes leaves a shared storage's
+		// volumes in place (targetstorage maps local ones only): the
+		// volume would stay where it is, whatever was asked.
+		if st.Storage == w.Storage && st.Shared == 1 && storage != w.Storage {
+			return api.FieldError("storage", "workspace %s is on the shared storage %s, which a move does not copy (node %s reads it too): move it without --storage, or fork it onto %s", w.Name, w.Storage, node, storage)
 		}
 	}
 	if !slices.Contains(have, storage) {
@@ -206,6 +228,9 @@ func (m *Manager) settleMove(ctx context.Context, w *store.Workspace, wait bool,
 	defer cancel()
 	for {
 		at, cfg, err := m.locate(ctx, w)
+		if errors.Is(err, pve.ErrNotFound) && at == "" {
+			return m.moveGone(ctx, w, node, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -252,6 +277,32 @@ func (m *Manager) settleMove(ctx context.Context, w *store.Workspace, wait bool,
 	}
 }
 
+// moveGone ends a journaled move whose holder the cluster listing puts on
+// no node. A migration keeps the VM on exactly one node all along (its
+// config moves last), so none can be running: the holder was destroyed
+// outside agentd. The source and the target are asked too before the step
+// is cleared, since a listing is only pmxcfs's view; the row keeps its
+// node, and reconcile reports the holder missing. Leaving the step would
+// refuse the workspace's delete for ever.
+func (m *Manager) moveGone(ctx context.Context, w *store.Workspace, target string, cause error) error {
+	for _, n := range []string{m.nodeOf(w), target} {
+		if _, err := m.pve.On(n).Config(ctx, w.HolderVMID); !errors.Is(err, pve.ErrNotFound) {
+			if err == nil {
+				err = fmt.Errorf("holder VM %d is on node %s, which the cluster listing does not show", w.HolderVMID, n)
+			}
+			return errors.Join(cause, err)
+		}
+	}
+	prev := *w
+	w.Step = ""
+	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.move_failed",
+		Message: fmt.Sprintf("holder VM %d is on no node of the cluster (destroyed outside agentd?): the move to %s ended, the workspace stays recorded on node %s; workspace check tells more", w.HolderVMID, target, m.nodeOf(w))}); err != nil {
+		*w = prev
+		return err
+	}
+	return nil
+}
+
 // locate finds the node a holder is on now (one cluster listing) and reads
 // its config there.
 func (m *Manager) locate(ctx context.Context, w *store.Workspace) (string, map[string]any, error) {
@@ -274,9 +325,14 @@ func (m *Manager) locate(ctx context.Context, w *store.Workspace) (string, map[s
 
 // FinishMove settles a move a crash or a lost answer left journaled (the
 // startup resume and every reconcile cycle call it). It does not wait for
-// a migration still running: the next cycle looks again.
+// a migration still running, nor for the lock of a request on the
+// workspace (a move request holds it until its migration ends, which may
+// take hours, and settles its own move): the next cycle looks again.
 func (m *Manager) FinishMove(ctx context.Context, w *store.Workspace) (*api.ReconcileAction, error) {
-	unlock := m.Lock(w.ID)
+	unlock, ok := m.locks.TryLock(w.ID, "settling the move of workspace "+w.Name)
+	if !ok {
+		return nil, fmt.Errorf("workspace %s is held by a request in flight (a move settles itself when its migration ends): %w", w.Name, pve.ErrLocked)
+	}
 	defer unlock()
 	cur, err := m.store.Workspace(ctx, w.ID)
 	if err != nil || !Moving(cur) {
@@ -300,29 +356,65 @@ func (m *Manager) Follow(ctx context.Context, w *store.Workspace, node string, d
 	if dryRun {
 		return act, nil
 	}
-	unlock := m.Lock(w.ID)
+	// Not behind a request in flight (a move holds the lock for its whole
+	// migration): the next cycle follows.
+	unlock, ok := m.locks.TryLock(w.ID, "following the holder of workspace "+w.Name)
+	if !ok {
+		return nil, fmt.Errorf("workspace %s is held by a request in flight: %w", w.Name, pve.ErrLocked)
+	}
 	defer unlock()
 	cur, err := m.store.Workspace(ctx, w.ID)
 	if err != nil || cur.State != store.WorkspaceReady || cur.Step != "" || m.nodeOf(cur) == node {
 		return nil, err
 	}
-	p := m.proof(cur)
-	p.Node = m.rowNode(node)
-	v, err := m.guard.Must(ctx, p, true)
-	if errors.Is(err, owner.ErrNotOwned) {
-		return nil, m.lost(ctx, cur, "follow", err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	prev := *cur
-	cur.Node = m.rowNode(node)
-	if vol := pve.DiskVolume(v.Config, cur.DiskKey); vol != "" {
-		cur.Storage = strings.SplitN(vol, ":", 2)[0]
-	}
-	if err := m.store.SaveWorkspace(ctx, cur, prev, store.Event{Kind: "workspace.node_changed", Message: act.Reason + fmt.Sprintf("; the row follows it (storage %s)", cur.Storage)}); err != nil {
+	if _, err := m.follow(ctx, cur, node); err != nil {
 		return nil, err
 	}
 	*w = *cur
 	return act, nil
+}
+
+// follow proves w's holder on node and makes the row name that node and
+// its volume's storage (the caller holds w's lock). A VM there that fails
+// the proof marks the workspace LOST.
+func (m *Manager) follow(ctx context.Context, w *store.Workspace, node string) (*owner.VM, error) {
+	p := m.proof(w)
+	p.Node = m.rowNode(node)
+	v, err := m.guard.Must(ctx, p, true)
+	if errors.Is(err, owner.ErrNotOwned) {
+		return nil, m.lost(ctx, w, "follow", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	reason := fmt.Sprintf("holder VM %d of workspace %s is on node %s, not %s (migrated outside agentd)", w.HolderVMID, w.Name, node, m.nodeOf(w))
+	prev := *w
+	w.Node = m.rowNode(node)
+	if vol := pve.DiskVolume(v.Config, w.DiskKey); vol != "" {
+		w.Storage = strings.SplitN(vol, ":", 2)[0]
+	}
+	if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.node_changed", Message: reason + fmt.Sprintf("; the row follows it (storage %s)", w.Storage)}); err != nil {
+		*w = prev
+		return nil, err
+	}
+	return v, nil
+}
+
+// holderFollowing is holder for an operation that needs the holder where
+// it really is: when the row's node no longer has it (migrated outside
+// agentd, not yet followed by reconcile), it is looked up in the cluster,
+// proven and followed there first. Only a holder on no node is "gone".
+func (m *Manager) holderFollowing(ctx context.Context, w *store.Workspace, op string) (*owner.VM, error) {
+	v, err := m.holder(ctx, w, op)
+	if !api.IsCode(err, api.CodeInvalidState) || w.State != store.WorkspaceReady {
+		return v, err
+	}
+	at, _, lerr := m.locate(ctx, w)
+	if lerr != nil || at == m.nodeOf(w) {
+		return nil, err
+	}
+	if _, ferr := m.follow(ctx, w, at); ferr != nil {
+		return nil, proxmoxErr(op, w, ferr)
+	}
+	return m.holder(ctx, w, op)
 }

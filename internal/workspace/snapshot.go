@@ -82,7 +82,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, ref string, req api.Create
 	if err := requireDetached(w, "snapshot"); err != nil {
 		return nil, err
 	}
-	v, err := m.holder(ctx, w, "snapshot")
+	v, err := m.holderFollowing(ctx, w, "snapshot")
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func (m *Manager) RestoreSnapshot(ctx context.Context, ref, name string) (*api.S
 	if err := requireDetached(w, "restore"); err != nil {
 		return nil, err
 	}
-	v, err := m.holder(ctx, w, "restore")
+	v, err := m.holderFollowing(ctx, w, "restore")
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +150,10 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref, name string) error {
 		return err
 	}
 	defer unlock()
-	v, err := m.holder(ctx, w, "delete a snapshot of")
+	if err := notMoving(w, "delete a snapshot of"); err != nil {
+		return err
+	}
+	v, err := m.holderFollowing(ctx, w, "delete a snapshot of")
 	if err != nil {
 		return err
 	}
@@ -185,7 +188,12 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 		return nil, err
 	}
 	defer unlock()
-	srcVM, err := m.holder(ctx, src, "fork")
+	// Even from a snapshot, which needs no detach: the clone reads the
+	// holder on the node the row names, which it may be leaving.
+	if err := notMoving(src, "fork"); err != nil {
+		return nil, err
+	}
+	srcVM, err := m.holderFollowing(ctx, src, "fork")
 	if err != nil {
 		return nil, err
 	}

@@ -565,6 +565,12 @@ func requireDetached(w *store.Workspace, op string) error {
 	if w.State != store.WorkspaceReady {
 		return api.Errorf(http.StatusConflict, api.CodeInvalidState, "cannot %s workspace %s: it is %s", op, w.Name, w.State)
 	}
+	return notMoving(w, op)
+}
+
+// notMoving refuses op while a move of w is journaled: its holder may be
+// mid-migration, on either node.
+func notMoving(w *store.Workspace, op string) error {
 	if Moving(w) {
 		return api.Errorf(http.StatusConflict, api.CodeBusy, "cannot %s workspace %s: it is being moved to another node; retry when the move has settled", op, w.Name)
 	}
@@ -606,7 +612,7 @@ func (m *Manager) Resize(ctx context.Context, ref string, req api.ResizeWorkspac
 		return nil, err
 	}
 	defer release()
-	v, err := m.holder(ctx, w, "resize")
+	v, err := m.holderFollowing(ctx, w, "resize")
 	if err != nil {
 		return nil, err
 	}
@@ -652,10 +658,20 @@ func (m *Manager) Delete(ctx context.Context, ref string) (*store.Workspace, err
 	if w.State == store.WorkspaceReady {
 		// Prove before journaling the delete: a refusal must leave the
 		// workspace as it was (LOST), not stuck in DELETING.
-		if _, err := m.guard.Prove(ctx, m.proof(w), true); errors.Is(err, owner.ErrNotOwned) {
+		v, err := m.guard.Prove(ctx, m.proof(w), true)
+		if errors.Is(err, owner.ErrNotOwned) {
 			return nil, m.lost(ctx, w, "delete", err)
 		} else if err != nil {
 			return nil, proxmoxErr("delete", w, err)
+		}
+		if v == nil {
+			// Not on the row's node: migrated outside agentd and not yet
+			// followed, it is deleted where it is, not taken for gone.
+			if at, _, lerr := m.locate(ctx, w); lerr == nil && at != m.nodeOf(w) {
+				if _, err := m.follow(ctx, w, at); err != nil {
+					return nil, proxmoxErr("delete", w, err)
+				}
+			}
 		}
 	}
 	prev := *w
