@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/agentlab/terraform-provider-agentlab/internal/agent"
 	"github.com/agentlab/terraform-provider-agentlab/internal/api"
 	"github.com/agentlab/terraform-provider-agentlab/internal/client"
+	"github.com/agentlab/terraform-provider-agentlab/internal/config"
 	"github.com/agentlab/terraform-provider-agentlab/internal/pvesim"
 	"github.com/agentlab/terraform-provider-agentlab/internal/store"
 )
@@ -74,14 +76,20 @@ func BenchmarkCreateToRunning(b *testing.B) {
 
 // BenchmarkConcurrentCreates100 measures the makespan of 100 concurrent
 // creates on one node at realistic task and boot times (divided by speed),
-// against the ideal schedule: with unlimited parallelism (PVE holds only a
-// shared lock on the template), every sandbox finishes after one critical
-// path (clone + config + resize + start + guest boot + DHCP).
+// against the ideal schedule under the node's limits: PVE holds only a
+// shared lock on the template, but every clone's two storage commands take
+// the node's storage lock in turn, and agentd runs at most
+// placement.max_inflight_per_node clones at once (more would time out on
+// that lock). So the last sandbox finishes no sooner than
+// max(ceil(n/cap) × clone, n × 2 × lock hold) after the start, plus its own
+// config, resize, clean snapshot, start, guest boot and DHCP.
 func BenchmarkConcurrentCreates100(b *testing.B) {
 	const n, speed = 100, 4.0
 	rd := pvesim.RealisticDurations()
 	scale := func(t time.Duration) time.Duration { return time.Duration(float64(t) / speed) }
-	ideal := scale(rd.ByType["qmclone"] + rd.ByType["qmconfig"] + rd.ByType["resize"] + rd.ByType["qmstart"] + 20*time.Second + 5*time.Second)
+	capPerNode := config.Default().Placement.MaxInFlightPerNode
+	clones := max(time.Duration(math.Ceil(float64(n)/float64(capPerNode))*float64(scale(rd.ByType["qmclone"]))), n*2*scale(rd.StorageLock))
+	ideal := clones + scale(rd.ByType["qmconfig"]+rd.ByType["resize"]+rd.ByType["qmsnapshot"]+rd.ByType["qmstart"]+20*time.Second+5*time.Second)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		_, c := startDev(b, agent.DevOptions{Speed: speed, ProvisioningTimeout: 10 * time.Minute})

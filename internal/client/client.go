@@ -99,7 +99,9 @@ func New(c Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", c.Endpoint, err)
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 60 * time.Second, ForceAttemptHTTP2: false}
+	// Terraform runs 10 operations at once, each waiting on a long-poll;
+	// a pool smaller than the requests in flight re-handshakes TLS.
+	tr := &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 60 * time.Second, ForceAttemptHTTP2: false}
 	if c.TokenSetting == "" {
 		c.TokenSetting = EnvToken
 	}
