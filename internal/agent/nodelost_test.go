@@ -403,3 +403,70 @@ func TestNodeLostUnconfiguredDestroyed(t *testing.T) {
 		}
 	}
 }
+
+// TestResumedRunReclonesAtTheCloneStep: a run stopped past the clone
+// whose VM is then gone (its clean-up destroyed it and the agent died
+// before saving the failure) clones again on resume, and journals the
+// clone step first: when the node goes offline mid-clone and a destroy is
+// asked for, the half-made VM (description, no tag yet) is proven as a
+// clone and destroyed once the node is back, not taken for someone else's
+// and left behind with the row retired (soak seed 43, -nodes 3, I10).
+func TestResumedRunReclonesAtTheCloneStep(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{NoLoops: true}})
+	ctx := tctx(t)
+	d.Sim.SlowTask("qmsnapshot", "", 2*time.Second)
+	sb, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: "again", Profile: "yolo-ephemeral", Node: "pve1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sb.Step != "clean_snapshot" {
+		if sb, err = c.Sandbox(ctx, sb.ID); err != nil || !sb.State.InFlight() {
+			t.Fatalf("before the clean snapshot: %+v %v", sb, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d.Stop()
+	pc := pveClient(t, d).On("pve1")
+	for d.Sim.Dump().VMs[sb.VMID].Config["lock"] != "" {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := pc.Destroy(ctx, sb.VMID); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sim.BeforeRequest("GET", `^/nodes/pve1/tasks/[^/]*qmclone[^/]*/status$`, func() {
+		_ = d.Sim.SetNodeOnline("pve1", false)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = tcpClient(t, d, d.Info.Token)
+	if sb, err = c.WaitSandbox(ctx, sb.ID, 0); err != nil || sb.State != api.StateFailed || sb.Step != "clone" {
+		t.Fatalf("resumed run with its VM gone, node lost mid-clone: %+v %v, want FAILED at step clone", sb, err)
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Destroy(ctx, sb.ID, false); err != nil || got.State != api.StateDestroying {
+		t.Fatalf("destroy while pve1 is offline: %+v %v", got, err)
+	}
+	if err := d.Sim.SetNodeOnline("pve1", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Manager.Reconcile(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Manager.ProvisioningTimeouts(ctx); err != nil { // the cleanup loop
+		t.Fatal(err)
+	}
+	d.Manager.Wait(sb.ID)
+	if got, err := c.Sandbox(ctx, sb.ID); err != nil || got.State != api.StateDestroyed || strings.Contains(got.Error, "not provably ours") {
+		t.Fatalf("after pve1 is back: %+v %v, want DESTROYED with its VM", got, err)
+	}
+	for id, v := range d.Sim.Dump().VMs {
+		if strings.Contains(v.Config["description"], sb.ID) {
+			t.Fatalf("VM %d of the destroyed sandbox is still there: %+v", id, v.Config)
+		}
+	}
+}

@@ -593,6 +593,16 @@ func (m *Manager) clone(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 			}
 			return false, m.progress(ctx, sb, stepConfig, fmt.Sprintf("found VM %d cloned by an earlier run", sb.VMID))
 		}
+		if !untagged(sb) {
+			// A run resumed past the clone whose VM is gone (an earlier
+			// run's clean-up destroyed it and died before saving the
+			// failure): the row goes back to the clone step first, so that
+			// until the new VM is configured it is proven as a clone is
+			// (by its description, no tag yet), not refused as not ours.
+			if err := m.progress(ctx, sb, stepClone, fmt.Sprintf("VM %d of step %s is gone; cloning it again", sb.VMID, sb.Step)); err != nil {
+				return false, err
+			}
+		}
 	}
 	if p.Template != "" {
 		m.freshInventory(ctx) // a run resumed after a restart may come before any inventory
