@@ -229,21 +229,21 @@ func (m *Manager) Fork(ctx context.Context, ref string, req api.ForkRequest) (*s
 		return nil, err
 	}
 	defer m.Lock(w.ID)()
-	_, err = m.alloc.Reserve(ctx, func(id int) error {
-		prev := *w
-		w.HolderVMID, w.Step = id, "clone_holder"
-		if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{}); err != nil {
-			w.HolderVMID, w.Step = 0, prev.Step
-			return err
-		}
-		return nil
-	})
-	if err == nil {
-		opts := pve.CloneOptions{Full: true, Snapshot: req.FromSnapshot}
-		if storage != src.Storage {
-			opts.Storage = storage
+	opts := pve.CloneOptions{Full: true, Snapshot: req.FromSnapshot}
+	if storage != src.Storage {
+		opts.Storage = storage
+	}
+	for attempt := 1; ; attempt++ {
+		if err = m.reserve(ctx, w, "clone_holder"); err != nil {
+			break
 		}
 		err = srcVM.CloneTo(ctx, m.guard, m.proof(w), opts)
+		if !errors.Is(err, pve.ErrExists) || attempt == maxAllocAttempts {
+			break
+		}
+		if err = m.releaseVMID(ctx, w, err); err != nil {
+			break
+		}
 	}
 	if err == nil {
 		// build tags the clone (the clone request carried the proof).

@@ -274,20 +274,64 @@ func (m *Manager) Create(ctx context.Context, req api.CreateWorkspaceRequest) (*
 // build runs (or resumes) the creation of a holder: reserve its VMID, create
 // it with its volume, then mark the workspace READY.
 func (m *Manager) build(ctx context.Context, w *store.Workspace) error {
-	if w.HolderVMID == 0 {
-		_, err := m.alloc.Reserve(ctx, func(id int) error {
-			prev := *w
-			w.HolderVMID, w.Step = id, "create_holder"
-			if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{}); err != nil {
-				w.HolderVMID, w.Step = 0, prev.Step
+	for attempt := 1; ; attempt++ {
+		fresh := w.HolderVMID == 0
+		if fresh {
+			if err := m.reserve(ctx, w, "create_holder"); err != nil {
 				return err
 			}
-			return nil
-		})
-		if err != nil {
+		}
+		err := m.buildAt(ctx, w)
+		if !fresh || !vmidTaken(err) || attempt == maxAllocAttempts {
+			return err
+		}
+		if err := m.releaseVMID(ctx, w, err); err != nil {
 			return err
 		}
 	}
+}
+
+// maxAllocAttempts bounds how often a create moves to another VMID when
+// another client takes the one reserved.
+const maxAllocAttempts = 5
+
+// reserve gives w a VMID no row holds and Proxmox knows nothing at, saving
+// it (and step) in the row before anything is created.
+func (m *Manager) reserve(ctx context.Context, w *store.Workspace, step string) error {
+	_, err := m.alloc.Reserve(ctx, func(id int) error {
+		prev := *w
+		w.HolderVMID, w.Step = id, step
+		if err := m.store.SaveWorkspace(ctx, w, prev, store.Event{}); err != nil {
+			w.HolderVMID, w.Step = 0, prev.Step
+			return err
+		}
+		return nil
+	})
+	return err
+}
+
+// vmidTaken says a create at a VMID this run just reserved met a VM there:
+// another client made it between the allocator's check and the create
+// (Proxmox reserves nothing), so it is theirs and the create moves on.
+func vmidTaken(err error) bool {
+	return errors.Is(err, pve.ErrExists) || errors.Is(err, owner.ErrNotOwned)
+}
+
+// releaseVMID gives up the row's VMID, which another client's VM holds.
+func (m *Manager) releaseVMID(ctx context.Context, w *store.Workspace, cause error) error {
+	prev := *w
+	w.HolderVMID, w.Step = 0, "allocate_vmid"
+	err := m.store.SaveWorkspace(ctx, w, prev, store.Event{Kind: "workspace.vmid_taken",
+		Message: fmt.Sprintf("VMID %d was taken by another client (%v); allocating another", prev.HolderVMID, cause)})
+	if err != nil {
+		*w = prev
+	}
+	return err
+}
+
+// buildAt creates (or finds) the holder at the row's VMID, tags it and
+// marks the workspace READY.
+func (m *Manager) buildAt(ctx context.Context, w *store.Workspace) error {
 	v, err := m.guard.Prove(ctx, m.proof(w), false)
 	if err != nil {
 		return err
