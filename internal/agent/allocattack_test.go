@@ -217,3 +217,31 @@ func TestRestartMidBurstKeepsVMIDsDistinct(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedStorageOnSomeNodesPinsItsWorkspaces: a storage flagged shared
+// but enabled on pve1 and pve2 only (storage.cfg "nodes") is not read by
+// every node, so a sandbox with a workspace there is placed on a node that
+// has the storage (its workspace's), never on pve3 where its disk cannot
+// be attached.
+func TestSharedStorageOnSomeNodesPinsItsWorkspaces(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	if err := d.Sim.RestrictStorage("shared", "pve1", "pve2"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	for i := 0; i < n; i++ {
+		if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: fmt.Sprintf("sw%d", i), Size: "1G", Node: "pve1", Storage: "shared"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CreateSandbox(ctx, api.CreateSandboxRequest{Name: fmt.Sprintf("s%d", i), Profile: "yolo-ephemeral", Workspace: fmt.Sprintf("sw%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		sb, err := c.WaitSandbox(ctx, fmt.Sprintf("s%d", i), 10*time.Millisecond)
+		if err != nil || sb.State != api.StateRunning || sb.Node == "pve3" {
+			t.Fatalf("sandbox with a workspace on storage shared by pve1 and pve2: %+v %v", sb, err)
+		}
+	}
+}

@@ -232,8 +232,9 @@ type NodeResource struct {
 type Inventory struct {
 	VMs   []Resource
 	Nodes []NodeResource
-	// Shared names the storages every node reads (the "shared" flag is the
-	// storage's own, listed once per node with the same value).
+	// Shared names the storages every node reads: flagged shared (the
+	// storage's own flag, listed once per node with the same value) and
+	// listed for every node.
 	Shared map[string]bool
 }
 
@@ -246,6 +247,7 @@ func (c *Client) Inventory(ctx context.Context) (*Inventory, error) {
 		return nil, wrap("list cluster resources", err)
 	}
 	inv := &Inventory{VMs: make([]Resource, 0, len(rs)), Shared: map[string]bool{}}
+	sharedOn := map[string]int{} // storage → nodes listing it as shared
 	for _, r := range rs {
 		switch r.Type {
 		case "qemu":
@@ -256,8 +258,17 @@ func (c *Client) Inventory(ctx context.Context) (*Inventory, error) {
 				MaxCPU: r.MaxCPU, CPU: r.CPU})
 		case "storage":
 			if r.Shared == 1 {
-				inv.Shared[r.Storage] = true
+				sharedOn[r.Storage]++
 			}
+		}
+	}
+	// PVE lists a storage once per node it is enabled on (the resources
+	// call skips nodes storage_check_enabled refuses: storage.cfg's
+	// "nodes"), so a shared storage limited to some nodes is not read by
+	// every node: a workspace there still pins its sandbox.
+	for sid, n := range sharedOn {
+		if n == len(inv.Nodes) {
+			inv.Shared[sid] = true
 		}
 	}
 	sort.Slice(inv.VMs, func(i, j int) bool { return inv.VMs[i].VMID < inv.VMs[j].VMID })
