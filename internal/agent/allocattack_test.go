@@ -245,3 +245,40 @@ func TestSharedStorageOnSomeNodesPinsItsWorkspaces(t *testing.T) {
 		}
 	}
 }
+
+// TestHolderCreateLostReplyLeavesNoStrayVM: the answer to a holder's create
+// (and to a fork's clone) is lost: whatever agentd does next, no VM it
+// made is left behind without a row that owns it.
+func TestHolderCreateLostReplyLeavesNoStrayVM(t *testing.T) {
+	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	ctx := tctx(t)
+	if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "src", SizeGB: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sim.LoseReply("POST", `/qemu$`, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	_, errCreate := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: "lost", SizeGB: 1})
+	if err := d.Sim.LoseReply("POST", `/qemu/\d+/clone$`, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	_, errFork := c.ForkWorkspace(ctx, "src", api.ForkRequest{Name: "lostfork"})
+	t.Logf("create: %v; fork: %v", errCreate, errFork)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		stray := []int{}
+		seen := checkVMIDs(t, d, c, nil)
+		for id, v := range vms(d) {
+			if _, ok := seen[id]; !ok && v.Config["template"] != "1" {
+				stray = append(stray, id)
+			}
+		}
+		if len(stray) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VMs %v are no row's (rows %v)", stray, seen)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
