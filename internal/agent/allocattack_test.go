@@ -10,6 +10,7 @@ package agent_test
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,11 +225,16 @@ func TestRestartMidBurstKeepsVMIDsDistinct(t *testing.T) {
 // has the storage (its workspace's), never on pve3 where its disk cannot
 // be attached.
 func TestSharedStorageOnSomeNodesPinsItsWorkspaces(t *testing.T) {
-	d, c := startDev(t, agent.DevOptions{Nodes: 3})
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	d, c := startDev(t, agent.DevOptions{Nodes: 3, Hooks: agent.Hooks{Now: now}})
 	ctx := tctx(t)
 	if err := d.Sim.RestrictStorage("shared", "pve1", "pve2"); err != nil {
 		t.Fatal(err)
 	}
+	// The inventory agentd read at start still lists the storage on every
+	// node; placement reads a new one once that is old.
+	skew.Store(int64(time.Minute))
 	const n = 4
 	for i := 0; i < n; i++ {
 		if _, err := c.CreateWorkspace(ctx, api.CreateWorkspaceRequest{Name: fmt.Sprintf("sw%d", i), Size: "1G", Node: "pve1", Storage: "shared"}); err != nil {
