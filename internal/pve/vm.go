@@ -262,10 +262,11 @@ func (c *Client) Inventory(ctx context.Context) (*Inventory, error) {
 			}
 		}
 	}
-	// PVE lists a storage once per node it is enabled on (the resources
-	// call skips nodes storage_check_enabled refuses: storage.cfg's
-	// "nodes"), so a shared storage limited to some nodes is not read by
-	// every node: a workspace there still pins its sandbox.
+	// PVE::API2::Cluster's resources lists a storage once for each node of
+	// the cluster (offline ones too) that PVE::Storage::storage_check_enabled
+	// allows (storage.cfg's "nodes"), so a shared storage limited to some
+	// nodes is not read by every node: a workspace there still pins its
+	// sandbox.
 	for sid, n := range sharedOn {
 		if n == len(inv.Nodes) {
 			inv.Shared[sid] = true
