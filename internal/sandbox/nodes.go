@@ -174,7 +174,14 @@ const inventoryMaxAge = 15 * time.Second
 // freshInventory refreshes the ledger when its inventory is older than
 // inventoryMaxAge; a failed refresh keeps the old one (placement still has
 // agentd's own, exact, commitments).
-func (m *Manager) freshInventory(ctx context.Context) {
+func (m *Manager) freshInventory(ctx context.Context) { m.refreshInventory(ctx, false) }
+
+// freshStorages is freshInventory for a decision on a storage's sharing
+// (which nodes read a workspace's volume): it waits for a refresh another
+// request is running rather than going on with the stale listing.
+func (m *Manager) freshStorages(ctx context.Context) { m.refreshInventory(ctx, true) }
+
+func (m *Manager) refreshInventory(ctx context.Context, wait bool) {
 	m.invMu.Lock()
 	stale := m.now().Sub(m.invAt) > inventoryMaxAge
 	m.invMu.Unlock()
@@ -184,8 +191,10 @@ func (m *Manager) freshInventory(ctx context.Context) {
 	// One refresh at a time: a burst of creates that finds the inventory
 	// stale together would otherwise read /cluster/resources and every
 	// row once each. The others go on with the ledger they have (agentd's
-	// own commitments in it are exact).
-	if !m.invRefresh.TryLock() {
+	// own commitments in it are exact), unless they wait.
+	if wait {
+		m.invRefresh.Lock()
+	} else if !m.invRefresh.TryLock() {
 		return
 	}
 	defer m.invRefresh.Unlock()
@@ -272,7 +281,7 @@ func (m *Manager) place(ctx context.Context, sb *store.Sandbox, p *profile.Profi
 		req.PinReason = "asked for by the request"
 	}
 	if sb.Workspace != "" {
-		m.freshInventory(ctx)
+		m.freshStorages(ctx)
 		if w, err := m.store.WorkspaceBySandbox(ctx, sb.ID); err == nil && !m.storageShared(w.Storage) {
 			node := cmp.Or(w.Node, m.opts.Node)
 			if req.Pin != "" && req.Pin != node {

@@ -660,7 +660,7 @@ func (m *Manager) AttachWorkspace(ctx context.Context, sbRef, wsRef string) (*st
 	if sb.Workspace != "" && sb.Workspace != w.Name {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "sandbox %s already has workspace %s attached", sb.Name, sb.Workspace)
 	}
-	m.freshInventory(ctx)
+	m.freshStorages(ctx)
 	if wn, sn := cmp.Or(w.Node, m.opts.Node), cmp.Or(sb.Node, m.opts.Node); wn != sn && !m.storageShared(w.Storage) {
 		return nil, api.Errorf(http.StatusConflict, api.CodeConflict, "workspace %s lives on node %s, on storage %s that only that node reads; sandbox %s runs on node %s (move the workspace first: agentd workspace move %s --node %s)",
 			w.Name, wn, w.Storage, sb.Name, sn, w.Name, sn)
